@@ -1,0 +1,17 @@
+"""Roofline Workbench's inference engine: MobileNets from ONNX, run by numba kernels.
+
+    import engine
+    model = engine.load("data/mobilenet_v2.onnx")        # path, bytes or onnx.ModelProto
+    logits = model.run(x, threads=2, tiles=engine.Tiles(), hooks=[engine.Recorder()])
+
+Nothing here imports the workbench, plotly, pandas or Jupyter.
+"""
+from engine import _numba_env  # noqa: F401  (must run before numba compiles anything)
+from engine.errors import ModelError, UnsupportedOperatorError
+from engine.hooks import LayerRecord, Recorder, RunInfo
+from engine.model import Model, available_cores, load
+from engine.tiles import Tiles
+from engine import models  # noqa: E402
+
+__all__ = ["ModelError", "UnsupportedOperatorError", "Tiles", "Model", "load", "available_cores",
+           "Recorder", "LayerRecord", "RunInfo", "models"]

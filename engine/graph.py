@@ -1,0 +1,93 @@
+"""The engine's IR: a `Graph` is a list of `Layer`s in execution order over named tensors.
+
+Shapes are batch-free: an activation of shape (N, C, H, W) is recorded as (C, H, W), a
+feature vector (N, F) as (F,). Weights stay in ONNX layout here; the plan packs them for
+the kernels.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+NO_CLIP = (-math.inf, math.inf)
+
+
+@dataclass
+class Layer:
+    """One executable step before kernel selection.
+
+    op: "Conv", "GlobalAveragePool", "Flatten" or "Linear" once the passes have run;
+        the importer also emits "BatchNormalization", "Clip", "Add" and "Pad", which the
+        passes fold into the neighbouring Conv or reject.
+    inputs: activation tensor names read (constants are already attributes/weights).
+    clip: (low, high) applied last in the epilogue; NO_CLIP when there is none.
+    residual: name of a tensor added after the bias and before the clip (fused Add).
+    sources: the ONNX node names this layer stands for (for errors and profiles).
+    """
+
+    name: str
+    op: str
+    inputs: list[str]
+    output: str
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    attrs: dict = field(default_factory=dict)
+    weight: np.ndarray | None = None
+    bias: np.ndarray | None = None
+    clip: tuple[float, float] = NO_CLIP
+    residual: str | None = None
+    sources: list[str] = field(default_factory=list)
+
+    @property
+    def conv_kind(self) -> str | None:
+        """For a Conv: "pointwise", "depthwise" or "direct" (dense); None otherwise."""
+        if self.op != "Conv":
+            return None
+        kh, kw = self.attrs["kernel_shape"]
+        group = self.attrs["group"]
+        in_channels = self.input_shape[0]
+        out_channels = self.output_shape[0]
+        if group == 1 and (kh, kw) == (1, 1) and self.attrs["strides"] == (1, 1) \
+                and self.attrs["pads"] == (0, 0, 0, 0):
+            return "pointwise"
+        if group == in_channels == out_channels and group > 1 and self.attrs["dilations"] == (1, 1):
+            return "depthwise"
+        if group == 1:
+            return "direct"
+        return None
+
+    @property
+    def activation_name(self) -> str:
+        """"relu6", "relu", "none" or "clip(lo,hi)" for display."""
+        if self.clip == NO_CLIP:
+            return "none"
+        if self.clip == (0.0, 6.0):
+            return "relu6"
+        if self.clip == (0.0, math.inf):
+            return "relu"
+        return f"clip({self.clip[0]:g},{self.clip[1]:g})"
+
+
+@dataclass
+class Graph:
+    """Layers in execution order; the single input and output tensor names and shapes."""
+
+    layers: list[Layer]
+    input_name: str
+    input_shape: tuple[int, int, int]           # (C, H, W)
+    output_name: str
+    output_shape: tuple[int, ...]               # batch-free
+    opset: int = 0
+    producer: str = ""
+
+    def producer_of(self, tensor: str) -> Layer | None:
+        for layer in self.layers:
+            if layer.output == tensor:
+                return layer
+        return None
+
+    def consumers_of(self, tensor: str) -> list[Layer]:
+        return [layer for layer in self.layers
+                if tensor in layer.inputs or layer.residual == tensor]

@@ -1,0 +1,563 @@
+"""ONNX -> `Graph`: one handler per ONNX op type, registered in `HANDLERS`.
+
+The importer walks the nodes in order, tracking for every tensor either a constant value
+(initializers, Constant, and the Shape->Gather->Unsqueeze->Concat chains that older
+exporters emit, folded here) or the batch-free shape of an activation. It emits primitive
+layers; `engine.passes` then folds BatchNormalization, Pad, activations and residual Adds
+into the convolutions. Anything it cannot run exactly raises a `ModelError` naming the node.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from engine.errors import ModelError, UnsupportedOperatorError
+from engine.graph import NO_CLIP, Graph, Layer
+
+MIN_OPSET, MAX_OPSET = 6, 22
+
+# Stand-in for the (dynamic) batch size inside folded shape computations.
+BATCH = np.int64(-(2 ** 60))
+
+
+@dataclass
+class _Context:
+    """What the importer knows while walking the nodes."""
+
+    opset: int
+    constants: dict[str, np.ndarray] = field(default_factory=dict)
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)   # activations, batch-free
+    aliases: dict[str, str] = field(default_factory=dict)              # Identity/Dropout outputs
+    layers: list[Layer] = field(default_factory=list)
+    declared_batch: int | None = None
+
+    def resolve(self, name: str) -> str:
+        while name in self.aliases:
+            name = self.aliases[name]
+        return name
+
+    def is_constant(self, name: str) -> bool:
+        return self.resolve(name) in self.constants
+
+    def constant(self, node: onnx.NodeProto, index: int, what: str) -> np.ndarray:
+        name = node.input[index] if index < len(node.input) else ""
+        if not name:
+            raise ModelError(f"node {node.name!r} ({node.op_type}): missing input {index} ({what})")
+        name = self.resolve(name)
+        if name not in self.constants:
+            raise UnsupportedOperatorError(
+                node.name, node.op_type, HANDLERS,
+                f"input {index} ({what}) must be a constant initializer, got the computed tensor {name!r}")
+        return self.constants[name]
+
+    def optional_constant(self, node, index, what):
+        if index < len(node.input) and node.input[index]:
+            return self.constant(node, index, what)
+        return None
+
+    def activation(self, node: onnx.NodeProto, index: int = 0) -> tuple[str, tuple[int, ...]]:
+        if index >= len(node.input) or not node.input[index]:
+            raise ModelError(f"node {node.name!r} ({node.op_type}): missing input {index}")
+        name = self.resolve(node.input[index])
+        if name not in self.shapes:
+            if name in self.constants:
+                raise UnsupportedOperatorError(
+                    node.name, node.op_type, HANDLERS, f"input {name!r} is a constant; expected an activation")
+            raise ModelError(f"node {node.name!r} ({node.op_type}): input {name!r} is not produced by any "
+                             "earlier node or graph input (dangling edge, cycle, or nodes out of order)")
+        return name, self.shapes[name]
+
+    def add_layer(self, node, op, inputs, output_shape, **kwargs) -> Layer:
+        if len(node.output) < 1 or not node.output[0]:
+            raise ModelError(f"node {node.name!r} ({node.op_type}): has no output")
+        output = node.output[0]
+        if output in self.shapes or output in self.constants:
+            raise ModelError(f"node {node.name!r} ({node.op_type}): output {output!r} is written twice")
+        if any(d <= 0 for d in output_shape):
+            raise ModelError(f"node {node.name!r} ({node.op_type}): output shape {output_shape} is empty")
+        layer = Layer(name=node.name or output, op=op, inputs=inputs, output=output,
+                      input_shape=self.shapes[inputs[0]], output_shape=tuple(int(d) for d in output_shape),
+                      sources=[node.name or output], **kwargs)
+        self.shapes[output] = layer.output_shape
+        self.layers.append(layer)
+        return layer
+
+
+def _attrs(node: onnx.NodeProto) -> dict:
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _float32(node, array: np.ndarray, what: str) -> np.ndarray:
+    if array.dtype != np.float32:
+        raise ModelError(f"node {node.name!r} ({node.op_type}): {what} is {array.dtype}; "
+                         "only float32 tensors are supported")
+    return array
+
+
+def _pair(node, attrs, key, default, length=2):
+    value = tuple(int(v) for v in attrs.get(key, default))
+    if len(value) != length:
+        raise UnsupportedOperatorError(node.name, node.op_type, HANDLERS,
+                                       f"{key}={list(value)}: only 2-d (H, W) convolutions are supported")
+    return value
+
+
+# ---------------------------------------------------------------- compute ops
+
+def Conv(ctx: _Context, node):
+    name, shape = ctx.activation(node)
+    if len(shape) != 3:
+        raise ModelError(f"node {node.name!r} (Conv): input {name!r} has shape {shape}; expected (C, H, W)")
+    weight = _float32(node, ctx.constant(node, 1, "weight"), "weight")
+    bias = ctx.optional_constant(node, 2, "bias")
+    attrs = _attrs(node)
+    if weight.ndim != 4:
+        raise UnsupportedOperatorError(node.name, "Conv", HANDLERS,
+                                       f"weight of rank {weight.ndim}: only 2-d convolutions are supported")
+    out_channels, in_per_group, kh, kw = (int(d) for d in weight.shape)
+    kernel = _pair(node, attrs, "kernel_shape", (kh, kw))
+    if kernel != (kh, kw):
+        raise ModelError(f"node {node.name!r} (Conv): kernel_shape {list(kernel)} does not match "
+                         f"weight shape {weight.shape}")
+    strides = _pair(node, attrs, "strides", (1, 1))
+    dilations = _pair(node, attrs, "dilations", (1, 1))
+    pads = _pair(node, attrs, "pads", (0, 0, 0, 0), length=4)
+    group = int(attrs.get("group", 1))
+    auto_pad = attrs.get("auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    channels, height, width = shape
+    if min(strides) < 1 or min(dilations) < 1 or min(pads) < 0 or min(kernel) < 1 or group < 1:
+        raise ModelError(f"node {node.name!r} (Conv): invalid strides {strides}, dilations {dilations}, "
+                         f"pads {pads}, kernel {kernel} or group {group}")
+    if channels % group or out_channels % group or in_per_group * group != channels:
+        raise ModelError(f"node {node.name!r} (Conv): weight {tuple(weight.shape)} with group={group} "
+                         f"does not fit an input of {channels} channels")
+    effective = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        padding = []
+        for size, stride, eff in zip((height, width), strides, effective):
+            out = -(-size // stride)
+            total = max(0, (out - 1) * stride + eff - size)
+            small, large = total // 2, total - total // 2
+            padding.append((small, large) if auto_pad == "SAME_UPPER" else (large, small))
+        pads = (padding[0][0], padding[1][0], padding[0][1], padding[1][1])
+    elif auto_pad == "VALID":
+        pads = (0, 0, 0, 0)
+    elif auto_pad != "NOTSET":
+        raise ModelError(f"node {node.name!r} (Conv): unknown auto_pad {auto_pad!r}")
+    out_h = (height + pads[0] + pads[2] - effective[0]) // strides[0] + 1
+    out_w = (width + pads[1] + pads[3] - effective[1]) // strides[1] + 1
+    if out_h < 1 or out_w < 1:
+        raise ModelError(f"node {node.name!r} (Conv): kernel {kernel} does not fit the padded input "
+                         f"{height}x{width} (pads {pads})")
+    if bias is not None:
+        bias = _float32(node, bias, "bias")
+        if bias.shape != (out_channels,):
+            raise ModelError(f"node {node.name!r} (Conv): bias shape {bias.shape}, expected ({out_channels},)")
+    layer = ctx.add_layer(node, "Conv", [name], (out_channels, out_h, out_w),
+                          attrs={"kernel_shape": kernel, "strides": strides, "pads": pads,
+                                 "dilations": dilations, "group": group},
+                          weight=np.ascontiguousarray(weight),
+                          bias=None if bias is None else np.ascontiguousarray(bias))
+    if layer.conv_kind is None:
+        raise UnsupportedOperatorError(
+            node.name, "Conv", HANDLERS,
+            f"group={group} with {channels} input and {out_channels} output channels: only dense (group=1) "
+            "and depthwise (group = input channels = output channels, dilation 1) convolutions are supported")
+
+
+def BatchNormalization(ctx, node):
+    name, shape = ctx.activation(node)
+    attrs = _attrs(node)
+    if attrs.get("training_mode", 0):
+        raise UnsupportedOperatorError(node.name, node.op_type, HANDLERS, "training_mode=1")
+    if len(node.output) > 1 and any(node.output[1:]):
+        raise UnsupportedOperatorError(node.name, node.op_type, HANDLERS, "running-statistics outputs")
+    params = [_float32(node, ctx.constant(node, i, what), what)
+              for i, what in enumerate(("scale", "B", "mean", "var"), start=1)]
+    channels = shape[0]
+    for array, what in zip(params, ("scale", "B", "mean", "var")):
+        if array.shape != (channels,):
+            raise ModelError(f"node {node.name!r} (BatchNormalization): {what} shape {array.shape}, "
+                             f"expected ({channels},)")
+    scale, shift, mean, var = params
+    multiplier = scale / np.sqrt(var + np.float32(attrs.get("epsilon", 1e-5)))
+    ctx.add_layer(node, "BatchNormalization", [name], shape,
+                  attrs={"multiplier": multiplier.astype(np.float32),
+                         "offset": (shift - mean * multiplier).astype(np.float32)})
+
+
+def _clip_layer(ctx, node, low: float, high: float):
+    name, shape = ctx.activation(node)
+    if not low <= high:
+        raise ModelError(f"node {node.name!r} ({node.op_type}): min {low} > max {high}")
+    ctx.add_layer(node, "Clip", [name], shape, clip=(low, high))
+
+
+def Clip(ctx, node):
+    if ctx.opset < 11:
+        attrs = _attrs(node)
+        low, high = float(attrs.get("min", -math.inf)), float(attrs.get("max", math.inf))
+    else:
+        low_array = ctx.optional_constant(node, 1, "min")
+        high_array = ctx.optional_constant(node, 2, "max")
+        for array, what in ((low_array, "min"), (high_array, "max")):
+            if array is not None and array.size != 1:
+                raise ModelError(f"node {node.name!r} (Clip): {what} must be a scalar, got shape {array.shape}")
+        low = -math.inf if low_array is None else float(low_array.reshape(()))
+        high = math.inf if high_array is None else float(high_array.reshape(()))
+    _clip_layer(ctx, node, low, high)
+
+
+def Relu(ctx, node):
+    _clip_layer(ctx, node, 0.0, math.inf)
+
+
+def Add(ctx, node):
+    if len(node.input) != 2:
+        raise ModelError(f"node {node.name!r} (Add): expected 2 inputs, got {len(node.input)}")
+    if ctx.is_constant(node.input[1]) and _try_linear_bias(ctx, node):
+        return
+    a, shape_a = ctx.activation(node, 0)
+    b, shape_b = ctx.activation(node, 1)
+    if shape_a != shape_b:
+        raise UnsupportedOperatorError(node.name, "Add", HANDLERS,
+                                       f"broadcasting {shape_a} + {shape_b}: only same-shape residual adds")
+    ctx.add_layer(node, "Add", [a, b], shape_a)
+
+
+def _try_linear_bias(ctx, node) -> bool:
+    """MatMul + Add(constant): fold the constant into the Linear layer as its bias."""
+    name = ctx.resolve(node.input[0])
+    producer = ctx.layers[-1] if ctx.layers and ctx.layers[-1].output == name else None
+    if producer is None or producer.op != "Linear" or producer.bias is not None:
+        raise UnsupportedOperatorError(node.name, "Add", HANDLERS,
+                                       "adding a constant is only supported as the bias after MatMul")
+    bias = _float32(node, ctx.constant(node, 1, "bias"), "bias")
+    out_features = producer.output_shape[0]
+    if bias.size != out_features or bias.shape[-1] != out_features:
+        raise ModelError(f"node {node.name!r} (Add): bias shape {bias.shape} does not fit "
+                         f"{out_features} output features")
+    producer.bias = np.ascontiguousarray(bias.reshape(out_features))
+    producer.sources.append(node.name or node.output[0])
+    ctx.shapes[node.output[0]] = ctx.shapes.pop(producer.output)
+    producer.output = node.output[0]
+    return True
+
+
+def GlobalAveragePool(ctx, node):
+    name, shape = ctx.activation(node)
+    if len(shape) != 3:
+        raise ModelError(f"node {node.name!r} (GlobalAveragePool): input shape {shape}, expected (C, H, W)")
+    ctx.add_layer(node, "GlobalAveragePool", [name], (shape[0], 1, 1))
+
+
+def ReduceMean(ctx, node):
+    name, shape = ctx.activation(node)
+    attrs = _attrs(node)
+    axes = attrs.get("axes")
+    if axes is None and len(node.input) > 1 and node.input[1]:
+        axes = ctx.constant(node, 1, "axes").tolist()
+    axes = sorted(int(a) % 4 for a in (axes or []))
+    if len(shape) != 3 or axes != [2, 3]:
+        raise UnsupportedOperatorError(node.name, "ReduceMean", HANDLERS,
+                                       f"axes {axes} on shape {shape}: only the mean over H and W")
+    keepdims = int(attrs.get("keepdims", 1))
+    layer = ctx.add_layer(node, "GlobalAveragePool", [name], (shape[0], 1, 1) if keepdims else (shape[0],))
+    layer.attrs["keepdims"] = keepdims
+
+
+def Flatten(ctx, node):
+    name, shape = ctx.activation(node)
+    axis = int(_attrs(node).get("axis", 1))
+    if axis != 1:
+        raise UnsupportedOperatorError(node.name, "Flatten", HANDLERS, f"axis={axis}: only axis=1")
+    ctx.add_layer(node, "Flatten", [name], (int(np.prod(shape)),))
+
+
+def Reshape(ctx, node):
+    name, shape = ctx.activation(node)
+    target = ctx.constant(node, 1, "shape").astype(np.int64).reshape(-1).tolist()
+    features = int(np.prod(shape))
+    batch_ok = len(target) == 2 and (target[0] in (int(BATCH), 0, -1) or
+                                     (ctx.declared_batch is not None and target[0] == ctx.declared_batch))
+    if batch_ok and target[0] == -1 and target[1] != features:
+        batch_ok = False
+    if not batch_ok or target[1] not in (-1, features):
+        shown = ["N" if t == int(BATCH) else t for t in target]
+        raise UnsupportedOperatorError(node.name, "Reshape", HANDLERS,
+                                       f"target {shown} for input {shape}: only flattening to (N, {features})")
+    ctx.add_layer(node, "Flatten", [name], (features,))
+
+
+def Gemm(ctx, node):
+    name, shape = ctx.activation(node)
+    attrs = _attrs(node)
+    if int(attrs.get("transA", 0)):
+        raise UnsupportedOperatorError(node.name, "Gemm", HANDLERS, "transA=1")
+    weight = _float32(node, ctx.constant(node, 1, "B"), "B")
+    if weight.ndim != 2:
+        raise ModelError(f"node {node.name!r} (Gemm): B has rank {weight.ndim}, expected 2")
+    if not int(attrs.get("transB", 0)):
+        weight = weight.T
+    weight = weight * np.float32(attrs.get("alpha", 1.0))
+    bias = ctx.optional_constant(node, 2, "C")
+    _linear_layer(ctx, node, name, shape, weight, bias, float(attrs.get("beta", 1.0)))
+
+
+def MatMul(ctx, node):
+    name, shape = ctx.activation(node)
+    weight = _float32(node, ctx.constant(node, 1, "B"), "B")
+    if weight.ndim != 2:
+        raise UnsupportedOperatorError(node.name, "MatMul", HANDLERS, f"B of rank {weight.ndim}: only 2-d")
+    _linear_layer(ctx, node, name, shape, weight.T, None, 1.0)
+
+
+def _linear_layer(ctx, node, name, shape, weight_out_in, bias, beta):
+    if len(shape) != 1:
+        raise UnsupportedOperatorError(node.name, node.op_type, HANDLERS,
+                                       f"input of shape {shape}: only (N, features) inputs (flatten first)")
+    out_features, in_features = weight_out_in.shape
+    if in_features != shape[0]:
+        raise ModelError(f"node {node.name!r} ({node.op_type}): weight expects {in_features} input features, "
+                         f"the input has {shape[0]}")
+    if bias is not None:
+        bias = _float32(node, bias, "bias")
+        if bias.size == 1:
+            bias = np.full(out_features, bias.reshape(()), np.float32)
+        if bias.size != out_features:
+            raise ModelError(f"node {node.name!r} ({node.op_type}): bias shape {bias.shape} does not fit "
+                             f"{out_features} outputs")
+        bias = (bias.reshape(out_features) * np.float32(beta)).astype(np.float32)
+    ctx.add_layer(node, "Linear", [name], (out_features,),
+                  weight=np.ascontiguousarray(weight_out_in, dtype=np.float32),
+                  bias=None if bias is None else np.ascontiguousarray(bias))
+
+
+def Pad(ctx, node):
+    name, shape = ctx.activation(node)
+    attrs = _attrs(node)
+    mode = attrs.get("mode", b"constant")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    if ctx.opset < 11:
+        pads = [int(p) for p in attrs.get("pads", [])]
+        value = float(attrs.get("value", 0.0))
+    else:
+        pads = ctx.constant(node, 1, "pads").astype(np.int64).tolist()
+        value_array = ctx.optional_constant(node, 2, "constant_value")
+        value = 0.0 if value_array is None else float(value_array.reshape(-1)[0])
+        if len(node.input) > 3 and node.input[3]:
+            raise UnsupportedOperatorError(node.name, "Pad", HANDLERS, "the axes input")
+    if mode != "constant" or value != 0.0 or len(pads) != 8 or any(pads[i] for i in (0, 1, 4, 5)) \
+            or min(pads) < 0:
+        raise UnsupportedOperatorError(node.name, "Pad", HANDLERS,
+                                       f"mode={mode}, value={value}, pads={pads}: only zero padding of H and W "
+                                       "feeding a Conv")
+    channels, height, width = shape
+    pads_hw = (pads[2], pads[3], pads[6], pads[7])       # top, left, bottom, right
+    ctx.add_layer(node, "Pad", [name], (channels, height + pads_hw[0] + pads_hw[2],
+                                        width + pads_hw[1] + pads_hw[3]), attrs={"pads": pads_hw})
+
+
+# ---------------------------------------------------------------- aliases and constants
+
+def Identity(ctx, node):
+    source = ctx.resolve(node.input[0])
+    if source in ctx.constants:
+        ctx.constants[node.output[0]] = ctx.constants[source]
+    else:
+        ctx.activation(node)
+        ctx.aliases[node.output[0]] = source
+
+
+def Dropout(ctx, node):
+    # Inference: Dropout is the identity. A mask output, if any, is not supported.
+    if len(node.output) > 1 and node.output[1]:
+        raise UnsupportedOperatorError(node.name, "Dropout", HANDLERS, "the mask output")
+    if ctx.opset >= 12 and len(node.input) > 2 and node.input[2]:
+        training = ctx.constant(node, 2, "training_mode")
+        if bool(training.reshape(-1)[0]):
+            raise UnsupportedOperatorError(node.name, "Dropout", HANDLERS, "training_mode=True")
+    Identity(ctx, node)
+
+
+def Constant(ctx, node):
+    attrs = _attrs(node)
+    if "value" in attrs:
+        value = numpy_helper.to_array(attrs["value"])
+    elif "value_float" in attrs:
+        value = np.array(attrs["value_float"], np.float32)
+    elif "value_floats" in attrs:
+        value = np.array(attrs["value_floats"], np.float32)
+    elif "value_int" in attrs:
+        value = np.array(attrs["value_int"], np.int64)
+    elif "value_ints" in attrs:
+        value = np.array(attrs["value_ints"], np.int64)
+    else:
+        raise UnsupportedOperatorError(node.name, "Constant", HANDLERS, f"attributes {sorted(attrs)}")
+    ctx.constants[node.output[0]] = value
+
+
+def Shape(ctx, node):
+    name, shape = ctx.activation(node)
+    full = np.array([BATCH, *shape], dtype=np.int64)
+    attrs = _attrs(node)
+    start, end = int(attrs.get("start", 0)), attrs.get("end")
+    ctx.constants[node.output[0]] = full[start:None if end is None else int(end)]
+
+
+def Gather(ctx, node):
+    data = ctx.constant(node, 0, "data")
+    indices = ctx.constant(node, 1, "indices")
+    axis = int(_attrs(node).get("axis", 0))
+    try:
+        ctx.constants[node.output[0]] = np.take(data, indices.astype(np.int64), axis=axis)
+    except (IndexError, ValueError) as exc:
+        raise ModelError(f"node {node.name!r} (Gather): {exc}") from None
+
+
+def Unsqueeze(ctx, node):
+    data = ctx.constant(node, 0, "data")
+    axes = _attrs(node).get("axes")
+    if axes is None:
+        axes = ctx.constant(node, 1, "axes").tolist()
+    out = data
+    for axis in sorted(int(a) % (data.ndim + len(axes)) for a in axes):
+        out = np.expand_dims(out, axis)
+    ctx.constants[node.output[0]] = out
+
+
+def Squeeze(ctx, node):
+    data = ctx.constant(node, 0, "data")
+    axes = _attrs(node).get("axes")
+    if axes is None and len(node.input) > 1 and node.input[1]:
+        axes = ctx.constant(node, 1, "axes").tolist()
+    ctx.constants[node.output[0]] = np.squeeze(data, axis=None if axes is None else tuple(axes))
+
+
+def Concat(ctx, node):
+    parts = [ctx.constant(node, i, f"input {i}") for i in range(len(node.input))]
+    axis = int(_attrs(node).get("axis", 0))
+    try:
+        ctx.constants[node.output[0]] = np.concatenate(parts, axis=axis)
+    except ValueError as exc:
+        raise ModelError(f"node {node.name!r} (Concat): {exc}") from None
+
+
+def Cast(ctx, node):
+    data = ctx.constant(node, 0, "input")
+    to = int(_attrs(node).get("to", onnx.TensorProto.FLOAT))
+    ctx.constants[node.output[0]] = data.astype(onnx.helper.tensor_dtype_to_np_dtype(to))
+
+
+HANDLERS = {
+    "Conv": Conv, "BatchNormalization": BatchNormalization, "Clip": Clip, "Relu": Relu, "Add": Add,
+    "GlobalAveragePool": GlobalAveragePool, "ReduceMean": ReduceMean, "Flatten": Flatten,
+    "Reshape": Reshape, "Gemm": Gemm, "MatMul": MatMul, "Pad": Pad, "Identity": Identity,
+    "Dropout": Dropout, "Constant": Constant, "Shape": Shape, "Gather": Gather,
+    "Unsqueeze": Unsqueeze, "Squeeze": Squeeze, "Concat": Concat, "Cast": Cast,
+}
+
+
+# ---------------------------------------------------------------- entry point
+
+def read_model(source) -> onnx.ModelProto:
+    """A path, bytes or ModelProto -> ModelProto, with ModelError for anything unreadable."""
+    if isinstance(source, onnx.ModelProto):
+        return source
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        where = "the given bytes"
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise ModelError(f"model file not found: {str(path)!r}")
+        data = path.read_bytes()
+        where = repr(str(path))
+    else:
+        raise ModelError(f"expected a path, bytes or onnx.ModelProto, got {type(source).__name__}")
+    if not data:
+        raise ModelError(f"{where} is empty, not an ONNX model")
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except Exception as exc:  # protobuf raises DecodeError or RuntimeWarning subclasses
+        raise ModelError(f"{where} is not an ONNX model (protobuf parse failed: {exc})") from None
+    if not model.HasField("graph") or not model.graph.node:
+        raise ModelError(f"{where} is not an ONNX model (no graph or no nodes)")
+    return model
+
+
+def _default_opset(model: onnx.ModelProto) -> int:
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return int(entry.version)
+    raise ModelError("the model imports no version of the default ONNX operator set")
+
+
+def import_graph(model: onnx.ModelProto) -> Graph:
+    """Translate `model` into primitive layers (before the fusion passes)."""
+    opset = _default_opset(model)
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ModelError(f"opset {opset} is not supported (supported: {MIN_OPSET}..{MAX_OPSET})")
+    graph = model.graph
+    ctx = _Context(opset=opset)
+    for init in graph.initializer:
+        try:
+            ctx.constants[init.name] = numpy_helper.to_array(init)
+        except Exception as exc:
+            raise ModelError(f"initializer {init.name!r} cannot be read: {exc}") from None
+    inputs = [i for i in graph.input if i.name not in ctx.constants]
+    if len(inputs) != 1:
+        raise ModelError(f"expected exactly one graph input (the image batch), got {len(inputs)}: "
+                         f"{[i.name for i in inputs]}")
+    graph_input = inputs[0]
+    input_shape = _input_shape(graph_input, ctx)
+    ctx.shapes[graph_input.name] = input_shape
+    for node in graph.node:
+        if node.domain not in ("", "ai.onnx"):
+            raise UnsupportedOperatorError(node.name, f"{node.domain}::{node.op_type}", HANDLERS,
+                                           f"custom domain {node.domain!r}")
+        handler = HANDLERS.get(node.op_type)
+        if handler is None:
+            raise UnsupportedOperatorError(node.name, node.op_type, HANDLERS)
+        handler(ctx, node)
+    if len(graph.output) != 1:
+        raise ModelError(f"expected exactly one graph output, got {len(graph.output)}")
+    output = ctx.resolve(graph.output[0].name)
+    if output not in ctx.shapes:
+        raise ModelError(f"graph output {graph.output[0].name!r} is not computed from the input")
+    return Graph(layers=ctx.layers, input_name=graph_input.name, input_shape=input_shape,
+                 output_name=output, output_shape=ctx.shapes[output], opset=opset,
+                 producer=f"{model.producer_name} {model.producer_version}".strip())
+
+
+def _input_shape(value_info: onnx.ValueInfoProto, ctx: _Context) -> tuple[int, int, int]:
+    tensor_type = value_info.type.tensor_type
+    if tensor_type.elem_type != onnx.TensorProto.FLOAT:
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type) \
+            if tensor_type.elem_type else "undefined"
+        raise ModelError(f"graph input {value_info.name!r} is {dtype}; only float32 is supported")
+    dims = list(tensor_type.shape.dim)
+    if len(dims) != 4:
+        raise ModelError(f"graph input {value_info.name!r} has rank {len(dims)}; expected 4 (N, C, H, W)")
+    if dims[0].HasField("dim_value"):
+        if dims[0].dim_value < 1:
+            raise ModelError(f"graph input {value_info.name!r}: batch dimension {dims[0].dim_value}")
+        ctx.declared_batch = int(dims[0].dim_value)
+    sizes = []
+    for axis, dim in zip("CHW", dims[1:]):
+        if not dim.HasField("dim_value"):
+            raise ModelError(f"graph input {value_info.name!r}: dimension {axis} is dynamic "
+                             f"({dim.dim_param or '?'}); only the batch dimension may be dynamic")
+        if not 1 <= dim.dim_value <= 1 << 16:
+            raise ModelError(f"graph input {value_info.name!r}: dimension {axis} = {dim.dim_value} "
+                             "is out of range (1..65536)")
+        sizes.append(int(dim.dim_value))
+    return tuple(sizes)

@@ -1,0 +1,129 @@
+"""Graph passes run after import: fold BatchNormalization and Pad into convolutions,
+fuse activations and residual Adds into the conv epilogue, and reject what is left over
+that no kernel runs. Each pass rewrites `graph.layers` in place."""
+from __future__ import annotations
+
+import numpy as np
+
+from engine.errors import UnsupportedOperatorError
+from engine.graph import NO_CLIP, Graph, Layer
+
+EXECUTABLE_OPS = ("Conv", "GlobalAveragePool", "Flatten", "Linear")
+
+
+def _sole_consumer(graph: Graph, layer: Layer) -> Layer | None:
+    """The one layer reading `layer`'s output, or None if zero, several, or it is the graph output."""
+    if layer.output == graph.output_name:
+        return None
+    consumers = graph.consumers_of(layer.output)
+    return consumers[0] if len(consumers) == 1 else None
+
+
+def _absorb(graph: Graph, keeper: Layer, absorbed: Layer) -> None:
+    """`keeper` now also computes what `absorbed` did: take over its output and remove it."""
+    keeper.output = absorbed.output
+    keeper.output_shape = absorbed.output_shape
+    keeper.sources.extend(absorbed.sources)
+    graph.layers.remove(absorbed)
+
+
+def fold_batchnorm(graph: Graph) -> None:
+    """Conv -> BatchNormalization becomes one Conv with scaled weights and shifted bias."""
+    for bn in [layer for layer in graph.layers if layer.op == "BatchNormalization"]:
+        conv = graph.producer_of(bn.inputs[0])
+        if conv is None or conv.op != "Conv" or conv.clip != NO_CLIP or conv.residual \
+                or _sole_consumer(graph, conv) is not bn:
+            raise UnsupportedOperatorError(bn.name, "BatchNormalization", ("Conv -> BatchNormalization",),
+                                           "BatchNormalization is only supported directly after a Conv "
+                                           "whose output nothing else reads")
+        multiplier, offset = bn.attrs["multiplier"], bn.attrs["offset"]
+        conv.weight = (conv.weight * multiplier[:, None, None, None]).astype(np.float32)
+        bias = conv.bias if conv.bias is not None else np.zeros(conv.output_shape[0], np.float32)
+        conv.bias = (bias * multiplier + offset).astype(np.float32)
+        _absorb(graph, conv, bn)
+
+
+def fold_pad(graph: Graph) -> None:
+    """Pad (zeros on H, W) -> Conv becomes one Conv with larger pads."""
+    for pad in [layer for layer in graph.layers if layer.op == "Pad"]:
+        consumers = graph.consumers_of(pad.output)
+        if not consumers or pad.output == graph.output_name or \
+                any(c.op != "Conv" or c.inputs[0] != pad.output or c.residual == pad.output for c in consumers):
+            raise UnsupportedOperatorError(pad.name, "Pad", ("Pad -> Conv",),
+                                           "Pad is only supported when it feeds convolutions only")
+        for conv in consumers:
+            conv.attrs["pads"] = tuple(a + b for a, b in zip(conv.attrs["pads"], pad.attrs["pads"]))
+            conv.inputs[0] = pad.inputs[0]
+            conv.input_shape = pad.input_shape
+            conv.sources[:0] = pad.sources
+        graph.layers.remove(pad)
+
+
+def _fusable(graph: Graph, producer: Layer | None, consumer: Layer, *, needs_no_clip: bool) -> bool:
+    """True if `consumer` can become `producer`'s epilogue: a Conv whose only reader it is."""
+    return (producer is not None and producer.op == "Conv"
+            and not (needs_no_clip and (producer.clip != NO_CLIP or producer.residual is not None))
+            and _sole_consumer(graph, producer) is consumer)
+
+
+def fuse_activation(graph: Graph, strict: bool = True) -> bool:
+    """Conv -> Clip/Relu becomes a Conv with a clip epilogue (two clips combine).
+
+    Returns whether anything was fused; with `strict`, an activation that cannot be fused
+    raises UnsupportedOperatorError (there is no stand-alone activation kernel)."""
+    changed = False
+    for clip in [layer for layer in graph.layers if layer.op == "Clip"]:
+        producer = graph.producer_of(clip.inputs[0])
+        if _fusable(graph, producer, clip, needs_no_clip=False):
+            low = max(producer.clip[0], clip.clip[0])
+            producer.clip = (low, max(low, min(producer.clip[1], clip.clip[1])))
+            _absorb(graph, producer, clip)
+            changed = True
+        elif strict:
+            raise UnsupportedOperatorError(clip.name, "Clip/Relu", ("Conv -> Clip/Relu",),
+                                           "an activation is only supported directly after a Conv "
+                                           "(or a residual Add fused into one) whose output nothing else reads")
+    return changed
+
+
+def fuse_residual_add(graph: Graph, strict: bool = True) -> bool:
+    """Conv -> Add(other) becomes a Conv whose epilogue adds `other` before its clip.
+
+    Of the Add's two inputs, the later-computed conv absorbs it, so the other input is
+    ready when it runs."""
+    changed = False
+    for add in [layer for layer in graph.layers if layer.op == "Add"]:
+        candidates = []
+        for index, name in enumerate(add.inputs):
+            producer = graph.producer_of(name)
+            if _fusable(graph, producer, add, needs_no_clip=True):
+                candidates.append((graph.layers.index(producer), producer, add.inputs[1 - index]))
+        if candidates:
+            _, conv, other = max(candidates, key=lambda c: c[0])
+            conv.residual = other
+            _absorb(graph, conv, add)
+            changed = True
+        elif strict:
+            raise UnsupportedOperatorError(add.name, "Add", ("Conv -> Add",),
+                                           "Add is only supported as a residual add after a Conv with no "
+                                           "activation whose output nothing else reads")
+    return changed
+
+
+def check_executable(graph: Graph) -> None:
+    for layer in graph.layers:
+        if layer.op not in EXECUTABLE_OPS:
+            raise UnsupportedOperatorError(layer.name, layer.op, EXECUTABLE_OPS, "left over after the passes")
+
+
+def run_passes(graph: Graph) -> Graph:
+    """The standard pipeline: fold BN and Pad, then fuse residual adds and activations
+    (alternating, since a Clip after an Add fuses once the Add has), then check."""
+    fold_batchnorm(graph)
+    fold_pad(graph)
+    while fuse_activation(graph, strict=False) | fuse_residual_add(graph, strict=False):
+        pass
+    fuse_activation(graph)
+    fuse_residual_add(graph)
+    check_executable(graph)
+    return graph
