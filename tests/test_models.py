@@ -1,0 +1,287 @@
+"""Tests of engine.models: the synthetic MobileNets are torchvision's topology (op counts,
+FLOPs, parameters), valid ONNX for opsets 9..18 in every export style, all styles compute the
+same function, activations stay of order 1, and building is deterministic.
+
+ONNX Runtime is the reference executor; every session runs with graph optimisations off, so
+what is compared is the function the ONNX graph writes, not ORT's own fusions.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from engine import models
+
+ort = pytest.importorskip("onnxruntime")
+
+REPO = Path(__file__).resolve().parents[1]
+
+# torchvision.models.mobilenet_v2(): sum(p.numel() for p in model.parameters())
+TORCHVISION_MOBILENET_V2_PARAMETERS = 3_504_872
+# torchvision's documented cost of MobileNetV2 at 224: 0.30 GFLOPS (multiply-accumulates);
+# counted over Conv and Linear it is 300.77 M MACs = 601.5 MFLOP at 2 FLOP per MAC
+MOBILENET_V2_FLOP_AT_224 = 601.5e6
+# Howard et al. 2017, Table 1/8: MobileNetV1 1.0-224 has 569 M mult-adds and 4.2 M parameters
+MOBILENET_V1_MACS_AT_224 = 569e6
+
+ALL_STYLES = dict(separate_batchnorm=True, flatten_style="reshape_shape_chain", pool_style="reduce_mean",
+                  classifier_style="matmul_add", dropout=True)
+VARIANTS = (
+    [(opset, {}) for opset in range(models.MIN_OPSET, models.MAX_OPSET + 1)]
+    + [(opset, ALL_STYLES) for opset in range(models.MIN_OPSET, models.MAX_OPSET + 1)]
+    + [(13, dict(separate_batchnorm=True)), (13, dict(flatten_style="reshape_constant")),
+       (9, dict(flatten_style="reshape_constant", dynamic_batch=False)),
+       (13, dict(flatten_style="reshape_shape_chain")), (13, dict(pool_style="reduce_mean")),
+       (13, dict(classifier_style="matmul_add")), (13, dict(dropout=True)), (13, dict(dynamic_batch=False)),
+       (10, dict(clip_style="attributes")), (11, dict(clip_style="inputs"))]
+)
+
+
+def _session(model: onnx.ModelProto):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    return _session(model).run(["output"], {"input": x})[0]
+
+
+def _input(batch: int = 1, resolution: int = 224, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((batch, 3, resolution, resolution)).astype(np.float32)
+
+
+def _op_histogram(model: onnx.ModelProto) -> dict[str, int]:
+    return dict(collections.Counter(node.op_type for node in model.graph.node))
+
+
+def _initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    return {tensor.name: numpy_helper.to_array(tensor) for tensor in model.graph.initializer}
+
+
+def _multiply_accumulates(model: onnx.ModelProto) -> int:
+    """Sum over Conv and Gemm of multiply-accumulates per image, from inferred shapes."""
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    shapes = {info.name: [dim.dim_value for dim in info.type.tensor_type.shape.dim]
+              for info in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    weights = {tensor.name: list(tensor.dims) for tensor in inferred.graph.initializer}
+    total = 0
+    for node in inferred.graph.node:
+        if node.op_type == "Conv":  # out (N, Co, Ho, Wo), weight (Co, Ci / group, kh, kw)
+            total += int(np.prod(shapes[node.output[0]][1:])) * int(np.prod(weights[node.input[1]][1:]))
+        elif node.op_type == "Gemm":  # weight (out, in)
+            total += int(np.prod(weights[node.input[1]]))
+    return total
+
+
+@pytest.fixture(scope="module")
+def default_model() -> onnx.ModelProto:
+    return models.mobilenet_v2()
+
+
+@pytest.fixture(scope="module")
+def default_logits(default_model) -> np.ndarray:
+    return _run(default_model, _input(batch=2))
+
+
+def test_make_divisible_rounds_like_torchvision():
+    # (value, expected): nearest multiple of 8, at least 8, bumped up by 8 when rounding lost > 10%
+    # (35.9 -> 32 is 10.9% low -> 40; 35 -> 32 is 8.6% low -> stays 32)
+    cases = [(32, 32), (16, 16), (32 * 0.5, 16), (16 * 0.5, 8), (16 * 0.75, 16), (24 * 0.75, 24),
+             (32 * 0.75, 24), (32 * 1.4, 48), (1280 * 1.4, 1792), (160 * 0.75, 120), (3, 8), (36, 40), (35, 32), (35.9, 40), (11.9, 16)]
+    assert [models.make_divisible(value) for value, _ in cases] == [expected for _, expected in cases]
+
+
+def test_default_model_has_torchvision_mobilenet_v2_op_counts(default_model):
+    # stem conv; block 1 (t=1): dw + project; 16 blocks with t=6: expand + dw + project; last 1x1 conv
+    # -> Conv 1 + 2 + 16*3 + 1 = 52, Clip (ReLU6) 1 + 1 + 16*2 + 1 = 35; residual adds where stride 1
+    # and in == out channels: 1 (24) + 2 (32) + 3 (64) + 2 (96) + 2 (160) = 10
+    assert _op_histogram(default_model) == {"Conv": 52, "Clip": 35, "Add": 10, "GlobalAveragePool": 1,
+                                            "Flatten": 1, "Gemm": 1}
+
+
+def test_default_model_io_and_names_follow_torch_exporter(default_model):
+    graph = default_model.graph
+    assert [i.name for i in graph.input] == ["input"] and [o.name for o in graph.output] == ["output"]
+    input_dims = graph.input[0].type.tensor_type.shape.dim
+    assert input_dims[0].dim_param == "N" and [d.dim_value for d in input_dims[1:]] == [3, 224, 224]
+    output_dims = graph.output[0].type.tensor_type.shape.dim
+    assert output_dims[0].dim_param == "N" and output_dims[1].dim_value == 1000
+    node_names = {node.name for node in graph.node}
+    assert {"/features/features.0/features.0.0/Conv", "/features/features.0/features.0.2/Clip",
+            "/features/features.1/conv/conv.0/conv.0.0/Conv", "/features/features.1/conv/conv.1/Conv",
+            "/features/features.2/conv/conv.2/Conv", "/features/features.3/Add",
+            "/features/features.18/features.18.0/Conv", "/GlobalAveragePool", "/Flatten",
+            "/classifier/classifier.1/Gemm"} <= node_names
+    assert len(node_names) == len(graph.node)
+    weights = _initializers(default_model)
+    assert weights["features.0.0.weight"].shape == (32, 3, 3, 3)
+    assert weights["features.2.conv.1.0.weight"].shape == (96, 1, 3, 3)  # depthwise, group 96
+    assert weights["features.18.0.weight"].shape == (1280, 320, 1, 1)
+    assert weights["classifier.1.weight"].shape == (1000, 1280)
+
+
+def test_default_model_flops_at_224_match_torchvision(default_model):
+    flop = 2 * _multiply_accumulates(default_model)
+    assert flop == 601_548_544  # 300,774,272 MACs: exact for this topology
+    assert abs(flop - MOBILENET_V2_FLOP_AT_224) <= 0.005 * MOBILENET_V2_FLOP_AT_224
+
+
+def test_parameter_count_matches_torchvision_up_to_batchnorm_folding(default_model):
+    # torchvision counts conv weights + BatchNorm gamma and beta (2 per channel) + Linear.
+    # Folding turns each BatchNorm's gamma and beta into one conv bias per channel, so the
+    # folded model has exactly one parameter per BatchNorm channel fewer.
+    separate = models.mobilenet_v2(separate_batchnorm=True)
+    separate_weights = _initializers(separate)
+    running_statistics = [name for name in separate_weights if name.endswith(("running_mean", "running_var"))]
+    learnable = sum(array.size for name, array in separate_weights.items()
+                    if name not in running_statistics and not name.startswith("relu6."))
+    assert learnable == TORCHVISION_MOBILENET_V2_PARAMETERS
+    batchnorm_channels = sum(separate_weights[name].size for name in running_statistics if name.endswith("mean"))
+    assert batchnorm_channels == 17_056
+    folded = sum(array.size for name, array in _initializers(default_model).items() if not name.startswith("relu6."))
+    assert folded == TORCHVISION_MOBILENET_V2_PARAMETERS - batchnorm_channels == 3_487_816
+
+
+@pytest.mark.parametrize("opset,styles", VARIANTS, ids=lambda v: str(v) if isinstance(v, int) else
+                         ",".join(f"{k}={val}" for k, val in v.items()) or "default")
+def test_variant_is_valid_onnx_and_computes_the_default_function(opset, styles, default_logits):
+    model = models.mobilenet_v2(opset=opset, **styles)
+    onnx.checker.check_model(model, full_check=True)
+    assert model.opset_import[0].version == opset
+    batch = 1 if styles.get("dynamic_batch", True) is False else 2
+    logits = _run(model, _input(batch=2)[:batch])
+    assert logits.shape == (batch, 1000)
+    # same seed -> same function: max error within 1e-4 of the largest logit
+    assert np.abs(logits - default_logits[:batch]).max() <= 1e-4 * np.abs(default_logits).max()
+
+
+def test_variants_write_the_requested_operators():
+    separate = models.mobilenet_v2(separate_batchnorm=True)
+    assert _op_histogram(separate)["BatchNormalization"] == 52
+    assert all(len(node.input) == 2 for node in separate.graph.node if node.op_type == "Conv")  # no bias
+    folded = models.mobilenet_v2()
+    assert all(len(node.input) == 3 for node in folded.graph.node if node.op_type == "Conv")
+
+    clips_10 = [n for n in models.mobilenet_v2(opset=10).graph.node if n.op_type == "Clip"]
+    assert all(len(n.input) == 1 and {a.name for a in n.attribute} == {"min", "max"} for n in clips_10)
+    clips_11 = [n for n in models.mobilenet_v2(opset=11).graph.node if n.op_type == "Clip"]
+    assert all(len(n.input) == 3 and not n.attribute for n in clips_11)
+
+    chain = models.mobilenet_v2(flatten_style="reshape_shape_chain", opset=11)
+    assert [n.op_type for n in chain.graph.node[-8:]] == ["Shape", "Constant", "Gather", "Unsqueeze", "Constant",
+                                                          "Concat", "Reshape", "Gemm"]
+    assert "Flatten" not in _op_histogram(chain)
+    unsqueeze_13 = [n for n in models.mobilenet_v2(flatten_style="reshape_shape_chain").graph.node
+                    if n.op_type == "Unsqueeze"]
+    assert len(unsqueeze_13[0].input) == 2  # axes became an input in opset 13
+
+    for opset, axes_as_input in ((17, False), (18, True)):
+        (reduce,) = [n for n in models.mobilenet_v2(opset=opset, pool_style="reduce_mean").graph.node
+                     if n.op_type == "ReduceMean"]
+        assert (len(reduce.input) == 2) == axes_as_input
+        assert any(a.name == "axes" for a in reduce.attribute) != axes_as_input
+
+    matmul = _op_histogram(models.mobilenet_v2(classifier_style="matmul_add"))
+    assert matmul["MatMul"] == 1 and matmul["Add"] == 11 and "Gemm" not in matmul
+
+    for opset, ratio_as_input in ((11, False), (12, True)):
+        (dropout,) = [n for n in models.mobilenet_v2(opset=opset, dropout=True).graph.node if n.op_type == "Dropout"]
+        assert (len(dropout.input) == 2) == ratio_as_input
+
+    static = models.mobilenet_v2(dynamic_batch=False).graph.input[0].type.tensor_type.shape.dim
+    assert static[0].dim_value == 1
+
+
+def test_activations_stay_of_order_one_through_the_network(default_model):
+    """Standard-normal input (1, 3, 224, 224): every node's output std within [0.1, 10], ReLU6
+    neither saturated nor dead, logits of order 1 and distinct."""
+    probed = onnx.ModelProto()
+    probed.CopyFrom(default_model)
+    for node in probed.graph.node:
+        if node.output[0] != "output":
+            probed.graph.output.append(helper.make_tensor_value_info(node.output[0], TensorProto.FLOAT, None))
+    session = _session(probed)
+    names = [output.name for output in session.get_outputs()]
+    values = dict(zip(names, session.run(names, {"input": _input()})))
+    assert len(values) == len(default_model.graph.node)
+    for name, value in values.items():
+        assert 0.1 <= value.std() <= 10, (name, value.std())
+        if name.endswith("Clip_output_0"):
+            assert (value >= 6).mean() < 0.05, name  # not saturated
+            assert (value <= 0).mean() < 0.9, name  # not dead
+    logits = values["output"]
+    assert 0.3 <= logits.std() <= 3 and np.abs(logits).max() < 20
+    assert len(np.unique(logits)) > 990
+
+
+def test_same_seed_gives_identical_bytes_and_another_seed_does_not():
+    assert models.mobilenet_v2(seed=3).SerializeToString() == models.mobilenet_v2(seed=3).SerializeToString()
+    assert models.mobilenet_v2(seed=3).SerializeToString() != models.mobilenet_v2(seed=4).SerializeToString()
+    styled = dict(opset=9, **ALL_STYLES)
+    assert models.mobilenet_v2(**styled).SerializeToString() == models.mobilenet_v2(**styled).SerializeToString()
+    assert models.mobilenet_v1(seed=3).SerializeToString() == models.mobilenet_v1(seed=3).SerializeToString()
+
+
+@pytest.mark.parametrize("width_mult,resolution,last_channels", [
+    (0.5, 224, 1280), (0.75, 224, 1280), (1.4, 224, 1792), (1.0, 96, 1280), (1.0, 160, 1280), (0.35, 96, 1280)])
+def test_width_and_resolution_variants_build_and_run(width_mult, resolution, last_channels):
+    model = models.mobilenet_v2(width_mult, resolution, num_classes=10)
+    onnx.checker.check_model(model, full_check=True)
+    assert _initializers(model)["features.18.0.weight"].shape[0] == last_channels
+    assert _initializers(model)["features.0.0.weight"].shape[0] == models.make_divisible(32 * width_mult)
+    logits = _run(model, _input(batch=2, resolution=resolution))
+    assert logits.shape == (2, 10) and np.isfinite(logits).all() and 0.1 <= logits.std() <= 10
+
+
+def test_mobilenet_v1_matches_the_paper_and_runs():
+    model = models.mobilenet_v1()
+    onnx.checker.check_model(model, full_check=True)
+    # stem + 13 x (depthwise, pointwise): 27 convs, each followed by ReLU
+    assert _op_histogram(model) == {"Conv": 27, "Relu": 27, "GlobalAveragePool": 1, "Flatten": 1, "Gemm": 1}
+    macs = _multiply_accumulates(models.mobilenet_v1())
+    assert abs(macs - MOBILENET_V1_MACS_AT_224) <= 0.005 * MOBILENET_V1_MACS_AT_224
+    assert sum(array.size for array in _initializers(model).values()) == 4_221_032  # paper: 4.2 M
+    logits = _run(model, _input(batch=2))
+    assert logits.shape == (2, 1000) and 0.1 <= logits.std() <= 10
+    small = models.mobilenet_v1(0.5, 128, num_classes=10, opset=9)
+    onnx.checker.check_model(small, full_check=True)
+    assert _run(small, _input(batch=1, resolution=128)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(opset=8), "opset"), (dict(opset=19), "opset"), (dict(width_mult=0), "width_mult"),
+    (dict(resolution=0), "resolution"), (dict(clip_style="inputs", opset=10), "clip_style"),
+    (dict(clip_style="attributes", opset=11), "clip_style"), (dict(clip_style="relu"), "clip_style"),
+    (dict(flatten_style="squeeze"), "flatten_style"), (dict(pool_style="max"), "pool_style"),
+    (dict(classifier_style="conv"), "classifier_style")])
+def test_invalid_arguments_raise_value_error_naming_the_argument(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        models.mobilenet_v2(**kwargs)
+
+
+def test_write_default_model_writes_once_and_leaves_an_existing_file(tmp_path):
+    path = models.write_default_model(tmp_path / "sub" / "model.onnx")
+    assert path.read_bytes() == models.mobilenet_v2().SerializeToString()
+    assert [p.name for p in path.parent.iterdir()] == ["model.onnx"]  # no temporary file left behind
+    path.write_bytes(b"kept")
+    assert models.write_default_model(path).read_bytes() == b"kept"
+
+
+def test_module_command_writes_the_default_model(tmp_path):
+    target = tmp_path / "mobilenet_v2.onnx"
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    result = subprocess.run([sys.executable, "-m", "engine.models", str(target)], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    onnx.checker.check_model(onnx.load(str(target)), full_check=True)
+    assert _op_histogram(onnx.load(str(target)))["Conv"] == 52
