@@ -1,0 +1,77 @@
+"""Instrumentation hooks: how analysis sees inside a run.
+
+A hook is any object with `on_layer(record)`; `on_run_start(info)` and `on_run_end(info)`
+are optional. With no hooks the runtime takes no timestamps at all. `Recorder` is the
+standard hook: it keeps every `LayerRecord` it is given.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    """What one executed step did in one run.
+
+    seconds: wall time of the kernel call (perf_counter).
+    flops: 2 per multiply-accumulate of the conv or linear part, whole batch.
+    other_flops: bias, activation, residual-add and pooling arithmetic, whole batch.
+    bytes: modelled bytes moved across each memory level boundary ("L1", "L2", "L3",
+        "DRAM"), whole batch; see engine.traffic for the model.
+    members: for a fused block, the layers it computes; else just the layer itself.
+    """
+
+    run_index: int
+    step_index: int
+    name: str
+    op: str
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    batch: int
+    threads: int
+    tiles: dict
+    fused: bool
+    seconds: float
+    flops: int
+    other_flops: int
+    bytes: dict = field(default_factory=dict)
+    members: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """Passed to on_run_start / on_run_end. seconds is the wall time of the whole run
+    (None at the start)."""
+
+    run_index: int
+    batch: int
+    threads: int
+    tiles: dict
+    fused: bool
+    steps: int
+    seconds: float | None = None
+
+
+class Recorder:
+    """A hook that keeps every record: `rec.records` (one per step per run) and
+    `rec.runs` (one RunInfo per finished run)."""
+
+    def __init__(self):
+        self.records: list[LayerRecord] = []
+        self.runs: list[RunInfo] = []
+
+    def on_layer(self, record: LayerRecord) -> None:
+        self.records.append(record)
+
+    def on_run_end(self, info: RunInfo) -> None:
+        self.runs.append(info)
+
+    def clear(self) -> None:
+        self.records.clear()
+        self.runs.clear()
+
+    def __len__(self) -> int:
+        return len(self.records)

@@ -1,0 +1,387 @@
+"""Graph + RunConfig -> Plan: the kernel and arguments of every step, and the buffers.
+
+A `Plan` is built for one batch size and one configuration. Weights are packed once per
+model (`PackedWeights`); activation buffers are assigned to a few reusable arenas by a
+linear scan over tensor lifetimes, so memory stays near the two largest live activations.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from engine.graph import Graph, Layer
+from engine.kernels import direct_conv, depthwise, linear, pointwise, pooling
+from engine.kernels.layout import CB, _nchw_to_nchwc, _nchwc_to_nchw, channel_blocks
+from engine.tiles import Tiles
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What a run may vary without reloading the model."""
+
+    threads: int          # numba threads, 1..cores
+    tiles: Tiles          # tile sizes (runtime arguments; never recompile)
+    fuse_blocks: bool     # run inverted-residual blocks fused, band by band
+
+
+@dataclass
+class Step:
+    """One kernel call. `flops` counts 2 per multiply-accumulate of the conv/linear part,
+    `other_flops` the bias, activation, residual and pooling arithmetic, both per batch."""
+
+    name: str
+    op: str                               # stem, depthwise, expand, project, pointwise, pool, flatten, linear, layout
+    input_shape: tuple[int, ...]          # with batch
+    output_shape: tuple[int, ...]         # with batch
+    flops: int
+    other_flops: int
+    call: Callable[[], None]
+    layer: Layer | None = None
+    inputs: tuple[str, ...] = ()
+    output: str = ""
+    attrs: dict = field(default_factory=dict)
+
+
+@dataclass
+class Plan:
+    batch: int
+    config: RunConfig
+    steps: list[Step]
+    input_buffer: np.ndarray              # (N, C, H, W) the caller's input is copied here
+    output_view: Callable[[], np.ndarray] # returns a fresh array with the graph output
+    arena_bytes: int                      # activation memory held by the plan
+
+
+class PackedWeights:
+    """Kernel-layout weights of every layer, packed once per model."""
+
+    def __init__(self, graph: Graph):
+        self.by_layer: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for layer in graph.layers:
+            if layer.op == "Conv":
+                kind = layer.conv_kind
+                if kind == "pointwise":
+                    packed = pointwise.pack_pointwise(layer.weight, layer.bias)
+                elif kind == "depthwise":
+                    packed = depthwise.pack_depthwise(layer.weight, layer.bias)
+                else:
+                    packed = direct_conv.pack_direct(layer.weight, layer.bias)
+            elif layer.op == "Linear":
+                in_features = layer.input_shape[0]
+                producer = graph.producer_of(layer.inputs[0])
+                padded = _flat_width(graph, producer, in_features)
+                packed = linear.pack_linear(layer.weight, layer.bias, padded)
+            else:
+                continue
+            self.by_layer[layer.name] = packed
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for pair in self.by_layer.values() for a in pair)
+
+
+def _flat_width(graph: Graph, producer: Layer | None, features: int) -> int:
+    """Width of a (N, F) buffer: pooled vectors keep the channel padding."""
+    if producer is not None and producer.op == "Flatten":
+        producer = graph.producer_of(producer.inputs[0])
+    if producer is not None and producer.op == "GlobalAveragePool":
+        return channel_blocks(producer.output_shape[0]) * CB
+    return features
+
+
+# ---------------------------------------------------------------- layouts
+
+def _layout_of(graph: Graph, tensor: str) -> str:
+    """How a tensor is stored: "nchw" (graph input, direct-conv input), "nchwc" or "flat"."""
+    if tensor == graph.input_name:
+        return "nchw"
+    producer = graph.producer_of(tensor)
+    if producer.op == "Conv":
+        return "nchwc"
+    return "flat"
+
+
+def _buffer_shape(layout: str, batch: int, shape: tuple[int, ...], width: int | None = None) -> tuple[int, ...]:
+    if layout == "nchw":
+        return (batch, *shape)
+    if layout == "nchwc":
+        channels, height, width_ = shape
+        return (batch, channel_blocks(channels), height, width_, CB)
+    return (batch, width if width is not None else int(np.prod(shape)))
+
+
+class _Arena:
+    """Linear-scan buffer assignment: tensors whose lifetimes do not overlap share memory."""
+
+    def __init__(self):
+        self.capacity: list[int] = []     # float32 elements per slot
+        self.free: list[int] = []
+        self.slot_of: dict[str, int] = {}
+        self.shape_of: dict[str, tuple[int, ...]] = {}
+
+    def assign(self, tensor: str, shape: tuple[int, ...]) -> None:
+        size = int(np.prod(shape))
+        fitting = [s for s in self.free if self.capacity[s] >= size]
+        if fitting:
+            slot = min(fitting, key=lambda s: self.capacity[s])
+        elif self.free:
+            slot = max(self.free, key=lambda s: self.capacity[s])
+            self.capacity[slot] = size
+        else:
+            slot = len(self.capacity)
+            self.capacity.append(size)
+        if slot in self.free:
+            self.free.remove(slot)
+        self.slot_of[tensor] = slot
+        self.shape_of[tensor] = shape
+
+    def release(self, tensor: str) -> None:
+        self.free.append(self.slot_of[tensor])
+
+    def materialise(self) -> dict[str, np.ndarray]:
+        # 64-byte aligned slots so vector loads of a whole channel block never split lines
+        slots = [_aligned_empty(c) for c in self.capacity]
+        return {t: slots[s][:int(np.prod(self.shape_of[t]))].reshape(self.shape_of[t])
+                for t, s in self.slot_of.items()}
+
+    @property
+    def nbytes(self) -> int:
+        return 4 * sum(self.capacity)
+
+
+def _aligned_empty(elements: int, alignment: int = 64) -> np.ndarray:
+    raw = np.empty(elements + alignment // 4, dtype=np.float32)
+    offset = (-raw.ctypes.data % alignment) // 4
+    return raw[offset:offset + elements]
+
+
+# ---------------------------------------------------------------- plan building
+
+def _pointwise_role(layer: Layer) -> str:
+    if layer.residual is not None or layer.output_shape[0] < layer.input_shape[0]:
+        return "project"
+    if layer.output_shape[0] > layer.input_shape[0]:
+        return "expand"
+    return "pointwise"
+
+
+def build_plan(graph: Graph, weights: PackedWeights, batch: int, config: RunConfig) -> Plan:
+    """Steps, buffers and closures for running `graph` on `batch` images."""
+    # 1. Which (tensor, layout) pairs exist, and the layout-change steps between them.
+    needed: list[tuple[str, str, Layer | None]] = []   # (tensor, layout it is read in, reader)
+    for layer in graph.layers:
+        if layer.op == "Conv":
+            wanted = "nchw" if layer.conv_kind == "direct" else "nchwc"
+            needed.append((layer.inputs[0], wanted, layer))
+            if layer.residual:
+                needed.append((layer.residual, "nchwc", layer))
+        else:
+            needed.append((layer.inputs[0], None, layer))
+
+    def key(tensor, layout):
+        return tensor if layout == _layout_of(graph, tensor) else f"{tensor}@{layout}"
+
+    # sequence of (kind, payload) where kind is "convert" or "layer"
+    sequence: list[tuple[str, tuple]] = []
+    converted: set[str] = set()
+    for layer in graph.layers:
+        for tensor, layout, reader in needed:
+            if reader is layer and layout is not None and layout != _layout_of(graph, tensor) \
+                    and key(tensor, layout) not in converted:
+                converted.add(key(tensor, layout))
+                sequence.append(("convert", (tensor, layout)))
+        sequence.append(("layer", (layer,)))
+    out_layout = _layout_of(graph, graph.output_name)
+
+    # 2. Lifetimes -> arena slots.
+    def reads_of(item) -> list[str]:
+        kind, payload = item
+        if kind == "convert":
+            return [payload[0]]
+        layer = payload[0]
+        if layer.op == "Conv":
+            wanted = "nchw" if layer.conv_kind == "direct" else "nchwc"
+            names = [key(layer.inputs[0], wanted)]
+            if layer.residual:
+                names.append(key(layer.residual, "nchwc"))
+            return names
+        return [layer.inputs[0]]
+
+    def writes_of(item) -> str:
+        kind, payload = item
+        return key(payload[0], payload[1]) if kind == "convert" else payload[0].output
+
+    # A Flatten of a pooled vector is a view of the pool's buffer: its reads are the pool's.
+    storage_of: dict[str, str] = {}
+    for kind, payload in sequence:
+        if kind == "layer" and payload[0].op == "Flatten" and _flatten_is_view(graph, payload[0]):
+            storage_of[payload[0].output] = storage_of.get(payload[0].inputs[0], payload[0].inputs[0])
+
+    def storage(name: str) -> str:
+        return storage_of.get(name, name)
+
+    last_use: dict[str, int] = {}
+    for index, item in enumerate(sequence):
+        for name in reads_of(item):
+            last_use[storage(name)] = index
+    last_use[storage(graph.output_name)] = len(sequence)
+
+    shapes: dict[str, tuple[int, ...]] = {}
+    arena = _Arena()
+    for index, item in enumerate(sequence):
+        written = writes_of(item)
+        shapes[written] = _written_shape(graph, item, batch)
+        if written not in storage_of:
+            arena.assign(written, shapes[written])
+        for name in {storage(n) for n in reads_of(item)}:
+            if last_use.get(name) == index and name in arena.slot_of:
+                arena.release(name)
+    buffers = arena.materialise()
+    buffers[graph.input_name] = np.empty((batch, *graph.input_shape), np.float32)
+    for view, base in storage_of.items():
+        buffers[view] = buffers[base].reshape(shapes[view])
+
+    # 3. Closures.
+    steps = [_make_step(graph, weights, item, buffers, shapes, key, config, batch) for item in sequence]
+
+    output_buffer = buffers[graph.output_name]
+    true_features = graph.output_shape[0]
+    if out_layout == "nchwc":
+        def output_view():
+            out = np.empty((batch, *graph.output_shape), np.float32)
+            _nchwc_to_nchw(output_buffer, out)
+            return out
+    else:
+        def output_view():
+            return output_buffer[:, :true_features].copy()
+    return Plan(batch=batch, config=config, steps=steps, input_buffer=buffers[graph.input_name],
+                output_view=output_view, arena_bytes=arena.nbytes)
+
+
+def _written_shape(graph: Graph, item, batch: int) -> tuple[int, ...]:
+    """Buffer shape of what a sequence item writes."""
+    kind, payload = item
+    if kind == "convert":
+        tensor, layout = payload
+        base = graph.input_shape if tensor == graph.input_name else graph.producer_of(tensor).output_shape
+        return _buffer_shape(layout, batch, base)
+    layer = payload[0]
+    layout = _layout_of(graph, layer.output)
+    if layout == "nchwc":
+        return _buffer_shape(layout, batch, layer.output_shape)
+    if layer.op == "GlobalAveragePool":
+        return (batch, channel_blocks(layer.output_shape[0]) * CB)
+    if layer.op == "Flatten":
+        return (batch, _flatten_width(graph, layer))
+    return (batch, int(np.prod(layer.output_shape)))
+
+
+def _flatten_is_view(graph: Graph, layer: Layer) -> bool:
+    """Flatten of a pooled (C, 1, 1) vector is free: the pool already wrote (N, C_padded)."""
+    producer = graph.producer_of(layer.inputs[0])
+    return producer is not None and producer.op != "Conv"
+
+
+def _flatten_width(graph: Graph, layer: Layer) -> int:
+    producer = graph.producer_of(layer.inputs[0])
+    if producer is not None and producer.op == "GlobalAveragePool":
+        return channel_blocks(producer.output_shape[0]) * CB
+    return layer.output_shape[0]
+
+
+def _make_step(graph, weights, item, buffers, shapes, key, config: RunConfig, batch: int) -> Step:
+    kind, payload = item
+    tiles = config.tiles
+    if kind == "convert":
+        tensor, layout = payload
+        source, target = buffers[tensor], buffers[key(tensor, layout)]
+        if layout == "nchwc":
+            def call(source=source, target=target):
+                _nchw_to_nchwc(source, target)
+        else:
+            def call(source=source, target=target):
+                _nchwc_to_nchw(source, target)
+        return Step(name=f"{tensor} to {layout}", op="layout", input_shape=source.shape,
+                    output_shape=target.shape, flops=0, other_flops=0, call=call,
+                    inputs=(tensor,), output=key(tensor, layout))
+
+    layer: Layer = payload[0]
+    out = buffers[layer.output]
+    low, high = (float(v) for v in layer.clip)
+    other = 0
+    if layer.op == "Conv":
+        kind_ = layer.conv_kind
+        packed_w, packed_b = weights.by_layer[layer.name]
+        cin, h, w = layer.input_shape
+        cout, ho, wo = layer.output_shape
+        epilogue = batch * cout * ho * wo * (1 + (layer.residual is not None) + (layer.clip != (-math.inf, math.inf)))
+        if kind_ == "pointwise":
+            x = buffers[key(layer.inputs[0], "nchwc")]
+            residual = buffers[key(layer.residual, "nchwc")] if layer.residual else None
+            flops = pointwise.pointwise_flops(batch, cin, cout, h, w)
+            op = _pointwise_role(layer)
+
+            def call(x=x, w_=packed_w, b_=packed_b, out=out, residual=residual):
+                pointwise.pointwise_conv(x, w_, b_, out, low, high, residual,
+                                         tiles.pointwise_pixels, tiles.pointwise_channels)
+        elif kind_ == "depthwise":
+            x = buffers[key(layer.inputs[0], "nchwc")]
+            kh, kw = layer.attrs["kernel_shape"]
+            sh, sw = layer.attrs["strides"]
+            top, left = layer.attrs["pads"][:2]
+            flops = depthwise.depthwise_flops(batch, cout, ho, wo, kh, kw)
+            op = "depthwise"
+
+            def call(x=x, w_=packed_w, b_=packed_b, out=out):
+                depthwise.depthwise_conv(x, w_, b_, out, sh, sw, top, left, low, high, tiles.depthwise_rows)
+        else:
+            x = buffers[key(layer.inputs[0], "nchw")]
+            kh, kw = layer.attrs["kernel_shape"]
+            sh, sw = layer.attrs["strides"]
+            dh, dw = layer.attrs["dilations"]
+            top, left = layer.attrs["pads"][:2]
+            flops = direct_conv.direct_conv_flops(batch, cin, cout, ho, wo, kh, kw)
+            op = "stem" if layer.inputs[0] == graph.input_name else "conv"
+
+            def call(x=x, w_=packed_w, b_=packed_b, out=out):
+                direct_conv.direct_conv(x, w_, b_, out, sh, sw, top, left, dh, dw, low, high)
+        return Step(name=layer.name, op=op, input_shape=x.shape, output_shape=out.shape, flops=flops,
+                    other_flops=epilogue, call=call, layer=layer, inputs=tuple(layer.inputs), output=layer.output)
+    if layer.op == "GlobalAveragePool":
+        x = buffers[layer.inputs[0]]
+        channels, height, width = layer.input_shape
+        flat_out = out.reshape(batch, -1)
+
+        def call(x=x, out=flat_out):
+            pooling.global_average_pool(x, out)
+        return Step(name=layer.name, op="pool", input_shape=x.shape, output_shape=out.shape, flops=0,
+                    other_flops=pooling.global_average_pool_flops(batch, channels, height, width), call=call,
+                    layer=layer, inputs=tuple(layer.inputs), output=layer.output)
+    if layer.op == "Flatten":
+        source = buffers[layer.inputs[0]]
+        if _flatten_is_view(graph, layer):
+            def call():
+                return None
+        else:
+            planar = np.empty((batch, *layer.input_shape), np.float32)
+
+            def call(source=source, planar=planar, out=out):
+                _nchwc_to_nchw(source, planar)
+                out[...] = planar.reshape(out.shape)
+        return Step(name=layer.name, op="flatten", input_shape=source.shape, output_shape=out.shape, flops=0,
+                    other_flops=0, call=call, layer=layer, inputs=tuple(layer.inputs), output=layer.output)
+    if layer.op == "Linear":
+        x = buffers[layer.inputs[0]]
+        packed_w, packed_b = weights.by_layer[layer.name]
+        out_features, in_features = layer.weight.shape
+
+        def call(x=x, w_=packed_w, b_=packed_b, out=out):
+            linear.linear(x, w_, b_, out)
+        return Step(name=layer.name, op="linear", input_shape=x.shape, output_shape=out.shape,
+                    flops=linear.linear_flops(batch, in_features, out_features),
+                    other_flops=batch * out_features * (layer.bias is not None), call=call, layer=layer,
+                    inputs=tuple(layer.inputs), output=layer.output)
+    raise AssertionError(f"no step for layer op {layer.op}")  # passes.check_executable prevents this

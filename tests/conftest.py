@@ -1,0 +1,47 @@
+"""Shared fixtures: the default model (built in memory, deterministic), the engine's
+loaded copy, and ONNX Runtime as the reference."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import engine
+from engine.models import mobilenet_v2
+
+
+@pytest.fixture(scope="session")
+def mobilenet_proto():
+    return mobilenet_v2()
+
+
+@pytest.fixture(scope="session")
+def mobilenet(mobilenet_proto):
+    return engine.load(mobilenet_proto)
+
+
+def ort_session(model_proto, threads: int = 1):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(model_proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def ort_run(model_proto, x: np.ndarray) -> np.ndarray:
+    session = ort_session(model_proto)
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
+@pytest.fixture(scope="session")
+def mobilenet_ort(mobilenet_proto):
+    return ort_session(mobilenet_proto)
+
+
+def assert_close_to_reference(got: np.ndarray, reference: np.ndarray, relative: float = 1e-4) -> None:
+    """max |got - reference| <= relative * max |reference| (the engine's stated tolerance)."""
+    assert got.shape == reference.shape, (got.shape, reference.shape)
+    assert np.isfinite(got).all()
+    scale = float(np.abs(reference).max())
+    error = float(np.abs(got - reference).max())
+    assert error <= relative * scale, f"max abs error {error:.3g} > {relative:g} x max |ref| {scale:.3g}"
