@@ -1,0 +1,416 @@
+"""The roofline figures: roofs equal the ceilings, markers sit at the profile's numbers,
+axes come from the ceilings, arrows go old -> new, HTML is self-contained, bad input is
+refused. Profiles are synthetic but go through workbench.profile's own summarise, so
+they have exactly the columns the engine's profiles have."""
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+
+from engine.hooks import LayerRecord
+from workbench.ceilings import Ceilings
+from workbench.profile import records_frame, summarise
+from workbench.roofline import (BOUND_COLORS, MARKER_MIN, OP_COLORS, axis_ranges, compare_figure, figure_html,
+                                roofline_figure, roofline_traces, short_name, time_bars, update_roofline)
+
+LEVELS = ("L1", "L2", "L3", "DRAM")
+
+
+def make_ceilings(threads=(1, 2)) -> Ceilings:
+    """Round numbers: peak 60 GFLOP/s per thread; L1 200, L2 100, L3 50, DRAM 15 GB/s per thread."""
+    rows = []
+    for t in threads:
+        rows.append((t, "fp32_fma", 60.0 * t, "GFLOP/s"))
+        for level, bandwidth in zip(LEVELS, (200.0, 100.0, 50.0, 15.0)):
+            rows.append((t, level, bandwidth * t, "GB/s"))
+    table = pd.DataFrame(rows, columns=["threads", "resource", "value", "unit"])
+    return Ceilings(table, machine={}, measured_at="test", key={})
+
+
+F = "/features/features"
+STEM = f"{F}.0/features.0.0/Conv"
+EXPAND, DEPTHWISE, PROJECT = (f"{F}.2/conv/conv.0/conv.0.0/Conv", f"{F}.2/conv/conv.1/conv.1.0/Conv",
+                              f"{F}.2/conv/conv.2/Conv")
+BLOCK = "block features.2"
+# name, op, flops, seconds at 1 thread, bytes per level (L1, L2, L3, DRAM)
+UNFUSED = [
+    ("input to NCHWc", "layout", 0, 2e-5, (6e5, 6e5, 6e5, 6e5)),
+    (STEM, "stem", 21_000_000, 1e-3, (4e6, 2e6, 1.8e6, 1.7e6)),
+    (f"{F}.1/conv/conv.0/conv.0.0/Conv", "depthwise", 7_000_000, 5e-4, (6e6, 3.5e6, 3.3e6, 3.2e6)),
+    (f"{F}.1/conv/conv.1/Conv", "project", 25_000_000, 1e-3, (3e6, 1.5e6, 1.2e6, 1.0e6)),
+    (EXPAND, "expand", 30_000_000, 1.5e-3, (5e6, 3e6, 2.5e6, 2.4e6)),
+    (DEPTHWISE, "depthwise", 10_000_000, 9e-4, (9e6, 7e6, 6.5e6, 6.2e6)),
+    (PROJECT, "project", 40_000_000, 2e-3, (4e6, 2.2e6, 1.9e6, 1.7e6)),
+    (f"{F}.18/features.18.0/Conv", "pointwise", 400_000_000, 1e-2, (1e7, 2e6, 1.5e6, 1.3e6)),
+    ("/GlobalAveragePool", "pool", 0, 5e-5, (2.5e5, 2.5e5, 2.5e5, 2.5e5)),
+    ("/Flatten", "flatten", 0, 1e-6, (0, 0, 0, 0)),
+    ("/classifier/classifier.1/Gemm", "linear", 2_560_000, 8e-4, (5.1e6, 5.1e6, 5.1e6, 5.1e6)),
+]
+ZERO_FLOP_LAYERS = ("input to NCHWc", "/GlobalAveragePool", "/Flatten")
+
+
+def make_profile(threads: int = 1, fused: bool = False, ceilings: Ceilings | None = None,
+                 speedup: float = 1.0, outlier_ai: float | None = None) -> pd.DataFrame:
+    """A profile as workbench.profile returns it (through the real summarise)."""
+    steps = []
+    for name, op, flops, seconds, moved in UNFUSED:
+        if fused and name == EXPAND:
+            members = [s for s in UNFUSED if s[0] in (EXPAND, DEPTHWISE, PROJECT)]
+            steps.append((BLOCK, "block", sum(s[2] for s in members), 3.5e-3, (9e6, 3e6, 2e6, 1.8e6),
+                          tuple(s[0] for s in members), True))
+        elif fused and name in (DEPTHWISE, PROJECT):
+            continue
+        else:
+            steps.append((name, op, flops, seconds, moved, (name,), False))
+    if outlier_ai is not None:
+        name, op, flops, seconds, _, members, is_fused = steps[7]
+        steps[7] = (name, op, flops, seconds, (flops / outlier_ai,) * 4, members, is_fused)
+    records = []
+    for run in range(3):
+        for index, (name, op, flops, seconds, moved, members, is_fused) in enumerate(steps):
+            records.append(LayerRecord(
+                run_index=run, step_index=index, name=name, op=op, input_shape=(1, 3, 224, 224),
+                output_shape=(1, 4, 112, 112, 8), batch=1, threads=threads, tiles={"pointwise_pixels": 64},
+                fused=is_fused, seconds=seconds / speedup / threads * (1 + 0.01 * run), flops=flops,
+                other_flops=0, bytes=dict(zip(LEVELS, moved)), members=members))
+    return summarise(records_frame(records), ceilings or make_ceilings())
+
+
+@pytest.fixture(scope="module")
+def ceilings():
+    return make_ceilings()
+
+
+@pytest.fixture(scope="module")
+def profile(ceilings):
+    return make_profile(threads=1, ceilings=ceilings)
+
+
+@pytest.fixture(scope="module")
+def figures(profile, ceilings):
+    """roofline_figure(profile, ceilings, level) for every level, built once."""
+    return {level: roofline_figure(profile, ceilings, level=level) for level in LEVELS}
+
+
+def traces_by_meta(figure) -> dict:
+    return {trace.meta: trace for trace in figure.data}
+
+
+def marker_points(figure) -> list[tuple]:
+    """(x, y, hover) of every marker of the op-kind traces."""
+    points = []
+    for trace in figure.data:
+        if str(trace.meta).startswith("ops:"):
+            points += list(zip(trace.x, trace.y, trace.hovertext))
+    return points
+
+
+# ---------------------------------------------------------------------------- the figure
+
+def test_figure_has_region_then_roofs_then_one_marker_trace_per_op_kind(profile, ceilings):
+    figure = roofline_figure(profile, ceilings)
+    expected = (["region", "roof:peak"] + [f"roof:{level}" for level in LEVELS]
+                + [f"ops:{kind}" for kind in OP_COLORS])
+    assert [t.meta for t in figure.data] == expected
+    assert figure.layout.xaxis.type == "log" and figure.layout.yaxis.type == "log"
+    names = {t.meta: t.name for t in figure.data}
+    assert names["ops:depthwise"] == "depthwise" and names["roof:L2"].startswith("L2 roof")
+    assert names["roof:peak"].startswith("peak FP32 FMA, 1 thread")
+    # kinds with no step in this profile are kept (stable trace set) but out of the legend
+    shown = {t.meta for t in figure.data if t.meta.startswith("ops:") and t.showlegend}
+    assert shown == {"ops:stem", "ops:depthwise", "ops:expand", "ops:project", "ops:pointwise", "ops:linear"}
+
+
+def test_roofs_equal_the_ceilings_numbers(figures, ceilings):
+    roofs = traces_by_meta(figures["L2"])
+    assert set(roofs["roof:peak"].y) == {ceilings.peak_gflops(1)} == {60.0}
+    for level in LEVELS:
+        roof = roofs[f"roof:{level}"]
+        bandwidth = ceilings.bandwidth_gbs(level, 1)
+        assert np.allclose(np.array(roof.y) / np.array(roof.x), bandwidth, rtol=1e-12)
+        assert roof.x[-1] == pytest.approx(ceilings.ridge_point(level, 1))   # drawn up to the ridge point
+        assert roof.y[-1] == pytest.approx(ceilings.peak_gflops(1))          # ... where it meets the peak
+
+
+def test_chosen_level_roof_is_emphasised(figures):
+    for level in LEVELS:
+        roofs = traces_by_meta(figures[level])
+        widths = {other: roofs[f"roof:{other}"].line.width for other in LEVELS}
+        assert all(widths[level] > widths[other] for other in LEVELS if other != level), widths
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_marker_x_is_the_profiles_ai_at_the_level_and_y_its_gflops(profile, figures, level):
+    points = marker_points(figures[level])
+    rows = profile[profile["flops"] > 0]
+    got = np.array(sorted((x, y) for x, y, _ in points))
+    expected = np.array(sorted(zip(rows[f"ai_{level}"], rows["gflops"])))
+    assert got.shape == expected.shape and np.allclose(got, expected, rtol=1e-12, atol=0)
+
+
+def test_steps_without_flops_get_no_marker(profile, figures):
+    points = marker_points(figures["L2"])
+    assert len(points) == int((profile["flops"] > 0).sum()) == len(profile) - len(ZERO_FLOP_LAYERS)
+    hovers = " ".join(h for _, _, h in points)
+    assert not any(f"<b>{name}</b>" in hovers for name in ZERO_FLOP_LAYERS)
+
+
+def test_marker_area_grows_with_share_of_time(profile, figures):
+    sizes, shares = [], []
+    for trace in figures["L2"].data:
+        if trace.meta.startswith("ops:") and trace.x:
+            sizes += list(trace.marker.size)
+            rows = profile[profile["op"] == trace.meta.removeprefix("ops:")]
+            shares += list(rows.loc[rows["flops"] > 0, "share_of_time"])
+    order = np.argsort(shares)
+    assert min(sizes) >= MARKER_MIN
+    assert np.all(np.diff(np.array(sizes)[order]) >= 0) and max(sizes) > min(sizes)
+    # sqrt scaling: diameter - min proportional to sqrt(share)
+    ratio = (np.array(sizes) - MARKER_MIN) / np.sqrt(shares)
+    assert np.allclose(ratio, ratio[0])
+
+
+def test_hover_names_the_layer_and_says_memory_or_compute_bound_at_the_level(profile, ceilings, figures):
+    ridge = ceilings.ridge_point("L2", 1)
+    points = marker_points(figures["L2"])
+    for _, row in profile[profile["flops"] > 0].iterrows():
+        hover = next(h for x, _, h in points if h.startswith(f"<b>{row['layer']}</b>"))
+        expected = "memory bound" if row["ai_L2"] < ridge else "compute bound"
+        assert expected in hover
+        assert f"{row['seconds'] * 1e3:.3f} ms" in hover and "GFLOP/s" in hover and "FLOP/byte" in hover
+        attainable = min(ceilings.peak_gflops(1), row["ai_L2"] * ceilings.bandwidth_gbs("L2", 1))
+        assert f"{row['gflops'] / attainable:.0%} of it" in hover
+    # both kinds occur, so the check above could fail either way
+    assert (profile.loc[profile["flops"] > 0, "ai_L2"] < ridge).any()
+    assert (profile.loc[profile["flops"] > 0, "ai_L2"] >= ridge).any()
+
+
+def test_slowest_steps_are_labelled_with_short_names(profile, ceilings):
+    figure = roofline_figure(profile, ceilings, label_top=2)
+    labels = [text for t in figure.data if t.meta.startswith("ops:") for text in t.text if text]
+    slowest = profile.nlargest(2, "seconds")["layer"]
+    assert sorted(labels) == sorted(short_name(n) for n in slowest)
+
+
+def test_short_name_drops_scopes_that_prefix_the_next_and_the_op_type():
+    assert short_name("/features/features.3/conv/conv.0/conv.0.0/Conv") == "features.3/conv.0.0"
+    assert short_name("/classifier/classifier.1/Gemm") == "classifier.1"
+    assert short_name("block features.2") == "block features.2"
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_shaded_region_ends_at_the_ridge_point_of_the_level(figures, ceilings, level):
+    figure = figures[level]
+    region = traces_by_meta(figure)["region"]
+    assert region.fill == "toself"
+    assert max(region.x) == pytest.approx(ceilings.ridge_point(level, 1))
+    assert min(region.x) == pytest.approx(10 ** figure.layout.xaxis.range[0])
+
+
+def test_axis_ranges_are_the_same_for_two_profiles_with_the_same_ceilings(ceilings):
+    one = roofline_figure(make_profile(threads=1, ceilings=ceilings), ceilings, level="L2")
+    two = roofline_figure(make_profile(threads=2, fused=True, ceilings=ceilings), ceilings, level="DRAM")
+    assert tuple(one.layout.xaxis.range) == tuple(two.layout.xaxis.range) == pytest.approx((-2.0, 3.0))
+    assert tuple(one.layout.yaxis.range) == tuple(two.layout.yaxis.range)
+    assert tuple(one.layout.yaxis.range) == pytest.approx((-1.0, math.log10(2 * ceilings.peak_gflops(2))))
+
+
+def test_axis_range_widens_by_decades_to_show_a_point_outside(ceilings):
+    ranges = axis_ranges(ceilings, [make_profile(ceilings=ceilings, outlier_ai=5000.0)])
+    assert ranges["x"] == pytest.approx((0.01, 1e4))
+
+
+def test_more_threads_raise_the_peak_roof(ceilings):
+    peak = {t: traces_by_meta(roofline_figure(make_profile(threads=t, ceilings=ceilings), ceilings))["roof:peak"]
+            for t in (1, 2)}
+    assert peak[2].y[0] > peak[1].y[0]
+    assert peak[2].y[0] == ceilings.peak_gflops(2)
+
+
+def test_level_buttons_switch_markers_and_region_to_that_level(figures, ceilings):
+    figure = figures["L2"]
+    (menu,) = figure.layout.updatemenus
+    assert [b.label for b in menu.buttons] == [f"AI at {level}" for level in LEVELS]
+    assert menu.active == LEVELS.index("L2")
+    keys = [t.meta for t in figure.data]
+    for level, button in zip(LEVELS, menu.buttons):
+        restyle, relayout = button.args
+        fresh = figures[level]
+        for key, x, width in zip(keys, restyle["x"], restyle["line.width"]):
+            fresh_trace = traces_by_meta(fresh)[key]
+            assert tuple(x) == pytest.approx(tuple(fresh_trace.x))
+            assert width == fresh_trace.line.width
+        assert max(restyle["x"][keys.index("region")]) == pytest.approx(ceilings.ridge_point(level, 1))
+        assert relayout["xaxis.title.text"] == fresh.layout.xaxis.title.text
+        assert relayout["title.text"] == fresh.layout.title.text
+
+
+def test_level_buttons_can_be_left_out(profile, ceilings):
+    assert not roofline_figure(profile, ceilings, level_buttons=False).layout.updatemenus
+
+
+@pytest.mark.parametrize("figure_class", [go.Figure, go.FigureWidget])
+def test_update_roofline_in_place_equals_a_fresh_figure(ceilings, figure_class):
+    before = make_profile(threads=1, ceilings=ceilings)
+    after = make_profile(threads=2, fused=True, ceilings=ceilings)
+    figure = figure_class(roofline_figure(before, ceilings, level="L2"))
+    traces = list(figure.data)
+    update_roofline(figure, after, ceilings, level="L3")
+    assert all(a is b for a, b in zip(traces, figure.data))         # same trace objects: updated, not rebuilt
+    fresh = roofline_figure(after, ceilings, level="L3")
+    for got, want in zip(figure.data, fresh.data):
+        got_json, want_json = got.to_plotly_json(), want.to_plotly_json()
+        got_json.pop("uid", None), want_json.pop("uid", None)
+        assert got_json == want_json, got.meta
+    assert tuple(figure.layout.xaxis.range) == tuple(fresh.layout.xaxis.range)
+    assert figure.layout.updatemenus[0].active == LEVELS.index("L3")
+
+
+def test_roofline_traces_keys_do_not_depend_on_the_profile(ceilings):
+    one = roofline_traces(make_profile(threads=1, ceilings=ceilings), ceilings)
+    two = roofline_traces(make_profile(threads=2, fused=True, ceilings=ceilings), ceilings, level="DRAM")
+    assert list(one) == list(two)
+    assert all(spec["meta"] == key for key, spec in one.items())
+
+
+# ---------------------------------------------------------------------------- time bars
+
+@pytest.mark.parametrize("use_ceilings", [True, False])
+def test_time_bars_colour_each_step_by_its_bound(profile, ceilings, use_ceilings):
+    figure = time_bars(profile, ceilings if use_ceilings else None, level="DRAM")
+    ridge = ceilings.ridge_point("DRAM", 1)
+    expected = {}
+    for _, row in profile.iterrows():
+        if row["flops"] == 0:
+            kind = "n/a"
+        elif use_ceilings:
+            kind = "memory" if row["ai_DRAM"] < ridge else "compute"
+        else:
+            kind = row["bound"]
+        expected[short_name(row["layer"])] = (kind, row["seconds"] * 1e3)
+    got = {}
+    for trace in figure.data:
+        kind = trace.meta.removeprefix("bound:")
+        assert trace.marker.color == BOUND_COLORS[kind]
+        got.update({label: (kind, ms) for label, ms in zip(trace.y, trace.x)})
+    assert got.keys() == expected.keys()
+    for label, (kind, ms) in expected.items():
+        assert got[label][0] == kind and got[label][1] == pytest.approx(ms)
+    assert {kind for kind, _ in got.values()} == {"memory", "compute", "n/a"}
+    assert list(figure.layout.yaxis.categoryarray) == [short_name(n) for n in profile["layer"]]
+
+
+# ---------------------------------------------------------------------------- before / after
+
+def arrows_by_name(figure) -> dict:
+    return {a.name: a for a in figure.layout.annotations}
+
+
+def test_compare_draws_one_arrow_per_matched_layer_from_old_to_new(ceilings):
+    before = make_profile(threads=1, ceilings=ceilings)
+    after = make_profile(threads=2, ceilings=ceilings)
+    figure = compare_figure(before, after, ceilings, level="L2", labels=("1 core", "2 cores"))
+    arrows = arrows_by_name(figure)
+    with_flops = before[before["flops"] > 0]
+    assert sorted(arrows) == sorted(with_flops["layer"]) and len(figure.layout.annotations) == len(with_flops)
+    for _, old in with_flops.iterrows():
+        new = after[after["layer"] == old["layer"]].iloc[0]
+        arrow = arrows[old["layer"]]
+        assert (arrow.xref, arrow.yref, arrow.axref, arrow.ayref) == ("x", "y", "x", "y")
+        assert (arrow.ax, arrow.ay) == pytest.approx((math.log10(old["ai_L2"]), math.log10(old["gflops"])))
+        assert (arrow.x, arrow.y) == pytest.approx((math.log10(new["ai_L2"]), math.log10(new["gflops"])))
+        assert arrow.y > arrow.ay        # 2 threads: the same work in less time, the arrow points up
+    metas = [t.meta for t in figure.data]
+    assert "roof:peak" in metas and "roof:peak:before" in metas    # both thread counts' roofs
+
+
+def test_compare_matches_a_fused_block_to_its_members_combined_point(ceilings):
+    before = make_profile(threads=1, fused=False, ceilings=ceilings)
+    after = make_profile(threads=1, fused=True, ceilings=ceilings)
+    arrows = arrows_by_name(compare_figure(before, after, ceilings, level="L3", labels=("unfused", "fused")))
+    assert BLOCK in arrows
+    assert not {EXPAND, DEPTHWISE, PROJECT} & arrows.keys()          # members are inside the block's arrow
+    assert len(arrows) == int((after["flops"] > 0).sum())
+    members = before[before["layer"].isin([EXPAND, DEPTHWISE, PROJECT])]
+    combined_ai = members["flops"].sum() / members["bytes_L3"].sum()
+    combined_gflops = members["flops"].sum() / members["seconds"].sum() / 1e9
+    block = after[after["layer"] == BLOCK].iloc[0]
+    arrow = arrows[BLOCK]
+    assert (arrow.ax, arrow.ay) == pytest.approx((math.log10(combined_ai), math.log10(combined_gflops)))
+    assert (arrow.x, arrow.y) == pytest.approx((math.log10(block["ai_L3"]), math.log10(block["gflops"])))
+    assert arrow.x > arrow.ax        # fusion keeps the intermediate in cache: the block moves right
+
+
+def test_compare_markers_are_the_two_profiles_points(ceilings):
+    before = make_profile(threads=1, ceilings=ceilings)
+    after = make_profile(threads=1, ceilings=ceilings, speedup=2.0)
+    figure = compare_figure(before, after, ceilings, labels=("slow", "fast"))
+    points = traces_by_meta(figure)
+    for label, frame in (("slow", before), ("fast", after)):
+        rows = frame[frame["flops"] > 0]
+        assert sorted(points[f"points:{label}"].x) == pytest.approx(sorted(rows["ai_L2"]))
+        assert sorted(points[f"points:{label}"].y) == pytest.approx(sorted(rows["gflops"]))
+    assert "roof:peak:before" not in points        # same threads: one set of roofs
+
+
+# ---------------------------------------------------------------------------- HTML
+
+def test_figure_html_is_self_contained_with_plotly_js_inline(figures):
+    from plotly.offline import get_plotlyjs_version
+
+    page = figure_html(figures["L2"])
+    assert page.lstrip().lower().startswith("<html") or page.lstrip().lower().startswith("<!doctype")
+    assert not re.search(r"<script[^>]*\bsrc\s*=", page, re.IGNORECASE)      # nothing fetched
+    assert "https://cdn.plot.ly/plotly" not in page
+    scripts = re.findall(r"<script[^>]*>(.*?)</script>", page, re.DOTALL)
+    library = max(scripts, key=len)
+    assert f"plotly.js v{get_plotlyjs_version()}" in library and len(library) > 1_000_000
+    # the bundle itself names map-tile servers for geo plots we never draw; nothing else may
+    assert "cdn" not in page.replace(library, "").lower()
+
+
+# ---------------------------------------------------------------------------- bad input
+
+def all_public_calls(profile, ceilings):
+    return [
+        lambda p, level="L2": roofline_figure(p, ceilings, level=level),
+        lambda p, level="L2": roofline_traces(p, ceilings, level=level),
+        lambda p, level="L2": time_bars(p, ceilings, level=level),
+        lambda p, level="L2": compare_figure(profile, p, ceilings, level=level),
+        lambda p, level="L2": compare_figure(p, profile, ceilings, level=level),
+    ]
+
+
+def test_unknown_level_is_refused_with_the_levels_listed(profile, ceilings):
+    for call in all_public_calls(profile, ceilings):
+        with pytest.raises(ValueError, match="'L4'.*L1, L2, L3, DRAM"):
+            call(profile, level="L4")
+
+
+def test_profile_missing_columns_is_refused_naming_them(profile, ceilings):
+    broken = profile.drop(columns=["ai_L2", "gflops"])
+    for call in all_public_calls(profile, ceilings):
+        with pytest.raises(ValueError, match=r"\['gflops', 'ai_L2'\]"):
+            call(broken)
+
+
+def test_empty_profile_is_refused(profile, ceilings):
+    for call in all_public_calls(profile, ceilings):
+        with pytest.raises(ValueError, match="empty"):
+            call(profile.iloc[:0])
+
+
+def test_profile_mixing_thread_counts_is_refused(ceilings):
+    mixed = pd.concat([make_profile(threads=1, ceilings=ceilings), make_profile(threads=2, ceilings=ceilings)])
+    with pytest.raises(ValueError, match="mixes thread counts"):
+        roofline_figure(mixed, ceilings)
+
+
+def test_update_roofline_refuses_a_figure_it_did_not_make(profile, ceilings):
+    with pytest.raises(ValueError, match="not those of roofline_figure"):
+        update_roofline(time_bars(profile), profile, ceilings)
