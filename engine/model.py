@@ -99,8 +99,6 @@ class Model:
             raise ValueError(f"tiles must be an engine.Tiles, got {type(tiles).__name__}")
         if not isinstance(fuse_blocks, (bool, np.bool_)):
             raise ValueError(f"fuse_blocks must be True or False, got {fuse_blocks!r}")
-        if fuse_blocks:
-            raise NotImplementedError("fuse_blocks=True: the fused inverted-residual block is not implemented yet")
         config = RunConfig(threads=threads, tiles=tiles, fuse_blocks=bool(fuse_blocks))
         key = (batch, config)
         plan = self._plans.get(key)

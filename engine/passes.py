@@ -127,3 +127,28 @@ def run_passes(graph: Graph) -> Graph:
     fuse_residual_add(graph)
     check_executable(graph)
     return graph
+
+
+def find_inverted_residual_blocks(graph: Graph) -> list[tuple[Layer | None, Layer, Layer]]:
+    """(expand or None, depthwise, project) triples the fused-block kernel can run.
+
+    A block is a depthwise 3x3 conv (pad 1 on every side, stride 1 or 2) whose output only a
+    pointwise conv (the projection) reads, optionally fed by a pointwise conv (the expansion)
+    whose output only the depthwise reads. Every clip must contain 0 (padded lanes stay 0).
+    """
+    blocks = []
+    for depthwise in graph.layers:
+        if depthwise.conv_kind != "depthwise" or depthwise.attrs["kernel_shape"] != (3, 3) \
+                or depthwise.attrs["pads"] != (1, 1, 1, 1) or depthwise.attrs["strides"] not in ((1, 1), (2, 2)):
+            continue
+        project = _sole_consumer(graph, depthwise)
+        if project is None or project.conv_kind != "pointwise" or project.inputs[0] != depthwise.output:
+            continue
+        expand = graph.producer_of(depthwise.inputs[0])
+        if expand is None or expand.conv_kind != "pointwise" or _sole_consumer(graph, expand) is not depthwise \
+                or expand.residual is not None:
+            expand = None
+        if any(not layer.clip[0] <= 0 <= layer.clip[1] for layer in (expand, depthwise, project) if layer):
+            continue
+        blocks.append((expand, depthwise, project))
+    return blocks

@@ -13,7 +13,8 @@ from typing import Callable
 import numpy as np
 
 from engine.graph import Graph, Layer
-from engine.kernels import direct_conv, depthwise, linear, pointwise, pooling
+from engine.kernels import depthwise, direct_conv, fused_block, linear, pointwise, pooling
+from engine.passes import find_inverted_residual_blocks
 from engine.kernels.layout import CB, _nchw_to_nchwc, _nchwc_to_nchw, channel_blocks
 from engine.tiles import Tiles
 
@@ -195,12 +196,20 @@ def build_plan(graph: Graph, weights: PackedWeights, batch: int, config: RunConf
                 sequence.append(("convert", (tensor, layout)))
         sequence.append(("layer", (layer,)))
     out_layout = _layout_of(graph, graph.output_name)
+    if config.fuse_blocks:
+        sequence = _group_blocks(sequence, find_inverted_residual_blocks(graph))
 
     # 2. Lifetimes -> arena slots.
     def reads_of(item) -> list[str]:
         kind, payload = item
         if kind == "convert":
             return [payload[0]]
+        if kind == "block":
+            first, project = payload[0] or payload[1], payload[2]
+            names = [key(first.inputs[0], "nchwc")]
+            if project.residual:
+                names.append(key(project.residual, "nchwc"))
+            return names
         layer = payload[0]
         if layer.op == "Conv":
             wanted = "nchw" if layer.conv_kind == "direct" else "nchwc"
@@ -212,7 +221,9 @@ def build_plan(graph: Graph, weights: PackedWeights, batch: int, config: RunConf
 
     def writes_of(item) -> str:
         kind, payload = item
-        return key(payload[0], payload[1]) if kind == "convert" else payload[0].output
+        if kind == "convert":
+            return key(payload[0], payload[1])
+        return payload[-1].output
 
     # A Flatten of a pooled vector is a view of the pool's buffer: its reads are the pool's.
     storage_of: dict[str, str] = {}
@@ -244,8 +255,10 @@ def build_plan(graph: Graph, weights: PackedWeights, batch: int, config: RunConf
     for view, base in storage_of.items():
         buffers[view] = buffers[base].reshape(shapes[view])
 
-    # 3. Closures.
-    steps = [_make_step(graph, weights, item, buffers, shapes, key, config, batch) for item in sequence]
+    # 3. Closures (fused blocks share one pair of per-thread scratch buffers).
+    scratch = _block_scratch(sequence, config, batch)
+    steps = [_make_step(graph, weights, item, buffers, shapes, key, config, batch, scratch)
+             for item in sequence]
 
     output_buffer = buffers[graph.output_name]
     true_features = graph.output_shape[0]
@@ -268,7 +281,7 @@ def _written_shape(graph: Graph, item, batch: int) -> tuple[int, ...]:
         tensor, layout = payload
         base = graph.input_shape if tensor == graph.input_name else graph.producer_of(tensor).output_shape
         return _buffer_shape(layout, batch, base)
-    layer = payload[0]
+    layer = payload[-1]
     layout = _layout_of(graph, layer.output)
     if layout == "nchwc":
         return _buffer_shape(layout, batch, layer.output_shape)
@@ -292,9 +305,55 @@ def _flatten_width(graph: Graph, layer: Layer) -> int:
     return layer.output_shape[0]
 
 
-def _make_step(graph, weights, item, buffers, shapes, key, config: RunConfig, batch: int) -> Step:
+def _group_blocks(sequence, blocks):
+    """Replace each block's expand, depthwise and project items by one ("block", triple) item."""
+    member_of = {}
+    for block in blocks:
+        for layer in block:
+            if layer is not None:
+                member_of[id(layer)] = block
+    grouped = []
+    for kind, payload in sequence:
+        block = member_of.get(id(payload[0])) if kind == "layer" else None
+        if block is None:
+            grouped.append((kind, payload))
+        elif payload[0] is block[2]:
+            grouped.append(("block", block))
+    return grouped
+
+
+def block_band_rows(block, config: RunConfig, batch: int) -> int:
+    """The band height a fused block runs with: Tiles.block_rows, or 0 -> the cost model's."""
+    expand, depthwise, project = block
+    out_h = depthwise.output_shape[1]
+    if config.tiles.block_rows:
+        return min(config.tiles.block_rows, out_h)
+    from engine.machine import machine_info
+    return fused_block.auto_band_rows(depthwise.output_shape[0], depthwise.input_shape[1], depthwise.input_shape[2],
+                                      out_h, depthwise.output_shape[2], depthwise.attrs["strides"][0], config.threads,
+                                      machine_info().cache("L2").size_bytes, batch)
+
+
+def _block_scratch(sequence, config: RunConfig, batch: int):
+    """One (scratch_expand, scratch_depthwise) pair, big enough for every fused block."""
+    need_expand = need_depthwise = 1
+    for kind, payload in sequence:
+        if kind == "block":
+            _, depthwise, _ = payload
+            expand, dw = fused_block.scratch_floats(depthwise.output_shape[0], depthwise.input_shape[2],
+                                                    depthwise.output_shape[2], block_band_rows(payload, config, batch),
+                                                    depthwise.attrs["strides"][0])
+            need_expand, need_depthwise = max(need_expand, expand), max(need_depthwise, dw)
+    if need_expand == need_depthwise == 1:
+        return None
+    return (np.zeros((config.threads, need_expand), np.float32), np.zeros((config.threads, need_depthwise), np.float32))
+
+
+def _make_step(graph, weights, item, buffers, shapes, key, config: RunConfig, batch: int, scratch=None) -> Step:
     kind, payload = item
     tiles = config.tiles
+    if kind == "block":
+        return _block_step(graph, weights, payload, buffers, key, config, batch, scratch)
     if kind == "convert":
         tensor, layout = payload
         source, target = buffers[tensor], buffers[key(tensor, layout)]
@@ -385,3 +444,40 @@ def _make_step(graph, weights, item, buffers, shapes, key, config: RunConfig, ba
                     other_flops=batch * out_features * (layer.bias is not None), call=call, layer=layer,
                     inputs=tuple(layer.inputs), output=layer.output)
     raise AssertionError(f"no step for layer op {layer.op}")  # passes.check_executable prevents this
+
+
+def _block_step(graph, weights, block, buffers, key, config: RunConfig, batch: int, scratch) -> Step:
+    expand, depthwise, project = block
+    first = expand or depthwise
+    x = buffers[key(first.inputs[0], "nchwc")]
+    out = buffers[project.output]
+    residual = buffers[key(project.residual, "nchwc")] if project.residual else None
+    stride = depthwise.attrs["strides"][0]
+    band_rows = block_band_rows(block, config, batch)
+    packed_expand = weights.by_layer[expand.name] if expand else None
+    packed_depthwise = weights.by_layer[depthwise.name]
+    packed_project = weights.by_layer[project.name]
+    clips = [tuple(float(v) for v in (layer.clip if layer else (0.0, 0.0))) for layer in (expand, depthwise, project)]
+    scratch_expand, scratch_depthwise = scratch
+    members = tuple(layer.name for layer in block if layer is not None)
+    cin, h, w = first.input_shape
+    hidden = depthwise.output_shape[0]
+    cout, ho, wo = project.output_shape
+    flops = (pointwise.pointwise_flops(batch, cin, hidden, h, w) if expand else 0) \
+        + depthwise_flops_of(depthwise, batch) + pointwise.pointwise_flops(batch, hidden, cout, ho, wo)
+    epilogue = sum(batch * int(np.prod(layer.output_shape)) * (1 + (layer.clip != (-math.inf, math.inf))
+                                                               + (layer.residual is not None))
+                   for layer in block if layer is not None)
+
+    def call(x=x, out=out, residual=residual):
+        fused_block.fused_block(x, packed_expand, packed_depthwise, packed_project, out, residual, stride,
+                                clips[0], clips[1], clips[2], band_rows, scratch_expand, scratch_depthwise)
+    return Step(name=project.name, op="block", input_shape=x.shape, output_shape=out.shape, flops=flops,
+                other_flops=epilogue, call=call, layer=project, inputs=tuple(first.inputs), output=project.output,
+                attrs={"fused": True, "members": members, "band_rows": band_rows, "stride": stride,
+                       "expand_recompute": fused_block.expand_recompute_factor(h, ho, band_rows, stride)})
+
+
+def depthwise_flops_of(layer: Layer, batch: int) -> int:
+    kh, kw = layer.attrs["kernel_shape"]
+    return depthwise.depthwise_flops(batch, layer.output_shape[0], layer.output_shape[1], layer.output_shape[2], kh, kw)

@@ -1,8 +1,16 @@
-"""Roofline Workbench's analysis side: machine ceilings, per-layer profiles, roofline figures.
+"""Roofline Workbench's analysis side: machine ceilings, per-layer profiles, roofline
+figures, reports.
 
-    from workbench import measure_ceilings
-    ceilings = measure_ceilings()          # cached in data/ceilings/ after the first call
+    import workbench
+    ceilings = workbench.measure_ceilings()            # cached in data/ceilings/
+    frame = workbench.profile("data/mobilenet_v2.onnx", batch=1, threads=2)
+    workbench.roofline_figure(frame, ceilings, level="L2").show()
 """
 from workbench.ceilings import Ceilings, measure_ceilings
+from workbench.profile import profile
+from workbench.report import write_report
+from workbench.roofline import compare_figure, figure_html, roofline_figure, roofline_traces, time_bars, \
+    update_roofline
 
-__all__ = ["Ceilings", "measure_ceilings"]
+__all__ = ["Ceilings", "measure_ceilings", "profile", "roofline_figure", "roofline_traces", "update_roofline",
+           "time_bars", "compare_figure", "figure_html", "write_report"]

@@ -1,0 +1,320 @@
+"""The fused inverted-residual block: expand 1x1 -> depthwise 3x3 -> project 1x1 (+ residual),
+computed band by band of output rows so the expanded (6x wider) intermediate never leaves a
+small per-thread scratch buffer.
+
+Unfused, a MobileNetV2 block writes its expanded tensor (e.g. 144 x 56 x 56 floats = 1.8 MB)
+to memory, reads it back for the depthwise, writes the depthwise output (same size) and reads
+it back for the projection: four trips through L2/L3 of the largest tensors in the network.
+Fused, each work item (image, band of `band_rows` output rows) does:
+
+1. expand the input rows the band needs ((band_rows - 1) * stride + 3, fewer at the image
+   edges) into scratch_expand (hidden_blocks, rows_in, W, CB), ReLU6 applied, with the
+   pointwise micro-kernel (engine.kernels.pointwise._tile);
+2. depthwise 3x3 (pad 1) from scratch_expand into scratch_depthwise
+   (hidden_blocks, band_h, Wo, CB), ReLU6 applied;
+3. project scratch_depthwise into the output rows, bias, residual add, clip.
+
+Adjacent bands recompute the expand of the rows they share (2 rows at stride 1, 1 at
+stride 2): small bands pay more recompute, large bands need more scratch and leave fewer
+work items for the threads. `band_rows` is the knob (engine.Tiles.block_rows; 0 = chosen
+per block by `auto_band_rows`).
+
+Layouts as everywhere: x, out, residual NCHWc (N, Cb, H, W, CB) float32 C-contiguous;
+weights as packed by pack_pointwise / pack_depthwise. Work is split into one contiguous run
+of items per worker (prange over workers), each worker owning row `worker` of the scratch
+arrays, so no two threads ever share a scratch buffer.
+
+Napkin math (block 3 of MobileNetV2, 24 -> 144 -> 24 at 56x56, stride 1, band_rows 4,
+CB 8): per band the scratch holds 144 x 6 x 56 x 4 B = 194 KB expanded and 144 x 4 x 56 x 4 B
+= 129 KB depthwise, together inside the 512 KB L2; the traffic that reaches L3 is the
+input rows (6 x 56 x 24 x 4 B), the weights (28 KB) and the output rows (4 x 56 x 24 x 4 B),
+instead of the 2 x 1.8 MB written and read back unfused. The expand recompute is 6/4 = 1.5x
+for band 4 at stride 1 (2 halo rows), which is why tiny bands lose.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from engine.kernels.depthwise import FASTMATH, _U, check_array, register_scratch
+from engine.kernels.layout import CB
+from engine.kernels.pointwise import BLOCKS, ROWS, _tile
+
+_scratch_block = register_scratch(CB)
+_scratch_taps = register_scratch(10 * CB)
+_scratch_mask = register_scratch(2)
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _expand_rows(xf, x_plane_stride, x_offset, cin_blocks, ew, eb, s1, rows_in, width, hidden_blocks, low, high,
+                 no_residual):
+    # expand rows_in * width contiguous input pixels of one image into s1 (hidden_blocks, rows_in, W, CB)
+    pixels = rows_in * width
+    w_block_stride = cin_blocks * CB * CB
+    block = 0
+    while block < hidden_blocks:
+        blocks = min(BLOCKS, hidden_blocks - block)
+        q = 0
+        while q < pixels:
+            rows = min(ROWS, pixels - q)
+            _tile(rows, blocks, xf, x_offset + q * CB, x_plane_stride,
+                  ew, block * w_block_stride, w_block_stride, cin_blocks,
+                  eb, block * CB, s1, (block * pixels + q) * CB, pixels * CB,
+                  s1, no_residual, low, high)
+            q += rows
+        block += blocks
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _depthwise_rows(src, plane_offset, plane_stride, row_base, height, width, dw, db, s2, hidden_blocks,
+                    row_start, row_end, out_w, stride, low, high):
+    # 3x3, pad 1: output rows [row_start, row_end) of every hidden block into s2 (hidden_blocks, band_h, Wo, CB);
+    # input row iy of a plane lives at src[plane + ((iy - row_base) * width + ix) * CB].
+    # Same scheme as engine.kernels.depthwise: taps and accumulators in stack scratch (so
+    # LLVM keeps them in registers), rows and border columns clamped into the input and
+    # multiplied by a 0.0/1.0 mask read through a run-time index, interior columns unchecked.
+    band_h = row_end - row_start
+    acc = _scratch_block()
+    taps = _scratch_taps()
+    mask = _scratch_mask()
+    mask[0] = 0.0
+    mask[1] = 1.0
+    col_lo = min(out_w, 1)                                   # first column whose taps are all inside
+    col_hi = max(col_lo, min(out_w, (width - 2) // stride + 1))
+    col_stride = _U(stride * CB)
+    for hb in range(hidden_blocks):
+        uw = _U(hb * 9 * CB)
+        for k in range(9 * CB):
+            taps[k] = dw[uw + _U(k)]
+        for lane in range(CB):
+            taps[9 * CB + lane] = db[_U(hb * CB + lane)]
+        plane = plane_offset + hb * plane_stride
+        for oh in range(row_start, row_end):
+            o_row = ((hb * band_h) + (oh - row_start)) * out_w * CB
+            iy0 = oh * stride - 1
+            r0 = _U(plane + (min(max(iy0, row_base), height - 1) - row_base) * width * CB)
+            r1 = _U(plane + (min(max(iy0 + 1, row_base), height - 1) - row_base) * width * CB)
+            r2 = _U(plane + (min(max(iy0 + 2, row_base), height - 1) - row_base) * width * CB)
+            m0 = mask[int(0 <= iy0 < height)]
+            m1 = mask[int(0 <= iy0 + 1 < height)]
+            m2 = mask[int(0 <= iy0 + 2 < height)]
+            for part in range(2):          # border columns, clamped and masked
+                start = 0 if part == 0 else col_hi
+                end = col_lo if part == 0 else out_w
+                for ow in range(start, end):
+                    ix0 = ow * stride - 1
+                    c0 = _U(min(max(ix0, 0), width - 1) * CB)
+                    c1 = _U(min(max(ix0 + 1, 0), width - 1) * CB)
+                    c2 = _U(min(max(ix0 + 2, 0), width - 1) * CB)
+                    n0 = mask[int(0 <= ix0 < width)]
+                    n1 = mask[int(0 <= ix0 + 1 < width)]
+                    n2 = mask[int(0 <= ix0 + 2 < width)]
+                    for lane in range(CB):
+                        u = _U(lane)
+                        t0 = (n0 * src[r0 + c0 + u] * taps[0 * CB + lane] + n1 * src[r0 + c1 + u] * taps[1 * CB + lane]
+                              + n2 * src[r0 + c2 + u] * taps[2 * CB + lane])
+                        t1 = (n0 * src[r1 + c0 + u] * taps[3 * CB + lane] + n1 * src[r1 + c1 + u] * taps[4 * CB + lane]
+                              + n2 * src[r1 + c2 + u] * taps[5 * CB + lane])
+                        t2 = (n0 * src[r2 + c0 + u] * taps[6 * CB + lane] + n1 * src[r2 + c1 + u] * taps[7 * CB + lane]
+                              + n2 * src[r2 + c2 + u] * taps[8 * CB + lane])
+                        acc[lane] = min(max(taps[9 * CB + lane] + m0 * t0 + m1 * t1 + m2 * t2, low), high)
+                    uo = _U(o_row + ow * CB)
+                    for lane in range(CB):
+                        s2[uo + _U(lane)] = acc[lane]
+            p0 = r0 + _U((col_lo * stride - 1) * CB)
+            p1 = r1 + _U((col_lo * stride - 1) * CB)
+            p2 = r2 + _U((col_lo * stride - 1) * CB)
+            q = _U(o_row + col_lo * CB)
+            for _ in range(col_lo, col_hi):  # interior columns: nine taps, rows masked
+                for lane in range(CB):
+                    u = _U(lane)
+                    t0 = (src[p0 + u] * taps[0 * CB + lane] + src[p0 + _U(CB) + u] * taps[1 * CB + lane]
+                          + src[p0 + _U(2 * CB) + u] * taps[2 * CB + lane])
+                    t1 = (src[p1 + u] * taps[3 * CB + lane] + src[p1 + _U(CB) + u] * taps[4 * CB + lane]
+                          + src[p1 + _U(2 * CB) + u] * taps[5 * CB + lane])
+                    t2 = (src[p2 + u] * taps[6 * CB + lane] + src[p2 + _U(CB) + u] * taps[7 * CB + lane]
+                          + src[p2 + _U(2 * CB) + u] * taps[8 * CB + lane])
+                    acc[lane] = min(max(taps[9 * CB + lane] + m0 * t0 + m1 * t1 + m2 * t2, low), high)
+                for lane in range(CB):
+                    s2[q + _U(lane)] = acc[lane]
+                p0 += col_stride
+                p1 += col_stride
+                p2 += col_stride
+                q += _U(CB)
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _fused_block_kernel(x, ew, eb, has_expand, dw, db, pw, pb, out, residual, has_residual, stride,
+                        expand_low, expand_high, dw_low, dw_high, project_low, project_high,
+                        band_rows, scratch_expand, scratch_depthwise):
+    n_images, cin_blocks, height, width, _ = x.shape
+    hidden_blocks = dw.shape[0]
+    cout_blocks, out_h, out_w = out.shape[1], out.shape[2], out.shape[3]
+    workers = scratch_expand.shape[0]
+    bands = (out_h + band_rows - 1) // band_rows
+    items = n_images * bands
+    xf = x.reshape(x.size)
+    ewf = ew.reshape(ew.size)
+    ebf = eb.reshape(eb.size)
+    dwf = dw.reshape(dw.size)
+    dbf = db.reshape(db.size)
+    pwf = pw.reshape(pw.size)
+    pbf = pb.reshape(pb.size)
+    of = out.reshape(out.size)
+    rf = residual.reshape(residual.size)
+    e_lo = np.float32(expand_low)
+    e_hi = np.float32(expand_high)
+    d_lo = np.float32(dw_low)
+    d_hi = np.float32(dw_high)
+    p_lo = np.float32(project_low)
+    p_hi = np.float32(project_high)
+    no_residual = n_images < 0      # a run-time False: the micro-kernel takes a boolean, not a literal
+    for worker in prange(workers):
+        s1 = scratch_expand[worker]
+        s2 = scratch_depthwise[worker]
+        first = worker * items // workers
+        last = (worker + 1) * items // workers
+        for item in range(first, last):
+            image = item // bands
+            band = item - image * bands
+            row_start = band * band_rows
+            row_end = min(out_h, row_start + band_rows)
+            in_start = max(0, row_start * stride - 1)
+            in_end = min(height, (row_end - 1) * stride + 2)
+            rows_in = in_end - in_start
+            # 1. expand (or read the block input directly when there is no expand conv)
+            if has_expand:
+                _expand_rows(xf, height * width * CB, (image * cin_blocks * height * width + in_start * width) * CB,
+                             cin_blocks, ewf, ebf, s1, rows_in, width, hidden_blocks, e_lo, e_hi, no_residual)
+                _depthwise_rows(s1, 0, rows_in * width * CB, in_start, height, width, dwf, dbf, s2, hidden_blocks,
+                                row_start, row_end, out_w, stride, d_lo, d_hi)
+            else:
+                _depthwise_rows(xf, image * cin_blocks * height * width * CB, height * width * CB, 0, height, width,
+                                dwf, dbf, s2, hidden_blocks, row_start, row_end, out_w, stride, d_lo, d_hi)
+            # 3. project the band's depthwise output into the output rows
+            pixels = (row_end - row_start) * out_w
+            w_block_stride = hidden_blocks * CB * CB
+            out_base = image * cout_blocks * out_h * out_w + row_start * out_w
+            block = 0
+            while block < cout_blocks:
+                blocks = min(BLOCKS, cout_blocks - block)
+                q = 0
+                while q < pixels:
+                    rows = min(ROWS, pixels - q)
+                    _tile(rows, blocks, s2, q * CB, pixels * CB,
+                          pwf, block * w_block_stride, w_block_stride, hidden_blocks,
+                          pbf, block * CB, of, (out_base + block * out_h * out_w + q) * CB, out_h * out_w * CB,
+                          rf, has_residual, p_lo, p_hi)
+                    q += rows
+                block += blocks
+
+
+# ---------------------------------------------------------------------------- sizes and costs
+
+def rows_needed(band_rows: int, stride: int) -> int:
+    """Input rows one band of `band_rows` output rows reads (3x3 kernel, pad 1)."""
+    return (band_rows - 1) * stride + 3
+
+
+def scratch_floats(hidden_channels: int, width: int, out_width: int, band_rows: int, stride: int) -> tuple[int, int]:
+    """float32 elements of (scratch_expand, scratch_depthwise) per worker."""
+    hidden = -(-hidden_channels // CB) * CB
+    return hidden * rows_needed(band_rows, stride) * width, hidden * band_rows * out_width
+
+
+def expand_recompute_factor(height: int, out_height: int, band_rows: int, stride: int) -> float:
+    """Expanded rows computed / input rows: 1.0 means no halo recompute."""
+    bands = -(-out_height // band_rows)
+    computed = 0
+    for band in range(bands):
+        start, end = band * band_rows, min(out_height, (band + 1) * band_rows)
+        computed += min(height, (end - 1) * stride + 2) - max(0, start * stride - 1)
+    return computed / height
+
+
+def auto_band_rows(hidden_channels: int, height: int, width: int, out_height: int, out_width: int, stride: int,
+                   threads: int, l2_bytes: int, batch: int = 1) -> int:
+    """Band height chosen from the cost model: the smallest recompute whose scratch fits half
+    of the per-thread L2 and which still gives every thread work (>= 2 items per thread
+    when the image allows), among 2..out_height."""
+    best, best_cost = 1, math.inf
+    for band in range(1, out_height + 1):
+        expand, depthwise = scratch_floats(hidden_channels, width, out_width, band, stride)
+        if 4 * (expand + depthwise) > l2_bytes // 2 and band > 1:
+            break
+        items = batch * -(-out_height // band)
+        idle = max(0.0, 1.0 - items / (2 * threads)) if items < 2 * threads else 0.0
+        # relative cost: expand recompute (an expand is ~half the block's FLOPs) + idle threads
+        cost = 0.5 * expand_recompute_factor(height, out_height, band, stride) + idle
+        cost += 0.02 * band / out_height  # tie-break towards smaller bands (less scratch)
+        if cost < best_cost:
+            best, best_cost = band, cost
+    return best
+
+
+# ---------------------------------------------------------------------------- public API
+
+def make_scratch(workers: int, hidden_channels: int, width: int, out_width: int, band_rows: int,
+                 stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-worker scratch arrays (workers, floats) for `fused_block`."""
+    expand, depthwise = scratch_floats(hidden_channels, width, out_width, band_rows, stride)
+    return np.zeros((workers, expand), np.float32), np.zeros((workers, depthwise), np.float32)
+
+
+def fused_block(x, expand, depthwise, project, out, residual, stride: int, expand_clip, depthwise_clip,
+                project_clip, band_rows: int, scratch_expand: np.ndarray, scratch_depthwise: np.ndarray) -> None:
+    """One inverted-residual block, fused, written into `out`.
+
+    x (N, Cin_b, H, W, CB); expand (packed_weight (Hb, Cin_b*CB, CB), packed_bias (Hb, CB))
+    or None when the block has no expand conv (then Hb == Cin_b); depthwise (packed (Hb, 3, 3, CB),
+    bias (Hb, CB)), 3x3 pad 1; project (packed (Cout_b, Hb*CB, CB), bias (Cout_b, CB));
+    out and residual (or None) (N, Cout_b, Ho, Wo, CB) with Ho = (H - 1) // stride + 1.
+    *_clip: (low, high) of each stage. band_rows >= 1 output rows per work item; scratch
+    arrays from make_scratch(workers, ...) with at least this band's size.
+    """
+    fn = "fused_block"
+    check_array(fn, "x", x, (None, None, None, None, CB))
+    n_images, cin_blocks, height, width, _ = x.shape
+    dw_weight, dw_bias = depthwise
+    check_array(fn, "depthwise weight", dw_weight, (None, 3, 3, CB))
+    hidden_blocks = dw_weight.shape[0]
+    check_array(fn, "depthwise bias", dw_bias, (hidden_blocks, CB))
+    if expand is None:
+        if hidden_blocks != cin_blocks:
+            raise ValueError(f"{fn}: without an expand conv the depthwise must have {cin_blocks} channel blocks, "
+                             f"got {hidden_blocks}")
+        ew, eb = dw_bias, dw_bias   # unused placeholders of the right type
+    else:
+        ew, eb = expand
+        check_array(fn, "expand weight", ew, (hidden_blocks, cin_blocks * CB, CB))
+        check_array(fn, "expand bias", eb, (hidden_blocks, CB))
+    pw, pb = project
+    check_array(fn, "project weight", pw, (None, hidden_blocks * CB, CB))
+    cout_blocks = pw.shape[0]
+    check_array(fn, "project bias", pb, (cout_blocks, CB))
+    if stride not in (1, 2):
+        raise ValueError(f"{fn}: stride must be 1 or 2, got {stride}")
+    out_h, out_w = (height - 1) // stride + 1, (width - 1) // stride + 1
+    check_array(fn, "out", out, (n_images, cout_blocks, out_h, out_w, CB))
+    if residual is not None:
+        check_array(fn, "residual", residual, out.shape)
+    if isinstance(band_rows, bool) or not isinstance(band_rows, (int, np.integer)) or band_rows < 1:
+        raise ValueError(f"{fn}: band_rows must be an int >= 1, got {band_rows!r}")
+    band_rows = min(int(band_rows), out_h)
+    need_expand, need_depthwise = scratch_floats(hidden_blocks * CB, width, out_w, band_rows, stride)
+    for name, scratch, need in (("scratch_expand", scratch_expand, need_expand if expand is not None else 0),
+                                ("scratch_depthwise", scratch_depthwise, need_depthwise)):
+        if not isinstance(scratch, np.ndarray) or scratch.ndim != 2 or scratch.dtype != np.float32 \
+                or not scratch.flags.c_contiguous or scratch.shape[0] < 1 or scratch.shape[1] < max(need, 1):
+            raise ValueError(f"{fn}: {name} must be a C-contiguous float32 (workers, >= {need}) array, got "
+                             f"{getattr(scratch, 'shape', type(scratch).__name__)}")
+    clips = [tuple(np.float32(v) for v in clip) for clip in (expand_clip, depthwise_clip, project_clip)]
+    for low, high in clips:
+        if not low <= 0 <= high:
+            raise ValueError(f"{fn}: clips must contain 0 (padded lanes stay 0), got ({low}, {high})")
+    _fused_block_kernel(x, ew, eb, expand is not None, dw_weight, dw_bias, pw, pb, out,
+                        out if residual is None else residual, residual is not None, stride,
+                        clips[0][0], clips[0][1], clips[1][0], clips[1][1], clips[2][0], clips[2][1],
+                        band_rows, scratch_expand, scratch_depthwise)

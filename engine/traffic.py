@@ -1,0 +1,85 @@
+"""The bytes-moved model: how much data each step sends across each memory boundary.
+
+Time is measured and FLOPs are counted exactly, but bytes are *modelled*. This is the
+model, said out loud:
+
+- Levels. `bytes["L1"]` is the traffic between the core's registers and L1 (the loads and
+  stores the kernel issues), `bytes["L2"]` the traffic between L1 and L2 (what misses L1),
+  `bytes["L3"]` between L2 and L3, `bytes["DRAM"]` between L3 and memory. The arithmetic
+  intensity at a level is FLOPs / bytes at that level, set against that level's measured
+  bandwidth.
+- Per step, cold. Every step is charged as if its operands start in the level below the
+  one considered: compulsory traffic (inputs, weights, outputs once) at every level. Reuse
+  *between* steps (a small activation still in L3 from the previous layer) is not credited;
+  reuse *inside* a fused block is (its intermediate never leaves the per-thread scratch).
+- Re-reads. An operand that the kernel walks several times (weights once per pixel tile,
+  inputs once per output-channel tile, input rows once per band) is charged once if the set
+  that must stay resident between two passes fits in half the capacity of the level above
+  the boundary (the other half is for everything else), and once per pass if it does not.
+- Capacity. Private levels (L1, L2 here) count whole per thread; a shared level (L3) is
+  divided among the threads sharing it. Sizes come from `engine.machine` (Linux sysfs).
+
+The formulas for each kernel family live beside the kernel (`*_bytes` functions in
+`engine/kernels/`); this module holds what they share.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+LEVELS = ("L1", "L2", "L3", "DRAM")
+FLOAT32 = 4           # bytes per element
+FIT_FRACTION = 0.5    # share of a level's capacity one reused operand may count on
+
+
+@dataclass(frozen=True)
+class CacheBudget:
+    """Bytes of each cache level one thread can count on. The boundary below level X
+    (traffic counted in bytes[next level]) is decided by X's capacity."""
+
+    L1: int
+    L2: int
+    L3: int
+
+    @classmethod
+    def for_threads(cls, threads: int, info=None) -> "CacheBudget":
+        """Budget per thread on this machine (engine.machine.machine_info())."""
+        if info is None:
+            from engine.machine import machine_info
+            info = machine_info()
+        sizes = {}
+        for name in ("L1", "L2", "L3"):
+            level = info.cache(name)
+            sharing_threads = max(1, min(threads, level.shared_by_cores))
+            sizes[name] = level.size_bytes // sharing_threads
+        return cls(**sizes)
+
+    def capacity_above(self, boundary: str) -> float:
+        """Capacity deciding re-reads across `boundary` ("L2": L1's, "L3": L2's, "DRAM": L3's)."""
+        return {"L2": self.L1, "L3": self.L2, "DRAM": self.L3}[boundary]
+
+
+def fits(working_set_bytes: float, capacity_bytes: float) -> bool:
+    """Whether a reused working set stays resident: at most FIT_FRACTION of the capacity."""
+    return working_set_bytes <= FIT_FRACTION * capacity_bytes
+
+
+def streamed(total_bytes: float, passes: float, reuse_set_bytes: float, capacity_bytes: float) -> float:
+    """Traffic of an operand of `total_bytes` that the kernel walks `passes` times: once if
+    the set that must stay resident between passes fits, else `passes` times."""
+    return total_bytes if fits(reuse_set_bytes, capacity_bytes) else total_bytes * passes
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def by_level(register_level: float, below: dict[str, float]) -> dict[str, int]:
+    """Assemble {level: bytes} from the register-level traffic and the three boundaries."""
+    out = {"L1": register_level, **below}
+    return {level: int(round(out[level])) for level in LEVELS}
+
+
+def arithmetic_intensity(flops: float, bytes_moved: float) -> float:
+    """FLOP per byte; inf when nothing moves."""
+    return flops / bytes_moved if bytes_moved > 0 else math.inf

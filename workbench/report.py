@@ -1,0 +1,72 @@
+"""Headless reports: one self-contained HTML page (plotly.js inline, works offline) plus
+the per-layer records as CSV and Parquet."""
+from __future__ import annotations
+
+import html
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import plotly.io as pio
+
+from workbench.profile import save_frame
+from workbench.roofline import roofline_figure, time_bars
+
+TABLE_COLUMNS = ["layer", "op", "seconds", "share_of_time", "flops", "gflops", "ai_L1", "ai_L2", "ai_L3",
+                 "ai_DRAM", "attainable_gflops", "roof_fraction", "bound", "bound_level"]
+
+
+def _table_html(frame: pd.DataFrame) -> str:
+    shown = frame[[c for c in TABLE_COLUMNS if c in frame.columns]].copy()
+    shown["seconds"] = (shown["seconds"] * 1e3).round(3)
+    shown = shown.rename(columns={"seconds": "ms"})
+    return shown.to_html(index=False, float_format=lambda v: f"{v:.3g}", classes="layers", border=0)
+
+
+def write_report(frame: pd.DataFrame, out: Path, model_name: str = "model", ceilings=None,
+                 before: pd.DataFrame | None = None, level: str = "L2") -> list[Path]:
+    """Write report.html, layers.csv and layers.parquet into `out`; returns the paths.
+
+    frame: a workbench.profile DataFrame. before: optionally a second profile (e.g. fusion
+    off) shown as a before/after view. Files are written atomically.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if ceilings is None:
+        from workbench.ceilings import measure_ceilings
+        ceilings = measure_ceilings(quick=True)
+    figures = [roofline_figure(frame, ceilings, level=level), time_bars(frame, ceilings, level=level)]
+    if before is not None:
+        from workbench.roofline import compare_figure
+        figures.insert(1, compare_figure(before, frame, ceilings, level=level))
+    parts = []
+    for index, figure in enumerate(figures):
+        parts.append(pio.to_html(figure, full_html=False, include_plotlyjs="inline" if index == 0 else False))
+    total = frame["seconds"].sum()
+    summary = (f"{html.escape(model_name)}: batch {int(frame['batch'].iloc[0])}, "
+               f"{int(frame['threads'].iloc[0])} thread(s), {total * 1e3:.2f} ms per run "
+               f"(sum of step medians), {frame['flops'].sum() / total / 1e9:.1f} GFLOP/s overall; "
+               f"{(frame['bound'] == 'memory').sum()} of {(frame['bound'] != 'n/a').sum()} layers memory bound.")
+    page = f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>Roofline report: {html.escape(model_name)}</title>
+<style>body{{font-family:sans-serif;margin:2em}} table.layers{{border-collapse:collapse;font-size:12px}}
+table.layers td,table.layers th{{padding:2px 6px;border-bottom:1px solid #ddd;text-align:right}}</style>
+</head><body>
+<h1>Roofline report: {html.escape(model_name)}</h1>
+<p>{summary}</p>
+<p>Time is measured (median over runs); FLOPs are counted exactly (2 per multiply-accumulate);
+bytes moved are modelled per memory level (see engine/traffic.py). Roofs are this machine's
+measured ceilings ({html.escape(str(ceilings.machine.get('cpu_model', '')))}).
+Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')}.</p>
+{''.join(parts)}
+<h2>Layers</h2>
+{_table_html(frame)}
+</body></html>"""
+    html_path = out / "report.html"
+    handle, temporary = tempfile.mkstemp(dir=out, prefix=".report.", suffix=".tmp")
+    with os.fdopen(handle, "w", encoding="utf-8") as stream:
+        stream.write(page)
+    os.replace(temporary, html_path)
+    return [html_path, save_frame(frame, out / "layers.csv"), save_frame(frame, out / "layers.parquet")]
