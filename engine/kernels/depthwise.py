@@ -1,0 +1,410 @@
+"""Depthwise convolution (group == channels, depth multiplier 1) on NCHWc activations.
+
+Also home of three small things every kernel module of this family shares (they are
+imported by direct_conv, pooling and linear): `FASTMATH`, `register_scratch` and
+`check_array`.
+
+Layout. x (N, Cb, H, W, CB) -> out (N, Cb, Ho, Wo, CB), weights packed (Cb, kh, kw, CB),
+bias (Cb, CB). One channel block is one SIMD register: every tap is one vector FMA over the
+CB lanes, and a pixel's CB channels are contiguous (32 bytes on AVX2) in x, w and out.
+
+Work items. (image, channel block, band of `rows_per_tile` output rows), spread by prange.
+A 3x3 item first copies its block's 9 weight vectors and bias to a stack scratch (so they
+live in registers for the whole band), then for each output row:
+- interior pixels (the whole 3x3 window inside the input) take the fast loop: nine taps
+  written out, no checks, flat unsigned indexing (numba then emits no negative-index
+  fix-ups and LLVM sees constant offsets between taps): 9 loads + 9 FMAs per pixel;
+- border pixels (border columns of interior rows, every pixel of a border row) use the same
+  nine taps with clamped addresses, each multiplied by 1.0 or 0.0 (inside / padding): no
+  branches per tap and no out-of-range read.
+Kernels other than 3x3 take the generic path: per pixel the tap ranges are clamped to the
+input once, so the tap loops themselves carry no checks (zero padding = skipped taps).
+
+Why a stack scratch for the accumulators: numba cannot prove that `out` does not alias
+`x` or the weights, so LLVM will not vectorise a lane loop that loads x and stores out
+(the spike measured 10x slower scalar code). Accumulating into a fixed-size `alloca`
+(`register_scratch`) first, then storing, lets SROA keep the accumulators in registers and
+the SLP vectoriser turn each lane loop into one ymm/zmm instruction.
+
+Napkin math (3x3, per output pixel and channel block of 8 lanes): 9 vector FMAs = 144 FLOP;
+it loads 9 input vectors (each input vector is re-read by its 9 neighbours, from L1) and
+writes 1 vector. Compulsory traffic is 32 B in + 32 B out at stride 1 (2.25 FLOP/byte),
+128 B in + 32 B out at stride 2 (0.9 FLOP/byte): memory bound on any machine.
+MobileNetV2's 17 depthwise layers move 24.5 MB (input + output + weights) for 41.4 MFLOP.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from engine.kernels.layout import CB
+
+# LLVM fast-math flags every kernel here compiles with: contract lets a*b+c become one
+# FMA, nnan/ninf/nsz let min/max become vminps/vmaxps. No 'reassoc': a sum keeps the order
+# the code gives it (full fastmath was slower in the spike and breaks bit-stability).
+FASTMATH = {"nnan", "ninf", "nsz", "arcp", "contract", "afn"}
+
+_U = np.uint64  # flat indices are unsigned: numba then skips the negative-index wrap-around
+
+
+def register_scratch(count: int):
+    """A function `scratch()` returning a float32 array of `count` elements that lives on the
+    stack of the njit function calling it (an `alloca` in that function's entry block). With
+    constant indices (lane loops over CB) LLVM keeps it in registers. Contents unspecified
+    (numba zero-fills an alloca once at function entry); valid until the caller returns.
+    Under NUMBA_DISABLE_JIT it is a plain np.empty, so the kernels also run as Python."""
+    if numba.config.DISABLE_JIT:
+        return lambda: np.empty(count, np.float32)
+
+    @intrinsic
+    def stack_pointer(typingctx):
+        def codegen(context, builder, signature, args):
+            buffer = cgutils.alloca_once(builder, ir.ArrayType(ir.FloatType(), count))
+            return builder.bitcast(buffer, ir.PointerType(ir.FloatType()))
+
+        return types.CPointer(types.float32)(), codegen
+
+    # inline="always" is what makes this safe: the alloca lands in the caller's frame
+    @njit(inline="always")
+    def scratch():
+        return numba.carray(stack_pointer(), (count,))
+
+    return scratch
+
+
+_scratch_block = register_scratch(CB)      # one channel block of accumulators
+_scratch_taps = register_scratch(10 * CB)  # a 3x3 block's weights and bias
+_scratch_mask = register_scratch(2)        # 0.0, 1.0
+_scratch_row_taps = register_scratch(9 * CB)
+_scratch_col_taps = register_scratch(9 * CB)
+
+DEFAULT_ROWS_PER_TILE = 16  # measured: sum of MobileNetV2's 17 layers, 2 threads: 1 -> 835 us, 4 -> 687, 16 -> 644
+
+_FLOAT32 = np.dtype(np.float32)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def check_array(function: str, name: str, array, shape: tuple, dtype=_FLOAT32) -> None:
+    """Raise ValueError unless `array` is a C-contiguous ndarray of `dtype` with `shape`
+    (an entry None matches any size). The message names the function, expected and got.
+    Cheap when the array is right (~0.3 us): the runtime calls it on every kernel call."""
+    if type(array) is np.ndarray and array.dtype == dtype and array.ndim == len(shape) and array.flags.c_contiguous:
+        # fast path for the common case; the checks below name what is wrong
+        got = array.shape
+        for axis in range(len(shape)):
+            if shape[axis] is not None and shape[axis] != got[axis]:
+                break
+        else:
+            return
+    expected = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+    if not isinstance(array, np.ndarray):
+        raise ValueError(f"{function}: {name} must be a numpy array of shape {expected} {np.dtype(dtype)}, "
+                         f"got {type(array).__name__}")
+    if array.dtype != dtype:
+        raise ValueError(f"{function}: {name} must be {np.dtype(dtype)}, got {array.dtype}")
+    if array.ndim != len(shape) or any(s is not None and s != g for s, g in zip(shape, array.shape)):
+        raise ValueError(f"{function}: {name} must have shape {expected}, got {array.shape}")
+    if not array.flags.c_contiguous:
+        raise ValueError(f"{function}: {name} must be C-contiguous, got strides {array.strides}")
+
+
+def check_clip(function: str, clip_min: float, clip_max: float) -> tuple[float, float]:
+    """Validate the clip bounds and return them as finite float32-representable floats.
+
+    Padded lanes hold 0 and see zero weights and bias, so they stay exactly 0 only if
+    clip_min <= 0 <= clip_max. Infinite bounds become +-float32 max (same result for every
+    finite value; keeps infinities away from the 'ninf' fast-math flag)."""
+    low, high = float(clip_min), float(clip_max)
+    if not low <= 0.0 <= high:  # also False for NaN
+        raise ValueError(f"{function}: clip bounds must satisfy clip_min <= 0 <= clip_max (padded channels "
+                         f"must stay 0), got clip_min={clip_min}, clip_max={clip_max}")
+    return max(low, -_FLOAT32_MAX), min(high, _FLOAT32_MAX)
+
+
+def check_int(function: str, name: str, value, minimum: int) -> int:
+    """`value` as an int, or ValueError unless it is an integer >= minimum (bools refused)."""
+    if type(value) is int or (isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))):
+        if value >= minimum:
+            return int(value)
+    raise ValueError(f"{function}: {name} must be an int >= {minimum}, got {value!r}")
+
+
+# ---------------------------------------------------------------------------- kernels
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")  # one call site; a real call costs refcounts
+def _generic_columns(xf, wf, bf, of, x_plane, o_row, w_base, b_base, height, width, kernel_h, kernel_w,
+                     ih0, stride_w, pad_left, col_start, col_end, low, high):
+    """Output pixels col_start..col_end-1 of one output row (any kernel size), tap ranges
+    clamped to the input per pixel. Offsets are flat element indices: x_plane is the start
+    of this (image, block) input plane, o_row of this output row, w_base/b_base of the block's
+    weights/bias; ih0 is the input row of the first kernel row (may be negative)."""
+    acc = _scratch_block()
+    i_lo = max(0, -ih0)
+    i_hi = min(kernel_h, height - ih0)
+    for ow in range(col_start, col_end):
+        iw0 = ow * stride_w - pad_left
+        j_lo = max(0, -iw0)
+        j_hi = min(kernel_w, width - iw0)
+        ub = _U(b_base)
+        for lane in range(CB):
+            acc[lane] = bf[ub + _U(lane)]
+        for i in range(i_lo, i_hi):
+            x_row = x_plane + ((ih0 + i) * width + iw0) * CB
+            w_row = w_base + i * kernel_w * CB
+            for j in range(j_lo, j_hi):
+                ux = _U(x_row + j * CB)
+                uw = _U(w_row + j * CB)
+                for lane in range(CB):
+                    acc[lane] += xf[ux + _U(lane)] * wf[uw + _U(lane)]
+        uo = _U(o_row + ow * CB)
+        for lane in range(CB):
+            of[uo + _U(lane)] = min(max(acc[lane], low), high)
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _depthwise_kernel(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left, clip_min, clip_max,
+                      rows_per_tile):
+    n_images, n_blocks, height, width, _ = x.shape
+    kernel_h, kernel_w = weight.shape[1], weight.shape[2]
+    out_h, out_w = out.shape[2], out.shape[3]
+    low = np.float32(clip_min)
+    high = np.float32(clip_max)
+    bands = (out_h + rows_per_tile - 1) // rows_per_tile
+    # interior columns [col_lo, col_hi): the whole kernel row lies inside the input
+    col_lo = min(out_w, (pad_left + stride_w - 1) // stride_w)
+    col_hi = max(col_lo, min(out_w, (width - kernel_w + pad_left) // stride_w + 1))
+    is_3x3 = kernel_h == 3 and kernel_w == 3
+    xf = x.reshape(x.size)          # flat views: same memory, no copy
+    wf = weight.reshape(weight.size)
+    bf = bias.reshape(bias.size)
+    of = out.reshape(out.size)
+    # Offsets between taps are written as constants inside the prange body: names defined
+    # out here become run-time arguments of the parallel body and LLVM loses them.
+    col_stride = _U(stride_w * CB)  # elements between the windows of two output columns
+    for item in prange(n_images * n_blocks * bands):
+        acc = _scratch_block()
+        taps = _scratch_taps()  # 3x3 weights then bias, in registers
+        # 0.0 / 1.0 read through a run-time index: LLVM cannot see the value, so a multiply
+        # by a mask stays a multiply instead of becoming a (mispredicted) branch
+        mask = _scratch_mask()
+        row_taps = _scratch_row_taps()  # taps with the current output row's kernel-row masks folded in
+        col_taps = _scratch_col_taps()  # taps with the current border column's masks folded in
+        mask[0] = 0.0
+        mask[1] = 1.0
+        band = item % bands
+        image_block = item // bands  # n * n_blocks + b
+        b = image_block % n_blocks
+        x_plane = image_block * height * width * CB
+        o_plane = image_block * out_h * out_w * CB
+        w_base = b * kernel_h * kernel_w * CB
+        b_base = b * CB
+        row_start = band * rows_per_tile
+        row_end = min(out_h, row_start + rows_per_tile)
+        if not is_3x3:
+            for oh in range(row_start, row_end):
+                _generic_columns(xf, wf, bf, of, x_plane, o_plane + oh * out_w * CB, w_base, b_base, height,
+                                 width, kernel_h, kernel_w, oh * stride_h - pad_top, stride_w, pad_left, 0, out_w,
+                                 low, high)
+            continue
+        # copy the block's 9 weight vectors and its bias to the stack: LLVM then keeps them in
+        # registers across the row loops (it cannot prove stores to out leave them unchanged)
+        uw = _U(w_base)
+        for k in range(9 * CB):
+            taps[k] = wf[uw + _U(k)]
+        for lane in range(CB):
+            taps[9 * CB + lane] = bf[_U(b_base + lane)]
+        # 1) row by row, the interior columns [col_lo, col_hi): nine taps, no checks. A kernel
+        #    row that falls on padding reads a clamped (valid) input row with its weights
+        #    zeroed: the masks are folded into `row_taps` once per output row.
+        for oh in range(row_start, row_end):
+            ih0 = oh * stride_h - pad_top
+            r0 = _U(x_plane + min(max(ih0, 0), height - 1) * width * CB)
+            r1 = _U(x_plane + min(max(ih0 + 1, 0), height - 1) * width * CB)
+            r2 = _U(x_plane + min(max(ih0 + 2, 0), height - 1) * width * CB)
+            m0 = mask[int(0 <= ih0 < height)]
+            m1 = mask[int(0 <= ih0 + 1 < height)]
+            m2 = mask[int(0 <= ih0 + 2 < height)]
+            for k in range(3 * CB):
+                row_taps[k] = taps[k] * m0
+                row_taps[3 * CB + k] = taps[3 * CB + k] * m1
+                row_taps[6 * CB + k] = taps[6 * CB + k] * m2
+            start = _U(max(col_lo * stride_w - pad_left, 0) * CB)  # (>= 0 whenever col_lo < col_hi)
+            p0 = r0 + start
+            p1 = r1 + start
+            p2 = r2 + start
+            q = _U(o_plane + (oh * out_w + col_lo) * CB)
+            for _ in range(col_lo, col_hi):
+                for lane in range(CB):
+                    u = _U(lane)
+                    a = taps[9 * CB + lane]
+                    a += (xf[p0 + u] * row_taps[0 * CB + lane] + xf[p0 + _U(CB) + u] * row_taps[1 * CB + lane]
+                          + xf[p0 + _U(2 * CB) + u] * row_taps[2 * CB + lane])
+                    a += (xf[p1 + u] * row_taps[3 * CB + lane] + xf[p1 + _U(CB) + u] * row_taps[4 * CB + lane]
+                          + xf[p1 + _U(2 * CB) + u] * row_taps[5 * CB + lane])
+                    a += (xf[p2 + u] * row_taps[6 * CB + lane] + xf[p2 + _U(CB) + u] * row_taps[7 * CB + lane]
+                          + xf[p2 + _U(2 * CB) + u] * row_taps[8 * CB + lane])
+                    acc[lane] = min(max(a, low), high)
+                for lane in range(CB):
+                    of[q + _U(lane)] = acc[lane]
+                p0 += col_stride
+                p1 += col_stride
+                p2 += col_stride
+                q += _U(CB)
+        # 2) column by column, the border columns [0, col_lo) and [col_hi, out_w): clamped
+        #    column addresses, column masks folded into `col_taps` once per column, row masks
+        #    (1.0 inside, 0.0 on padding) applied per pixel to the three row sums.
+        for part in range(2):
+            start_col = 0 if part == 0 else col_hi
+            end_col = col_lo if part == 0 else out_w
+            for ow in range(start_col, end_col):
+                iw0 = ow * stride_w - pad_left
+                c0 = _U(min(max(iw0, 0), width - 1) * CB)
+                c1 = _U(min(max(iw0 + 1, 0), width - 1) * CB)
+                c2 = _U(min(max(iw0 + 2, 0), width - 1) * CB)
+                n0 = mask[int(0 <= iw0 < width)]
+                n1 = mask[int(0 <= iw0 + 1 < width)]
+                n2 = mask[int(0 <= iw0 + 2 < width)]
+                for i in range(3):
+                    for lane in range(CB):
+                        col_taps[(3 * i) * CB + lane] = taps[(3 * i) * CB + lane] * n0
+                        col_taps[(3 * i + 1) * CB + lane] = taps[(3 * i + 1) * CB + lane] * n1
+                        col_taps[(3 * i + 2) * CB + lane] = taps[(3 * i + 2) * CB + lane] * n2
+                for oh in range(row_start, row_end):
+                    ih0 = oh * stride_h - pad_top
+                    r0 = _U(x_plane + min(max(ih0, 0), height - 1) * width * CB)
+                    r1 = _U(x_plane + min(max(ih0 + 1, 0), height - 1) * width * CB)
+                    r2 = _U(x_plane + min(max(ih0 + 2, 0), height - 1) * width * CB)
+                    m0 = mask[int(0 <= ih0 < height)]
+                    m1 = mask[int(0 <= ih0 + 1 < height)]
+                    m2 = mask[int(0 <= ih0 + 2 < height)]
+                    for lane in range(CB):
+                        u = _U(lane)
+                        t0 = (xf[r0 + c0 + u] * col_taps[0 * CB + lane] + xf[r0 + c1 + u] * col_taps[1 * CB + lane]
+                              + xf[r0 + c2 + u] * col_taps[2 * CB + lane])
+                        t1 = (xf[r1 + c0 + u] * col_taps[3 * CB + lane] + xf[r1 + c1 + u] * col_taps[4 * CB + lane]
+                              + xf[r1 + c2 + u] * col_taps[5 * CB + lane])
+                        t2 = (xf[r2 + c0 + u] * col_taps[6 * CB + lane] + xf[r2 + c1 + u] * col_taps[7 * CB + lane]
+                              + xf[r2 + c2 + u] * col_taps[8 * CB + lane])
+                        a = taps[9 * CB + lane] + m0 * t0 + m1 * t1 + m2 * t2
+                        acc[lane] = min(max(a, low), high)
+                    uo = _U(o_plane + (oh * out_w + ow) * CB)
+                    for lane in range(CB):
+                        of[uo + _U(lane)] = acc[lane]
+
+
+# ---------------------------------------------------------------------------- public API
+
+def pack_depthwise(weight: np.ndarray, bias: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Pack ONNX depthwise weights for `depthwise_conv`.
+
+    weight: (C, 1, kh, kw) float; bias: (C,) or None.
+    Returns (packed_weight (Cb, kh, kw, CB), packed_bias (Cb, CB)) float32 C-contiguous,
+    Cb = ceil(C / CB), channels C..Cb*CB zero (so padded lanes stay 0).
+    """
+    weight = np.asarray(weight)
+    if weight.ndim != 4 or weight.shape[1] != 1 or min(weight.shape) < 1:
+        raise ValueError(f"pack_depthwise: weight must have shape (C, 1, kh, kw), got {weight.shape}")
+    channels, _, kernel_h, kernel_w = weight.shape
+    if bias is not None:
+        bias = np.asarray(bias)
+        if bias.shape != (channels,):
+            raise ValueError(f"pack_depthwise: bias must have shape ({channels},), got {bias.shape}")
+    n_blocks = -(-channels // CB)
+    packed = np.zeros((n_blocks * CB, kernel_h, kernel_w), np.float32)
+    packed[:channels] = weight[:, 0]
+    packed = np.ascontiguousarray(packed.reshape(n_blocks, CB, kernel_h, kernel_w).transpose(0, 2, 3, 1))
+    packed_bias = np.zeros(n_blocks * CB, np.float32)
+    if bias is not None:
+        packed_bias[:channels] = bias
+    return packed, packed_bias.reshape(n_blocks, CB)
+
+
+def depthwise_conv(x: np.ndarray, packed_weight: np.ndarray, packed_bias: np.ndarray, out: np.ndarray,
+                   stride_h: int, stride_w: int, pad_top: int, pad_left: int,
+                   clip_min: float, clip_max: float, rows_per_tile: int = DEFAULT_ROWS_PER_TILE) -> None:
+    """out = clip(depthwise_conv(x, w) + bias, clip_min, clip_max), written in place.
+
+    x: (N, Cb, H, W, CB) float32; packed_weight (Cb, kh, kw, CB) and packed_bias (Cb, CB)
+    from `pack_depthwise`; out: (N, Cb, Ho, Wo, CB) float32. Ho and Wo are taken from out
+    (the caller derived them from all four pads); input outside H x W reads as 0.
+    Strides >= 1, pads >= 0, dilation 1. clip (0, 6) is ReLU6, (0, inf) ReLU,
+    (-inf, inf) none; clip_min <= 0 <= clip_max so padded lanes stay 0.
+    rows_per_tile: output rows per work item (>= 1); the items are (image, channel block,
+    band of rows) and run in parallel on numba's threads. Larger bands amortise the per-item
+    set-up (weights to registers, border-column masks); 16 was fastest on MobileNetV2 at
+    batch 1 (bench/kernel_depthwise.py) and still leaves >= 28 items per layer there.
+    """
+    if not _looks_valid(x, packed_weight, packed_bias, out, stride_h, stride_w, pad_top, pad_left, rows_per_tile):
+        _validate(x, packed_weight, packed_bias, out, stride_h, stride_w, pad_top, pad_left, rows_per_tile)
+    low, high = float(clip_min), float(clip_max)
+    if not low <= 0.0 <= high or low < -_FLOAT32_MAX or high > _FLOAT32_MAX:
+        low, high = check_clip("depthwise_conv", clip_min, clip_max)
+    _depthwise_kernel(x, packed_weight, packed_bias, out, int(stride_h), int(stride_w), int(pad_top),
+                      int(pad_left), low, high, int(rows_per_tile))
+
+
+def _looks_valid(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left, rows_per_tile) -> bool:
+    """The common case in one expression (~1.5 us instead of ~6 us for `_validate`, which
+    this runs before on every call of every depthwise layer). False sends the call through
+    `_validate`, which names what is wrong, or passes it when only this shortcut declined."""
+    if not (type(x) is np.ndarray and type(weight) is np.ndarray and type(bias) is np.ndarray
+            and type(out) is np.ndarray and x.dtype is _FLOAT32 and weight.dtype is _FLOAT32
+            and bias.dtype is _FLOAT32 and out.dtype is _FLOAT32 and x.flags.c_contiguous
+            and weight.flags.c_contiguous and bias.flags.c_contiguous and out.flags.c_contiguous
+            and type(stride_h) is int and type(stride_w) is int and type(pad_top) is int
+            and type(pad_left) is int and type(rows_per_tile) is int
+            and stride_h >= 1 and stride_w >= 1 and pad_top >= 0 and pad_left >= 0 and rows_per_tile >= 1):
+        return False
+    xs, ws, bs, os_ = x.shape, weight.shape, bias.shape, out.shape
+    return (len(xs) == 5 and len(ws) == 4 and len(bs) == 2 and len(os_) == 5
+            and xs[4] == CB and ws[3] == CB and bs[1] == CB and os_[4] == CB
+            and ws[0] == xs[1] and bs[0] == xs[1] and os_[0] == xs[0] and os_[1] == xs[1]
+            and xs[0] >= 1 and xs[1] >= 1 and xs[2] >= 1 and xs[3] >= 1 and ws[1] >= 1 and ws[2] >= 1
+            and os_[2] >= max(1, (xs[2] + pad_top - ws[1]) // stride_h + 1)
+            and os_[3] >= max(1, (xs[3] + pad_left - ws[2]) // stride_w + 1))
+
+
+def _validate(x, packed_weight, packed_bias, out, stride_h, stride_w, pad_top, pad_left, rows_per_tile) -> None:
+    """Every check of `depthwise_conv`'s arguments; ValueError naming expected and got."""
+    fn = "depthwise_conv"
+    stride_h = check_int(fn, "stride_h", stride_h, 1)
+    stride_w = check_int(fn, "stride_w", stride_w, 1)
+    pad_top = check_int(fn, "pad_top", pad_top, 0)
+    pad_left = check_int(fn, "pad_left", pad_left, 0)
+    check_int(fn, "rows_per_tile", rows_per_tile, 1)
+    check_array(fn, "x", x, (None, None, None, None, CB))
+    n_images, n_blocks, height, width, _ = x.shape
+    if min(x.shape) < 1:
+        raise ValueError(f"{fn}: x must have no empty dimension, got {x.shape}")
+    check_array(fn, "packed_weight", packed_weight, (n_blocks, None, None, CB))
+    kernel_h, kernel_w = packed_weight.shape[1:3]
+    if kernel_h < 1 or kernel_w < 1:
+        raise ValueError(f"{fn}: packed_weight kernel must be at least 1x1, got {kernel_h}x{kernel_w}")
+    check_array(fn, "packed_bias", packed_bias, (n_blocks, CB))
+    check_array(fn, "out", out, (n_images, n_blocks, None, None, CB))
+    out_h, out_w = out.shape[2:4]
+    _check_output_size(fn, "height", out_h, height, kernel_h, stride_h, pad_top)
+    _check_output_size(fn, "width", out_w, width, kernel_w, stride_w, pad_left)
+
+
+def _check_output_size(fn: str, axis: str, got: int, size: int, kernel: int, stride: int, pad_start: int,
+                       dilation: int = 1) -> None:
+    """The output size must be floor((size + pad_start + pad_end - eff_kernel) / stride) + 1
+    for some end pad >= 0 (eff_kernel = (kernel - 1) * dilation + 1), i.e. at least the size
+    that end pad 0 gives. ONNX bounds the end pad no further; rows or columns whose window
+    lies wholly in the padding come out as clip(bias)."""
+    effective = (kernel - 1) * dilation + 1
+    smallest = max(1, (size + pad_start - effective) // stride + 1)
+    if got < smallest:
+        raise ValueError(f"{fn}: out {axis} must be >= {smallest} for input {axis} {size}, kernel {kernel}, "
+                         f"stride {stride}, start pad {pad_start} and an end pad >= 0, got {got}")
+
+
+def depthwise_flops(batch: int, channels: int, out_h: int, out_w: int, kh: int, kw: int) -> int:
+    """FLOPs of one depthwise conv: 2 per multiply-accumulate, every tap counted (also the
+    taps that fall on zero padding), bias and clip not included."""
+    return 2 * batch * channels * out_h * out_w * kh * kw

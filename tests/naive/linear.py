@@ -1,0 +1,12 @@
+"""Plain numpy fully connected layer: the reference for the engine's linear kernel."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def linear(x, weight, bias):
+    """x (N, K), weight (M, K) "out x in", bias (M,) or None -> x @ weight.T + bias, (N, M) float64."""
+    out = np.asarray(x, np.float64) @ np.asarray(weight, np.float64).T
+    if bias is not None:
+        out += np.asarray(bias, np.float64)
+    return out
