@@ -17,6 +17,7 @@ from engine.kernels import depthwise, direct_conv, fused_block, linear, pointwis
 from engine.passes import find_inverted_residual_blocks
 from engine.kernels.layout import CB, _nchw_to_nchwc, _nchwc_to_nchw, channel_blocks
 from engine.tiles import Tiles
+from engine.traffic import LEVELS, CacheBudget
 
 
 @dataclass(frozen=True)
@@ -258,7 +259,7 @@ def build_plan(graph: Graph, weights: PackedWeights, batch: int, config: RunConf
     # 3. Closures (fused blocks share one pair of per-thread scratch buffers).
     scratch = _block_scratch(sequence, config, batch)
     steps = [_make_step(graph, weights, item, buffers, shapes, key, config, batch, scratch)
-             for item in sequence]
+             for item in sequence if not _is_view_item(graph, item)]
 
     output_buffer = buffers[graph.output_name]
     true_features = graph.output_shape[0]
@@ -290,6 +291,12 @@ def _written_shape(graph: Graph, item, batch: int) -> tuple[int, ...]:
     if layer.op == "Flatten":
         return (batch, _flatten_width(graph, layer))
     return (batch, int(np.prod(layer.output_shape)))
+
+
+def _is_view_item(graph: Graph, item) -> bool:
+    """A Flatten that is only a reshape of its input's buffer: no step runs for it."""
+    kind, payload = item
+    return kind == "layer" and payload[0].op == "Flatten" and _flatten_is_view(graph, payload[0])
 
 
 def _flatten_is_view(graph: Graph, layer: Layer) -> bool:
@@ -352,6 +359,7 @@ def _block_scratch(sequence, config: RunConfig, batch: int):
 def _make_step(graph, weights, item, buffers, shapes, key, config: RunConfig, batch: int, scratch=None) -> Step:
     kind, payload = item
     tiles = config.tiles
+    budget = CacheBudget.for_threads(config.threads)
     if kind == "block":
         return _block_step(graph, weights, payload, buffers, key, config, batch, scratch)
     if kind == "convert":
@@ -363,9 +371,10 @@ def _make_step(graph, weights, item, buffers, shapes, key, config: RunConfig, ba
         else:
             def call(source=source, target=target):
                 _nchwc_to_nchw(source, target)
+        moved = 4 * (source.size + target.size)
         return Step(name=f"{tensor} to {layout}", op="layout", input_shape=source.shape,
                     output_shape=target.shape, flops=0, other_flops=0, call=call,
-                    inputs=(tensor,), output=key(tensor, layout))
+                    inputs=(tensor,), output=key(tensor, layout), attrs={"bytes": {lv: moved for lv in LEVELS}})
 
     layer: Layer = payload[0]
     out = buffers[layer.output]
@@ -383,6 +392,9 @@ def _make_step(graph, weights, item, buffers, shapes, key, config: RunConfig, ba
             flops = pointwise.pointwise_flops(batch, cin, cout, h, w)
             op = _pointwise_role(layer)
 
+            moved = pointwise.pointwise_bytes(batch, cin, cout, h, w, tiles.pointwise_pixels,
+                                              tiles.pointwise_channels, layer.residual is not None, budget)
+
             def call(x=x, w_=packed_w, b_=packed_b, out=out, residual=residual):
                 pointwise.pointwise_conv(x, w_, b_, out, low, high, residual,
                                          tiles.pointwise_pixels, tiles.pointwise_channels)
@@ -393,6 +405,7 @@ def _make_step(graph, weights, item, buffers, shapes, key, config: RunConfig, ba
             top, left = layer.attrs["pads"][:2]
             flops = depthwise.depthwise_flops(batch, cout, ho, wo, kh, kw)
             op = "depthwise"
+            moved = depthwise.depthwise_bytes(batch, cout, h, w, ho, wo, kh, kw, sh, tiles.depthwise_rows, budget)
 
             def call(x=x, w_=packed_w, b_=packed_b, out=out):
                 depthwise.depthwise_conv(x, w_, b_, out, sh, sw, top, left, low, high, tiles.depthwise_rows)
@@ -404,11 +417,13 @@ def _make_step(graph, weights, item, buffers, shapes, key, config: RunConfig, ba
             top, left = layer.attrs["pads"][:2]
             flops = direct_conv.direct_conv_flops(batch, cin, cout, ho, wo, kh, kw)
             op = "stem" if layer.inputs[0] == graph.input_name else "conv"
+            moved = direct_conv.direct_conv_bytes(batch, cin, cout, h, w, ho, wo, kh, kw, sh, budget)
 
             def call(x=x, w_=packed_w, b_=packed_b, out=out):
                 direct_conv.direct_conv(x, w_, b_, out, sh, sw, top, left, dh, dw, low, high)
         return Step(name=layer.name, op=op, input_shape=x.shape, output_shape=out.shape, flops=flops,
-                    other_flops=epilogue, call=call, layer=layer, inputs=tuple(layer.inputs), output=layer.output)
+                    other_flops=epilogue, call=call, layer=layer, inputs=tuple(layer.inputs), output=layer.output,
+                    attrs={"bytes": moved})
     if layer.op == "GlobalAveragePool":
         x = buffers[layer.inputs[0]]
         channels, height, width = layer.input_shape
@@ -418,20 +433,19 @@ def _make_step(graph, weights, item, buffers, shapes, key, config: RunConfig, ba
             pooling.global_average_pool(x, out)
         return Step(name=layer.name, op="pool", input_shape=x.shape, output_shape=out.shape, flops=0,
                     other_flops=pooling.global_average_pool_flops(batch, channels, height, width), call=call,
-                    layer=layer, inputs=tuple(layer.inputs), output=layer.output)
+                    layer=layer, inputs=tuple(layer.inputs), output=layer.output,
+                    attrs={"bytes": pooling.global_average_pool_bytes(batch, channels, height, width)})
     if layer.op == "Flatten":
         source = buffers[layer.inputs[0]]
-        if _flatten_is_view(graph, layer):
-            def call():
-                return None
-        else:
-            planar = np.empty((batch, *layer.input_shape), np.float32)
+        planar = np.empty((batch, *layer.input_shape), np.float32)
 
-            def call(source=source, planar=planar, out=out):
-                _nchwc_to_nchw(source, planar)
-                out[...] = planar.reshape(out.shape)
+        def call(source=source, planar=planar, out=out):
+            _nchwc_to_nchw(source, planar)
+            out[...] = planar.reshape(out.shape)
+        moved = 4 * (source.size + 2 * planar.size + out.size)
         return Step(name=layer.name, op="flatten", input_shape=source.shape, output_shape=out.shape, flops=0,
-                    other_flops=0, call=call, layer=layer, inputs=tuple(layer.inputs), output=layer.output)
+                    other_flops=0, call=call, layer=layer, inputs=tuple(layer.inputs), output=layer.output,
+                    attrs={"bytes": {level: moved for level in LEVELS}})
     if layer.op == "Linear":
         x = buffers[layer.inputs[0]]
         packed_w, packed_b = weights.by_layer[layer.name]
@@ -442,7 +456,8 @@ def _make_step(graph, weights, item, buffers, shapes, key, config: RunConfig, ba
         return Step(name=layer.name, op="linear", input_shape=x.shape, output_shape=out.shape,
                     flops=linear.linear_flops(batch, in_features, out_features),
                     other_flops=batch * out_features * (layer.bias is not None), call=call, layer=layer,
-                    inputs=tuple(layer.inputs), output=layer.output)
+                    inputs=tuple(layer.inputs), output=layer.output,
+                    attrs={"bytes": linear.linear_bytes(batch, in_features, out_features, budget)})
     raise AssertionError(f"no step for layer op {layer.op}")  # passes.check_executable prevents this
 
 
@@ -475,6 +490,9 @@ def _block_step(graph, weights, block, buffers, key, config: RunConfig, batch: i
     return Step(name=project.name, op="block", input_shape=x.shape, output_shape=out.shape, flops=flops,
                 other_flops=epilogue, call=call, layer=project, inputs=tuple(first.inputs), output=project.output,
                 attrs={"fused": True, "members": members, "band_rows": band_rows, "stride": stride,
+                       "bytes": fused_block.fused_block_bytes(batch, cin, hidden, cout, h, w, stride, band_rows,
+                                                              expand is not None, project.residual is not None,
+                                                              config.threads, CacheBudget.for_threads(config.threads)),
                        "expand_recompute": fused_block.expand_recompute_factor(h, ho, band_rows, stride)})
 
 

@@ -408,3 +408,39 @@ def depthwise_flops(batch: int, channels: int, out_h: int, out_w: int, kh: int, 
     """FLOPs of one depthwise conv: 2 per multiply-accumulate, every tap counted (also the
     taps that fall on zero padding), bias and clip not included."""
     return 2 * batch * channels * out_h * out_w * kh * kw
+
+
+def depthwise_bytes(batch: int, channels: int, height: int, width: int, out_h: int, out_w: int, kh: int, kw: int,
+                    stride_h: int, rows_per_tile: int, budget) -> dict[str, int]:
+    """Modelled bytes moved per memory level (engine.traffic), whole batch.
+
+    Registers <- L1: every output vector reads kh*kw input vectors; the taps are loaded once
+    per work item; outputs stored once. Across a boundary: the input plane of a channel block
+    once if it stays resident while its bands are walked (consecutive work items); else the
+    rows each band reads ((rows-1)*stride + kh, the halo re-read); weights and outputs once.
+    """
+    from engine.traffic import FLOAT32, by_level, fits
+
+    padded = -(-channels // CB) * CB
+    planes = batch * (padded // CB)
+    x_bytes = planes * height * width * CB * FLOAT32
+    y_bytes = planes * out_h * out_w * CB * FLOAT32
+    w_bytes = padded * (kh * kw + 1) * FLOAT32
+    bands = -(-out_h // rows_per_tile)
+    registers = planes * out_h * out_w * kh * kw * CB * FLOAT32 + y_bytes + planes * bands * w_bytes // (padded // CB)
+    rows_read = 0
+    for band in range(bands):
+        start, end = band * rows_per_tile, min(out_h, (band + 1) * rows_per_tile)
+        rows_read += max(0, min(height, (end - 1) * stride_h + kh) - max(0, start * stride_h - kh // 2))
+    band_rows_in = ((min(rows_per_tile, out_h) - 1) * stride_h + kh) * width * CB * FLOAT32
+    below = {}
+    for boundary in ("L2", "L3", "DRAM"):
+        capacity = budget.capacity_above(boundary)
+        if fits(height * width * CB * FLOAT32, capacity):
+            x_traffic = x_bytes
+        elif fits(band_rows_in, capacity):
+            x_traffic = x_bytes * max(1.0, rows_read / height)
+        else:
+            x_traffic = x_bytes * kh
+        below[boundary] = x_traffic + w_bytes + y_bytes
+    return by_level(registers, below)

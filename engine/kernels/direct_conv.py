@@ -223,3 +223,30 @@ def direct_conv_flops(batch: int, in_channels: int, out_channels: int, out_h: in
                       kh: int, kw: int) -> int:
     """FLOPs of one dense conv: 2 per multiply-accumulate (every tap, padding included)."""
     return 2 * batch * out_channels * out_h * out_w * in_channels * kh * kw
+
+
+def direct_conv_bytes(batch: int, in_channels: int, out_channels: int, height: int, width: int, out_h: int,
+                      out_w: int, kh: int, kw: int, stride_h: int, budget) -> dict[str, int]:
+    """Modelled bytes moved per memory level (engine.traffic), whole batch.
+
+    Registers <- L1: per output pixel and pair of output blocks, Cin*kh*kw input broadcasts
+    and as many weight vectors per block. Across a boundary: the input once if the kh input
+    rows a row of outputs needs stay resident (they are reused by the next output row), else
+    once per kernel row (kh / stride times); weights and outputs once.
+    """
+    from engine.traffic import FLOAT32, by_level, fits
+
+    out_blocks = -(-out_channels // CB)
+    pairs = -(-out_blocks // 2)
+    x_bytes = batch * in_channels * height * width * FLOAT32
+    w_bytes = out_blocks * CB * (in_channels * kh * kw + 1) * FLOAT32
+    y_bytes = batch * out_blocks * out_h * out_w * CB * FLOAT32
+    taps = batch * out_h * out_w * in_channels * kh * kw
+    registers = taps * pairs * FLOAT32 + taps * out_blocks * CB * FLOAT32 + y_bytes
+    rows = kh * width * in_channels * FLOAT32
+    below = {}
+    for boundary in ("L2", "L3", "DRAM"):
+        capacity = budget.capacity_above(boundary)
+        x_traffic = x_bytes if fits(rows, capacity) else x_bytes * max(1.0, kh / stride_h)
+        below[boundary] = x_traffic + w_bytes + y_bytes
+    return by_level(registers, below)

@@ -40,7 +40,7 @@ from numba import njit, prange
 
 from engine.kernels.depthwise import FASTMATH, _U, check_array, register_scratch
 from engine.kernels.layout import CB
-from engine.kernels.pointwise import BLOCKS, ROWS, _tile
+from engine.kernels.pointwise import BLOCKS, PREFETCH_TILES, ROWS, _tile
 
 _scratch_block = register_scratch(CB)
 _scratch_taps = register_scratch(10 * CB)
@@ -60,7 +60,7 @@ def _expand_rows(xf, x_plane_stride, x_offset, cin_blocks, ew, eb, s1, rows_in, 
         while q < pixels:
             rows = min(ROWS, pixels - q)
             _tile(rows, blocks, xf, x_offset + q * CB, x_plane_stride,
-                  ew, block * w_block_stride, w_block_stride, cin_blocks,
+                  min(PREFETCH_TILES * ROWS, pixels - q - rows) * CB, ew, block * w_block_stride, w_block_stride, cin_blocks,
                   eb, block * CB, s1, (block * pixels + q) * CB, pixels * CB,
                   s1, no_residual, low, high)
             q += rows
@@ -204,7 +204,7 @@ def _fused_block_kernel(x, ew, eb, has_expand, dw, db, pw, pb, out, residual, ha
                 while q < pixels:
                     rows = min(ROWS, pixels - q)
                     _tile(rows, blocks, s2, q * CB, pixels * CB,
-                          pwf, block * w_block_stride, w_block_stride, hidden_blocks,
+                          min(PREFETCH_TILES * ROWS, pixels - q - rows) * CB, pwf, block * w_block_stride, w_block_stride, hidden_blocks,
                           pbf, block * CB, of, (out_base + block * out_h * out_w + q) * CB, out_h * out_w * CB,
                           rf, has_residual, p_lo, p_hi)
                     q += rows
@@ -318,3 +318,53 @@ def fused_block(x, expand, depthwise, project, out, residual, stride: int, expan
                         out if residual is None else residual, residual is not None, stride,
                         clips[0][0], clips[0][1], clips[1][0], clips[1][1], clips[2][0], clips[2][1],
                         band_rows, scratch_expand, scratch_depthwise)
+
+
+def fused_block_bytes(batch: int, in_channels: int, hidden_channels: int, out_channels: int, height: int,
+                      width: int, stride: int, band_rows: int, has_expand: bool, has_residual: bool, workers: int,
+                      budget) -> dict[str, int]:
+    """Modelled bytes moved per memory level (engine.traffic), whole batch.
+
+    What a fused block changes is where its intermediates live: the expanded rows and the
+    depthwise output of a band (scratch_floats) are written and read inside the per-worker
+    scratch, so they cross a boundary only if that scratch does not fit the level above it.
+    The block input is read once per band for the rows the band needs (the halo rows twice:
+    expand_recompute_factor), the weights of all three convs once per band unless they
+    stay resident, the output (and residual) once. Registers see every stage's loads and
+    stores as the unfused kernels would, on the band's shapes.
+    """
+    from engine.kernels.depthwise import depthwise_bytes
+    from engine.kernels.pointwise import pointwise_bytes
+    from engine.traffic import FLOAT32, LEVELS, fits
+
+    out_h, out_w = (height - 1) // stride + 1, (width - 1) // stride + 1
+    band_rows = min(band_rows, out_h)
+    bands = batch * -(-out_h // band_rows)
+    recompute = expand_recompute_factor(height, out_h, band_rows, stride)
+    cin = -(-in_channels // CB) * CB
+    hidden = -(-hidden_channels // CB) * CB
+    cout = -(-out_channels // CB) * CB
+    x_bytes = batch * cin * height * width * FLOAT32 * recompute
+    y_bytes = batch * cout * out_h * out_w * FLOAT32 * (2 if has_residual else 1)
+    w_bytes = ((hidden * (cin + 1) if has_expand else 0) + hidden * 10 + cout * (hidden + 1)) * FLOAT32
+    expand_floats, depthwise_floats = scratch_floats(hidden_channels, width, out_w, band_rows, stride)
+    scratch_bytes = (expand_floats * has_expand + depthwise_floats) * FLOAT32
+    # intermediates: written once and read once per band (the depthwise reads its 3x3 window from L1)
+    intermediate = bands * 2 * scratch_bytes
+    # registers: each stage's register-level traffic on the band's shapes, summed over bands
+    rows_in = height * recompute / (bands / batch)
+    registers = 0.0
+    if has_expand:
+        registers += pointwise_bytes(batch, in_channels, hidden_channels, 1, int(round(rows_in * width * bands / batch)),
+                                     10 ** 9, 10 ** 9, False, budget)["L1"]
+    registers += depthwise_bytes(batch, hidden_channels, height, width, out_h, out_w, 3, 3, stride, band_rows,
+                                 budget)["L1"]
+    registers += pointwise_bytes(batch, hidden_channels, out_channels, out_h, out_w, 10 ** 9, 10 ** 9, has_residual,
+                                 budget)["L1"]
+    out = {"L1": registers}
+    for boundary in ("L2", "L3", "DRAM"):
+        capacity = budget.capacity_above(boundary)
+        weights = w_bytes if fits(w_bytes, capacity) else w_bytes * bands
+        spill = 0.0 if fits(scratch_bytes, capacity) else intermediate
+        out[boundary] = x_bytes + y_bytes + weights + spill
+    return {level: int(round(out[level])) for level in LEVELS}

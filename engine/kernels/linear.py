@@ -102,3 +102,24 @@ def linear(x: np.ndarray, packed_weight: np.ndarray, packed_bias: np.ndarray, ou
 def linear_flops(batch: int, in_features: int, out_features: int) -> int:
     """2 per multiply-accumulate: 2 * batch * in_features * out_features (bias not counted)."""
     return 2 * batch * in_features * out_features
+
+
+def linear_bytes(batch: int, in_features: int, out_features: int, budget) -> dict[str, int]:
+    """Modelled bytes moved per memory level (engine.traffic), whole batch.
+
+    Each work item streams its (K, TILE) weight slab once per image: registers see the
+    weights batch times; across a boundary the slab is read once if it stays resident
+    between images (it fits), else once per image. Inputs and outputs once.
+    """
+    from engine.traffic import FLOAT32, by_level, fits
+
+    k_padded = -(-in_features // CB) * CB
+    tiles = -(-out_features // TILE)
+    w_bytes = tiles * TILE * (k_padded + 1) * FLOAT32
+    x_bytes = batch * k_padded * FLOAT32
+    y_bytes = batch * out_features * FLOAT32
+    registers = w_bytes * batch + x_bytes * tiles * TILE // CB + y_bytes
+    slab = k_padded * TILE * FLOAT32
+    below = {b: x_bytes + y_bytes + (w_bytes if batch == 1 or fits(slab, budget.capacity_above(b)) else w_bytes * batch)
+             for b in ("L2", "L3", "DRAM")}
+    return by_level(registers, below)

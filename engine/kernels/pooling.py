@@ -66,3 +66,12 @@ def global_average_pool(x: np.ndarray, out: np.ndarray) -> None:
 def global_average_pool_flops(batch: int, channels: int, height: int, width: int) -> int:
     """One add per input element (the final scaling, one multiply per channel, not counted)."""
     return batch * channels * height * width
+
+
+def global_average_pool_bytes(batch: int, channels: int, height: int, width: int, budget=None) -> dict[str, int]:
+    """Modelled bytes moved per memory level: the input once and the output once, everywhere."""
+    from engine.traffic import FLOAT32, LEVELS
+
+    padded = -(-channels // CB) * CB
+    moved = batch * padded * (height * width + 1) * FLOAT32
+    return {level: moved for level in LEVELS}

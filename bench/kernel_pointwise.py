@@ -1,0 +1,163 @@
+"""Benchmark of the pointwise (1x1) convolution kernel on MobileNetV2's 1x1 layer shapes.
+
+Checks the kernel against the numpy reference on each shape first, then times it and prints
+one row per layer: GFLOP/s at 1 and 2 threads (default tiles or the best of a tile sweep)
+and, as a sanity reference, numpy's matmul on the same (pixels x Cin) @ (Cin x Cout)
+problem single-threaded (OpenBLAS, outside any numba parallel region).
+
+Timings are noisy when other work shares the cores; run it under the project's lock, one
+batch at a time so each run stays short:
+
+    flock /tmp/roofline-bench.lock .venv/bin/python bench/kernel_pointwise.py --batch 1
+    flock /tmp/roofline-bench.lock .venv/bin/python bench/kernel_pointwise.py --batch 1 --sweep --threads 2 --layers 0,1,2
+
+Napkin math (see engine/kernels/pointwise.py): one Zen 3 core peaks at 2 FMA/cycle x 8 lanes
+x 2 FLOP = 32 FLOP/cycle, about 90 GFLOP/s at 2.8-2.9 GHz; a 6x16 micro-tile needs 8 loads
+per 12 FMAs, within the 2-3 loads/cycle the core can issue, so the kernel can approach it.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # numpy reference single-threaded
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import engine  # noqa: E402,F401  (sets numba's environment first)
+from engine.kernels.layout import CB, channel_blocks, from_blocked, to_blocked  # noqa: E402
+from engine.kernels.pointwise import (DEFAULT_CHANNELS_PER_TILE, DEFAULT_PIXELS_PER_TILE,  # noqa: E402
+                                      pack_pointwise, pointwise_conv, pointwise_flops)
+from tests.naive.pointwise import pointwise_reference  # noqa: E402
+
+# MobileNetV2 (224x224) 1x1 convolutions, one of each distinct shape: (Cin, Cout, H=W)
+MOBILENET_V2_SHAPES = [
+    (32, 16, 112), (16, 96, 112), (96, 24, 56), (24, 144, 56), (144, 24, 56), (144, 32, 28),
+    (192, 32, 28), (192, 64, 14), (384, 64, 14), (384, 96, 14), (576, 96, 14), (576, 160, 7),
+    (960, 160, 7), (960, 320, 7), (320, 1280, 7),
+]
+SWEEP_PIXELS = [24, 48, 64, 96, 192, 384]
+SWEEP_CHANNELS = [16, 32, 64, 128, 4096]
+
+
+def best_seconds(call, min_seconds: float = 0.03, min_repeats: int = 3) -> float:
+    """Minimum wall time of `call()` (seconds) over repeats for at least `min_seconds`."""
+    times = []
+    stop = time.perf_counter() + min_seconds
+    while len(times) < min_repeats or time.perf_counter() < stop:
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+class Layer:
+    """Random data of one 1x1 layer in NCHWc, checked once against the numpy reference."""
+
+    def __init__(self, batch: int, cin: int, cout: int, size: int, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.shape = (batch, cin, cout, size)
+        self.flops = pointwise_flops(batch, cin, cout, size, size)
+        self.x_nchw = rng.standard_normal((batch, cin, size, size), dtype=np.float32)
+        self.weight = rng.standard_normal((cout, cin), dtype=np.float32) / np.sqrt(cin)
+        self.bias = rng.standard_normal(cout, dtype=np.float32)
+        self.x = to_blocked(self.x_nchw)
+        self.packed_weight, self.packed_bias = pack_pointwise(self.weight, self.bias)
+        self.out = np.empty((batch, channel_blocks(cout), size, size, CB), dtype=np.float32)
+        # numpy reference problem: (pixels, Cin) @ (Cin, Cout)
+        self.x_rows = np.ascontiguousarray(self.x_nchw.transpose(0, 2, 3, 1).reshape(-1, cin))
+        self.weight_t = np.ascontiguousarray(self.weight.T)
+        self.rows_out = np.empty((self.x_rows.shape[0], cout), dtype=np.float32)
+
+    def run(self, pixels_per_tile: int, channels_per_tile: int) -> None:
+        pointwise_conv(self.x, self.packed_weight, self.packed_bias, self.out, 0.0, 6.0,
+                       None, pixels_per_tile, channels_per_tile)
+
+    def check(self) -> None:
+        self.run(DEFAULT_PIXELS_PER_TILE, DEFAULT_CHANNELS_PER_TILE)
+        reference = pointwise_reference(self.x_nchw, self.weight, self.bias, 0.0, 6.0)
+        got = from_blocked(self.out, self.shape[2])
+        error = np.abs(got - reference).max() / max(1.0, np.abs(reference).max())
+        if error > 1e-5:
+            raise AssertionError(f"layer {self.shape}: relative error {error:.2e}")
+
+    def gflops(self, tiles: list[tuple[int, int]], rounds: int) -> dict[tuple[int, int], float]:
+        """GFLOP/s per (pixels_per_tile, channels_per_tile): best of `rounds` interleaved rounds
+        (interleaving spreads every setting over the same spells of noise)."""
+        seconds = {tile: np.inf for tile in tiles}
+        for _ in range(rounds):
+            for tile in tiles:
+                self.run(*tile)  # warm
+                seconds[tile] = min(seconds[tile], best_seconds(lambda: self.run(*tile)))
+        return {tile: self.flops / seconds[tile] / 1e9 for tile in tiles}
+
+    def numpy_gflops(self, rounds: int) -> float:
+        call = lambda: np.matmul(self.x_rows, self.weight_t, out=self.rows_out)  # noqa: E731
+        call()
+        return self.flops / min(best_seconds(call) for _ in range(rounds)) / 1e9
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--layers", type=str, default="all",
+                        help="comma-separated layer indices into MOBILENET_V2_SHAPES, or 'all'")
+    parser.add_argument("--pixels", type=int, default=DEFAULT_PIXELS_PER_TILE, help="pixels_per_tile (default tiles)")
+    parser.add_argument("--channels", type=int, default=DEFAULT_CHANNELS_PER_TILE, help="channels_per_tile (default tiles)")
+    parser.add_argument("--sweep", action="store_true", help="also time every tile pair of the sweep grid, report the best")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (best is kept)")
+    parser.add_argument("--no-numpy", action="store_true", help="skip the numpy matmul reference")
+    args = parser.parse_args(argv)
+
+    indices = range(len(MOBILENET_V2_SHAPES)) if args.layers == "all" else [int(i) for i in args.layers.split(",")]
+    default = (args.pixels, args.channels)
+    tiles = [default] + ([(p, c) for p in SWEEP_PIXELS for c in SWEEP_CHANNELS if (p, c) != default]
+                         if args.sweep else [])
+    print(f"batch {args.batch}, CB={CB}, default tiles pixels/channels = {default[0]}/{default[1]}"
+          + (f", sweep pixels {SWEEP_PIXELS} x channels {SWEEP_CHANNELS}" if args.sweep else ""))
+    header = f"{'layer Cin->Cout@HxW':22s} {'MFLOP':>7s}"
+    for threads in args.threads:
+        header += f" {f'{threads}T':>6s}" + (f" {f'{threads}T best':>9s} {'tiles':>8s}" if args.sweep else "")
+    if not args.no_numpy:
+        header += f" {'numpy 1T':>9s}"
+    print(header + "   (GFLOP/s)")
+    seconds = {(threads, kind): 0.0 for threads in args.threads for kind in ("default", "best")}
+    total_flops = 0
+    for index in indices:
+        cin, cout, size = MOBILENET_V2_SHAPES[index]
+        layer = Layer(args.batch, cin, cout, size)
+        layer.check()
+        total_flops += layer.flops
+        row = f"{f'{cin}->{cout}@{size}x{size}':22s} {layer.flops / 1e6:7.1f}"
+        for threads in args.threads:
+            numba.set_num_threads(threads)
+            results = layer.gflops(tiles, args.rounds)
+            best = max(results, key=results.get)
+            seconds[threads, "default"] += layer.flops / (results[default] * 1e9)
+            seconds[threads, "best"] += layer.flops / (results[best] * 1e9)
+            row += f" {results[default]:6.1f}"
+            if args.sweep:
+                row += f" {results[best]:9.1f} {f'{best[0]}/{best[1]}':>8s}"
+        if not args.no_numpy:
+            row += f" {layer.numpy_gflops(args.rounds):9.1f}"
+        print(row, flush=True)
+    for threads in args.threads:
+        for kind in ("default", "best") if args.sweep else ("default",):
+            total = seconds[threads, kind]
+            print(f"sum of these layers, {threads} thread(s), {kind} tiles: {total * 1e3:.3f} ms "
+                  f"({total_flops / total / 1e9:.1f} GFLOP/s)")
+    print(f"numba threading layer: {numba.threading_layer()}")
+
+
+if __name__ == "__main__":
+    main()

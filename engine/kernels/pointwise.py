@@ -1,0 +1,489 @@
+"""Pointwise (1x1) convolution on NCHWc activations: out = clip(W x + b [+ residual]).
+
+About two thirds of MobileNetV2's FLOPs are 1x1 convolutions, so this is the kernel that
+decides whether the engine is fast. Per output pixel and output channel it is a dot product
+over the input channels; over a tile it is a small matrix multiply
+    out[pixels, Cout] = x[pixels, Cin] @ W.T[Cin, Cout]
+with the epilogue (bias, residual add, clip) applied while the sums are still in registers.
+
+Layouts (CB = engine.kernels.layout.CB fp32 lanes: 8 on AVX2, 16 on AVX-512)
+    x         (N, Cin_blocks, H, W, CB)        float32, C-contiguous, padded lanes 0
+    out       (N, Cout_blocks, H, W, CB)       float32, C-contiguous (padded lanes come out 0)
+    residual  (N, Cout_blocks, H, W, CB)       like out, or None
+    packed_weight (Cout_blocks, Cin_blocks*CB, CB) float32: [ob, ci, lane] = W[ob*CB + lane, ci]
+        so one output block's weights for one input channel are CB consecutive floats
+        (one vector load), and walking the input channels walks memory forwards.
+    packed_bias   (Cout_blocks, CB) float32: [ob, lane] = b[ob*CB + lane]
+    Padded input channels have zero weights and padded output channels zero weights and
+    zero bias, so padded output lanes are exactly 0 after any clip containing 0.
+
+Work split (all runtime arguments, so changing a tile never recompiles)
+    work item = (pixel tile of `pixels_per_tile` consecutive pixels of the flattened N*H*W,
+                 channel tile of `channels_per_tile` output channels), distributed by prange
+                 (static schedule: thread t gets the t-th contiguous run of work items).
+    Inside a work item, for the part of the pixel tile in each image, every pair of output
+    blocks (`BLOCKS`) walks those pixels in micro-tiles of `ROWS`, one micro-kernel call
+    each. Edge micro-tiles (fewer pixels or blocks) have their own code paths.
+
+Micro-kernel (why it is written in LLVM IR)
+    A ROWS x BLOCKS micro-tile keeps ROWS*BLOCKS vector accumulators in registers for the
+    whole input-channel loop: per input channel it loads BLOCKS weight vectors, broadcasts
+    ROWS input scalars and issues ROWS*BLOCKS FMAs. With 16 ymm registers on AVX2 that is
+    6 x 2 = 12 accumulators + 2 weight vectors + 1 broadcast = 15 registers.
+    numba has no SIMD vector type, and the plain-Python alternatives measured badly here:
+    an accumulator array lives in L1 (about a third of peak); 96 scalar accumulators left to
+    LLVM's SLP vectoriser compiled for 55-75 s (numba's front end on thousands of statements),
+    and negative-index wrap-around selects on every load stopped the vectoriser unless all
+    indices were uint64, after which it still spilled (about 40 GFLOP/s of ~90). So the
+    micro-kernel is a numba `@intrinsic` that emits the vector loop directly
+    (`<CB x float>` loads, `llvm.fma`, broadcasts, `llvm.prefetch`): 75-90 GFLOP/s on one
+    Zen 3 core (peak ~93), about 6 s to compile, and numba's cache stores it like any other
+    code. Edge tiles with fewer than 8 accumulators split the input channels over several
+    partial sums so the FMA latency stays hidden.
+
+Napkin math per 6-pixel x 16-channel micro-tile (CB = 8), per input channel:
+    12 FMA (24 FLOP x 8 lanes = 192 FLOP), 2 weight vector loads (64 B), 6 broadcasts (24 B).
+    A block pair's weights (Cin * 64 B) are re-read for every micro-tile: from L1 up to
+    Cin ~ 400, else from L2 (61 KiB at Cin = 960), 64 B per 6 cycles at peak, well within
+    L2's 32 B/cycle. The inputs of a pixel tile (pixels_per_tile * Cin * 4 B) are re-read
+    once per block pair from L2; their first read comes from L3/DRAM in Cin_blocks
+    interleaved streams, which the micro-kernel prefetches two micro-tiles ahead.
+    Compulsory traffic of the layer: x once (N*HW*Cin*4 B), weights once per pixel tile,
+    out (+ residual) once.
+"""
+from __future__ import annotations
+
+import operator
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from engine.kernels.layout import CB
+
+# Micro-tile shape per lane width: (pixels, output blocks). 6 x 2 fills AVX2's 16 ymm
+# registers (12 accumulators); AVX-512 has 32 zmm registers, 8 x 2 leaves room to spare.
+MICRO_TILE: dict[int, tuple[int, int]] = {8: (6, 2), 16: (8, 2)}
+ROWS, BLOCKS = MICRO_TILE[CB]
+MIN_ACCUMULATORS = 8  # FMA latency (4 cycles) x FMA issue rate (2 per cycle) on Zen 3
+PREFETCH_TILES = 2    # software-prefetch the inputs of the micro-tile this many tiles ahead
+
+# Default work item: 64 output pixels x 16 output channels. Measured on MobileNetV2's 1x1
+# layers (bench/kernel_pointwise.py, 2-core Zen 3) this had the lowest summed time at batch 1
+# and batch 8 with 2 threads (two sweeps), and within ~6 % of the best one with 1 thread:
+# small channel tiles give the 7x7 layers (one pixel tile) enough work items to split evenly.
+DEFAULT_PIXELS_PER_TILE = 64
+DEFAULT_CHANNELS_PER_TILE = 16
+
+# The micro-kernel's arguments, in order (offsets and strides in float32 elements).
+_TILE_ARGUMENTS = (
+    "rows", "blocks",                           # this tile's shape (<= the maximum shape)
+    "x", "x_offset", "x_block_stride",          # input: tile start, step between channel blocks
+    "x_prefetch",                               # prefetch target, from the tile start
+    "w", "w_offset", "w_block_stride",          # weights: tile start, step between output blocks
+    "cin_blocks",                               # input channel blocks to sum over
+    "bias", "bias_offset",
+    "out", "out_offset", "out_block_stride",    # output (and residual): tile start, block step
+    "residual", "has_residual",
+    "clip_min", "clip_max",
+)
+
+
+def _tile_intrinsic(lanes: int, max_rows: int, max_blocks: int):
+    """Build the micro-kernel intrinsic for `lanes`-wide vectors.
+
+    tile(*_TILE_ARGUMENTS) computes, for r < rows pixels and b < blocks output blocks
+    (1 <= rows <= max_rows, 1 <= blocks <= max_blocks; other values do nothing),
+        acc[r, b, :] = sum over ci < cin_blocks*lanes of
+                       x[x_offset + (ci // lanes) * x_block_stride + r*lanes + ci % lanes]
+                       * w[w_offset + b * w_block_stride + ci*lanes : ... + lanes]
+        v = acc + bias[bias_offset + b*lanes : ... + lanes]
+            (+ residual[out_offset + b*out_block_stride + r*lanes : ... + lanes])
+        out[same offsets] = min(max(v, clip_min), clip_max)
+    with the float32 C-contiguous arrays of any shape indexed as flat arrays, and prefetches
+    x[x_offset + ci_block * x_block_stride + x_prefetch : ... + max_rows*lanes] into cache
+    (harmless if it is already there or lies outside x: a prefetch never faults).
+    No bounds checks.
+    """
+    i8_ptr = ir.IntType(8).as_pointer()
+    i32 = ir.IntType(32)
+    i64 = ir.IntType(64)
+    vector = ir.VectorType(ir.FloatType(), lanes)
+    vector_ptr = ir.PointerType(vector)
+    splat_mask = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
+    # byte offsets covering max_rows*lanes floats, whatever their alignment to 64 B lines
+    tile_bytes = max_rows * lanes * 4
+    prefetch_offsets = sorted(set(list(range(0, tile_bytes, 64)) + [tile_bytes - 4]))
+
+    def constant(value):
+        return ir.Constant(i64, value)
+
+    def splat(builder, scalar):
+        one = builder.insert_element(ir.Constant(vector, ir.Undefined), scalar, ir.Constant(i32, 0))
+        return builder.shuffle_vector(one, ir.Constant(vector, ir.Undefined), splat_mask)
+
+    def load_vector(builder, pointer, offset):
+        return builder.load(builder.bitcast(builder.gep(pointer, [offset]), vector_ptr), align=4)
+
+    def store_vector(builder, value, pointer, offset):
+        builder.store(value, builder.bitcast(builder.gep(pointer, [offset]), vector_ptr), align=4)
+
+    def emit_tile(builder, rows, blocks, a):
+        """One rows x blocks micro-tile; `a` maps argument names to LLVM values."""
+        fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vector, [vector] * 3), f"llvm.fma.v{lanes}f32")
+        prefetch = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8_ptr, i32, i32, i32]), "llvm.prefetch.p0")
+        # An FMA takes 4 cycles and a core starts 2 per cycle, so a tile needs >= 8
+        # independent accumulators to keep both FMA pipes busy. Small edge tiles get that
+        # by splitting the input channels over `splits` partial sums (added at the end).
+        splits = max(1, min(lanes, -(-MIN_ACCUMULATORS // (rows * blocks))))
+        zero = ir.Constant(vector, None)
+        acc_slots = [[[cgutils.alloca_once_value(builder, zero) for _ in range(splits)]
+                      for _ in range(blocks)] for _ in range(rows)]
+        # (mem2reg turns the slots into phi nodes: the accumulators live in registers)
+        w_block_offsets = [builder.mul(a["w_block_stride"], constant(b)) for b in range(blocks)]
+        with cgutils.for_range(builder, a["cin_blocks"]) as loop:
+            x_block = builder.gep(a["x"], [builder.mul(loop.index, a["x_block_stride"])])
+            w_block = builder.gep(a["w"], [builder.mul(loop.index, constant(lanes * lanes))])
+            # The next tiles' inputs sit in Cin_blocks separate streams, one per channel
+            # block, too many for the hardware prefetchers when they come from L3 or DRAM.
+            ahead = builder.bitcast(builder.gep(x_block, [a["x_prefetch"]]), i8_ptr)
+            for byte in prefetch_offsets:  # (read, keep in all cache levels, data cache)
+                builder.call(prefetch, [builder.gep(ahead, [constant(byte)]), ir.Constant(i32, 0),
+                                        ir.Constant(i32, 3), ir.Constant(i32, 1)])
+            acc = [[[builder.load(slot) for slot in slots] for slots in row] for row in acc_slots]
+            for lane in range(lanes):  # one input channel per step, fully unrolled
+                split = lane % splits
+                weights = [load_vector(builder, w_block, builder.add(w_block_offsets[b], constant(lane * lanes)))
+                           for b in range(blocks)]
+                for r in range(rows):
+                    x_value = builder.load(builder.gep(x_block, [constant(r * lanes + lane)]), align=4)
+                    x_splat = splat(builder, x_value)
+                    for b in range(blocks):
+                        acc[r][b][split] = builder.call(fma, [x_splat, weights[b], acc[r][b][split]])
+            for r in range(rows):
+                for b in range(blocks):
+                    for split in range(splits):
+                        builder.store(acc[r][b][split], acc_slots[r][b][split])
+        sums = [[None] * blocks for _ in range(rows)]
+        for r in range(rows):
+            for b in range(blocks):
+                partial = [builder.load(slot) for slot in acc_slots[r][b]]
+                while len(partial) > 1:  # pairwise
+                    partial = [builder.fadd(partial[i], partial[i + 1]) if i + 1 < len(partial) else partial[i]
+                               for i in range(0, len(partial), 2)]
+                sums[r][b] = partial[0]
+        low = splat(builder, a["clip_min"])
+        high = splat(builder, a["clip_max"])
+        biases = [load_vector(builder, a["bias"], constant(b * lanes)) for b in range(blocks)]
+        has_residual = builder.icmp_unsigned("!=", a["has_residual"], ir.Constant(a["has_residual"].type, 0))
+
+        def epilogue(add_residual):
+            for r in range(rows):
+                for b in range(blocks):
+                    offset = builder.add(builder.mul(a["out_block_stride"], constant(b)), constant(r * lanes))
+                    value = builder.fadd(sums[r][b], biases[b])
+                    if add_residual:
+                        value = builder.fadd(value, load_vector(builder, a["residual"], offset))
+                    value = builder.select(builder.fcmp_ordered("<", value, low), low, value)
+                    value = builder.select(builder.fcmp_ordered(">", value, high), high, value)
+                    store_vector(builder, value, a["out"], offset)
+
+        with builder.if_else(has_residual) as (with_residual, without_residual):
+            with with_residual:
+                epilogue(True)
+            with without_residual:
+                epilogue(False)
+
+    @intrinsic
+    def tile(typingctx, rows, blocks, x, x_offset, x_block_stride, x_prefetch, w, w_offset,
+             w_block_stride, cin_blocks, bias, bias_offset, out, out_offset, out_block_stride,
+             residual, has_residual, clip_min, clip_max):
+        arguments = (rows, blocks, x, x_offset, x_block_stride, x_prefetch, w, w_offset,
+                     w_block_stride, cin_blocks, bias, bias_offset, out, out_offset,
+                     out_block_stride, residual, has_residual, clip_min, clip_max)
+        kinds = dict(zip(_TILE_ARGUMENTS, arguments))
+        for name in ("x", "w", "bias", "out", "residual"):
+            t = kinds[name]
+            if not (isinstance(t, types.Array) and t.dtype == types.float32 and t.layout == "C"):
+                return None
+        for name in ("rows", "blocks", "x_offset", "x_block_stride", "x_prefetch", "w_offset",
+                     "w_block_stride", "cin_blocks", "bias_offset", "out_offset", "out_block_stride"):
+            if kinds[name] != types.int64:
+                return None
+        if has_residual != types.boolean or clip_min != types.float32 or clip_max != types.float32:
+            return None
+
+        def codegen(context, builder, sig, args):
+            a = dict(zip(_TILE_ARGUMENTS, args))
+            for name, offset in (("x", "x_offset"), ("w", "w_offset"), ("bias", "bias_offset"),
+                                 ("out", "out_offset"), ("residual", "out_offset")):
+                array_type = sig.args[_TILE_ARGUMENTS.index(name)]
+                data = context.make_array(array_type)(context, builder, a[name]).data
+                a[name] = builder.gep(data, [a[offset]])  # pointer to this tile's first element
+            # one code path per (rows, blocks): switch on rows * 64 + blocks
+            key = builder.add(builder.mul(a["rows"], constant(64)), a["blocks"])
+            done = builder.append_basic_block("tile.done")
+            switch = builder.switch(key, done)
+            for tile_rows in range(1, max_rows + 1):
+                for tile_blocks in range(1, max_blocks + 1):
+                    case = builder.append_basic_block(f"tile.{tile_rows}x{tile_blocks}")
+                    switch.add_case(constant(tile_rows * 64 + tile_blocks), case)
+                    builder.position_at_end(case)
+                    emit_tile(builder, tile_rows, tile_blocks, a)
+                    builder.branch(done)
+            builder.position_at_end(done)
+            return context.get_dummy_value()
+
+        return types.void(*arguments), codegen
+
+    return tile
+
+
+def _tile_python(rows, blocks, x, x_offset, x_block_stride, x_prefetch, w, w_offset,
+                 w_block_stride, cin_blocks, bias, bias_offset, out, out_offset,
+                 out_block_stride, residual, has_residual, clip_min, clip_max):
+    """The micro-kernel's semantics in numpy, used when NUMBA_DISABLE_JIT=1 (coverage runs)."""
+    x, w, bias, out, residual = (a.reshape(-1) for a in (x, w, bias, out, residual))
+    cin = cin_blocks * CB
+    for b in range(blocks):
+        weights = w[w_offset + b * w_block_stride:][:cin * CB].reshape(cin, CB)
+        for r in range(rows):
+            inputs = np.concatenate([x[x_offset + k * x_block_stride + r * CB:][:CB] for k in range(cin_blocks)])
+            at = out_offset + b * out_block_stride + r * CB
+            value = inputs @ weights + bias[bias_offset + b * CB:][:CB]
+            if has_residual:
+                value = value + residual[at:at + CB]
+            out[at:at + CB] = np.minimum(np.maximum(value, clip_min), clip_max)
+
+
+_tile = _tile_python if numba.config.DISABLE_JIT else _tile_intrinsic(CB, ROWS, BLOCKS)
+
+
+@njit(parallel=True, cache=True)
+def _pointwise_kernel(x, w, bias, out, residual, has_residual, clip_min, clip_max,
+                      pixels_per_tile, blocks_per_tile):
+    # x (N, Cin_blocks, H, W, CB); w (Cout_blocks, Cin_blocks*CB, CB); bias (Cout_blocks, CB);
+    # out, residual (N, Cout_blocks, H, W, CB); all C-contiguous, indexed flat by the tile
+    low = np.float32(clip_min)
+    high = np.float32(clip_max)
+    n_images, cin_blocks, height, width, _ = x.shape
+    cout_blocks = out.shape[1]
+    pixels_per_image = height * width
+    total_pixels = n_images * pixels_per_image
+    n_pixel_tiles = (total_pixels + pixels_per_tile - 1) // pixels_per_tile
+    n_channel_tiles = (cout_blocks + blocks_per_tile - 1) // blocks_per_tile
+    x_block_stride = pixels_per_image * CB          # elements between input channel blocks
+    w_block_stride = cin_blocks * CB * CB           # elements between output blocks' weights
+    out_block_stride = pixels_per_image * CB        # elements between output channel blocks
+    for item in prange(n_pixel_tiles * n_channel_tiles):
+        pixel_tile = item // n_channel_tiles
+        channel_tile = item - pixel_tile * n_channel_tiles
+        pixel = pixel_tile * pixels_per_tile
+        pixel_end = min(total_pixels, pixel + pixels_per_tile)
+        block_begin = channel_tile * blocks_per_tile
+        block_end = min(cout_blocks, block_begin + blocks_per_tile)
+        while pixel < pixel_end:  # one image's part of the pixel tile at a time
+            image = pixel // pixels_per_image
+            q_begin = pixel - image * pixels_per_image
+            q_end = min(pixel_end - image * pixels_per_image, pixels_per_image)
+            block = block_begin
+            while block < block_end:  # BLOCKS output blocks ...
+                blocks = min(block_end - block, BLOCKS)
+                q = q_begin
+                while q < q_end:  # ... times micro-tiles of ROWS pixels
+                    rows = min(q_end - q, ROWS)
+                    x_offset = (image * cin_blocks * pixels_per_image + q) * CB
+                    out_offset = ((image * cout_blocks + block) * pixels_per_image + q) * CB
+                    # prefetch PREFETCH_TILES tiles ahead, but not past this segment
+                    x_prefetch = min(PREFETCH_TILES * ROWS, q_end - q - rows) * CB
+                    _tile(rows, blocks, x, x_offset, x_block_stride, x_prefetch,
+                          w, block * w_block_stride, w_block_stride, cin_blocks,
+                          bias, block * CB, out, out_offset, out_block_stride,
+                          residual, has_residual, low, high)
+                    q += rows
+                block += blocks
+            pixel = image * pixels_per_image + q_end
+
+
+def pointwise_flops(batch: int, in_channels: int, out_channels: int, height: int, width: int) -> int:
+    """FLOPs of a 1x1 convolution: 2 per multiply-accumulate, true (unpadded) channels.
+
+    Bias, residual add and clip (3 per output at most) are not counted.
+    """
+    return 2 * batch * height * width * in_channels * out_channels
+
+
+def pack_pointwise(weight: np.ndarray, bias: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Pack ONNX 1x1 conv weights for `pointwise_conv`.
+
+    weight: (Cout, Cin, 1, 1) or (Cout, Cin), any float dtype (converted to float32).
+    bias: (Cout,) or None (zeros).
+    Returns (packed_weight (Cout_blocks, Cin_blocks*CB, CB) float32 with
+    packed_weight[ob, ci, lane] = weight[ob*CB + lane, ci], and packed_bias (Cout_blocks, CB)
+    float32), zero-padded in both channel dimensions, C-contiguous.
+    """
+    weight = np.asarray(weight)
+    if weight.ndim == 4:
+        if weight.shape[2:] != (1, 1):
+            raise ValueError(f"pointwise weight must be (Cout, Cin, 1, 1), got {weight.shape}")
+        weight = weight[:, :, 0, 0]
+    if weight.ndim != 2:
+        raise ValueError(f"pointwise weight must be (Cout, Cin, 1, 1) or (Cout, Cin), got {weight.shape}")
+    if not np.issubdtype(weight.dtype, np.floating):
+        raise ValueError(f"pointwise weight must be floating point, got {weight.dtype}")
+    out_channels, in_channels = weight.shape
+    if out_channels == 0 or in_channels == 0:
+        raise ValueError(f"pointwise weight must have Cout, Cin >= 1, got {weight.shape}")
+    if bias is None:
+        bias = np.zeros(out_channels, dtype=np.float32)
+    bias = np.asarray(bias)
+    if bias.shape != (out_channels,):
+        raise ValueError(f"pointwise bias must be ({out_channels},) to match weight {weight.shape}, got {bias.shape}")
+    if not np.issubdtype(bias.dtype, np.floating):
+        raise ValueError(f"pointwise bias must be floating point, got {bias.dtype}")
+    cout_blocks = -(-out_channels // CB)
+    cin_blocks = -(-in_channels // CB)
+    padded = np.zeros((cout_blocks * CB, cin_blocks * CB), dtype=np.float32)
+    padded[:out_channels, :in_channels] = weight
+    # (Cout_blocks, CB_lane, Cin_padded) -> (Cout_blocks, Cin_padded, CB_lane)
+    packed_weight = np.ascontiguousarray(padded.reshape(cout_blocks, CB, cin_blocks * CB).transpose(0, 2, 1))
+    packed_bias = np.zeros(cout_blocks * CB, dtype=np.float32)
+    packed_bias[:out_channels] = bias
+    return packed_weight, packed_bias.reshape(cout_blocks, CB)
+
+
+def _check_array(name: str, array, shape: tuple[int, ...] | None = None, ndim: int | None = None) -> None:
+    if not isinstance(array, np.ndarray):
+        raise ValueError(f"{name} must be a numpy array, got {type(array).__name__}")
+    if ndim is not None and array.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-d, got shape {array.shape}")
+    if shape is not None and array.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {array.shape}")
+    if array.dtype != np.float32:
+        raise ValueError(f"{name} must be float32, got {array.dtype}")
+    if not array.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous")
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be a positive int, got {value!r}") from None
+    if value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value}")
+    return value
+
+
+def pointwise_conv(x: np.ndarray, packed_weight: np.ndarray, packed_bias: np.ndarray,
+                   out: np.ndarray, clip_min: float, clip_max: float,
+                   residual: np.ndarray | None = None,
+                   pixels_per_tile: int = DEFAULT_PIXELS_PER_TILE,
+                   channels_per_tile: int = DEFAULT_CHANNELS_PER_TILE) -> None:
+    """out = clip(conv1x1(x) + bias [+ residual], clip_min, clip_max), written into `out`.
+
+    x: (N, Cin_blocks, H, W, CB) float32; out and residual: (N, Cout_blocks, H, W, CB)
+    float32; all C-contiguous NCHWc (see engine.kernels.layout). packed_weight, packed_bias:
+    from `pack_pointwise`. residual may be `out` itself (in-place add) but must not otherwise
+    overlap it; x must not overlap out (both checked); out must not overlap the packed
+    weights either (not checked: they are only ever made by pack_pointwise).
+    clip (0, 6) is ReLU6, (0, inf) ReLU, (-inf, inf) none; the range must contain 0 so that
+    padded output lanes stay exactly 0. Order: bias, then residual add, then clip.
+    pixels_per_tile: output pixels (of the flattened N*H*W) per work item, >= 1.
+    channels_per_tile: output channels per work item, a positive multiple of 16 (whole CB
+    blocks on AVX2 and AVX-512). Work items = pixel tiles x channel tiles, split over
+    numba's threads (numba.set_num_threads). Tile values never trigger a recompile.
+    Raises ValueError naming the problem for any inconsistent argument.
+    """
+    _check_array("x", x, ndim=5)
+    if x.shape[4] != CB:
+        raise ValueError(f"x must be NCHWc with CB={CB} lanes, got shape {x.shape}")
+    n_images, cin_blocks, height, width, _ = x.shape
+    if cin_blocks < 1:
+        raise ValueError(f"x must have at least one channel block, got shape {x.shape}")
+    _check_array("packed_weight", packed_weight, ndim=3)
+    cout_blocks = packed_weight.shape[0]
+    if cout_blocks < 1 or packed_weight.shape[1:] != (cin_blocks * CB, CB):
+        raise ValueError(f"packed_weight must be (Cout_blocks >= 1, {cin_blocks * CB}, {CB}) to match "
+                         f"x {x.shape}, got {packed_weight.shape}")
+    _check_array("packed_bias", packed_bias, shape=(cout_blocks, CB))
+    out_shape = (n_images, cout_blocks, height, width, CB)
+    _check_array("out", out, shape=out_shape)
+    if not out.flags.writeable:
+        raise ValueError("out must be writeable")
+    if np.may_share_memory(out, x):
+        raise ValueError("out must not overlap x")
+    has_residual = residual is not None
+    if has_residual:
+        _check_array("residual", residual, shape=out_shape)
+        if (residual is not out and np.may_share_memory(residual, out)
+                and residual.__array_interface__["data"][0] != out.__array_interface__["data"][0]):
+            raise ValueError("residual must be out itself or not overlap out")
+    else:
+        residual = out  # never read when has_residual is False
+    try:
+        clip_min = float(clip_min)
+        clip_max = float(clip_max)
+    except (TypeError, ValueError):
+        raise ValueError(f"clip_min and clip_max must be numbers, got {clip_min!r}, {clip_max!r}") from None
+    if not clip_min <= 0.0 <= clip_max:  # (also False for NaN)
+        raise ValueError(f"clip range must satisfy clip_min <= 0 <= clip_max (keeps padded lanes 0), "
+                         f"got ({clip_min}, {clip_max})")
+    pixels_per_tile = _positive_int("pixels_per_tile", pixels_per_tile)
+    channels_per_tile = _positive_int("channels_per_tile", channels_per_tile)
+    if channels_per_tile % 16:
+        raise ValueError(f"channels_per_tile must be a positive multiple of 16, got {channels_per_tile}")
+    if n_images * height * width == 0:
+        return
+    _pointwise_kernel(x, packed_weight, packed_bias, out, residual, has_residual,
+                      clip_min, clip_max, pixels_per_tile, max(1, channels_per_tile // CB))
+
+
+def pointwise_bytes(batch: int, in_channels: int, out_channels: int, height: int, width: int,
+                    pixels_per_tile: int, channels_per_tile: int, has_residual: bool, budget) -> dict[str, int]:
+    """Modelled bytes moved per memory level (engine.traffic), whole batch.
+
+    Registers <- L1: each input element is broadcast once per pair of output blocks
+    (BLOCKS * CB channels) and each weight vector loaded once per micro-tile of ROWS pixels;
+    outputs (and residuals) once. Across a boundary, with work items ordered channel tile
+    fastest:
+      weights  once if all of them stay resident (they are reused by every pixel tile); else
+               once per pixel tile if one channel tile's slice (channels_per_tile x Cin)
+               stays resident; else once per micro-tile of ROWS pixels;
+      inputs   once if a pixel tile (pixels_per_tile x Cin) stays resident while its channel
+               tiles are walked; else once per pair of output blocks;
+      outputs and residual once.
+    """
+    from engine.traffic import FLOAT32, by_level, ceil_div, fits
+
+    cin = -(-in_channels // CB) * CB
+    cout_blocks = -(-out_channels // CB)
+    cout = cout_blocks * CB
+    pixels = batch * height * width
+    x_bytes = pixels * cin * FLOAT32
+    w_bytes = cout * (cin + 1) * FLOAT32
+    y_bytes = pixels * cout * FLOAT32 * (2 if has_residual else 1)
+    pixel_tiles = ceil_div(pixels, pixels_per_tile)
+    block_pairs = ceil_div(cout_blocks, BLOCKS)
+    micro_rows = ceil_div(pixels, ROWS)
+    registers = x_bytes * block_pairs + w_bytes * micro_rows + y_bytes
+    channels = min(channels_per_tile, cout)
+    below = {}
+    for boundary in ("L2", "L3", "DRAM"):
+        capacity = budget.capacity_above(boundary)
+        if fits(w_bytes, capacity):
+            w_traffic = w_bytes
+        elif fits(channels * cin * FLOAT32, capacity):
+            w_traffic = w_bytes * pixel_tiles
+        else:
+            w_traffic = w_bytes * micro_rows
+        x_traffic = x_bytes if fits(min(pixels_per_tile, pixels) * cin * FLOAT32, capacity) else x_bytes * block_pairs
+        below[boundary] = x_traffic + w_traffic + y_bytes
+    return by_level(registers, below)

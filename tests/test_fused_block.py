@@ -1,0 +1,132 @@
+"""The fused inverted-residual block against its unfused numpy composition, and the whole
+network with fuse_blocks=True against ONNX Runtime: every band height, stride 1 and 2,
+with and without expand and residual, batch > 1, 1 and 2 threads."""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+import pytest
+
+import engine
+from conftest import assert_close_to_reference
+from engine.kernels import fused_block as fb
+from engine.kernels.depthwise import pack_depthwise
+from engine.kernels.layout import from_blocked, to_blocked
+from engine.kernels.pointwise import pack_pointwise
+from tests.naive.fused_block import inverted_residual_reference
+
+THREADS = [t for t in (1, 2) if t <= engine.available_cores()]
+
+
+def _block_weights(rng, cin, hidden, cout, has_expand):
+    scale = lambda fan_in: 1.0 / math.sqrt(fan_in)  # noqa: E731
+    expand = ((rng.standard_normal((hidden, cin, 1, 1)) * scale(cin)).astype(np.float32),
+              rng.standard_normal(hidden).astype(np.float32) * 0.1) if has_expand else None
+    depthwise = ((rng.standard_normal((hidden, 1, 3, 3)) / 3).astype(np.float32),
+                 rng.standard_normal(hidden).astype(np.float32) * 0.1)
+    project = ((rng.standard_normal((cout, hidden, 1, 1)) * scale(hidden)).astype(np.float32),
+               rng.standard_normal(cout).astype(np.float32) * 0.1)
+    return expand, depthwise, project
+
+
+def _run_fused(x, expand, depthwise, project, stride, residual, band_rows, threads):
+    n, _, h, w = x.shape
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    hidden = depthwise[0].shape[0]
+    cout = project[0].shape[0]
+    out = np.full((n, -(-cout // fb.CB), ho, wo, fb.CB), np.nan, np.float32)
+    scratch = fb.make_scratch(threads, hidden, w, wo, min(band_rows, ho), stride)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        fb.fused_block(to_blocked(x), None if expand is None else pack_pointwise(*expand), pack_depthwise(*depthwise),
+                       pack_pointwise(*project), out, None if residual is None else to_blocked(residual), stride,
+                       (0.0, 6.0), (0.0, 6.0), (-math.inf, math.inf), band_rows, *scratch)
+    finally:
+        numba.set_num_threads(previous)
+    return out
+
+
+# (cin, hidden, cout, H, W, stride, has_expand, has_residual)
+BLOCK_SHAPES = [
+    (16, 96, 24, 11, 9, 2, True, False),     # a stride-2 block with odd sizes
+    (24, 144, 24, 8, 7, 1, True, True),      # a residual block
+    (32, 32, 16, 7, 5, 1, False, False),     # MobileNetV2's first block: no expand
+    (5, 30, 7, 6, 6, 1, True, True),         # channels not a multiple of CB
+    (8, 48, 8, 1, 1, 1, True, True),         # a 1x1 image
+    (8, 48, 16, 2, 3, 2, True, False),
+]
+
+
+@pytest.mark.parametrize("threads", THREADS)
+@pytest.mark.parametrize("shape", BLOCK_SHAPES, ids=lambda s: "x".join(map(str, s[:6])) + f"-e{int(s[6])}r{int(s[7])}")
+def test_fused_block_matches_the_unfused_reference_for_every_band_height(shape, threads):
+    cin, hidden, cout, h, w, stride, has_expand, has_residual = shape
+    rng = np.random.default_rng(sum(shape))
+    expand, depthwise, project = _block_weights(rng, cin, hidden, cout, has_expand)
+    x = rng.standard_normal((3, cin, h, w)).astype(np.float32)
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    residual = rng.standard_normal((3, cout, ho, wo)).astype(np.float32) if has_residual else None
+    reference = inverted_residual_reference(x, expand, depthwise, project, stride, residual)
+    for band_rows in range(1, ho + 2):          # every band height, and one larger than the image
+        out = _run_fused(x, expand, depthwise, project, stride, residual, band_rows, threads)
+        got = from_blocked(out, cout)
+        assert_close_to_reference(got, reference.astype(np.float32), relative=1e-5)
+        blocked = out.transpose(0, 1, 4, 2, 3).reshape(3, -1, ho, wo)
+        assert np.all(blocked[:, cout:] == 0.0), "padded output channels must stay exactly 0"
+
+
+def test_fused_block_rejects_bad_arguments():
+    rng = np.random.default_rng(0)
+    expand, depthwise, project = _block_weights(rng, 8, 16, 8, True)
+    x = to_blocked(rng.standard_normal((1, 8, 6, 6)).astype(np.float32))
+    out = np.zeros((1, 1, 6, 6, fb.CB), np.float32)
+    scratch = fb.make_scratch(1, 16, 6, 6, 2, 1)
+    args = (x, pack_pointwise(*expand), pack_depthwise(*depthwise), pack_pointwise(*project))
+    clips = ((0.0, 6.0), (0.0, 6.0), (-math.inf, math.inf))
+    with pytest.raises(ValueError, match="stride must be 1 or 2"):
+        fb.fused_block(*args, out, None, 3, *clips, 2, *scratch)
+    with pytest.raises(ValueError, match="out"):
+        fb.fused_block(*args, np.zeros((1, 1, 3, 3, fb.CB), np.float32), None, 1, *clips, 2, *scratch)
+    with pytest.raises(ValueError, match="band_rows"):
+        fb.fused_block(*args, out, None, 1, *clips, 0, *scratch)
+    with pytest.raises(ValueError, match="scratch_expand"):
+        fb.fused_block(*args, out, None, 1, *clips, 6, *fb.make_scratch(1, 16, 6, 6, 1, 1))
+
+
+def test_auto_band_rows_fits_the_scratch_in_l2_and_keeps_threads_busy():
+    band = fb.auto_band_rows(144, 56, 56, 56, 56, 1, threads=2, l2_bytes=512 * 1024)
+    expand, depthwise = fb.scratch_floats(144, 56, 56, band, 1)
+    assert 4 * (expand + depthwise) <= 256 * 1024
+    assert -(-56 // band) >= 4
+    assert fb.auto_band_rows(960, 7, 7, 7, 7, 1, threads=2, l2_bytes=512 * 1024) <= 4
+
+
+def test_expand_recompute_factor_counts_the_halo_rows():
+    assert fb.expand_recompute_factor(8, 8, 8, 1) == 1.0                  # one band: no recompute
+    assert fb.expand_recompute_factor(8, 8, 4, 1) == (5 + 5) / 8           # 2 bands, 1 halo row each side
+    assert fb.expand_recompute_factor(8, 4, 1, 2) == (2 + 3 + 3 + 3) / 8   # stride 2, band 1
+
+
+# ---------------------------------------------------------------- whole network
+
+@pytest.mark.parametrize("block_rows", [0, 1, 2, 3, 5, 8, 112])
+def test_fused_network_matches_onnxruntime_for_every_band_height(mobilenet, mobilenet_ort, block_rows):
+    x = np.random.default_rng(block_rows).standard_normal((2, 3, 224, 224), dtype=np.float32)
+    reference = mobilenet_ort.run(None, {"input": x})[0]
+    for threads in THREADS:
+        got = mobilenet.run(x, threads=threads, fuse_blocks=True, tiles=engine.Tiles(block_rows=block_rows))
+        assert_close_to_reference(got, reference)
+
+
+def test_fused_run_records_one_step_per_block_listing_its_members(mobilenet):
+    recorder = engine.Recorder()
+    mobilenet.run(np.zeros((1, 3, 224, 224), np.float32), fuse_blocks=True, hooks=[recorder])
+    blocks = [r for r in recorder.records if r.op == "block"]
+    assert len(blocks) == 17 and all(r.fused for r in blocks)
+    assert [len(r.members) for r in blocks] == [2] + [3] * 16
+    unfused = engine.Recorder()
+    mobilenet.run(np.zeros((1, 3, 224, 224), np.float32), hooks=[unfused])
+    assert sum(r.flops for r in recorder.records) == sum(r.flops for r in unfused.records)
