@@ -431,7 +431,8 @@ def depthwise_bytes(batch: int, channels: int, height: int, width: int, out_h: i
     rows_read = 0
     for band in range(bands):
         start, end = band * rows_per_tile, min(out_h, (band + 1) * rows_per_tile)
-        rows_read += max(0, min(height, (end - 1) * stride_h + kh) - max(0, start * stride_h - kh // 2))
+        pad = kh // 2                     # MobileNets pad (k - 1) / 2; other pads change this by a row at most
+        rows_read += max(0, min(height, (end - 1) * stride_h - pad + kh) - max(0, start * stride_h - pad))
     band_rows_in = ((min(rows_per_tile, out_h) - 1) * stride_h + kh) * width * CB * FLOAT32
     below = {}
     for boundary in ("L2", "L3", "DRAM"):

@@ -1,0 +1,112 @@
+"""The bytes-moved model on hand-computed cases (engine/traffic.py states the model)."""
+from __future__ import annotations
+
+import pytest
+
+from engine.kernels import depthwise, fused_block, linear, pointwise
+from engine.kernels.layout import CB
+from engine.traffic import CacheBudget, fits, streamed
+
+KIB, MIB = 1024, 1024 * 1024
+# A fixed budget so the numbers below do not depend on the machine: 32 KiB L1, 512 KiB L2, 32 MiB L3.
+BUDGET = CacheBudget(L1=32 * KIB, L2=512 * KIB, L3=32 * MIB)
+
+
+def test_fits_means_half_the_capacity():
+    assert fits(16 * KIB, 32 * KIB) and not fits(16 * KIB + 4, 32 * KIB)
+    assert streamed(100, passes=7, reuse_set_bytes=10, capacity_bytes=20) == 100
+    assert streamed(100, passes=7, reuse_set_bytes=11, capacity_bytes=20) == 700
+
+
+def test_pointwise_whose_weights_fit_l2_moves_compulsory_bytes_at_l3_and_dram():
+    # 96 -> 24 channels at 56x56, batch 1 (MobileNetV2 block 2's projection); CB divides both
+    x = 56 * 56 * 96 * 4                       # 1,204,224 B input
+    w = 24 * (96 + 1) * 4                      # 9,312 B weights + bias: fit anywhere
+    y = 56 * 56 * 24 * 4                       # 301,056 B output
+    moved = pointwise.pointwise_bytes(1, 96, 24, 56, 56, pixels_per_tile=64, channels_per_tile=64,
+                                      has_residual=False, budget=BUDGET)
+    assert moved["L3"] == moved["DRAM"] == x + w + y
+    # across L1 (16 KiB usable): a 64-pixel tile of inputs (24 KiB) does not stay, so the
+    # inputs are re-read once per pair of output blocks
+    pairs = -(-(24 // CB) // pointwise.BLOCKS)
+    assert moved["L2"] == x * pairs + w + y
+    assert moved["L1"] >= moved["L2"]
+
+
+def test_pointwise_whose_weights_do_not_fit_l2_rereads_them_per_pixel_tile():
+    # 960 -> 320 channels at 7x7, batch 8 (MobileNetV2 block 17's projection)
+    pixels = 8 * 7 * 7                          # 392
+    x = pixels * 960 * 4
+    w = 320 * (960 + 1) * 4                     # 1,230,080 B: more than half of L2
+    y = pixels * 320 * 4
+    moved = pointwise.pointwise_bytes(8, 960, 320, 7, 7, pixels_per_tile=64, channels_per_tile=64,
+                                      has_residual=False, budget=BUDGET)
+    # one channel tile's slice (64 x 960 x 4 = 245,760 B) fits half of L2: weights once per pixel tile;
+    # the pixel tile (64 x 960 x 4 B) fits too, so inputs cross once
+    pixel_tiles = -(-pixels // 64)              # 7
+    assert moved["L3"] == x + w * pixel_tiles + y
+    assert moved["DRAM"] == x + w + y            # everything fits half of L3
+    # a larger channel tile whose slice does not fit half of L2: weights once per micro-tile of pixels
+    wide = pointwise.pointwise_bytes(8, 960, 320, 7, 7, pixels_per_tile=64, channels_per_tile=320,
+                                     has_residual=False, budget=BUDGET)
+    assert wide["L3"] == x + w * -(-pixels // pointwise.ROWS) + y
+    assert wide["L3"] > moved["L3"]
+
+
+def test_residual_is_read_once_more():
+    plain = pointwise.pointwise_bytes(1, 24, 24, 8, 8, 64, 64, False, BUDGET)
+    with_residual = pointwise.pointwise_bytes(1, 24, 24, 8, 8, 64, 64, True, BUDGET)
+    assert with_residual["DRAM"] - plain["DRAM"] == 8 * 8 * 24 * 4
+
+
+def test_depthwise_rereads_halo_rows_when_the_plane_does_not_fit():
+    # 144 channels at 56x56 stride 1: a channel-block plane is 56*56*CB*4 B; with a tiny L1
+    # only the band fits and each band of 4 rows reads 6 input rows (the halo twice)
+    tiny = CacheBudget(L1=2 * 56 * 6 * CB * 4 + 64, L2=512 * KIB, L3=32 * MIB)
+    moved = depthwise.depthwise_bytes(1, 144, 56, 56, 56, 56, 3, 3, 1, rows_per_tile=4, budget=tiny)
+    x = 144 * 56 * 56 * 4
+    y = x
+    w = 144 * 10 * 4
+    rows_read = 5 + 6 * 12 + 5                  # first and last band touch the image edge
+    assert moved["L2"] == round(x * rows_read / 56) + w + y
+    assert moved["L3"] == x + w + y             # the plane fits L2
+
+
+def test_linear_at_batch_one_reads_each_weight_once():
+    moved = linear.linear_bytes(1, 1280, 1000, BUDGET)
+    tiles = -(-1000 // linear.TILE)
+    assert moved["DRAM"] == tiles * linear.TILE * 1281 * 4 + 1280 * 4 + 1000 * 4
+
+
+def test_fusion_keeps_the_expanded_tensor_off_the_outer_levels():
+    # MobileNetV2 block 3: 24 -> 144 -> 24 at 56x56, stride 1, residual
+    band = fused_block.auto_band_rows(144, 56, 56, 56, 56, 1, threads=2, l2_bytes=BUDGET.L2)
+    fused = fused_block.fused_block_bytes(1, 24, 144, 24, 56, 56, 1, band_rows=band, has_expand=True,
+                                          has_residual=True, workers=2, budget=BUDGET)
+    unfused = {level: pointwise.pointwise_bytes(1, 24, 144, 56, 56, 64, 64, False, BUDGET)[level]
+               + depthwise.depthwise_bytes(1, 144, 56, 56, 56, 56, 3, 3, 1, 16, BUDGET)[level]
+               + pointwise.pointwise_bytes(1, 144, 24, 56, 56, 64, 64, True, BUDGET)[level]
+               for level in ("L3", "DRAM")}
+    hidden = 144 * 56 * 56 * 4
+    for level in ("L3", "DRAM"):
+        assert fused[level] < unfused[level] - 3 * hidden   # the expanded and depthwise tensors stay inside
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_cache_budget_divides_shared_levels_among_threads(threads):
+    class Level:
+        def __init__(self, size, shared):
+            self.size_bytes, self.shared_by_cores = size, shared
+
+    class Info:
+        def cache(self, name):
+            return {"L1": Level(32 * KIB, 1), "L2": Level(512 * KIB, 1), "L3": Level(32 * MIB, 2)}[name]
+
+    budget = CacheBudget.for_threads(threads, Info())
+    assert budget.L1 == 32 * KIB and budget.L2 == 512 * KIB and budget.L3 == 32 * MIB // threads
+
+
+def test_a_band_whose_scratch_does_not_fit_l2_spills_its_intermediates():
+    fits_band = fused_block.fused_block_bytes(1, 24, 144, 24, 56, 56, 1, 2, True, True, 2, BUDGET)
+    spilling = fused_block.fused_block_bytes(1, 24, 144, 24, 56, 56, 1, 56, True, True, 2, BUDGET)
+    assert spilling["L3"] > fits_band["L3"] + 2 * 144 * 56 * 56 * 4
