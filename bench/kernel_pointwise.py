@@ -1,7 +1,7 @@
 """Benchmark of the pointwise (1x1) convolution kernel on MobileNetV2's 1x1 layer shapes.
 
 Checks the kernel against the numpy reference on each shape first, then times it and prints
-one row per layer: GFLOP/s at 1 and 2 threads (default tiles or the best of a tile sweep)
+one row per layer: GFLOP/s at 1 and 2 threads (default tiles, plus with --sweep the best pair)
 and, as a sanity reference, numpy's matmul on the same (pixels x Cin) @ (Cin x Cout)
 problem single-threaded (OpenBLAS, outside any numba parallel region).
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # numpy reference single-threaded
-os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import argparse  # noqa: E402

@@ -20,7 +20,7 @@ class Tiles:
     """
 
     pointwise_pixels: int = 64        # pixels, 1..4096
-    pointwise_channels: int = 64      # output channels, 16..4096, multiple of 16
+    pointwise_channels: int = 16      # output channels, 16..4096, multiple of 16
     depthwise_rows: int = 16          # rows, 1..1024
     block_rows: int = 0               # rows, 0 (auto) or 1..1024
 
