@@ -10,8 +10,9 @@ from engine import _numba_env  # noqa: F401  (must run before numba compiles any
 from engine.errors import ModelError, UnsupportedOperatorError
 from engine.hooks import LayerRecord, Recorder, RunInfo
 from engine.model import Model, available_cores, load
+from engine.perf_counters import PerfCounterHook
 from engine.tiles import Tiles
 from engine import models  # noqa: E402
 
 __all__ = ["ModelError", "UnsupportedOperatorError", "Tiles", "Model", "load", "available_cores",
-           "Recorder", "LayerRecord", "RunInfo", "models"]
+           "Recorder", "LayerRecord", "RunInfo", "PerfCounterHook", "models"]
