@@ -17,7 +17,7 @@ from engine.kernels import depthwise, direct_conv, fused_block, linear, pointwis
 from engine.passes import find_inverted_residual_blocks
 from engine.kernels.layout import CB, _nchw_to_nchwc, _nchwc_to_nchw, channel_blocks
 from engine.tiles import Tiles
-from engine.traffic import LEVELS, CacheBudget
+from engine.traffic import LEVELS, CacheBudget, credit_l3_residency, fits
 
 
 @dataclass(frozen=True)
@@ -261,6 +261,8 @@ def build_plan(graph: Graph, weights: PackedWeights, batch: int, config: RunConf
     steps = [_make_step(graph, weights, item, buffers, shapes, key, config, batch, scratch)
              for item in sequence if not _is_view_item(graph, item)]
 
+    _credit_l3_residency(steps, weights, arena.nbytes + buffers[graph.input_name].nbytes)
+
     output_buffer = buffers[graph.output_name]
     true_features = graph.output_shape[0]
     if out_layout == "nchwc":
@@ -291,6 +293,24 @@ def _written_shape(graph: Graph, item, batch: int) -> tuple[int, ...]:
     if layer.op == "Flatten":
         return (batch, _flatten_width(graph, layer))
     return (batch, int(np.prod(layer.output_shape)))
+
+
+def _credit_l3_residency(steps: list[Step], weights: PackedWeights, activation_memory: int) -> None:
+    """Between steps, data that fits the shared L3 stays there (engine.traffic docstring)."""
+    from engine.machine import machine_info
+
+    l3_bytes = machine_info().cache("L3").size_bytes
+    weights_resident = fits(weights.nbytes + activation_memory, l3_bytes)
+    for step in steps:
+        moved = step.attrs.get("bytes")
+        if not moved:
+            continue
+        output = int(np.prod(step.output_shape))
+        residual = output if step.layer is not None and step.layer.residual else 0
+        activation_bytes = 4 * (int(np.prod(step.input_shape)) + output + residual)
+        members = step.attrs.get("members", (step.name,))
+        weight_bytes = sum(a.nbytes for name in members for a in weights.by_layer.get(name, ()))
+        step.attrs["bytes"] = credit_l3_residency(moved, activation_bytes, weight_bytes, weights_resident, l3_bytes)
 
 
 def _is_view_item(graph: Graph, item) -> bool:

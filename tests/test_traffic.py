@@ -62,7 +62,7 @@ def test_residual_is_read_once_more():
 def test_depthwise_rereads_halo_rows_when_the_plane_does_not_fit():
     # 144 channels at 56x56 stride 1: a channel-block plane is 56*56*CB*4 B; with a tiny L1
     # only the band fits and each band of 4 rows reads 6 input rows (the halo twice)
-    tiny = CacheBudget(L1=2 * 56 * 6 * CB * 4 + 64, L2=512 * KIB, L3=32 * MIB)
+    tiny = CacheBudget(L1=2 * 56 * 3 * CB * 4 + 64, L2=512 * KIB, L3=32 * MIB)   # 3 rows fit, the plane not
     moved = depthwise.depthwise_bytes(1, 144, 56, 56, 56, 56, 3, 3, 1, rows_per_tile=4, budget=tiny)
     x = 144 * 56 * 56 * 4
     y = x
@@ -110,3 +110,22 @@ def test_a_band_whose_scratch_does_not_fit_l2_spills_its_intermediates():
     fits_band = fused_block.fused_block_bytes(1, 24, 144, 24, 56, 56, 1, 2, True, True, 2, BUDGET)
     spilling = fused_block.fused_block_bytes(1, 24, 144, 24, 56, 56, 1, 56, True, True, 2, BUDGET)
     assert spilling["L3"] > fits_band["L3"] + 2 * 144 * 56 * 56 * 4
+
+
+def test_l3_residency_credits_activations_and_resident_weights_at_dram_only():
+    from engine.traffic import credit_l3_residency
+
+    moved = {"L1": 900, "L2": 700, "L3": 500, "DRAM": 500}
+    both = credit_l3_residency(moved, activation_bytes=300, weight_bytes=200, weights_resident=True, l3_bytes=1000)
+    assert both == {"L1": 900, "L2": 700, "L3": 500, "DRAM": 0}
+    cold_weights = credit_l3_residency(moved, 300, 200, weights_resident=False, l3_bytes=1000)
+    assert cold_weights["DRAM"] == 200
+    too_big = credit_l3_residency(moved, 600, 200, weights_resident=False, l3_bytes=1000)
+    assert too_big["DRAM"] == 500
+
+
+def test_batch_64_moves_activations_through_dram_and_batch_1_does_not(mobilenet):
+    dram = {batch: sum(s.attrs["bytes"]["DRAM"] for s in mobilenet.plan(batch).steps) for batch in (1, 64)}
+    weights = mobilenet.weights.nbytes
+    assert dram[1] <= weights * 1.05                 # at most the weights at batch 1
+    assert dram[64] > 64 * 10 * 2 ** 20               # activations of 64 images do not fit L3

@@ -416,8 +416,10 @@ def depthwise_bytes(batch: int, channels: int, height: int, width: int, out_h: i
 
     Registers <- L1: every output vector reads kh*kw input vectors; the taps are loaded once
     per work item; outputs stored once. Across a boundary: the input plane of a channel block
-    once if it stays resident while its bands are walked (consecutive work items); else the
-    rows each band reads ((rows-1)*stride + kh, the halo re-read); weights and outputs once.
+    once if it stays resident while its bands are walked (consecutive work items); else, if
+    the kh input rows of one output row stay resident while the band walks down, the rows
+    each band reads ((rows-1)*stride + kh: the halo rows twice); else every input row once
+    per output row that reads it (kh / stride times); weights and outputs once.
     """
     from engine.traffic import FLOAT32, by_level, fits
 
@@ -433,15 +435,15 @@ def depthwise_bytes(batch: int, channels: int, height: int, width: int, out_h: i
         start, end = band * rows_per_tile, min(out_h, (band + 1) * rows_per_tile)
         pad = kh // 2                     # MobileNets pad (k - 1) / 2; other pads change this by a row at most
         rows_read += max(0, min(height, (end - 1) * stride_h - pad + kh) - max(0, start * stride_h - pad))
-    band_rows_in = ((min(rows_per_tile, out_h) - 1) * stride_h + kh) * width * CB * FLOAT32
+    window_rows = kh * width * CB * FLOAT32      # the input rows one output row reads
     below = {}
     for boundary in ("L2", "L3", "DRAM"):
         capacity = budget.capacity_above(boundary)
         if fits(height * width * CB * FLOAT32, capacity):
             x_traffic = x_bytes
-        elif fits(band_rows_in, capacity):
+        elif fits(window_rows, capacity):
             x_traffic = x_bytes * max(1.0, rows_read / height)
         else:
-            x_traffic = x_bytes * kh
+            x_traffic = x_bytes * max(1.0, kh / stride_h)
         below[boundary] = x_traffic + w_bytes + y_bytes
     return by_level(registers, below)

@@ -344,7 +344,7 @@ def fused_block_bytes(batch: int, in_channels: int, hidden_channels: int, out_ch
     cin = -(-in_channels // CB) * CB
     hidden = -(-hidden_channels // CB) * CB
     cout = -(-out_channels // CB) * CB
-    x_bytes = batch * cin * height * width * FLOAT32 * recompute
+    x_bytes = batch * cin * height * width * FLOAT32          # read once, plus the halo rows below
     y_bytes = batch * cout * out_h * out_w * FLOAT32 * (2 if has_residual else 1)
     w_bytes = ((hidden * (cin + 1) if has_expand else 0) + hidden * 10 + cout * (hidden + 1)) * FLOAT32
     expand_floats, depthwise_floats = scratch_floats(hidden_channels, width, out_w, band_rows, stride)
@@ -366,5 +366,7 @@ def fused_block_bytes(batch: int, in_channels: int, hidden_channels: int, out_ch
         capacity = budget.capacity_above(boundary)
         weights = w_bytes if fits(w_bytes, capacity) else w_bytes * bands
         spill = 0.0 if fits(scratch_bytes, capacity) else intermediate
-        out[boundary] = x_bytes + y_bytes + weights + spill
+        # the halo rows are read twice unless the image's input stays resident between bands
+        x_traffic = x_bytes if fits(cin * height * width * FLOAT32, capacity) else x_bytes * recompute
+        out[boundary] = x_traffic + y_bytes + weights + spill
     return {level: int(round(out[level])) for level in LEVELS}
