@@ -154,6 +154,7 @@ def save_frame(frame: pd.DataFrame, path: Path) -> Path:
             flat.to_parquet(temporary, index=False)
         else:
             flat.to_csv(temporary, index=False)
+        os.chmod(temporary, 0o644)
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):

@@ -68,5 +68,6 @@ Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')}.</p>
     handle, temporary = tempfile.mkstemp(dir=out, prefix=".report.", suffix=".tmp")
     with os.fdopen(handle, "w", encoding="utf-8") as stream:
         stream.write(page)
+    os.chmod(temporary, 0o644)
     os.replace(temporary, html_path)
     return [html_path, save_frame(frame, out / "layers.csv"), save_frame(frame, out / "layers.parquet")]
