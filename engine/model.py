@@ -64,8 +64,11 @@ class Model:
     def check_input(self, x) -> np.ndarray:
         """Validate an input batch; returns it as a C-contiguous float32 array.
 
-        Raises ValueError naming what was expected and what was given. NaN and Inf are
-        allowed and propagate as IEEE arithmetic says (ReLU6 maps NaN to NaN)."""
+        Raises ValueError naming what was expected and what was given. NaN and Inf are not
+        rejected, but the kernels are compiled with fast-math flags that assume finite values,
+        so the outputs of an image holding them are unspecified (observed: a NaN makes that
+        image's logits NaN, an Inf saturates in ReLU6); other images of the batch are not
+        affected. Check with np.isfinite first where that matters."""
         if not isinstance(x, np.ndarray):
             raise ValueError(f"x must be a numpy.ndarray of float32 (N, {', '.join(map(str, self.input_shape))}), "
                              f"got {type(x).__name__}")
