@@ -9,8 +9,10 @@ figures, reports.
 from workbench.ceilings import Ceilings, measure_ceilings
 from workbench.profile import profile
 from workbench.report import write_report
+from workbench.widgets import Explorer, slowest_layers
 from workbench.roofline import compare_figure, figure_html, roofline_figure, roofline_traces, time_bars, \
     update_roofline
 
 __all__ = ["Ceilings", "measure_ceilings", "profile", "roofline_figure", "roofline_traces", "update_roofline",
-           "time_bars", "compare_figure", "figure_html", "write_report"]
+           "time_bars", "compare_figure", "figure_html", "write_report", "Explorer",
+           "slowest_layers"]

@@ -1,0 +1,143 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 01 · Quickstart: the roofline of MobileNetV2 on this machine
+#
+# Load a network, run it, profile it layer by layer, and place every layer on a roofline
+# drawn from *this* machine's measured ceilings. Then read off which layers are memory
+# bound, and why.
+#
+# - **Time** is measured (the median of a few runs), **FLOPs** are counted exactly (2 per
+#   multiply-accumulate), **bytes** are *modelled* per memory level (`engine/traffic.py`).
+# - A layer's **arithmetic intensity** (AI) at a memory level is FLOPs / bytes moved across
+#   that level. Left of the level's **ridge point** (peak FLOP/s / bandwidth) even a perfect
+#   kernel waits for memory: the layer is *memory bound* there.
+#
+# Set `ROOFLINE_FAST=1` in the environment for fewer repeats.
+
+# %%
+import os
+from pathlib import Path
+
+import numpy as np
+from IPython.display import Markdown, display
+
+import engine
+import workbench
+from workbench.teaching import bound_summary, explain_bounds
+from workbench.widgets import Explorer
+
+FAST = os.environ.get("ROOFLINE_FAST") == "1"
+REPEATS = 3 if FAST else 7
+THREADS = engine.available_cores()
+
+# The default model; put the path of your own MobileNet ONNX file here to profile it instead.
+MODEL_PATH = Path(workbench.__file__).resolve().parents[1] / "data" / "mobilenet_v2.onnx"
+
+# %% [markdown]
+# ## 1. Load the model
+#
+# `write_default_model` writes the default MobileNetV2 (torchvision's topology, synthetic
+# weights: speed depends on shapes, not weight values) only if the file is missing.
+
+# %%
+if MODEL_PATH.name == "mobilenet_v2.onnx":
+    engine.models.write_default_model(MODEL_PATH)
+model = engine.load(MODEL_PATH)
+model
+
+# %% [markdown]
+# ## 2. Run it
+#
+# `run` takes a float32 NCHW batch and returns the logits. Threads, tile sizes and block
+# fusion are arguments of the run, not of the model: changing them never recompiles.
+
+# %%
+x = np.random.default_rng(0).standard_normal((1, *model.input_shape), dtype=np.float32)
+logits = model.run(x, threads=THREADS)
+print(f"input {x.shape} -> logits {logits.shape}, top class {int(logits.argmax())}")
+
+# %% [markdown]
+# ## 3. This machine's ceilings
+#
+# Peak fp32 FMA throughput and the bandwidth of each memory level, measured with numba
+# kernels for every thread count and cached in `data/ceilings/`.
+
+# %%
+ceilings = workbench.measure_ceilings()
+ceilings.table.pivot(index="resource", columns="threads", values="value").loc[["fp32_fma", *ceilings.levels]]
+
+# %% [markdown]
+# ## 4. Profile
+#
+# One row per executed step: its time, FLOPs, modelled bytes and arithmetic intensity at
+# every level, the roof it can attain, and what bounds it.
+
+# %%
+frame = workbench.profile(model, batch=1, threads=THREADS, repeats=REPEATS, ceilings=ceilings)
+print(f"{frame['seconds'].sum() * 1e3:.2f} ms per image (sum of the steps' medians), "
+      f"{frame['flops'].sum() / frame['seconds'].sum() / 1e9:.1f} GFLOP/s overall, {len(frame)} steps")
+frame[["layer", "op", "output_shape", "seconds", "gflops", "ai_L1", "ai_L2", "ai_L3", "ai_DRAM", "bound",
+       "bound_level"]].head(10)
+
+# %% [markdown]
+# ## 5. The roofline
+#
+# One marker per layer at (AI at the chosen level, achieved GFLOP/s); the marker's area is
+# its share of the time, its colour its kind. The shaded band is memory bound at that level.
+# The buttons switch the level the x axis is measured at. We start at the level most of
+# the memory-bound steps are bound at (from the profile's `bound_level`).
+
+# %%
+memory_levels = frame.loc[frame["bound"] == "memory", "bound_level"]
+LEVEL = memory_levels.mode().iloc[0] if len(memory_levels) else "L2"
+print(f"x axis: arithmetic intensity at {LEVEL}")
+workbench.roofline_figure(frame, ceilings, level=LEVEL)
+
+# %% [markdown]
+# Where the time goes, each bar coloured by what bounds the layer (its tightest roof over
+# all the levels):
+
+# %%
+workbench.time_bars(frame)
+
+# %% [markdown]
+# ## 6. Which layers are memory bound, and why
+#
+# Computed from the profile above (each step against its *tightest* roof over all levels):
+
+# %%
+display(Markdown(explain_bounds(frame, ceilings)))
+bound_summary(frame)
+
+# %% [markdown]
+# The memory-bound steps that cost the most time, with the level whose roof is tightest
+# for each and how close they get to it:
+
+# %%
+memory_bound = frame[frame["bound"] == "memory"].nlargest(8, "seconds")
+memory_bound.assign(ms=memory_bound["seconds"] * 1e3)[
+    ["layer", "op", "ms", "gflops", "bound_level", "ai_L1", "ai_L2", "ai_L3", "ai_DRAM", "attainable_gflops",
+     "roof_fraction"]]
+
+# %% [markdown]
+# ## 7. Explore
+#
+# Change the core count, batch, fusion or a tile size: the panel measures again and the
+# roofline moves in place. `level` only redraws. Errors (an invalid tile, say) appear in the
+# message line above the figure.
+
+# %%
+explorer = Explorer(model, ceilings=ceilings, level=LEVEL, repeats=REPEATS)
+explorer

@@ -1,0 +1,236 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 02 · Why MobileNetV2 is memory bound
+#
+# MobileNetV2 replaces dense 3×3 convolutions by *depthwise-separable* ones: a cheap
+# depthwise 3×3 (one filter per channel) between two 1×1 (pointwise) convolutions. That
+# cuts the FLOPs by ~8×, but it also cuts the arithmetic each byte of data gets, which
+# pushes layers left of the ridge point, where bytes, not FLOPs, set the pace. This
+# notebook derives that from the shapes, puts this machine's numbers on it (which layers
+# really end up memory bound depends on its caches and bandwidths), and shows what batch
+# size and block fusion change.
+#
+# Set `ROOFLINE_FAST=1` in the environment for fewer repeats.
+
+# %%
+import os
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+from IPython.display import Markdown, display
+
+import engine
+import workbench
+from workbench.roofline import OP_COLORS, short_name
+from workbench.teaching import conv_intensity, fusion_effect, intensity_by_kind, model_intensities, ridge_points
+from workbench.widgets import Explorer
+
+FAST = os.environ.get("ROOFLINE_FAST") == "1"
+REPEATS = 3 if FAST else 7
+THREADS = engine.available_cores()
+MODEL_PATH = Path(workbench.__file__).resolve().parents[1] / "data" / "mobilenet_v2.onnx"
+engine.models.write_default_model(MODEL_PATH)
+model = engine.load(MODEL_PATH)
+ceilings = workbench.measure_ceilings()
+
+# %% [markdown]
+# ## 1. Arithmetic intensity from the shapes
+#
+# Take a convolution over an $N \times C_{in} \times H \times W$ float32 input giving
+# $N \times C_{out} \times H_o \times W_o$ with a $k \times k$ kernel. Count 2 FLOPs per
+# multiply-accumulate and the *compulsory* traffic: every input, weight and output crosses
+# memory once (4 bytes each).
+#
+# | conv | FLOPs | weights |
+# |---|---|---|
+# | dense $k\times k$ | $2\,N C_{out} H_o W_o \cdot C_{in} k^2$ | $C_{out} C_{in} k^2$ |
+# | depthwise $k\times k$ | $2\,N C H_o W_o \cdot k^2$ | $C k^2$ |
+# | pointwise $1\times 1$ | $2\,N C_{out} H W \cdot C_{in}$ | $C_{out} C_{in}$ |
+#
+# $$\text{bytes} = 4\,(N C_{in} H W + \text{weights} + N C_{out} H_o W_o), \qquad
+#   \text{AI} = \frac{\text{FLOPs}}{\text{bytes}}\ \text{FLOP/byte}$$
+#
+# Per output element a dense conv does $2 C_{in} k^2$ FLOPs, a pointwise conv $2 C_{in}$,
+# a depthwise conv only $2k^2 = 18$, whatever the number of channels. A depthwise 3×3 at
+# stride 1 reads about one input and writes one output per output element, so its
+# intensity can never exceed $18/8 = 2.25$ FLOP/byte. A pointwise conv approaches
+# $C_{in} C_{out} / (2 (C_{in} + C_{out}))$ once its weights are amortised over many pixels.
+#
+# The same formulas applied to one inverted-residual block of MobileNetV2 (the first
+# 144-channel depthwise, at 56×56), and to a dense 3×3 conv of the same width:
+
+# %%
+intensities = model_intensities(model, batches=(1, 8))
+example = intensities[(intensities["op"] == "depthwise") & (intensities["in_channels"] == 144)].iloc[0]
+c, h, w = int(example["in_channels"]), int(example["height"]), int(example["width"])
+expand = intensities[(intensities["op"] == "expand") & (intensities["out_channels"] == c)].iloc[0]
+rows = {
+    f"expand 1×1 {int(expand['in_channels'])}→{c}": conv_intensity("pointwise", int(expand["in_channels"]), c, h, w),
+    f"depthwise 3×3, {c} ch": conv_intensity("depthwise", c, c, h, w),
+    f"dense 3×3 {c}→{c} (for comparison)": conv_intensity("dense", c, c, h, w),
+}
+table = pd.DataFrame(rows).T[["flops", "input_bytes", "weight_bytes", "output_bytes", "bytes", "arithmetic_intensity"]]
+depthwise_ai = rows[f"depthwise 3×3, {c} ch"]["arithmetic_intensity"]
+dense_ai = rows[f"dense 3×3 {c}→{c} (for comparison)"]["arithmetic_intensity"]
+display(Markdown(
+    f"At {h}×{w} with {c} channels, batch 1: the depthwise conv does "
+    f"2·{c}·{h}·{w}·9 = {rows[f'depthwise 3×3, {c} ch']['flops']:,} FLOPs on "
+    f"{rows[f'depthwise 3×3, {c} ch']['bytes']:,} bytes, **{depthwise_ai:.2f} FLOP/byte**; a dense 3×3 "
+    f"of the same width would do {dense_ai / depthwise_ai:.0f}× more arithmetic per byte "
+    f"(**{dense_ai:.0f} FLOP/byte**)."))
+table.astype({"arithmetic_intensity": float}).round({"arithmetic_intensity": 2})
+
+# %% [markdown]
+# Every convolution of the network, batch 1, by kind (FLOP/byte, compulsory traffic):
+
+# %%
+intensity_by_kind(intensities, "ai_batch1")
+
+# %% [markdown]
+# ## 2. This machine's ridge points
+#
+# A layer is memory bound at a level when its intensity there is left of the level's ridge
+# point, peak FLOP/s / bandwidth (measured on this machine, `workbench.measure_ceilings`):
+
+# %%
+ridges = ridge_points(ceilings)
+ridges
+
+# %%
+ridge = ridges.loc[THREADS, list(ceilings.levels)]
+left_of = {level: (intensities["ai_batch1"] < ridge[level]).mean() for level in ceilings.levels}
+depthwise_max = intensities.loc[intensities["op"] == "depthwise", "ai_batch1"].max()
+l3_mib = engine.machine.machine_info().cache("L3").size_bytes / 2**20
+display(Markdown(
+    f"With {THREADS} thread(s) the ridge points are " + ", ".join(f"{level} **{value:.3g}**" for level, value
+                                                                in ridge.items()) + " FLOP/byte. "
+    f"No depthwise layer's compulsory intensity exceeds {depthwise_max:.2f} FLOP/byte. If every operand streamed "
+    f"from DRAM, {left_of['DRAM']:.0%} of the convolutions would be left of the DRAM ridge point (memory "
+    f"bound); {left_of['L3']:.0%} are left of the L3 one. Whether the data does come from DRAM depends on the "
+    f"cache: this machine has {l3_mib:.0f} MiB of L3, and the engine's bytes model (used by the profiles below) "
+    f"credits activations that stay there between layers. Every convolution, its compulsory intensity against "
+    f"the ridge points:"))
+
+figure = go.Figure()
+for op, rows_of_op in intensities.groupby("op", sort=False):
+    figure.add_trace(go.Scatter(x=rows_of_op.index, y=rows_of_op["ai_batch1"], mode="markers", name=op,
+                                marker=dict(color=OP_COLORS.get(op, OP_COLORS["other"]), size=9),
+                                hovertext=[short_name(n) for n in rows_of_op["layer"]]))
+for level in ceilings.levels:
+    figure.add_hline(y=ridges.loc[THREADS, level], line_dash="dot",
+                     annotation_text=f"{level} ridge ({THREADS} thr.)", annotation_position="top left")
+figure.update_layout(title="Compulsory arithmetic intensity of every convolution, batch 1, against the ridge points",
+                     yaxis_type="log", xaxis_title="convolution (execution order)",
+                     yaxis_title="compulsory AI, batch 1 (FLOP/byte)", height=450, plot_bgcolor="white")
+figure
+
+# %% [markdown]
+# ## 3. Batch size moves pointwise layers right, not depthwise ones
+#
+# A larger batch re-uses each weight for more images. Pointwise weights are a large part of
+# a pointwise layer's traffic deep in the network (small $H W$, many channels), so their
+# intensity grows with the batch; a depthwise layer's traffic is almost all activations,
+# which grow with the batch exactly as its FLOPs do. From the formulas:
+
+# %%
+ratio = intensities["ai_batch8"] / intensities["ai_batch1"]
+by_batch = ratio.groupby(intensities["op"], sort=False).agg(["min", "median", "max"])
+display(Markdown(f"Compulsory intensity at batch 8 over batch 1: depthwise layers gain at most "
+                 f"×{by_batch.loc['depthwise', 'max']:.2f}; pointwise layers a median ×"
+                 f"{ratio[intensities['kind'] == 'pointwise'].median():.2f} and up to "
+                 f"×{ratio[intensities['kind'] == 'pointwise'].max():.2f} (the deep ones, whose weights "
+                 f"outweigh their small activations)."))
+by_batch
+
+# %% [markdown]
+# And measured: profile batch 1 and batch 8 and draw one over the other at L3 (hollow:
+# batch 1, filled: batch 8; an arrow per layer). Bytes are the engine's model, time is
+# measured.
+
+# %%
+batch_one = workbench.profile(model, batch=1, threads=THREADS, repeats=REPEATS, ceilings=ceilings)
+batch_eight = workbench.profile(model, batch=8, threads=THREADS, repeats=REPEATS, ceilings=ceilings)
+workbench.compare_figure(batch_one, batch_eight, ceilings, level="L3", labels=("batch 1", "batch 8"))
+
+# %%
+with_flops_one, with_flops_eight = batch_one[batch_one["flops"] > 0], batch_eight[batch_eight["flops"] > 0]
+moved = pd.DataFrame({
+    "AI at L3, batch 1": with_flops_one.groupby("op", sort=False)["ai_L3"].median(),
+    "AI at L3, batch 8": with_flops_eight.groupby("op", sort=False)["ai_L3"].median(),
+    "GFLOP/s, batch 1": with_flops_one.groupby("op", sort=False)["gflops"].median(),
+    "GFLOP/s, batch 8": with_flops_eight.groupby("op", sort=False)["gflops"].median(),
+})
+moved["AI ratio"] = moved["AI at L3, batch 8"] / moved["AI at L3, batch 1"]
+dram_per_image = {b: frame["bytes_DRAM"].sum() / b / 1e6 for b, frame in ((1, batch_one), (8, batch_eight))}
+display(Markdown(
+    "Median over the layers of each kind, intensity at L3 from batch 1 to 8: " + "; ".join(
+        f"**{op}** ×{ratio:.2f}" for op, ratio in moved["AI ratio"].items()) + ". "
+    f"Modelled DRAM traffic per image: {dram_per_image[1]:.2f} MB at batch 1, {dram_per_image[8]:.2f} MB at "
+    f"batch 8" + (" (the weights are amortised over more images, but the activations of a larger batch stop "
+                  "fitting in L3)." if dram_per_image[8] > dram_per_image[1] else
+                  " (the weights are amortised over more images).")))
+moved
+
+# %% [markdown]
+# ## 4. Fusion changes the bytes
+#
+# Unfused, an inverted-residual block writes its 6×-expanded intermediate to memory after
+# the expand conv, reads it back for the depthwise conv, writes it again and reads it
+# again for the projection. Fused (`fuse_blocks=True`) the engine computes the block band
+# by band of output rows, so the expanded intermediate lives in a small per-thread scratch
+# buffer and never crosses into the outer levels. Same FLOPs; whether there are fewer
+# bytes depends on the level: the fused block saves the intermediate's traffic but reads
+# its three weight tensors once per band (and the halo rows of each band), so where the
+# weights are large next to the intermediate (deep blocks, small images), or where the
+# intermediate would have stayed in cache anyway, fusion can cost bytes. The point of each
+# block moves right where it saves bytes, left where it costs them:
+
+# %%
+unfused = workbench.profile(model, batch=1, threads=THREADS, repeats=REPEATS, ceilings=ceilings)
+fused = workbench.profile(model, batch=1, threads=THREADS, repeats=REPEATS, ceilings=ceilings, fuse_blocks=True)
+workbench.compare_figure(unfused, fused, ceilings, level="L3", labels=("unfused", "fused"))
+
+# %%
+effect = fusion_effect(unfused, fused, levels=ceilings.levels)
+effect.index = [short_name(name) for name in effect.index]
+lines = []
+for level in ("L2", "L3", "DRAM"):
+    right = effect[effect[f"right_{level}"]]
+    left = effect[effect[f"MB_{level}_fused"] > effect[f"MB_{level}_unfused"]]
+    text = (f"At **{level}**, {len(right)} of {len(effect)} blocks move right (in all: "
+            f"{effect[f'MB_{level}_fused'].sum():.1f} MB fused against {effect[f'MB_{level}_unfused'].sum():.1f} MB "
+            f"for their layers unfused)")
+    if len(left):
+        images = sorted(set(left["input_hw"]), key=lambda hw: -int(hw.split("x")[0]))
+        text += f"; {len(left)} move left (images of {', '.join(images)})"
+    if len(effect) - len(right) - len(left):
+        text += f"; {len(effect) - len(right) - len(left)} do not move"
+    lines.append("- " + text + ".")
+lines.append(f"- Time of the blocks: {effect['ms_unfused'].sum():.2f} ms unfused, {effect['ms_fused'].sum():.2f} ms fused "
+             f"(whole run: {unfused['seconds'].sum() * 1e3:.2f} ms unfused, {fused['seconds'].sum() * 1e3:.2f} ms fused).")
+display(Markdown("\n".join(lines)))
+effect[["input_hw", "ms_unfused", "ms_fused", "MB_L3_unfused", "MB_L3_fused", "ai_L3_unfused", "ai_L3_fused",
+        "MB_DRAM_unfused", "MB_DRAM_fused"]].round(3)
+
+# %% [markdown]
+# ## 5. Try it
+#
+# The explorer starts at L3 with fusion on; switch fusion off, raise the batch, switch
+# the level, or move `block rows`, and watch the points move.
+
+# %%
+explorer = Explorer(model, ceilings=ceilings, level="L3", fuse_blocks=True, repeats=REPEATS)
+explorer

@@ -1,0 +1,153 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 03 · Tuning tiles
+#
+# The engine's kernels take their tile sizes at run time (`engine.Tiles`), so trying a new
+# tile never recompiles anything. A tile decides how often an operand is re-read: the
+# weights of a 1×1 conv once per tile of `pointwise_pixels` pixels, its input once per tile
+# of `pointwise_channels` output channels; `block_rows` is the band height of a fused
+# inverted-residual block (0 lets the cost model choose per block). Re-reads are bytes, and
+# bytes move a layer left on the roofline.
+#
+# First by hand with the explorer, then a small sweep, then the best configuration found
+# with fusion off and on. Timings on a shared machine are noisy: differences of a few
+# percent are not meaningful. Set `ROOFLINE_FAST=1` for a smaller sweep.
+
+# %%
+import itertools
+import os
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+from IPython.display import Markdown, display
+
+import engine
+import workbench
+from workbench.widgets import Explorer
+
+FAST = os.environ.get("ROOFLINE_FAST") == "1"
+REPEATS = 3 if FAST else 5
+THREADS = engine.available_cores()
+MODEL_PATH = Path(workbench.__file__).resolve().parents[1] / "data" / "mobilenet_v2.onnx"
+engine.models.write_default_model(MODEL_PATH)
+model = engine.load(MODEL_PATH)
+ceilings = workbench.measure_ceilings()
+print("tile ranges (low, high, step):", {name: engine.Tiles.field_range(name) for name in engine.Tiles().as_dict()})
+
+# %% [markdown]
+# ## 1. By hand
+#
+# Move `pointwise pixels` down to 8 and watch the pointwise markers (blue expand, green
+# project) slide left at L2: their weights are now re-read for every 8 pixels. The table
+# under the figure lists the slowest steps.
+
+# %%
+explorer = Explorer(model, ceilings=ceilings, level="L2", repeats=REPEATS)
+explorer
+
+# %% [markdown]
+# ## 2. A small sweep over the pointwise tiles
+#
+# Every combination of a few `pointwise_pixels` and `pointwise_channels` values, blocks
+# unfused, batch 1; the time of the whole network (sum of the steps' medians) and of its
+# pointwise layers alone. (A `workbench.sweep` with progress and checkpointing is planned;
+# this loop is enough for a handful of points.)
+
+# %%
+pixel_tiles = [16, 128] if FAST else [8, 32, 128, 512]
+channel_tiles = [32, 128] if FAST else [16, 64, 256]
+rows = []
+for pixels, channels in itertools.product(pixel_tiles, channel_tiles):
+    tiles = engine.Tiles(pointwise_pixels=pixels, pointwise_channels=channels)
+    frame = workbench.profile(model, batch=1, threads=THREADS, tiles=tiles, repeats=REPEATS, ceilings=ceilings)
+    pointwise = frame["op"].isin(["expand", "project", "pointwise"])
+    rows.append({"pointwise_pixels": pixels, "pointwise_channels": channels,
+                 "ms": frame["seconds"].sum() * 1e3, "pointwise_ms": frame.loc[pointwise, "seconds"].sum() * 1e3,
+                 "pointwise_MB_L2": frame.loc[pointwise, "bytes_L2"].sum() / 1e6})
+sweep = pd.DataFrame(rows)
+sweep
+
+# %%
+grid = sweep.pivot(index="pointwise_channels", columns="pointwise_pixels", values="pointwise_ms")
+heatmap = go.Figure(go.Heatmap(
+    z=grid.to_numpy(), x=[str(v) for v in grid.columns], y=[str(v) for v in grid.index], colorscale="Viridis_r",
+    colorbar=dict(title="ms"), text=grid.map(lambda v: f"{v:.2f}").to_numpy(), texttemplate="%{text}",
+    hovertemplate="pixels %{x}, channels %{y}: %{z:.2f} ms<extra></extra>"))
+heatmap.update_layout(title="Time of the pointwise layers (ms, lower is better), blocks unfused, batch 1",
+                      xaxis_title="pointwise_pixels", yaxis_title="pointwise_channels", height=420)
+heatmap
+
+# %% [markdown]
+# ## 3. The band height of fused blocks
+#
+# With fusion on, `block_rows` sets how many output rows a block computes per band: small
+# bands re-compute the expand conv on the halo rows and re-read weights more often, large
+# ones make the per-thread scratch buffer outgrow L2. 0 is the cost model's choice.
+
+# %%
+best = sweep.loc[sweep["ms"].idxmin()]
+best_tiles = engine.Tiles(pointwise_pixels=int(best["pointwise_pixels"]),
+                          pointwise_channels=int(best["pointwise_channels"]))
+band_rows = [0, 2, 8] if FAST else [0, 1, 2, 4, 8, 16]
+bands = []
+for rows_per_band in band_rows:
+    tiles = engine.Tiles(**{**best_tiles.as_dict(), "block_rows": rows_per_band})
+    frame = workbench.profile(model, batch=1, threads=THREADS, tiles=tiles, fuse_blocks=True, repeats=REPEATS,
+                              ceilings=ceilings)
+    blocks = frame["op"] == "block"
+    bands.append({"block_rows": "auto" if rows_per_band == 0 else str(rows_per_band), "value": rows_per_band,
+                  "ms": frame["seconds"].sum() * 1e3, "block_ms": frame.loc[blocks, "seconds"].sum() * 1e3,
+                  "block_MB_L3": frame.loc[blocks, "bytes_L3"].sum() / 1e6,
+                  "block_MB_DRAM": frame.loc[blocks, "bytes_DRAM"].sum() / 1e6})
+bands = pd.DataFrame(bands)
+bar = go.Figure(go.Bar(x=bands["block_rows"], y=bands["block_ms"], marker_color="#ff7f0e",
+                       hovertemplate="block_rows %{x}: %{y:.2f} ms<extra></extra>"))
+bar.update_layout(title="Time of the fused blocks by band height (ms)", xaxis_title="block_rows",
+                  yaxis_title="ms", height=360, xaxis_type="category")
+display(bands)
+bar
+
+# %% [markdown]
+# ## 4. The best configuration found, fusion off and on
+
+# %%
+best_band = int(bands.loc[bands["ms"].idxmin(), "value"])
+best_tiles = engine.Tiles(**{**best_tiles.as_dict(), "block_rows": best_band})
+unfused = workbench.profile(model, batch=1, threads=THREADS, tiles=best_tiles, repeats=REPEATS, ceilings=ceilings)
+fused = workbench.profile(model, batch=1, threads=THREADS, tiles=best_tiles, fuse_blocks=True, repeats=REPEATS,
+                          ceilings=ceilings)
+default = workbench.profile(model, batch=1, threads=THREADS, repeats=REPEATS, ceilings=ceilings)
+configs = {"default": (engine.Tiles(), False, default), "best tiles, unfused": (best_tiles, False, unfused),
+           "best tiles, fused": (best_tiles, True, fused)}
+summary = pd.DataFrame([{**tiles.as_dict(), "fuse_blocks": fuse, "ms": frame["seconds"].sum() * 1e3,
+                         "MB at L3 (modelled)": frame["bytes_L3"].sum() / 1e6,
+                         "MB at DRAM (modelled)": frame["bytes_DRAM"].sum() / 1e6}
+                        for tiles, fuse, frame in configs.values()], index=list(configs))
+choice = summary["ms"].idxmin()
+display(Markdown(f"Fastest here: **{choice}**, {summary.loc[choice, 'ms']:.2f} ms per image "
+                 f"(default tiles unfused: {summary.loc['default', 'ms']:.2f} ms). "
+                 f"Best tiles: `{best_tiles}`."))
+summary
+
+# %%
+workbench.compare_figure(unfused, fused, ceilings, level="L3", labels=("best tiles, unfused", "best tiles, fused"))
+
+# %% [markdown]
+# The explorer above, set to the best configuration (one measurement for all the changes):
+
+# %%
+explorer.set(**best_tiles.as_dict(), fuse_blocks=bool(summary.loc[choice, "fuse_blocks"]))
+explorer.profile[["layer", "op", "seconds", "gflops", "ai_L2", "ai_L3", "bound", "bound_level"]].head()

@@ -1,0 +1,123 @@
+"""The notebooks run top to bottom, and JupyterLab has what they need to render.
+
+Notebooks are stored as jupytext "percent" .py files (readable diffs, no outputs); each
+test converts one with jupytext and executes it with nbclient in a kernel of this
+interpreter (the project's venv), with ROOFLINE_FAST=1 for small sweeps. A notebook fails
+on any error, any traceback and any output written to stderr (warnings included).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
+NOTEBOOK_TIMEOUT = 600    # seconds per cell: generous for a cold numba cache
+LAB_EXTENSIONS = ("@jupyter-widgets/jupyterlab-manager", "anywidget", "jupyterlab-plotly")
+
+
+def _jupyter() -> str:
+    return str(Path(sys.executable).parent / "jupyter")
+
+
+def test_there_are_three_notebooks_in_the_order_of_the_story():
+    assert [p.stem for p in NOTEBOOKS] == ["01_quickstart", "02_why_mobilenet_is_memory_bound", "03_tuning_tiles"]
+
+
+def test_jupyterlab_lists_the_widget_anywidget_and_plotly_extensions_enabled():
+    result = subprocess.run([_jupyter(), "labextension", "list"], capture_output=True, text=True, timeout=120)
+    listing = result.stdout + result.stderr          # jupyter prints the list on stderr
+    assert result.returncode == 0, listing
+    for extension in LAB_EXTENSIONS:
+        lines = [line for line in listing.splitlines() if line.split() and line.split()[0] == extension]
+        assert lines, f"{extension} is not installed in JupyterLab:\n{listing}"
+        assert "enabled" in lines[0] and "OK" in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def kernel_name():
+    """A kernel that runs this interpreter: the venv's own "python3" kernelspec if it runs
+    `python` (jupyter_client swaps that for sys.executable), else one installed into the
+    venv (python -m ipykernel install --sys-prefix)."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    try:
+        spec = KernelSpecManager().get_kernel_spec("python3")
+        if spec.argv[0] in ("python", "python3", sys.executable):
+            return "python3"
+    except Exception:      # no such kernelspec: install one below
+        pass
+    subprocess.run([sys.executable, "-m", "ipykernel", "install", "--sys-prefix", "--name", "python3"],
+                   check=True, capture_output=True, timeout=120)
+    return "python3"
+
+
+@pytest.fixture(scope="module")
+def warm_ceilings():
+    """Measure (or load) the cached ceilings here, so no notebook measures them and warns
+    on stderr about a busy machine."""
+    import workbench
+
+    return workbench.measure_ceilings()
+
+
+def _problems(notebook) -> list[str]:
+    problems = []
+    for index, cell in enumerate(notebook.cells):
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                problems.append(f"cell {index}: {output.get('ename')}: {output.get('evalue')}")
+            elif output.get("output_type") == "stream" and output.get("name") == "stderr":
+                problems.append(f"cell {index} wrote to stderr: {output.get('text', '')[:500]}")
+            text = str(output.get("text", "")) + str(output.get("data", {}).get("text/plain", ""))
+            if "Traceback (most recent call last)" in text:
+                problems.append(f"cell {index} printed a traceback")
+            html = str(output.get("data", {}).get("text/html", ""))
+            if "cdn.plot.ly" in html or "cdn.jsdelivr" in html:
+                problems.append(f"cell {index} loads plotly.js from a CDN")
+    return problems
+
+
+def test_the_output_check_catches_errors_stderr_tracebacks_and_cdn_plotly():
+    import nbformat
+
+    clean = nbformat.v4.new_code_cell("1", outputs=[nbformat.v4.new_output("stream", name="stdout", text="ok\n")])
+    cells = [
+        nbformat.v4.new_code_cell("x", outputs=[nbformat.v4.new_output("error", ename="ValueError", evalue="bad",
+                                                                       traceback=[])]),
+        nbformat.v4.new_code_cell("w", outputs=[nbformat.v4.new_output("stream", name="stderr", text="warning\n")]),
+        nbformat.v4.new_code_cell("t", outputs=[nbformat.v4.new_output(
+            "stream", name="stdout", text="Traceback (most recent call last):\n")]),
+        nbformat.v4.new_code_cell("f", outputs=[nbformat.v4.new_output(
+            "display_data", data={"text/html": '<script src="https://cdn.plot.ly/plotly-3.0.1.min.js"></script>'})]),
+    ]
+    assert _problems(nbformat.v4.new_notebook(cells=[clean])) == []
+    for cell in cells:
+        assert len(_problems(nbformat.v4.new_notebook(cells=[clean, cell]))) == 1, cell.source
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_runs_top_to_bottom_without_errors(path, kernel_name, warm_ceilings, monkeypatch):
+    import jupytext
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("ROOFLINE_FAST", "1")            # the kernel inherits this environment
+    notebook = jupytext.read(path)
+    assert len(notebook.cells) >= 8 and any(c.cell_type == "markdown" for c in notebook.cells)
+    client = NotebookClient(notebook, kernel_name=kernel_name, timeout=NOTEBOOK_TIMEOUT, allow_errors=True,
+                            resources={"metadata": {"path": str(path.parent)}})
+    started = time.perf_counter()
+    client.execute()
+    elapsed = time.perf_counter() - started
+    assert not _problems(notebook), "\n".join(_problems(notebook))
+    shown = [o for c in notebook.cells for o in c.get("outputs", [])]
+    mimetypes = {m for o in shown for m in o.get("data", {})}
+    assert "application/vnd.plotly.v1+json" in mimetypes, "no plotly figure was displayed"
+    assert "application/vnd.jupyter.widget-view+json" in mimetypes, "no widget (the Explorer) was displayed"
+    print(f"{path.name}: executed in {elapsed:.1f} s")
