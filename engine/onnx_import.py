@@ -18,7 +18,7 @@ import onnx
 from onnx import numpy_helper
 
 from engine.errors import ModelError, UnsupportedOperatorError
-from engine.graph import NO_CLIP, Graph, Layer
+from engine.graph import Graph, Layer
 
 MIN_OPSET, MAX_OPSET = 6, 22
 

@@ -399,7 +399,6 @@ def _make_step(graph, weights, item, buffers, shapes, key, config: RunConfig, ba
     layer: Layer = payload[0]
     out = buffers[layer.output]
     low, high = (float(v) for v in layer.clip)
-    other = 0
     if layer.op == "Conv":
         kind_ = layer.conv_kind
         packed_w, packed_b = weights.by_layer[layer.name]

@@ -1,9 +1,5 @@
 """Depthwise convolution (group == channels, depth multiplier 1) on NCHWc activations.
 
-Also home of three small things every kernel module of this family shares (they are
-imported by direct_conv, pooling and linear): `FASTMATH`, `register_scratch` and
-`check_array`.
-
 Layout. x (N, Cb, H, W, CB) -> out (N, Cb, Ho, Wo, CB), weights packed (Cb, kh, kw, CB),
 bias (Cb, CB). One channel block is one SIMD register: every tap is one vector FMA over the
 CB lanes, and a pixel's CB channels are contiguous (32 bytes on AVX2) in x, w and out.
@@ -34,47 +30,12 @@ MobileNetV2's 17 depthwise layers move 24.5 MB (input + output + weights) for 41
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
-from llvmlite import ir
-from numba import njit, prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit, prange
 
+from engine.kernels._common import (_FLOAT32, _FLOAT32_MAX, FASTMATH, _U, _check_output_size,  # noqa: F401
+                                    check_array, check_clip, check_int, register_scratch)
 from engine.kernels.layout import CB
-
-# LLVM fast-math flags every kernel here compiles with: contract lets a*b+c become one
-# FMA, nnan/ninf/nsz let min/max become vminps/vmaxps. No 'reassoc': a sum keeps the order
-# the code gives it (full fastmath was slower in the spike and breaks bit-stability).
-FASTMATH = {"nnan", "ninf", "nsz", "arcp", "contract", "afn"}
-
-_U = np.uint64  # flat indices are unsigned: numba then skips the negative-index wrap-around
-
-
-def register_scratch(count: int):
-    """A function `scratch()` returning a float32 array of `count` elements that lives on the
-    stack of the njit function calling it (an `alloca` in that function's entry block). With
-    constant indices (lane loops over CB) LLVM keeps it in registers. Contents unspecified
-    (numba zero-fills an alloca once at function entry); valid until the caller returns.
-    Under NUMBA_DISABLE_JIT it is a plain np.empty, so the kernels also run as Python."""
-    if numba.config.DISABLE_JIT:
-        return lambda: np.empty(count, np.float32)
-
-    @intrinsic
-    def stack_pointer(typingctx):
-        def codegen(context, builder, signature, args):
-            buffer = cgutils.alloca_once(builder, ir.ArrayType(ir.FloatType(), count))
-            return builder.bitcast(buffer, ir.PointerType(ir.FloatType()))
-
-        return types.CPointer(types.float32)(), codegen
-
-    # inline="always" is what makes this safe: the alloca lands in the caller's frame
-    @njit(inline="always")
-    def scratch():
-        return numba.carray(stack_pointer(), (count,))
-
-    return scratch
-
 
 _scratch_block = register_scratch(CB)      # one channel block of accumulators
 _scratch_taps = register_scratch(10 * CB)  # a 3x3 block's weights and bias
@@ -83,55 +44,6 @@ _scratch_row_taps = register_scratch(9 * CB)
 _scratch_col_taps = register_scratch(9 * CB)
 
 DEFAULT_ROWS_PER_TILE = 16  # measured: sum of MobileNetV2's 17 layers, 2 threads: 1 -> 835 us, 4 -> 687, 16 -> 644
-
-_FLOAT32 = np.dtype(np.float32)
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-
-def check_array(function: str, name: str, array, shape: tuple, dtype=_FLOAT32) -> None:
-    """Raise ValueError unless `array` is a C-contiguous ndarray of `dtype` with `shape`
-    (an entry None matches any size). The message names the function, expected and got.
-    Cheap when the array is right (~0.3 us): the runtime calls it on every kernel call."""
-    if type(array) is np.ndarray and array.dtype == dtype and array.ndim == len(shape) and array.flags.c_contiguous:
-        # fast path for the common case; the checks below name what is wrong
-        got = array.shape
-        for axis in range(len(shape)):
-            if shape[axis] is not None and shape[axis] != got[axis]:
-                break
-        else:
-            return
-    expected = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
-    if not isinstance(array, np.ndarray):
-        raise ValueError(f"{function}: {name} must be a numpy array of shape {expected} {np.dtype(dtype)}, "
-                         f"got {type(array).__name__}")
-    if array.dtype != dtype:
-        raise ValueError(f"{function}: {name} must be {np.dtype(dtype)}, got {array.dtype}")
-    if array.ndim != len(shape) or any(s is not None and s != g for s, g in zip(shape, array.shape)):
-        raise ValueError(f"{function}: {name} must have shape {expected}, got {array.shape}")
-    if not array.flags.c_contiguous:
-        raise ValueError(f"{function}: {name} must be C-contiguous, got strides {array.strides}")
-
-
-def check_clip(function: str, clip_min: float, clip_max: float) -> tuple[float, float]:
-    """Validate the clip bounds and return them as finite float32-representable floats.
-
-    Padded lanes hold 0 and see zero weights and bias, so they stay exactly 0 only if
-    clip_min <= 0 <= clip_max. Infinite bounds become +-float32 max (same result for every
-    finite value; keeps infinities away from the 'ninf' fast-math flag)."""
-    low, high = float(clip_min), float(clip_max)
-    if not low <= 0.0 <= high:  # also False for NaN
-        raise ValueError(f"{function}: clip bounds must satisfy clip_min <= 0 <= clip_max (padded channels "
-                         f"must stay 0), got clip_min={clip_min}, clip_max={clip_max}")
-    return max(low, -_FLOAT32_MAX), min(high, _FLOAT32_MAX)
-
-
-def check_int(function: str, name: str, value, minimum: int) -> int:
-    """`value` as an int, or ValueError unless it is an integer >= minimum (bools refused)."""
-    if type(value) is int or (isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))):
-        if value >= minimum:
-            return int(value)
-    raise ValueError(f"{function}: {name} must be an int >= {minimum}, got {value!r}")
-
 
 # ---------------------------------------------------------------------------- kernels
 
@@ -389,19 +301,6 @@ def _validate(x, packed_weight, packed_bias, out, stride_h, stride_w, pad_top, p
     out_h, out_w = out.shape[2:4]
     _check_output_size(fn, "height", out_h, height, kernel_h, stride_h, pad_top)
     _check_output_size(fn, "width", out_w, width, kernel_w, stride_w, pad_left)
-
-
-def _check_output_size(fn: str, axis: str, got: int, size: int, kernel: int, stride: int, pad_start: int,
-                       dilation: int = 1) -> None:
-    """The output size must be floor((size + pad_start + pad_end - eff_kernel) / stride) + 1
-    for some end pad >= 0 (eff_kernel = (kernel - 1) * dilation + 1), i.e. at least the size
-    that end pad 0 gives. ONNX bounds the end pad no further; rows or columns whose window
-    lies wholly in the padding come out as clip(bias)."""
-    effective = (kernel - 1) * dilation + 1
-    smallest = max(1, (size + pad_start - effective) // stride + 1)
-    if got < smallest:
-        raise ValueError(f"{fn}: out {axis} must be >= {smallest} for input {axis} {size}, kernel {kernel}, "
-                         f"stride {stride}, start pad {pad_start} and an end pad >= 0, got {got}")
 
 
 def depthwise_flops(batch: int, channels: int, out_h: int, out_w: int, kh: int, kw: int) -> int:

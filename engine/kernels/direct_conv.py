@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from engine.kernels.depthwise import (FASTMATH, _check_output_size, check_array, check_clip, check_int,
+from engine.kernels._common import (FASTMATH, _check_output_size, check_array, check_clip, check_int,
                                       register_scratch)
 from engine.kernels.layout import CB
 

@@ -38,7 +38,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from engine.kernels.depthwise import FASTMATH, _U, check_array, register_scratch
+from engine.kernels._common import FASTMATH, _U, check_array, register_scratch
 from engine.kernels.layout import CB
 from engine.kernels.pointwise import BLOCKS, PREFETCH_TILES, ROWS, _tile
 

@@ -11,7 +11,6 @@ CPU is never reused here.
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 from numba import njit, prange
 

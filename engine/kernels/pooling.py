@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from engine.kernels.depthwise import FASTMATH, check_array, register_scratch
+from engine.kernels._common import FASTMATH, check_array, register_scratch
 from engine.kernels.layout import CB
 
 _U = np.uint64
