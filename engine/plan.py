@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 
 from engine.graph import Graph, Layer
+from engine.kernels._common import bind
 from engine.kernels import depthwise, direct_conv, fused_block, linear, pointwise, pooling
 from engine.passes import find_inverted_residual_blocks
 from engine.kernels.layout import CB, _nchw_to_nchwc, _nchwc_to_nchw, channel_blocks
@@ -414,9 +415,8 @@ def _make_step(graph, weights, item, buffers, shapes, key, config: RunConfig, ba
             moved = pointwise.pointwise_bytes(batch, cin, cout, h, w, tiles.pointwise_pixels,
                                               tiles.pointwise_channels, layer.residual is not None, budget)
 
-            def call(x=x, w_=packed_w, b_=packed_b, out=out, residual=residual):
-                pointwise.pointwise_conv(x, w_, b_, out, low, high, residual,
-                                         tiles.pointwise_pixels, tiles.pointwise_channels)
+            call = bind(pointwise.pointwise_conv, x, packed_w, packed_b, out, low, high, residual,
+                        tiles.pointwise_pixels, tiles.pointwise_channels)
         elif kind_ == "depthwise":
             x = buffers[key(layer.inputs[0], "nchwc")]
             kh, kw = layer.attrs["kernel_shape"]
@@ -426,8 +426,8 @@ def _make_step(graph, weights, item, buffers, shapes, key, config: RunConfig, ba
             op = "depthwise"
             moved = depthwise.depthwise_bytes(batch, cout, h, w, ho, wo, kh, kw, sh, tiles.depthwise_rows, budget)
 
-            def call(x=x, w_=packed_w, b_=packed_b, out=out):
-                depthwise.depthwise_conv(x, w_, b_, out, sh, sw, top, left, low, high, tiles.depthwise_rows)
+            call = bind(depthwise.depthwise_conv, x, packed_w, packed_b, out, sh, sw, top, left, low, high,
+                        tiles.depthwise_rows)
         else:
             x = buffers[key(layer.inputs[0], "nchw")]
             kh, kw = layer.attrs["kernel_shape"]
@@ -438,8 +438,7 @@ def _make_step(graph, weights, item, buffers, shapes, key, config: RunConfig, ba
             op = "stem" if layer.inputs[0] == graph.input_name else "conv"
             moved = direct_conv.direct_conv_bytes(batch, cin, cout, h, w, ho, wo, kh, kw, sh, budget)
 
-            def call(x=x, w_=packed_w, b_=packed_b, out=out):
-                direct_conv.direct_conv(x, w_, b_, out, sh, sw, top, left, dh, dw, low, high)
+            call = bind(direct_conv.direct_conv, x, packed_w, packed_b, out, sh, sw, top, left, dh, dw, low, high)
         return Step(name=layer.name, op=op, input_shape=x.shape, output_shape=out.shape, flops=flops,
                     other_flops=epilogue, call=call, layer=layer, inputs=tuple(layer.inputs), output=layer.output,
                     attrs={"bytes": moved})
@@ -503,9 +502,8 @@ def _block_step(graph, weights, block, buffers, key, config: RunConfig, batch: i
                                                                + (layer.residual is not None))
                    for layer in block if layer is not None)
 
-    def call(x=x, out=out, residual=residual):
-        fused_block.fused_block(x, packed_expand, packed_depthwise, packed_project, out, residual, stride,
-                                clips[0], clips[1], clips[2], band_rows, scratch_expand, scratch_depthwise)
+    call = bind(fused_block.fused_block, x, packed_expand, packed_depthwise, packed_project, out, residual, stride,
+                clips[0], clips[1], clips[2], band_rows, scratch_expand, scratch_depthwise)
     return Step(name=project.name, op="block", input_shape=x.shape, output_shape=out.shape, flops=flops,
                 other_flops=epilogue, call=call, layer=project, inputs=tuple(first.inputs), output=project.output,
                 attrs={"fused": True, "members": members, "band_rows": band_rows, "stride": stride,

@@ -3,6 +3,9 @@ scratch buffers that LLVM keeps in registers, and the cheap argument checks the 
 wrappers run before anything reaches numba (a bad shape in numba is a segfault)."""
 from __future__ import annotations
 
+import functools
+import threading
+
 import numba
 import numpy as np
 from llvmlite import ir
@@ -103,3 +106,36 @@ def _check_output_size(fn: str, axis: str, got: int, size: int, kernel: int, str
     if got < smallest:
         raise ValueError(f"{fn}: out {axis} must be >= {smallest} for input {axis} {size}, kernel {kernel}, "
                          f"stride {stride}, start pad {pad_start} and an end pad >= 0, got {got}")
+
+
+# ---------------------------------------------------------------------------- binding
+
+_capture = threading.local()
+
+
+def launch(kernel, *args) -> None:
+    """Every public wrapper ends here: run `kernel(*args)` — or, inside `bind`, hand the
+    validated arguments to it instead of running."""
+    target = getattr(_capture, "target", None)
+    if target is None:
+        kernel(*args)
+    else:
+        target.append((kernel, args))
+
+
+def bind(wrapper, *args, **kwargs):
+    """Validate a kernel call once through its public `wrapper` and return a zero-argument
+    callable that runs the kernel on exactly these arrays without re-checking them.
+
+    The runtime's plans use this: their buffers and packed weights never change after the
+    plan is built, so checking shapes on every run (about 4 us per call) is wasted."""
+    captured: list = []
+    _capture.target = captured
+    try:
+        wrapper(*args, **kwargs)
+    finally:
+        _capture.target = None
+    if not captured:
+        return lambda: None               # the wrapper found nothing to do (an empty input)
+    kernel, kernel_args = captured[0]
+    return functools.partial(kernel, *kernel_args)

@@ -34,7 +34,7 @@ import numpy as np
 from numba import njit, prange
 
 from engine.kernels._common import (_FLOAT32, _FLOAT32_MAX, FASTMATH, _U, _check_output_size,  # noqa: F401
-                                    check_array, check_clip, check_int, register_scratch)
+                                    check_array, check_clip, check_int, launch, register_scratch)
 from engine.kernels.layout import CB
 
 _scratch_block = register_scratch(CB)      # one channel block of accumulators
@@ -255,8 +255,8 @@ def depthwise_conv(x: np.ndarray, packed_weight: np.ndarray, packed_bias: np.nda
     low, high = float(clip_min), float(clip_max)
     if not low <= 0.0 <= high or low < -_FLOAT32_MAX or high > _FLOAT32_MAX:
         low, high = check_clip("depthwise_conv", clip_min, clip_max)
-    _depthwise_kernel(x, packed_weight, packed_bias, out, int(stride_h), int(stride_w), int(pad_top),
-                      int(pad_left), low, high, int(rows_per_tile))
+    launch(_depthwise_kernel, x, packed_weight, packed_bias, out, int(stride_h), int(stride_w), int(pad_top),
+           int(pad_left), low, high, int(rows_per_tile))
 
 
 def _looks_valid(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left, rows_per_tile) -> bool:

@@ -26,7 +26,7 @@ import numpy as np
 from numba import njit, prange
 
 from engine.kernels._common import (FASTMATH, _check_output_size, check_array, check_clip, check_int,
-                                      register_scratch)
+                                      register_scratch, launch)
 from engine.kernels.layout import CB
 
 _U = np.uint64
@@ -215,8 +215,8 @@ def direct_conv(x: np.ndarray, packed_weight: np.ndarray, packed_bias: np.ndarra
     out_h, out_w = out.shape[2:4]
     _check_output_size(fn, "height", out_h, height, kernel_h, stride_h, pad_top, dilation_h)
     _check_output_size(fn, "width", out_w, width, kernel_w, stride_w, pad_left, dilation_w)
-    _direct_kernel(x, packed_weight, packed_bias, out, stride_h, stride_w, pad_top, pad_left, dilation_h,
-                   dilation_w, low, high)
+    launch(_direct_kernel, x, packed_weight, packed_bias, out, stride_h, stride_w, pad_top, pad_left, dilation_h,
+           dilation_w, low, high)
 
 
 def direct_conv_flops(batch: int, in_channels: int, out_channels: int, out_h: int, out_w: int,

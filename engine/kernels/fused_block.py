@@ -38,7 +38,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from engine.kernels._common import FASTMATH, _U, check_array, register_scratch
+from engine.kernels._common import FASTMATH, _U, check_array, launch, register_scratch
 from engine.kernels.layout import CB
 from engine.kernels.pointwise import BLOCKS, PREFETCH_TILES, ROWS, _tile
 
@@ -314,7 +314,7 @@ def fused_block(x, expand, depthwise, project, out, residual, stride: int, expan
     for low, high in clips:
         if not low <= 0 <= high:
             raise ValueError(f"{fn}: clips must contain 0 (padded lanes stay 0), got ({low}, {high})")
-    _fused_block_kernel(x, ew, eb, expand is not None, dw_weight, dw_bias, pw, pb, out,
+    launch(_fused_block_kernel, x, ew, eb, expand is not None, dw_weight, dw_bias, pw, pb, out,
                         out if residual is None else residual, residual is not None, stride,
                         clips[0][0], clips[0][1], clips[1][0], clips[1][1], clips[2][0], clips[2][1],
                         band_rows, scratch_expand, scratch_depthwise)

@@ -62,6 +62,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from engine.kernels._common import launch
 from engine.kernels.layout import CB
 
 # Micro-tile shape per lane width: (pixels, output blocks). 6 x 2 fills AVX2's 16 ymm
@@ -442,8 +443,8 @@ def pointwise_conv(x: np.ndarray, packed_weight: np.ndarray, packed_bias: np.nda
         raise ValueError(f"channels_per_tile must be a positive multiple of 16, got {channels_per_tile}")
     if n_images * height * width == 0:
         return
-    _pointwise_kernel(x, packed_weight, packed_bias, out, residual, has_residual,
-                      clip_min, clip_max, pixels_per_tile, max(1, channels_per_tile // CB))
+    launch(_pointwise_kernel, x, packed_weight, packed_bias, out, residual, has_residual,
+           clip_min, clip_max, pixels_per_tile, max(1, channels_per_tile // CB))
 
 
 def pointwise_bytes(batch: int, in_channels: int, out_channels: int, height: int, width: int,
