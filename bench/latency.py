@@ -34,6 +34,9 @@ def make_engines(model_path: Path, threads: int, fuse_blocks: bool):
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # ORT's idle threads otherwise keep spinning on the cores after each run, which
+        # slows whichever engine runs next in this interleaved benchmark
+        options.add_session_config_entry("session.force_spinning_stop", "1")
         session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
         engines[f"onnxruntime {ort.__version__}"] = lambda x: session.run(None, {name: x})[0]

@@ -7,6 +7,8 @@ figures, reports.
     workbench.roofline_figure(frame, ceilings, level="L2").show()
 """
 from workbench.ceilings import Ceilings, measure_ceilings
+from workbench.compare import Comparison, compare
+from workbench.sweep import sweep, sweep_totals
 from workbench.profile import profile
 from workbench.report import write_report
 from workbench.widgets import Explorer, slowest_layers
@@ -15,4 +17,4 @@ from workbench.roofline import compare_figure, figure_html, roofline_figure, roo
 
 __all__ = ["Ceilings", "measure_ceilings", "profile", "roofline_figure", "roofline_traces", "update_roofline",
            "time_bars", "compare_figure", "figure_html", "write_report", "Explorer",
-           "slowest_layers"]
+           "slowest_layers", "sweep", "sweep_totals", "compare", "Comparison"]

@@ -3,6 +3,9 @@
     roofline-workbench ceilings [--full] [--refresh]
     roofline-workbench profile  [--model M] [--batch N] [--threads T] [--pointwise-pixels P] ... [--fuse-blocks]
     roofline-workbench report   [--model M] --out DIR
+    roofline-workbench sweep    [--model M] [--batch N ...] [--threads T ...] [--pointwise-pixels P ...] ...
+                                [--fuse-blocks [false|true ...]] [--out FILE] [--resume] [--scheduler ADDRESS]
+    roofline-workbench compare  [--model M] [--batch N] [--threads T] [--price-per-core-hour USD] [--out DIR]
 
 Bad flags or values print one line and exit with status 2, never a traceback.
 """
@@ -33,6 +36,40 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def _boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "yes", "on", "1"):
+        return True
+    if value in ("false", "no", "off", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _tile_value(name: str):
+    """argparse type for one value of Tiles.<name>: an int the Tiles field accepts."""
+    def parse(text: str) -> int:
+        import engine
+
+        try:
+            value = int(text)
+            engine.Tiles(**{name: value})
+        except ValueError as error:
+            message = str(error) if "Tiles." in str(error) else f"expected an int, got {text!r}"
+            raise argparse.ArgumentTypeError(message) from None
+        return value
+    return parse
 
 
 def _tile_flags(parser: argparse.ArgumentParser) -> None:
@@ -69,6 +106,39 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--out", type=Path, required=True, help="output folder")
         else:
             sub.add_argument("--top", type=_positive_int, default=20, help="rows to print")
+
+    sweep = commands.add_parser("sweep", help="profile a grid of configurations into one table (Parquet or CSV)")
+    sweep.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX file")
+    sweep.add_argument("--batch", type=_positive_int, nargs="+", default=[1], help="batch sizes (default 1)")
+    sweep.add_argument("--threads", type=_positive_int, nargs="+", default=None,
+                       help="thread counts (default: all cores); above a machine's cores: skipped")
+    sweep.add_argument("--repeats", type=_positive_int, default=3, help="timed runs per config")
+    sweep.add_argument("--fuse-blocks", type=_boolean, nargs="*", default=None, metavar="false|true",
+                       help="alone: fused only; with values: each of them (e.g. --fuse-blocks false true)")
+    import engine
+
+    for name, value in engine.Tiles().as_dict().items():
+        low, high, step = engine.Tiles.field_range(name)
+        sweep.add_argument(f"--{name.replace('_', '-')}", type=_tile_value(name), nargs="+", default=None, dest=name,
+                           help=f"values of Tiles.{name} ({low}..{high}{f', multiple of {step}' if step > 1 else ''};"
+                                f" default {value})")
+    sweep.add_argument("--out", type=Path, default=Path("sweep.parquet"),
+                       help="table written after every config, .parquet or .csv (default sweep.parquet)")
+    sweep.add_argument("--resume", action="store_true", help="skip configs already in --out")
+    sweep.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                       help="a Dask scheduler (e.g. tcp://host:8786): run the configs on its workers")
+    sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    compare = commands.add_parser("compare", help="our engine next to ONNX Runtime and OpenVINO, cost per inference")
+    compare.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX file")
+    compare.add_argument("--batch", type=_positive_int, default=1)
+    compare.add_argument("--threads", type=_positive_int, default=None, help="cores per engine (default: all)")
+    compare.add_argument("--repeats", type=_positive_int, default=20, help="timed calls per engine")
+    compare.add_argument("--price-per-core-hour", type=_positive_float, default=None, metavar="USD",
+                         help="price of one core for one hour (default 0.05 USD)")
+    compare.add_argument("--top", type=_positive_int, default=10, help="ONNX Runtime nodes to print")
+    compare.add_argument("--out", type=Path, default=None,
+                         help="folder for compare.csv and ort_nodes.csv (default: print only)")
     return parser
 
 
@@ -78,16 +148,22 @@ def _tiles_from(args):
     return engine.Tiles(**{name: getattr(args, name) for name in engine.Tiles().as_dict()})
 
 
+def _model_file(path: Path) -> Path:
+    """`path` if it is a file; the default model is written when missing; else a usage error."""
+    if not path.is_file():
+        if path == DEFAULT_MODEL:
+            from engine.models import write_default_model
+            write_default_model(path)
+        else:
+            raise _UsageError(f"roofline-workbench: model file not found: {path}")
+    return path
+
+
 def _profile(args):
     import engine
     from workbench.profile import profile
 
-    if not args.model.is_file():
-        if args.model == DEFAULT_MODEL:
-            from engine.models import write_default_model
-            write_default_model(args.model)
-        else:
-            raise _UsageError(f"model file not found: {args.model}")
+    _model_file(args.model)
     threads = args.threads or engine.available_cores()
     model = engine.load(args.model)
     return profile(model, batch=args.batch, threads=threads, tiles=_tiles_from(args),
@@ -112,6 +188,67 @@ def format_layers(frame, top: int | None = None) -> str:
     return "\n".join(lines)
 
 
+def _sweep(args) -> int:
+    import engine
+    from workbench.sweep import CONFIG_COLUMNS, sweep, sweep_totals
+
+    _model_file(args.model)
+    if args.out.suffix not in (".parquet", ".csv"):
+        raise _UsageError(f"roofline-workbench sweep: --out must end in .parquet or .csv, got {str(args.out)!r}")
+    fuse_blocks = [False] if args.fuse_blocks is None else (args.fuse_blocks or [True])
+    tiles = {name: getattr(args, name) for name in engine.Tiles().as_dict() if getattr(args, name) is not None}
+    threads = args.threads or [engine.available_cores()]
+    try:
+        frame = sweep(args.model, batch=args.batch, threads=threads, tiles=tiles, fuse_blocks=fuse_blocks,
+                      repeats=args.repeats, out=args.out, resume=args.resume, client=args.scheduler,
+                      progress=not args.no_progress)
+    except OSError as error:          # an unreachable scheduler, an unwritable --out
+        raise _UsageError(f"roofline-workbench sweep: {error}") from None
+    skipped = len(frame.attrs["skipped"])      # each one was logged as a warning with its reason
+    totals = sweep_totals(frame)
+    if totals.empty:
+        print("roofline-workbench: no configuration could run", file=sys.stderr)
+        return 1
+    varying = [c for c in CONFIG_COLUMNS if totals[c].nunique() > 1] or ["batch", "threads"]
+    shown = totals[varying + ["host", "run_seconds", "images_per_second", "gflops", "ai_L2"]].copy()
+    shown["run_seconds"] = (shown["run_seconds"] * 1e3).round(3)
+    shown = shown.rename(columns={"run_seconds": "ms/run", "images_per_second": "images/s", "gflops": "GFLOP/s",
+                                  "ai_L2": "AI L2"})
+    print(shown.sort_values("ms/run").to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    print(f"{len(totals)} configs, {len(frame)} rows in {args.out}" + (f"; {skipped} skipped" if skipped else ""))
+    return 0
+
+
+def _compare(args) -> int:
+    import engine
+    from workbench.compare import DEFAULT_PRICE_PER_CORE_HOUR, compare
+    from workbench.profile import save_frame
+
+    _model_file(args.model)
+    price = DEFAULT_PRICE_PER_CORE_HOUR if args.price_per_core_hour is None else args.price_per_core_hour
+    result = compare(args.model, batch=args.batch, threads=args.threads or engine.available_cores(),
+                     repeats=args.repeats, price_per_core_hour=price)
+    table = result.table.copy()
+    table["ms"] = table["seconds"] * 1e3
+    columns = {"engine": "engine", "version": "version", "ms": "ms/batch", "images_per_second": "images/s",
+               "images_per_second_per_core": "images/s/core",
+               "cost_per_million_inferences": f"cost/1M @ {price:g}/core-h"}
+    print(f"{args.model.name}: batch {args.batch}, {int(table['threads'].iloc[0])} thread(s), "
+          f"median of {args.repeats} interleaved calls")
+    print(table[list(columns)].rename(columns=columns).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    for note in result.notes:
+        print(f"note: {note}")
+    if not result.ort_nodes.empty:
+        print("\nONNX Runtime's slowest nodes (its profiler), on our layers:")
+        print(format_layers(result.ort_nodes, args.top))
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        print(save_frame(result.table, args.out / "compare.csv"))
+        if not result.ort_nodes.empty:
+            print(save_frame(result.ort_nodes, args.out / "ort_nodes.csv"))
+    return 0
+
+
 def _run(args) -> int:
     if args.command == "ceilings":
         from workbench.ceilings import measure_ceilings
@@ -134,6 +271,10 @@ def _run(args) -> int:
         for path in paths:
             print(path)
         return 0
+    if args.command == "sweep":
+        return _sweep(args)
+    if args.command == "compare":
+        return _compare(args)
     raise _UsageError(f"unknown command {args.command!r}")
 
 

@@ -1,0 +1,144 @@
+"""`roofline-workbench` run in-process through workbench.cli.main: every subcommand does its
+job on a small model (ceilings measured by a stand-in, so fast and machine-independent),
+and bad flags or values end with status 2 and one line on stderr, never a traceback."""
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+import pytest
+
+import engine
+from workbench import ceilings as ceilings_module
+from workbench.ceilings import Ceilings
+from workbench.cli import main
+from workbench.sweep import read_table
+
+LEVELS = ["L1", "L2", "L3", "DRAM"]
+
+
+def hand_made_ceilings(**_) -> Ceilings:
+    rows = []
+    for threads in (1, 2):
+        rows.append((threads, "fp32_fma", 90.0 * threads, "GFLOP/s"))
+        for level, bandwidth in zip(LEVELS, (180, 90, 60, 15)):
+            rows.append((threads, level, float(bandwidth * threads), "GB/s"))
+    table = pd.DataFrame(rows, columns=["threads", "resource", "value", "unit"])
+    return Ceilings(table=table, machine={"cpu_model": "Hand-made CPU", "cores": 2},
+                    measured_at="2026-01-01T00:00:00+00:00",
+                    key={"cpu_model": "Hand-made CPU", "cores": 2, "package_version": "0", "mode": "quick"})
+
+
+@pytest.fixture(autouse=True)
+def no_measuring(monkeypatch):
+    """Every subcommand asks workbench.ceilings.measure_ceilings; it answers at once."""
+    calls = []
+    monkeypatch.setattr(ceilings_module, "measure_ceilings", lambda **kw: (calls.append(kw), hand_made_ceilings())[1])
+    return calls
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "mobilenet_v2_64.onnx"
+    path.write_bytes(engine.models.mobilenet_v2(resolution=64).SerializeToString())
+    return str(path)
+
+
+def run(argv, capsys):
+    status = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_ceilings_prints_the_roofs_per_thread_count(capsys, no_measuring):
+    status, out, _ = run(["ceilings", "--refresh"], capsys)
+    assert status == 0
+    assert "Hand-made CPU" in out and "fp32_fma" in out and "DRAM" in out
+    assert re.search(r"^\s*2\s+.*180\.0", out, re.M)           # threads 2: peak 180 GFLOP/s
+    assert no_measuring == [{"quick": True, "refresh": True}]
+
+
+def test_profile_prints_the_slowest_layers_and_a_total(model_path, capsys):
+    status, out, _ = run(["profile", "--model", model_path, "--threads", "1", "--repeats", "1", "--top", "5"], capsys)
+    assert status == 0
+    lines = out.strip().splitlines()
+    assert lines[0].split()[:2] == ["layer", "op"] and len(lines) == 1 + 5 + 1
+    assert lines[-1].startswith("total ") and "batch 1, threads 1" in lines[-1]
+    times = [float(line.split()[2]) for line in lines[1:-1]]
+    assert times == sorted(times, reverse=True)
+
+
+def test_report_writes_self_contained_html_and_the_records(model_path, tmp_path, capsys):
+    out = tmp_path / "report"
+    status, printed, _ = run(["report", "--model", model_path, "--threads", "1", "--repeats", "1", "--out", out],
+                             capsys)
+    assert status == 0
+    for name in ("report.html", "layers.csv", "layers.parquet"):
+        assert (out / name).is_file() and str(out / name) in printed
+    page = (out / "report.html").read_text()
+    assert "Plotly" in page and "<script" in page
+    assert not re.search(r"<script[^>]*\bsrc\s*=", page, re.I)   # plotly.js inline: no CDN, works offline
+    assert len(pd.read_parquet(out / "layers.parquet")) == len(pd.read_csv(out / "layers.csv")) > 0
+
+
+def test_sweep_writes_the_grid_and_resume_runs_only_new_configs(model_path, tmp_path, capsys):
+    out = tmp_path / "sweep.parquet"
+    common = ["sweep", "--model", model_path, "--threads", "1", "--repeats", "1", "--no-progress", "--out", out]
+    status, printed, _ = run([*common, "--batch", "1", "2", "--pointwise-pixels", "32", "64"], capsys)
+    assert status == 0 and "4 configs" in printed
+    first = read_table(out)
+    assert first["config_id"].nunique() == 4
+
+    status, printed, _ = run([*common, "--batch", "1", "2", "4", "--pointwise-pixels", "32", "64", "--resume"], capsys)
+    assert status == 0 and "6 configs" in printed
+    table = read_table(out)
+    assert table["config_id"].nunique() == 6
+    kept = table[table["config_id"].isin(first["config_id"])]
+    pd.testing.assert_frame_equal(kept.reset_index(drop=True), first, check_dtype=False)   # not re-run
+
+
+def test_sweep_fuse_blocks_flag_alone_means_fused_and_with_values_means_each(model_path, tmp_path, capsys):
+    common = ["sweep", "--model", model_path, "--threads", "1", "--repeats", "1", "--no-progress"]
+    assert run([*common, "--out", tmp_path / "a.csv", "--fuse-blocks"], capsys)[0] == 0
+    assert set(read_table(tmp_path / "a.csv")["fuse_blocks"]) == {True}
+    assert run([*common, "--out", tmp_path / "b.csv", "--fuse-blocks", "false", "true"], capsys)[0] == 0
+    assert set(read_table(tmp_path / "b.csv")["fuse_blocks"]) == {False, True}
+
+
+def test_compare_prints_engines_cost_and_orts_nodes_and_writes_csv(model_path, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    status, out, _ = run(["compare", "--model", model_path, "--threads", "1", "--repeats", "2",
+                          "--price-per-core-hour", "0.1", "--out", tmp_path], capsys)
+    assert status == 0
+    assert re.search(r"^\s*engine\s", out, re.M) and re.search(r"^\s*onnxruntime\s", out, re.M)
+    assert "cost/1M @ 0.1/core-h" in out and "ONNX Runtime's slowest nodes" in out
+    table = pd.read_csv(tmp_path / "compare.csv")
+    assert set(table["engine"]) >= {"engine", "onnxruntime"}
+    assert (tmp_path / "ort_nodes.csv").is_file()
+
+
+@pytest.mark.parametrize("argv", [
+    ["frobnicate"],
+    [],
+    ["profile", "--batch", "0"],
+    ["profile", "--threads", "two"],
+    ["profile", "--pointwise-channels", "20", "--model", "{model}"],
+    ["profile", "--threads", "999", "--model", "{model}"],
+    ["profile", "--model", "{missing}"],
+    ["report", "--model", "{model}"],                              # --out is required
+    ["sweep", "--batch", "0"],
+    ["sweep", "--pointwise-channels", "20"],
+    ["sweep", "--fuse-blocks", "maybe"],
+    ["sweep", "--model", "{missing}"],
+    ["sweep", "--model", "{model}", "--out", "{tmp}/sweep.txt"],
+    ["compare", "--price-per-core-hour", "0"],
+    ["compare", "--price-per-core-hour", "cheap"],
+    ["compare", "--model", "{missing}"],
+    ["compare", "--model", "{model}", "--threads", "999"],
+])
+def test_bad_flags_and_values_exit_2_with_one_line_and_no_traceback(argv, model_path, tmp_path, capsys):
+    argv = [a.format(model=model_path, missing=tmp_path / "missing.onnx", tmp=tmp_path) for a in argv]
+    status, out, err = run(argv, capsys)
+    assert status == 2
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err and err.startswith("roofline-workbench")

@@ -1,0 +1,164 @@
+"""workbench.compare: our engine and ONNX Runtime timed in one run with the stated cost
+arithmetic; ORT's profiler parsed and every Conv of the model mapped onto one of our layers
+with our FLOPs and bytes; what cannot be mapped reported with its time; a missing runtime is
+a note, not an error."""
+from __future__ import annotations
+
+import json
+import sys
+
+import pandas as pd
+import pytest
+
+import engine
+import workbench
+from workbench.ceilings import Ceilings
+from workbench.compare import (DEFAULT_PRICE_PER_CORE_HOUR, LayerMap, compare, cost_per_million_inferences,
+                               ort_node_profile, parse_ort_profile)
+from workbench.profile import profile as engine_profile
+
+pytest.importorskip("onnxruntime")
+
+LEVELS = ["L1", "L2", "L3", "DRAM"]
+THREADS = min(2, engine.available_cores())
+BATCH = 2
+
+
+@pytest.fixture(scope="module")
+def ceilings():
+    rows = []
+    for threads in (1, 2):
+        rows.append((threads, "fp32_fma", 90.0 * threads, "GFLOP/s"))
+        for level, bandwidth in zip(LEVELS, (180, 90, 60, 15)):
+            rows.append((threads, level, float(bandwidth * threads), "GB/s"))
+    table = pd.DataFrame(rows, columns=["threads", "resource", "value", "unit"])
+    return Ceilings(table=table, machine={"cpu_model": "test", "cores": 2}, measured_at="2026-01-01T00:00:00+00:00",
+                    key={"cpu_model": "test", "cores": 2, "package_version": "0", "mode": "quick"})
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "mobilenet_v2_64.onnx"
+    path.write_bytes(engine.models.mobilenet_v2(resolution=64).SerializeToString())
+    return path
+
+
+@pytest.fixture(scope="module")
+def result(model_path, ceilings):
+    return compare(model_path, batch=BATCH, threads=THREADS, repeats=3, ceilings=ceilings)
+
+
+def test_engine_and_onnxruntime_are_timed_with_positive_numbers_and_the_stated_cost(result):
+    table = result.table.set_index("engine")
+    assert {"engine", "onnxruntime"} <= set(table.index)
+    for name in ("engine", "onnxruntime"):
+        row = table.loc[name]
+        assert row["seconds"] > 0 and row["seconds_min"] <= row["seconds"] and row["repeats"] == 3
+        assert row["batch"] == BATCH and row["threads"] == row["cores"] == THREADS
+        assert row["images_per_second"] == pytest.approx(BATCH / row["seconds"])
+        assert row["images_per_second_per_core"] == pytest.approx(BATCH / row["seconds"] / THREADS)
+        assert row["cost_per_million_inferences"] == pytest.approx(
+            1e6 / row["images_per_second"] / 3600 * THREADS * DEFAULT_PRICE_PER_CORE_HOUR)
+    assert result.price_per_core_hour == DEFAULT_PRICE_PER_CORE_HOUR == 0.05
+
+
+def test_cost_per_million_inferences_is_core_hours_times_price():
+    # 1e6 images at 1000 images/s = 1000 s on 2 cores = 2000/3600 core-hours, at 0.05 per core-hour
+    assert cost_per_million_inferences(1000.0, 2, 0.05) == pytest.approx(2000 / 3600 * 0.05)
+    assert cost_per_million_inferences(1000.0, 2, 0.10) == pytest.approx(2 * cost_per_million_inferences(1000.0, 2, 0.05))
+
+
+def test_ort_profile_maps_every_conv_of_the_model_onto_exactly_one_of_our_layers(result, model_path):
+    model = engine.load(model_path)
+    nodes = result.ort_nodes
+    convs = nodes[nodes["ort_op"].str.contains("Conv")]
+    assert convs["mapped"].all(), convs[~convs["mapped"]]["ort_node"].tolist()
+    our_convs = [layer.name for layer in model.layers if layer.op == "Conv"]
+    assert sorted(convs["layer"]) == sorted(our_convs)             # each of ours once
+    assert not convs["ort_node"].str.contains(" + ", regex=False).any()   # by one ORT node each
+    # mapped rows carry our FLOPs and modelled bytes for that layer, and ORT's time
+    steps = {step.name: step for step in model.plan(BATCH, THREADS).steps}
+    for row in nodes[nodes["mapped"] & (nodes["flops"] > 0)].itertuples():
+        step = steps[row.layer]
+        assert row.flops == step.flops and row.op == step.op
+        assert row.bytes_L2 == step.attrs["bytes"]["L2"]
+        assert row.gflops == pytest.approx(row.flops / row.seconds / 1e9)
+    assert (nodes["seconds"] > 0).all() and (nodes["engine"] == "onnxruntime").all()
+    assert nodes["share_of_time"].sum() == pytest.approx(1.0)
+
+
+def test_what_cannot_be_mapped_is_only_orts_layout_reorders_and_is_reported_with_its_time(result):
+    unmapped = result.unmapped
+    assert unmapped["ort_op"].str.startswith("Reorder").all()
+    assert (unmapped["seconds"] > 0).all()
+    rows = result.ort_nodes[~result.ort_nodes["mapped"]]
+    assert (rows["op"] == "layout").all() and (rows["flops"] == 0).all()
+    if len(unmapped):
+        assert any("match none of our layers" in note for note in result.notes)
+
+
+def test_ort_nodes_plot_on_the_roofline_and_next_to_our_steps(result, ceilings):
+    figure = workbench.roofline_figure(result.ort_nodes, ceilings)
+    points = sum(len(trace.x) for trace in figure.data if str(trace.meta).startswith("ops:"))
+    plotted = result.ort_nodes[(result.ort_nodes["flops"] > 0)]
+    assert points == len(plotted)
+    both = result.figure(ceilings)
+    ours = set(result.engine_profile[result.engine_profile["flops"] > 0]["layer"])
+    assert len(both.layout.annotations) == len(ours & set(plotted["layer"]))   # one arrow per shared layer
+
+
+def test_a_missing_openvino_or_onnxruntime_is_a_note_not_an_error(model_path, ceilings, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)          # import openvino -> ImportError
+    without_openvino = compare(model_path, batch=1, threads=1, repeats=1, ceilings=ceilings)
+    assert "openvino" not in set(without_openvino.table["engine"])
+    assert any("openvino is not installed" in note for note in without_openvino.notes)
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    only_ours = compare(model_path, batch=1, threads=1, repeats=1, ceilings=ceilings)
+    assert list(only_ours.table["engine"]) == ["engine"] and only_ours.ort_nodes.empty
+    assert any("onnxruntime is not installed" in note for note in only_ours.notes)
+
+
+def test_parse_ort_profile_keeps_kernel_times_and_takes_the_median_over_runs(tmp_path, model_path, ceilings):
+    model = engine.load(model_path)
+    conv = model.layers[0]                 # stem: Conv + Clip, ORT names it after the Clip's output
+    clip_output = conv.output
+    events = [{"cat": "Session", "name": "model_run", "dur": 900}]
+    for run, (conv_us, reorder_us) in enumerate([(100, 7), (300, 9), (200, 8)]):
+        events += [
+            {"cat": "Node", "name": f"{clip_output}_nchwc_fence_before", "dur": 0, "args": {"op_name": "Conv"}},
+            {"cat": "Node", "name": f"{clip_output}_nchwc_kernel_time", "dur": conv_us,
+             "args": {"op_name": "Conv", "input_type_shape": [{"float": [2, 3, 64, 64]}],
+                      "output_type_shape": [{"float": [2, 32, 32, 32]}]}},
+            {"cat": "Node", "name": "ReorderInput_kernel_time", "dur": reorder_us, "args": {"op_name": "ReorderInput"}},
+        ]
+    path = tmp_path / "profile.json"
+    path.write_text(json.dumps(events))
+    raw, run_seconds = parse_ort_profile(path)
+    assert len(raw) == 6 and run_seconds == [900e-6]
+    assert list(raw["run"]) == [0, 0, 1, 1, 2, 2]
+    assert raw["input_shape"].iloc[0] == (2, 3, 64, 64)
+    assert LayerMap(model).layer_of(f"{clip_output}_nchwc") == conv.name
+    frame = ort_node_profile(raw, model, batch=2, threads=1, ceilings=ceilings)
+    stem = frame.set_index("layer").loc[conv.name]
+    assert stem["seconds"] == pytest.approx(200e-6) and stem["mapped"]
+    assert stem["flops"] == model.plan(2, 1).steps[0].flops
+    reorder = frame[~frame["mapped"]].iloc[0]
+    assert reorder["op"] == "layout" and reorder["seconds"] == pytest.approx(8e-6)
+    # the same columns as one of our own profiles
+    ours = engine_profile(model, batch=2, threads=1, repeats=1, ceilings=ceilings)
+    assert set(ours.columns) - set(engine.Tiles().as_dict()) <= set(frame.columns)
+
+
+@pytest.mark.parametrize("kwargs,match", [(dict(price_per_core_hour=0), "price_per_core_hour"),
+                                          (dict(price_per_core_hour=-1.0), "price_per_core_hour"),
+                                          (dict(batch=0), "batch"), (dict(threads=99), "threads"),
+                                          (dict(repeats=0), "repeats")])
+def test_bad_arguments_are_refused(model_path, ceilings, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        compare(model_path, ceilings=ceilings, **kwargs)
+
+
+def test_a_missing_model_file_is_refused(tmp_path, ceilings):
+    with pytest.raises(ValueError, match="not found"):
+        compare(tmp_path / "missing.onnx", ceilings=ceilings)

@@ -1,0 +1,223 @@
+"""workbench.sweep: one row per (config, step), totals that add up, every finished config on
+disk before the next starts, resume that re-runs nothing, invalid combinations skipped
+with a reason, and the same sweep on a loopback Dask LocalCluster with the worker's host,
+CPU, own ceilings and one timing at a time per host."""
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import socket
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import engine
+from engine.machine import machine_info
+from workbench.ceilings import Ceilings, _cache_path, cache_key
+from workbench.sweep import CONFIG_COLUMNS, config_id, read_table, sweep, sweep_totals
+
+# the module, not the function workbench/__init__.py exports under the same name
+sweep_module = importlib.import_module("workbench.sweep")
+
+LEVELS = ["L1", "L2", "L3", "DRAM"]
+PEAK_PER_THREAD = 123.0   # GFLOP/s: a number no real measurement gives, to recognise these roofs
+
+
+def hand_made_ceilings(key=None, machine=None) -> Ceilings:
+    rows = []
+    for threads in (1, 2):
+        rows.append((threads, "fp32_fma", PEAK_PER_THREAD * threads, "GFLOP/s"))
+        for level, bandwidth in zip(LEVELS, (180, 90, 60, 15)):
+            rows.append((threads, level, float(bandwidth * threads), "GB/s"))
+    table = pd.DataFrame(rows, columns=["threads", "resource", "value", "unit"])
+    return Ceilings(table=table, machine=machine or {"cpu_model": "test", "cores": 2},
+                    measured_at="2026-01-01T00:00:00+00:00",
+                    key=key or {"cpu_model": "test", "cores": 2, "package_version": "0", "mode": "quick"})
+
+
+@pytest.fixture(scope="module")
+def ceilings():
+    return hand_made_ceilings()
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "mobilenet_v2_64.onnx"
+    path.write_bytes(engine.models.mobilenet_v2(resolution=64).SerializeToString())
+    return path
+
+
+@pytest.fixture(scope="module")
+def steps(model_path):
+    return len(engine.load(model_path).plan(1).steps)
+
+
+def test_one_row_per_config_and_step_with_config_columns_and_totals(model_path, ceilings, steps, tmp_path):
+    frame = sweep(model_path, batch=[1, 2], threads=[1], tiles={"pointwise_pixels": [32, 64]}, repeats=1,
+                  out=tmp_path / "sweep.parquet", ceilings=ceilings, progress=False)
+    assert len(frame) == 4 * steps
+    assert frame["config_id"].nunique() == 4
+    for column in ["config_id", *CONFIG_COLUMNS, "host", "cpu_model", "run_seconds", "layer", "seconds", "flops",
+                   "gflops", "bound", *(f"bytes_{lv}" for lv in LEVELS), *(f"ai_{lv}" for lv in LEVELS)]:
+        assert column in frame.columns, column
+    assert set(zip(frame["batch"], frame["pointwise_pixels"])) == {(1, 32), (1, 64), (2, 32), (2, 64)}
+    assert (frame["pointwise_channels"] == engine.Tiles().pointwise_channels).all()   # not swept: the default
+    assert (frame["host"] == socket.gethostname()).all()
+    assert (frame["cpu_model"] == machine_info().cpu_model).all()
+    # FLOPs are counted, not measured: twice the batch, twice the FLOPs, whatever the tiles
+    flops = frame.groupby(["batch", "pointwise_pixels"])["flops"].sum()
+    assert flops[(2, 32)] == flops[(2, 64)] == 2 * flops[(1, 32)] == 2 * flops[(1, 64)]
+
+    totals = pd.DataFrame(frame.attrs["totals"])
+    assert len(totals) == 4 and (totals["steps"] == steps).all()
+    for row in totals.itertuples():
+        rows = frame[frame["config_id"] == row.config_id]
+        assert row.seconds == pytest.approx(rows["seconds"].sum())
+        assert row.flops == rows["flops"].sum()
+        assert row.gflops == pytest.approx(row.flops / row.seconds / 1e9)
+        assert row.images_per_second == pytest.approx(row.batch / row.run_seconds)
+        assert row.ai_L2 == pytest.approx(row.flops / rows["bytes_L2"].sum())
+    pd.testing.assert_frame_equal(sweep_totals(frame), totals, check_dtype=False)
+
+
+def test_the_table_on_disk_equals_the_returned_one_and_attrs_do_not_break_parquet(model_path, ceilings, tmp_path):
+    out = tmp_path / "sweep.parquet"
+    frame = sweep(model_path, batch=[1], threads=[1], fuse_blocks=[False, True], repeats=1, out=out,
+                  ceilings=ceilings, progress=False)
+    on_disk = read_table(out)
+    pd.testing.assert_frame_equal(on_disk, frame, check_dtype=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.parquet"]   # no temporary file left behind
+    frame.to_parquet(tmp_path / "copy.parquet")   # attrs are JSON-safe row dicts, not DataFrames
+    assert set(frame["fuse_blocks"]) == {False, True}
+    assert (frame[frame["fuse_blocks"]]["op"] == "block").sum() == 17
+
+
+def test_an_interrupted_sweep_keeps_every_finished_config_and_resume_runs_only_the_rest(
+        model_path, ceilings, tmp_path, monkeypatch):
+    out = tmp_path / "sweep.csv"
+    calls = []
+    real_profile = sweep_module.profile
+
+    def interrupted_on_the_third(*args, **kwargs):
+        calls.append(kwargs["batch"])
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_profile(*args, **kwargs)
+
+    monkeypatch.setattr(sweep_module, "profile", interrupted_on_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        sweep(model_path, batch=[1, 2, 3, 4], threads=[1], repeats=1, out=out, ceilings=ceilings, progress=False)
+    kept = read_table(out)
+    assert sorted(kept["batch"].unique()) == [1, 2]
+
+    calls.clear()
+    monkeypatch.setattr(sweep_module, "profile", lambda *a, **k: (calls.append(k["batch"]), real_profile(*a, **k))[1])
+    frame = sweep(model_path, batch=[1, 2, 3, 4], threads=[1], repeats=1, out=out, resume=True, ceilings=ceilings,
+                  progress=False)
+    assert calls == [3, 4]
+    assert sorted(frame["batch"].unique()) == [1, 2, 3, 4]
+    assert frame.groupby("config_id")["step"].apply(lambda s: s.is_unique).all()   # no config twice
+    # the configs from before the interruption are the very same rows, not re-measured
+    before = kept.set_index(["config_id", "step"])["seconds"]
+    after = frame.set_index(["config_id", "step"])["seconds"].loc[before.index]
+    np.testing.assert_array_equal(after.to_numpy(), before.to_numpy())
+    pd.testing.assert_frame_equal(read_table(out), frame, check_dtype=False)
+
+
+def test_without_resume_an_existing_table_is_replaced(model_path, ceilings, tmp_path):
+    out = tmp_path / "sweep.parquet"
+    sweep(model_path, batch=[2], threads=[1], repeats=1, out=out, ceilings=ceilings, progress=False)
+    frame = sweep(model_path, batch=[1], threads=[1], repeats=1, out=out, ceilings=ceilings, progress=False)
+    assert set(read_table(out)["batch"]) == set(frame["batch"]) == {1}
+
+
+def test_invalid_combinations_are_skipped_with_their_reason_and_the_rest_runs(model_path, ceilings, steps, caplog):
+    cores = engine.available_cores()
+    with caplog.at_level(logging.WARNING, logger="workbench.sweep"):
+        frame = sweep(model_path, batch=[1, 0], threads=[1, cores + 1], tiles={"pointwise_channels": [16, 20]},
+                      repeats=1, ceilings=ceilings, progress=False)
+    assert frame["config_id"].nunique() == 1 and len(frame) == steps
+    skipped = pd.DataFrame(frame.attrs["skipped"])
+    assert len(skipped) == 7
+    by_config = {(r.batch, r.threads, r.pointwise_channels): r.reason for r in skipped.itertuples()}
+    assert "batch" in by_config[(0, 1, 16)]
+    assert f"threads={cores + 1}" in by_config[(1, cores + 1, 16)]
+    assert "pointwise_channels" in by_config[(1, 1, 20)]
+    assert sum("skipped" in r.message for r in caplog.records) == 7
+
+
+def test_config_id_is_stable_and_readable():
+    config = {"batch": 8, "threads": 2, "fuse_blocks": True, **engine.Tiles(pointwise_pixels=32).as_dict()}
+    assert config_id(config) == ("batch=8,threads=2,fuse_blocks=1,pointwise_pixels=32,pointwise_channels=16,"
+                                 "depthwise_rows=16,block_rows=0")
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(tiles={"rows": [1]}), "unknown tile field"),
+    (dict(batch=[]), "at least one"),
+    (dict(fuse_blocks=["yes"]), "fuse_blocks"),
+    (dict(out="sweep.txt"), "parquet or .csv"),
+    (dict(repeats=0), "repeats"),
+])
+def test_bad_arguments_are_refused_before_anything_runs(model_path, ceilings, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        sweep(model_path, ceilings=ceilings, progress=False, **kwargs)
+
+
+# ---------------------------------------------------------------------------- on a Dask cluster
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """Two single-threaded worker processes on loopback, with a ceilings cache of hand-made
+    roofs (keyed to this machine) that the workers load as their own."""
+    distributed = pytest.importorskip("distributed")
+    data_dir = tmp_path_factory.mktemp("data")
+    machine = machine_info()
+    key = cache_key(machine, "quick")
+    path = _cache_path(data_dir / "ceilings", key)
+    path.parent.mkdir(parents=True)
+    cached = hand_made_ceilings(key=key, machine=machine.to_dict())
+    cached.measured_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    path.write_text(json.dumps(cached.to_json_dict()))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ROOFLINE_DATA_DIR", str(data_dir))   # inherited by the spawned workers
+        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                      dashboard_address=None) as local_cluster:
+            yield local_cluster
+
+
+def test_a_cluster_sweep_runs_on_the_workers_one_timing_per_host_with_their_own_ceilings(
+        cluster, model_path, steps, tmp_path):
+    from distributed import Client
+
+    out = tmp_path / "cluster.parquet"
+    cores = engine.available_cores()
+    with Client(cluster, set_as_default=False) as client:
+        frame = sweep(model_path, batch=[1, 2], threads=[1, cores + 1], tiles={"pointwise_pixels": [32, 64]},
+                      repeats=2, out=out, client=client, progress=False)
+    assert frame["config_id"].nunique() == 4 and len(frame) == 4 * steps
+    assert (frame["host"] == socket.gethostname()).all()
+    assert (frame["cpu_model"] == machine_info().cpu_model).all()
+    # the roofs are the workers' own (their cache), not measured and not the caller's
+    assert frame["attainable_gflops"].max() == pytest.approx(PEAK_PER_THREAD)
+    skipped = pd.DataFrame(frame.attrs["skipped"])
+    assert len(skipped) == 4 and skipped["reason"].str.contains(f"threads={cores + 1}").all()
+    assert (skipped["host"] == socket.gethostname()).all()        # decided on the worker, by its cores
+    # two workers, one host: the timed windows never overlap (the per-host lock)
+    windows = frame.groupby("config_id")[["started_at", "finished_at"]].first().sort_values("started_at")
+    assert (windows["started_at"].to_numpy()[1:] >= windows["finished_at"].to_numpy()[:-1]).all()
+    pd.testing.assert_frame_equal(read_table(out), frame, check_dtype=False)
+
+
+def test_a_cluster_sweep_by_scheduler_address_resumes_from_the_file(cluster, model_path, tmp_path):
+    out = tmp_path / "cluster.csv"
+    first = sweep(model_path, batch=[1], threads=[1], repeats=1, out=out, client=cluster.scheduler_address,
+                  progress=False)
+    again = sweep(model_path, batch=[1, 2], threads=[1], repeats=1, out=out, resume=True,
+                  client=cluster.scheduler_address, progress=False)
+    assert sorted(again["batch"].unique()) == [1, 2]
+    kept = again[again["batch"] == 1].reset_index(drop=True)
+    np.testing.assert_array_equal(kept["started_at"], first["started_at"])   # batch 1 was not run again

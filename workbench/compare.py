@@ -1,0 +1,449 @@
+"""`compare`: our engine, ONNX Runtime and OpenVINO timed side by side on one model, and
+ONNX Runtime's own per-node profile placed on the same roofline as our layers.
+
+    import workbench
+    result = workbench.compare("data/mobilenet_v2.onnx", batch=1, threads=2)
+    result.table            # engine, seconds, images_per_second(_per_core), cost_per_million_inferences
+    result.notes            # e.g. "openvino is not installed: skipped"
+    result.ort_nodes        # ORT's nodes in workbench.profile's columns (mapped onto our layers)
+    result.figure(ceilings) # our steps and ORT's nodes on one roofline, an arrow per layer
+
+Timing. Every engine runs the same float32 batch (N, C, H, W) with `threads` threads: ours
+with `threads` numba threads (default tiles, no block fusion unless asked), ONNX Runtime on
+the CPU execution provider with intra_op_num_threads=threads, inter_op_num_threads=1, all
+graph optimisations and "session.force_spinning_stop" = "1" (its workers spin while a run
+lasts but stop when it ends: left spinning, they keep a core busy long after the run, 50 ms
+and more, and a 2-thread run of our engine next to them took 3.5x as long), OpenVINO on "CPU" with INFERENCE_NUM_THREADS=threads, one stream and the
+LATENCY hint. The engines take turns: in each of `repeats` rounds each engine, in an order
+rotated every round, does one untimed call (it absorbs the previous engine's thread-pool
+spin-down and brings its own caches back) then one timed call. The interleaving spreads a
+burst of outside load over all engines instead of one. `seconds` is the median of the timed
+calls (`seconds_min` the fastest), per batch.
+
+Cost. cores = threads (the cores each engine was allowed), images_per_second = batch /
+seconds, images_per_second_per_core = images_per_second / cores, and
+cost_per_million_inferences = 1e6 / images_per_second / 3600 * cores * price_per_core_hour
+(USD when the price is in USD per core-hour). The default price, DEFAULT_PRICE_PER_CORE_HOUR
+= 0.05 USD, is roughly what clouds charge for one vCPU of a general-purpose instance
+on demand (about 0.04-0.05 USD per vCPU-hour in 2024); give your own.
+
+ORT's per-node profile. A second ONNX Runtime session with enable_profiling=True runs the
+batch 1 + `repeats` times; its JSON trace is parsed: events with cat == "Node" and a name
+ending in "_kernel_time" (older releases: every Node event), args.op_name, dur in
+microseconds. The first run is a warm-up and dropped; the rest give a median per node.
+Mapping onto our layers: ORT renames the nodes it rewrites (its NCHWc transformer names a
+fused Conv+Clip "<output tensor of the Clip>_nchwc"), so a node's name is tried, with the
+"_kernel_time" and "_nchwc" suffixes removed, as (1) the name of an ONNX node one of our
+layers stands for (`Layer.sources`: the Conv and the Clip, Add, BatchNormalization it
+absorbed), then (2) an ONNX tensor name, whose producing node is looked up in the model,
+then (3) the output tensor name of one of our layers. Several ORT nodes on one layer are
+summed. A mapped node gets our FLOPs (2 per multiply-accumulate) and our bytes-moved model
+for that layer (default tiles, unfused, at this batch and thread count), and ORT's measured
+time, through the same `summarise` as `workbench.profile`, so the frame plots with
+`workbench.roofline_figure`. What cannot be mapped: ORT's ReorderInput / ReorderOutput
+(layout changes between NCHW and its NCHWc blocking; our engine has its own layout steps,
+but no names link them) and any node ORT creates without a source name; they stay in
+`ort_nodes` with mapped=False, op "layout" (reorders) or ORT's op type, flops 0 and their
+time (they count in share_of_time, draw no point), and `unmapped` lists them.
+ORT's node times come from the profiled session, and its profiler costs time per node: on
+this 2-core machine they summed to about 1.2-1.4x the unprofiled run at batch 1 (our own
+per-step times carry a smaller hook overhead too). Read them for where ORT spends its time
+and for positions on the roofline; take end-to-end speed from `table`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import engine
+from engine.traffic import LEVELS
+from workbench.profile import check_batch, check_repeats, profile, summarise
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PRICE_PER_CORE_HOUR = 0.05   # USD per core-hour: about one on-demand cloud vCPU-hour
+TABLE_COLUMNS = ["engine", "version", "batch", "threads", "cores", "seconds", "seconds_min", "images_per_second",
+                 "images_per_second_per_core", "cost_per_million_inferences", "repeats"]
+ENGINE_NAME = "engine"
+
+
+@dataclass
+class Comparison:
+    """What `compare` found.
+
+    table: one row per engine that ran: engine ("engine" = ours, "onnxruntime",
+        "openvino"), version, batch, threads, cores, seconds (median per batch, s),
+        seconds_min (s), images_per_second, images_per_second_per_core,
+        cost_per_million_inferences (at price_per_core_hour), repeats.
+    ort_nodes: ONNX Runtime's per-node profile in workbench.profile's columns (layer is
+        our layer name when mapped), plus engine, ort_node (ORT's node names, joined by
+        " + "), ort_op and mapped (bool). Empty when ONNX Runtime is not installed.
+    engine_profile: our engine's workbench.profile at the same batch and threads.
+    notes: what was skipped or could not be mapped, one sentence each.
+    price_per_core_hour: the price used for the cost column.
+    """
+
+    table: pd.DataFrame
+    ort_nodes: pd.DataFrame
+    engine_profile: pd.DataFrame | None
+    notes: list[str] = field(default_factory=list)
+    price_per_core_hour: float = DEFAULT_PRICE_PER_CORE_HOUR
+
+    @property
+    def unmapped(self) -> pd.DataFrame:
+        """ORT nodes that match none of our layers: ort_node, ort_op, seconds (median, s)."""
+        if self.ort_nodes.empty:
+            return pd.DataFrame(columns=["ort_node", "ort_op", "seconds"])
+        rows = self.ort_nodes[~self.ort_nodes["mapped"]]
+        return rows[["ort_node", "ort_op", "seconds"]].reset_index(drop=True)
+
+    def figure(self, ceilings, level: str = "L2"):
+        """Our steps (hollow) and ORT's mapped nodes (filled) on one roofline at `level`,
+        an arrow from our point to ORT's for every layer both ran (workbench.compare_figure)."""
+        from workbench.roofline import compare_figure
+
+        if self.engine_profile is None or self.ort_nodes.empty:
+            raise ValueError("nothing to compare: " + ("; ".join(self.notes) or "no ONNX Runtime profile"))
+        return compare_figure(self.engine_profile, self.ort_nodes, ceilings, level=level,
+                              labels=("our engine", "onnxruntime"))
+
+
+# ---------------------------------------------------------------------------- arithmetic
+
+def cost_per_million_inferences(images_per_second: float, cores: int, price_per_core_hour: float) -> float:
+    """Price of 1e6 inferences: 1e6 / images_per_second seconds of `cores` cores, at
+    `price_per_core_hour` per core-hour (same currency)."""
+    return 1e6 / images_per_second / 3600.0 * cores * price_per_core_hour
+
+
+def _check_price(price) -> float:
+    if isinstance(price, bool) or not isinstance(price, (int, float, np.floating, np.integer)) \
+            or not np.isfinite(price) or price <= 0:
+        raise ValueError(f"price_per_core_hour must be a positive number (per core-hour), got {price!r}")
+    return float(price)
+
+
+# ---------------------------------------------------------------------------- engines
+
+def _read_proto(model):
+    import onnx
+
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        if not path.is_file():
+            raise ValueError(f"model file not found: {path}")
+        return onnx.load(str(path)), path
+    if isinstance(model, (bytes, bytearray)):
+        return onnx.load_from_string(bytes(model)), None
+    if hasattr(model, "SerializeToString"):
+        return model, None
+    raise ValueError(f"model must be an ONNX file path, bytes or an onnx.ModelProto, got {type(model).__name__}")
+
+
+def _ort_session(model_bytes: bytes, threads: int, profile_prefix: str | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle intra-op workers otherwise keep spinning on the cores after a run, and the next
+    # engine's threads get half the machine (measured here: our engine 2.0 -> 7 ms).
+    options.add_session_config_entry("session.force_spinning_stop", "1")
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
+    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+
+
+def _openvino_runner(model_bytes: bytes, path: Path | None, x: np.ndarray, threads: int, workdir: str):
+    """(run, version) for OpenVINO, or raises ImportError when it is not installed."""
+    import openvino as ov
+
+    if path is None:
+        path = Path(workdir) / "model.onnx"
+        path.write_bytes(model_bytes)
+    core = ov.Core()
+    network = core.read_model(str(path))
+    network.reshape(list(x.shape))
+    compiled = core.compile_model(network, "CPU", {"INFERENCE_NUM_THREADS": str(threads), "NUM_STREAMS": "1",
+                                                   "PERFORMANCE_HINT": "LATENCY"})
+    request = compiled.create_infer_request()
+
+    def run():
+        request.infer({0: x})
+
+    return run, getattr(ov, "__version__", "")
+
+
+def _time_interleaved(runners: dict, repeats: int) -> dict[str, list[float]]:
+    """Per engine, `repeats` timed calls, the engines taking turns (see the module docstring)."""
+    names = list(runners)
+    for name in names:                  # warm-up: compile, allocate, fill caches
+        runners[name]()
+        runners[name]()
+    seconds = {name: [] for name in names}
+    clock = time.perf_counter
+    for round_index in range(repeats):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            run = runners[name]
+            run()
+            start = clock()
+            run()
+            seconds[name].append(clock() - start)
+    return seconds
+
+
+# ---------------------------------------------------------------------------- ORT's profile
+
+def parse_ort_profile(path) -> tuple[pd.DataFrame, list[float]]:
+    """ORT's profiling JSON -> (one row per node per run: run, order, ort_node, ort_op, seconds,
+    input_shape, output_shape; the run times in s from its "model_run" events).
+
+    Node events: cat == "Node"; names ending in "_kernel_time" when any does (the
+    "_fence_before/_after" events of older releases are then left out); dur in us. The
+    k-th event of a node name belongs to run k."""
+    events = json.loads(Path(path).read_text())
+    if isinstance(events, dict):          # some releases wrap the list
+        events = events.get("traceEvents", [])
+    nodes = [e for e in events if isinstance(e, dict) and e.get("cat") == "Node"]
+    if any(str(e.get("name", "")).endswith("_kernel_time") for e in nodes):
+        nodes = [e for e in nodes if str(e["name"]).endswith("_kernel_time")]
+    runs = [float(e["dur"]) * 1e-6 for e in events
+            if isinstance(e, dict) and e.get("cat") == "Session" and e.get("name") == "model_run"]
+    seen: dict[str, int] = defaultdict(int)
+    order: dict[str, int] = {}
+    rows = []
+    for event in nodes:
+        name = str(event["name"]).removesuffix("_kernel_time")
+        args = event.get("args", {}) or {}
+        run = seen[name]
+        seen[name] += 1
+        order.setdefault(name, len(order))
+        rows.append({"run": run, "order": order[name], "ort_node": name, "ort_op": str(args.get("op_name", "")),
+                     "seconds": float(event.get("dur", 0.0)) * 1e-6,
+                     "input_shape": _first_shape(args.get("input_type_shape")),
+                     "output_shape": _first_shape(args.get("output_type_shape"))})
+    return pd.DataFrame(rows, columns=["run", "order", "ort_node", "ort_op", "seconds", "input_shape",
+                                       "output_shape"]), runs
+
+
+def _first_shape(shapes) -> tuple:
+    """ORT writes shapes as [{"float": [1, 32, 112, 112]}, ...]: the first one, as a tuple."""
+    try:
+        return tuple(int(v) for v in next(iter(shapes[0].values())))
+    except (TypeError, IndexError, KeyError, AttributeError, StopIteration, ValueError):
+        return ()
+
+
+class LayerMap:
+    """ORT node name -> our layer name, by the rules of the module docstring."""
+
+    def __init__(self, model: engine.Model, proto=None):
+        self.by_source: dict[str, str] = {}
+        self.by_output: dict[str, str] = {}
+        for layer in model.layers:
+            for source in [layer.name, *layer.sources]:
+                self.by_source.setdefault(source, layer.name)
+            self.by_output.setdefault(layer.output, layer.name)
+        self.producer: dict[str, str] = {}
+        if proto is not None:
+            for node in proto.graph.node:
+                for output in node.output:
+                    if output and node.name:
+                        self.producer[output] = node.name
+
+    def layer_of(self, ort_node: str) -> str | None:
+        candidates = [ort_node]
+        for suffix in ("_nchwc", "_kernel_time"):
+            candidates += [c.removesuffix(suffix) for c in candidates if c.endswith(suffix)]
+        for name in candidates:
+            if name in self.by_source:
+                return self.by_source[name]
+        for name in candidates:
+            node = self.producer.get(name)
+            if node is not None and node in self.by_source:
+                return self.by_source[node]
+        for name in candidates:
+            if name in self.by_output:
+                return self.by_output[name]
+        return None
+
+
+def ort_node_profile(raw: pd.DataFrame, model: engine.Model, batch: int, threads: int, ceilings,
+                     proto=None, run_seconds=()) -> pd.DataFrame:
+    """ORT's per-node rows (parse_ort_profile) -> a workbench.profile-style frame.
+
+    Mapped nodes carry our step's op, shapes, FLOPs and modelled bytes (default tiles,
+    unfused plan at batch and threads); unmapped ones op "layout" (ORT's Reorder*) or ORT's
+    op type lower-cased, flops 0, bytes 0. Median over runs, via workbench.profile.summarise.
+    Extra columns: engine ("onnxruntime"), ort_node, ort_op, mapped."""
+    layer_map = LayerMap(model, proto)
+    steps = {step.name: step for step in model.plan(batch, threads).steps if step.layer is not None}
+    units: dict[str, dict] = {}       # unit key -> description; key = our layer name or "ort:<node>"
+    per_run: dict[tuple[int, str], float] = defaultdict(float)
+    for row in raw.itertuples():
+        layer = layer_map.layer_of(row.ort_node)
+        key = layer if layer is not None else f"ort:{row.ort_node}"
+        unit = units.get(key)
+        if unit is None:
+            unit = units[key] = {"layer": layer, "order": row.order, "ort_nodes": [], "ort_ops": [],
+                                 "input_shape": row.input_shape, "output_shape": row.output_shape}
+        if row.ort_node not in unit["ort_nodes"]:
+            unit["ort_nodes"].append(row.ort_node)
+            unit["ort_ops"].append(row.ort_op)
+        per_run[(row.run, key)] += row.seconds
+    records = []
+    ordered = sorted(units.items(), key=lambda item: item[1]["order"])
+    for index, (key, unit) in enumerate(ordered):
+        step = steps.get(unit["layer"]) if unit["layer"] is not None else None
+        if unit["layer"] is None:
+            op = "layout" if all(o.startswith("Reorder") for o in unit["ort_ops"]) else unit["ort_ops"][0].lower()
+            described = dict(name=unit["ort_nodes"][0], op=op, input_shape=unit["input_shape"],
+                             output_shape=unit["output_shape"], flops=0, other_flops=0,
+                             bytes=dict.fromkeys(LEVELS, 0), members=(unit["ort_nodes"][0],))
+        elif step is None:    # a layer our plan runs as a view (Flatten): no step, no work
+            layer = next(lay for lay in model.layers if lay.name == unit["layer"])
+            described = dict(name=layer.name, op=layer.op.lower(), input_shape=unit["input_shape"],
+                             output_shape=unit["output_shape"], flops=0, other_flops=0,
+                             bytes=dict.fromkeys(LEVELS, 0), members=(layer.name,))
+        else:
+            described = dict(name=step.name, op=step.op, input_shape=tuple(step.input_shape),
+                             output_shape=tuple(step.output_shape), flops=int(step.flops),
+                             other_flops=int(step.other_flops), bytes=dict(step.attrs.get("bytes", {})),
+                             members=tuple(step.attrs.get("members", (step.name,))))
+        runs = sorted({run for run, k in per_run if k == key})
+        for run in runs:
+            record = {"run_index": run, "step_index": index, "name": described["name"], "op": described["op"],
+                      "input_shape": described["input_shape"], "output_shape": described["output_shape"],
+                      "batch": batch, "threads": threads, "fused": False, "seconds": per_run[(run, key)],
+                      "flops": described["flops"], "other_flops": described["other_flops"],
+                      "members": described["members"]}
+            for level in LEVELS:
+                record[f"bytes_{level}"] = described["bytes"].get(level, np.nan)
+            records.append(record)
+    frame = summarise(pd.DataFrame(records), ceilings, run_seconds=run_seconds)
+    frame["engine"] = "onnxruntime"
+    frame["ort_node"] = [" + ".join(unit["ort_nodes"]) for _, unit in ordered]
+    frame["ort_op"] = [" + ".join(unit["ort_ops"]) for _, unit in ordered]
+    frame["mapped"] = [unit["layer"] is not None for _, unit in ordered]
+    return frame
+
+
+def _profile_ort(model_bytes: bytes, x: np.ndarray, threads: int, runs: int, workdir: str):
+    session = _ort_session(model_bytes, threads, profile_prefix=os.path.join(workdir, "ort_profile"))
+    feed = {session.get_inputs()[0].name: x}
+    for _ in range(runs):
+        session.run(None, feed)
+    path = session.end_profiling()
+    del session
+    raw, run_seconds = parse_ort_profile(path)
+    if raw.empty:
+        raise RuntimeError(f"ONNX Runtime's profile {path} has no Node events")
+    if raw["run"].max() >= 1:            # drop the warm-up run
+        raw = raw[raw["run"] >= 1]
+        run_seconds = run_seconds[1:]
+    return raw, run_seconds
+
+
+# ---------------------------------------------------------------------------- compare
+
+def compare(model_path, batch: int = 1, threads: int = 2, repeats: int = 20,
+            price_per_core_hour: float = DEFAULT_PRICE_PER_CORE_HOUR, ceilings=None, tiles: engine.Tiles | None = None,
+            fuse_blocks: bool = False, seed: int = 0) -> Comparison:
+    """Time our engine, ONNX Runtime and OpenVINO (each when installed) on one model.
+
+    model_path: an ONNX file (bytes or an onnx.ModelProto also work). batch: images per
+    call, 1..4096. threads: cores each engine may use, 1..this machine's cores. repeats:
+    timed calls per engine (and ORT profiled runs). price_per_core_hour: USD (or any
+    currency) per core-hour, default DEFAULT_PRICE_PER_CORE_HOUR = 0.05. ceilings: the roofs
+    for the per-node profiles (default measure_ceilings(quick=True)). tiles, fuse_blocks:
+    our engine's configuration. Returns a Comparison (see its docstring and the module's).
+    """
+    proto, path = _read_proto(model_path)
+    model_bytes = proto.SerializeToString()
+    model = engine.load(proto)
+    batch = check_batch(batch)
+    repeats = check_repeats(repeats)
+    threads = model.check_threads(threads)
+    price_per_core_hour = _check_price(price_per_core_hour)
+    tiles = engine.Tiles() if tiles is None else tiles
+    if ceilings is None:
+        from workbench.ceilings import measure_ceilings
+        ceilings = measure_ceilings(quick=True)
+    x = np.random.default_rng(seed).standard_normal((batch, *model.input_shape), dtype=np.float32)
+    notes: list[str] = []
+    versions = {ENGINE_NAME: _package_version("roofline-workbench")}
+
+    def ours():
+        model.run(x, threads=threads, tiles=tiles, fuse_blocks=fuse_blocks)
+
+    runners = {ENGINE_NAME: ours}
+    with tempfile.TemporaryDirectory(prefix="roofline-compare-") as workdir:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            ort = None
+            notes.append("onnxruntime is not installed (pip install onnxruntime): skipped, and no per-node profile")
+        if ort is not None:
+            session = _ort_session(model_bytes, threads)
+            feed = {session.get_inputs()[0].name: x}
+            runners["onnxruntime"] = lambda: session.run(None, feed)
+            versions["onnxruntime"] = ort.__version__
+        try:
+            runners["openvino"], versions["openvino"] = _openvino_runner(model_bytes, path, x, threads, workdir)
+        except ImportError:
+            notes.append("openvino is not installed (pip install openvino): skipped")
+        except Exception as error:     # a model OpenVINO cannot compile is a note, not a failure of the others
+            notes.append(f"openvino could not run the model ({type(error).__name__}: {error}): skipped")
+        seconds = _time_interleaved(runners, repeats)
+        runners.clear()
+        session = feed = None             # ORT's thread pool goes with the session
+        ort_nodes = pd.DataFrame()
+        if ort is not None:
+            raw, run_seconds = _profile_ort(model_bytes, x, threads, 1 + repeats, workdir)
+            ort_nodes = ort_node_profile(raw, model, batch, threads, ceilings, proto=proto, run_seconds=run_seconds)
+            unmapped = ort_nodes[~ort_nodes["mapped"]]
+            if len(unmapped):
+                notes.append(f"{len(unmapped)} ONNX Runtime node(s) match none of our layers "
+                             f"({', '.join(sorted(set(unmapped['ort_op'])))}; "
+                             f"{unmapped['seconds'].sum() * 1e3:.3f} ms, {unmapped['share_of_time'].sum():.1%} "
+                             f"of ORT's node time): listed in Comparison.unmapped")
+
+    rows = []
+    for name, times in seconds.items():
+        median = statistics.median(times)
+        images_per_second = batch / median
+        rows.append({"engine": name, "version": versions.get(name, ""), "batch": batch, "threads": threads,
+                     "cores": threads, "seconds": median, "seconds_min": min(times),
+                     "images_per_second": images_per_second, "images_per_second_per_core": images_per_second / threads,
+                     "cost_per_million_inferences": cost_per_million_inferences(images_per_second, threads,
+                                                                                price_per_core_hour),
+                     "repeats": len(times)})
+    table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    engine_profile = profile(model, batch=batch, threads=threads, tiles=tiles, fuse_blocks=fuse_blocks,
+                             repeats=repeats, ceilings=ceilings, seed=seed)
+    engine_profile["engine"] = ENGINE_NAME
+    return Comparison(table=table, ort_nodes=ort_nodes, engine_profile=engine_profile, notes=notes,
+                      price_per_core_hour=price_per_core_hour)
+
+
+def _package_version(name: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return ""
