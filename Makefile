@@ -9,6 +9,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 MODEL  := data/mobilenet_v2.onnx
+CHROMIUM := /usr/bin/chromium
 PYTEST_ARGS ?=
 
 .PHONY: setup lab report test bench data clean
@@ -22,7 +23,8 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 $(MODEL): $(VENV)/.installed engine/models.py
-	$(PY) -m engine.models $(MODEL)
+	rm -f $@
+	$(PY) -c "from engine.models import write_default_model; write_default_model('$@')"
 
 data: $(MODEL)
 
@@ -32,7 +34,18 @@ lab: data
 report: data
 	$(PY) -m workbench.cli report --model $(MODEL) --out reports
 
-test: data
+# tests/test_browser.py drives Debian's Chromium (never a browser Playwright downloads):
+# installed here only when it is missing; CI runs as root. Without root it only says so
+# (the browser test then skips locally; with CI set it fails).
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y chromium \
+	  || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }; \
+	else \
+	  echo "$(CHROMIUM) is missing: sudo apt-get install chromium (the browser test needs it)" >&2; \
+	fi
+
+test: data $(CHROMIUM)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: data

@@ -1,0 +1,209 @@
+"""Support for tests/test_browser.py: a throw-away JupyterLab server and what it needs.
+
+- `prepare_root` copies the jupytext notebooks into a temporary root as .ipynb files.
+- `jupyter_lab` runs `jupyter lab` from this interpreter's environment (the project's venv)
+  on 127.0.0.1, on a free port, with a random token, in its own process group, with every
+  Jupyter directory (config, data, runtime, user settings, workspaces) inside a temporary
+  folder, and with the news feed, the update check and the PyPI extension manager off, so
+  nothing reaches the network. On exit it shuts the server and its kernels down and kills
+  whatever is left of them (process group, then every descendant recorded while it ran).
+- `Deadline` bounds a sequence of waits by one overall budget and a cap per wait.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = ROOT / "notebooks"
+
+# Front-end settings of the throw-away Lab (user-settings files, JSON): no news or update
+# check (both would fetch from the internet), no notification toasts over the page, no
+# autosave (nothing is written back while the test runs), and every cell attached to the
+# DOM (windowingMode "none"), so the test can see every output without scrolling.
+LAB_SETTINGS = {
+    "@jupyterlab/apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False,
+                                                    "doNotDisturbMode": True},
+    "@jupyterlab/docmanager-extension/plugin": {"autosave": False},
+    "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none"},
+}
+
+
+class Deadline:
+    """An overall time budget (seconds) for a test's waits; `ms(cap)` is the time left for
+    the next wait in milliseconds, at most `cap` seconds (Playwright takes milliseconds)."""
+
+    def __init__(self, seconds: float):
+        self.ends = time.monotonic() + seconds
+
+    def left(self, cap: float) -> float:
+        left = min(cap, self.ends - time.monotonic())
+        if left <= 0:
+            raise TimeoutError("the test's overall time budget is spent")
+        return left
+
+    def ms(self, cap: float) -> float:
+        return self.left(cap) * 1000.0
+
+
+def prepare_root(root: Path, names: list[str]) -> list[Path]:
+    """Write notebooks/<name>.py as <root>/<name>.ipynb (no outputs) for each name; the
+    jupytext metadata is dropped so the copy is a plain notebook, not one paired with a
+    .py file. Returns the paths written."""
+    import jupytext
+    import nbformat
+
+    written = []
+    for name in names:
+        notebook = jupytext.read(NOTEBOOK_DIR / f"{name}.py")
+        notebook.metadata.pop("jupytext", None)
+        path = root / f"{name}.ipynb"
+        nbformat.write(notebook, path)
+        written.append(path)
+    return written
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class LabServer:
+    """A running JupyterLab: `url` (no trailing slash), `token`, the server `process`,
+    its `log` file, every descendant process seen so far (`seen`, pid -> Process) and,
+    once stopped, what had to be killed by force (`forced`; [] after a clean shutdown)."""
+
+    url: str
+    token: str
+    process: subprocess.Popen
+    log: Path
+    seen: dict[int, psutil.Process] = field(default_factory=dict)
+    forced: list[str] = field(default_factory=list)
+
+    def api(self, path: str, method: str = "GET", timeout: float = 10.0):
+        """JSON from the server's REST API (path like "/api/sessions")."""
+        request = urllib.request.Request(f"{self.url}{path}", method=method,
+                                         headers={"Authorization": f"token {self.token}"})
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            body = response.read()
+        return json.loads(body) if body else None
+
+    def descendants(self) -> list[psutil.Process]:
+        """The server's child processes now (kernels, language servers), remembered in
+        `seen` so they can be killed even after the server is gone."""
+        try:
+            children = psutil.Process(self.process.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+        for child in children:
+            self.seen.setdefault(child.pid, child)
+        return children
+
+    def log_tail(self, characters: int = 4000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-characters:]
+        except OSError:
+            return ""
+
+
+def _wait_until_serving(server: LabServer, seconds: float) -> None:
+    ends = time.monotonic() + seconds
+    while True:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"jupyter lab exited with {server.process.returncode} before serving:\n"
+                               f"{server.log_tail()}")
+        try:
+            server.api("/api/status", timeout=2.0)
+            return
+        except (OSError, urllib.error.URLError, ValueError):
+            pass
+        if time.monotonic() > ends:
+            raise TimeoutError(f"jupyter lab did not answer on {server.url} within {seconds:.0f} s:\n"
+                               f"{server.log_tail()}")
+        time.sleep(0.25)
+
+
+def _stop(server: LabServer) -> list[str]:
+    """Stop the server and everything it started; returns what had to be killed by force
+    (for the report: a clean shutdown returns [])."""
+    forced = []
+    server.descendants()
+    with contextlib.suppress(Exception):
+        server.api("/api/shutdown", method="POST", timeout=5.0)    # shuts the kernels down too
+    try:
+        server.process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        forced.append(f"jupyter lab (pid {server.process.pid})")
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(server.process.pid, sig)
+            try:
+                server.process.wait(timeout=10)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+    # Kernels run in sessions of their own (jupyter_client starts them so), outside the
+    # server's process group: kill any the shutdown left behind.
+    leftovers = [p for p in server.seen.values() if p.is_running()]
+    for process in leftovers:
+        forced.append(f"{process.name()} (pid {process.pid})")
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(leftovers, timeout=10)
+    return forced
+
+
+@contextlib.contextmanager
+def jupyter_lab(root: Path, workdir: Path, env: dict[str, str] | None = None, start_seconds: float = 120.0):
+    """Run `jupyter lab` (this interpreter's) serving `root`, with its Jupyter directories
+    under `workdir`; yields a LabServer once /api/status answers (at most `start_seconds`).
+    `env` adds to (and overrides) the environment the server and its kernels get."""
+    config_dir, data_dir, runtime_dir = workdir / "config", workdir / "data", workdir / "runtime"
+    settings_dir, workspaces_dir = workdir / "user-settings", workdir / "workspaces"
+    for folder in (config_dir, data_dir, runtime_dir, settings_dir, workspaces_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    for plugin, values in LAB_SETTINGS.items():
+        path = settings_dir / f"{plugin}.jupyterlab-settings"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
+
+    port, token = free_port(), secrets.token_hex(24)
+    command = [
+        str(Path(sys.executable).parent / "jupyter"), "lab", "--no-browser",
+        "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+        "--LabApp.news_url=None",                                        # no announcements feed
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        "--LabApp.extension_manager=readonly",                           # no PyPI queries
+        f"--LabApp.user_settings_dir={settings_dir}", f"--LabApp.workspaces_dir={workspaces_dir}",
+    ]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        command.append("--allow-root")                                  # CI runs as root
+    full_env = {**os.environ, "JUPYTER_CONFIG_DIR": str(config_dir), "JUPYTER_DATA_DIR": str(data_dir),
+                "JUPYTER_RUNTIME_DIR": str(runtime_dir), "JUPYTER_PLATFORM_DIRS": "0",
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})}
+    log = workdir / "jupyter-lab.log"
+    with open(log, "wb") as log_file:
+        process = subprocess.Popen(command, cwd=root, env=full_env, stdin=subprocess.DEVNULL, stdout=log_file,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    server = LabServer(url=f"http://127.0.0.1:{port}", token=token, process=process, log=log)
+    try:
+        _wait_until_serving(server, start_seconds)
+        yield server
+    finally:
+        server.forced = _stop(server)

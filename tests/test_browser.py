@@ -1,0 +1,303 @@
+"""End to end in a real browser: JupyterLab, in headless Chromium, runs notebook 01 and
+the Explorer's roofline moves when its core-count slider moves.
+
+What headless tests of the widget cannot see: that the JupyterLab front end has the
+ipywidgets, anywidget and plotly extensions and renders the panel (not "Error displaying
+widget"), that the notebook runs top to bottom in the venv's kernel without a traceback,
+and that a slider moved in the page reaches the kernel, re-measures and redraws the figure
+in the page.
+
+The test starts `jupyter lab` from the venv on 127.0.0.1 (free port, random token, every
+Jupyter directory in a temporary folder, news and update checks off; tests/browser_support.py),
+drives Debian's Chromium (/usr/bin/chromium, never a downloaded browser) with Playwright's
+sync API, aborts and reports any request the page makes to anything but that server,
+and saves screenshots of the panel before and after into artifacts/ (gitignored). Every
+wait is bounded (at most STEP_SECONDS each, TEST_SECONDS for the whole); the server, its
+kernels and the browser are stopped in `finally`/context managers even when it fails.
+
+Requirements: Chromium at /usr/bin/chromium (`make test` installs Debian's `chromium` when
+it is missing) and playwright (the test extra). In CI (CI set) a missing one fails the
+test; elsewhere it skips with the reason.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+import pytest
+
+from browser_support import ROOT, Deadline, jupyter_lab, prepare_root
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--no-first-run", "--disable-quic", "--disable-sync"]
+ARTIFACTS = ROOT / "artifacts"
+NOTEBOOK = "01_quickstart"
+STEP_SECONDS = 120        # the longest any single wait may take
+TEST_SECONDS = 270        # every wait of the test together (pytest-timeout backstops at 300 s)
+VIEWPORT = {"width": 1400, "height": 1300}
+
+# In the page: the Explorer (the ipywidgets VBox that holds a plotly figure) and its figure.
+PANEL = ".jp-OutputArea-output .widget-vbox:has(.js-plotly-plot)"
+FIGURE = f"{PANEL} .js-plotly-plot"
+PROBLEMS = ("Error displaying widget", "Failed to load model class", "Traceback")
+
+# JavaScript run in the page ------------------------------------------------------------
+
+# True once every code cell shows an execution count ([n]:, none [*]: or [ ]:), the
+# notebook's execution indicator and the status bar's kernel say idle; or as soon as an
+# output shows an error (so a failing run is reported at once, not after a timeout).
+JS_RUN_FINISHED = """([problems]) => {
+  const prompts = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputArea-prompt')]
+    .map(p => p.textContent.trim());
+  const errors = [...document.querySelectorAll('.jp-OutputArea-output')].some(o =>
+    o.getAttribute('data-mime-type') === 'application/vnd.jupyter.stderr'
+    || problems.some(text => (o.textContent || '').includes(text)));
+  const indicator = document.querySelector('.jp-Notebook-ExecutionIndicator');
+  const kernelIdle = [...document.querySelectorAll('.jp-StatusBar-TextItem')]
+    .some(e => /\\| Idle$/.test(e.textContent.trim()));
+  return errors || (prompts.length > 0 && prompts.every(p => /^\\[\\d+\\]:$/.test(p))
+                    && indicator && indicator.dataset.status === 'idle' && kernelIdle);
+}"""
+
+# The notebook's static plotly figures (roofline, time bars: plotly's mime renderer) are
+# drawn: each such output (the plot's div itself) holds its SVG.
+JS_STATIC_FIGURES_DRAWN = """() => {
+  const outputs = [...document.querySelectorAll('.jp-OutputArea-output.jp-RenderedPlotly')];
+  return outputs.length >= 2 && outputs.every(o => o.querySelector('.main-svg'));
+}"""
+
+# Every output that is an error or stderr stream, or whose text names a known failure.
+JS_PROBLEMS = """([problems]) => {
+  const found = [];
+  for (const output of document.querySelectorAll('.jp-OutputArea-output')) {
+    const text = output.innerText || output.textContent || '';
+    if (output.getAttribute('data-mime-type') === 'application/vnd.jupyter.stderr')
+      found.push('error or stderr output: ' + text.slice(0, 800));
+    for (const problem of problems)
+      if (text.includes(problem)) found.push(problem + ': ' + text.slice(0, 800));
+  }
+  return found;
+}"""
+
+# A JSON summary of what the figure shows: its title and every trace's name, x and y.
+JS_FIGURE_DATA = """(selector) => {
+  const plot = document.querySelector(selector);
+  if (!plot || !Array.isArray(plot.data) || plot.data.length === 0) return null;
+  const values = v => (v == null ? null : (ArrayBuffer.isView(v) || Array.isArray(v)) ? Array.from(v) : v);
+  const title = plot.layout && plot.layout.title ? (plot.layout.title.text || plot.layout.title) : null;
+  return JSON.stringify({title: title,
+                         traces: plot.data.map(t => ({name: t.name, x: values(t.x), y: values(t.y)}))});
+}"""
+
+
+@pytest.fixture(scope="module")
+def browser_available():
+    """Skip (locally) or fail (in CI: CI set and not "0"/"false") when Chromium or
+    Playwright is missing."""
+    reasons = []
+    if not os.access(CHROMIUM, os.X_OK):
+        reasons.append(f"{CHROMIUM} is missing: `make test` installs it (apt-get install -y chromium, as root)")
+    if importlib.util.find_spec("playwright") is None:
+        reasons.append("playwright is not installed: pip install -e '.[test]'")
+    if reasons:
+        message = "browser test cannot run: " + "; ".join(reasons)
+        if os.environ.get("CI", "").lower() not in ("", "0", "false"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def warm_engine():
+    """Compile (or load from numba's cache) the engine's kernels and measure (or load) the
+    ceilings here, before the server starts, so the notebook's kernel neither compiles for
+    a minute nor measures ceilings (which warns on stderr on a busy machine)."""
+    import engine
+    import workbench
+
+    ceilings = workbench.measure_ceilings()
+    path = ROOT / "data" / "mobilenet_v2.onnx"
+    engine.models.write_default_model(path)
+    model = engine.load(path)
+    x = np.zeros((1, *model.input_shape), dtype=np.float32)
+    for threads in sorted({1, engine.available_cores()}):
+        model.run(x, threads=threads)
+    return ceilings
+
+
+def _figure_data(page) -> str | None:
+    return page.evaluate(JS_FIGURE_DATA, FIGURE)
+
+
+def _problems(page) -> list[str]:
+    return page.evaluate(JS_PROBLEMS, [list(PROBLEMS)])
+
+
+@contextlib.contextmanager
+def _waiting_for(what: str):
+    """Report a Playwright timeout as a failure that names what the test waited for."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+    try:
+        yield
+    except PlaywrightTimeoutError as error:
+        raise AssertionError(f"timed out waiting for {what}: {str(error).splitlines()[0]}") from error
+
+
+def _wait_for_run(page, deadline: Deadline, what: str) -> None:
+    """Wait until the kernel has run everything queued (or an output shows an error), then
+    fail on any error output, stderr output or known widget failure in the page."""
+    with _waiting_for(f"{what} to finish"):
+        page.wait_for_function(JS_RUN_FINISHED, arg=[list(PROBLEMS)], timeout=deadline.ms(STEP_SECONDS),
+                               polling=250)
+    problems = _problems(page)
+    assert not problems, f"{what}:\n" + "\n".join(problems)
+
+
+def _kernel_command_lines(lab) -> list[list[str]]:
+    return [p.cmdline() for p in lab.descendants() if any("ipykernel" in part for part in p.cmdline())]
+
+
+def _is_this_venvs_python(executable: str) -> bool:
+    """`executable` is a python of this venv (python or python3 in its bin folder)."""
+    path, ours = Path(executable), Path(sys.executable)
+    return path.parent == ours.parent and path.resolve() == ours.resolve()
+
+
+def _slider_handle(page, label: str):
+    """The focusable handle of the Explorer's IntSlider labelled `label`."""
+    slider = page.locator(f"{PANEL} .widget-slider").filter(has=page.locator("label.widget-label", has_text=label))
+    return slider.first.locator(".noUi-handle")
+
+
+def _slider_value(handle, bound: str = "now") -> int:
+    return int(float(handle.get_attribute(f"aria-value{bound}")))
+
+
+@pytest.mark.timeout(300)
+def test_quickstart_runs_in_jupyterlab_and_the_roofline_moves_with_the_core_slider(browser_available, warm_engine,
+                                                                                    tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    started = time.monotonic()
+    deadline = Deadline(TEST_SECONDS)
+    ARTIFACTS.mkdir(exist_ok=True)
+    for old in ARTIFACTS.glob("browser_*.png"):
+        old.unlink()
+    root = tmp_path / "root"
+    root.mkdir()
+    prepare_root(root, [NOTEBOOK])
+    phases = {}                             # seconds since start at the end of each phase
+
+    with jupyter_lab(root, tmp_path / "jupyter", env={"ROOFLINE_FAST": "1"},
+                     start_seconds=deadline.left(STEP_SECONDS)) as lab, sync_playwright() as playwright:
+        phases["server up"] = time.monotonic() - started
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS,
+                                             timeout=deadline.ms(STEP_SECONDS))
+        try:
+            context = browser.new_context(viewport=VIEWPORT)
+            outside = []                    # requests the page tried to send past the server
+
+            def only_the_server(route):
+                if urlsplit(route.request.url).netloc == urlsplit(lab.url).netloc:
+                    route.continue_()
+                else:
+                    outside.append(route.request.url)
+                    route.abort()
+            context.route("**/*", only_the_server)
+            page = context.new_page()
+            page.set_default_timeout(STEP_SECONDS * 1000)
+            page_errors = []
+            page.on("pageerror", lambda error: page_errors.append(str(error)))
+            try:
+                # ---- open the notebook; it starts in the venv's default kernel (python3)
+                page.goto(f"{lab.url}/lab/tree/{NOTEBOOK}.ipynb?token={lab.token}",
+                          timeout=deadline.ms(STEP_SECONDS))
+                with _waiting_for("the notebook to open and its kernel to be idle"):
+                    page.locator(".jp-Notebook .jp-CodeCell").first.wait_for(timeout=deadline.ms(STEP_SECONDS))
+                    page.locator(".jp-StatusBar-TextItem", has_text="Python 3 (ipykernel) | Idle").wait_for(
+                        timeout=deadline.ms(STEP_SECONDS))
+                (session,) = lab.api("/api/sessions")
+                assert session["path"] == f"{NOTEBOOK}.ipynb"
+                assert session["kernel"]["name"] == lab.api("/api/kernelspecs")["default"] == "python3"
+                kernels = _kernel_command_lines(lab)
+                assert len(kernels) == 1 and _is_this_venvs_python(kernels[0][0]), \
+                    f"the kernel is not this venv's python ({sys.executable}): {kernels}"
+                phases["notebook open"] = time.monotonic() - started
+
+                # ---- Run > Run All Cells; every code cell runs, none fails
+                page.locator("li.lm-MenuBar-item", has_text="Run").click()
+                page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+                _wait_for_run(page, deadline, "running all cells")
+                assert page.locator(".jp-Notebook .jp-CodeCell").count() >= 8
+                phases["all cells run"] = time.monotonic() - started
+
+                # ---- the static figures, the Explorer's panel and its live figure are drawn
+                with _waiting_for("the notebook's static plotly figures to be drawn"):
+                    page.wait_for_function(JS_STATIC_FIGURES_DRAWN, timeout=deadline.ms(STEP_SECONDS), polling=250)
+                panel = page.locator(PANEL)
+                with _waiting_for("the Explorer panel (ipywidgets VBox with a plotly FigureWidget) to render; "
+                                  "is @jupyter-widgets/jupyterlab-manager enabled?"):
+                    panel.wait_for(timeout=deadline.ms(STEP_SECONDS))
+                    page.locator(f"{FIGURE} .main-svg").first.wait_for(timeout=deadline.ms(STEP_SECONDS))
+                    page.wait_for_function(JS_FIGURE_DATA, arg=FIGURE, timeout=deadline.ms(STEP_SECONDS))
+                assert panel.count() == 1, "expected one Explorer panel"
+                assert panel.locator(".widget-slider").count() == 5       # threads and the four tiles
+                assert not _problems(page), "\n".join(_problems(page))
+                before = _figure_data(page)
+
+                # the threads slider starts at every core; on a 1-core machine it cannot
+                # move, so a tile slider (depthwise rows, 16 by default) moves instead
+                moved = "threads"
+                handle = _slider_handle(page, moved)
+                assert _slider_value(handle) == _slider_value(handle, "max")
+                if _slider_value(handle) == _slider_value(handle, "min"):
+                    moved = "depthwise rows"
+                    handle = _slider_handle(page, moved)
+                value = _slider_value(handle)
+                panel.scroll_into_view_if_needed()
+                panel.screenshot(path=ARTIFACTS / "browser_explorer_before.png")
+
+                # ---- one step down with the keyboard: the kernel measures again, the figure moves
+                handle.focus()
+                handle.press("ArrowLeft")
+                expect(handle).to_have_attribute("aria-valuenow", re.compile(rf"^{value - 1}(\.0*)?$"),
+                                                 timeout=deadline.ms(10))
+                with _waiting_for(f"the roofline's data to change after moving {moved} from {value} to {value - 1}"):
+                    page.wait_for_function(f"([selector, before]) => ({JS_FIGURE_DATA})(selector) !== before",
+                                           arg=[FIGURE, before], timeout=deadline.ms(STEP_SECONDS), polling=250)
+                _wait_for_run(page, deadline, f"measuring again with {moved} = {value - 1}")
+                with _waiting_for("the Explorer's status line to report the new measurement"):
+                    panel.locator(".widget-label", has_text="measured in").wait_for(timeout=deadline.ms(STEP_SECONDS))
+                after = _figure_data(page)
+                assert after is not None and after != before
+                message = panel.locator(".widget-html-content").first.inner_text()
+                assert "error" not in message.lower(), f"the Explorer's message area: {message}"
+                if moved == "threads":        # the figure's title names the thread count
+                    assert f"{value - 1} thread" in json.loads(after)["title"], json.loads(after)["title"]
+                panel.scroll_into_view_if_needed()
+                panel.screenshot(path=ARTIFACTS / "browser_explorer_after.png")
+                phases["slider moved, figure redrawn"] = time.monotonic() - started
+                assert not outside, f"the page tried to reach beyond the server: {outside}"
+            except Exception as error:
+                with contextlib.suppress(Exception):
+                    page.screenshot(path=ARTIFACTS / "browser_failure.png")
+                raise AssertionError(f"{error}\n\nscreenshot: {ARTIFACTS / 'browser_failure.png'}\n"
+                                     f"page errors: {page_errors[-5:]}\nrequests blocked: {outside[:5]}\n\n"
+                                     f"jupyter lab log (tail):\n"
+                                     f"{lab.log_tail()}") from error
+        finally:
+            browser.close()
+    phases["server and browser stopped"] = time.monotonic() - started
+    print("browser test phases (s since start): " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items())
+          + f"; killed by force at shutdown: {lab.forced or 'nothing'}")
