@@ -8,6 +8,7 @@ figures, reports.
 """
 from workbench.ceilings import Ceilings, measure_ceilings
 from workbench.compare import Comparison, compare
+from workbench.export import export_figure
 from workbench.sweep import sweep, sweep_totals
 from workbench.profile import profile
 from workbench.report import write_report
@@ -17,4 +18,5 @@ from workbench.roofline import compare_figure, figure_html, roofline_figure, roo
 
 __all__ = ["Ceilings", "measure_ceilings", "profile", "roofline_figure", "roofline_traces", "update_roofline",
            "time_bars", "compare_figure", "figure_html", "write_report", "Explorer",
-           "slowest_layers", "sweep", "sweep_totals", "compare", "Comparison"]
+           "slowest_layers", "sweep", "sweep_totals", "compare", "Comparison",
+           "export_figure"]

@@ -3,6 +3,7 @@ the per-layer records as CSV and Parquet."""
 from __future__ import annotations
 
 import html
+import logging
 import os
 import tempfile
 from datetime import datetime, timezone
@@ -13,6 +14,8 @@ import plotly.io as pio
 
 from workbench.profile import save_frame
 from workbench.roofline import roofline_figure, time_bars
+
+logger = logging.getLogger(__name__)
 
 TABLE_COLUMNS = ["layer", "op", "seconds", "share_of_time", "flops", "gflops", "ai_L1", "ai_L2", "ai_L3",
                  "ai_DRAM", "attainable_gflops", "roof_fraction", "bound", "bound_level"]
@@ -26,8 +29,9 @@ def _table_html(frame: pd.DataFrame) -> str:
 
 
 def write_report(frame: pd.DataFrame, out: Path, model_name: str = "model", ceilings=None,
-                 before: pd.DataFrame | None = None, level: str = "L2") -> list[Path]:
-    """Write report.html, layers.csv and layers.parquet into `out`; returns the paths.
+                 before: pd.DataFrame | None = None, level: str = "L2", images: bool = True) -> list[Path]:
+    """Write report.html, layers.csv and layers.parquet into `out`, and roofline.png and
+    roofline.svg when kaleido and a Chromium are available (images=True); returns the paths.
 
     frame: a workbench.profile DataFrame. before: optionally a second profile (e.g. fusion
     off) shown as a before/after view. Files are written atomically.
@@ -70,4 +74,13 @@ Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')}.</p>
         stream.write(page)
     os.chmod(temporary, 0o644)
     os.replace(temporary, html_path)
-    return [html_path, save_frame(frame, out / "layers.csv"), save_frame(frame, out / "layers.parquet")]
+    paths = [html_path, save_frame(frame, out / "layers.csv"), save_frame(frame, out / "layers.parquet")]
+    if images:
+        from workbench.export import export_figure, image_export_unavailable
+
+        reason = image_export_unavailable()
+        if reason:
+            logger.warning("roofline images not written: %s", reason)
+        else:
+            paths += [export_figure(figures[0], out / f"roofline.{kind}") for kind in ("png", "svg")]
+    return paths

@@ -1,0 +1,60 @@
+"""Figures to files: HTML always (plotly.js inline, works offline), PNG and SVG through
+kaleido when it and a Chromium are available (Debian's `chromium` at /usr/bin/chromium is
+used when kaleido finds no browser of its own)."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import plotly.graph_objects as go
+
+from workbench.roofline import figure_html
+
+IMAGE_SUFFIXES = (".png", ".svg")
+SYSTEM_CHROMIUM = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
+
+
+def image_export_unavailable() -> str | None:
+    """None when PNG/SVG export works here, else the reason it does not."""
+    try:
+        import kaleido  # noqa: F401
+    except ImportError:
+        return "kaleido is not installed (pip install kaleido)"
+    if not (os.environ.get("BROWSER_PATH") or any(Path(p).exists() for p in SYSTEM_CHROMIUM)
+            or shutil.which("chromium") or shutil.which("google-chrome")):
+        return "no Chromium found for kaleido (apt-get install chromium, or set BROWSER_PATH)"
+    return None
+
+
+def export_figure(fig: go.Figure, path) -> Path:
+    """Write `fig` to `path` by its suffix (.html, .png or .svg), atomically.
+
+    Raises ValueError for another suffix and RuntimeError naming what is missing when an
+    image is asked for where kaleido or Chromium is not available."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".html", *IMAGE_SUFFIXES):
+        raise ValueError(f"cannot export a figure to {path.name!r}: use .html, .png or .svg")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=suffix)
+    os.close(handle)
+    try:
+        if suffix == ".html":
+            Path(temporary).write_text(figure_html(fig), encoding="utf-8")
+        else:
+            reason = image_export_unavailable()
+            if reason:
+                raise RuntimeError(f"cannot write {path.name}: {reason}")
+            if not os.environ.get("BROWSER_PATH"):
+                browser = next((p for p in SYSTEM_CHROMIUM if Path(p).exists()), None)
+                if browser:
+                    os.environ["BROWSER_PATH"] = browser
+            fig.write_image(temporary, format=suffix[1:])
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    return path
