@@ -6,14 +6,17 @@ standard hook: it keeps every `LayerRecord` it is given.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class LayerRecord:
-    """What one executed step did in one run.
+class LayerRecord(NamedTuple):
+    """What one executed step did in one run (an immutable named tuple: cheap to build, so
+    instrumentation stays out of the timings). `tiles` and `bytes` are shared between the
+    records of a step or run: treat them as read-only.
 
-    seconds: wall time of the kernel call (perf_counter).
+    seconds: wall time of the step, from the timestamp before its kernel call to the one
+        after (perf_counter); the runtime hands the records to the hooks after the run.
     flops: 2 per multiply-accumulate of the conv or linear part, whole batch.
     other_flops: bias, activation, residual-add and pooling arithmetic, whole batch.
     bytes: modelled bytes moved across each memory level boundary ("L1", "L2", "L3",
@@ -25,8 +28,8 @@ class LayerRecord:
     step_index: int
     name: str
     op: str
-    input_shape: tuple[int, ...]
-    output_shape: tuple[int, ...]
+    input_shape: tuple
+    output_shape: tuple
     batch: int
     threads: int
     tiles: dict
@@ -34,11 +37,13 @@ class LayerRecord:
     seconds: float
     flops: int
     other_flops: int
-    bytes: dict = field(default_factory=dict)
-    members: tuple[str, ...] = ()
+    bytes: dict
+    members: tuple
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        out = self._asdict()
+        out["tiles"], out["bytes"] = dict(self.tiles), dict(self.bytes)
+        return out
 
 
 @dataclass(frozen=True)

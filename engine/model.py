@@ -1,6 +1,7 @@
 """`engine.load` and `Model.run`: the engine's public entry points."""
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -21,8 +22,9 @@ from engine.tiles import Tiles
 _RUN_LOCK = threading.Lock()
 
 
+@functools.lru_cache(maxsize=1)
 def available_cores() -> int:
-    """CPU cores this process may use (its affinity mask), also numba's thread limit."""
+    """CPU cores this process may use (its affinity mask, read once), also numba's thread limit."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
@@ -149,9 +151,11 @@ class Model:
                 numba.set_num_threads(previous_threads)
 
     def _run_hooked(self, plan: Plan, hooks) -> None:
+        """Run with one timestamp between consecutive steps; records are built and handed
+        to the hooks after the last step, so the hooks cost the timed steps nothing."""
         self._runs += 1
         config = plan.config
-        tiles = config.tiles.as_dict()
+        tiles = config.tiles._as_dict       # shared by this run's records: read-only
         info = RunInfo(run_index=self._runs, batch=plan.batch, threads=config.threads, tiles=tiles,
                        fused=config.fuse_blocks, steps=len(plan.steps))
         for hook in hooks:
@@ -159,21 +163,22 @@ class Model:
             if start is not None:
                 start(info)
         clock = time.perf_counter
-        run_start = clock()
-        for index, step in enumerate(plan.steps):
-            begin = clock()
+        steps = plan.steps
+        stamps = [0.0] * (len(steps) + 1)
+        stamps[0] = clock()
+        for index, step in enumerate(steps):
             step.call()
-            seconds = clock() - begin
-            record = LayerRecord(
-                run_index=self._runs, step_index=index, name=step.name, op=step.op,
-                input_shape=tuple(step.input_shape), output_shape=tuple(step.output_shape), batch=plan.batch,
-                threads=config.threads, tiles=tiles, fused=bool(step.attrs.get("fused", False)),
-                seconds=seconds, flops=step.flops, other_flops=step.other_flops,
-                bytes=dict(step.attrs.get("bytes", {})), members=tuple(step.attrs.get("members", (step.name,))))
-            for hook in hooks:
-                hook.on_layer(record)
-        total = clock() - run_start
-        end_info = RunInfo(**{**info.__dict__, "seconds": total})
+            stamps[index + 1] = clock()
+        run_index, batch, threads = self._runs, plan.batch, config.threads
+        make = LayerRecord._make
+        callbacks = [hook.on_layer for hook in hooks]
+        for index, step in enumerate(steps):
+            name, op, input_shape, output_shape, fused, flops, other_flops, moved, members = step.record_fields
+            record = make((run_index, index, name, op, input_shape, output_shape, batch, threads, tiles, fused,
+                           stamps[index + 1] - stamps[index], flops, other_flops, moved, members))
+            for on_layer in callbacks:
+                on_layer(record)
+        end_info = RunInfo(**{**info.__dict__, "seconds": stamps[-1] - stamps[0]})
         for hook in hooks:
             end = getattr(hook, "on_run_end", None)
             if end is not None:

@@ -6,6 +6,7 @@ linear scan over tensor lifetimes, so memory stays near the two largest live act
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -46,6 +47,29 @@ class Step:
     inputs: tuple[str, ...] = ()
     output: str = ""
     attrs: dict = field(default_factory=dict)
+
+
+    @property
+    def fused(self) -> bool:
+        return bool(self.attrs.get("fused", False))
+
+    @property
+    def bytes(self) -> dict:
+        """Modelled bytes per memory level (shared with every record of this step)."""
+        return self.attrs.get("bytes", _NO_BYTES)
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        return self.attrs.get("members", (self.name,))
+
+    @functools.cached_property
+    def record_fields(self) -> tuple:
+        """What every LayerRecord of this step shares, computed once."""
+        return (self.name, self.op, tuple(self.input_shape), tuple(self.output_shape), self.fused, self.flops,
+                self.other_flops, self.bytes, self.members)
+
+
+_NO_BYTES: dict = {}
 
 
 @dataclass

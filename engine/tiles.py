@@ -1,6 +1,7 @@
 """`Tiles`: the tile sizes the kernels take at run time. Changing one never recompiles."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, fields
 
 
@@ -47,4 +48,9 @@ class Tiles:
         return cls._RANGES[name]
 
     def as_dict(self) -> dict[str, int]:
+        """{field: value}; a new dict each call (cheap: built once per Tiles)."""
+        return dict(self._as_dict)
+
+    @functools.cached_property
+    def _as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
