@@ -2,7 +2,8 @@
 
 Runs the default model at batch 1, alternating runs without hooks and with a Recorder,
 and reports (medians over --repeats runs each):
-- overhead: median time with a Recorder / median time without, minus 1;
+- overhead: median time with a Recorder / median time without, minus 1 (runs in
+  alternating blocks of ten of each kind);
 - coverage: sum of the per-layer seconds of a run / that run's wall time as the caller
   sees it (model.run from call to return: input copy, steps, output copy).
 
@@ -23,6 +24,8 @@ sys.path.insert(0, str(ROOT))
 
 import engine  # noqa: E402
 
+BLOCK = 10
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -39,16 +42,20 @@ def main(argv=None) -> int:
         model.run(x, **options)
         model.run(x, hooks=[engine.Recorder()], **options)
     plain, hooked, coverage = [], [], []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        model.run(x, **options)
-        plain.append(time.perf_counter() - start)
-        recorder = engine.Recorder()
-        start = time.perf_counter()
-        model.run(x, hooks=[recorder], **options)
-        wall = time.perf_counter() - start
-        hooked.append(wall)
-        coverage.append(sum(r.seconds for r in recorder.records) / wall)
+    # blocks of BLOCK runs of each kind, alternating, so that neither kind always follows
+    # the other (numba's worker threads spin for a while after a run and then sleep)
+    for _ in range(max(1, args.repeats // BLOCK)):
+        for _ in range(BLOCK):
+            start = time.perf_counter()
+            model.run(x, **options)
+            plain.append(time.perf_counter() - start)
+        for _ in range(BLOCK):
+            recorder = engine.Recorder()
+            start = time.perf_counter()
+            model.run(x, hooks=[recorder], **options)
+            wall = time.perf_counter() - start
+            hooked.append(wall)
+            coverage.append(sum(r.seconds for r in recorder.records) / wall)
     plain_median, hooked_median = statistics.median(plain), statistics.median(hooked)
     print(f"batch {args.batch}, threads {args.threads}, fuse_blocks {args.fuse_blocks}, {args.repeats} runs each")
     print(f"median without hooks: {plain_median * 1e3:.3f} ms; with a Recorder: {hooked_median * 1e3:.3f} ms")
