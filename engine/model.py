@@ -138,17 +138,20 @@ class Model:
         with _RUN_LOCK:
             plan = self.plan(batch, threads, tiles, fuse_blocks)
             previous_threads = numba.get_num_threads()
-            numba.set_num_threads(threads)
+            if previous_threads != threads:
+                numba.set_num_threads(threads)
+            plan.io["input"] = x
             try:
-                np.copyto(plan.input_buffer, x)
                 if hooks:
                     self._run_hooked(plan, hooks)
                 else:
                     for step in plan.steps:
                         step.call()
-                return plan.output_view()
+                return plan.io["output"]
             finally:
-                numba.set_num_threads(previous_threads)
+                plan.io["input"] = plan.io["output"] = None     # keep no reference to the caller's arrays
+                if previous_threads != threads:
+                    numba.set_num_threads(previous_threads)
 
     def _run_hooked(self, plan: Plan, hooks) -> None:
         """Run with one timestamp between consecutive steps; records are built and handed

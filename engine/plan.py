@@ -78,7 +78,7 @@ class Plan:
     config: RunConfig
     steps: list[Step]
     input_buffer: np.ndarray              # (N, C, H, W) the caller's input is copied here
-    output_view: Callable[[], np.ndarray] # returns a fresh array with the graph output
+    io: dict                              # "input": the caller's array for the first step; "output": the result
     arena_bytes: int                      # activation memory held by the plan
 
 
@@ -286,8 +286,6 @@ def build_plan(graph: Graph, weights: PackedWeights, batch: int, config: RunConf
     steps = [_make_step(graph, weights, item, buffers, shapes, key, config, batch, scratch)
              for item in sequence if not _is_view_item(graph, item)]
 
-    _credit_l3_residency(steps, weights, arena.nbytes + buffers[graph.input_name].nbytes)
-
     output_buffer = buffers[graph.output_name]
     true_features = graph.output_shape[0]
     if out_layout == "nchwc":
@@ -298,8 +296,27 @@ def build_plan(graph: Graph, weights: PackedWeights, batch: int, config: RunConf
     else:
         def output_view():
             return output_buffer[:, :true_features].copy()
-    return Plan(batch=batch, config=config, steps=steps, input_buffer=buffers[graph.input_name],
-                output_view=output_view, arena_bytes=arena.nbytes)
+
+    # Copying the caller's batch in and the result out are steps too: they are part of
+    # every run's time and traffic, and hooks see them like any other step.
+    io: dict = {"input": None, "output": None}
+    input_buffer = buffers[graph.input_name]
+
+    def copy_in():
+        np.copyto(input_buffer, io["input"])
+
+    def copy_out():
+        io["output"] = output_view()
+    in_bytes = 2 * input_buffer.nbytes
+    out_bytes = 2 * 4 * batch * int(np.prod(graph.output_shape))
+    steps.insert(0, Step(name="input", op="layout", input_shape=input_buffer.shape, output_shape=input_buffer.shape,
+                         flops=0, other_flops=0, call=copy_in, attrs={"bytes": {lv: in_bytes for lv in LEVELS}}))
+    steps.append(Step(name="output", op="layout", input_shape=output_buffer.shape,
+                      output_shape=(batch, *graph.output_shape), flops=0, other_flops=0, call=copy_out,
+                      attrs={"bytes": {lv: out_bytes for lv in LEVELS}}))
+    _credit_l3_residency(steps, weights, arena.nbytes + input_buffer.nbytes)
+    return Plan(batch=batch, config=config, steps=steps, input_buffer=input_buffer, io=io,
+                arena_bytes=arena.nbytes)
 
 
 def _written_shape(graph: Graph, item, batch: int) -> tuple[int, ...]:
