@@ -111,7 +111,8 @@ class PackedWeights:
 
 
 def _flat_width(graph: Graph, producer: Layer | None, features: int) -> int:
-    """Width of a (N, F) buffer: pooled vectors keep the channel padding."""
+    """Width of the (N, F) buffer `producer` writes (or, for a Flatten, views): pooled
+    vectors keep the channel padding, everything else is `features` wide."""
     if producer is not None and producer.op == "Flatten":
         producer = graph.producer_of(producer.inputs[0])
     if producer is not None and producer.op == "GlobalAveragePool":
@@ -120,6 +121,17 @@ def _flat_width(graph: Graph, producer: Layer | None, features: int) -> int:
 
 
 # ---------------------------------------------------------------- layouts
+
+def _reads(layer: Layer) -> list[tuple[str, str | None]]:
+    """(tensor, layout the kernel reads it in) for each input of a layer; None: as stored.
+    Dense convs read plain NCHW, the other convs NCHWc (their residual too)."""
+    if layer.op != "Conv":
+        return [(layer.inputs[0], None)]
+    reads = [(layer.inputs[0], "nchw" if layer.conv_kind == "direct" else "nchwc")]
+    if layer.residual:
+        reads.append((layer.residual, "nchwc"))
+    return reads
+
 
 def _layout_of(graph: Graph, tensor: str) -> str:
     """How a tensor is stored: "nchw" (graph input, direct-conv input), "nchwc" or "flat"."""
@@ -198,16 +210,6 @@ def _pointwise_role(layer: Layer) -> str:
 def build_plan(graph: Graph, weights: PackedWeights, batch: int, config: RunConfig) -> Plan:
     """Steps, buffers and closures for running `graph` on `batch` images."""
     # 1. Which (tensor, layout) pairs exist, and the layout-change steps between them.
-    needed: list[tuple[str, str, Layer | None]] = []   # (tensor, layout it is read in, reader)
-    for layer in graph.layers:
-        if layer.op == "Conv":
-            wanted = "nchw" if layer.conv_kind == "direct" else "nchwc"
-            needed.append((layer.inputs[0], wanted, layer))
-            if layer.residual:
-                needed.append((layer.residual, "nchwc", layer))
-        else:
-            needed.append((layer.inputs[0], None, layer))
-
     def key(tensor, layout):
         return tensor if layout == _layout_of(graph, tensor) else f"{tensor}@{layout}"
 
@@ -215,9 +217,8 @@ def build_plan(graph: Graph, weights: PackedWeights, batch: int, config: RunConf
     sequence: list[tuple[str, tuple]] = []
     converted: set[str] = set()
     for layer in graph.layers:
-        for tensor, layout, reader in needed:
-            if reader is layer and layout is not None and layout != _layout_of(graph, tensor) \
-                    and key(tensor, layout) not in converted:
+        for tensor, layout in _reads(layer):
+            if layout is not None and layout != _layout_of(graph, tensor) and key(tensor, layout) not in converted:
                 converted.add(key(tensor, layout))
                 sequence.append(("convert", (tensor, layout)))
         sequence.append(("layer", (layer,)))
@@ -236,14 +237,7 @@ def build_plan(graph: Graph, weights: PackedWeights, batch: int, config: RunConf
             if project.residual:
                 names.append(key(project.residual, "nchwc"))
             return names
-        layer = payload[0]
-        if layer.op == "Conv":
-            wanted = "nchw" if layer.conv_kind == "direct" else "nchwc"
-            names = [key(layer.inputs[0], wanted)]
-            if layer.residual:
-                names.append(key(layer.residual, "nchwc"))
-            return names
-        return [layer.inputs[0]]
+        return [key(tensor, layout) if layout else tensor for tensor, layout in _reads(payload[0])]
 
     def writes_of(item) -> str:
         kind, payload = item
@@ -330,10 +324,8 @@ def _written_shape(graph: Graph, item, batch: int) -> tuple[int, ...]:
     layout = _layout_of(graph, layer.output)
     if layout == "nchwc":
         return _buffer_shape(layout, batch, layer.output_shape)
-    if layer.op == "GlobalAveragePool":
-        return (batch, channel_blocks(layer.output_shape[0]) * CB)
-    if layer.op == "Flatten":
-        return (batch, _flatten_width(graph, layer))
+    if layer.op in ("GlobalAveragePool", "Flatten"):
+        return (batch, _flat_width(graph, layer, int(np.prod(layer.output_shape))))
     return (batch, int(np.prod(layer.output_shape)))
 
 
@@ -350,8 +342,7 @@ def _credit_l3_residency(steps: list[Step], weights: PackedWeights, activation_m
         output = int(np.prod(step.output_shape))
         residual = output if step.layer is not None and step.layer.residual else 0
         activation_bytes = 4 * (int(np.prod(step.input_shape)) + output + residual)
-        members = step.attrs.get("members", (step.name,))
-        weight_bytes = sum(a.nbytes for name in members for a in weights.by_layer.get(name, ()))
+        weight_bytes = sum(a.nbytes for name in step.members for a in weights.by_layer.get(name, ()))
         step.attrs["bytes"] = credit_l3_residency(moved, activation_bytes, weight_bytes, weights_resident, l3_bytes)
 
 
@@ -365,13 +356,6 @@ def _flatten_is_view(graph: Graph, layer: Layer) -> bool:
     """Flatten of a pooled (C, 1, 1) vector is free: the pool already wrote (N, C_padded)."""
     producer = graph.producer_of(layer.inputs[0])
     return producer is not None and producer.op != "Conv"
-
-
-def _flatten_width(graph: Graph, layer: Layer) -> int:
-    producer = graph.producer_of(layer.inputs[0])
-    if producer is not None and producer.op == "GlobalAveragePool":
-        return channel_blocks(producer.output_shape[0]) * CB
-    return layer.output_shape[0]
 
 
 def _group_blocks(sequence, blocks):

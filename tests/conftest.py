@@ -45,3 +45,20 @@ def assert_close_to_reference(got: np.ndarray, reference: np.ndarray, relative: 
     scale = float(np.abs(reference).max())
     error = float(np.abs(got - reference).max())
     assert error <= relative * scale, f"max abs error {error:.3g} > {relative:g} x max |ref| {scale:.3g}"
+
+
+def hand_made_ceilings():
+    """Fixed roofs (90 GFLOP/s per thread; 180/90/60/15 GB/s per thread at L1/L2/L3/DRAM)
+    for 1 and 2 threads, so profile logic is tested independently of this machine's noise."""
+    import pandas as pd
+
+    from workbench.ceilings import Ceilings
+
+    rows = []
+    for threads in (1, 2):
+        rows.append((threads, "fp32_fma", 90.0 * threads, "GFLOP/s"))
+        for level, bandwidth in zip(("L1", "L2", "L3", "DRAM"), (180, 90, 60, 15)):
+            rows.append((threads, level, float(bandwidth * threads), "GB/s"))
+    table = pd.DataFrame(rows, columns=["threads", "resource", "value", "unit"])
+    return Ceilings(table=table, machine={"cpu_model": "test", "cores": 2}, measured_at="2026-01-01T00:00:00+00:00",
+                    key={"cpu_model": "test", "cores": 2, "package_version": "0", "mode": "quick"})

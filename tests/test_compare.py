@@ -7,12 +7,11 @@ from __future__ import annotations
 import json
 import sys
 
-import pandas as pd
 import pytest
 
 import engine
+from conftest import hand_made_ceilings
 import workbench
-from workbench.ceilings import Ceilings
 from workbench.compare import (DEFAULT_PRICE_PER_CORE_HOUR, LayerMap, compare, cost_per_million_inferences,
                                ort_node_profile, parse_ort_profile)
 from workbench.profile import profile as engine_profile
@@ -26,14 +25,7 @@ BATCH = 2
 
 @pytest.fixture(scope="module")
 def ceilings():
-    rows = []
-    for threads in (1, 2):
-        rows.append((threads, "fp32_fma", 90.0 * threads, "GFLOP/s"))
-        for level, bandwidth in zip(LEVELS, (180, 90, 60, 15)):
-            rows.append((threads, level, float(bandwidth * threads), "GB/s"))
-    table = pd.DataFrame(rows, columns=["threads", "resource", "value", "unit"])
-    return Ceilings(table=table, machine={"cpu_model": "test", "cores": 2}, measured_at="2026-01-01T00:00:00+00:00",
-                    key={"cpu_model": "test", "cores": 2, "package_version": "0", "mode": "quick"})
+    return hand_made_ceilings()
 
 
 @pytest.fixture(scope="module")

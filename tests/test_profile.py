@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 import engine
+from conftest import hand_made_ceilings
 import workbench
-from workbench.ceilings import Ceilings
 
 LEVELS = ["L1", "L2", "L3", "DRAM"]
 
@@ -15,14 +14,7 @@ LEVELS = ["L1", "L2", "L3", "DRAM"]
 @pytest.fixture(scope="module")
 def ceilings():
     # A hand-made table: profile logic must not depend on this machine's noise.
-    rows = []
-    for threads in (1, 2):
-        rows.append((threads, "fp32_fma", 90.0 * threads, "GFLOP/s"))
-        for level, bandwidth in zip(LEVELS, (180, 90, 60, 15)):
-            rows.append((threads, level, float(bandwidth * threads), "GB/s"))
-    table = pd.DataFrame(rows, columns=["threads", "resource", "value", "unit"])
-    return Ceilings(table=table, machine={"cpu_model": "test", "cores": 2}, measured_at="2026-01-01T00:00:00+00:00",
-                    key={"cpu_model": "test", "cores": 2, "package_version": "0", "mode": "quick"})
+    return hand_made_ceilings()
 
 
 @pytest.fixture(scope="module")
