@@ -18,7 +18,6 @@ from workbench.profile import profile as engine_profile
 
 pytest.importorskip("onnxruntime")
 
-LEVELS = ["L1", "L2", "L3", "DRAM"]
 THREADS = min(2, engine.available_cores())
 BATCH = 2
 
