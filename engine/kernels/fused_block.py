@@ -285,7 +285,9 @@ def fused_block(x, expand, depthwise, project, out, residual, stride: int, expan
         if hidden_blocks != cin_blocks:
             raise ValueError(f"{fn}: without an expand conv the depthwise must have {cin_blocks} channel blocks, "
                              f"got {hidden_blocks}")
-        ew, eb = dw_bias, dw_bias   # unused placeholders of the right type
+        # unused placeholders with the expand weights' types (3-d, 2-d): another type would
+        # compile a second specialisation of the whole kernel (~45 s)
+        ew, eb = dw_weight.reshape(hidden_blocks, 9, CB), dw_bias
     else:
         ew, eb = expand
         check_array(fn, "expand weight", ew, (hidden_blocks, cin_blocks * CB, CB))
