@@ -18,7 +18,9 @@ Layouts (CB = engine.kernels.layout.CB fp32 lanes: 8 on AVX2, 16 on AVX-512)
     zero bias, so padded output lanes are exactly 0 after any clip containing 0.
 
 Work split (all runtime arguments, so changing a tile never recompiles)
-    work item = (pixel tile of `pixels_per_tile` consecutive pixels of the flattened N*H*W,
+    work item = (pixel tile of about `pixels_per_tile` consecutive pixels of the flattened
+                 N*H*W: the pixels are split into ceil(N*H*W / pixels_per_tile) tiles of
+                 near-equal size, on micro-tile boundaries, so threads get equal work;
                  channel tile of `channels_per_tile` output channels), distributed by prange
                  (static schedule: thread t gets the t-th contiguous run of work items).
     Inside a work item, for the part of the pixel tile in each image, every pair of output
@@ -265,6 +267,20 @@ def _tile_python(rows, blocks, x, x_offset, x_block_stride, x_prefetch, w, w_off
 _tile = _tile_python if numba.config.DISABLE_JIT else _tile_intrinsic(CB, ROWS, BLOCKS)
 
 
+@njit(cache=True, inline="always")
+def _tile_start(tile, n_tiles, total, pixels_per_tile):
+    # First pixel of pixel tile `tile` of `n_tiles` = ceil(total / pixels_per_tile) tiles:
+    # the pixels are shared out evenly (a last tile of 4 pixels after three of 64 would
+    # leave one thread of two with twice the work), on multiples of ROWS where tiles are
+    # at least ROWS long so that only a tile's last micro-tile can be partial.
+    if tile >= n_tiles:
+        return total
+    start = tile * total // n_tiles
+    if pixels_per_tile >= ROWS:
+        start -= start % ROWS
+    return start
+
+
 @njit(parallel=True, cache=True)
 def _pointwise_kernel(x, w, bias, out, residual, has_residual, clip_min, clip_max,
                       pixels_per_tile, blocks_per_tile):
@@ -284,8 +300,8 @@ def _pointwise_kernel(x, w, bias, out, residual, has_residual, clip_min, clip_ma
     for item in prange(n_pixel_tiles * n_channel_tiles):
         pixel_tile = item // n_channel_tiles
         channel_tile = item - pixel_tile * n_channel_tiles
-        pixel = pixel_tile * pixels_per_tile
-        pixel_end = min(total_pixels, pixel + pixels_per_tile)
+        pixel = _tile_start(pixel_tile, n_pixel_tiles, total_pixels, pixels_per_tile)
+        pixel_end = _tile_start(pixel_tile + 1, n_pixel_tiles, total_pixels, pixels_per_tile)
         block_begin = channel_tile * blocks_per_tile
         block_end = min(cout_blocks, block_begin + blocks_per_tile)
         while pixel < pixel_end:  # one image's part of the pixel tile at a time
@@ -397,7 +413,8 @@ def pointwise_conv(x: np.ndarray, packed_weight: np.ndarray, packed_bias: np.nda
     weights either (not checked: they are only ever made by pack_pointwise).
     clip (0, 6) is ReLU6, (0, inf) ReLU, (-inf, inf) none; the range must contain 0 so that
     padded output lanes stay exactly 0. Order: bias, then residual add, then clip.
-    pixels_per_tile: output pixels (of the flattened N*H*W) per work item, >= 1.
+    pixels_per_tile: output pixels (of the flattened N*H*W) per work item, >= 1 (the pixels are
+        split into ceil(N*H*W / pixels_per_tile) near-equal tiles).
     channels_per_tile: output channels per work item, a positive multiple of 16 (whole CB
     blocks on AVX2 and AVX-512). Work items = pixel tiles x channel tiles, split over
     numba's threads (numba.set_num_threads). Tile values never trigger a recompile.
