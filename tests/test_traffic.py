@@ -60,16 +60,18 @@ def test_residual_is_read_once_more():
 
 
 def test_depthwise_rereads_halo_rows_when_the_plane_does_not_fit():
-    # 144 channels at 56x56 stride 1: a channel-block plane is 56*56*CB*4 B; with a tiny L1
-    # only the band fits and each band of 4 rows reads 6 input rows (the halo twice)
-    tiny = CacheBudget(L1=2 * 56 * 3 * CB * 4 + 64, L2=512 * KIB, L3=32 * MIB)   # 3 rows fit, the plane not
+    # 144 channels at 56x56 stride 1: bands walk all channel blocks before the next band, so
+    # the input is read once only where the whole image (1.8 MB) fits; above L1 and L2
+    # only a band's rows fit and each band of 4 rows reads 6 input rows (the halo twice)
+    tiny = CacheBudget(L1=2 * 56 * 3 * CB * 4 + 64, L2=512 * KIB, L3=32 * MIB)   # 3 rows fit, the image not
     moved = depthwise.depthwise_bytes(1, 144, 56, 56, 56, 56, 3, 3, 1, rows_per_tile=4, budget=tiny)
     x = 144 * 56 * 56 * 4
     y = x
     w = 144 * 10 * 4
     rows_read = 5 + 6 * 12 + 5                  # first and last band touch the image edge
     assert moved["L2"] == round(x * rows_read / 56) + w + y
-    assert moved["L3"] == x + w + y             # the plane fits L2
+    assert moved["L3"] == round(x * rows_read / 56) + w + y     # not even in L2
+    assert moved["DRAM"] == x + w + y                           # the image fits L3
 
 
 def test_linear_at_batch_one_reads_each_weight_once():

@@ -4,7 +4,11 @@ Layout. x (N, Cb, H, W, CB) -> out (N, Cb, Ho, Wo, CB), weights packed (Cb, kh, 
 bias (Cb, CB). One channel block is one SIMD register: every tap is one vector FMA over the
 CB lanes, and a pixel's CB channels are contiguous (32 bytes on AVX2) in x, w and out.
 
-Work items. (image, channel block, band of `rows_per_tile` output rows), spread by prange.
+Work items. (image, band of output rows, channel block), channel block fastest, spread by
+prange: ceil(Ho / rows_per_tile) bands of near-equal height. The static schedule then
+gives each thread a horizontal stripe of the image across all channels, the stripe the
+1x1 conv before it wrote on that thread (its work items are pixel ranges first), so a
+thread reads its input from its own core's caches instead of the other core's.
 A 3x3 item first copies its block's 9 weight vectors and bias to a stack scratch (so they
 live in registers for the whole band), then for each output row:
 - interior pixels (the whole 3x3 window inside the input) take the fast loop: nine taps
@@ -97,7 +101,7 @@ def _depthwise_kernel(x, weight, bias, out, stride_h, stride_w, pad_top, pad_lef
     # Offsets between taps are written as constants inside the prange body: names defined
     # out here become run-time arguments of the parallel body and LLVM loses them.
     col_stride = _U(stride_w * CB)  # elements between the windows of two output columns
-    for item in prange(n_images * n_blocks * bands):
+    for item in prange(n_images * bands * n_blocks):
         acc = _scratch_block()
         taps = _scratch_taps()  # 3x3 weights then bias, in registers
         # 0.0 / 1.0 read through a run-time index: LLVM cannot see the value, so a multiply
@@ -107,15 +111,15 @@ def _depthwise_kernel(x, weight, bias, out, stride_h, stride_w, pad_top, pad_lef
         col_taps = _scratch_col_taps()  # taps with the current border column's masks folded in
         mask[0] = 0.0
         mask[1] = 1.0
-        band = item % bands
-        image_block = item // bands  # n * n_blocks + b
-        b = image_block % n_blocks
+        b = item % n_blocks
+        band = (item // n_blocks) % bands
+        image_block = (item // (n_blocks * bands)) * n_blocks + b  # n * n_blocks + b
         x_plane = image_block * height * width * CB
         o_plane = image_block * out_h * out_w * CB
         w_base = b * kernel_h * kernel_w * CB
         b_base = b * CB
-        row_start = band * rows_per_tile
-        row_end = min(out_h, row_start + rows_per_tile)
+        row_start = band * out_h // bands
+        row_end = (band + 1) * out_h // bands
         if not is_3x3:
             for oh in range(row_start, row_end):
                 _generic_columns(xf, wf, bf, of, x_plane, o_plane + oh * out_w * CB, w_base, b_base, height,
@@ -245,10 +249,10 @@ def depthwise_conv(x: np.ndarray, packed_weight: np.ndarray, packed_bias: np.nda
     (the caller derived them from all four pads); input outside H x W reads as 0.
     Strides >= 1, pads >= 0, dilation 1. clip (0, 6) is ReLU6, (0, inf) ReLU,
     (-inf, inf) none; clip_min <= 0 <= clip_max so padded lanes stay 0.
-    rows_per_tile: output rows per work item (>= 1); the items are (image, channel block,
-    band of rows) and run in parallel on numba's threads. Larger bands amortise the per-item
-    set-up (weights to registers, border-column masks); 16 was fastest on MobileNetV2 at
-    batch 1 (bench/kernel_depthwise.py) and still leaves >= 28 items per layer there.
+    rows_per_tile: output rows per work item (>= 1; the rows are shared out evenly over
+    ceil(Ho / rows_per_tile) bands); the items are (image, band of rows, channel block) and
+    run in parallel on numba's threads. Larger bands amortise the per-item set-up (weights
+    to registers, border-column masks); smaller ones give each thread its own stripe of rows.
     """
     if not _looks_valid(x, packed_weight, packed_bias, out, stride_h, stride_w, pad_top, pad_left, rows_per_tile):
         _validate(x, packed_weight, packed_bias, out, stride_h, stride_w, pad_top, pad_left, rows_per_tile)
@@ -314,11 +318,11 @@ def depthwise_bytes(batch: int, channels: int, height: int, width: int, out_h: i
     """Modelled bytes moved per memory level (engine.traffic), whole batch.
 
     Registers <- L1: every output vector reads kh*kw input vectors; the taps are loaded once
-    per work item; outputs stored once. Across a boundary: the input plane of a channel block
-    once if it stays resident while its bands are walked (consecutive work items); else, if
-    the kh input rows of one output row stay resident while the band walks down, the rows
-    each band reads ((rows-1)*stride + kh: the halo rows twice); else every input row once
-    per output row that reads it (kh / stride times); weights and outputs once.
+    per work item; outputs stored once. Across a boundary: an image's input once if it stays
+    resident while its bands are walked (bands are consecutive work items); else, if the kh
+    input rows of one output row stay resident while a band walks down, the rows each band
+    reads ((rows-1)*stride + kh: the halo rows twice); else every input row once per output
+    row that reads it (kh / stride times); weights and outputs once.
     """
     from engine.traffic import FLOAT32, by_level, fits
 
@@ -331,14 +335,14 @@ def depthwise_bytes(batch: int, channels: int, height: int, width: int, out_h: i
     registers = planes * out_h * out_w * kh * kw * CB * FLOAT32 + y_bytes + planes * bands * w_bytes // (padded // CB)
     rows_read = 0
     for band in range(bands):
-        start, end = band * rows_per_tile, min(out_h, (band + 1) * rows_per_tile)
+        start, end = band * out_h // bands, (band + 1) * out_h // bands
         pad = kh // 2                     # MobileNets pad (k - 1) / 2; other pads change this by a row at most
         rows_read += max(0, min(height, (end - 1) * stride_h - pad + kh) - max(0, start * stride_h - pad))
     window_rows = kh * width * CB * FLOAT32      # the input rows one output row reads
     below = {}
     for boundary in ("L2", "L3", "DRAM"):
         capacity = budget.capacity_above(boundary)
-        if fits(height * width * CB * FLOAT32, capacity):
+        if fits(x_bytes // batch, capacity):
             x_traffic = x_bytes
         elif fits(window_rows, capacity):
             x_traffic = x_bytes * max(1.0, rows_read / height)
