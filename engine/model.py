@@ -17,9 +17,43 @@ from engine.passes import run_passes
 from engine.plan import PackedWeights, Plan, RunConfig, build_plan
 from engine.tiles import Tiles
 
+REENTRANT_RUN_MESSAGE = (
+    "Model.run was called while a run is in progress on this same thread (from a hook or a "
+    "callback of that run): the engine runs one batch at a time, so this call would wait for "
+    "itself forever. Keep what the hook needs and run after the outer run has returned.")
+
+
+class _RunLock:
+    """A process-wide lock around every run, that refuses re-entry from the thread holding it.
+
+    Runs share plan buffers and numba's thread pool, so they go one at a time: callers on
+    other threads wait their turn. A run started on the thread that holds the lock (from
+    a hook of the running one) would wait for itself forever; `with` raises RuntimeError
+    there instead. (threading.RLock would let it in, and the inner run would overwrite
+    the outer one's buffers.)"""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._holder = threading.local()
+
+    def __enter__(self):
+        if getattr(self._holder, "active", False):
+            raise RuntimeError(REENTRANT_RUN_MESSAGE)
+        self._lock.acquire()
+        self._holder.active = True
+        return self
+
+    def __exit__(self, *exc_info):
+        self._holder.active = False
+        self._lock.release()
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+
 # numba's default (workqueue) threading layer must not be entered from two Python
 # threads at once: every run in this process takes this lock, so concurrent callers queue.
-_RUN_LOCK = threading.Lock()
+_RUN_LOCK = _RunLock()
 
 
 @functools.lru_cache(maxsize=1)
@@ -43,6 +77,7 @@ class Model:
         self.graph = graph
         self.weights = PackedWeights(graph)
         self._plans: OrderedDict[tuple, Plan] = OrderedDict()
+        self._plans_lock = threading.Lock()
         self._runs = 0
 
     @property
@@ -64,18 +99,29 @@ class Model:
     # ------------------------------------------------------------ validation
 
     def check_input(self, x) -> np.ndarray:
-        """Validate an input batch; returns it as a C-contiguous float32 array.
+        """Validate an input batch (N, C, H, W) float32; returns `x` itself (not a copy).
 
-        Raises ValueError naming what was expected and what was given. NaN and Inf are not
-        rejected, but the kernels are compiled with fast-math flags that assume finite values,
-        so the outputs of an image holding them are unspecified (observed: a NaN makes that
-        image's logits NaN, an Inf saturates in ReLU6); other images of the batch are not
-        affected. Check with np.isfinite first where that matters."""
+        Any memory layout is accepted: non-contiguous, Fortran-ordered, negative-stride,
+        read-only, unaligned and big-endian float32 arrays all work, because every run
+        copies its input into the plan's own C-contiguous buffer (its first step). Other
+        dtypes (float64 included) are refused, not converted: pass x.astype(np.float32).
+        Masked arrays are refused (the engine would ignore the mask). Raises ValueError
+        naming what was expected and what was given.
+
+        NaN and Inf are not rejected (checking would cost a pass over the input), but the
+        kernels are compiled with fast-math flags that assume finite values, so the outputs
+        of an image holding them are unspecified (observed: a NaN makes that image's logits
+        NaN, an Inf saturates in ReLU6); other images of the batch are not affected
+        (tests/test_argument_validation.py checks this bit for bit). Check with
+        np.isfinite first where that matters."""
         if not isinstance(x, np.ndarray):
             raise ValueError(f"x must be a numpy.ndarray of float32 (N, {', '.join(map(str, self.input_shape))}), "
                              f"got {type(x).__name__}")
-        if x.dtype != np.float32:
-            raise ValueError(f"x must be float32, got {x.dtype}")
+        if isinstance(x, np.ma.MaskedArray):
+            raise ValueError("x must be a plain numpy.ndarray, got a masked array (the engine would ignore "
+                             "its mask): pass x.filled(value)")
+        if x.dtype != np.float32 and not (x.dtype.kind == "f" and x.dtype.itemsize == 4):   # any byte order
+            raise ValueError(f"x must be float32, got {x.dtype} (convert with x.astype(np.float32))")
         expected = self.input_shape
         if x.ndim != 4:
             raise ValueError(f"x must have rank 4 (N, C, H, W) = (N, {', '.join(map(str, expected))}), "
@@ -90,30 +136,80 @@ class Model:
 
     @staticmethod
     def check_threads(threads) -> int:
+        """`threads` as an int, or ValueError unless it is an int in 1..available_cores()."""
         cores = available_cores()
         if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or not 1 <= threads <= cores:
             raise ValueError(f"threads must be an int in 1..{cores} (this machine's cores), got {threads!r}")
         return int(threads)
 
+    @staticmethod
+    def check_batch(batch) -> int:
+        """`batch` (images) as an int, or ValueError unless it is an int >= 1."""
+        if isinstance(batch, (bool, np.bool_)) or not isinstance(batch, (int, np.integer)) or batch < 1:
+            raise ValueError(f"batch must be an int >= 1 (images), got {batch!r}")
+        return int(batch)
+
+    @staticmethod
+    def check_tiles(tiles) -> Tiles:
+        """`tiles`, Tiles() for None, or ValueError unless it is an engine.Tiles."""
+        if tiles is None:
+            return Tiles()
+        if not isinstance(tiles, Tiles):
+            raise ValueError(f"tiles must be an engine.Tiles, got {type(tiles).__name__}")
+        return tiles
+
+    @staticmethod
+    def check_fuse_blocks(fuse_blocks):
+        """True, False (numpy bools too) or "auto"; ValueError for anything else."""
+        if isinstance(fuse_blocks, str) and fuse_blocks == "auto":
+            return fuse_blocks
+        if isinstance(fuse_blocks, (bool, np.bool_)):
+            return bool(fuse_blocks)
+        raise ValueError(f"fuse_blocks must be True, False or \"auto\", got {fuse_blocks!r}")
+
+    @staticmethod
+    def check_hooks(hooks) -> tuple:
+        """`hooks` as a tuple: None, one hook, or an iterable of hooks. A hook has a callable
+        on_layer(record); on_run_start / on_run_end, when present, must be callable too."""
+        if hooks is None:
+            return ()
+        if hasattr(hooks, "on_layer"):          # one hook given alone (a Recorder, say)
+            hooks = (hooks,)
+        try:
+            hooks = tuple(hooks)
+        except TypeError:
+            raise ValueError(f"hooks must be a hook (an object with on_layer(record)) or a list of them, "
+                             f"got {type(hooks).__name__}") from None
+        for hook in hooks:
+            if not callable(getattr(hook, "on_layer", None)):
+                raise ValueError(f"hook {hook!r} has no on_layer(record) method")
+            for name in ("on_run_start", "on_run_end"):
+                method = getattr(hook, name, None)
+                if method is not None and not callable(method):
+                    raise ValueError(f"hook {hook!r}: {name} must be a method, got {type(method).__name__}")
+        return hooks
+
     # ------------------------------------------------------------ planning
 
     def plan(self, batch: int, threads: int = 1, tiles: Tiles | None = None, fuse_blocks: bool = False) -> Plan:
-        """The (cached) plan for a batch size and configuration."""
-        tiles = Tiles() if tiles is None else tiles
-        if not isinstance(tiles, Tiles):
-            raise ValueError(f"tiles must be an engine.Tiles, got {type(tiles).__name__}")
-        if not isinstance(fuse_blocks, (bool, np.bool_)):
-            raise ValueError(f"fuse_blocks must be True or False, got {fuse_blocks!r}")
-        config = RunConfig(threads=threads, tiles=tiles, fuse_blocks=bool(fuse_blocks))
+        """The (cached) plan for a batch size and configuration (arguments as for run)."""
+        return self._plan(self.check_batch(batch), self.check_threads(threads), self.check_tiles(tiles),
+                          self.check_fuse_blocks(fuse_blocks))
+
+    def _plan(self, batch: int, threads: int, tiles: Tiles, fuse_blocks) -> Plan:
+        """plan() for arguments already checked. The cache is shared by threads: its lock
+        is held while a plan is looked up or built (never while one runs)."""
+        config = RunConfig(threads=threads, tiles=tiles, fuse_blocks=fuse_blocks)
         key = (batch, config)
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = build_plan(self.graph, self.weights, batch, config)
-            self._plans[key] = plan
-            while len(self._plans) > self._PLAN_CACHE_SIZE:
-                self._plans.popitem(last=False)
-        else:
-            self._plans.move_to_end(key)
+        with self._plans_lock:
+            plan = self._plans.get(key)
+            if plan is None:
+                plan = build_plan(self.graph, self.weights, batch, config)
+                self._plans[key] = plan
+                while len(self._plans) > self._PLAN_CACHE_SIZE:
+                    self._plans.popitem(last=False)
+            else:
+                self._plans.move_to_end(key)
         return plan
 
     # ------------------------------------------------------------ running
@@ -122,21 +218,29 @@ class Model:
             hooks=()) -> np.ndarray:
         """Run the network on a batch.
 
-        x: float32 (N, C, H, W), NCHW, any N >= 1 (non-contiguous arrays are copied).
+        x: float32 (N, C, H, W), NCHW, any N >= 1, any strides (see check_input; NaN/Inf
+            make only their own image's outputs unspecified).
         threads: numba threads, 1..cores. tiles: engine.Tiles (default Tiles()).
-        hooks: objects with on_layer(record) (and optional on_run_start/on_run_end);
-            a hook that raises stops the run and the error reaches the caller.
+        fuse_blocks: True, False or "auto".
+        hooks: a hook or a list of hooks, objects with on_layer(record) (and optional
+            on_run_start/on_run_end); a hook that raises stops the run and the error
+            reaches the caller.
+        Every argument is checked (ValueError naming expected and got) before any kernel runs.
         Returns float32 (N, *output_shape), a new array.
+
+        Threads: runs are serialised process-wide (one lock), so calls from several Python
+        threads, on one model or several, queue and each gets its own correct result. A
+        call from inside a hook of a run on the same thread raises RuntimeError (it would
+        otherwise wait for itself forever).
         """
         x = self.check_input(x)
         threads = self.check_threads(threads)
-        hooks = tuple(hooks or ())
-        for hook in hooks:
-            if not callable(getattr(hook, "on_layer", None)):
-                raise ValueError(f"hook {hook!r} has no on_layer(record) method")
+        tiles = self.check_tiles(tiles)
+        fuse_blocks = self.check_fuse_blocks(fuse_blocks)
+        hooks = self.check_hooks(hooks)
         batch = x.shape[0]
         with _RUN_LOCK:
-            plan = self.plan(batch, threads, tiles, fuse_blocks)
+            plan = self._plan(batch, threads, tiles, fuse_blocks)
             previous_threads = numba.get_num_threads()
             if previous_threads != threads:
                 numba.set_num_threads(threads)

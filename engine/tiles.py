@@ -4,10 +4,13 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, fields
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Tiles:
-    """Tile sizes, validated on construction (ValueError names the field and range).
+    """Tile sizes, validated on construction (ValueError names the field, range and value;
+    ints or numpy integers, stored as int).
 
     pointwise_pixels: output pixels per work item of a 1x1 conv. The weights of one
         output-channel tile are re-read once per pixel tile, so small values re-read
@@ -36,8 +39,12 @@ class Tiles:
         for field in fields(self):
             value = getattr(self, field.name)
             low, high, multiple = self._RANGES[field.name]
-            if isinstance(value, bool) or not isinstance(value, int):
+            # numpy integers are accepted (and stored as int); bools, floats, strings are not
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
                 raise ValueError(f"Tiles.{field.name} must be an int in {low}..{high}, got {value!r}")
+            if type(value) is not int:
+                value = int(value)
+                object.__setattr__(self, field.name, value)     # frozen: set once, here
             if not low <= value <= high or value % multiple:
                 extra = f" and a multiple of {multiple}" if multiple > 1 else ""
                 raise ValueError(f"Tiles.{field.name} must be in {low}..{high}{extra}, got {value}")

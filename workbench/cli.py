@@ -7,7 +7,9 @@
                                 [--fuse-blocks [false|true ...]] [--out FILE] [--resume] [--scheduler ADDRESS]
     roofline-workbench compare  [--model M] [--batch N] [--threads T] [--price-per-core-hour USD] [--out DIR]
 
-Bad flags or values print one line and exit with status 2, never a traceback.
+Bad flags or values (an unknown flag, a value of the wrong type or out of range, a missing
+model, an --out that cannot be written) print one line on stderr and exit with status 2,
+never a traceback; Ctrl-C exits with status 130.
 """
 from __future__ import annotations
 
@@ -36,6 +38,23 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def _int_in(low: int, high: int):
+    """argparse type: an int in low..high."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer in {low}..{high}, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected an integer in {low}..{high}, got {value}")
+        return value
+    return parse
+
+
+_batch = _int_in(1, 4096)          # images, as workbench.profile accepts
+_repeats = _int_in(1, 10_000)      # timed runs, as workbench.profile accepts
 
 
 def _positive_float(text: str) -> float:
@@ -78,7 +97,7 @@ def _tile_flags(parser: argparse.ArgumentParser) -> None:
     defaults = engine.Tiles()
     for name, value in defaults.as_dict().items():
         low, high, step = engine.Tiles.field_range(name)
-        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=value, dest=name,
+        parser.add_argument(f"--{name.replace('_', '-')}", type=_tile_value(name), default=value, dest=name,
                             help=f"Tiles.{name} ({low}..{high}{f', multiple of {step}' if step > 1 else ''}; "
                                  f"default {value})")
 
@@ -97,9 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
                        ("report", "write an HTML report and the records (CSV, Parquet)")):
         sub = commands.add_parser(name, help=text)
         sub.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX file")
-        sub.add_argument("--batch", type=_positive_int, default=1)
+        sub.add_argument("--batch", type=_batch, default=1)
         sub.add_argument("--threads", type=_positive_int, default=None, help="default: all cores")
-        sub.add_argument("--repeats", type=_positive_int, default=5)
+        sub.add_argument("--repeats", type=_repeats, default=5)
         sub.add_argument("--fuse-blocks", action="store_true")
         _tile_flags(sub)
         if name == "report":
@@ -109,10 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sweep = commands.add_parser("sweep", help="profile a grid of configurations into one table (Parquet or CSV)")
     sweep.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX file")
-    sweep.add_argument("--batch", type=_positive_int, nargs="+", default=[1], help="batch sizes (default 1)")
+    sweep.add_argument("--batch", type=_batch, nargs="+", default=[1], help="batch sizes (default 1)")
     sweep.add_argument("--threads", type=_positive_int, nargs="+", default=None,
                        help="thread counts (default: all cores); above a machine's cores: skipped")
-    sweep.add_argument("--repeats", type=_positive_int, default=3, help="timed runs per config")
+    sweep.add_argument("--repeats", type=_repeats, default=3, help="timed runs per config")
     sweep.add_argument("--fuse-blocks", type=_boolean, nargs="*", default=None, metavar="false|true",
                        help="alone: fused only; with values: each of them (e.g. --fuse-blocks false true)")
     import engine
@@ -131,9 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = commands.add_parser("compare", help="our engine next to ONNX Runtime and OpenVINO, cost per inference")
     compare.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX file")
-    compare.add_argument("--batch", type=_positive_int, default=1)
+    compare.add_argument("--batch", type=_batch, default=1)
     compare.add_argument("--threads", type=_positive_int, default=None, help="cores per engine (default: all)")
-    compare.add_argument("--repeats", type=_positive_int, default=20, help="timed calls per engine")
+    compare.add_argument("--repeats", type=_repeats, default=20, help="timed calls per engine")
     compare.add_argument("--price-per-core-hour", type=_positive_float, default=None, metavar="USD",
                          help="price of one core for one hour (default 0.05 USD)")
     compare.add_argument("--top", type=_positive_int, default=10, help="ONNX Runtime nodes to print")
@@ -156,6 +175,13 @@ def _model_file(path: Path) -> Path:
             write_default_model(path)
         else:
             raise _UsageError(f"roofline-workbench: model file not found: {path}")
+    return path
+
+
+def _output_folder(path: Path) -> Path:
+    """`path` unless it exists and is not a folder (a usage error)."""
+    if path.exists() and not path.is_dir():
+        raise _UsageError(f"roofline-workbench: --out must be a folder, got an existing file: {path}")
     return path
 
 
@@ -225,6 +251,8 @@ def _compare(args) -> int:
     from workbench.profile import save_frame
 
     _model_file(args.model)
+    if args.out is not None:
+        _output_folder(args.out)
     price = DEFAULT_PRICE_PER_CORE_HOUR if args.price_per_core_hour is None else args.price_per_core_hour
     result = compare(args.model, batch=args.batch, threads=args.threads or engine.available_cores(),
                      repeats=args.repeats, price_per_core_hour=price)
@@ -266,6 +294,7 @@ def _run(args) -> int:
     if args.command == "report":
         from workbench.report import write_report
 
+        _output_folder(args.out)
         frame = _profile(args)
         paths = write_report(frame, args.out, model_name=args.model.name)
         for path in paths:
@@ -278,6 +307,11 @@ def _run(args) -> int:
     raise _UsageError(f"unknown command {args.command!r}")
 
 
+def _one_line(text: str) -> str:
+    """An error message on one line (a message may hold newlines, e.g. a list of ops)."""
+    return " ".join(str(text).split())
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     try:
@@ -286,16 +320,19 @@ def main(argv=None) -> int:
                             format="%(levelname)s %(name)s: %(message)s")
         return _run(args)
     except _UsageError as error:
-        print(str(error).splitlines()[0], file=sys.stderr)
+        print(_one_line(error), file=sys.stderr)
         return 2
-    except ValueError as error:      # bad tile values and the like
-        print(f"roofline-workbench: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("roofline-workbench: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as error:      # bad values; an --out that cannot be written
+        print(f"roofline-workbench: {_one_line(error)}", file=sys.stderr)
         return 2
     except Exception as error:       # ModelError and anything the user can act on
         from engine import ModelError
 
         if isinstance(error, ModelError):
-            print(f"roofline-workbench: {error}", file=sys.stderr)
+            print(f"roofline-workbench: {_one_line(error)}", file=sys.stderr)
             return 2
         raise
 

@@ -67,7 +67,7 @@ import pandas as pd
 
 import engine
 from engine.traffic import LEVELS
-from workbench.profile import check_batch, check_repeats, profile, summarise
+from workbench.profile import check_batch, check_ceilings, check_repeats, check_seed, profile, summarise
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def cost_per_million_inferences(images_per_second: float, cores: int, price_per_
 
 
 def _check_price(price) -> float:
-    if isinstance(price, bool) or not isinstance(price, (int, float, np.floating, np.integer)) \
+    if isinstance(price, (bool, np.bool_)) or not isinstance(price, (int, float, np.floating, np.integer)) \
             or not np.isfinite(price) or price <= 0:
         raise ValueError(f"price_per_core_hour must be a positive number (per core-hour), got {price!r}")
     return float(price)
@@ -136,15 +136,17 @@ def _check_price(price) -> float:
 # ---------------------------------------------------------------------------- engines
 
 def _read_proto(model):
-    import onnx
+    """(onnx.ModelProto, path or None); ValueError for a missing file or another type,
+    engine.ModelError for bytes that are not an ONNX model."""
+    from engine.onnx_import import read_model
 
     if isinstance(model, (str, os.PathLike)):
         path = Path(model)
         if not path.is_file():
             raise ValueError(f"model file not found: {path}")
-        return onnx.load(str(path)), path
+        return read_model(path), path
     if isinstance(model, (bytes, bytearray)):
-        return onnx.load_from_string(bytes(model)), None
+        return read_model(bytes(model)), None
     if hasattr(model, "SerializeToString"):
         return model, None
     raise ValueError(f"model must be an ONNX file path, bytes or an onnx.ModelProto, got {type(model).__name__}")
@@ -370,19 +372,24 @@ def compare(model_path, batch: int = 1, threads: int = 2, repeats: int = 20,
     timed calls per engine (and ORT profiled runs). price_per_core_hour: USD (or any
     currency) per core-hour, default DEFAULT_PRICE_PER_CORE_HOUR = 0.05. ceilings: the roofs
     for the per-node profiles (default measure_ceilings(quick=True)). tiles, fuse_blocks:
-    our engine's configuration. Returns a Comparison (see its docstring and the module's).
+    our engine's configuration. seed: of the random input (int >= 0). Returns a Comparison
+    (see its docstring and the module's). Every argument is checked (ValueError naming
+    expected and got) before the model is loaded or anything runs.
     """
+    batch = check_batch(batch)
+    repeats = check_repeats(repeats)
+    threads = engine.Model.check_threads(threads)
+    price_per_core_hour = _check_price(price_per_core_hour)
+    tiles = engine.Model.check_tiles(tiles)
+    fuse_blocks = engine.Model.check_fuse_blocks(fuse_blocks)
+    seed = check_seed(seed)
+    ceilings = check_ceilings(ceilings, threads)
     proto, path = _read_proto(model_path)
     model_bytes = proto.SerializeToString()
     model = engine.load(proto)
-    batch = check_batch(batch)
-    repeats = check_repeats(repeats)
-    threads = model.check_threads(threads)
-    price_per_core_hour = _check_price(price_per_core_hour)
-    tiles = engine.Tiles() if tiles is None else tiles
     if ceilings is None:
         from workbench.ceilings import measure_ceilings
-        ceilings = measure_ceilings(quick=True)
+        ceilings = check_ceilings(measure_ceilings(quick=True), threads)
     x = np.random.default_rng(seed).standard_normal((batch, *model.input_shape), dtype=np.float32)
     notes: list[str] = []
     versions = {ENGINE_NAME: _package_version("roofline-workbench")}

@@ -7,6 +7,7 @@ attainable performance under the machine's measured roofs, and what bounds the s
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -19,22 +20,63 @@ CONFIG_COLUMNS = ["batch", "threads", "fuse_blocks"]
 
 
 def as_model(model) -> engine.Model:
-    """An engine.Model from a Model, a path, bytes or an onnx.ModelProto."""
+    """An engine.Model from a Model, a path, bytes or an onnx.ModelProto. ValueError for
+    another type or a missing file; engine.ModelError for a file that is not a model."""
     if isinstance(model, engine.Model):
         return model
+    if isinstance(model, (str, os.PathLike)):
+        if not Path(model).is_file():
+            raise ValueError(f"model must be an existing ONNX file, got {str(model)!r} (not found)")
+    elif not isinstance(model, (bytes, bytearray, memoryview)) and not hasattr(model, "SerializeToString"):
+        raise ValueError(f"model must be an engine.Model, an ONNX file path, bytes or an onnx.ModelProto, "
+                         f"got {type(model).__name__}")
     return engine.load(model)
 
 
+def check_int(name: str, value, low: int, high: int) -> int:
+    """`value` as an int, or ValueError naming `name`, the range and the value unless it is
+    an int (numpy integers too; bools, floats, strings and None refused) in low..high."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
+        raise ValueError(f"{name} must be an int in {low}..{high}, got {value!r}")
+    return int(value)
+
+
 def check_repeats(repeats) -> int:
-    if isinstance(repeats, bool) or not isinstance(repeats, (int, np.integer)) or not 1 <= repeats <= 10_000:
-        raise ValueError(f"repeats must be an int in 1..10000, got {repeats!r}")
-    return int(repeats)
+    return check_int("repeats", repeats, 1, 10_000)
 
 
 def check_batch(batch) -> int:
-    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or not 1 <= batch <= 4096:
-        raise ValueError(f"batch must be an int in 1..4096, got {batch!r}")
-    return int(batch)
+    return check_int("batch", batch, 1, 4096)
+
+
+def check_bool(name: str, value) -> bool:
+    """`value` as a bool, or ValueError unless it is True or False (numpy bools too)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def check_seed(seed):
+    """A numpy seed: None or an int >= 0."""
+    if seed is not None and (isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer))
+                             or seed < 0):
+        raise ValueError(f"seed must be None or an int >= 0, got {seed!r}")
+    return seed
+
+
+def check_ceilings(ceilings, threads: int | None = None):
+    """`ceilings` (None passes: the caller measures them) unless it is not a Ceilings-like
+    object (levels, peak_gflops, bandwidth_gbs, ridge_point) or has no roof for `threads`."""
+    if ceilings is None:
+        return None
+    if not all(hasattr(ceilings, name) for name in ("levels", "peak_gflops", "bandwidth_gbs", "ridge_point")):
+        raise ValueError(f"ceilings must be a workbench.Ceilings (from workbench.measure_ceilings()), "
+                         f"got {type(ceilings).__name__}")
+    if threads is not None:
+        ceilings.peak_gflops(threads)       # ValueError naming the measured thread counts
+        for level in ceilings.levels:
+            ceilings.bandwidth_gbs(level, threads)
+    return ceilings
 
 
 def profile(model, batch: int = 1, threads: int = 2, tiles: engine.Tiles | None = None,
@@ -43,23 +85,32 @@ def profile(model, batch: int = 1, threads: int = 2, tiles: engine.Tiles | None 
     """Per-step profile of `model` at one configuration.
 
     model: engine.Model, a path, bytes or an onnx.ModelProto.
-    threads: capped at this machine's cores. repeats: timed runs (the median is kept).
-    ceilings: a workbench.Ceilings (default: measure_ceilings(quick=True), cached on disk).
+    batch: images, 1..4096. threads: 1..this machine's cores. tiles: engine.Tiles.
+    fuse_blocks: True, False or "auto". repeats: timed runs, 1..10000 (the median is kept),
+    after `warmup` (0..10000) untimed ones. seed: of the random input (int >= 0 or None).
+    ceilings: a workbench.Ceilings (default: measure_ceilings(quick=True), cached on disk)
+    with roofs for `threads`.
+    Every argument is checked (ValueError naming expected and got) before the model is
+    loaded, the ceilings measured or anything run.
     Columns: step, layer, op, input_shape, output_shape, members, fused, seconds (median,
     s), flops, other_flops, gflops (GFLOP/s), share_of_time, bytes_<level> and ai_<level>
     (FLOP/byte) for L1, L2, L3, DRAM, attainable_gflops, roof_fraction, bound, bound_level,
     plus the config: batch, threads, fuse_blocks and one column per Tiles field.
     """
-    model = as_model(model)
     batch = check_batch(batch)
     repeats = check_repeats(repeats)
-    threads = model.check_threads(threads)
-    tiles = engine.Tiles() if tiles is None else tiles
+    warmup = check_int("warmup", warmup, 0, 10_000)
+    seed = check_seed(seed)
+    threads = engine.Model.check_threads(threads)
+    tiles = engine.Model.check_tiles(tiles)
+    fuse_blocks = engine.Model.check_fuse_blocks(fuse_blocks)
+    ceilings = check_ceilings(ceilings, threads)
+    model = as_model(model)
     if ceilings is None:
         from workbench.ceilings import measure_ceilings
-        ceilings = measure_ceilings(quick=True)
+        ceilings = check_ceilings(measure_ceilings(quick=True), threads)
     x = np.random.default_rng(seed).standard_normal((batch, *model.input_shape), dtype=np.float32)
-    for _ in range(max(0, warmup)):
+    for _ in range(warmup):
         model.run(x, threads=threads, tiles=tiles, fuse_blocks=fuse_blocks)
     recorder = engine.Recorder()
     for _ in range(repeats):
@@ -138,7 +189,6 @@ def is_memory_bound(ai: float, level: str, threads: int, ceilings) -> bool:
 
 def save_frame(frame: pd.DataFrame, path: Path) -> Path:
     """Write CSV or Parquet (by suffix) atomically."""
-    import os
     import tempfile
 
     path = Path(path)

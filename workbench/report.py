@@ -12,11 +12,13 @@ from pathlib import Path
 import pandas as pd
 import plotly.io as pio
 
-from workbench.profile import save_frame
+from workbench.profile import check_bool, check_ceilings, save_frame
 from workbench.roofline import roofline_figure, time_bars
 
 logger = logging.getLogger(__name__)
 
+# What the report reads from a profile (besides the table's columns, shown when present).
+REQUIRED_COLUMNS = ["layer", "op", "seconds", "flops", "batch", "threads", "bound"]
 TABLE_COLUMNS = ["layer", "op", "seconds", "share_of_time", "flops", "gflops", "ai_L1", "ai_L2", "ai_L3",
                  "ai_DRAM", "attainable_gflops", "roof_fraction", "bound", "bound_level"]
 
@@ -28,19 +30,54 @@ def _table_html(frame: pd.DataFrame) -> str:
     return shown.to_html(index=False, float_format=lambda v: f"{v:.3g}", classes="layers", border=0)
 
 
+def _check_report_arguments(frame, out, model_name, ceilings, before, level, images) -> None:
+    for name, value in (("frame", frame), ("before", before)):
+        if value is None and name == "before":
+            continue
+        if not isinstance(value, pd.DataFrame):
+            raise ValueError(f"{name} must be a pandas DataFrame (workbench.profile's output), "
+                             f"got {type(value).__name__}")
+        if value.empty:
+            raise ValueError(f"{name} must be a non-empty profile, got {len(value)} rows x {value.shape[1]} columns")
+        missing = [c for c in REQUIRED_COLUMNS if c not in value.columns]
+        if missing:
+            raise ValueError(f"{name} lacks the columns {missing} (is it workbench.profile's output?), "
+                             f"got columns {list(value.columns)[:12]}")
+    if not isinstance(out, (str, os.PathLike)):
+        raise ValueError(f"out must be a folder path, got {type(out).__name__}")
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ValueError(f"out must be a folder, got an existing file: {str(out)!r}")
+    if not isinstance(model_name, str):
+        raise ValueError(f"model_name must be a str, got {type(model_name).__name__}")
+    check_bool("images", images)
+    if check_ceilings(ceilings) is not None:
+        _check_level(ceilings, level)
+    elif not isinstance(level, str):
+        raise ValueError(f"level must be a memory level name such as 'L2', got {level!r}")
+
+
+def _check_level(ceilings, level) -> None:
+    if not isinstance(level, str) or level not in ceilings.levels:
+        raise ValueError(f"level must be one of {', '.join(ceilings.levels)} (the ceilings' roofs), got {level!r}")
+
+
 def write_report(frame: pd.DataFrame, out: Path, model_name: str = "model", ceilings=None,
                  before: pd.DataFrame | None = None, level: str = "L2", images: bool = True) -> list[Path]:
     """Write report.html, layers.csv and layers.parquet into `out`, and roofline.png and
     roofline.svg when kaleido and a Chromium are available (images=True); returns the paths.
 
-    frame: a workbench.profile DataFrame. before: optionally a second profile (e.g. fusion
-    off) shown as a before/after view. Files are written atomically.
+    frame: a workbench.profile DataFrame. out: a folder (created if missing; an existing
+    file there is refused). before: optionally a second profile (e.g. fusion off) shown as
+    a before/after view. level: a memory level of the ceilings. Files are written
+    atomically. Bad arguments raise ValueError before anything is written or measured.
     """
+    _check_report_arguments(frame, out, model_name, ceilings, before, level, images)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if ceilings is None:
         from workbench.ceilings import measure_ceilings
         ceilings = measure_ceilings(quick=True)
+        _check_level(ceilings, level)
     figures = [roofline_figure(frame, ceilings, level=level), time_bars(frame, ceilings, level=level)]
     if before is not None:
         from workbench.roofline import compare_figure

@@ -37,7 +37,9 @@ overwritten (with a warning) when the first config finishes.
 
 Invalid combinations (a tile value outside its range, batch outside 1..4096, threads above
 the cores of the machine that would run it) are logged with `logging.warning`, listed in
-`frame.attrs["skipped"]` with the reason, and skipped; the sweep goes on.
+`frame.attrs["skipped"]` with the reason, and skipped; the sweep goes on. Values of the
+wrong type (a string, None, a float, a bool where an int belongs) and every other bad
+argument are refused with ValueError before anything runs.
 
 On a Dask cluster (`client=` a `distributed.Client` or a scheduler address): one task per
 config. Each worker loads the model itself from the bytes broadcast once to every worker,
@@ -55,6 +57,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
+import os
 import socket
 import time
 from pathlib import Path
@@ -63,7 +66,7 @@ import numpy as np
 import pandas as pd
 
 import engine
-from workbench.profile import check_batch, check_repeats, profile, save_frame
+from workbench.profile import check_batch, check_bool, check_ceilings, check_repeats, profile, save_frame
 
 logger = logging.getLogger(__name__)
 
@@ -104,9 +107,10 @@ def grid(batch=(1,), threads=(1,), tiles: dict | None = None, fuse_blocks=(False
     """Every combination, as config dicts with the keys CONFIG_COLUMNS, in a fixed order
     (batch outermost, then threads, fuse_blocks and the tile fields in Tiles order).
 
-    Values are not range-checked here (that is per config, see `check_config`); the shape
-    of the arguments is: each a value or a non-empty list, `tiles` a dict {Tiles field:
-    value or list}, fuse_blocks booleans. Raises ValueError naming what is wrong.
+    Values are not range-checked here (that is per config, see `check_config`); their types
+    and the shape of the arguments are: batch, threads and each tile an int (numpy ints
+    too) or a non-empty list of ints, `tiles` a dict {Tiles field: value or list},
+    fuse_blocks booleans. Raises ValueError naming what is wrong.
     """
     tiles = {} if tiles is None else tiles
     if not isinstance(tiles, dict):
@@ -119,11 +123,21 @@ def grid(batch=(1,), threads=(1,), tiles: dict | None = None, fuse_blocks=(False
     if not all(isinstance(value, (bool, np.bool_)) for value in fuse_values):
         raise ValueError(f"fuse_blocks must be True/False values, got {fuse_values!r}")
     defaults = engine.Tiles().as_dict()
-    axes = {"batch": _as_list("batch", batch), "threads": _as_list("threads", threads),
+    axes = {"batch": _int_list("batch", batch), "threads": _int_list("threads", threads),
             "fuse_blocks": [bool(value) for value in fuse_values]}
     for name in TILE_FIELDS:
-        axes[name] = _as_list(f"tiles[{name!r}]", tiles[name]) if name in tiles else [defaults[name]]
+        axes[name] = _int_list(f"tiles[{name!r}]", tiles[name]) if name in tiles else [defaults[name]]
     return [dict(zip(CONFIG_COLUMNS, values)) for values in itertools.product(*axes.values())]
+
+
+def _int_list(name: str, values) -> list[int]:
+    """_as_list of ints: the range is checked per config, the type here (ValueError)."""
+    values = _as_list(name, values)
+    wrong = [value for value in values
+             if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer))]
+    if wrong:
+        raise ValueError(f"{name} must be ints (or a list of ints), got {wrong[0]!r}")
+    return [int(value) for value in values]
 
 
 def check_config(config: dict, cores: int | None = None) -> engine.Tiles:
@@ -290,12 +304,34 @@ def read_table(path: Path) -> pd.DataFrame:
 def _check_out(out) -> Path | None:
     if out is None:
         return None
+    if not isinstance(out, (str, os.PathLike)):
+        raise ValueError(f"out must be a .parquet or .csv path, got {type(out).__name__}")
     out = Path(out)
     if out.suffix not in (".parquet", ".csv"):
         raise ValueError(f"out must end in .parquet or .csv, got {str(out)!r}")
     if out.is_dir():
         raise ValueError(f"out is a folder, expected a file path: {out}")
     return out
+
+
+def _check_model_source(model, client) -> None:
+    """Refuse a model argument `sweep` could not load, and a client that is not one, before
+    anything runs (the model itself is loaded when the first config runs)."""
+    if client is not None and not isinstance(client, str) and not callable(getattr(client, "submit", None)):
+        raise ValueError(f"client must be None, a dask.distributed.Client or a scheduler address, "
+                         f"got {type(client).__name__}")
+    if isinstance(model, engine.Model):
+        if client is not None:
+            raise ValueError("with a client, model must be a path, bytes or an onnx.ModelProto (workers load "
+                             "it themselves), got an engine.Model")
+        return
+    if isinstance(model, (str, os.PathLike)):
+        if not Path(model).is_file():
+            raise ValueError(f"model must be an existing ONNX file, got {str(model)!r} (not found)")
+        return
+    if not isinstance(model, (bytes, bytearray)) and not hasattr(model, "SerializeToString"):
+        raise ValueError(f"model must be an engine.Model, an ONNX file path, bytes or an onnx.ModelProto, "
+                         f"got {type(model).__name__}")
 
 
 def _model_bytes(model) -> bytes:
@@ -354,6 +390,10 @@ def sweep(model, batch=(1,), threads=(1,), tiles: dict | None = None, fuse_block
     repeats = check_repeats(repeats)
     configs = grid(batch, threads, tiles, fuse_blocks)
     out = _check_out(out)
+    resume = check_bool("resume", resume)
+    progress = check_bool("progress", progress)
+    ceilings = check_ceilings(ceilings)
+    _check_model_source(model, client)
     previous = None
     if out is not None and out.exists():
         if resume:

@@ -19,8 +19,13 @@ callback observing every control's "value"; the figure changed only in place
 - Changing only `level` redraws the last profile at the other level (no measurement).
 - A value the engine rejects (pointwise_channels not a multiple of 16, say) or any error
   from a measurement is shown in the message area; the previous figure and table stay.
-- One measurement at a time: a run requested while another is in progress (from another
-  thread) is refused with a "busy" message and does not enter the engine.
+- One measurement at a time. While one is in progress (so only from another thread, or
+  from code the measurement itself calls), a control change is queued: the message area
+  says "busy", and when the running measurement ends it measures again, once, with the
+  controls' values by then (a `level` change only redraws), so the figure always ends up
+  showing what the controls say. An explicit `run()` or a Run click at that moment is
+  refused with a "busy" message and returns None. Nothing waits on a lock, so a callback
+  can never deadlock against a measurement.
 """
 from __future__ import annotations
 
@@ -36,7 +41,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 import engine
-from workbench.profile import as_model, check_batch, check_repeats, profile
+from workbench.profile import as_model, check_batch, check_bool, check_ceilings, check_int, check_repeats, profile
 from workbench.roofline import roofline_figure, short_name, update_roofline
 
 logger = logging.getLogger(__name__)
@@ -104,26 +109,27 @@ class Explorer:
     def __init__(self, model, ceilings=None, batch: int = 1, threads: int | None = None,
                  tiles: engine.Tiles | None = None, fuse_blocks: bool = False, level: str = "L2",
                  repeats: int = 3):
+        self.repeats = check_repeats(repeats)
+        batch = check_batch(batch)
+        threads = engine.available_cores() if threads is None else engine.Model.check_threads(threads)
+        tiles = engine.Model.check_tiles(tiles)
+        fuse_blocks = check_bool("fuse_blocks", fuse_blocks)
+        check_ceilings(ceilings, threads)
         self.model = as_model(model)
         if ceilings is None:
             from workbench.ceilings import measure_ceilings
-            ceilings = measure_ceilings(quick=True)
+            ceilings = check_ceilings(measure_ceilings(quick=True), threads)
         self.ceilings = ceilings
-        self.repeats = check_repeats(repeats)
-        batch = check_batch(batch)
-        threads = engine.available_cores() if threads is None else self.model.check_threads(threads)
-        tiles = engine.Tiles() if tiles is None else tiles
-        if not isinstance(tiles, engine.Tiles):
-            raise ValueError(f"tiles must be an engine.Tiles, got {type(tiles).__name__}")
-        if not isinstance(fuse_blocks, (bool, np.bool_)):
-            raise ValueError(f"fuse_blocks must be True or False, got {fuse_blocks!r}")
-        if level not in ceilings.levels:
-            raise ValueError(f"unknown level {level!r}: the ceilings have roofs for {', '.join(ceilings.levels)}")
+        if not isinstance(level, str) or level not in ceilings.levels:
+            raise ValueError(f"level must be one of {', '.join(ceilings.levels)} (the ceilings' roofs), got {level!r}")
 
         self.profile: pd.DataFrame | None = None
         self.measurements = 0
         self.last_seconds: dict[str, float] = {}
         self._busy = threading.Lock()     # held for the whole of a measurement and its redraw
+        self._pending_measure = False     # a control changed while busy: measure again after
+        self._pending_draw = False        # the level changed while busy: redraw after
+        self._pending_lock = threading.Lock()   # guards the two flags only (held for no call)
         self._held = 0                    # > 0: control changes do not trigger the callback
 
         # ---- widgets first
@@ -200,18 +206,44 @@ class Explorer:
     def set(self, **values):
         """Set several controls at once (names as in `controls`) and measure once, not once
         per control; if only `level` changes, just redraw. Returns what `run()` returns (or
-        the current profile after a redraw). ValueError for an unknown control name; a value
-        the widget itself refuses (a batch not in the dropdown) raises traitlets.TraitError."""
+        the current profile after a redraw); None when a measurement is in progress, which
+        then measures these values when it ends.
+
+        Every value is checked before any control changes: ValueError for an unknown
+        control, and for a value the control or the engine would refuse or silently clamp
+        (threads outside 1..cores, a tile outside its range or step, batch < 1, a
+        non-bool fuse_blocks, a level without a roof). A batch not in the dropdown is added."""
         unknown = sorted(set(values) - set(self.controls))
         if unknown:
             raise ValueError(f"unknown controls {unknown}; the controls are {list(self.controls)}")
+        values = {name: self._check_value(name, value) for name, value in values.items()}
         with self.hold():
             for name, value in values.items():
-                self.controls[name].value = value
+                control = self.controls[name]
+                if name == "batch" and value not in control.options:
+                    control.options = sorted(set(control.options) | {value})
+                control.value = value
         if set(values) <= {"level"}:
-            self.redraw()
+            self._serve(measure=False, queue=True)
             return self.profile
-        return self.run()
+        return self._serve(measure=True, queue=True)
+
+    def _check_value(self, name: str, value):
+        """`value` for control `name`, or ValueError naming the control, expected and got."""
+        if name == "level":
+            if not isinstance(value, str) or value not in self.ceilings.levels:
+                raise ValueError(f"level must be one of {', '.join(self.ceilings.levels)}, got {value!r}")
+            return value
+        if name == "fuse_blocks":
+            return check_bool("fuse_blocks", value)
+        if name == "batch":
+            return check_batch(value)
+        if name == "threads":
+            return engine.Model.check_threads(value)
+        low, high, _ = engine.Tiles.field_range(name)
+        value = check_int(name, value, low, high)
+        engine.Tiles(**{name: value})            # the step (a multiple of 16, say)
+        return value
 
     @contextlib.contextmanager
     def hold(self):
@@ -229,9 +261,11 @@ class Explorer:
             return
         try:
             if change["owner"] is self.controls["level"]:
-                self.redraw()
-            else:
+                self._serve(measure=False, queue=True)
+            elif change["owner"] is self.run_button:
                 self.run()
+            else:
+                self._serve(measure=True, queue=True)
         except Exception as error:     # a callback must never raise into the widget machinery
             logger.debug("explorer callback failed", exc_info=True)
             self._say(f"unexpected error: {type(error).__name__}: {error}", "error")
@@ -249,53 +283,97 @@ class Explorer:
 
         Synchronous. Returns the new profile (also `self.profile`), or None when nothing was
         measured: the values are invalid, the engine raised ValueError/ModelError, or
-        another measurement is in progress; the message area says which, and the previous
-        figure, table and profile stay."""
-        if not self._busy.acquire(blocking=False):
-            self._say("busy: a measurement is already running; this one was not started "
-                      "(the engine runs one model at a time). Try again when it has finished.", "warning")
-            return None
-        try:
-            try:
-                config = self.config()
-            except ValueError as error:
-                self._say(f"invalid value: {error}", "error")
-                return None
-            self._say("")
-            self._start(config)
-            started = time.perf_counter()
-            try:
-                frame = self._measure(config)
-            except CONFIG_ERRORS as error:
-                self._say(f"could not measure batch {config['batch']}, {config['threads']} thread(s), "
-                          f"{config['tiles']}: {error}", "error")
-                self._finish(False, "failed; the figure shows the previous result")
-                return None
-            except BaseException:
-                self._finish(False, "failed")
-                raise
-            measured = time.perf_counter() - started
-            started = time.perf_counter()
-            self._accept(frame)
-            self._draw()
-            drawn = time.perf_counter() - started
-            self.last_seconds = {"measure": measured, "draw": drawn}
-            self._finish(True, f"measured in {measured:.2f} s ({self.repeats} timed runs + 1 warm-up), "
-                               f"drawn in {drawn:.2f} s")
-            return frame
-        finally:
-            self._busy.release()
+        another measurement is in progress (refused, not queued); the message area says
+        which, and the previous figure, table and profile stay. Control changes queued
+        during this measurement are measured before it returns (the last profile is
+        returned)."""
+        return self._serve(measure=True, queue=False)
 
     def redraw(self) -> None:
         """Redraw the last profile at the level control's level (no measurement). While a
-        measurement is in progress it does nothing: that measurement draws at the current
-        level when it ends."""
+        measurement is in progress it is queued: that measurement redraws when it ends."""
+        self._serve(measure=False, queue=True)
+
+    def _serve(self, measure: bool, queue: bool) -> pd.DataFrame | None:
+        """Measure (or only redraw), then whatever was queued meanwhile, holding `_busy`.
+
+        Busy: with queue, leave a pending flag that the running measurement reads when it
+        ends (and say so); without, refuse with a message. Never waits for `_busy`."""
         if not self._busy.acquire(blocking=False):
-            return
+            if not queue:
+                self._say("busy: a measurement is already running; this one was not started "
+                          "(the engine runs one model at a time). Try again when it has finished.", "warning")
+                return None
+            if measure:   # the message before the flag: whichever measurement serves the flag clears it
+                self._say("busy: a measurement is running; the new values will be measured when it ends.",
+                          "warning")
+            self._queue(measure)
+            # the holder looks at the flags again after releasing, so a flag left here is
+            # never lost; if it has released meanwhile, serve the flags here
+            if not self._busy.acquire(blocking=False):
+                return None
+            measure, draw = self._take_pending()
+        else:
+            draw = not measure
+        result = None
+        while True:
+            try:
+                while measure or draw:
+                    if measure:
+                        result = self._measure_and_draw()      # draws at the current level
+                    else:
+                        self._draw()
+                    measure, draw = self._take_pending()
+            finally:
+                self._busy.release()
+            # a flag left between the last look and the release: serve it, unless someone else does
+            if not (self._pending_measure or self._pending_draw) or not self._busy.acquire(blocking=False):
+                return result
+            measure, draw = self._take_pending()
+
+    def _queue(self, measure: bool) -> None:
+        with self._pending_lock:
+            if measure:
+                self._pending_measure = True
+            else:
+                self._pending_draw = True
+
+    def _take_pending(self) -> tuple[bool, bool]:
+        """(measure, draw) queued since the last look, and clear them (one atomic step)."""
+        with self._pending_lock:
+            pending = self._pending_measure, self._pending_draw
+            self._pending_measure = self._pending_draw = False
+        return pending
+
+    def _measure_and_draw(self) -> pd.DataFrame | None:
+        """One measurement with the controls' values and its redraw (the caller holds _busy)."""
         try:
-            self._draw()
-        finally:
-            self._busy.release()
+            config = self.config()
+        except ValueError as error:
+            self._say(f"invalid value: {error}", "error")
+            return None
+        self._say("")
+        self._start(config)
+        started = time.perf_counter()
+        try:
+            frame = self._measure(config)
+        except CONFIG_ERRORS as error:
+            self._say(f"could not measure batch {config['batch']}, {config['threads']} thread(s), "
+                      f"{config['tiles']}: {error}", "error")
+            self._finish(False, "failed; the figure shows the previous result")
+            return None
+        except BaseException:
+            self._finish(False, "failed")
+            raise
+        measured = time.perf_counter() - started
+        started = time.perf_counter()
+        self._accept(frame)
+        self._draw()
+        drawn = time.perf_counter() - started
+        self.last_seconds = {"measure": measured, "draw": drawn}
+        self._finish(True, f"measured in {measured:.2f} s ({self.repeats} timed runs + 1 warm-up), "
+                           f"drawn in {drawn:.2f} s")
+        return frame
 
     def _accept(self, frame: pd.DataFrame) -> None:
         self.profile = frame
