@@ -9,10 +9,10 @@ Nothing here imports the workbench, plotly, pandas or Jupyter.
 from engine import _numba_env  # noqa: F401  (must run before numba compiles anything)
 from engine.errors import ModelError, UnsupportedOperatorError
 from engine.hooks import LayerRecord, Recorder, RunInfo
-from engine.model import Model, available_cores, load
+from engine.model import DEFAULT_FUSE_BLOCKS, Model, available_cores, load
 from engine.perf_counters import PerfCounterHook
 from engine.tiles import Tiles
 from engine import models  # noqa: E402
 
 __all__ = ["ModelError", "UnsupportedOperatorError", "Tiles", "Model", "load", "available_cores",
-           "Recorder", "LayerRecord", "RunInfo", "PerfCounterHook", "models"]
+           "DEFAULT_FUSE_BLOCKS", "Recorder", "LayerRecord", "RunInfo", "PerfCounterHook", "models"]

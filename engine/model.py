@@ -66,6 +66,11 @@ def available_cores() -> int:
     return max(1, min(cores, numba.config.NUMBA_NUM_THREADS))
 
 
+# What Model.run does with inverted-residual blocks unless told: False (never fuse), True
+# (fuse every block) or "auto" (fuse where engine.plan.fusion_wins expects it to pay).
+DEFAULT_FUSE_BLOCKS: bool | str = False
+
+
 class Model:
     """A loaded network: its graph, packed weights and cached plans.
 
@@ -191,7 +196,8 @@ class Model:
 
     # ------------------------------------------------------------ planning
 
-    def plan(self, batch: int, threads: int = 1, tiles: Tiles | None = None, fuse_blocks: bool = False) -> Plan:
+    def plan(self, batch: int, threads: int = 1, tiles: Tiles | None = None,
+             fuse_blocks: bool | str = DEFAULT_FUSE_BLOCKS) -> Plan:
         """The (cached) plan for a batch size and configuration (arguments as for run)."""
         return self._plan(self.check_batch(batch), self.check_threads(threads), self.check_tiles(tiles),
                           self.check_fuse_blocks(fuse_blocks))
@@ -214,7 +220,8 @@ class Model:
 
     # ------------------------------------------------------------ running
 
-    def run(self, x: np.ndarray, threads: int = 1, tiles: Tiles | None = None, fuse_blocks: bool = False,
+    def run(self, x: np.ndarray, threads: int = 1, tiles: Tiles | None = None,
+            fuse_blocks: bool | str = DEFAULT_FUSE_BLOCKS,
             hooks=()) -> np.ndarray:
         """Run the network on a batch.
 

@@ -28,7 +28,7 @@ class RunConfig:
 
     threads: int          # numba threads, 1..cores
     tiles: Tiles          # tile sizes (runtime arguments; never recompile)
-    fuse_blocks: bool     # run inverted-residual blocks fused, band by band
+    fuse_blocks: bool | str   # False, True (every block) or "auto" (where `fusion_wins`)
 
 
 @dataclass
@@ -224,7 +224,10 @@ def build_plan(graph: Graph, weights: PackedWeights, batch: int, config: RunConf
         sequence.append(("layer", (layer,)))
     out_layout = _layout_of(graph, graph.output_name)
     if config.fuse_blocks:
-        sequence = _group_blocks(sequence, find_inverted_residual_blocks(graph))
+        blocks = find_inverted_residual_blocks(graph)
+        if config.fuse_blocks == "auto":
+            blocks = [block for block in blocks if fusion_wins(block, config, batch)]
+        sequence = _group_blocks(sequence, blocks)
 
     # 2. Lifetimes -> arena slots.
     def reads_of(item) -> list[str]:
@@ -373,6 +376,33 @@ def _group_blocks(sequence, blocks):
         elif payload[0] is block[2]:
             grouped.append(("block", block))
     return grouped
+
+
+# The most expand recompute (expanded rows computed / input rows) "auto" fusion accepts.
+# Measured here (bench/fusion.py, batch 1, 2 threads, bands from auto_band_rows): blocks
+# whose bands recompute up to 1.25x ran 1.03-1.22x faster fused (each thread keeps its
+# stripe of rows in its own L2 through all three convs, one parallel region instead of
+# three); the 7x7 blocks, whose two bands recompute 1.29x, ran 0.84-0.89x.
+FUSE_MAX_RECOMPUTE = 1.25
+
+
+def fusion_wins(block, config: RunConfig, batch: int) -> bool:
+    """The "auto" fusion policy: whether `block` is expected to run faster fused.
+
+    One thread: only blocks without an expand conv (depthwise + project fused ran 1.1-1.2x
+    faster; with an expand, fusion only adds the halo recompute: 0.8-1.0x). Two or more
+    threads: blocks with an expand whose bands (`block_band_rows`) recompute at most
+    FUSE_MAX_RECOMPUTE of it; a block without one ran 0.9x fused there (fewer work items
+    for the depthwise than unfused)."""
+    expand, depthwise, _ = block
+    if config.threads < 2:
+        return expand is None
+    if expand is None:
+        return False
+    band = block_band_rows(block, config, batch)
+    recompute = fused_block.expand_recompute_factor(depthwise.input_shape[1], depthwise.output_shape[1], band,
+                                                    depthwise.attrs["strides"][0])
+    return recompute <= FUSE_MAX_RECOMPUTE
 
 
 def block_band_rows(block, config: RunConfig, batch: int) -> int:

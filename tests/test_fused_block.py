@@ -99,9 +99,16 @@ def test_fused_block_rejects_bad_arguments():
 def test_auto_band_rows_fits_the_scratch_in_l2_and_keeps_threads_busy():
     band = fb.auto_band_rows(144, 56, 56, 56, 56, 1, threads=2, l2_bytes=512 * 1024)
     expand, depthwise = fb.scratch_floats(144, 56, 56, band, 1)
-    assert 4 * (expand + depthwise) <= 256 * 1024
+    assert 4 * (expand + depthwise) <= fb.SCRATCH_SHARE * 512 * 1024
+    taller_expand, taller_depthwise = fb.scratch_floats(144, 56, 56, band + 1, 1)
+    assert 4 * (taller_expand + taller_depthwise) > fb.SCRATCH_SHARE * 512 * 1024   # the tallest that fits
     assert -(-56 // band) >= 4
-    assert fb.auto_band_rows(960, 7, 7, 7, 7, 1, threads=2, l2_bytes=512 * 1024) <= 4
+    # 7 rows on 2 threads: two bands (4 + 3 rows), not one band that leaves a thread idle
+    assert fb.auto_band_rows(960, 7, 7, 7, 7, 1, threads=2, l2_bytes=512 * 1024) == 4
+    # with 64 images there is work for every thread without splitting the image: no recompute
+    assert fb.auto_band_rows(576, 7, 7, 7, 7, 1, threads=2, l2_bytes=512 * 1024, batch=64) == 7
+    # 14 rows on 2 threads at batch 1: two equal bands, not three (one thread would do two)
+    assert fb.auto_band_rows(384, 14, 14, 14, 14, 1, threads=2, l2_bytes=512 * 1024) == 7
 
 
 def test_expand_recompute_factor_counts_the_halo_rows():
@@ -130,3 +137,47 @@ def test_fused_run_records_one_step_per_block_listing_its_members(mobilenet):
     unfused = engine.Recorder()
     mobilenet.run(np.zeros((1, 3, 224, 224), np.float32), hooks=[unfused])
     assert sum(r.flops for r in recorder.records) == sum(r.flops for r in unfused.records)
+
+
+# ---------------------------------------------------------------- the "auto" policy
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_auto_fusion_matches_onnxruntime(mobilenet, mobilenet_ort, batch):
+    x = np.random.default_rng(batch).standard_normal((batch, 3, 224, 224), dtype=np.float32)
+    reference = mobilenet_ort.run(None, {"input": x})[0]
+    for threads in THREADS:
+        assert_close_to_reference(mobilenet.run(x, threads=threads, fuse_blocks="auto"), reference)
+
+
+@pytest.mark.parametrize("threads", THREADS)
+def test_auto_fusion_fuses_exactly_the_blocks_the_policy_picks(mobilenet, threads):
+    from engine.passes import find_inverted_residual_blocks
+    from engine.plan import RunConfig, fusion_wins
+
+    config = RunConfig(threads=threads, tiles=engine.Tiles(), fuse_blocks="auto")
+    expected = [block[2].name for block in find_inverted_residual_blocks(mobilenet.graph)
+                if fusion_wins(block, config, 1)]
+    fused = [step.name for step in mobilenet.plan(1, threads, fuse_blocks="auto").steps if step.fused]
+    assert fused == expected
+    if threads == 1:        # one thread: only the block without an expand conv
+        assert len(fused) == 1
+    else:                   # two: most blocks, but not the 7x7 stride-1 ones (two bands of 4 + 3 rows
+        seven = [layer.name for layer in mobilenet.graph.layers   # recompute the expand 1.29x)
+                 if layer.op == "Conv" and layer.output_shape[1] == 7 and layer.residual is not None]
+        assert len(seven) == 2 and not set(seven) & set(fused)
+        assert len(fused) >= 9
+
+
+def test_auto_fusion_policy_follows_the_recompute_of_the_chosen_band(mobilenet):
+    from engine.passes import find_inverted_residual_blocks
+    from engine.plan import FUSE_MAX_RECOMPUTE, RunConfig, block_band_rows, fusion_wins
+
+    config = RunConfig(threads=2, tiles=engine.Tiles(), fuse_blocks="auto")
+    for block in find_inverted_residual_blocks(mobilenet.graph):
+        expand, depthwise, _ = block
+        if expand is None:
+            assert not fusion_wins(block, config, 1)
+            continue
+        recompute = fb.expand_recompute_factor(depthwise.input_shape[1], depthwise.output_shape[1],
+                                               block_band_rows(block, config, 1), depthwise.attrs["strides"][0])
+        assert fusion_wins(block, config, 1) == (recompute <= FUSE_MAX_RECOMPUTE)

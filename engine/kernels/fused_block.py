@@ -234,24 +234,37 @@ def expand_recompute_factor(height: int, out_height: int, band_rows: int, stride
     return computed / height
 
 
+# The share of a cache level a worker's scratch may take and still count as staying there:
+# the rest is for the weights and the block's input and output rows streaming through.
+SCRATCH_SHARE = 0.75
+
+
+def scratch_stays_in(scratch_bytes: int, capacity: int) -> bool:
+    """Whether a worker's scratch of `scratch_bytes` stays in a level of `capacity` bytes."""
+    return scratch_bytes <= SCRATCH_SHARE * capacity
+
+
 def auto_band_rows(hidden_channels: int, height: int, width: int, out_height: int, out_width: int, stride: int,
                    threads: int, l2_bytes: int, batch: int = 1) -> int:
-    """Band height chosen from the cost model: the smallest recompute whose scratch fits half
-    of the per-thread L2 and which still gives every thread work (>= 2 items per thread
-    when the image allows), among 2..out_height."""
-    best, best_cost = 1, math.inf
-    for band in range(1, out_height + 1):
+    """Band height chosen from the cost model: the tallest band (the least expand recompute,
+    see `expand_recompute_factor`) whose scratch (expanded rows + depthwise rows, one worker)
+    stays in one core's L2 (`scratch_stays_in`), among those whose work items (batch x bands) give every thread
+    work: at least `threads` items, and a multiple of `threads` while there are fewer than
+    four per thread, so no thread waits on another's extra band. Bands share the rows out
+    evenly: with n bands the height is ceil(out_height / n)."""
+    fallback = 1
+    for bands in range(1, out_height + 1):
+        band = -(-out_height // bands)
+        if -(-out_height // band) != bands:
+            continue                     # that height gives another band count: seen already
         expand, depthwise = scratch_floats(hidden_channels, width, out_width, band, stride)
-        if 4 * (expand + depthwise) > l2_bytes // 2 and band > 1:
-            break
-        items = batch * -(-out_height // band)
-        idle = max(0.0, 1.0 - items / (2 * threads)) if items < 2 * threads else 0.0
-        # relative cost: expand recompute (an expand is ~half the block's FLOPs) + idle threads
-        cost = 0.5 * expand_recompute_factor(height, out_height, band, stride) + idle
-        cost += 0.02 * band / out_height  # tie-break towards smaller bands (less scratch)
-        if cost < best_cost:
-            best, best_cost = band, cost
-    return best
+        if not scratch_stays_in(4 * (expand + depthwise), l2_bytes):
+            continue
+        items = batch * bands
+        if items >= 4 * threads or (items >= threads and items % threads == 0):
+            return band
+        fallback = max(fallback, band) if items >= threads else fallback
+    return fallback
 
 
 # ---------------------------------------------------------------------------- public API
@@ -367,7 +380,7 @@ def fused_block_bytes(batch: int, in_channels: int, hidden_channels: int, out_ch
     for boundary in ("L2", "L3", "DRAM"):
         capacity = budget.capacity_above(boundary)
         weights = w_bytes if fits(w_bytes, capacity) else w_bytes * bands
-        spill = 0.0 if fits(scratch_bytes, capacity) else intermediate
+        spill = 0.0 if scratch_stays_in(scratch_bytes, capacity) else intermediate
         # the halo rows are read twice unless the image's input stays resident between bands
         x_traffic = x_bytes if fits(cin * height * width * FLOAT32, capacity) else x_bytes * recompute
         out[boundary] = x_traffic + y_bytes + weights + spill
