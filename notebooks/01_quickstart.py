@@ -135,7 +135,10 @@ memory_bound.assign(ms=memory_bound["seconds"] * 1e3)[
 # ## 7. Explore
 #
 # Change the core count, batch, fusion or a tile size: the panel measures again and the
-# roofline moves in place. `level` only redraws. Errors (an invalid tile, say) appear in the
+# roofline moves in place. "fuse blocks" has three settings: *off* (every layer on its own),
+# *auto* (only the inverted-residual blocks the engine expects to run faster fused at this
+# core count and batch) and *all blocks*; the panel starts at the engine's default
+# (`engine.DEFAULT_FUSE_BLOCKS`). `level` only redraws. Errors (an invalid tile, say) appear in the
 # message line above the figure.
 
 # %%

@@ -161,8 +161,9 @@ by_batch
 # measured.
 
 # %%
-batch_one = workbench.profile(model, batch=1, threads=THREADS, repeats=REPEATS, ceilings=ceilings)
-batch_eight = workbench.profile(model, batch=8, threads=THREADS, repeats=REPEATS, ceilings=ceilings)
+# blocks unfused (whatever the engine's default), so every layer keeps its own point
+batch_one = workbench.profile(model, batch=1, threads=THREADS, repeats=REPEATS, ceilings=ceilings, fuse_blocks=False)
+batch_eight = workbench.profile(model, batch=8, threads=THREADS, repeats=REPEATS, ceilings=ceilings, fuse_blocks=False)
 workbench.compare_figure(batch_one, batch_eight, ceilings, level="L3", labels=("batch 1", "batch 8"))
 
 # %%
@@ -196,10 +197,12 @@ moved
 # its three weight tensors once per band (and the halo rows of each band), so where the
 # weights are large next to the intermediate (deep blocks, small images), or where the
 # intermediate would have stayed in cache anyway, fusion can cost bytes. The point of each
-# block moves right where it saves bytes, left where it costs them:
+# block moves right where it saves bytes, left where it costs them. (Between the two,
+# `fuse_blocks="auto"` fuses only the blocks the engine expects to run *faster* fused at
+# the run's core count and batch: `engine.plan.fusion_wins`.)
 
 # %%
-unfused = workbench.profile(model, batch=1, threads=THREADS, repeats=REPEATS, ceilings=ceilings)
+unfused = workbench.profile(model, batch=1, threads=THREADS, repeats=REPEATS, ceilings=ceilings, fuse_blocks=False)
 fused = workbench.profile(model, batch=1, threads=THREADS, repeats=REPEATS, ceilings=ceilings, fuse_blocks=True)
 workbench.compare_figure(unfused, fused, ceilings, level="L3", labels=("unfused", "fused"))
 
@@ -228,8 +231,8 @@ effect[["input_hw", "ms_unfused", "ms_fused", "MB_L3_unfused", "MB_L3_fused", "a
 # %% [markdown]
 # ## 5. Try it
 #
-# The explorer starts at L3 with fusion on; switch fusion off, raise the batch, switch
-# the level, or move `block rows`, and watch the points move.
+# The explorer starts at L3 with every block fused; switch fusion off or to auto, raise
+# the batch, switch the level, or move `block rows`, and watch the points move.
 
 # %%
 explorer = Explorer(model, ceilings=ceilings, level="L3", fuse_blocks=True, repeats=REPEATS)

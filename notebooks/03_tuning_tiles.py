@@ -22,7 +22,7 @@
 # bytes move a layer left on the roofline.
 #
 # First by hand with the explorer, then a small sweep, then the best configuration found
-# with fusion off and on. Timings on a shared machine are noisy: differences of a few
+# with fusion off, automatic and on. Timings on a shared machine are noisy: differences of a few
 # percent are not meaningful. Set `ROOFLINE_FAST=1` for a smaller sweep.
 
 # %%
@@ -72,7 +72,8 @@ channel_tiles = [32, 128] if FAST else [16, 64, 256]
 rows = []
 for pixels, channels in itertools.product(pixel_tiles, channel_tiles):
     tiles = engine.Tiles(pointwise_pixels=pixels, pointwise_channels=channels)
-    frame = workbench.profile(model, batch=1, threads=THREADS, tiles=tiles, repeats=REPEATS, ceilings=ceilings)
+    frame = workbench.profile(model, batch=1, threads=THREADS, tiles=tiles, fuse_blocks=False, repeats=REPEATS,
+                              ceilings=ceilings)
     pointwise = frame["op"].isin(["expand", "project", "pointwise"])
     rows.append({"pointwise_pixels": pixels, "pointwise_channels": channels,
                  "ms": frame["seconds"].sum() * 1e3, "pointwise_ms": frame.loc[pointwise, "seconds"].sum() * 1e3,
@@ -121,24 +122,33 @@ display(bands)
 bar
 
 # %% [markdown]
-# ## 4. The best configuration found, fusion off and on
+# ## 4. The best configuration found, fusion off, auto and on
+#
+# `fuse_blocks="auto"` fuses only the blocks `engine.plan.fusion_wins` expects to run faster
+# fused at this core count and batch; "default" is default tiles with the engine's default
+# fusion (`engine.DEFAULT_FUSE_BLOCKS`).
 
 # %%
 best_band = int(bands.loc[bands["ms"].idxmin(), "value"])
 best_tiles = engine.Tiles(**{**best_tiles.as_dict(), "block_rows": best_band})
-unfused = workbench.profile(model, batch=1, threads=THREADS, tiles=best_tiles, repeats=REPEATS, ceilings=ceilings)
+unfused = workbench.profile(model, batch=1, threads=THREADS, tiles=best_tiles, fuse_blocks=False, repeats=REPEATS,
+                            ceilings=ceilings)
+auto = workbench.profile(model, batch=1, threads=THREADS, tiles=best_tiles, fuse_blocks="auto", repeats=REPEATS,
+                         ceilings=ceilings)
 fused = workbench.profile(model, batch=1, threads=THREADS, tiles=best_tiles, fuse_blocks=True, repeats=REPEATS,
                           ceilings=ceilings)
-default = workbench.profile(model, batch=1, threads=THREADS, repeats=REPEATS, ceilings=ceilings)
-configs = {"default": (engine.Tiles(), False, default), "best tiles, unfused": (best_tiles, False, unfused),
-           "best tiles, fused": (best_tiles, True, fused)}
-summary = pd.DataFrame([{**tiles.as_dict(), "fuse_blocks": fuse, "ms": frame["seconds"].sum() * 1e3,
+default = workbench.profile(model, batch=1, threads=THREADS, fuse_blocks=engine.DEFAULT_FUSE_BLOCKS, repeats=REPEATS,
+                            ceilings=ceilings)
+configs = {"default": (engine.Tiles(), default), "best tiles, unfused": (best_tiles, unfused),
+           "best tiles, auto": (best_tiles, auto), "best tiles, fused": (best_tiles, fused)}
+summary = pd.DataFrame([{**tiles.as_dict(), "fuse_blocks": frame["fuse_blocks"].iloc[0],
+                         "blocks fused": int((frame["op"] == "block").sum()), "ms": frame["seconds"].sum() * 1e3,
                          "MB at L3 (modelled)": frame["bytes_L3"].sum() / 1e6,
                          "MB at DRAM (modelled)": frame["bytes_DRAM"].sum() / 1e6}
-                        for tiles, fuse, frame in configs.values()], index=list(configs))
+                        for tiles, frame in configs.values()], index=list(configs))
 choice = summary["ms"].idxmin()
 display(Markdown(f"Fastest here: **{choice}**, {summary.loc[choice, 'ms']:.2f} ms per image "
-                 f"(default tiles unfused: {summary.loc['default', 'ms']:.2f} ms). "
+                 f"(default tiles and fusion: {summary.loc['default', 'ms']:.2f} ms). "
                  f"Best tiles: `{best_tiles}`."))
 summary
 
@@ -149,5 +159,5 @@ workbench.compare_figure(unfused, fused, ceilings, level="L3", labels=("best til
 # The explorer above, set to the best configuration (one measurement for all the changes):
 
 # %%
-explorer.set(**best_tiles.as_dict(), fuse_blocks=bool(summary.loc[choice, "fuse_blocks"]))
+explorer.set(**best_tiles.as_dict(), fuse_blocks=summary.loc[choice, "fuse_blocks"])
 explorer.profile[["layer", "op", "seconds", "gflops", "ai_L2", "ai_L3", "bound", "bound_level"]].head()

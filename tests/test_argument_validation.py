@@ -124,6 +124,11 @@ def _bools(argument):
     return [(argument, value, argument) for value in (1, 0, "yes", None, NAN, "True")]
 
 
+def _fuse_blocks(argument="fuse_blocks"):
+    """Bad fuse_blocks values: the bad bools, and strings that are not exactly "auto"."""
+    return [*_bools(argument), *((argument, value, argument) for value in ("Auto", "AUTO", " auto", "on", ""))]
+
+
 def _call_run(ctx, **kwargs):
     return ctx.model.run(kwargs.pop("x", ctx.x), **kwargs)
 
@@ -191,12 +196,12 @@ CASES = {
         *_input_cases(),
         *_ints("threads", 1, CORES),
         ("tiles", {"pointwise_pixels": 32}, "tiles"), ("tiles", "default", "tiles"), ("tiles", 5, "tiles"),
-        *_bools("fuse_blocks"), ("fuse_blocks", "AUTO", "fuse_blocks"),
+        *_fuse_blocks(),
         ("hooks", 5, "hooks"), ("hooks", [object()], "on_layer"), ("hooks", [_Hook(), "x"], "on_layer"),
         ("hooks", [_BadStartHook()], "on_run_start"),
     ]),
     "Model.plan": (_call_plan, [*_ints("batch", 1, 10 ** 13, above=False), *_ints("threads", 1, CORES),
-                                ("tiles", {}, "tiles"), *_bools("fuse_blocks")]),
+                                ("tiles", {}, "tiles"), *_fuse_blocks()]),
     "engine.Tiles": (_call_tiles, [
         *(case for field in engine.Tiles().as_dict()
           for case in _ints(field, *engine.Tiles.field_range(field)[:2], name=f"Tiles.{field}")),
@@ -206,7 +211,7 @@ CASES = {
     "workbench.profile": (_call_profile, [
         *_ints("batch", 1, 4096), *_ints("threads", 1, CORES), *_ints("repeats", 1, 10_000),
         *_ints("warmup", 0, 10_000), ("seed", -1, "seed"), ("seed", 1.5, "seed"), ("seed", "a", "seed"),
-        ("tiles", {"pointwise_pixels": 8}, "tiles"), *_bools("fuse_blocks"),
+        ("tiles", {"pointwise_pixels": 8}, "tiles"), *_fuse_blocks(),
         ("ceilings", "quick", "ceilings"), ("ceilings", {"L2": 90}, "ceilings"),
         ("model", 12345, "model"), ("model", None, "model"), ("model", "/no/such/model.onnx", "model"),
     ]),
@@ -218,7 +223,8 @@ CASES = {
         ("tiles", {"pointwise_pixels": 2.5}, "pointwise_pixels"),
         ("tiles", {"pointwise_pixels": [None]}, "pointwise_pixels"),
         ("tiles", {"pointwise_pixels": []}, "pointwise_pixels"),
-        *(("fuse_blocks", value, "fuse_blocks") for value in (["yes"], [1], [], "auto")),
+        *(("fuse_blocks", value, "fuse_blocks")
+          for value in (["yes"], [1], [0], [], "Auto", ["auto", "AUTO"], [False, None], "yes", 1, None)),
         *_ints("repeats", 1, 10_000),
         ("out", "sweep.txt", "out"), ("out", 5, "out"),
         ("resume", "no", "resume"), ("resume", None, "resume"),
@@ -229,7 +235,7 @@ CASES = {
     ]),
     "workbench.Explorer": (_call_explorer, [
         *_ints("batch", 1, 4096), *(case for case in _ints("threads", 1, CORES) if case[1] is not None),  # None: all
-        *_ints("repeats", 1, 10_000), ("tiles", {"pointwise_pixels": 8}, "tiles"), *_bools("fuse_blocks"),
+        *_ints("repeats", 1, 10_000), ("tiles", {"pointwise_pixels": 8}, "tiles"), *_fuse_blocks(),
         ("level", "L4", "level"), ("level", None, "level"), ("level", ["L2"], "level"),
         ("ceilings", "quick", "ceilings"), ("model", 12345, "model"), ("model", "/no/such/model.onnx", "model"),
     ]),
@@ -238,7 +244,7 @@ CASES = {
         *_ints("batch", 1, 4096, above=False),
         *(case for field in engine.Tiles().as_dict() for case in _ints(field, *engine.Tiles.field_range(field)[:2])),
         ("pointwise_channels", 20, "pointwise_channels"),
-        *_bools("fuse_blocks"),
+        *_fuse_blocks(),
         ("level", "L4", "level"), ("level", None, "level"),
         ("cores", 2, "unknown controls"),
     ]),
@@ -246,7 +252,7 @@ CASES = {
         *_ints("batch", 1, 4096), *_ints("threads", 1, CORES), *_ints("repeats", 1, 10_000),
         *((("price_per_core_hour", value, "price_per_core_hour"))
           for value in (0, -1.0, NAN, float("inf"), "0.05", None, True)),
-        ("tiles", {"pointwise_pixels": 8}, "tiles"), *_bools("fuse_blocks"),
+        ("tiles", {"pointwise_pixels": 8}, "tiles"), *_fuse_blocks(),
         ("seed", -1, "seed"), ("ceilings", "quick", "ceilings"),
         ("model_path", "/no/such/model.onnx", "not found"), ("model_path", 12345, "model"),
     ]),
@@ -345,7 +351,9 @@ CLI_CASES = [
     ["report", "--model", "{model}", "--out", "{file}"],                     # --out is a file
     ["sweep", "--batch", "0"], ["sweep", "--batch"], ["sweep", "--threads", "0"], ["sweep", "--repeats", "0"],
     ["sweep", "--pointwise-channels", "16", "20"], ["sweep", "--block-rows", "-1"],
-    ["sweep", "--fuse-blocks", "maybe"], ["sweep", "--model", "{missing}"],
+    ["sweep", "--fuse-blocks", "maybe"], ["sweep", "--fuse-blocks", "auto", "automatic"],
+    ["profile", "--fuse-blocks", "maybe"], ["profile", "--fuse-blocks", "autox"], ["report", "--model", "{model}", "--out", "{tmp}/report", "--fuse-blocks", "2"],
+    ["sweep", "--model", "{missing}"],
     ["sweep", "--model", "{model}", "--out", "{tmp}/sweep.txt"],
     ["sweep", "--model", "{model}", "--out", "{tmp}"],                       # a folder
     ["compare", "--price-per-core-hour", "0"], ["compare", "--price-per-core-hour", "nan"],
@@ -395,6 +403,20 @@ def test_numpy_integers_and_bools_are_accepted_where_ints_and_bools_are(model, c
     frame = workbench.profile(model, batch=np.int64(1), threads=np.int32(1), repeats=np.int64(1),
                               warmup=np.int64(0), seed=np.uint8(3), fuse_blocks=np.bool_(False), ceilings=ceilings)
     assert int(frame["batch"].iloc[0]) == 1
+
+
+def test_auto_fusion_is_accepted_by_every_entry_that_takes_fuse_blocks(model, ceilings, x, explorer, model_path):
+    """"auto" (exactly) is a valid fuse_blocks everywhere, and it is passed on, not turned into a bool."""
+    model.run(x, threads=1, fuse_blocks="auto")
+    assert model.plan(1, fuse_blocks="auto").config.fuse_blocks == "auto"
+    frame = workbench.profile(model, threads=1, repeats=1, warmup=0, ceilings=ceilings, fuse_blocks="auto")
+    assert set(frame["fuse_blocks"]) == {"auto"}
+    table = sweep(model_path, threads=[1], fuse_blocks="auto", repeats=1, ceilings=ceilings, progress=False)
+    assert set(table["fuse_blocks"]) == {"auto"} and table["config_id"].str.contains("fuse_blocks=auto").all()
+    explorer.set(fuse_blocks="auto")
+    assert explorer.controls["fuse_blocks"].value == "auto" and set(explorer.profile["fuse_blocks"]) == {"auto"}
+    assert Explorer(model, ceilings=ceilings, threads=1, repeats=1, fuse_blocks="auto").config()["fuse_blocks"] == "auto"
+    explorer.set(fuse_blocks=engine.DEFAULT_FUSE_BLOCKS)      # the module's explorer, as it was
 
 
 def test_a_single_hook_is_accepted_without_a_list(model, x):

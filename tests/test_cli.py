@@ -11,7 +11,7 @@ import pytest
 import engine
 from workbench import ceilings as ceilings_module
 from workbench.ceilings import Ceilings
-from workbench.cli import main
+from workbench.cli import build_parser, main
 from workbench.sweep import read_table
 
 LEVELS = ["L1", "L2", "L3", "DRAM"]
@@ -81,6 +81,31 @@ def test_report_writes_self_contained_html_and_the_records(model_path, tmp_path,
     assert len(pd.read_parquet(out / "layers.parquet")) == len(pd.read_csv(out / "layers.csv")) > 0
 
 
+def test_report_with_fuse_blocks_auto_records_and_states_it(model_path, tmp_path, capsys):
+    out = tmp_path / "report"
+    status, _, _ = run(["report", "--model", model_path, "--threads", "1", "--repeats", "1", "--fuse-blocks", "auto",
+                        "--out", out], capsys)
+    assert status == 0
+    assert set(pd.read_csv(out / "layers.csv")["fuse_blocks"]) == {"auto"}
+    assert set(pd.read_parquet(out / "layers.parquet")["fuse_blocks"]) == {"auto"}
+    assert "thread(s), auto fusion (" in (out / "report.html").read_text()
+
+
+def test_a_report_before_after_view_of_two_fusion_settings_is_labelled_with_them(model_path, tmp_path):
+    from workbench.report import write_report
+    from workbench.profile import profile
+
+    model = engine.load(model_path)
+    unfused = profile(model, threads=1, repeats=1, warmup=0, ceilings=hand_made_ceilings(), fuse_blocks=False)
+    every = profile(model, threads=1, repeats=1, warmup=0, ceilings=hand_made_ceilings(), fuse_blocks=True)
+    write_report(every, tmp_path / "a", ceilings=hand_made_ceilings(), before=unfused, images=False)
+    page = (tmp_path / "a" / "report.html").read_text()
+    assert re.search(r"blocks unfused (→|\\u2192) all blocks fused at L2", page)   # the title, maybe JSON-escaped
+    write_report(every, tmp_path / "b", ceilings=hand_made_ceilings(), before=every, images=False)
+    page = (tmp_path / "b" / "report.html").read_text()
+    assert re.search(r"before (→|\\u2192) after at L2", page)
+
+
 def test_sweep_writes_the_grid_and_resume_runs_only_new_configs(model_path, tmp_path, capsys):
     out = tmp_path / "sweep.parquet"
     common = ["sweep", "--model", model_path, "--threads", "1", "--repeats", "1", "--no-progress", "--out", out]
@@ -103,6 +128,43 @@ def test_sweep_fuse_blocks_flag_alone_means_fused_and_with_values_means_each(mod
     assert set(read_table(tmp_path / "a.csv")["fuse_blocks"]) == {True}
     assert run([*common, "--out", tmp_path / "b.csv", "--fuse-blocks", "false", "true"], capsys)[0] == 0
     assert set(read_table(tmp_path / "b.csv")["fuse_blocks"]) == {False, True}
+
+
+def test_sweep_fuse_blocks_takes_auto_among_its_values(model_path, tmp_path, capsys):
+    common = ["sweep", "--model", model_path, "--threads", "1", "--repeats", "1", "--no-progress"]
+    status, printed, _ = run([*common, "--out", tmp_path / "c.parquet", "--fuse-blocks", "false", "auto", "TRUE"],
+                             capsys)
+    assert status == 0 and "3 configs" in printed
+    table = read_table(tmp_path / "c.parquet")
+    assert list(table.groupby("config_id", sort=False)["fuse_blocks"].first()) == [False, "auto", True]
+    assert table["config_id"].str.contains("fuse_blocks=auto").sum() == (table["fuse_blocks"] == "auto").sum() > 0
+
+
+@pytest.mark.parametrize("command", ["profile", "report"])
+@pytest.mark.parametrize("flags,expected", [
+    ([], engine.DEFAULT_FUSE_BLOCKS), (["--fuse-blocks"], True), (["--fuse-blocks", "auto"], "auto"),
+    (["--fuse-blocks", "AUTO"], "auto"), (["--fuse-blocks", "true"], True), (["--fuse-blocks", "false"], False),
+    (["--fuse-blocks", "--batch", "2"], True),                  # alone before another flag: true, as it used to
+])
+def test_profile_and_report_fuse_blocks_takes_an_optional_value(command, flags, expected):
+    args = build_parser().parse_args([command, *flags, *(["--out", "r"] if command == "report" else [])])
+    assert args.fuse_blocks == expected and type(args.fuse_blocks) is type(expected)
+
+
+def test_profile_with_fuse_blocks_auto_runs_auto_and_says_so(model_path, capsys):
+    from engine.passes import find_inverted_residual_blocks
+    from engine.plan import RunConfig, fusion_wins
+
+    status, out, _ = run(["profile", "--model", model_path, "--threads", "1", "--repeats", "1",
+                          "--top", "1000", "--fuse-blocks", "auto"], capsys)
+    assert status == 0
+    model = engine.load(model_path)
+    config = RunConfig(threads=1, tiles=engine.Tiles(), fuse_blocks="auto")
+    picked = [b for b in find_inverted_residual_blocks(model.graph) if fusion_wins(b, config, 1)]
+    assert 0 < len(picked) < 17
+    total = out.strip().splitlines()[-1]
+    assert total.endswith(f"auto fusion ({len(picked)} block{'s' if len(picked) != 1 else ''} fused)"), total
+    assert sum(line.split()[1] == "block" for line in out.strip().splitlines()[1:-1]) == len(picked)
 
 
 def test_compare_prints_engines_cost_and_orts_nodes_and_writes_csv(model_path, tmp_path, capsys):
@@ -129,6 +191,9 @@ def test_compare_prints_engines_cost_and_orts_nodes_and_writes_csv(model_path, t
     ["sweep", "--batch", "0"],
     ["sweep", "--pointwise-channels", "20"],
     ["sweep", "--fuse-blocks", "maybe"],
+    ["sweep", "--fuse-blocks", "false", "Automatic"],
+    ["profile", "--fuse-blocks", "yes-please"],
+    ["profile", "--model", "{model}", "--fuse-blocks", "sometimes"],
     ["sweep", "--model", "{missing}"],
     ["sweep", "--model", "{model}", "--out", "{tmp}/sweep.txt"],
     ["compare", "--price-per-core-hour", "0"],

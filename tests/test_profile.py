@@ -69,3 +69,81 @@ def test_fusion_moves_fewer_outer_level_bytes(small, ceilings):
 def test_bad_arguments_are_rejected(small, ceilings, kwargs, match):
     with pytest.raises(ValueError, match=match):
         workbench.profile(small, ceilings=ceilings, **kwargs)
+
+
+def _blocks_auto_fuses(model, threads: int, batch: int) -> set[tuple[str, ...]]:
+    """The members of every block engine.plan.fusion_wins picks for fuse_blocks="auto"."""
+    from engine.passes import find_inverted_residual_blocks
+    from engine.plan import RunConfig, fusion_wins
+
+    config = RunConfig(threads=threads, tiles=engine.Tiles(), fuse_blocks="auto")
+    return {tuple(layer.name for layer in block if layer is not None)
+            for block in find_inverted_residual_blocks(model.graph) if fusion_wins(block, config, batch)}
+
+
+@pytest.mark.parametrize("threads", sorted({1, min(2, engine.available_cores())}))
+def test_the_fuse_blocks_column_is_the_setting_and_auto_fuses_the_blocks_fusion_wins_picks(small, ceilings, threads):
+    frames = {value: workbench.profile(small, batch=2, threads=threads, repeats=1, warmup=0, ceilings=ceilings,
+                                       fuse_blocks=value)
+              for value in (False, "auto", True)}
+    for value, frame in frames.items():
+        assert frame["fuse_blocks"].map(lambda v: (type(v), v)).tolist() == [(type(value), value)] * len(frame)
+    blocks = {value: {tuple(m) for m in frame.loc[frame["op"] == "block", "members"]}
+              for value, frame in frames.items()}
+    expected = _blocks_auto_fuses(small, threads, 2)
+    assert blocks[False] == set() and len(blocks[True]) == 17
+    assert blocks["auto"] == expected and 0 < len(expected) < 17
+    auto = frames["auto"]
+    assert (auto["fused"] == (auto["op"] == "block")).all()
+    assert auto["flops"].sum() == frames[False]["flops"].sum() == frames[True]["flops"].sum()
+    title = workbench.roofline_figure(auto, ceilings).layout.title.text
+    assert f"auto fusion ({len(expected)} block{'s' if len(expected) != 1 else ''} fused)" in title, title
+    assert "blocks unfused" in workbench.roofline_figure(frames[False], ceilings).layout.title.text
+    assert "all blocks fused" in workbench.roofline_figure(frames[True], ceilings).layout.title.text
+
+
+def test_every_workbench_default_follows_engine_default_fuse_blocks():
+    """With engine.DEFAULT_FUSE_BLOCKS switched to "auto" before the workbench is imported,
+    profile, sweep, grid, compare, Explorer and the CLI (profile, report and sweep) default
+    to "auto": nothing hard-codes False."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    script = textwrap.dedent('''
+        import importlib, inspect
+        import engine, engine.model
+        engine.model.DEFAULT_FUSE_BLOCKS = engine.DEFAULT_FUSE_BLOCKS = "auto"
+        import pandas as pd
+        import workbench
+        from workbench import cli
+        sweep_module = importlib.import_module("workbench.sweep")   # workbench.sweep is the function
+
+        def default(function):
+            return inspect.signature(function).parameters["fuse_blocks"].default
+
+        assert default(workbench.profile) == "auto", default(workbench.profile)
+        assert default(workbench.compare) == "auto"
+        assert default(workbench.Explorer.__init__) == "auto"
+        assert default(sweep_module.sweep) == ("auto",)
+        assert sweep_module.grid()[0]["fuse_blocks"] == "auto"
+        parser = cli.build_parser()
+        assert parser.parse_args(["profile"]).fuse_blocks == "auto"
+        assert parser.parse_args(["report", "--out", "x"]).fuse_blocks == "auto"
+        assert parser.parse_args(["profile", "--fuse-blocks"]).fuse_blocks is True
+        asked = []
+
+        def fake_sweep(model, **kwargs):
+            asked.append(kwargs["fuse_blocks"])
+            frame = pd.DataFrame()
+            frame.attrs["skipped"] = []
+            return frame
+        sweep_module.sweep = fake_sweep
+        assert cli.main(["sweep", "--no-progress", "--out", "unused.csv"]) == 1
+        assert asked == [["auto"]], asked
+        print("ok")
+    ''')
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stdout + done.stderr

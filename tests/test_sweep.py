@@ -4,6 +4,7 @@ with a reason, and the same sweep on a loopback Dask LocalCluster with the worke
 CPU, own ceilings and one timing at a time per host."""
 from __future__ import annotations
 
+import ast
 import importlib
 import json
 import logging
@@ -16,8 +17,10 @@ import pytest
 
 import engine
 from engine.machine import machine_info
+from engine.passes import find_inverted_residual_blocks
+from engine.plan import RunConfig, fusion_wins
 from workbench.ceilings import Ceilings, _cache_path, cache_key
-from workbench.sweep import CONFIG_COLUMNS, config_id, read_table, sweep, sweep_totals
+from workbench.sweep import CONFIG_COLUMNS, config_id, grid, read_table, sweep, sweep_totals
 
 # the module, not the function workbench/__init__.py exports under the same name
 sweep_module = importlib.import_module("workbench.sweep")
@@ -95,6 +98,82 @@ def test_the_table_on_disk_equals_the_returned_one_and_attrs_do_not_break_parque
     assert (frame[frame["fuse_blocks"]]["op"] == "block").sum() == 17
 
 
+def blocks_auto_fuses(model: engine.Model, threads: int, batch: int) -> set[tuple[str, ...]]:
+    """The members of every block engine.plan.fusion_wins picks for fuse_blocks="auto"."""
+    config = RunConfig(threads=threads, tiles=engine.Tiles(), fuse_blocks="auto")
+    return {tuple(layer.name for layer in block if layer is not None)
+            for block in find_inverted_residual_blocks(model.graph) if fusion_wins(block, config, batch)}
+
+
+def fused_members(rows: pd.DataFrame) -> set[tuple[str, ...]]:
+    """Members of the fused-block rows of a sweep table (stored as the str() of a tuple)."""
+    return {tuple(ast.literal_eval(members)) for members in rows.loc[rows["op"] == "block", "members"]}
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_a_sweep_over_off_auto_and_all_gives_three_configs_and_auto_fuses_what_fusion_wins_picks(
+        model_path, ceilings, tmp_path, suffix):
+    threads = min(2, engine.available_cores())
+    out = tmp_path / f"sweep{suffix}"
+    frame = sweep(model_path, batch=[1], threads=[threads], fuse_blocks=[False, "auto", True], repeats=1, out=out,
+                  ceilings=ceilings, progress=False)
+    totals = pd.DataFrame(frame.attrs["totals"])
+    assert list(totals["fuse_blocks"]) == [False, "auto", True]
+    assert [c.split(",")[2] for c in totals["config_id"]] == ["fuse_blocks=0", "fuse_blocks=auto", "fuse_blocks=1"]
+    model = engine.load(model_path)
+    every_block = {tuple(layer.name for layer in block if layer is not None)
+                   for block in find_inverted_residual_blocks(model.graph)}
+    expected = blocks_auto_fuses(model, threads, 1)
+    assert 0 < len(expected) < len(every_block)          # "auto" differs from both False and True here
+    by_value = {value: frame[frame["config_id"] == totals["config_id"][i]] for i, value in
+                enumerate(totals["fuse_blocks"])}
+    assert fused_members(by_value[False]) == set()
+    assert fused_members(by_value["auto"]) == expected
+    assert fused_members(by_value[True]) == every_block
+    assert by_value["auto"]["fused"].sum() == len(expected)
+    assert (by_value["auto"]["fuse_blocks"] == "auto").all() and (by_value[True]["fuse_blocks"] == True).all()  # noqa: E712
+    # the file gives back the same table, "auto" and the bools included
+    on_disk = read_table(out)
+    pd.testing.assert_frame_equal(on_disk, frame, check_dtype=False)
+    assert list(on_disk.groupby("config_id", sort=False)["fuse_blocks"].first()) == [False, "auto", True]
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_resume_reads_a_table_of_booleans_from_before_auto_and_adds_auto_configs(model_path, ceilings, tmp_path,
+                                                                                suffix, monkeypatch):
+    """A table with only False/True in fuse_blocks is stored as before "auto" existed (a bool
+    column in Parquet, True/False in CSV); resuming it with "auto" added runs only the "auto"
+    config, and the mixed table (text on disk) reads back as False, True and "auto"."""
+    out = tmp_path / f"sweep{suffix}"
+    sweep(model_path, batch=[1], threads=[1], fuse_blocks=[False, True], repeats=1, out=out, ceilings=ceilings,
+          progress=False)
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+        assert str(pq.read_schema(out).field("fuse_blocks").type) == "bool"
+    else:
+        assert set(pd.read_csv(out)["fuse_blocks"].map(str)) == {"False", "True"}
+    old = read_table(out)
+    assert old["fuse_blocks"].dtype == bool
+
+    calls = []
+    real_profile = sweep_module.profile
+    monkeypatch.setattr(sweep_module, "profile",
+                        lambda *a, **k: (calls.append(k["fuse_blocks"]), real_profile(*a, **k))[1])
+    frame = sweep(model_path, batch=[1], threads=[1], fuse_blocks=[False, "auto", True], repeats=1, out=out,
+                  resume=True, ceilings=ceilings, progress=False)
+    assert calls == ["auto"]
+    assert list(frame.groupby("config_id", sort=False)["fuse_blocks"].first()) == [False, True, "auto"]
+    kept = frame[frame["config_id"].isin(old["config_id"])].reset_index(drop=True)
+    pd.testing.assert_frame_equal(kept, old, check_dtype=False)            # the old rows, not re-measured
+    if suffix == ".parquet":
+        assert str(pq.read_schema(out).field("fuse_blocks").type) in ("string", "large_string")
+    pd.testing.assert_frame_equal(read_table(out), frame, check_dtype=False)
+    calls.clear()
+    sweep(model_path, batch=[1], threads=[1], fuse_blocks=["auto", False], repeats=1, out=out, resume=True,
+          ceilings=ceilings, progress=False)
+    assert calls == []                                                       # everything is in the file
+
+
 def test_an_interrupted_sweep_keeps_every_finished_config_and_resume_runs_only_the_rest(
         model_path, ceilings, tmp_path, monkeypatch):
     out = tmp_path / "sweep.csv"
@@ -153,12 +232,22 @@ def test_config_id_is_stable_and_readable():
     config = {"batch": 8, "threads": 2, "fuse_blocks": True, **engine.Tiles(pointwise_pixels=32).as_dict()}
     assert config_id(config) == ("batch=8,threads=2,fuse_blocks=1,pointwise_pixels=32,pointwise_channels=16,"
                                  "depthwise_rows=16,block_rows=0")
+    assert config_id({**config, "fuse_blocks": "auto"}).split(",")[2] == "fuse_blocks=auto"
+    assert config_id({**config, "fuse_blocks": np.bool_(False)}).split(",")[2] == "fuse_blocks=0"
+
+
+def test_the_default_fuse_blocks_is_the_engines():
+    (config,) = grid()
+    assert config["fuse_blocks"] == engine.DEFAULT_FUSE_BLOCKS
+    assert [c["fuse_blocks"] for c in grid(fuse_blocks=[True, "auto", True, False])] == [True, "auto", False]
 
 
 @pytest.mark.parametrize("kwargs,match", [
     (dict(tiles={"rows": [1]}), "unknown tile field"),
     (dict(batch=[]), "at least one"),
     (dict(fuse_blocks=["yes"]), "fuse_blocks"),
+    (dict(fuse_blocks=[False, "Auto"]), "fuse_blocks"),
+    (dict(fuse_blocks=[1]), "fuse_blocks"),
     (dict(out="sweep.txt"), "parquet or .csv"),
     (dict(repeats=0), "repeats"),
 ])

@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import ipywidgets
+
 import engine
 from engine.models import mobilenet_v2
 from workbench import widgets as widgets_module
@@ -95,6 +97,71 @@ def test_controls_are_threads_batch_fusion_level_and_one_slider_per_tile_field(e
     assert explorer.controls["block_rows"].min == 0
 
 
+def test_fusion_is_a_three_way_selector_off_auto_all_starting_at_the_engines_default(explorer, small_model, ceilings):
+    control = explorer.controls["fuse_blocks"]
+    assert isinstance(control, ipywidgets.ToggleButtons) and control.description == "fuse blocks"
+    assert [tuple(option) for option in control.options] == [("off", False), ("auto", "auto"), ("all blocks", True)]
+    assert control.value == engine.DEFAULT_FUSE_BLOCKS and explorer.config()["fuse_blocks"] == engine.DEFAULT_FUSE_BLOCKS
+    started_auto = Explorer(small_model, ceilings=ceilings, threads=1, repeats=1, fuse_blocks="auto")
+    assert started_auto.controls["fuse_blocks"].value == "auto" and set(started_auto.profile["fuse_blocks"]) == {"auto"}
+
+
+def blocks_auto_fuses(model, threads: int, batch: int) -> set[tuple[str, ...]]:
+    """The members of every block engine.plan.fusion_wins picks for fuse_blocks="auto"."""
+    from engine.passes import find_inverted_residual_blocks
+    from engine.plan import RunConfig, fusion_wins
+
+    config = RunConfig(threads=threads, tiles=engine.Tiles(), fuse_blocks="auto")
+    return {tuple(layer.name for layer in block if layer is not None)
+            for block in find_inverted_residual_blocks(model.graph) if fusion_wins(block, config, batch)}
+
+
+@pytest.mark.parametrize("threads", sorted({1, min(2, engine.available_cores())}))
+def test_choosing_auto_measures_once_and_draws_exactly_the_blocks_fusion_wins_picks(small_model, ceilings, threads,
+                                                                                   count_measurements):
+    explorer = Explorer(small_model, ceilings=ceilings, threads=threads, repeats=1, fuse_blocks=False)
+    figure, traces = explorer.figure, list(explorer.figure.data)
+    statuses = []
+    real = widgets_module.profile
+    count_measurements.clear()
+
+    def watching(*args, **kwargs):
+        statuses.append(explorer.status.value)
+        return real(*args, **kwargs)
+    widgets_module.profile, restore = watching, widgets_module.profile
+    try:
+        explorer.controls["fuse_blocks"].value = "auto"
+    finally:
+        widgets_module.profile = restore
+    expected = blocks_auto_fuses(small_model, threads, 1)
+    assert 0 < len(expected) < 17
+    assert len(count_measurements) == 1 and count_measurements[0]["fuse_blocks"] == "auto"
+    assert "auto fusion" in statuses[0] and "measuring" in statuses[0]
+    frame = explorer.profile
+    assert set(frame["fuse_blocks"]) == {"auto"}
+    assert {tuple(m) for m in frame.loc[frame["op"] == "block", "members"]} == expected
+    assert set(points(explorer.figure, "block")) == set(frame.loc[frame["op"] == "block", "layer"])
+    assert f"auto fusion ({len(expected)} block{'s' if len(expected) != 1 else ''} fused)" in \
+        explorer.figure.layout.title.text
+    assert explorer.figure is figure and all(a is b for a, b in zip(explorer.figure.data, traces))
+    explorer.controls["fuse_blocks"].value = True
+    assert len(points(explorer.figure, "block")) == 17 and "all blocks fused" in explorer.figure.layout.title.text
+    explorer.set(fuse_blocks=False)
+    assert points(explorer.figure, "block") == {} and "blocks unfused" in explorer.figure.layout.title.text
+    assert [call["fuse_blocks"] for call in count_measurements] == ["auto", True, False]
+
+
+def test_set_refuses_a_fuse_blocks_other_than_false_auto_or_true_and_changes_nothing(explorer, count_measurements):
+    before = explorer.controls["fuse_blocks"].value
+    for bad in ("Auto", "yes", 1, None):
+        with pytest.raises(ValueError, match="fuse_blocks"):
+            explorer.set(fuse_blocks=bad, batch=2)
+    assert explorer.controls["fuse_blocks"].value == before and explorer.controls["batch"].value == 1
+    assert count_measurements == []
+    explorer.set(fuse_blocks=np.bool_(True))
+    assert explorer.controls["fuse_blocks"].value is True and count_measurements[-1]["fuse_blocks"] is True
+
+
 def test_run_measures_the_controls_values_and_returns_the_profile(explorer):
     with explorer.hold():
         explorer.controls["batch"].value = 2
@@ -104,7 +171,7 @@ def test_run_measures_the_controls_values_and_returns_the_profile(explorer):
     assert frame is explorer.profile
     assert set(frame["batch"]) == {2} and set(frame["threads"]) == {1}
     assert set(frame["pointwise_pixels"]) == {32} and set(frame["depthwise_rows"]) == {3}
-    assert not frame["fuse_blocks"].any()
+    assert set(frame["fuse_blocks"]) == {engine.DEFAULT_FUSE_BLOCKS}
     assert np.isfinite(frame["seconds"]).all() and (frame["seconds"] > 0).all()
 
 
@@ -159,7 +226,7 @@ def test_fusing_blocks_draws_block_markers_right_of_their_unfused_members_at_L3(
     (Not at DRAM: at batch 1 the bytes model keeps this small model's activations and
     weights in L3 between steps, so nothing crosses DRAM and no marker has a finite x.)"""
     level = "L3"
-    explorer = Explorer(small_model, ceilings=ceilings, threads=1, level=level, repeats=1)
+    explorer = Explorer(small_model, ceilings=ceilings, threads=1, level=level, repeats=1, fuse_blocks=False)
     unfused_profile = explorer.profile.set_index("layer")
     unfused_depthwise = points(explorer.figure, "depthwise")
     assert points(explorer.figure, "block") == {}
@@ -184,12 +251,12 @@ def test_fusing_blocks_draws_block_markers_right_of_their_unfused_members_at_L3(
 
 
 def test_changing_only_the_level_redraws_without_measuring(explorer, count_measurements):
-    before = dict(points(explorer.figure, "depthwise"))
+    before = dict(points(explorer.figure, "project"))
     frame = explorer.profile
     explorer.controls["level"].value = "L3"
     assert count_measurements == [] and explorer.profile is frame
-    after = points(explorer.figure, "depthwise")
-    expected = frame[frame["op"] == "depthwise"].set_index("layer")["ai_L3"]
+    after = points(explorer.figure, "project")
+    expected = frame[frame["op"] == "project"].set_index("layer")["ai_L3"]
     assert {name: xy[0] for name, xy in after.items()} == pytest.approx(expected.to_dict())
     assert [xy[0] for xy in after.values()] != [xy[0] for xy in before.values()]
     assert "L3" in explorer.figure.layout.xaxis.title.text

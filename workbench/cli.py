@@ -1,11 +1,17 @@
 """`roofline-workbench`: the workbench headless.
 
     roofline-workbench ceilings [--full] [--refresh]
-    roofline-workbench profile  [--model M] [--batch N] [--threads T] [--pointwise-pixels P] ... [--fuse-blocks]
-    roofline-workbench report   [--model M] --out DIR
+    roofline-workbench profile  [--model M] [--batch N] [--threads T] [--pointwise-pixels P] ...
+                                [--fuse-blocks [false|true|auto]]
+    roofline-workbench report   [--model M] [--fuse-blocks [false|true|auto]] --out DIR
     roofline-workbench sweep    [--model M] [--batch N ...] [--threads T ...] [--pointwise-pixels P ...] ...
-                                [--fuse-blocks [false|true ...]] [--out FILE] [--resume] [--scheduler ADDRESS]
+                                [--fuse-blocks [false|true|auto ...]] [--out FILE] [--resume] [--scheduler ADDRESS]
     roofline-workbench compare  [--model M] [--batch N] [--threads T] [--price-per-core-hour USD] [--out DIR]
+
+--fuse-blocks: false runs every layer on its own; true fuses every inverted-residual block
+(expand, depthwise, project computed band by band); auto fuses only the blocks the engine
+expects to run faster fused at that thread count and batch (engine.plan.fusion_wins).
+Without the flag: the engine's default (engine.DEFAULT_FUSE_BLOCKS); the flag alone: true.
 
 Bad flags or values (an unknown flag, a value of the wrong type or out of range, a missing
 model, an --out that cannot be written) print one line on stderr and exit with status 2,
@@ -76,6 +82,29 @@ def _boolean(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def _fuse_blocks(text: str):
+    """argparse type for a --fuse-blocks value: False, True or "auto" (any case; yes/no,
+    on/off, 1/0 are true/false too)."""
+    value = text.strip().lower()
+    if value == "auto":
+        return "auto"
+    try:
+        return _boolean(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected false, true or auto, got {text!r}") from None
+
+
+_FUSE_BLOCKS_HELP = ("auto: fuse only the inverted-residual blocks engine.plan.fusion_wins expects to run faster "
+                     "fused at this thread count and batch; true: every block; false: none")
+
+
+def _fuse_blocks_default() -> str:
+    import engine
+
+    value = engine.DEFAULT_FUSE_BLOCKS
+    return "auto" if value == "auto" else str(bool(value)).lower()
+
+
 def _tile_value(name: str):
     """argparse type for one value of Tiles.<name>: an int the Tiles field accepts."""
     def parse(text: str) -> int:
@@ -103,6 +132,8 @@ def _tile_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import engine
+
     parser = _Parser(prog="roofline-workbench", description=__doc__,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
@@ -119,7 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--batch", type=_batch, default=1)
         sub.add_argument("--threads", type=_positive_int, default=None, help="default: all cores")
         sub.add_argument("--repeats", type=_repeats, default=5)
-        sub.add_argument("--fuse-blocks", action="store_true")
+        sub.add_argument("--fuse-blocks", type=_fuse_blocks, nargs="?", const=True, default=engine.DEFAULT_FUSE_BLOCKS,
+                         metavar="false|true|auto",
+                         help=f"{_FUSE_BLOCKS_HELP}; the flag alone: true (default: {_fuse_blocks_default()}, "
+                              f"engine.DEFAULT_FUSE_BLOCKS)")
         _tile_flags(sub)
         if name == "report":
             sub.add_argument("--out", type=Path, required=True, help="output folder")
@@ -132,9 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--threads", type=_positive_int, nargs="+", default=None,
                        help="thread counts (default: all cores); above a machine's cores: skipped")
     sweep.add_argument("--repeats", type=_repeats, default=3, help="timed runs per config")
-    sweep.add_argument("--fuse-blocks", type=_boolean, nargs="*", default=None, metavar="false|true",
-                       help="alone: fused only; with values: each of them (e.g. --fuse-blocks false true)")
-    import engine
+    sweep.add_argument("--fuse-blocks", type=_fuse_blocks, nargs="*", default=None, metavar="false|true|auto",
+                       help=f"with values: each of them (e.g. --fuse-blocks false auto true); alone: true only; "
+                            f"without the flag: {_fuse_blocks_default()} (engine.DEFAULT_FUSE_BLOCKS). "
+                            f"{_FUSE_BLOCKS_HELP}")
 
     for name, value in engine.Tiles().as_dict().items():
         low, high, step = engine.Tiles.field_range(name)
@@ -197,7 +232,8 @@ def _profile(args):
 
 
 def format_layers(frame, top: int | None = None) -> str:
-    """Layers sorted by time: time, share, GFLOP/s, AI at each level, bound."""
+    """Layers sorted by time: time, share, GFLOP/s, AI at each level, bound; then a total
+    line with the batch, threads and fusion setting."""
     shown = frame.sort_values("seconds", ascending=False)
     if top:
         shown = shown.head(top)
@@ -208,9 +244,13 @@ def format_layers(frame, top: int | None = None) -> str:
         lines.append(f"{row.layer[-48:]:<48} {row.op:<10} {row.seconds * 1e3:>7.3f} {row.share_of_time:>6.1%} "
                      f"{row.gflops:>8.1f} {row.ai_L2:>7.2f} {row.ai_DRAM:>8.2f} {row.roof_fraction:>6.0%}  {bound}")
     total = frame["seconds"].sum()
+    from workbench.profile import describe_fusion
+
+    fusion = describe_fusion(frame)
+    fusion = f", {fusion}" if fusion else ""
     lines.append(f"total {total * 1e3:.2f} ms over {len(frame)} steps, "
                  f"{frame['flops'].sum() / total / 1e9:.1f} GFLOP/s; batch {frame['batch'].iloc[0]}, "
-                 f"threads {frame['threads'].iloc[0]}")
+                 f"threads {frame['threads'].iloc[0]}{fusion}")
     return "\n".join(lines)
 
 
@@ -221,7 +261,7 @@ def _sweep(args) -> int:
     _model_file(args.model)
     if args.out.suffix not in (".parquet", ".csv"):
         raise _UsageError(f"roofline-workbench sweep: --out must end in .parquet or .csv, got {str(args.out)!r}")
-    fuse_blocks = [False] if args.fuse_blocks is None else (args.fuse_blocks or [True])
+    fuse_blocks = [engine.DEFAULT_FUSE_BLOCKS] if args.fuse_blocks is None else (args.fuse_blocks or [True])
     tiles = {name: getattr(args, name) for name in engine.Tiles().as_dict() if getattr(args, name) is not None}
     threads = args.threads or [engine.available_cores()]
     try:

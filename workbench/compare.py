@@ -9,7 +9,7 @@ ONNX Runtime's own per-node profile placed on the same roofline as our layers.
     result.figure(ceilings) # our steps and ORT's nodes on one roofline, an arrow per layer
 
 Timing. Every engine runs the same float32 batch (N, C, H, W) with `threads` threads: ours
-with `threads` numba threads (default tiles, no block fusion unless asked), ONNX Runtime on
+with `threads` numba threads (default tiles and engine.DEFAULT_FUSE_BLOCKS unless asked), ONNX Runtime on
 the CPU execution provider with intra_op_num_threads=threads, inter_op_num_threads=1, all
 graph optimisations and "session.force_spinning_stop" = "1" (its workers spin while a run
 lasts but stop when it ends: left spinning, they keep a core busy long after the run, 50 ms
@@ -38,7 +38,8 @@ layers stands for (`Layer.sources`: the Conv and the Clip, Add, BatchNormalizati
 absorbed), then (2) an ONNX tensor name, whose producing node is looked up in the model,
 then (3) the output tensor name of one of our layers. Several ORT nodes on one layer are
 summed. A mapped node gets our FLOPs (2 per multiply-accumulate) and our bytes-moved model
-for that layer (default tiles, unfused, at this batch and thread count), and ORT's measured
+for that layer (default tiles, blocks unfused whatever `fuse_blocks` says: ORT runs each of
+them on its own, at this batch and thread count), and ORT's measured
 time, through the same `summarise` as `workbench.profile`, so the frame plots with
 `workbench.roofline_figure`. What cannot be mapped: ORT's ReorderInput / ReorderOutput
 (layout changes between NCHW and its NCHWc blocking; our engine has its own layout steps,
@@ -293,7 +294,9 @@ def ort_node_profile(raw: pd.DataFrame, model: engine.Model, batch: int, threads
     op type lower-cased, flops 0, bytes 0. Median over runs, via workbench.profile.summarise.
     Extra columns: engine ("onnxruntime"), ort_node, ort_op, mapped."""
     layer_map = LayerMap(model, proto)
-    steps = {step.name: step for step in model.plan(batch, threads).steps if step.layer is not None}
+    # unfused whatever the engine's default: ORT's nodes map onto single layers, never onto a fused block
+    steps = {step.name: step for step in model.plan(batch, threads, fuse_blocks=False).steps
+             if step.layer is not None}
     units: dict[str, dict] = {}       # unit key -> description; key = our layer name or "ort:<node>"
     per_run: dict[tuple[int, str], float] = defaultdict(float)
     for row in raw.itertuples():
@@ -364,7 +367,7 @@ def _profile_ort(model_bytes: bytes, x: np.ndarray, threads: int, runs: int, wor
 
 def compare(model_path, batch: int = 1, threads: int = 2, repeats: int = 20,
             price_per_core_hour: float = DEFAULT_PRICE_PER_CORE_HOUR, ceilings=None, tiles: engine.Tiles | None = None,
-            fuse_blocks: bool = False, seed: int = 0) -> Comparison:
+            fuse_blocks: bool | str = engine.DEFAULT_FUSE_BLOCKS, seed: int = 0) -> Comparison:
     """Time our engine, ONNX Runtime and OpenVINO (each when installed) on one model.
 
     model_path: an ONNX file (bytes or an onnx.ModelProto also work). batch: images per
@@ -372,7 +375,8 @@ def compare(model_path, batch: int = 1, threads: int = 2, repeats: int = 20,
     timed calls per engine (and ORT profiled runs). price_per_core_hour: USD (or any
     currency) per core-hour, default DEFAULT_PRICE_PER_CORE_HOUR = 0.05. ceilings: the roofs
     for the per-node profiles (default measure_ceilings(quick=True)). tiles, fuse_blocks:
-    our engine's configuration. seed: of the random input (int >= 0). Returns a Comparison
+    our engine's configuration (fuse_blocks False, True or "auto"; default
+    engine.DEFAULT_FUSE_BLOCKS). seed: of the random input (int >= 0). Returns a Comparison
     (see its docstring and the module's). Every argument is checked (ValueError naming
     expected and got) before the model is loaded or anything runs.
     """

@@ -56,6 +56,50 @@ def check_bool(name: str, value) -> bool:
     return bool(value)
 
 
+def parse_fuse_blocks(value):
+    """A fuse_blocks value as read back from a table: False, True or "auto".
+
+    Accepts what the API takes (bools, numpy bools, "auto") and what a CSV or an older
+    file holds ("True"/"False", "true"/"false", "1"/"0", "yes"/"no", 0/1, any case for
+    the strings). ValueError for anything else (a table this package did not write)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "auto":
+            return "auto"
+        if text in ("true", "1", "yes"):
+            return True
+        if text in ("false", "0", "no"):
+            return False
+    raise ValueError(f"fuse_blocks must be True, False or \"auto\", got {value!r}")
+
+
+def fusion_label(fuse_blocks, fused_blocks: int | None = None) -> str:
+    """Words for a fuse_blocks setting, for titles and status lines: "blocks unfused",
+    "all blocks fused" or "auto fusion" (with fused_blocks: "auto fusion (3 blocks fused)")."""
+    fuse_blocks = parse_fuse_blocks(fuse_blocks)
+    if fuse_blocks == "auto":
+        if fused_blocks is None:
+            return "auto fusion"
+        return f"auto fusion ({fused_blocks} block{'' if fused_blocks == 1 else 's'} fused)"
+    return "all blocks fused" if fuse_blocks else "blocks unfused"
+
+
+def describe_fusion(frame: pd.DataFrame) -> str | None:
+    """fusion_label of a profile: its fuse_blocks setting and, for "auto", how many of its
+    steps are fused blocks (op "block"). None when the frame has no readable fuse_blocks."""
+    if "fuse_blocks" not in frame.columns or frame.empty:
+        return None
+    fused_blocks = int((frame["op"] == "block").sum()) if "op" in frame.columns else None
+    try:
+        return fusion_label(frame["fuse_blocks"].iloc[0], fused_blocks)
+    except ValueError:          # not a value profile writes
+        return None
+
+
 def check_seed(seed):
     """A numpy seed: None or an int >= 0."""
     if seed is not None and (isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer))
@@ -80,13 +124,15 @@ def check_ceilings(ceilings, threads: int | None = None):
 
 
 def profile(model, batch: int = 1, threads: int = 2, tiles: engine.Tiles | None = None,
-            fuse_blocks: bool = False, repeats: int = 5, warmup: int = 1, ceilings=None,
+            fuse_blocks: bool | str = engine.DEFAULT_FUSE_BLOCKS, repeats: int = 5, warmup: int = 1, ceilings=None,
             seed: int = 0) -> pd.DataFrame:
     """Per-step profile of `model` at one configuration.
 
     model: engine.Model, a path, bytes or an onnx.ModelProto.
     batch: images, 1..4096. threads: 1..this machine's cores. tiles: engine.Tiles.
-    fuse_blocks: True, False or "auto". repeats: timed runs, 1..10000 (the median is kept),
+    fuse_blocks: False (no block fused), True (every inverted-residual block fused) or "auto"
+    (only the blocks engine.plan.fusion_wins expects to run faster at these threads and
+    batch); default engine.DEFAULT_FUSE_BLOCKS. repeats: timed runs, 1..10000 (the median is kept),
     after `warmup` (0..10000) untimed ones. seed: of the random input (int >= 0 or None).
     ceilings: a workbench.Ceilings (default: measure_ceilings(quick=True), cached on disk)
     with roofs for `threads`.
@@ -95,7 +141,8 @@ def profile(model, batch: int = 1, threads: int = 2, tiles: engine.Tiles | None 
     Columns: step, layer, op, input_shape, output_shape, members, fused, seconds (median,
     s), flops, other_flops, gflops (GFLOP/s), share_of_time, bytes_<level> and ai_<level>
     (FLOP/byte) for L1, L2, L3, DRAM, attainable_gflops, roof_fraction, bound, bound_level,
-    plus the config: batch, threads, fuse_blocks and one column per Tiles field.
+    plus the config: batch, threads, fuse_blocks (the value the run was made with: False,
+    True or "auto"; `fused` says which steps ended up fused) and one column per Tiles field.
     """
     batch = check_batch(batch)
     repeats = check_repeats(repeats)
@@ -116,7 +163,7 @@ def profile(model, batch: int = 1, threads: int = 2, tiles: engine.Tiles | None 
     for _ in range(repeats):
         model.run(x, threads=threads, tiles=tiles, fuse_blocks=fuse_blocks, hooks=[recorder])
     frame = records_frame(recorder.records)
-    return summarise(frame, ceilings, run_seconds=[r.seconds for r in recorder.runs])
+    return summarise(frame, ceilings, run_seconds=[r.seconds for r in recorder.runs], fuse_blocks=fuse_blocks)
 
 
 def records_frame(records) -> pd.DataFrame:
@@ -132,8 +179,11 @@ def records_frame(records) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def summarise(frame: pd.DataFrame, ceilings, run_seconds=()) -> pd.DataFrame:
-    """Median per step over runs, with intensities, roofs and bounds."""
+def summarise(frame: pd.DataFrame, ceilings, run_seconds=(), fuse_blocks=None) -> pd.DataFrame:
+    """Median per step over runs, with intensities, roofs and bounds.
+
+    fuse_blocks: the run's setting (False, True or "auto") for the fuse_blocks column; None
+    (records of unknown config, e.g. another runtime's) records whether any step was fused."""
     if frame.empty:
         raise ValueError("no records to summarise: was the model run with a Recorder?")
     tile_columns = [c for c in frame.columns if c.startswith("tile_")]
@@ -149,7 +199,7 @@ def summarise(frame: pd.DataFrame, ceilings, run_seconds=()) -> pd.DataFrame:
         "batch": first["batch"].to_numpy(),
         "threads": first["threads"].to_numpy(),
     })
-    out["fuse_blocks"] = bool(frame["fused"].any())
+    out["fuse_blocks"] = bool(frame["fused"].any()) if fuse_blocks is None else parse_fuse_blocks(fuse_blocks)
     for column in tile_columns:
         out[column.removeprefix("tile_")] = first[column].to_numpy()
     out["seconds"] = frame.groupby("step_index", sort=True)["seconds"].median().to_numpy()
@@ -187,8 +237,23 @@ def is_memory_bound(ai: float, level: str, threads: int, ceilings) -> bool:
     return ai < ceilings.ridge_point(level, threads) if math.isfinite(ai) else False
 
 
+def fuse_blocks_for_disk(column: pd.Series) -> pd.Series:
+    """The fuse_blocks column as written to CSV/Parquet: unchanged (bools, as before "auto"
+    existed) when it holds only bools, else every value as text ("False", "True", "auto"),
+    because Parquet cannot store a column mixing bools and strings. parse_fuse_blocks
+    reads both back."""
+    try:
+        values = column.map(parse_fuse_blocks)
+    except ValueError:          # not values this package writes (NaN from a concat, say): as text
+        return column.map(str)
+    if all(isinstance(value, bool) for value in values):
+        return values.astype(bool)
+    return values.map(str)
+
+
 def save_frame(frame: pd.DataFrame, path: Path) -> Path:
-    """Write CSV or Parquet (by suffix) atomically."""
+    """Write CSV or Parquet (by suffix) atomically. Tuple/list/dict columns are written as
+    their str(); fuse_blocks as fuse_blocks_for_disk says."""
     import tempfile
 
     path = Path(path)
@@ -197,6 +262,8 @@ def save_frame(frame: pd.DataFrame, path: Path) -> Path:
     os.close(handle)
     try:
         flat = frame.copy()
+        if "fuse_blocks" in flat.columns:
+            flat["fuse_blocks"] = fuse_blocks_for_disk(flat["fuse_blocks"])
         for column in flat.columns:
             if flat[column].map(lambda v: isinstance(v, (tuple, list, dict))).any():
                 flat[column] = flat[column].map(str)

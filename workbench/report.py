@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import plotly.io as pio
 
-from workbench.profile import check_bool, check_ceilings, save_frame
+from workbench.profile import check_bool, check_ceilings, describe_fusion, save_frame
 from workbench.roofline import roofline_figure, time_bars
 
 logger = logging.getLogger(__name__)
@@ -67,8 +67,12 @@ def write_report(frame: pd.DataFrame, out: Path, model_name: str = "model", ceil
     roofline.svg when kaleido and a Chromium are available (images=True); returns the paths.
 
     frame: a workbench.profile DataFrame. out: a folder (created if missing; an existing
-    file there is refused). before: optionally a second profile (e.g. fusion off) shown as
-    a before/after view. level: a memory level of the ceilings. Files are written
+    file there is refused). before: optionally a second profile shown as a before/after view
+    (e.g. fuse_blocks=False before a profile with True or "auto": layers match by name and
+    a fused block matches the combined point of its members); when the two ran their blocks
+    differently, the view is labelled with each one's setting ("blocks unfused", "all
+    blocks fused", "auto fusion (n blocks fused)"), else "before" and "after". The summary
+    line says how `frame` ran its blocks. level: a memory level of the ceilings. Files are written
     atomically. Bad arguments raise ValueError before anything is written or measured.
     """
     _check_report_arguments(frame, out, model_name, ceilings, before, level, images)
@@ -81,13 +85,18 @@ def write_report(frame: pd.DataFrame, out: Path, model_name: str = "model", ceil
     figures = [roofline_figure(frame, ceilings, level=level), time_bars(frame, ceilings, level=level)]
     if before is not None:
         from workbench.roofline import compare_figure
-        figures.insert(1, compare_figure(before, frame, ceilings, level=level))
+        labels = (describe_fusion(before), describe_fusion(frame))
+        if None in labels or labels[0] == labels[1]:
+            labels = ("before", "after")
+        figures.insert(1, compare_figure(before, frame, ceilings, level=level, labels=labels))
     parts = []
     for index, figure in enumerate(figures):
         parts.append(pio.to_html(figure, full_html=False, include_plotlyjs="inline" if index == 0 else False))
     total = frame["seconds"].sum()
+    fusion = describe_fusion(frame)
     summary = (f"{html.escape(model_name)}: batch {int(frame['batch'].iloc[0])}, "
-               f"{int(frame['threads'].iloc[0])} thread(s), {total * 1e3:.2f} ms per run "
+               f"{int(frame['threads'].iloc[0])} thread(s){f', {fusion}' if fusion else ''}, "
+               f"{total * 1e3:.2f} ms per run "
                f"(sum of step medians), {frame['flops'].sum() / total / 1e9:.1f} GFLOP/s overall; "
                f"{(frame['bound'] == 'memory').sum()} of {(frame['bound'] != 'n/a').sum()} layers memory bound.")
     page = f"""<!DOCTYPE html>

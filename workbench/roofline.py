@@ -39,6 +39,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from workbench.profile import describe_fusion
+
 # Colour of each op kind; fixed so a kind keeps its colour across figures. "other" takes
 # any op not listed (a new kernel family) so nothing with FLOPs is left off the plot.
 OP_COLORS = {
@@ -385,8 +387,9 @@ def _default_title(profile: pd.DataFrame, level: str) -> str:
         parts.append(f"batch {int(profile['batch'].iloc[0])}")
     threads = int(profile["threads"].iloc[0])
     parts.append(f"{threads} thread{'s' if threads != 1 else ''}")
-    if "fuse_blocks" in profile.columns:
-        parts.append("blocks fused" if bool(profile["fuse_blocks"].iloc[0]) else "blocks unfused")
+    fusion = describe_fusion(profile)
+    if fusion is not None:
+        parts.append(fusion)
     total = float(profile["seconds"].sum()) * 1e3
     parts.append(f"{total:.2f} ms of steps")
     return f"Roofline at {level}: " + ", ".join(parts)

@@ -2,7 +2,7 @@
 
     import workbench
     frame = workbench.sweep("data/mobilenet_v2.onnx", batch=[1, 8], threads=[1, 2],
-                            tiles={"pointwise_pixels": [32, 64, 128]}, fuse_blocks=[False, True],
+                            tiles={"pointwise_pixels": [32, 64, 128]}, fuse_blocks=[False, "auto", True],
                             out="sweep.parquet")
     workbench.sweep_totals(frame)          # one row per (config, host): run time, images/s, GFLOP/s
     pd.DataFrame(frame.attrs["skipped"])   # configs that could not run, with the reason
@@ -10,16 +10,21 @@
 The table. One row per (config, step): every column of `workbench.profile` (step, layer,
 op, seconds, flops, bytes_<level>, ai_<level>, bound, ...) plus
 - `config_id`: a readable, stable key of the config ("batch=1,threads=2,fuse_blocks=0,
-  pointwise_pixels=64,..."), the same in every run of every sweep;
+  pointwise_pixels=64,..."; fuse_blocks=0, 1 or auto), the same in every run of every sweep;
 - the config columns `CONFIG_COLUMNS`: batch, threads, fuse_blocks and one per Tiles field
-  (a field not swept keeps its Tiles() default);
+  (a field not swept keeps its Tiles() default). fuse_blocks holds the value the config
+  ran with: False, True or "auto" (the steps' own `fused` column says which blocks "auto"
+  fused); a column with only bools is bool, one with "auto" in it holds Python objects;
 - `host` (socket.gethostname()) and `cpu_model` of the machine that ran it, locally too;
 - `started_at`, `finished_at`: when its timed runs began and ended (s since the epoch), so
   one can check that no two timings on one host overlapped;
 - `run_seconds`: the median wall time of a whole hooked run (s), the same on every row of
   a config; it includes the per-step hook overhead that the step times leave out.
 Tuple columns (input_shape, output_shape, members) are stored as their str(), as in the
-CSV and Parquet files, so a fresh and a resumed table look the same.
+CSV and Parquet files, so a fresh and a resumed table look the same. On disk fuse_blocks
+is a bool column while it holds only bools (as in files written before "auto" existed)
+and text ("False", "True", "auto") once it holds "auto" (Parquet cannot mix the two);
+`read_table` gives back False, True and "auto" from either, so resume works across both.
 
 Totals are *not* extra rows (a TOTAL row would double every sum over the table and would be
 drawn on a roofline): they are `sweep_totals(frame)`, computed from the rows alone, so also
@@ -66,7 +71,8 @@ import numpy as np
 import pandas as pd
 
 import engine
-from workbench.profile import check_batch, check_bool, check_ceilings, check_repeats, profile, save_frame
+from workbench.profile import (check_batch, check_bool, check_ceilings, check_repeats, parse_fuse_blocks, profile,
+                               save_frame)
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +91,10 @@ def config_id(config: dict) -> str:
     parts = []
     for column in CONFIG_COLUMNS:
         value = config[column]
-        parts.append(f"{column}={int(bool(value)) if column == 'fuse_blocks' else value}")
+        if column == "fuse_blocks":
+            value = parse_fuse_blocks(value)
+            value = value if value == "auto" else int(value)
+        parts.append(f"{column}={value}")
     return ",".join(parts)
 
 
@@ -103,14 +112,16 @@ def _as_list(name: str, values) -> list:
     return unique
 
 
-def grid(batch=(1,), threads=(1,), tiles: dict | None = None, fuse_blocks=(False,)) -> list[dict]:
+def grid(batch=(1,), threads=(1,), tiles: dict | None = None,
+         fuse_blocks=(engine.DEFAULT_FUSE_BLOCKS,)) -> list[dict]:
     """Every combination, as config dicts with the keys CONFIG_COLUMNS, in a fixed order
     (batch outermost, then threads, fuse_blocks and the tile fields in Tiles order).
 
     Values are not range-checked here (that is per config, see `check_config`); their types
     and the shape of the arguments are: batch, threads and each tile an int (numpy ints
     too) or a non-empty list of ints, `tiles` a dict {Tiles field: value or list},
-    fuse_blocks booleans. Raises ValueError naming what is wrong.
+    fuse_blocks a value or a list of values among False, True and "auto" (numpy bools
+    too; default: engine.DEFAULT_FUSE_BLOCKS). Raises ValueError naming what is wrong.
     """
     tiles = {} if tiles is None else tiles
     if not isinstance(tiles, dict):
@@ -119,15 +130,27 @@ def grid(batch=(1,), threads=(1,), tiles: dict | None = None, fuse_blocks=(False
     unknown = [name for name in tiles if name not in TILE_FIELDS]
     if unknown:
         raise ValueError(f"unknown tile field(s) {unknown}; Tiles fields: {list(TILE_FIELDS)}")
-    fuse_values = _as_list("fuse_blocks", fuse_blocks)
-    if not all(isinstance(value, (bool, np.bool_)) for value in fuse_values):
-        raise ValueError(f"fuse_blocks must be True/False values, got {fuse_values!r}")
+    fuse_values = _fuse_list(fuse_blocks)
     defaults = engine.Tiles().as_dict()
     axes = {"batch": _int_list("batch", batch), "threads": _int_list("threads", threads),
-            "fuse_blocks": [bool(value) for value in fuse_values]}
+            "fuse_blocks": fuse_values}
     for name in TILE_FIELDS:
         axes[name] = _int_list(f"tiles[{name!r}]", tiles[name]) if name in tiles else [defaults[name]]
     return [dict(zip(CONFIG_COLUMNS, values)) for values in itertools.product(*axes.values())]
+
+
+def _fuse_list(values) -> list:
+    """fuse_blocks values: each checked as Model.run checks it (True, False, numpy bools or
+    exactly "auto"; "Auto", "yes", 1 refused), before duplicates are dropped."""
+    listed = list(values) if isinstance(values, (list, tuple, range, np.ndarray, pd.Index, pd.Series)) else [values]
+    checked = []
+    for value in listed:
+        try:
+            checked.append(engine.Model.check_fuse_blocks(value))
+        except ValueError:
+            raise ValueError(f"fuse_blocks must be True, False or \"auto\" (or a list of them), "
+                             f"got {value!r}") from None
+    return _as_list("fuse_blocks", checked)
 
 
 def _int_list(name: str, values) -> list[int]:
@@ -153,19 +176,13 @@ def check_config(config: dict, cores: int | None = None) -> engine.Tiles:
     return engine.Tiles(**{name: config[name] for name in TILE_FIELDS})
 
 
-def _as_bool(value) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "yes")
-    return bool(value)
-
-
 def _key(config) -> tuple:
     """Config columns as a hashable, type-normalised tuple (for matching rows of a file)."""
     key = []
     for column in CONFIG_COLUMNS:
         value = config[column]
         if column == "fuse_blocks":
-            key.append(_as_bool(value))
+            key.append(parse_fuse_blocks(value))
         else:
             try:
                 key.append(int(value))
@@ -188,7 +205,7 @@ def config_rows(frame: pd.DataFrame, config: dict, host: str, cpu_model: str, st
     started_at, finished_at (s since the epoch) and run_seconds added; tuple columns as str."""
     rows = frame.copy()
     for column in CONFIG_COLUMNS:
-        rows[column] = bool(config[column]) if column == "fuse_blocks" else int(config[column])
+        rows[column] = parse_fuse_blocks(config[column]) if column == "fuse_blocks" else int(config[column])
     rows["config_id"] = config_id(config)
     rows["host"] = host
     rows["cpu_model"] = cpu_model
@@ -247,7 +264,7 @@ def run_config_on_worker(model_bytes: bytes, digest: str, config: dict, repeats:
         started_at = time.time()
         try:
             frame = profile(model, batch=int(config["batch"]), threads=int(config["threads"]), tiles=tiles,
-                            fuse_blocks=bool(config["fuse_blocks"]), repeats=repeats, ceilings=ceilings)
+                            fuse_blocks=config["fuse_blocks"], repeats=repeats, ceilings=ceilings)
         except (ValueError, MemoryError) as error:
             return {"skipped": f"{type(error).__name__}: {error}", "host": host}
         finished_at = time.time()
@@ -287,7 +304,8 @@ def sweep_totals(frame: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------------------- the sweep
 
 def read_table(path: Path) -> pd.DataFrame:
-    """A sweep table written by `sweep` (Parquet or CSV, by suffix)."""
+    """A sweep table written by `sweep` (Parquet or CSV, by suffix), with fuse_blocks as
+    False, True or "auto" whichever way the file stores it (see the module docstring)."""
     path = Path(path)
     if path.suffix == ".parquet":
         table = pd.read_parquet(path)
@@ -297,7 +315,11 @@ def read_table(path: Path) -> pd.DataFrame:
     if missing:
         raise ValueError(f"{path} is not a sweep table: it lacks the columns {missing}")
     if table["fuse_blocks"].dtype != bool:
-        table["fuse_blocks"] = table["fuse_blocks"].map(_as_bool)
+        try:
+            table["fuse_blocks"] = table["fuse_blocks"].map(parse_fuse_blocks)
+        except ValueError as error:
+            raise ValueError(f"{path} is not a sweep table: its fuse_blocks column holds a value that is "
+                             f"not False, True or \"auto\" ({error})") from None
     return table
 
 
@@ -367,13 +389,15 @@ class _Table:
         return pd.concat(self.parts, ignore_index=True) if len(self.parts) > 1 else self.parts[0].reset_index(drop=True)
 
 
-def sweep(model, batch=(1,), threads=(1,), tiles: dict | None = None, fuse_blocks=(False,), repeats: int = 3,
-          out=None, resume: bool = False, client=None, ceilings=None, progress: bool = True) -> pd.DataFrame:
+def sweep(model, batch=(1,), threads=(1,), tiles: dict | None = None, fuse_blocks=(engine.DEFAULT_FUSE_BLOCKS,),
+          repeats: int = 3, out=None, resume: bool = False, client=None, ceilings=None, progress: bool = True) -> pd.DataFrame:
     """Profile every combination of the given values; one row per (config, step).
 
     model: a path, bytes or onnx.ModelProto (an engine.Model too, but not with a client).
     batch, threads: a value or a list of values. tiles: {Tiles field: list of values}; a
-        field not given keeps its Tiles() default. fuse_blocks: a list of booleans.
+        field not given keeps its Tiles() default. fuse_blocks: a value or a list of values
+        among False, True and "auto" (fuse only where engine.plan.fusion_wins expects a
+        win at that config's threads and batch); default [engine.DEFAULT_FUSE_BLOCKS].
     repeats: timed runs per config (the median is kept), after one warm-up run.
     out: a .parquet or .csv path written after every finished config (atomically).
     resume: skip configs whose config columns are already in `out`.
@@ -455,7 +479,7 @@ def _sweep_here(model, todo, repeats, ceilings, table: _Table, skip, bar) -> Non
         started_at = time.time()
         try:
             frame = profile(loaded, batch=int(config["batch"]), threads=int(config["threads"]), tiles=tiles,
-                            fuse_blocks=bool(config["fuse_blocks"]), repeats=repeats, ceilings=ceilings)
+                            fuse_blocks=config["fuse_blocks"], repeats=repeats, ceilings=ceilings)
         except (ValueError, MemoryError) as error:
             skip(config, host, f"{type(error).__name__}: {error}")
         else:

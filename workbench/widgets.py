@@ -1,11 +1,13 @@
 """`Explorer`: an ipywidgets panel around a live roofline (a plotly FigureWidget) that
-moves as you change core count, batch size, fusion and tile sizes.
+moves as you change core count, batch size, block fusion (off / auto / all blocks) and
+tile sizes.
 
     import engine, workbench
     explorer = workbench.Explorer(engine.load("data/mobilenet_v2.onnx"))
     explorer                                        # last expression of a cell: the panel
     explorer.controls["threads"].value = 1          # re-measures, redraws in place
     explorer.set(batch=8, pointwise_pixels=32)      # several controls, one measurement
+    explorer.set(fuse_blocks="auto")                # False, "auto" or True
     frame = explorer.run()                          # measure now (synchronous): a profile
 
 Built like plotly's FigureWidget app (doc/python/figurewidget-app.md): widgets first; one
@@ -41,12 +43,18 @@ import pandas as pd
 import plotly.graph_objects as go
 
 import engine
-from workbench.profile import as_model, check_batch, check_bool, check_ceilings, check_int, check_repeats, profile
+from workbench.profile import as_model, check_batch, check_ceilings, check_int, check_repeats, fusion_label, profile
 from workbench.roofline import roofline_figure, short_name, update_roofline
 
 logger = logging.getLogger(__name__)
 
 BATCH_CHOICES = (1, 2, 4, 8, 16, 32, 64)   # images; the batch dropdown's options
+# The fusion selector's options: (label, fuse_blocks value), and a tooltip for each.
+FUSE_BLOCKS_OPTIONS = (("off", False), ("auto", "auto"), ("all blocks", True))
+FUSE_BLOCKS_TOOLTIPS = ("every layer on its own",
+                        "fuse only the blocks the engine expects to run faster fused at these threads and batch "
+                        "(engine.plan.fusion_wins)",
+                        "fuse every inverted-residual block: expand, depthwise and project band by band")
 SLOWEST_SHOWN = 8                           # rows of the slowest-steps table
 MESSAGE_COLORS = {"error": "#b00020", "warning": "#8a5a00", "info": "#333333"}
 # What a measurement may raise because of a configuration (shown, not raised).
@@ -92,28 +100,30 @@ class Explorer:
     model: engine.Model, a path to an ONNX file, bytes or an onnx.ModelProto.
     ceilings: workbench.Ceilings (default: measure_ceilings(quick=True), cached on disk).
     batch (images), threads (default: every core), tiles (engine.Tiles, default Tiles()),
-    fuse_blocks, level (memory level of the x axis, one of ceilings.levels): the controls'
-    initial values. repeats: timed runs per measurement (the median is plotted).
+    fuse_blocks (False, "auto" or True; default engine.DEFAULT_FUSE_BLOCKS), level (memory
+    level of the x axis, one of ceilings.levels): the controls' initial values. repeats: timed runs per measurement (the median is plotted).
 
     The constructor measures once (so the panel opens on a real roofline); a bad initial
     argument raises ValueError there. Afterwards nothing the controls do raises: errors go
     to the message area.
 
-    Attributes: controls (dict name -> widget: threads, batch, fuse_blocks, level and one
-    IntSlider per engine.Tiles field, named as the field), run_button, progress, status,
+    Attributes: controls (dict name -> widget: threads, batch, fuse_blocks (ToggleButtons
+    "off" / "auto" / "all blocks", values False / "auto" / True), level and one IntSlider
+    per engine.Tiles field, named as the field), run_button, progress, status,
     message, summary, table, figure (the plotly FigureWidget), panel (the top-level
     ipywidgets container), profile (the last measured DataFrame), measurements (how many
     measurements have completed), last_seconds ({"measure": s, "draw": s} of the last run).
     """
 
     def __init__(self, model, ceilings=None, batch: int = 1, threads: int | None = None,
-                 tiles: engine.Tiles | None = None, fuse_blocks: bool = False, level: str = "L2",
+                 tiles: engine.Tiles | None = None, fuse_blocks: bool | str = engine.DEFAULT_FUSE_BLOCKS,
+                 level: str = "L2",
                  repeats: int = 3):
         self.repeats = check_repeats(repeats)
         batch = check_batch(batch)
         threads = engine.available_cores() if threads is None else engine.Model.check_threads(threads)
         tiles = engine.Model.check_tiles(tiles)
-        fuse_blocks = check_bool("fuse_blocks", fuse_blocks)
+        fuse_blocks = engine.Model.check_fuse_blocks(fuse_blocks)
         check_ceilings(ceilings, threads)
         self.model = as_model(model)
         if ceilings is None:
@@ -133,7 +143,7 @@ class Explorer:
         self._held = 0                    # > 0: control changes do not trigger the callback
 
         # ---- widgets first
-        self.controls = self._make_controls(batch, threads, tiles, bool(fuse_blocks), level)
+        self.controls = self._make_controls(batch, threads, tiles, fuse_blocks, level)
         self.run_button = widgets.Button(description="Run", icon="play", button_style="primary",
                                          tooltip="measure again with the current values",
                                          layout=widgets.Layout(width="110px"))
@@ -167,8 +177,12 @@ class Explorer:
                                          description="threads", continuous_update=False, style=wide),
             "batch": widgets.Dropdown(options=batches, value=batch, description="batch", style=wide,
                                       layout=widgets.Layout(width="140px")),
-            "fuse_blocks": widgets.Checkbox(value=fuse_blocks, description="fuse blocks", indent=False,
-                                            layout=widgets.Layout(width="120px")),
+            "fuse_blocks": widgets.ToggleButtons(options=list(FUSE_BLOCKS_OPTIONS), value=fuse_blocks,
+                                                 description="fuse blocks", tooltips=list(FUSE_BLOCKS_TOOLTIPS),
+                                                 style={"description_width": "initial", "button_width": "84px"},
+                                                 # a row: label then buttons (ToggleButtons stacks them by default)
+                                                 layout=widgets.Layout(display="flex", align_items="center",
+                                                                       width="auto")),
             "level": widgets.Dropdown(options=list(self.ceilings.levels), value=level, description="AI at",
                                       style=wide, layout=widgets.Layout(width="130px")),
         }
@@ -194,10 +208,11 @@ class Explorer:
     def config(self) -> dict:
         """The controls' current values as workbench.profile arguments: batch, threads,
         tiles (an engine.Tiles: ValueError if the tile sliders hold a value it rejects),
-        fuse_blocks."""
+        fuse_blocks (False, "auto" or True)."""
         values = {name: int(self.controls[name].value) for name in engine.Tiles().as_dict()}
         return {"batch": int(self.controls["batch"].value), "threads": int(self.controls["threads"].value),
-                "tiles": engine.Tiles(**values), "fuse_blocks": bool(self.controls["fuse_blocks"].value)}
+                "tiles": engine.Tiles(**values),
+                "fuse_blocks": engine.Model.check_fuse_blocks(self.controls["fuse_blocks"].value)}
 
     @property
     def level(self) -> str:
@@ -212,7 +227,7 @@ class Explorer:
         Every value is checked before any control changes: ValueError for an unknown
         control, and for a value the control or the engine would refuse or silently clamp
         (threads outside 1..cores, a tile outside its range or step, batch < 1, a
-        non-bool fuse_blocks, a level without a roof). A batch not in the dropdown is added."""
+        fuse_blocks other than False, True or "auto", a level without a roof). A batch not in the dropdown is added."""
         unknown = sorted(set(values) - set(self.controls))
         if unknown:
             raise ValueError(f"unknown controls {unknown}; the controls are {list(self.controls)}")
@@ -235,7 +250,7 @@ class Explorer:
                 raise ValueError(f"level must be one of {', '.join(self.ceilings.levels)}, got {value!r}")
             return value
         if name == "fuse_blocks":
-            return check_bool("fuse_blocks", value)
+            return engine.Model.check_fuse_blocks(value)
         if name == "batch":
             return check_batch(value)
         if name == "threads":
@@ -403,7 +418,7 @@ class Explorer:
         self.run_button.disabled, self.run_button.description = True, "Measuring…"
         self.progress.value, self.progress.bar_style = 1, "info"
         self.status.value = (f"measuring… batch {config['batch']}, {config['threads']} thread(s), "
-                             f"{'fused' if config['fuse_blocks'] else 'unfused'} blocks")
+                             f"{fusion_label(config['fuse_blocks'])}")
 
     def _finish(self, ok: bool, note: str) -> None:
         self.run_button.disabled, self.run_button.description = False, "Run"
