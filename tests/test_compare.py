@@ -68,7 +68,7 @@ def test_ort_profile_maps_every_conv_of_the_model_onto_exactly_one_of_our_layers
     assert sorted(convs["layer"]) == sorted(our_convs)             # each of ours once
     assert not convs["ort_node"].str.contains(" + ", regex=False).any()   # by one ORT node each
     # mapped rows carry our FLOPs and modelled bytes for that layer, and ORT's time
-    steps = {step.name: step for step in model.plan(BATCH, THREADS).steps}
+    steps = {step.name: step for step in model.plan(BATCH, THREADS, fuse_blocks=False).steps}
     for row in nodes[nodes["mapped"] & (nodes["flops"] > 0)].itertuples():
         step = steps[row.layer]
         assert row.flops == step.flops and row.op == step.op
@@ -133,7 +133,7 @@ def test_parse_ort_profile_keeps_kernel_times_and_takes_the_median_over_runs(tmp
     frame = ort_node_profile(raw, model, batch=2, threads=1, ceilings=ceilings)
     stem = frame.set_index("layer").loc[conv.name]
     assert stem["seconds"] == pytest.approx(200e-6) and stem["mapped"]
-    assert stem["flops"] == next(s.flops for s in model.plan(2, 1).steps if s.name == conv.name)
+    assert stem["flops"] == next(s.flops for s in model.plan(2, 1, fuse_blocks=False).steps if s.name == conv.name)
     reorder = frame[~frame["mapped"]].iloc[0]
     assert reorder["op"] == "layout" and reorder["seconds"] == pytest.approx(8e-6)
     # the same columns as one of our own profiles

@@ -64,7 +64,7 @@ def test_conv_intensity_rejects_bad_arguments():
 
 def test_model_intensities_flops_equal_the_engines_counts(small_model):
     table = model_intensities(small_model, batches=(1, 8))
-    steps = {s.name: s for s in small_model.plan(1, threads=1).steps}
+    steps = {s.name: s for s in small_model.plan(1, threads=1, fuse_blocks=False).steps}
     assert len(table) == 52          # MobileNetV2: stem, 17 depthwise, 17 project, 16 expand, last 1x1
     for _, row in table.iterrows():
         assert row["flops_per_image"] == steps[row["layer"]].flops, row["layer"]
@@ -77,7 +77,8 @@ def test_compulsory_bytes_bound_the_engines_modelled_bytes_from_below(small_mode
     credits activations and weights left in L3 by the previous step or run.)"""
     import workbench
 
-    frame = workbench.profile(small_model, threads=1, repeats=1, ceilings=ceilings).set_index("layer")
+    frame = workbench.profile(small_model, threads=1, repeats=1, ceilings=ceilings,
+                              fuse_blocks=False).set_index("layer")
     table = model_intensities(small_model).set_index("layer")
     for layer, row in table.iterrows():
         compulsory = row["flops_per_image"] / row["ai_batch1"]
@@ -112,7 +113,7 @@ def test_ridge_points_are_peak_over_bandwidth(ceilings):
 def test_bound_summary_and_explanation_count_the_memory_bound_steps(small_model, ceilings):
     import workbench
 
-    frame = workbench.profile(small_model, threads=1, repeats=1, ceilings=ceilings)
+    frame = workbench.profile(small_model, threads=1, repeats=1, ceilings=ceilings, fuse_blocks=False)
     summary = bound_summary(frame)
     with_flops = frame[frame["flops"] > 0]
     assert summary["steps"].sum() == len(with_flops)
@@ -126,7 +127,7 @@ def test_bound_summary_and_explanation_count_the_memory_bound_steps(small_model,
 def test_fusion_effect_keeps_flops_and_compares_bytes(small_model, ceilings):
     import workbench
 
-    unfused = workbench.profile(small_model, threads=1, repeats=1, ceilings=ceilings)
+    unfused = workbench.profile(small_model, threads=1, repeats=1, ceilings=ceilings, fuse_blocks=False)
     fused = workbench.profile(small_model, threads=1, repeats=1, ceilings=ceilings, fuse_blocks=True)
     effect = fusion_effect(unfused, fused)
     assert len(effect) == (fused["op"] == "block").sum() == 17

@@ -110,7 +110,7 @@ def model_intensities(model, batches: Sequence[int] = (1,), dense_comparison: bo
     if not batches:
         raise ValueError("batches must name at least one batch size")
     rows = []
-    for step in model.plan(1, threads=1).steps:       # the plan names ops exactly as profiles do
+    for step in model.plan(1, threads=1, fuse_blocks=False).steps:   # named as profiles name them
         kind = _kind_of(step.op)
         if kind is None or step.layer is None:
             continue
