@@ -251,7 +251,7 @@ class Model:
             previous_threads = numba.get_num_threads()
             if previous_threads != threads:
                 numba.set_num_threads(threads)
-            plan.io["input"] = x
+            plan.io["input"] = x if x.flags.c_contiguous and x.dtype.isnative else np.ascontiguousarray(x, np.float32)
             try:
                 if hooks:
                     self._run_hooked(plan, hooks)

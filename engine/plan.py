@@ -77,7 +77,8 @@ class Plan:
     batch: int
     config: RunConfig
     steps: list[Step]
-    input_buffer: np.ndarray              # (N, C, H, W) the caller's input is copied here
+    input_buffer: np.ndarray | None       # (N, C, H, W) the caller's input is copied here, or None:
+                                          # the first steps read the caller's array itself
     io: dict                              # "input": the caller's array for the first step; "output": the result
     arena_bytes: int                      # activation memory held by the plan
 
@@ -153,42 +154,64 @@ def _buffer_shape(layout: str, batch: int, shape: tuple[int, ...], width: int | 
 
 
 class _Arena:
-    """Linear-scan buffer assignment: tensors whose lifetimes do not overlap share memory."""
+    """Offset assignment in one buffer: tensors whose lifetimes do not overlap share memory.
+
+    A tensor is live from the step that writes it to the last step that reads it, both
+    inclusive, so a step's inputs and its output never overlap. Placement is greedy by size
+    (largest tensor first, each at the lowest-waste gap between the already-placed tensors
+    whose lifetimes overlap its own), which for a chain of layers lands at or near the peak
+    sum of simultaneously live tensors, the least any assignment can use. Offsets are
+    multiples of 64 bytes so vector loads of a whole channel block never split lines."""
+
+    ALIGN = 16                            # float32 elements per 64 bytes
 
     def __init__(self):
-        self.capacity: list[int] = []     # float32 elements per slot
-        self.free: list[int] = []
-        self.slot_of: dict[str, int] = {}
         self.shape_of: dict[str, tuple[int, ...]] = {}
+        self.lifetime: dict[str, tuple[int, int]] = {}  # tensor -> (first step, last step)
+        self._offsets: dict[str, int] | None = None
+        self._elements = 0
 
-    def assign(self, tensor: str, shape: tuple[int, ...]) -> None:
-        size = int(np.prod(shape))
-        fitting = [s for s in self.free if self.capacity[s] >= size]
-        if fitting:
-            slot = min(fitting, key=lambda s: self.capacity[s])
-        elif self.free:
-            slot = max(self.free, key=lambda s: self.capacity[s])
-            self.capacity[slot] = size
-        else:
-            slot = len(self.capacity)
-            self.capacity.append(size)
-        if slot in self.free:
-            self.free.remove(slot)
-        self.slot_of[tensor] = slot
+    def assign(self, tensor: str, shape: tuple[int, ...], first: int, last: int) -> None:
         self.shape_of[tensor] = shape
+        self.lifetime[tensor] = (first, max(first, last))
+        self._offsets = None
 
-    def release(self, tensor: str) -> None:
-        self.free.append(self.slot_of[tensor])
+    def _padded(self, tensor: str) -> int:
+        size = int(np.prod(self.shape_of[tensor]))
+        return -(-size // self.ALIGN) * self.ALIGN
+
+    def _place(self) -> dict[str, int]:
+        if self._offsets is not None:
+            return self._offsets
+        offsets: dict[str, int] = {}
+        placed: list[tuple[int, int, int, int]] = []      # (offset, end, first, last) in elements
+        for tensor in sorted(self.shape_of, key=lambda t: (-self._padded(t), self.lifetime[t])):
+            size = self._padded(tensor)
+            first, last = self.lifetime[tensor]
+            busy = sorted((o, e) for o, e, f, l in placed if f <= last and first <= l)
+            best, best_gap, cursor = None, None, 0
+            for offset, end in busy:
+                gap = offset - cursor
+                if gap >= size and (best_gap is None or gap < best_gap):
+                    best, best_gap = cursor, gap
+                cursor = max(cursor, end)
+            offset = cursor if best is None else best
+            offsets[tensor] = offset
+            placed.append((offset, offset + size, first, last))
+        self._offsets = offsets
+        self._elements = max((o + self._padded(t) for t, o in offsets.items()), default=0)
+        return offsets
 
     def materialise(self) -> dict[str, np.ndarray]:
-        # 64-byte aligned slots so vector loads of a whole channel block never split lines
-        slots = [_aligned_empty(c) for c in self.capacity]
-        return {t: slots[s][:int(np.prod(self.shape_of[t]))].reshape(self.shape_of[t])
-                for t, s in self.slot_of.items()}
+        offsets = self._place()
+        memory = _aligned_empty(self._elements)
+        return {t: memory[o:o + int(np.prod(self.shape_of[t]))].reshape(self.shape_of[t])
+                for t, o in offsets.items()}
 
     @property
     def nbytes(self) -> int:
-        return 4 * sum(self.capacity)
+        self._place()
+        return 4 * self._elements
 
 
 def _aligned_empty(elements: int, alignment: int = 64) -> np.ndarray:
@@ -269,10 +292,7 @@ def build_plan(graph: Graph, weights: PackedWeights, batch: int, config: RunConf
         written = writes_of(item)
         shapes[written] = _written_shape(graph, item, batch)
         if written not in storage_of:
-            arena.assign(written, shapes[written])
-        for name in {storage(n) for n in reads_of(item)}:
-            if last_use.get(name) == index and name in arena.slot_of:
-                arena.release(name)
+            arena.assign(written, shapes[written], first=index, last=last_use.get(written, index))
     buffers = arena.materialise()
     buffers[graph.input_name] = np.empty((batch, *graph.input_shape), np.float32)
     for view, base in storage_of.items():
@@ -294,26 +314,54 @@ def build_plan(graph: Graph, weights: PackedWeights, batch: int, config: RunConf
         def output_view():
             return output_buffer[:, :true_features].copy()
 
-    # Copying the caller's batch in and the result out are steps too: they are part of
-    # every run's time and traffic, and hooks see them like any other step.
+    # The steps that read the network's input read the caller's batch itself (Model.run
+    # hands over a C-contiguous float32 array of the plan's shape in io["input"]); only
+    # when one of them cannot is the batch copied into the plan's input buffer first.
+    # Copying the result out is a step too: hooks see it like any other step.
     io: dict = {"input": None, "output": None}
-    input_buffer = buffers[graph.input_name]
-
-    def copy_in():
-        np.copyto(input_buffer, io["input"])
+    input_buffer = buffers.pop(graph.input_name)
+    if _read_input_directly(steps, input_buffer, io):
+        input_buffer = None                 # bound for validation only; freed with this frame
+    else:
+        def copy_in():
+            np.copyto(input_buffer, io["input"])
+        in_bytes = 2 * input_buffer.nbytes
+        steps.insert(0, Step(name="input", op="layout", input_shape=input_buffer.shape,
+                             output_shape=input_buffer.shape, flops=0, other_flops=0, call=copy_in,
+                             attrs={"bytes": {lv: in_bytes for lv in LEVELS}}))
 
     def copy_out():
         io["output"] = output_view()
-    in_bytes = 2 * input_buffer.nbytes
     out_bytes = 2 * 4 * batch * int(np.prod(graph.output_shape))
-    steps.insert(0, Step(name="input", op="layout", input_shape=input_buffer.shape, output_shape=input_buffer.shape,
-                         flops=0, other_flops=0, call=copy_in, attrs={"bytes": {lv: in_bytes for lv in LEVELS}}))
     steps.append(Step(name="output", op="layout", input_shape=output_buffer.shape,
                       output_shape=(batch, *graph.output_shape), flops=0, other_flops=0, call=copy_out,
                       attrs={"bytes": {lv: out_bytes for lv in LEVELS}}))
-    _credit_l3_residency(steps, weights, arena.nbytes + input_buffer.nbytes)
+    input_bytes = 4 * batch * int(np.prod(graph.input_shape))      # the caller's array or our copy of it
+    _credit_l3_residency(steps, weights, arena.nbytes + input_bytes)
     return Plan(batch=batch, config=config, steps=steps, input_buffer=input_buffer, io=io,
                 arena_bytes=arena.nbytes)
+
+
+def _read_input_directly(steps: list[Step], input_buffer: np.ndarray, io: dict) -> bool:
+    """Rebind every step whose kernel was bound to `input_buffer` to read io["input"] in its
+    place; False (nothing rebound) if some step uses the buffer in another way."""
+    readers = []
+    for step in steps:
+        call = step.call
+        positions = [i for i, a in enumerate(getattr(call, "args", ())) if a is input_buffer]
+        if positions:
+            if not isinstance(call, functools.partial) or len(positions) != 1 or call.keywords:
+                return False
+            readers.append((step, call.func, call.args[:positions[0]], call.args[positions[0] + 1:]))
+        elif any(a is input_buffer for a in getattr(call, "__defaults__", None) or ()):
+            return False
+    if not readers:
+        return False
+    for step, kernel, before, after in readers:
+        def call(kernel=kernel, before=before, after=after):
+            kernel(*before, io["input"], *after)
+        step.call = call
+    return True
 
 
 def _written_shape(graph: Graph, item, batch: int) -> tuple[int, ...]:
@@ -441,12 +489,7 @@ def _make_step(graph, weights, item, buffers, shapes, key, config: RunConfig, ba
     if kind == "convert":
         tensor, layout = payload
         source, target = buffers[tensor], buffers[key(tensor, layout)]
-        if layout == "nchwc":
-            def call(source=source, target=target):
-                _nchw_to_nchwc(source, target)
-        else:
-            def call(source=source, target=target):
-                _nchwc_to_nchw(source, target)
+        call = functools.partial(_nchw_to_nchwc if layout == "nchwc" else _nchwc_to_nchw, source, target)
         moved = 4 * (source.size + target.size)
         return Step(name=f"{tensor} to {layout}", op="layout", input_shape=source.shape,
                     output_shape=target.shape, flops=0, other_flops=0, call=call,

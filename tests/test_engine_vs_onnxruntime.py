@@ -55,6 +55,20 @@ def test_non_contiguous_input_gives_the_same_answer(mobilenet):
     np.testing.assert_array_equal(mobilenet.run(strided), mobilenet.run(x))
 
 
+def test_the_stem_reads_the_callers_batch_without_copying_or_keeping_it(mobilenet, mobilenet_ort):
+    import weakref
+
+    plan = mobilenet.plan(2, fuse_blocks=False)
+    assert plan.input_buffer is None and plan.steps[0].op == "stem"       # no copy-in step
+    rng = np.random.default_rng(5)
+    for _ in range(2):       # each run reads the array it is given, not the previous one
+        x = rng.standard_normal((2, 3, 224, 224), dtype=np.float32)
+        assert_close_to_reference(mobilenet.run(x, fuse_blocks=False), mobilenet_ort.run(None, {"input": x})[0])
+    gone = weakref.ref(x)
+    del x
+    assert gone() is None                                       # the plan keeps no reference
+
+
 def test_repeated_runs_are_deterministic_and_independent_of_batch_neighbours(mobilenet):
     x = _images(3, seed=11)
     whole = mobilenet.run(x, threads=min(2, engine.available_cores()))
