@@ -320,7 +320,7 @@ def build_plan(graph: Graph, weights: PackedWeights, batch: int, config: RunConf
     # Copying the result out is a step too: hooks see it like any other step.
     io: dict = {"input": None, "output": None}
     input_buffer = buffers.pop(graph.input_name)
-    if _read_input_directly(steps, input_buffer, io):
+    if output_buffer is not input_buffer and _read_input_directly(steps, input_buffer, io):
         input_buffer = None                 # bound for validation only; freed with this frame
     else:
         def copy_in():
