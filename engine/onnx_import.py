@@ -20,6 +20,9 @@ from onnx import numpy_helper
 from engine.errors import ModelError, UnsupportedOperatorError
 from engine.graph import Graph, Layer
 
+# Opset 6 (ONNX's converted PyTorch Conv tests use it): Add and Gemm broadcast only with
+# broadcast=1 and BatchNormalization / Dropout infer only with is_test=1 there; the handlers
+# check those where the semantics differ from opset 7's.
 MIN_OPSET, MAX_OPSET = 6, 22
 
 # Stand-in for the (dynamic) batch size inside folded shape computations.
@@ -36,6 +39,7 @@ class _Context:
     aliases: dict[str, str] = field(default_factory=dict)              # Identity/Dropout outputs
     layers: list[Layer] = field(default_factory=list)
     declared_batch: int | None = None
+    layer_names: set[str] = field(default_factory=set)                 # unique: weights are keyed by them
 
     def resolve(self, name: str) -> str:
         while name in self.aliases:
@@ -45,7 +49,9 @@ class _Context:
     def is_constant(self, name: str) -> bool:
         return self.resolve(name) in self.constants
 
-    def constant(self, node: onnx.NodeProto, index: int, what: str) -> np.ndarray:
+    def constant(self, node: onnx.NodeProto, index: int, what: str, dtypes: tuple = ()) -> np.ndarray:
+        """The constant value of input `index`; with `dtypes`, it must be one of them (the
+        op's type constraint: ONNX Runtime refuses the model otherwise)."""
         name = node.input[index] if index < len(node.input) else ""
         if not name:
             raise ModelError(f"node {node.name!r} ({node.op_type}): missing input {index} ({what})")
@@ -54,11 +60,16 @@ class _Context:
             raise UnsupportedOperatorError(
                 node.name, node.op_type, HANDLERS,
                 f"input {index} ({what}) must be a constant initializer, got the computed tensor {name!r}")
-        return self.constants[name]
+        value = self.constants[name]
+        if dtypes and value.dtype not in dtypes:
+            expected = " or ".join(str(np.dtype(d)) for d in dtypes)
+            raise ModelError(f"node {node.name!r} ({node.op_type}): input {index} ({what}) is {value.dtype}; "
+                             f"expected {expected}")
+        return value
 
-    def optional_constant(self, node, index, what):
+    def optional_constant(self, node, index, what, dtypes: tuple = ()):
         if index < len(node.input) and node.input[index]:
-            return self.constant(node, index, what)
+            return self.constant(node, index, what, dtypes)
         return None
 
     def activation(self, node: onnx.NodeProto, index: int = 0) -> tuple[str, tuple[int, ...]]:
@@ -81,12 +92,20 @@ class _Context:
             raise ModelError(f"node {node.name!r} ({node.op_type}): output {output!r} is written twice")
         if any(d <= 0 for d in output_shape):
             raise ModelError(f"node {node.name!r} ({node.op_type}): output shape {output_shape} is empty")
-        layer = Layer(name=node.name or output, op=op, inputs=inputs, output=output,
+        name = base = node.name or output      # an unnamed node's output may be another node's name
+        while name in self.layer_names:
+            name = f"{base}_{len(self.layer_names)}"
+        self.layer_names.add(name)
+        layer = Layer(name=name, op=op, inputs=inputs, output=output,
                       input_shape=self.shapes[inputs[0]], output_shape=tuple(int(d) for d in output_shape),
                       sources=[node.name or output], **kwargs)
         self.shapes[output] = layer.output_shape
         self.layers.append(layer)
         return layer
+
+
+_FLOAT32 = (np.float32,)
+_INT64 = (np.int64,)
 
 
 def _attrs(node: onnx.NodeProto) -> dict:
@@ -130,7 +149,7 @@ def Conv(ctx: _Context, node):
     pads = _pair(node, attrs, "pads", (0, 0, 0, 0), length=4)
     group = int(attrs.get("group", 1))
     auto_pad = attrs.get("auto_pad", b"NOTSET")
-    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    auto_pad = auto_pad.decode(errors="replace") if isinstance(auto_pad, bytes) else auto_pad
     channels, height, width = shape
     if min(strides) < 1 or min(dilations) < 1 or min(pads) < 0 or min(kernel) < 1 or group < 1:
         raise ModelError(f"node {node.name!r} (Conv): invalid strides {strides}, dilations {dilations}, "
@@ -139,6 +158,9 @@ def Conv(ctx: _Context, node):
         raise ModelError(f"node {node.name!r} (Conv): weight {tuple(weight.shape)} with group={group} "
                          f"does not fit an input of {channels} channels")
     effective = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+    if auto_pad != "NOTSET" and "pads" in attrs:
+        raise ModelError(f"node {node.name!r} (Conv): auto_pad={auto_pad} and pads are both given; "
+                         "ONNX allows one or the other")
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         padding = []
         for size, stride, eff in zip((height, width), strides, effective):
@@ -177,6 +199,10 @@ def BatchNormalization(ctx, node):
     attrs = _attrs(node)
     if attrs.get("training_mode", 0):
         raise UnsupportedOperatorError(node.name, node.op_type, HANDLERS, "training_mode=1")
+    if ctx.opset < 7 and not attrs.get("is_test", 0):
+        raise UnsupportedOperatorError(node.name, node.op_type, HANDLERS, "is_test=0 (training) before opset 7")
+    if ctx.opset < 9 and not attrs.get("spatial", 1):
+        raise UnsupportedOperatorError(node.name, node.op_type, HANDLERS, "spatial=0 (per-activation statistics)")
     if len(node.output) > 1 and any(node.output[1:]):
         raise UnsupportedOperatorError(node.name, node.op_type, HANDLERS, "running-statistics outputs")
     params = [_float32(node, ctx.constant(node, i, what), what)
@@ -197,6 +223,10 @@ def _clip_layer(ctx, node, low: float, high: float):
     name, shape = ctx.activation(node)
     if not low <= high:
         raise ModelError(f"node {node.name!r} ({node.op_type}): min {low} > max {high}")
+    if not low <= 0.0 <= high:
+        raise UnsupportedOperatorError(node.name, node.op_type, HANDLERS,
+                                       f"bounds [{low:g}, {high:g}] exclude 0: the conv kernels keep padded "
+                                       "channels at exactly 0, so only clips with min <= 0 <= max are supported")
     ctx.add_layer(node, "Clip", [name], shape, clip=(low, high))
 
 
@@ -205,8 +235,8 @@ def Clip(ctx, node):
         attrs = _attrs(node)
         low, high = float(attrs.get("min", -math.inf)), float(attrs.get("max", math.inf))
     else:
-        low_array = ctx.optional_constant(node, 1, "min")
-        high_array = ctx.optional_constant(node, 2, "max")
+        low_array = ctx.optional_constant(node, 1, "min", _FLOAT32)
+        high_array = ctx.optional_constant(node, 2, "max", _FLOAT32)
         for array, what in ((low_array, "min"), (high_array, "max")):
             if array is not None and array.size != 1:
                 raise ModelError(f"node {node.name!r} (Clip): {what} must be a scalar, got shape {array.shape}")
@@ -240,6 +270,10 @@ def _try_linear_bias(ctx, node) -> bool:
         raise UnsupportedOperatorError(node.name, "Add", HANDLERS,
                                        "adding a constant is only supported as the bias after MatMul")
     bias = _float32(node, ctx.constant(node, 1, "bias"), "bias")
+    attrs = _attrs(node)
+    if ctx.opset < 7 and (not attrs.get("broadcast", 0) or attrs.get("axis", 1) != 1):
+        raise UnsupportedOperatorError(node.name, "Add", HANDLERS, "before opset 7, a bias needs broadcast=1 "
+                                       "(and axis 1, if given)")
     out_features = producer.output_shape[0]
     if bias.size != out_features or bias.shape[-1] != out_features:
         raise ModelError(f"node {node.name!r} (Add): bias shape {bias.shape} does not fit "
@@ -263,7 +297,9 @@ def ReduceMean(ctx, node):
     attrs = _attrs(node)
     axes = attrs.get("axes")
     if axes is None and len(node.input) > 1 and node.input[1]:
-        axes = ctx.constant(node, 1, "axes").tolist()
+        axes = _axes_input(ctx, node, scalar_ok=False)
+    if any(not -4 <= int(a) < 4 for a in (axes or [])):
+        raise ModelError(f"node {node.name!r} (ReduceMean): axes {list(axes)} out of range for a rank-4 input")
     axes = sorted(int(a) % 4 for a in (axes or []))
     if len(shape) != 3 or axes != [2, 3]:
         raise UnsupportedOperatorError(node.name, "ReduceMean", HANDLERS,
@@ -271,6 +307,14 @@ def ReduceMean(ctx, node):
     keepdims = int(attrs.get("keepdims", 1))
     layer = ctx.add_layer(node, "GlobalAveragePool", [name], (shape[0], 1, 1) if keepdims else (shape[0],))
     layer.attrs["keepdims"] = keepdims
+
+
+def _axes_input(ctx, node, scalar_ok: bool) -> list[int]:
+    """The constant axes input (index 1): int64, 1-d (or 0-d where ONNX Runtime takes it)."""
+    axes = ctx.constant(node, 1, "axes", _INT64)
+    if axes.ndim > 1 or (axes.ndim == 0 and not scalar_ok):
+        raise ModelError(f"node {node.name!r} ({node.op_type}): axes has shape {axes.shape}; expected a 1-d tensor")
+    return axes.reshape(-1).tolist()
 
 
 def Flatten(ctx, node):
@@ -283,7 +327,10 @@ def Flatten(ctx, node):
 
 def Reshape(ctx, node):
     name, shape = ctx.activation(node)
-    target = ctx.constant(node, 1, "shape").astype(np.int64).reshape(-1).tolist()
+    target = ctx.constant(node, 1, "shape", _INT64)
+    if target.ndim != 1:
+        raise ModelError(f"node {node.name!r} (Reshape): shape has shape {target.shape}; expected a 1-d tensor")
+    target = target.tolist()
     features = int(np.prod(shape))
     batch_ok = len(target) == 2 and (target[0] in (int(BATCH), 0, -1) or
                                      (ctx.declared_batch is not None and target[0] == ctx.declared_batch))
@@ -308,6 +355,9 @@ def Gemm(ctx, node):
         weight = weight.T
     weight = weight * np.float32(attrs.get("alpha", 1.0))
     bias = ctx.optional_constant(node, 2, "C")
+    if bias is not None and ctx.opset < 7 and not attrs.get("broadcast", 0):
+        raise UnsupportedOperatorError(node.name, "Gemm", HANDLERS, "before opset 7, a C that is not (M, N) needs "
+                                       "broadcast=1")
     _linear_layer(ctx, node, name, shape, weight, bias, float(attrs.get("beta", 1.0)))
 
 
@@ -342,15 +392,20 @@ def _linear_layer(ctx, node, name, shape, weight_out_in, bias, beta):
 
 def Pad(ctx, node):
     name, shape = ctx.activation(node)
+    if len(shape) != 3:
+        raise UnsupportedOperatorError(node.name, "Pad", HANDLERS, f"input of shape {shape}: only (C, H, W)")
     attrs = _attrs(node)
     mode = attrs.get("mode", b"constant")
-    mode = mode.decode() if isinstance(mode, bytes) else mode
+    mode = mode.decode(errors="replace") if isinstance(mode, bytes) else mode
     if ctx.opset < 11:
         pads = [int(p) for p in attrs.get("pads", [])]
         value = float(attrs.get("value", 0.0))
     else:
-        pads = ctx.constant(node, 1, "pads").astype(np.int64).tolist()
-        value_array = ctx.optional_constant(node, 2, "constant_value")
+        pads = ctx.constant(node, 1, "pads", _INT64)
+        if pads.ndim != 1:
+            raise ModelError(f"node {node.name!r} (Pad): pads has shape {pads.shape}; expected a 1-d tensor")
+        pads = pads.tolist()
+        value_array = ctx.optional_constant(node, 2, "constant_value", _FLOAT32)
         value = 0.0 if value_array is None else float(value_array.reshape(-1)[0])
         if len(node.input) > 3 and node.input[3]:
             raise UnsupportedOperatorError(node.name, "Pad", HANDLERS, "the axes input")
@@ -380,8 +435,10 @@ def Dropout(ctx, node):
     # Inference: Dropout is the identity. A mask output, if any, is not supported.
     if len(node.output) > 1 and node.output[1]:
         raise UnsupportedOperatorError(node.name, "Dropout", HANDLERS, "the mask output")
+    if ctx.opset < 7 and not _attrs(node).get("is_test", 0):
+        raise UnsupportedOperatorError(node.name, "Dropout", HANDLERS, "is_test=0 (training) before opset 7")
     if ctx.opset >= 12 and len(node.input) > 2 and node.input[2]:
-        training = ctx.constant(node, 2, "training_mode")
+        training = ctx.constant(node, 2, "training_mode", (np.bool_,))
         if bool(training.reshape(-1)[0]):
             raise UnsupportedOperatorError(node.name, "Dropout", HANDLERS, "training_mode=True")
     Identity(ctx, node)
@@ -414,7 +471,7 @@ def Shape(ctx, node):
 
 def Gather(ctx, node):
     data = ctx.constant(node, 0, "data")
-    indices = ctx.constant(node, 1, "indices")
+    indices = ctx.constant(node, 1, "indices", (np.int32, np.int64))
     axis = int(_attrs(node).get("axis", 0))
     try:
         ctx.constants[node.output[0]] = np.take(data, indices.astype(np.int64), axis=axis)
@@ -426,9 +483,14 @@ def Unsqueeze(ctx, node):
     data = ctx.constant(node, 0, "data")
     axes = _attrs(node).get("axes")
     if axes is None:
-        axes = ctx.constant(node, 1, "axes").tolist()
+        axes = _axes_input(ctx, node, scalar_ok=True)
+    rank = data.ndim + len(axes)
+    normalized = [int(a) + rank if int(a) < 0 else int(a) for a in axes]
+    if any(not 0 <= a < rank for a in normalized) or len(set(normalized)) != len(normalized):
+        raise ModelError(f"node {node.name!r} (Unsqueeze): axes {list(axes)} out of range or repeated "
+                         f"for an output of rank {rank}")
     out = data
-    for axis in sorted(int(a) % (data.ndim + len(axes)) for a in axes):
+    for axis in sorted(normalized):
         out = np.expand_dims(out, axis)
     ctx.constants[node.output[0]] = out
 
@@ -437,12 +499,17 @@ def Squeeze(ctx, node):
     data = ctx.constant(node, 0, "data")
     axes = _attrs(node).get("axes")
     if axes is None and len(node.input) > 1 and node.input[1]:
-        axes = ctx.constant(node, 1, "axes").tolist()
-    ctx.constants[node.output[0]] = np.squeeze(data, axis=None if axes is None else tuple(axes))
+        axes = _axes_input(ctx, node, scalar_ok=True)
+    try:
+        ctx.constants[node.output[0]] = np.squeeze(data, axis=None if axes is None else tuple(axes))
+    except ValueError as exc:          # numpy's AxisError is a ValueError
+        raise ModelError(f"node {node.name!r} (Squeeze): {exc}") from None
 
 
 def Concat(ctx, node):
     parts = [ctx.constant(node, i, f"input {i}") for i in range(len(node.input))]
+    if len({part.dtype for part in parts}) > 1:
+        raise ModelError(f"node {node.name!r} (Concat): inputs of different types {[str(p.dtype) for p in parts]}")
     axis = int(_attrs(node).get("axis", 0))
     try:
         ctx.constants[node.output[0]] = np.concatenate(parts, axis=axis)
@@ -453,7 +520,11 @@ def Concat(ctx, node):
 def Cast(ctx, node):
     data = ctx.constant(node, 0, "input")
     to = int(_attrs(node).get("to", onnx.TensorProto.FLOAT))
-    ctx.constants[node.output[0]] = data.astype(onnx.helper.tensor_dtype_to_np_dtype(to))
+    try:
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(to)
+    except (KeyError, ValueError, TypeError):
+        raise ModelError(f"node {node.name!r} (Cast): unknown target type to={to}") from None
+    ctx.constants[node.output[0]] = data.astype(dtype)
 
 
 HANDLERS = {
@@ -495,20 +566,33 @@ def read_model(source) -> onnx.ModelProto:
 
 
 def _default_opset(model: onnx.ModelProto) -> int:
-    for entry in model.opset_import:
-        if entry.domain in ("", "ai.onnx"):
-            return int(entry.version)
-    raise ModelError("the model imports no version of the default ONNX operator set")
+    versions = [int(entry.version) for entry in model.opset_import if entry.domain in ("", "ai.onnx")]
+    if not versions:
+        raise ModelError("the model imports no version of the default ONNX operator set")
+    if len(versions) > 1:
+        raise ModelError(f"the model imports the default ONNX operator set {len(versions)} times "
+                         f"(versions {versions}); expected once")
+    return versions[0]
 
 
 def import_graph(model: onnx.ModelProto) -> Graph:
     """Translate `model` into primitive layers (before the fusion passes)."""
+    if not 1 <= model.ir_version <= onnx.IR_VERSION:
+        raise ModelError(f"the model's IR version {model.ir_version} is not valid (this onnx package reads "
+                         f"1..{onnx.IR_VERSION})")
     opset = _default_opset(model)
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ModelError(f"opset {opset} is not supported (supported: {MIN_OPSET}..{MAX_OPSET})")
     graph = model.graph
     ctx = _Context(opset=opset)
+    for value_info in (*graph.input, *graph.output):
+        _check_text("graph input or output", value_info.name)
+    graph_inputs = {value_info.name for value_info in graph.input}
     for init in graph.initializer:
+        _check_text("initializer", init.name)
+        if model.ir_version < 4 and init.name not in graph_inputs:
+            raise ModelError(f"initializer {init.name!r} is not a graph input, which IR version "
+                             f"{model.ir_version} (< 4) requires")
         try:
             ctx.constants[init.name] = numpy_helper.to_array(init)
         except Exception as exc:
@@ -520,13 +604,22 @@ def import_graph(model: onnx.ModelProto) -> Graph:
     graph_input = inputs[0]
     input_shape = _input_shape(graph_input, ctx)
     ctx.shapes[graph_input.name] = input_shape
+    checker_context = _checker_context(model, opset)
+    node_names: set[str] = set()
     for node in graph.node:
+        for what, text in (("node", node.name), ("op type", node.op_type), ("domain", node.domain)):
+            _check_text(what, text)
         if node.domain not in ("", "ai.onnx"):
             raise UnsupportedOperatorError(node.name, f"{node.domain}::{node.op_type}", HANDLERS,
                                            f"custom domain {node.domain!r}")
         handler = HANDLERS.get(node.op_type)
         if handler is None:
             raise UnsupportedOperatorError(node.name, node.op_type, HANDLERS)
+        _check_node(ctx, node, checker_context)
+        if node.name:
+            if node.name in node_names:
+                raise ModelError(f"two nodes are named {node.name!r}; ONNX requires unique node names")
+            node_names.add(node.name)
         handler(ctx, node)
     if len(graph.output) != 1:
         raise ModelError(f"expected exactly one graph output, got {len(graph.output)}")
@@ -538,11 +631,61 @@ def import_graph(model: onnx.ModelProto) -> Graph:
                  producer=f"{model.producer_name} {model.producer_version}".strip())
 
 
+def _check_text(what: str, name) -> None:
+    """A name must be text. protobuf hands a string field that is not UTF-8 to Python as
+    bytes: such a tensor could not be fed or named from Python (ONNX Runtime cannot either)."""
+    if isinstance(name, bytes):
+        raise ModelError(f"{what} name {name!r} is not valid UTF-8")
+
+
+def _checker_context(model: onnx.ModelProto, opset: int):
+    context = onnx.checker.C.CheckerContext()
+    context.ir_version = model.ir_version
+    context.opset_imports = {"": opset}
+    return context
+
+
+def _check_node(ctx: _Context, node: onnx.NodeProto, checker_context) -> None:
+    """The node against its ONNX schema at the model's opset (attribute names and types,
+    required attributes, input and output counts: what ONNX Runtime checks too); every input
+    it names must already exist and no output it names may (one writer per tensor).
+    Handlers read only the inputs and attributes they need, so without this an invalid node
+    (Clip-11 with min/max attributes, an input nothing produces) would load with the
+    offending part silently ignored."""
+    try:
+        onnx.checker.check_node(node, checker_context)
+    except (onnx.checker.ValidationError, ValueError) as exc:  # ValueError: UnicodeDecodeError of a bad name
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"node {node.name!r} ({node.op_type}): not a valid ONNX node at opset {ctx.opset}: "
+                         f"{reason}") from None
+    for name in node.input:
+        _check_text("tensor", name)
+        if name and ctx.resolve(name) not in ctx.shapes and ctx.resolve(name) not in ctx.constants:
+            raise ModelError(f"node {node.name!r} ({node.op_type}): input {name!r} is not produced by any "
+                             "earlier node, initializer or graph input (dangling edge, cycle, or nodes out of order)")
+    for name in node.output:
+        _check_text("tensor", name)
+        if name and (name in ctx.shapes or name in ctx.constants or name in ctx.aliases):
+            raise ModelError(f"node {node.name!r} ({node.op_type}): output {name!r} is written twice")
+
+
+def _dtype_name(elem_type: int) -> str:
+    """numpy's name of an ONNX element type, or what ONNX calls it, or "unknown type N"."""
+    if elem_type in (onnx.TensorProto.UNDEFINED, onnx.TensorProto.STRING):
+        return "undefined" if elem_type == onnx.TensorProto.UNDEFINED else "string"
+    try:
+        return str(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
+    except (KeyError, ValueError, TypeError):
+        pass
+    if elem_type in onnx.TensorProto.DataType.values():
+        return onnx.TensorProto.DataType.Name(elem_type).lower()
+    return f"of unknown type {elem_type}"
+
+
 def _input_shape(value_info: onnx.ValueInfoProto, ctx: _Context) -> tuple[int, int, int]:
     tensor_type = value_info.type.tensor_type
     if tensor_type.elem_type != onnx.TensorProto.FLOAT:
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type) \
-            if tensor_type.elem_type else "undefined"
+        dtype = _dtype_name(tensor_type.elem_type)
         raise ModelError(f"graph input {value_info.name!r} is {dtype}; only float32 is supported")
     dims = list(tensor_type.shape.dim)
     if len(dims) != 4:

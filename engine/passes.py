@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.errors import UnsupportedOperatorError
+from engine.errors import ModelError, UnsupportedOperatorError
 from engine.graph import NO_CLIP, Graph, Layer
 
 EXECUTABLE_OPS = ("Conv", "GlobalAveragePool", "Flatten", "Linear")
@@ -86,17 +86,27 @@ def fuse_activation(graph: Graph, strict: bool = True) -> bool:
     return changed
 
 
+def _computed_before(graph: Graph, tensor: str, layer: Layer) -> bool:
+    """True if `tensor` is the graph input or written by a layer that runs before `layer`."""
+    producer = graph.producer_of(tensor)
+    return producer is None or graph.layers.index(producer) < graph.layers.index(layer)
+
+
 def fuse_residual_add(graph: Graph, strict: bool = True) -> bool:
-    """Conv -> Add(other) becomes a Conv whose epilogue adds `other` before its clip.
+    """Conv -> Add(other) becomes a Conv whose epilogue adds `other` before its clip; the
+    Conv must be pointwise, the only kernel with a residual epilogue.
 
     Of the Add's two inputs, the later-computed conv absorbs it, so the other input is
-    ready when it runs."""
+    ready when it runs; a conv computed before the other input never does."""
     changed = False
     for add in [layer for layer in graph.layers if layer.op == "Add"]:
         candidates = []
         for index, name in enumerate(add.inputs):
             producer = graph.producer_of(name)
-            if _fusable(graph, producer, add, needs_no_clip=True):
+            # only the pointwise kernel has a residual epilogue (direct and depthwise have none),
+            # and the other input must be computed before the conv that would read it
+            if _fusable(graph, producer, add, needs_no_clip=True) and producer.conv_kind == "pointwise" \
+                    and _computed_before(graph, add.inputs[1 - index], producer):
                 candidates.append((graph.layers.index(producer), producer, add.inputs[1 - index]))
         if candidates:
             _, conv, other = max(candidates, key=lambda c: c[0])
@@ -105,8 +115,8 @@ def fuse_residual_add(graph: Graph, strict: bool = True) -> bool:
             changed = True
         elif strict:
             raise UnsupportedOperatorError(add.name, "Add", ("Conv -> Add",),
-                                           "Add is only supported as a residual add after a Conv with no "
-                                           "activation whose output nothing else reads")
+                                           "Add is only supported as a residual add after a 1x1 Conv (stride 1, "
+                                           "no padding) with no activation whose output nothing else reads")
     return changed
 
 
@@ -116,9 +126,22 @@ def check_executable(graph: Graph) -> None:
             raise UnsupportedOperatorError(layer.name, layer.op, EXECUTABLE_OPS, "left over after the passes")
 
 
+def check_finite_weights(graph: Graph) -> None:
+    """Every weight and bias (BatchNormalization folded in) is finite: the kernels are compiled
+    with fast-math flags that assume it, so a NaN or Inf would give unspecified outputs (and a
+    zero-padded tap times Inf is NaN where ONNX Runtime skips the tap)."""
+    for layer in graph.layers:
+        for what, array in (("weight", layer.weight), ("bias", layer.bias)):
+            if array is not None and not np.isfinite(array).all():     # ~3 ms for MobileNetV2's 3.5 M
+                count = int(array.size - np.isfinite(array).sum())
+                raise ModelError(f"layer {layer.name!r} ({layer.op}): {count} of its {what} values are NaN or "
+                                 "infinite (BatchNormalization folded in); the kernels need finite weights")
+
+
 def run_passes(graph: Graph) -> Graph:
     """The standard pipeline: fold BN and Pad, then fuse residual adds and activations
-    (alternating, since a Clip after an Add fuses once the Add has), then check."""
+    (alternating, since a Clip after an Add fuses once the Add has), then check that every
+    layer has a kernel and finite weights."""
     fold_batchnorm(graph)
     fold_pad(graph)
     while fuse_activation(graph, strict=False) | fuse_residual_add(graph, strict=False):
@@ -126,6 +149,7 @@ def run_passes(graph: Graph) -> Graph:
     fuse_activation(graph)
     fuse_residual_add(graph)
     check_executable(graph)
+    check_finite_weights(graph)
     return graph
 
 
@@ -137,6 +161,7 @@ def find_inverted_residual_blocks(graph: Graph) -> list[tuple[Layer | None, Laye
     whose output only the depthwise reads. Every clip must contain 0 (padded lanes stay 0).
     """
     blocks = []
+    claimed: set[int] = set()      # ids of layers already in a block: a layer joins one block at most
     for depthwise in graph.layers:
         if depthwise.conv_kind != "depthwise" or depthwise.attrs["kernel_shape"] != (3, 3) \
                 or depthwise.attrs["pads"] != (1, 1, 1, 1) or depthwise.attrs["strides"] not in ((1, 1), (2, 2)):
@@ -146,9 +171,10 @@ def find_inverted_residual_blocks(graph: Graph) -> list[tuple[Layer | None, Laye
             continue
         expand = graph.producer_of(depthwise.inputs[0])
         if expand is None or expand.conv_kind != "pointwise" or _sole_consumer(graph, expand) is not depthwise \
-                or expand.residual is not None:
-            expand = None
+                or expand.residual is not None or id(expand) in claimed:
+            expand = None       # (MobileNetV1: the previous block's projection is not also this expansion)
         if any(not layer.clip[0] <= 0 <= layer.clip[1] for layer in (expand, depthwise, project) if layer):
             continue
         blocks.append((expand, depthwise, project))
+        claimed.update(id(layer) for layer in (expand, depthwise, project) if layer is not None)
     return blocks

@@ -62,3 +62,16 @@ def hand_made_ceilings():
     table = pd.DataFrame(rows, columns=["threads", "resource", "value", "unit"])
     return Ceilings(table=table, machine={"cpu_model": "test", "cores": 2}, measured_at="2026-01-01T00:00:00+00:00",
                     key={"cpu_model": "test", "cores": 2, "package_version": "0", "mode": "quick"})
+
+
+# ---------------------------------------------------------------- importer fuzz summary
+# tests/test_fuzz_importer.py appends one line per run here; printed at the end of the session.
+FUZZ_SUMMARY_KEY = pytest.StashKey[list]()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    lines = config.stash.get(FUZZ_SUMMARY_KEY, [])
+    if lines:
+        terminalreporter.section("importer fuzz")
+        for line in lines:
+            terminalreporter.write_line(line)
