@@ -1,0 +1,144 @@
+"""Memory: the plan's arena stays near the two largest live activations (engine.memory), live
+tensors never share memory, batch 256 runs and agrees with batch 1, and repeated runs do not
+grow the process."""
+from __future__ import annotations
+
+import functools
+import gc
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import engine
+from engine.memory import activation_lifetimes, memory_report, resident_memory, scratch_bytes
+from engine.plan import _Arena
+from tests.conftest import assert_close_to_reference
+
+MiB = 2 ** 20
+
+
+@pytest.mark.parametrize("fuse_blocks", [False, True], ids=["unfused", "fused"])
+def test_plan_memory_at_batch_64_is_within_1_5_of_two_largest_activations_plus_weights(mobilenet, fuse_blocks):
+    report = memory_report(mobilenet, 64, threads=1, fuse_blocks=fuse_blocks)
+    assert report.ratio <= 1.5, report.as_dict()
+
+
+def test_two_largest_activations_at_batch_64_are_block_2s_expand_output_and_depthwise_output(mobilenet):
+    # napkin math: (64, 96, 112, 112) expanded + (64, 96, 56, 56) after the stride-2 depthwise
+    report = memory_report(mobilenet, 64)
+    assert report.two_largest_bytes == 4 * 64 * (96 * 112 * 112 + 96 * 56 * 56)
+    assert "features.2/" in report.two_largest_step
+    # and it is at least every step's own input + output
+    plan = mobilenet.plan(64)
+    assert report.two_largest_bytes >= max(4 * (np.prod(s.input_shape) + np.prod(s.output_shape))
+                                           for s in plan.steps)
+
+
+@pytest.mark.parametrize("fuse_blocks", [False, True], ids=["unfused", "fused"])
+def test_arena_is_no_smaller_than_the_live_peak_and_within_5_percent_of_it(mobilenet, fuse_blocks):
+    # smaller than the live peak would mean two live tensors share memory
+    report = memory_report(mobilenet, 64, fuse_blocks=fuse_blocks)
+    assert report.live_peak_bytes <= report.arena_bytes <= 1.05 * report.live_peak_bytes, report.as_dict()
+
+
+@pytest.mark.parametrize("fuse_blocks", [False, True], ids=["unfused", "fused"])
+def test_every_step_read_resolves_to_a_tensor_live_at_that_step(mobilenet, fuse_blocks):
+    plan = mobilenet.plan(3, fuse_blocks=fuse_blocks)
+    tensors = activation_lifetimes(mobilenet, plan)
+    by_name = {t.name: t for t in tensors}
+    assert sum(not t.in_arena for t in tensors) == 1                # the input (buffer or caller's array)
+    for index, step in enumerate(plan.steps):
+        if not step.output:                                          # copying the batch in / result out
+            continue
+        assert by_name[step.output].first_step == index
+        assert any(t.first_step <= index <= t.last_step and t.nbytes == 4 * np.prod(step.input_shape)
+                   and t.name != step.output for t in tensors), step.name
+
+
+def test_scratch_bytes_are_the_fused_plans_real_scratch_arrays(mobilenet):
+    plan = mobilenet.plan(2, threads=2, fuse_blocks=True)
+    blocks = [s for s in plan.steps if s.op == "block"]
+    assert blocks
+    arrays = [{id(a): a for a in s.call.args if isinstance(a, np.ndarray) and a.ndim == 2 and a.shape[0] == 2}
+              for s in blocks if isinstance(s.call, functools.partial)]
+    shared = set.intersection(*(set(a) for a in arrays))          # the one pair every block uses
+    assert len(shared) == 2
+    assert scratch_bytes(plan) == sum(arrays[0][key].nbytes for key in shared)
+    assert scratch_bytes(mobilenet.plan(2, threads=2)) == 0
+
+
+def _overlap(a, b) -> bool:
+    return a[0] <= b[1] and b[0] <= a[1]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_arena_gives_overlapping_lifetimes_disjoint_aligned_memory(seed):
+    rng = np.random.default_rng(seed)
+    arena = _Arena()
+    lifetimes = {}
+    for index in range(40):
+        first = int(rng.integers(0, 30))
+        last = first + int(rng.integers(0, 6))
+        shape = (int(rng.integers(1, 5)), int(rng.integers(1, 300)))
+        arena.assign(f"t{index}", shape, first=first, last=last)
+        lifetimes[f"t{index}"] = (first, last, shape)
+    buffers = arena.materialise()
+    peak = max(sum(4 * np.prod(s) for f, l, s in lifetimes.values() if f <= step <= l) for step in range(36))
+    assert arena.nbytes >= peak
+    for name, (first, last, shape) in lifetimes.items():
+        assert buffers[name].shape == shape and buffers[name].ctypes.data % 64 == 0
+        for other, (first2, last2, _) in lifetimes.items():
+            if other != name and _overlap((first, last), (first2, last2)):
+                assert not np.shares_memory(buffers[name], buffers[other]), (name, other)
+
+
+def test_arena_of_a_chain_is_its_largest_neighbouring_pair():
+    # a chain a -> b -> c -> d: each tensor lives for the step writing it and the next one
+    # (sizes multiples of 16 floats, the arena's 64-byte alignment)
+    sizes = [96, 400, 48, 304]
+    arena = _Arena()
+    for index, size in enumerate(sizes):
+        arena.assign(f"t{index}", (size,), first=index, last=index + 1)
+    arena.materialise()
+    assert arena.nbytes == 4 * max(a + b for a, b in zip(sizes, sizes[1:]))
+
+
+@pytest.mark.slow
+def test_batch_256_runs_and_matches_batch_1_image_by_image(mobilenet_proto):
+    model = engine.load(mobilenet_proto)            # its own plan cache: freed after the test
+    threads = min(2, engine.available_cores())
+    x = np.random.default_rng(7).standard_normal((256, *model.input_shape), dtype=np.float32)
+    report = memory_report(model, 256, threads=threads)
+    assert report.held_bytes < 2 * 2 ** 30              # ~1.6 GiB; the 24 GiB target has room
+    out = model.run(x, threads=threads)
+    assert out.shape == (256, *model.output_shape) and np.isfinite(out).all()
+    for index in (0, 1, 130, 255):
+        alone = model.run(x[index:index + 1], threads=threads)
+        assert_close_to_reference(out[index:index + 1], alone, relative=1e-5)
+    del model, out, x
+    gc.collect()
+
+
+def test_repeated_runs_with_dropped_recorders_do_not_grow_memory(mobilenet):
+    # 150 batch-1 runs on one thread (about 2 s; bench/soak.py does 10,000)
+    x = np.random.default_rng(3).standard_normal((1, *mobilenet.input_shape), dtype=np.float32)
+    for _ in range(20):                              # warm-up: plan, kernels, allocator pools
+        mobilenet.run(x, threads=1, hooks=[engine.Recorder()])
+    gc.collect()
+    rss_before = resident_memory()
+    tracemalloc.start()
+    try:
+        traced_before = tracemalloc.get_traced_memory()[0]
+        for _ in range(150):
+            mobilenet.run(x, threads=1, hooks=[engine.Recorder()])
+        gc.collect()
+        traced_growth = tracemalloc.get_traced_memory()[0] - traced_before
+    finally:
+        tracemalloc.stop()
+    rss_after = resident_memory()
+    # keeping one record per step per run (~70 records of ~150 B) would be ~10 kB per run;
+    # keeping the returned logits (4 kB) would be 600 kB
+    assert traced_growth < 64 * 1024, f"{traced_growth} bytes still allocated after 150 runs"
+    if rss_before is not None:
+        assert rss_after["rss"] - rss_before["rss"] < 8 * MiB
