@@ -68,7 +68,7 @@ def available_cores() -> int:
 
 # What Model.run does with inverted-residual blocks unless told: False (never fuse), True
 # (fuse every block) or "auto" (fuse where engine.plan.fusion_wins expects it to pay).
-DEFAULT_FUSE_BLOCKS: bool | str = False
+DEFAULT_FUSE_BLOCKS: bool | str = "auto"
 
 
 class Model:

@@ -426,31 +426,44 @@ def _group_blocks(sequence, blocks):
     return grouped
 
 
-# The most expand recompute (expanded rows computed / input rows) "auto" fusion accepts.
-# Measured here (bench/fusion.py, batch 1, 2 threads, bands from auto_band_rows): blocks
-# whose bands recompute up to 1.25x ran 1.03-1.22x faster fused (each thread keeps its
-# stripe of rows in its own L2 through all three convs, one parallel region instead of
-# three); the 7x7 blocks, whose two bands recompute 1.29x, ran 0.84-0.89x.
+# The most expand recompute (expanded rows computed / input rows) "auto" fusion accepts
+# while the block's intermediates would stay in L3 unfused. Measured here (bench/fusion.py,
+# batch 1, 2 threads, bands from auto_band_rows): blocks whose bands recompute up to 1.25x
+# ran 1.03-1.22x faster fused (each thread keeps its stripe of rows in its own L2 through
+# all three convs, one parallel region instead of three); the 7x7 blocks, whose two bands
+# recompute 1.29x, ran 0.84-0.89x.
 FUSE_MAX_RECOMPUTE = 1.25
+# ... and once the intermediates would go to DRAM (batch 64: bench/latency.py measured
+# every block fused at 1.23x the throughput of unfused on 1 thread and 1.24x on 2),
+# fusion keeps them in cache at any recompute the band rule picks (at most 1.5x).
+FUSE_MAX_RECOMPUTE_FROM_DRAM = 1.5
 
 
 def fusion_wins(block, config: RunConfig, batch: int) -> bool:
     """The "auto" fusion policy: whether `block` is expected to run faster fused.
 
-    One thread: only blocks without an expand conv (depthwise + project fused ran 1.1-1.2x
-    faster; with an expand, fusion only adds the halo recompute: 0.8-1.0x). Two or more
-    threads: blocks with an expand whose bands (`block_band_rows`) recompute at most
-    FUSE_MAX_RECOMPUTE of it; a block without one ran 0.9x fused there (fewer work items
-    for the depthwise than unfused)."""
+    If its expanded and depthwise tensors (the whole batch) would not stay in L3 unfused
+    (engine.traffic.fits), fusion saves their DRAM round trips: fused unless the bands
+    recompute more than FUSE_MAX_RECOMPUTE_FROM_DRAM. Otherwise (they stay in L3), on
+    one thread only a block without an expand conv (depthwise + project fused ran
+    1.1-1.2x faster; with an expand, fusion only adds the halo recompute: 0.8-1.0x at
+    batch 1), and on two or more threads a block with an expand whose bands
+    (`block_band_rows`) recompute at most FUSE_MAX_RECOMPUTE of it (a block without one
+    ran 0.9x fused there: fewer work items for the depthwise than unfused)."""
     expand, depthwise, _ = block
+    hidden, out_h, out_w = depthwise.output_shape
+    _, height, width = depthwise.input_shape
+    padded = -(-hidden // CB) * CB
+    intermediates = 4 * batch * padded * (out_h * out_w + (height * width if expand is not None else 0))
+    band = block_band_rows(block, config, batch)
+    recompute = (fused_block.expand_recompute_factor(height, out_h, band, depthwise.attrs["strides"][0])
+                 if expand is not None else 1.0)
+    budget = CacheBudget.for_threads(config.threads)
+    if not fits(intermediates, budget.capacity_above("DRAM")):
+        return recompute <= FUSE_MAX_RECOMPUTE_FROM_DRAM
     if config.threads < 2:
         return expand is None
-    if expand is None:
-        return False
-    band = block_band_rows(block, config, batch)
-    recompute = fused_block.expand_recompute_factor(depthwise.input_shape[1], depthwise.output_shape[1], band,
-                                                    depthwise.attrs["strides"][0])
-    return recompute <= FUSE_MAX_RECOMPUTE
+    return expand is not None and recompute <= FUSE_MAX_RECOMPUTE
 
 
 def block_band_rows(block, config: RunConfig, batch: int) -> int:

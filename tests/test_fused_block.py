@@ -181,3 +181,22 @@ def test_auto_fusion_policy_follows_the_recompute_of_the_chosen_band(mobilenet):
         recompute = fb.expand_recompute_factor(depthwise.input_shape[1], depthwise.output_shape[1],
                                                block_band_rows(block, config, 1), depthwise.attrs["strides"][0])
         assert fusion_wins(block, config, 1) == (recompute <= FUSE_MAX_RECOMPUTE)
+
+
+@pytest.mark.parametrize("threads", THREADS)
+def test_auto_fusion_fuses_blocks_whose_intermediates_would_go_to_dram(mobilenet, threads):
+    from engine.passes import find_inverted_residual_blocks
+    from engine.plan import RunConfig, fusion_wins
+    from engine.traffic import CacheBudget, fits
+
+    l3 = CacheBudget.for_threads(threads).capacity_above("DRAM")
+    config = RunConfig(threads=threads, tiles=engine.Tiles(), fuse_blocks="auto")
+    spilling = 0
+    for block in find_inverted_residual_blocks(mobilenet.graph):
+        hidden, out_h, out_w = block[1].output_shape
+        _, height, width = block[1].input_shape
+        intermediates = 4 * 64 * hidden * (out_h * out_w + height * width * (block[0] is not None))
+        if not fits(intermediates, l3):
+            spilling += 1
+            assert fusion_wins(block, config, 64), block[2].name
+    assert spilling >= 10        # at batch 64 most blocks' expanded tensors exceed any L3 share we know

@@ -128,7 +128,10 @@ def test_l3_residency_credits_activations_and_resident_weights_at_dram_only():
 
 
 def test_batch_64_moves_activations_through_dram_and_batch_1_does_not(mobilenet):
-    dram = {batch: sum(s.attrs["bytes"]["DRAM"] for s in mobilenet.plan(batch).steps) for batch in (1, 64)}
+    dram = {batch: sum(s.attrs["bytes"]["DRAM"] for s in mobilenet.plan(batch, fuse_blocks=False).steps)
+            for batch in (1, 64)}
     weights = mobilenet.weights.nbytes
     assert dram[1] <= weights * 1.05                 # at most the weights at batch 1
     assert dram[64] > 64 * 10 * 2 ** 20               # activations of 64 images do not fit L3
+    fused = sum(s.attrs["bytes"]["DRAM"] for s in mobilenet.plan(64, fuse_blocks=True).steps)
+    assert fused < 0.85 * dram[64]                    # fused blocks keep their expanded tensors in cache
