@@ -3,6 +3,7 @@
 #   make report   the headless main job: profile the default model, write reports/
 #   make test     set up, then run the whole test suite (notebooks included)
 #   make bench    the side-by-side benchmarks in bench/ (installs the compare extra)
+#   make deepsparse-venv  DeepSparse 1.8 in a venv of its own outside the repo, for bench/
 
 PYTHON ?= python3
 VENV   := .venv
@@ -12,7 +13,7 @@ MODEL  := data/mobilenet_v2.onnx
 CHROMIUM := /usr/bin/chromium
 PYTEST_ARGS ?=
 
-.PHONY: setup lab report test bench data clean
+.PHONY: setup lab report test bench data clean deepsparse-venv
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,6 +52,18 @@ test: data $(CHROMIUM)
 bench: data
 	$(PIP) install -e '.[test,compare]'
 	$(PY) bench/latency.py
+
+# DeepSparse 1.8 is end of life and pins numpy < 2 and onnx < 1.15, so it is never a project
+# dependency: it gets a venv of its own beside the repo (python 3.8-3.11 wheels only), and
+# bench/latency.py drives it with --deepsparse-python $(DEEPSPARSE_VENV)/bin/python. The
+# check compares its logits with onnxruntime's on $(MODEL).
+DEEPSPARSE_VENV ?= $(abspath $(CURDIR)/../deepsparse-venv)
+DEEPSPARSE_BASE_PYTHON ?= python3.11
+
+deepsparse-venv: $(MODEL)
+	test -x $(DEEPSPARSE_VENV)/bin/python || $(DEEPSPARSE_BASE_PYTHON) -m venv $(DEEPSPARSE_VENV)
+	$(DEEPSPARSE_VENV)/bin/python -m pip --disable-pip-version-check -q install deepsparse==1.8.0
+	NM_DISABLE_ANALYTICS=1 $(DEEPSPARSE_VENV)/bin/python bench/deepsparse_worker.py $(MODEL) --check
 
 clean:
 	rm -rf $(VENV) reports artifacts .pytest_cache

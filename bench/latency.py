@@ -1,13 +1,25 @@
-"""Engine vs ONNX Runtime (and OpenVINO / DeepSparse when installed), side by side.
+"""Our engine against ONNX Runtime (and OpenVINO / DeepSparse where installed), side by side.
 
-For each (batch, threads) cell the engines take turns, one timed run each, so machine
-noise hits all of them alike; the table gives medians and our time ratio to ONNX Runtime.
+For each (batch, threads) cell the engines take turns in blocks of a few runs each
+(round robin, --rounds rounds), so machine noise hits all of them alike, with a short
+pause after each block so one engine's idle threads cannot steal the next one's cores.
+ONNX Runtime runs with its default session options (all graph optimisations, spinning
+threads): what its users get. The table gives medians (ms at batch 1, images/s at larger
+batches), our time ratio to ONNX Runtime and to DeepSparse, thread scaling, and the
+compute floor (the network's FLOPs at this machine's measured FMA peak).
 
-    python bench/latency.py [--model data/mobilenet_v2.onnx] [--repeats 30] [--batches 1 64]
+    python bench/latency.py [--model data/mobilenet_v2.onnx] [--rounds 12] [--batches 1 64]
+                            [--deepsparse-python /work/deepsparse-venv/bin/python]
+
+"engine" is the engine's default configuration (engine.DEFAULT_FUSE_BLOCKS); the other
+engine rows are its fusion settings. DeepSparse 1.8 runs in a venv of its own (`make
+deepsparse-venv`), driven through bench/deepsparse_worker.py; without --deepsparse-python
+(or ROOFLINE_DEEPSPARSE_PYTHON) its row says "not installed".
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -19,62 +31,87 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import engine  # noqa: E402
+from deepsparse_worker import DeepSparseRunner  # noqa: E402 - bench/, the script's folder
+
+ENGINE = "engine"                     # the default configuration: the row the ratios use
+FUSION_ROWS = {"engine, unfused": False, "engine, fuse where it wins": "auto", "engine, every block fused": True}
+DEEPSPARSE = "DeepSparse"
+PAUSE_SECONDS = 0.1     # after each block: ONNX Runtime's idle threads spin ~65 ms after a 2-thread run
 
 
-def make_engines(model_path: Path, threads: int, fuse_blocks: bool):
-    """name -> callable(x) for every engine that is installed."""
-    engines = {}
-    model = engine.load(model_path)
-    engines["engine"] = lambda x: model.run(x, threads=threads)
-    if fuse_blocks:
-        engines["engine (fused)"] = lambda x: model.run(x, threads=threads, fuse_blocks=True)
+def make_engines(model: engine.Model, model_path: Path, threads: int, deepsparse_python: str | None):
+    """name -> (callable(x), timed_by_callable) for every engine that is installed."""
+    engines = {ENGINE: (lambda x: model.run(x, threads=threads), False)}
+    for name, fuse in FUSION_ROWS.items():
+        if fuse != engine.DEFAULT_FUSE_BLOCKS:
+            engines[name] = (lambda x, fuse=fuse: model.run(x, threads=threads, fuse_blocks=fuse), False)
     try:
         import onnxruntime as ort
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # ORT's idle threads otherwise keep spinning on the cores after each run, which
-        # slows whichever engine runs next in this interleaved benchmark
-        options.add_session_config_entry("session.force_spinning_stop", "1")
         session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
-        engines[f"onnxruntime {ort.__version__}"] = lambda x: session.run(None, {name: x})[0]
+        engines[f"ONNX Runtime {ort.__version__}"] = (lambda x: session.run(None, {name: x})[0], False)
     except ImportError:
         print("onnxruntime not installed: skipped", file=sys.stderr)
     try:
         import openvino as ov
-        core = ov.Core()
-        compiled = core.compile_model(str(model_path), "CPU", {"INFERENCE_NUM_THREADS": threads,
-                                                               "PERFORMANCE_HINT": "LATENCY"})
-        engines[f"openvino {ov.__version__}"] = lambda x: compiled(x)[0]
+        compiled = ov.Core().compile_model(str(model_path), "CPU", {"INFERENCE_NUM_THREADS": threads,
+                                                                    "PERFORMANCE_HINT": "LATENCY"})
+        engines[f"OpenVINO {ov.__version__}"] = (lambda x: compiled(x)[0], False)
     except ImportError:
         pass
     except Exception as exc:  # noqa: BLE001 - a broken optional engine must not stop the benchmark
         print(f"openvino failed: {exc}", file=sys.stderr)
+    if deepsparse_python:
+        try:
+            runner = DeepSparseRunner(deepsparse_python, model_path, threads)
+            engines[f"{DEEPSPARSE} {runner.version}"] = (runner.seconds, True)   # timed in its worker
+        except RuntimeError as exc:
+            print(f"deepsparse failed: {exc}", file=sys.stderr)
     return engines
 
 
-def time_cell(engines: dict, x: np.ndarray, repeats: int, warmup: int = 3) -> dict[str, float]:
-    for run in engines.values():
+def time_cell(engines: dict, x: np.ndarray, rounds: int, block: int, warmup: int = 3) -> dict[str, list[float]]:
+    """Seconds per run of each engine: `rounds` rounds, each engine `block` runs in turn."""
+    for run, _ in engines.values():
         for _ in range(warmup):
             run(x)
     samples = {name: [] for name in engines}
-    for _ in range(repeats):
-        for name, run in engines.items():
-            start = time.perf_counter()
-            run(x)
-            samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in samples.items()}
+    for _ in range(rounds):
+        for name, (run, timed_by_callable) in engines.items():
+            for _ in range(block):
+                if timed_by_callable:
+                    samples[name].append(run(x))
+                    continue
+                start = time.perf_counter()
+                run(x)
+                samples[name].append(time.perf_counter() - start)
+            time.sleep(PAUSE_SECONDS)
+    return samples
+
+
+def compute_floor_seconds(flops_per_image: int, threads: int) -> float | None:
+    """One image's FLOPs at this machine's measured FMA peak (workbench ceilings, cached)."""
+    try:
+        from workbench.ceilings import measure_ceilings
+        return flops_per_image / (measure_ceilings(quick=True, threads=[threads]).peak_gflops(threads) * 1e9)
+    except Exception as exc:  # noqa: BLE001 - the floor is context, not the benchmark
+        print(f"no compute floor: {exc}", file=sys.stderr)
+        return None
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=ROOT / "data" / "mobilenet_v2.onnx")
-    parser.add_argument("--repeats", type=int, default=30, help="timed runs per engine at batch 1")
+    parser.add_argument("--rounds", type=int, default=12, help="round-robin rounds per cell")
+    parser.add_argument("--block", type=int, default=5, help="consecutive runs per engine per round at batch 1")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 64])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--fuse-blocks", action="store_true", help="also time fuse_blocks=True")
+    parser.add_argument("--deepsparse-python", default=os.environ.get("ROOFLINE_DEEPSPARSE_PYTHON"),
+                        help="python of a venv with deepsparse 1.8 (make deepsparse-venv)")
     args = parser.parse_args(argv)
     if not args.model.is_file():
         from engine.models import write_default_model
@@ -82,32 +119,43 @@ def main(argv=None) -> int:
     model = engine.load(args.model)
     c, h, w = model.input_shape
     flops_per_image = sum(s.flops for s in model.plan(1).steps)
-    print(f"model {args.model.name}: {flops_per_image / 1e6:.1f} MFLOP per image; "
-          f"cores {engine.available_cores()}")
-    rows = []
-    for batch in args.batches:
+    cells = [(b, t) for b in args.batches for t in args.threads if t <= engine.available_cores()]
+    print(f"model {args.model.name}: {flops_per_image / 1e6:.1f} MFLOP per image; cores {engine.available_cores()}; "
+          f"engine default fuse_blocks={engine.DEFAULT_FUSE_BLOCKS!r}")
+    medians: dict[tuple[int, int], dict[str, float]] = {}
+    for batch, threads in cells:
         x = np.random.default_rng(0).standard_normal((batch, c, h, w), dtype=np.float32)
-        repeats = max(5, args.repeats // batch) if batch > 1 else args.repeats
-        for threads in args.threads:
-            if threads > engine.available_cores():
-                continue
-            medians = time_cell(make_engines(args.model, threads, args.fuse_blocks), x, repeats)
-            rows.append((batch, threads, medians))
-    names = list(rows[0][2]) if rows else []
-    ort_name = next((n for n in names if n.startswith("onnxruntime")), None)
-    header = f"{'batch':>5} {'threads':>7} " + " ".join(f"{n:>22}" for n in names)
-    if ort_name:
-        header += f" {'engine/ORT time':>16}"
-    print(header)
-    for batch, threads, medians in rows:
-        cells = []
-        for name in names:
-            seconds = medians[name]
-            cells.append(f"{seconds * 1e3:>10.2f} ms" if batch == 1 else f"{batch / seconds:>10.1f} img/s")
-        line = f"{batch:>5} {threads:>7} " + " ".join(f"{c:>22}" for c in cells)
-        if ort_name:
-            line += f" {medians['engine'] / medians[ort_name]:>16.2f}"
-        print(line)
+        block = args.block if batch == 1 else 1
+        rounds = args.rounds if batch == 1 else max(3, args.rounds // 2)
+        samples = time_cell(make_engines(model, args.model, threads, args.deepsparse_python), x, rounds, block)
+        medians[(batch, threads)] = {name: statistics.median(values) for name, values in samples.items()}
+        print(f"  measured batch {batch}, {threads} thread(s): {len(samples[ENGINE])} runs per engine", file=sys.stderr)
+
+    def show(batch: int, seconds: float | None) -> str:
+        if seconds is None:
+            return "-"
+        return f"{seconds * 1e3:.2f} ms" if batch == 1 else f"{batch / seconds:.1f} img/s"
+
+    names = list(dict.fromkeys(name for cell in medians.values() for name in cell))
+    if not any(n.startswith(DEEPSPARSE) for n in names):
+        names.append(f"{DEEPSPARSE} (not installed)")
+    header = [f"{'':<32}"] + [f"{f'batch {b}, {t} thread' + ('s' if t > 1 else ''):>20}" for b, t in cells]
+    print("".join(header))
+    for name in names:
+        print(f"{name:<32}" + "".join(f"{show(b, medians[(b, t)].get(name)):>20}" for b, t in cells))
+    ort = next((n for n in names if n.startswith("ONNX Runtime")), None)
+    deepsparse = next((n for n in names if n.startswith(DEEPSPARSE) and "not installed" not in n), None)
+    for label, other in (("engine / ONNX Runtime time", ort), ("engine / DeepSparse time", deepsparse)):
+        if other:
+            print(f"{label:<32}" + "".join(f"{medians[c][ENGINE] / medians[c][other]:>20.2f}"
+                                           if other in medians[c] else f"{'-':>20}" for c in cells))
+    scaling = []
+    for batch, threads in cells:
+        one = medians.get((batch, 1), {}).get(ENGINE)
+        scaling.append(f"{one / medians[(batch, threads)][ENGINE]:>20.2f}" if one and threads > 1 else f"{'-':>20}")
+    print(f"{'engine thread scaling (vs 1)':<32}" + "".join(scaling))
+    floors = [compute_floor_seconds(flops_per_image * b, t) for b, t in cells]
+    print(f"{'compute floor (FMA peak)':<32}" + "".join(f"{show(b, f):>20}" for (b, _), f in zip(cells, floors)))
     return 0
 
 
