@@ -206,6 +206,21 @@ def test_an_interrupted_sweep_keeps_every_finished_config_and_resume_runs_only_t
     pd.testing.assert_frame_equal(read_table(out), frame, check_dtype=False)
 
 
+@pytest.mark.parametrize("suffix, damage", [(".parquet", b"PAR1 not really parquet"), (".csv", b"\x00\xff garbage"),
+                                           (".csv", b"a,b\n1,2\n")])
+def test_resume_from_an_unreadable_table_keeps_it_aside_and_starts_afresh(model_path, ceilings, tmp_path, suffix,
+                                                                          damage):
+    out = tmp_path / f"sweep{suffix}"
+    out.write_bytes(damage)
+    with pytest.warns(UserWarning, match="cannot resume"):
+        frame = sweep(model_path, batch=[1], threads=[1], repeats=1, out=out, resume=True, ceilings=ceilings,
+                      progress=False)
+    kept = list(tmp_path.glob(f"sweep{suffix}.unreadable-*"))
+    assert len(kept) == 1 and kept[0].read_bytes() == damage          # the user's file is not lost
+    assert sorted(frame["batch"].unique()) == [1]
+    pd.testing.assert_frame_equal(read_table(out), frame, check_dtype=False)
+
+
 def test_without_resume_an_existing_table_is_replaced(model_path, ceilings, tmp_path):
     out = tmp_path / "sweep.parquet"
     sweep(model_path, batch=[2], threads=[1], repeats=1, out=out, ceilings=ceilings, progress=False)

@@ -37,7 +37,9 @@ Writing. After each config finishes, the whole accumulated table is written to a
 file in `out`'s folder and renamed over `out` (os.replace, atomic on POSIX): an interrupted
 sweep keeps every finished config and never leaves a half-written file. `resume=True` reads
 `out` and skips every config whose config columns are already there; the returned frame is
-the whole table in `out` (earlier configs included). Without resume an existing `out` is
+the whole table in `out` (earlier configs included). An `out` that cannot be read (a
+corrupted or foreign file) is moved aside to `<name>.unreadable-<time>` with a warning and
+the sweep starts afresh. Without resume an existing `out` is
 overwritten (with a warning) when the first config finishes.
 
 Invalid combinations (a tile value outside its range, batch outside 1..4096, threads above
@@ -65,6 +67,7 @@ import logging
 import os
 import socket
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -323,6 +326,22 @@ def read_table(path: Path) -> pd.DataFrame:
     return table
 
 
+def _read_previous(out: Path) -> pd.DataFrame | None:
+    """The table in `out` to resume from, or None if it cannot be read: then the file is
+    kept beside it as `<name>.unreadable-<time>` (nothing the user saved is lost), a
+    warning says so, and the sweep starts afresh."""
+    try:
+        return read_table(out)
+    except Exception as error:  # noqa: BLE001 - pyarrow, CSV and schema errors alike
+        kept = out.with_name(f"{out.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(out, kept)
+        message = (f"sweep: cannot resume from {out} ({type(error).__name__}: {error}); "
+                   f"it was moved to {kept.name} and the sweep starts afresh")
+        logger.warning(message)
+        warnings.warn(message, stacklevel=3)
+        return None
+
+
 def _check_out(out) -> Path | None:
     if out is None:
         return None
@@ -421,7 +440,7 @@ def sweep(model, batch=(1,), threads=(1,), tiles: dict | None = None, fuse_block
     previous = None
     if out is not None and out.exists():
         if resume:
-            previous = read_table(out)
+            previous = _read_previous(out)
         else:
             logger.warning("sweep: %s exists and resume=False: it will be overwritten", out)
     done = set() if previous is None else {_key(row) for row in previous[CONFIG_COLUMNS].to_dict("records")}
