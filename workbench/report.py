@@ -13,7 +13,7 @@ import pandas as pd
 import plotly.io as pio
 
 from workbench.profile import check_bool, check_ceilings, describe_fusion, save_frame
-from workbench.roofline import roofline_figure, time_bars
+from workbench.roofline import _check_profile, roofline_figure, time_bars
 
 logger = logging.getLogger(__name__)
 
@@ -32,17 +32,8 @@ def _table_html(frame: pd.DataFrame) -> str:
 
 def _check_report_arguments(frame, out, model_name, ceilings, before, level, images) -> None:
     for name, value in (("frame", frame), ("before", before)):
-        if value is None and name == "before":
-            continue
-        if not isinstance(value, pd.DataFrame):
-            raise ValueError(f"{name} must be a pandas DataFrame (workbench.profile's output), "
-                             f"got {type(value).__name__}")
-        if value.empty:
-            raise ValueError(f"{name} must be a non-empty profile, got {len(value)} rows x {value.shape[1]} columns")
-        missing = [c for c in REQUIRED_COLUMNS if c not in value.columns]
-        if missing:
-            raise ValueError(f"{name} lacks the columns {missing} (is it workbench.profile's output?), "
-                             f"got columns {list(value.columns)[:12]}")
+        if value is not None or name == "frame":
+            _check_profile(value, REQUIRED_COLUMNS, name)
     if not isinstance(out, (str, os.PathLike)):
         raise ValueError(f"out must be a folder path, got {type(out).__name__}")
     if Path(out).exists() and not Path(out).is_dir():

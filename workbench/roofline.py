@@ -81,14 +81,17 @@ def _check_level(ceilings, level: str) -> str:
 
 
 def _check_profile(profile, columns: Sequence[str], what: str = "profile") -> pd.DataFrame:
+    """ValueError naming `what` unless `profile` is a non-empty DataFrame with `columns`
+    (workbench.profile's output); shared by the figures and the report."""
     if not isinstance(profile, pd.DataFrame):
         raise ValueError(f"{what} must be a pandas DataFrame (workbench.profile's output), "
                          f"got {type(profile).__name__}")
     if profile.empty:
-        raise ValueError(f"{what} is empty: nothing to plot")
+        raise ValueError(f"{what} must be a non-empty profile (one row per step), got {len(profile)} rows")
     missing = [c for c in columns if c not in profile.columns]
     if missing:
-        raise ValueError(f"{what} lacks required columns {missing}; is it workbench.profile's output?")
+        raise ValueError(f"{what} lacks required columns {missing}; is it workbench.profile's output? "
+                         f"(got columns {list(profile.columns)[:12]})")
     return profile
 
 
