@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", type=Path, default=ROOT / "data" / "mobilenet_v2.onnx")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--threads", type=int, default=engine.available_cores())
-    parser.add_argument("--fuse-blocks", type=fuse_value, default=False,
+    parser.add_argument("--fuse-blocks", type=fuse_value, default=engine.DEFAULT_FUSE_BLOCKS,
                         help="true, false or auto (default: the engine's default)")
     parser.add_argument("--repeats", type=int, default=50)
     args = parser.parse_args(argv)
