@@ -37,7 +37,6 @@ import math
 import os
 import re
 import statistics
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -52,6 +51,7 @@ import pandas as pd
 
 from engine.machine import MachineInfo, machine_info
 from workbench import _ceiling_kernels as kernels
+from workbench.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -470,24 +470,15 @@ def _load_cache(path: Path, expected_key: dict) -> Ceilings | None:
 
 def _save_cache(path: Path, ceilings: Ceilings) -> None:
     """Write atomically: a temp file in the same folder, then os.replace over `path`."""
-    temporary = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp",
-                                         delete=False) as handle:
-            temporary = Path(handle.name)
+        with atomic_path(path) as temporary, open(temporary, "w") as handle:
             json.dump(ceilings.to_json_dict(), handle, indent=1)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(temporary, path)
-        temporary = None
         logger.info("ceilings cached in %s", path)
     except OSError as error:
         warnings.warn(f"could not write the ceilings cache {path} ({error}); results are not cached",
                       UserWarning, stacklevel=3)
-    finally:
-        if temporary is not None:
-            temporary.unlink(missing_ok=True)
 
 
 def _now_iso() -> str:

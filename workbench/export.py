@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import plotly.graph_objects as go
 
+from workbench.atomic import atomic_path
 from workbench.roofline import figure_html
 
 IMAGE_SUFFIXES = (".png", ".svg")
@@ -37,24 +37,17 @@ def export_figure(fig: go.Figure, path) -> Path:
     suffix = path.suffix.lower()
     if suffix not in (".html", *IMAGE_SUFFIXES):
         raise ValueError(f"cannot export a figure to {path.name!r}: use .html, .png or .svg")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=suffix)
-    os.close(handle)
-    try:
+    if suffix != ".html":
+        reason = image_export_unavailable()
+        if reason:
+            raise RuntimeError(f"cannot write {path.name}: {reason}")
+        if not os.environ.get("BROWSER_PATH"):
+            browser = next((p for p in SYSTEM_CHROMIUM if Path(p).exists()), None)
+            if browser:
+                os.environ["BROWSER_PATH"] = browser
+    with atomic_path(path, suffix=suffix) as temporary:
         if suffix == ".html":
-            Path(temporary).write_text(figure_html(fig), encoding="utf-8")
+            temporary.write_text(figure_html(fig), encoding="utf-8")
         else:
-            reason = image_export_unavailable()
-            if reason:
-                raise RuntimeError(f"cannot write {path.name}: {reason}")
-            if not os.environ.get("BROWSER_PATH"):
-                browser = next((p for p in SYSTEM_CHROMIUM if Path(p).exists()), None)
-                if browser:
-                    os.environ["BROWSER_PATH"] = browser
-            fig.write_image(temporary, format=suffix[1:])
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+            fig.write_image(str(temporary), format=suffix[1:])
     return path

@@ -254,26 +254,18 @@ def fuse_blocks_for_disk(column: pd.Series) -> pd.Series:
 def save_frame(frame: pd.DataFrame, path: Path) -> Path:
     """Write CSV or Parquet (by suffix) atomically. Tuple/list/dict columns are written as
     their str(); fuse_blocks as fuse_blocks_for_disk says."""
-    import tempfile
+    from workbench.atomic import atomic_path
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        flat = frame.copy()
-        if "fuse_blocks" in flat.columns:
-            flat["fuse_blocks"] = fuse_blocks_for_disk(flat["fuse_blocks"])
-        for column in flat.columns:
-            if flat[column].map(lambda v: isinstance(v, (tuple, list, dict))).any():
-                flat[column] = flat[column].map(str)
+    flat = frame.copy()
+    if "fuse_blocks" in flat.columns:
+        flat["fuse_blocks"] = fuse_blocks_for_disk(flat["fuse_blocks"])
+    for column in flat.columns:
+        if flat[column].map(lambda v: isinstance(v, (tuple, list, dict))).any():
+            flat[column] = flat[column].map(str)
+    with atomic_path(path) as temporary:
         if path.suffix == ".parquet":
             flat.to_parquet(temporary, index=False)
         else:
             flat.to_csv(temporary, index=False)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
     return path

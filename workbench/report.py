@@ -5,7 +5,6 @@ from __future__ import annotations
 import html
 import logging
 import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pandas as pd
 import plotly.io as pio
 
 from workbench.profile import check_bool, check_ceilings, describe_fusion, save_frame
+from workbench.atomic import atomic_path
 from workbench.roofline import _check_profile, roofline_figure, time_bars
 
 logger = logging.getLogger(__name__)
@@ -106,11 +106,8 @@ Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')}.</p>
 {_table_html(frame)}
 </body></html>"""
     html_path = out / "report.html"
-    handle, temporary = tempfile.mkstemp(dir=out, prefix=".report.", suffix=".tmp")
-    with os.fdopen(handle, "w", encoding="utf-8") as stream:
-        stream.write(page)
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, html_path)
+    with atomic_path(html_path) as temporary:
+        temporary.write_text(page, encoding="utf-8")
     paths = [html_path, save_frame(frame, out / "layers.csv"), save_frame(frame, out / "layers.parquet")]
     if images:
         from workbench.export import export_figure, image_export_unavailable
