@@ -34,6 +34,21 @@ def ort_run(model_proto, x: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
+def model_path(tmp_path_factory):
+    """A 64x64 MobileNetV2 written to an ONNX file (workbench entries that take a path)."""
+    path = tmp_path_factory.mktemp("model") / "mobilenet_v2_64.onnx"
+    path.write_bytes(mobilenet_v2(resolution=64).SerializeToString())
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_model():
+    """A 96x96 MobileNetV2, loaded: small enough to profile in a test, large enough to
+    have every kind of block."""
+    return engine.load(mobilenet_v2(resolution=96))
+
+
+@pytest.fixture(scope="session")
 def mobilenet_ort(mobilenet_proto):
     return ort_session(mobilenet_proto)
 

@@ -38,10 +38,9 @@ def no_measuring(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model") / "mobilenet_v2_64.onnx"
-    path.write_bytes(engine.models.mobilenet_v2(resolution=64).SerializeToString())
-    return str(path)
+def model_path(model_path):
+    """conftest's model file, as the string a command line holds."""
+    return str(model_path)
 
 
 def run(argv, capsys):

@@ -47,13 +47,6 @@ def ceilings():
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model") / "mobilenet_v2_64.onnx"
-    path.write_bytes(engine.models.mobilenet_v2(resolution=64).SerializeToString())
-    return path
-
-
-@pytest.fixture(scope="module")
 def steps(model_path):
     return len(engine.load(model_path).plan(1).steps)
 

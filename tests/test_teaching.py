@@ -3,22 +3,11 @@ counted FLOPs and bound its modelled bytes from below, and their limits are the 
 notebooks state."""
 from __future__ import annotations
 
-import math
-
-import numpy as np
-import pandas as pd
 import pytest
 
-import engine
-from engine.models import mobilenet_v2
 from workbench.teaching import (bound_summary, conv_intensity, explain_bounds, fusion_effect, intensity_by_kind,
                                 model_intensities, ridge_points)
 from tests.test_widgets import synthetic_ceilings
-
-
-@pytest.fixture(scope="module")
-def small_model():
-    return engine.load(mobilenet_v2(resolution=96))
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,6 @@ import pytest
 import ipywidgets
 
 import engine
-from engine.models import mobilenet_v2
 from workbench import widgets as widgets_module
 from workbench.ceilings import Ceilings
 from workbench.widgets import Explorer
@@ -36,11 +35,6 @@ def synthetic_ceilings() -> Ceilings:
         rows += [(threads, level, value * threads, "GB/s") for level, value in BANDWIDTH_PER_THREAD.items()]
     table = pd.DataFrame(rows, columns=["threads", "resource", "value", "unit"])
     return Ceilings(table, machine={}, measured_at="synthetic", key={})
-
-
-@pytest.fixture(scope="module")
-def small_model():
-    return engine.load(mobilenet_v2(resolution=96))
 
 
 @pytest.fixture(scope="module")
