@@ -33,8 +33,6 @@ for band 4 at stride 1 (2 halo rows), which is why tiny bands lose.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import njit, prange
 
