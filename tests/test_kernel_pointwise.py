@@ -124,15 +124,16 @@ def test_changing_tiles_threads_or_residual_never_recompiles(threads):
 @pytest.mark.parametrize("lanes", sorted(MICRO_TILE))
 def test_micro_kernel_is_right_for_every_tile_shape_at_8_and_16_lanes(lanes):
     """Both lane widths' micro-kernels (16 = AVX-512, run here as pairs of AVX2 vectors),
-    every (pixels, blocks) shape the driver can ask for, with and without residual."""
+    every (pixels, blocks) shape the driver can ask for, with and without residual, with and
+    without a weight prefetch (its own code path for full tiles; it must not change a value)."""
     max_rows, max_blocks = MICRO_TILE[lanes]
     tile = _tile_intrinsic(lanes, max_rows, max_blocks)
 
     @numba.njit
-    def one_tile(rows, blocks, x, cin_blocks, w, bias, out, residual, has_residual, low, high):
+    def one_tile(rows, blocks, x, cin_blocks, w, bias, out, residual, has_residual, low, high, w_step):
         # x (cin_blocks, rows, lanes), w (blocks, cin_blocks*lanes, lanes), out (blocks, rows, lanes)
         tile(rows, blocks, x, 0, rows * lanes, 0, w, 0, cin_blocks * lanes * lanes, cin_blocks,
-             bias, 0, out, 0, rows * lanes, residual, has_residual, low, high)
+             bias, 0, out, 0, rows * lanes, residual, has_residual, low, high, 16, w_step)
 
     rng = np.random.default_rng(5)
     cin_blocks = 2
@@ -144,17 +145,17 @@ def test_micro_kernel_is_right_for_every_tile_shape_at_8_and_16_lanes(lanes):
             residual = rng.standard_normal((blocks, rows, lanes)).astype(np.float32)
             x = np.ascontiguousarray(x_rows.reshape(cin_blocks, lanes, rows).transpose(0, 2, 1))
             w = np.ascontiguousarray(weight.reshape(blocks, lanes, -1).transpose(0, 2, 1))
-            for has_residual in (False, True):
+            for has_residual, w_step in ((False, 0), (True, 0), (False, 32), (True, 32)):
                 out = np.full((blocks, rows, lanes), np.nan, np.float32)
                 one_tile(rows, blocks, x.ravel(), cin_blocks, w.ravel(), bias, out.reshape(-1),
-                         residual.reshape(-1), has_residual, np.float32(-1.0), np.float32(2.0))
+                         residual.reshape(-1), has_residual, np.float32(-1.0), np.float32(2.0), w_step)
                 reference = weight.astype(np.float64) @ x_rows + bias[:, None]
                 if has_residual:
                     reference += residual.transpose(0, 2, 1).reshape(blocks * lanes, rows)
                 reference = np.clip(reference, -1.0, 2.0)
                 got = out.transpose(0, 2, 1).reshape(blocks * lanes, rows)
                 np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-5 * 2.0,
-                                           err_msg=f"{rows} x {blocks} tile, residual {has_residual}")
+                                           err_msg=f"{rows} x {blocks} tile, residual {has_residual}, prefetch step {w_step}")
 
 
 def test_pack_pointwise_layout_is_block_input_lane_with_zero_padding():

@@ -38,7 +38,7 @@ from numba import njit, prange
 
 from engine.kernels._common import FASTMATH, _U, check_array, launch, register_scratch
 from engine.kernels.layout import CB
-from engine.kernels.pointwise import BLOCKS, PREFETCH_TILES, ROWS, _tile
+from engine.kernels.pointwise import BLOCKS, PREFETCH_TILES, ROWS, _tile, _weight_prefetch
 
 _scratch_block = register_scratch(CB)
 _scratch_taps = register_scratch(10 * CB)
@@ -47,20 +47,23 @@ _scratch_mask = register_scratch(2)
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
 def _expand_rows(xf, x_plane_stride, x_offset, cin_blocks, ew, eb, s1, rows_in, width, hidden_blocks, low, high,
-                 no_residual):
-    # expand rows_in * width contiguous input pixels of one image into s1 (hidden_blocks, rows_in, W, CB)
+                 no_residual, prefetch_weights):
+    # expand rows_in * width contiguous input pixels of one image into s1 (hidden_blocks, rows_in, W, CB);
+    # prefetch_weights: each block pair prefetches the next one's weights (a worker's first band)
     pixels = rows_in * width
     w_block_stride = cin_blocks * CB * CB
     block = 0
     while block < hidden_blocks:
         blocks = min(BLOCKS, hidden_blocks - block)
+        next_pair = blocks * w_block_stride if prefetch_weights and block + blocks < hidden_blocks else 0
         q = 0
         while q < pixels:
             rows = min(ROWS, pixels - q)
+            w_prefetch, w_step = _weight_prefetch(q // ROWS, cin_blocks, next_pair)
             _tile(rows, blocks, xf, x_offset + q * CB, x_plane_stride,
                   min(PREFETCH_TILES * ROWS, pixels - q - rows) * CB, ew, block * w_block_stride, w_block_stride, cin_blocks,
                   eb, block * CB, s1, (block * pixels + q) * CB, pixels * CB,
-                  s1, no_residual, low, high)
+                  s1, no_residual, low, high, w_prefetch, w_step)
             q += rows
         block += blocks
 
@@ -185,7 +188,8 @@ def _fused_block_kernel(x, ew, eb, has_expand, dw, db, pw, pb, out, residual, ha
             # 1. expand (or read the block input directly when there is no expand conv)
             if has_expand:
                 _expand_rows(xf, height * width * CB, (image * cin_blocks * height * width + in_start * width) * CB,
-                             cin_blocks, ewf, ebf, s1, rows_in, width, hidden_blocks, e_lo, e_hi, no_residual)
+                             cin_blocks, ewf, ebf, s1, rows_in, width, hidden_blocks, e_lo, e_hi, no_residual,
+                             item == first)
                 _depthwise_rows(s1, 0, rows_in * width * CB, in_start, height, width, dwf, dbf, s2, hidden_blocks,
                                 row_start, row_end, out_w, stride, d_lo, d_hi)
             else:
@@ -198,13 +202,16 @@ def _fused_block_kernel(x, ew, eb, has_expand, dw, db, pw, pb, out, residual, ha
             block = 0
             while block < cout_blocks:
                 blocks = min(BLOCKS, cout_blocks - block)
+                # a worker's first band brings the weights in: prefetch the next pair's
+                next_pair = blocks * w_block_stride if item == first and block + blocks < cout_blocks else 0
                 q = 0
                 while q < pixels:
                     rows = min(ROWS, pixels - q)
+                    w_prefetch, w_step = _weight_prefetch(q // ROWS, hidden_blocks, next_pair)
                     _tile(rows, blocks, s2, q * CB, pixels * CB,
                           min(PREFETCH_TILES * ROWS, pixels - q - rows) * CB, pwf, block * w_block_stride, w_block_stride, hidden_blocks,
                           pbf, block * CB, of, (out_base + block * out_h * out_w + q) * CB, out_h * out_w * CB,
-                          rf, has_residual, p_lo, p_hi)
+                          rf, has_residual, p_lo, p_hi, w_prefetch, w_step)
                     q += rows
                 block += blocks
 

@@ -73,6 +73,16 @@ MICRO_TILE: dict[int, tuple[int, int]] = {8: (6, 2), 16: (8, 2)}
 ROWS, BLOCKS = MICRO_TILE[CB]
 MIN_ACCUMULATORS = 8  # FMA latency (4 cycles) x FMA issue rate (2 per cycle) on Zen 3
 PREFETCH_TILES = 2    # software-prefetch the inputs of the micro-tile this many tiles ahead
+# Weight prefetch: while a pair of output blocks walks its micro-tiles, the first
+# WEIGHT_PREFETCH_TILES of them also prefetch the next pair's weights, W_PREFETCH_LINES
+# 64-byte lines per input-channel block, so that pair's weights (Cin * BLOCKS * CB * 4 B)
+# arrive spread over the current pair's compute instead of all at the start of the next.
+# Only where a pair's weights are read by few pixel tiles (at most
+# WEIGHT_PREFETCH_MAX_PIXEL_TILES): the late, small layers whose weights come from DRAM at
+# batch 1; where many pixel tiles reuse them they are in cache and the prefetches only cost.
+W_PREFETCH_LINES = max(1, CB // 4)
+WEIGHT_PREFETCH_TILES = BLOCKS * CB * CB // (16 * W_PREFETCH_LINES)
+WEIGHT_PREFETCH_MAX_PIXEL_TILES = 4
 
 # Default work item: 64 output pixels x 16 output channels. Measured on MobileNetV2's 1x1
 # layers (bench/kernel_pointwise.py, 2-core Zen 3) this had the lowest summed time at batch 1
@@ -92,7 +102,8 @@ _TILE_ARGUMENTS = (
     "out", "out_offset", "out_block_stride",    # output (and residual): tile start, block step
     "residual", "has_residual",
     "clip_min", "clip_max",
-)
+    "w_prefetch", "w_prefetch_step",            # weight lines to prefetch: from the tile's
+)                                               # weights, step per input-channel block
 
 
 def _tile_intrinsic(lanes: int, max_rows: int, max_blocks: int):
@@ -108,9 +119,12 @@ def _tile_intrinsic(lanes: int, max_rows: int, max_blocks: int):
         out[same offsets] = min(max(v, clip_min), clip_max)
     with the float32 C-contiguous arrays of any shape indexed as flat arrays, and prefetches
     x[x_offset + ci_block * x_block_stride + x_prefetch : ... + max_rows*lanes] into cache
-    (harmless if it is already there or lies outside x: a prefetch never faults).
+    and W_PREFETCH_LINES 64-byte lines from w[w_offset + w_prefetch + ci_block * w_prefetch_step]
+    (full tiles only, and only if w_prefetch_step != 0; harmless if they are already there
+    or lie outside the array: a prefetch never faults).
     No bounds checks.
     """
+    PREFETCH_KEY = 1 << 16
     i8_ptr = ir.IntType(8).as_pointer()
     i32 = ir.IntType(32)
     i64 = ir.IntType(64)
@@ -134,8 +148,9 @@ def _tile_intrinsic(lanes: int, max_rows: int, max_blocks: int):
     def store_vector(builder, value, pointer, offset):
         builder.store(value, builder.bitcast(builder.gep(pointer, [offset]), vector_ptr), align=4)
 
-    def emit_tile(builder, rows, blocks, a):
-        """One rows x blocks micro-tile; `a` maps argument names to LLVM values."""
+    def emit_tile(builder, rows, blocks, a, prefetch_weights=False):
+        """One rows x blocks micro-tile; `a` maps argument names to LLVM values. Only the
+        prefetch_weights variant (full tiles) prefetches weights: no per-iteration branch."""
         fma = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(vector, [vector] * 3), f"llvm.fma.v{lanes}f32")
         prefetch = cgutils.get_or_insert_function(
@@ -158,6 +173,12 @@ def _tile_intrinsic(lanes: int, max_rows: int, max_blocks: int):
             for byte in prefetch_offsets:  # (read, keep in all cache levels, data cache)
                 builder.call(prefetch, [builder.gep(ahead, [constant(byte)]), ir.Constant(i32, 0),
                                         ir.Constant(i32, 3), ir.Constant(i32, 1)])
+            if prefetch_weights:  # the next block pair's weights (see W_PREFETCH_LINES)
+                w_ahead = builder.bitcast(builder.gep(a["w"], [builder.add(a["w_prefetch"], builder.mul(
+                    loop.index, a["w_prefetch_step"]))]), i8_ptr)
+                for line in range(W_PREFETCH_LINES):
+                    builder.call(prefetch, [builder.gep(w_ahead, [constant(64 * line)]), ir.Constant(i32, 0),
+                                            ir.Constant(i32, 3), ir.Constant(i32, 1)])
             acc = [[[builder.load(slot) for slot in slots] for slots in row] for row in acc_slots]
             for lane in range(lanes):  # one input channel per step, fully unrolled
                 split = lane % splits
@@ -205,17 +226,18 @@ def _tile_intrinsic(lanes: int, max_rows: int, max_blocks: int):
     @intrinsic
     def tile(typingctx, rows, blocks, x, x_offset, x_block_stride, x_prefetch, w, w_offset,
              w_block_stride, cin_blocks, bias, bias_offset, out, out_offset, out_block_stride,
-             residual, has_residual, clip_min, clip_max):
+             residual, has_residual, clip_min, clip_max, w_prefetch, w_prefetch_step):
         arguments = (rows, blocks, x, x_offset, x_block_stride, x_prefetch, w, w_offset,
                      w_block_stride, cin_blocks, bias, bias_offset, out, out_offset,
-                     out_block_stride, residual, has_residual, clip_min, clip_max)
+                     out_block_stride, residual, has_residual, clip_min, clip_max, w_prefetch, w_prefetch_step)
         kinds = dict(zip(_TILE_ARGUMENTS, arguments))
         for name in ("x", "w", "bias", "out", "residual"):
             t = kinds[name]
             if not (isinstance(t, types.Array) and t.dtype == types.float32 and t.layout == "C"):
                 return None
         for name in ("rows", "blocks", "x_offset", "x_block_stride", "x_prefetch", "w_offset",
-                     "w_block_stride", "cin_blocks", "bias_offset", "out_offset", "out_block_stride"):
+                     "w_block_stride", "cin_blocks", "bias_offset", "out_offset", "out_block_stride",
+                     "w_prefetch", "w_prefetch_step"):
             if kinds[name] != types.int64:
                 return None
         if has_residual != types.boolean or clip_min != types.float32 or clip_max != types.float32:
@@ -228,10 +250,20 @@ def _tile_intrinsic(lanes: int, max_rows: int, max_blocks: int):
                 array_type = sig.args[_TILE_ARGUMENTS.index(name)]
                 data = context.make_array(array_type)(context, builder, a[name]).data
                 a[name] = builder.gep(data, [a[offset]])  # pointer to this tile's first element
-            # one code path per (rows, blocks): switch on rows * 64 + blocks
+            # one code path per (rows, blocks): switch on rows * 64 + blocks; a full tile
+            # with a weight prefetch step has a path of its own (key PREFETCH_KEY)
             key = builder.add(builder.mul(a["rows"], constant(64)), a["blocks"])
+            full = constant(max_rows * 64 + max_blocks)
+            prefetching = builder.and_(builder.icmp_signed("==", key, full),
+                                       builder.icmp_signed("!=", a["w_prefetch_step"], constant(0)))
+            key = builder.select(prefetching, constant(PREFETCH_KEY), key)
             done = builder.append_basic_block("tile.done")
             switch = builder.switch(key, done)
+            case = builder.append_basic_block("tile.full.prefetch")
+            switch.add_case(constant(PREFETCH_KEY), case)
+            builder.position_at_end(case)
+            emit_tile(builder, max_rows, max_blocks, a, prefetch_weights=True)
+            builder.branch(done)
             for tile_rows in range(1, max_rows + 1):
                 for tile_blocks in range(1, max_blocks + 1):
                     case = builder.append_basic_block(f"tile.{tile_rows}x{tile_blocks}")
@@ -249,7 +281,7 @@ def _tile_intrinsic(lanes: int, max_rows: int, max_blocks: int):
 
 def _tile_python(rows, blocks, x, x_offset, x_block_stride, x_prefetch, w, w_offset,
                  w_block_stride, cin_blocks, bias, bias_offset, out, out_offset,
-                 out_block_stride, residual, has_residual, clip_min, clip_max):
+                 out_block_stride, residual, has_residual, clip_min, clip_max, w_prefetch=0, w_prefetch_step=0):
     """The micro-kernel's semantics in numpy, used when NUMBA_DISABLE_JIT=1 (coverage runs)."""
     x, w, bias, out, residual = (a.reshape(-1) for a in (x, w, bias, out, residual))
     cin = cin_blocks * CB
@@ -281,6 +313,17 @@ def _tile_start(tile, n_tiles, total, pixels_per_tile):
     return start
 
 
+@njit(cache=True, inline="always")
+def _weight_prefetch(tile_index, cin_blocks, next_pair):
+    # (w_prefetch, w_prefetch_step) for micro-tile `tile_index` of a block pair whose next
+    # pair's weights start `next_pair` elements after its own: the first
+    # WEIGHT_PREFETCH_TILES micro-tiles fetch successive slices of them, the rest nothing
+    # new (they re-touch their own first line, which is in L1).
+    if tile_index < WEIGHT_PREFETCH_TILES and next_pair != 0:
+        return next_pair + tile_index * cin_blocks * 16 * W_PREFETCH_LINES, 16 * W_PREFETCH_LINES
+    return 0, 0
+
+
 @njit(parallel=True, cache=True)
 def _pointwise_kernel(x, w, bias, out, residual, has_residual, clip_min, clip_max,
                       pixels_per_tile, blocks_per_tile):
@@ -297,6 +340,7 @@ def _pointwise_kernel(x, w, bias, out, residual, has_residual, clip_min, clip_ma
     x_block_stride = pixels_per_image * CB          # elements between input channel blocks
     w_block_stride = cin_blocks * CB * CB           # elements between output blocks' weights
     out_block_stride = pixels_per_image * CB        # elements between output channel blocks
+    prefetch_weights = n_pixel_tiles <= WEIGHT_PREFETCH_MAX_PIXEL_TILES
     for item in prange(n_pixel_tiles * n_channel_tiles):
         pixel_tile = item // n_channel_tiles
         channel_tile = item - pixel_tile * n_channel_tiles
@@ -311,6 +355,12 @@ def _pointwise_kernel(x, w, bias, out, residual, has_residual, clip_min, clip_ma
             block = block_begin
             while block < block_end:  # BLOCKS output blocks ...
                 blocks = min(block_end - block, BLOCKS)
+                # the pair after this one: in this item, else the next item's first
+                # (the next channel tile, or the first of the next pixel tile)
+                next_block = block + blocks
+                if next_block >= block_end:
+                    next_block = block_end if block_end < cout_blocks else 0
+                next_pair = (next_block - block) * w_block_stride if prefetch_weights else 0
                 q = q_begin
                 while q < q_end:  # ... times micro-tiles of ROWS pixels
                     rows = min(q_end - q, ROWS)
@@ -318,10 +368,11 @@ def _pointwise_kernel(x, w, bias, out, residual, has_residual, clip_min, clip_ma
                     out_offset = ((image * cout_blocks + block) * pixels_per_image + q) * CB
                     # prefetch PREFETCH_TILES tiles ahead, but not past this segment
                     x_prefetch = min(PREFETCH_TILES * ROWS, q_end - q - rows) * CB
+                    w_prefetch, w_step = _weight_prefetch((q - q_begin) // ROWS, cin_blocks, next_pair)
                     _tile(rows, blocks, x, x_offset, x_block_stride, x_prefetch,
                           w, block * w_block_stride, w_block_stride, cin_blocks,
                           bias, block * CB, out, out_offset, out_block_stride,
-                          residual, has_residual, low, high)
+                          residual, has_residual, low, high, w_prefetch, w_step)
                     q += rows
                 block += blocks
             pixel = image * pixels_per_image + q_end
