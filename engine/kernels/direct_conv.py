@@ -6,19 +6,25 @@ Layout. x (N, Cin, H, W) plain float32 -> out (N, Cob, Ho, Wo, CB). Weights are 
 (ci, i, j) are one contiguous vector, so a tap is "broadcast one input scalar, FMA with one
 weight vector".
 
-Work items. (image, pair of output blocks, output row), spread by prange (the stem has
-1 x 2 x 112 = 224 of them). In an interior row, interior columns (the whole window inside
-the input) go four pixels at a time for both blocks: 8 register accumulators
-(`register_scratch`) = 8 independent FMA chains, enough to hide the FMA latency; per tap 2
-weight-vector loads and 4 broadcast input scalars feed 8 FMAs. The taps (ci, i, j) are one
-flat loop over a table of input offsets built once per call. Border rows and columns go one
+Work items. (image, group of four output blocks, output row), spread by prange (the stem
+has 1 x 1 x 112 = 112 of them: each input pixel is read once for all 32 channels). In an
+interior row, interior columns (the whole window inside the input) go three pixels at a
+time for the four blocks: 12 register accumulators (`register_scratch`) = 12 independent
+FMA chains; per tap 4 weight-vector loads and 3 broadcast input scalars feed 12 FMAs (the
+old 2-block x 4-pixel tile fed 8 FMAs from 6 loads and read the input twice: 0.286 ->
+0.257 ms for the stem on 2 threads, 0.376 -> 0.367 on 1). The taps (ci, i, j) are one flat
+loop over a table of input offsets built once per call. Border rows and columns go one
 pixel and one block at a time with the kernel-row and -column ranges clamped to the input.
-No per-tap checks anywhere. An odd last block is computed twice (same values, same place).
+No per-tap checks anywhere. Blocks past the last of a group of four repeat the last block
+(same values, same place).
 
 Napkin math for the stem (3 -> 32, 3x3, stride 2, 224 -> 112): 27 taps x 4 blocks per
 pixel = 108 vector FMAs, 21.7 MFLOP in all: 0.26 ms at one Zen 3 core's measured FMA peak
 (83 GFLOP/s at 2.6 GHz), half that on two. It reads 0.6 MB and writes 1.6 MB: ~10 FLOP/byte,
-compute bound, unlike everything else in the network.
+compute bound, unlike everything else in the network -- in isolation. At batch 1 inside the
+network its output region is usually out of cache (the run streams 14 MB of weights through
+a smaller share of L3), so writing it costs a DRAM read for ownership and a write back:
+~3.8 MB of DRAM traffic, about as long as the arithmetic on two cores.
 """
 from __future__ import annotations
 
@@ -30,8 +36,9 @@ from engine.kernels._common import (FASTMATH, _check_output_size, check_array, c
 from engine.kernels.layout import CB
 
 _U = np.uint64
-PIXELS = 4  # output pixels per step of the interior loop (x0..x3 below are written out for 4)
-_scratch_tile = register_scratch(2 * PIXELS * CB)  # 2 output blocks x 4 pixels of accumulators
+PIXELS = 3  # output pixels per step of the interior loop (x0..x2 below are written out for 3)
+BLOCKS = 4  # output blocks per work item (b0..b3 below): all 32 channels of a MobileNet stem
+_scratch_tile = register_scratch(BLOCKS * PIXELS * CB)  # 4 output blocks x 3 pixels of accumulators
 _scratch_block = register_scratch(CB)
 
 
@@ -88,19 +95,24 @@ def _direct_kernel(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left, 
         for i in range(kernel_h):
             for j in range(kernel_w):
                 tap_offset[(ci * kernel_h + i) * kernel_w + j] = ci * plane + i * dilation_h * width + j * dilation_w
-    n_pairs = (n_blocks + 1) // 2
-    for item in prange(n_images * n_pairs * out_h):
+    n_groups = (n_blocks + BLOCKS - 1) // BLOCKS
+    for item in prange(n_images * n_groups * out_h):
         acc = _scratch_tile()
         oh = item % out_h
-        image_pair = item // out_h
-        pair = image_pair % n_pairs
-        n = image_pair // n_pairs
-        # two output blocks per item; an odd last block is computed twice (same values)
-        b0 = 2 * pair
+        image_group = item // out_h
+        group = image_group % n_groups
+        n = image_group // n_groups
+        # four output blocks per item; past the last block the last one is computed again
+        # (same values written to the same place)
+        b0 = BLOCKS * group
         b1 = min(b0 + 1, n_blocks - 1)
+        b2 = min(b0 + 2, n_blocks - 1)
+        b3 = min(b0 + 3, n_blocks - 1)
         x_image = n * in_channels * plane
         o_row0 = ((n * n_blocks + b0) * out_h + oh) * out_w * CB
         o_row1 = ((n * n_blocks + b1) * out_h + oh) * out_w * CB
+        o_row2 = ((n * n_blocks + b2) * out_h + oh) * out_w * CB
+        o_row3 = ((n * n_blocks + b3) * out_h + oh) * out_w * CB
         ih0 = oh * stride_h - pad_top
         i_lo = 0 if ih0 >= 0 else (-ih0 + dilation_h - 1) // dilation_h
         i_hi = min(kernel_h, (height - 1 - ih0) // dilation_h + 1) if ih0 < height else 0
@@ -108,13 +120,17 @@ def _direct_kernel(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left, 
         interior_row = i_lo == 0 and i_hi == kernel_h
         ow = col_lo
         while interior_row and ow + PIXELS <= col_hi:
-            # acc[(blk * PIXELS + p) * CB + lane]: 2 blocks x 4 pixels = 8 independent FMA chains
+            # acc[(blk * PIXELS + p) * CB + lane]: 4 blocks x 3 pixels = 12 independent FMA chains
             for lane in range(CB):
                 bias0 = bf[_U(b0 * CB + lane)]
                 bias1 = bf[_U(b1 * CB + lane)]
+                bias2 = bf[_U(b2 * CB + lane)]
+                bias3 = bf[_U(b3 * CB + lane)]
                 for p in range(PIXELS):
                     acc[p * CB + lane] = bias0
                     acc[(PIXELS + p) * CB + lane] = bias1
+                    acc[(2 * PIXELS + p) * CB + lane] = bias2
+                    acc[(3 * PIXELS + p) * CB + lane] = bias3
             x_window = x_image + ih0 * width + ow * stride_w - pad_left
             us = _U(stride_w)
             for t in range(n_taps):
@@ -122,37 +138,50 @@ def _direct_kernel(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left, 
                 x0 = xf[ux]
                 x1 = xf[ux + us]
                 x2 = xf[ux + _U(2) * us]
-                x3 = xf[ux + _U(3) * us]
                 uw0 = _U(b0 * block_weights + t * CB)
                 uw1 = _U(b1 * block_weights + t * CB)
+                uw2 = _U(b2 * block_weights + t * CB)
+                uw3 = _U(b3 * block_weights + t * CB)
                 for lane in range(CB):
                     w0 = wf[uw0 + _U(lane)]
                     w1 = wf[uw1 + _U(lane)]
+                    w2 = wf[uw2 + _U(lane)]
+                    w3 = wf[uw3 + _U(lane)]
                     acc[lane] += x0 * w0
                     acc[CB + lane] += x1 * w0
                     acc[2 * CB + lane] += x2 * w0
-                    acc[3 * CB + lane] += x3 * w0
-                    acc[4 * CB + lane] += x0 * w1
-                    acc[5 * CB + lane] += x1 * w1
-                    acc[6 * CB + lane] += x2 * w1
-                    acc[7 * CB + lane] += x3 * w1
+                    acc[3 * CB + lane] += x0 * w1
+                    acc[4 * CB + lane] += x1 * w1
+                    acc[5 * CB + lane] += x2 * w1
+                    acc[6 * CB + lane] += x0 * w2
+                    acc[7 * CB + lane] += x1 * w2
+                    acc[8 * CB + lane] += x2 * w2
+                    acc[9 * CB + lane] += x0 * w3
+                    acc[10 * CB + lane] += x1 * w3
+                    acc[11 * CB + lane] += x2 * w3
             uo0 = _U(o_row0 + ow * CB)
             uo1 = _U(o_row1 + ow * CB)
+            uo2 = _U(o_row2 + ow * CB)
+            uo3 = _U(o_row3 + ow * CB)
             for k in range(PIXELS * CB):
                 of[uo0 + _U(k)] = min(max(acc[k], low), high)
             for k in range(PIXELS * CB):
                 of[uo1 + _U(k)] = min(max(acc[PIXELS * CB + k], low), high)
+            for k in range(PIXELS * CB):
+                of[uo2 + _U(k)] = min(max(acc[2 * PIXELS * CB + k], low), high)
+            for k in range(PIXELS * CB):
+                of[uo3 + _U(k)] = min(max(acc[3 * PIXELS * CB + k], low), high)
             ow += PIXELS
         # The rest one pixel and one block at a time: in an interior row the left border and
         # the right border plus the pixels left over from the groups of PIXELS; in a border
         # row (kernel rows clamped) all of it. One call site, so it is compiled once.
         left_end = col_lo if interior_row else 0
         right_start = ow if interior_row else 0
-        for part in range(4):
+        for part in range(2 * BLOCKS):
             start = 0 if part % 2 == 0 else right_start
             end = left_end if part % 2 == 0 else out_w
-            b = b0 if part < 2 else b1
-            o_row = o_row0 if part < 2 else o_row1
+            b = min(b0 + part // 2, n_blocks - 1)
+            o_row = ((n * n_blocks + b) * out_h + oh) * out_w * CB
             _border_columns(xf, wf, bf, of, x_image, o_row, b * block_weights, b * CB, in_channels, height, width,
                             kernel_h, kernel_w, ih0, i_lo, i_hi, stride_w, pad_left, dilation_h, dilation_w, start,
                             end, low, high)
@@ -229,7 +258,7 @@ def direct_conv_bytes(batch: int, in_channels: int, out_channels: int, height: i
                       out_w: int, kh: int, kw: int, stride_h: int, budget) -> dict[str, int]:
     """Modelled bytes moved per memory level (engine.traffic), whole batch.
 
-    Registers <- L1: per output pixel and pair of output blocks, Cin*kh*kw input broadcasts
+    Registers <- L1: per output pixel and group of BLOCKS output blocks, Cin*kh*kw input broadcasts
     and as many weight vectors per block. Across a boundary: the input once if the kh input
     rows a row of outputs needs stay resident (they are reused by the next output row), else
     once per kernel row (kh / stride times); weights and outputs once.
@@ -237,12 +266,12 @@ def direct_conv_bytes(batch: int, in_channels: int, out_channels: int, height: i
     from engine.traffic import FLOAT32, by_level, fits
 
     out_blocks = -(-out_channels // CB)
-    pairs = -(-out_blocks // 2)
+    groups = -(-out_blocks // BLOCKS)
     x_bytes = batch * in_channels * height * width * FLOAT32
     w_bytes = out_blocks * CB * (in_channels * kh * kw + 1) * FLOAT32
     y_bytes = batch * out_blocks * out_h * out_w * CB * FLOAT32
     taps = batch * out_h * out_w * in_channels * kh * kw
-    registers = taps * pairs * FLOAT32 + taps * out_blocks * CB * FLOAT32 + y_bytes
+    registers = taps * groups * FLOAT32 + taps * out_blocks * CB * FLOAT32 + y_bytes
     rows = kh * width * in_channels * FLOAT32
     below = {}
     for boundary in ("L2", "L3", "DRAM"):
