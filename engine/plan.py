@@ -317,7 +317,8 @@ def build_plan(graph: Graph, weights: PackedWeights, batch: int, config: RunConf
     # The steps that read the network's input read the caller's batch itself (Model.run
     # hands over a C-contiguous float32 array of the plan's shape in io["input"]); only
     # when one of them cannot is the batch copied into the plan's input buffer first.
-    # Copying the result out is a step too: hooks see it like any other step.
+    # Copying the result out is a step too (hooks see it like any other step), unless the
+    # last step can write each run's result into a new array itself.
     io: dict = {"input": None, "output": None}
     input_buffer = buffers.pop(graph.input_name)
     if output_buffer is not input_buffer and _read_input_directly(steps, input_buffer, io):
@@ -330,16 +331,35 @@ def build_plan(graph: Graph, weights: PackedWeights, batch: int, config: RunConf
                              output_shape=input_buffer.shape, flops=0, other_flops=0, call=copy_in,
                              attrs={"bytes": {lv: in_bytes for lv in LEVELS}}))
 
-    def copy_out():
-        io["output"] = output_view()
-    out_bytes = 2 * 4 * batch * int(np.prod(graph.output_shape))
-    steps.append(Step(name="output", op="layout", input_shape=output_buffer.shape,
-                      output_shape=(batch, *graph.output_shape), flops=0, other_flops=0, call=copy_out,
-                      attrs={"bytes": {lv: out_bytes for lv in LEVELS}}))
+    if not _write_output_directly(steps[-1], output_buffer, io):
+        def copy_out():
+            io["output"] = output_view()
+        out_bytes = 2 * 4 * batch * int(np.prod(graph.output_shape))
+        steps.append(Step(name="output", op="layout", input_shape=output_buffer.shape,
+                          output_shape=(batch, *graph.output_shape), flops=0, other_flops=0, call=copy_out,
+                          attrs={"bytes": {lv: out_bytes for lv in LEVELS}}))
     input_bytes = 4 * batch * int(np.prod(graph.input_shape))      # the caller's array or our copy of it
     _credit_l3_residency(steps, weights, arena.nbytes + input_bytes)
     return Plan(batch=batch, config=config, steps=steps, input_buffer=input_buffer, io=io,
                 arena_bytes=arena.nbytes)
+
+
+def _write_output_directly(last: Step, output_buffer: np.ndarray, io: dict) -> bool:
+    """Let the last step (a classifier writing the network's whole output) write a new array
+    each run and hand it over in io["output"], instead of a copy-out step after it; False
+    (nothing changed) unless its bound kernel's last argument is the whole output buffer."""
+    call = last.call
+    if (last.op != "linear" or not isinstance(call, functools.partial) or call.keywords
+            or not call.args or call.args[-1] is not output_buffer):
+        return False
+    kernel, before, shape = call.func, call.args[:-1], output_buffer.shape
+
+    def write_new_output():
+        result = np.empty(shape, np.float32)
+        kernel(*before, result)
+        io["output"] = result
+    last.call = write_new_output
+    return True
 
 
 def _read_input_directly(steps: list[Step], input_buffer: np.ndarray, io: dict) -> bool:
@@ -556,10 +576,7 @@ def _make_step(graph, weights, item, buffers, shapes, key, config: RunConfig, ba
     if layer.op == "GlobalAveragePool":
         x = buffers[layer.inputs[0]]
         channels, height, width = layer.input_shape
-        flat_out = out.reshape(batch, -1)
-
-        def call(x=x, out=flat_out):
-            pooling.global_average_pool(x, out)
+        call = bind(pooling.global_average_pool, x, out.reshape(batch, -1))
         return Step(name=layer.name, op="pool", input_shape=x.shape, output_shape=out.shape, flops=0,
                     other_flops=pooling.global_average_pool_flops(batch, channels, height, width), call=call,
                     layer=layer, inputs=tuple(layer.inputs), output=layer.output,
@@ -579,9 +596,7 @@ def _make_step(graph, weights, item, buffers, shapes, key, config: RunConfig, ba
         x = buffers[layer.inputs[0]]
         packed_w, packed_b = weights.by_layer[layer.name]
         out_features, in_features = layer.weight.shape
-
-        def call(x=x, w_=packed_w, b_=packed_b, out=out):
-            linear.linear(x, w_, b_, out)
+        call = bind(linear.linear, x, packed_w, packed_b, out)
         return Step(name=layer.name, op="linear", input_shape=x.shape, output_shape=out.shape,
                     flops=linear.linear_flops(batch, in_features, out_features),
                     other_flops=batch * out_features * (layer.bias is not None), call=call, layer=layer,

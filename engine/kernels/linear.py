@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from engine.kernels._common import FASTMATH, check_array, register_scratch
+from engine.kernels._common import FASTMATH, check_array, launch, register_scratch
 from engine.kernels.layout import CB
 
 _U = np.uint64
@@ -96,7 +96,7 @@ def linear(x: np.ndarray, packed_weight: np.ndarray, packed_bias: np.ndarray, ou
         raise ValueError(f"{fn}: packed_weight must have {n_tiles} tiles for {out_features} outputs, "
                          f"got {packed_weight.shape[0]}")
     check_array(fn, "out", out, (n_images, out_features))
-    _linear_kernel(x, packed_weight, packed_bias, out)
+    launch(_linear_kernel, x, packed_weight, packed_bias, out)
 
 
 def linear_flops(batch: int, in_features: int, out_features: int) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from engine.kernels._common import FASTMATH, check_array, register_scratch
+from engine.kernels._common import FASTMATH, check_array, launch, register_scratch
 from engine.kernels.layout import CB
 
 _U = np.uint64
@@ -60,7 +60,7 @@ def global_average_pool(x: np.ndarray, out: np.ndarray) -> None:
     if min(x.shape) < 1:
         raise ValueError(f"{fn}: x must have no empty dimension, got {x.shape}")
     check_array(fn, "out", out, (n_images, n_blocks * CB))
-    _global_average_pool_kernel(x, out)
+    launch(_global_average_pool_kernel, x, out)
 
 
 def global_average_pool_flops(batch: int, channels: int, height: int, width: int) -> int:
