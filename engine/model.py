@@ -1,7 +1,9 @@
 """`engine.load` and `Model.run`: the engine's public entry points."""
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import os
 import threading
 import time
@@ -49,6 +51,22 @@ class _RunLock:
 
     def locked(self) -> bool:
         return self._lock.locked()
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    """Python's cyclic garbage collector waits while the kernels run: a full collection of
+    this process (~110,000 tracked objects once numba is loaded) takes ~70 ms here and would
+    otherwise land inside a run now and then (batch 1, 2 threads: mean 6.6 ms with it, 6.0
+    without; medians equal). It runs at the next allocation after the run instead."""
+    collecting = gc.isenabled()
+    if collecting:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
 
 
 # numba's default (workqueue) threading layer must not be entered from two Python
@@ -256,8 +274,9 @@ class Model:
                 if hooks:
                     self._run_hooked(plan, hooks)
                 else:
-                    for step in plan.steps:
-                        step.call()
+                    with _collector_paused():
+                        for step in plan.steps:
+                            step.call()
                 return plan.io["output"]
             finally:
                 plan.io["input"] = plan.io["output"] = None     # keep no reference to the caller's arrays
@@ -279,10 +298,11 @@ class Model:
         clock = time.perf_counter
         steps = plan.steps
         stamps = [0.0] * (len(steps) + 1)
-        stamps[0] = clock()
-        for index, step in enumerate(steps):
-            step.call()
-            stamps[index + 1] = clock()
+        with _collector_paused():
+            stamps[0] = clock()
+            for index, step in enumerate(steps):
+                step.call()
+                stamps[index + 1] = clock()
         run_index, batch, threads = self._runs, plan.batch, config.threads
         make = LayerRecord._make
         callbacks = [hook.on_layer for hook in hooks]

@@ -418,3 +418,40 @@ def test_controls_changed_from_two_threads_while_measuring_end_consistent(explor
     assert "error" not in explorer.message.value, explorer.message.value
     assert _frame_config(explorer.profile) == _control_config(explorer)
     assert not explorer.run_button.disabled and explorer.progress.bar_style == "success"
+
+
+@pytest.mark.parametrize("with_hooks", [False, True])
+def test_the_garbage_collector_waits_while_kernels_run_and_is_restored_after(model, monkeypatch, with_hooks):
+    """Model.run pauses Python's cyclic collector across the kernel steps (a full
+    collection takes tens of ms) and leaves it as it found it: enabled, disabled, or after
+    a step that raised."""
+    import gc
+
+    x = _inputs(model)[1]
+    step = model.plan(1).steps[0]
+    seen = []
+    real_call = step.call
+
+    def spying_call():
+        seen.append(gc.isenabled())
+        real_call()
+    monkeypatch.setattr(step, "call", spying_call)
+    hooks = [engine.Recorder()] if with_hooks else []
+    was_enabled = gc.isenabled()
+    try:
+        gc.enable()
+        model.run(x, hooks=hooks)
+        assert seen == [False] and gc.isenabled()
+        gc.disable()
+        model.run(x, hooks=hooks)
+        assert seen == [False, False] and not gc.isenabled()
+        gc.enable()
+
+        def failing_call():
+            raise RuntimeError("kernel failed")
+        monkeypatch.setattr(step, "call", failing_call)
+        with pytest.raises(RuntimeError, match="kernel failed"):
+            model.run(x, hooks=hooks)
+        assert gc.isenabled()
+    finally:
+        (gc.enable if was_enabled else gc.disable)()
