@@ -446,16 +446,11 @@ def _group_blocks(sequence, blocks):
     return grouped
 
 
-# The most expand recompute (expanded rows computed / input rows) "auto" fusion accepts
-# while the block's intermediates would stay in L3 unfused. Measured here (bench/fusion.py,
-# batch 1, 2 threads, bands from auto_band_rows): blocks whose bands recompute up to 1.25x
-# ran 1.03-1.22x faster fused (each thread keeps its stripe of rows in its own L2 through
-# all three convs, one parallel region instead of three); the 7x7 blocks, whose two bands
-# recompute 1.29x, ran 0.84-0.89x.
-FUSE_MAX_RECOMPUTE = 1.25
-# ... and once the intermediates would go to DRAM (batch 64: bench/latency.py measured
-# every block fused at 1.23x the throughput of unfused on 1 thread and 1.24x on 2),
-# fusion keeps them in cache at any recompute the band rule picks (at most 1.5x).
+# Once a block's intermediates would go to DRAM unfused (batch 64: bench/latency.py
+# measured every block fused at 1.23x the throughput of unfused on 1 thread and 1.24x on
+# 2), fusion keeps them in cache; the ring of expanded rows (engine.kernels.fused_block)
+# keeps the expand recompute near 1.0x, and blocks whose bands would recompute more than
+# this are left unfused anyway.
 FUSE_MAX_RECOMPUTE_FROM_DRAM = 1.5
 
 
@@ -464,26 +459,33 @@ def fusion_wins(block, config: RunConfig, batch: int) -> bool:
 
     If its expanded and depthwise tensors (the whole batch) would not stay in L3 unfused
     (engine.traffic.fits), fusion saves their DRAM round trips: fused unless the bands
-    recompute more than FUSE_MAX_RECOMPUTE_FROM_DRAM. Otherwise (they stay in L3), on
-    one thread only a block without an expand conv (depthwise + project fused ran
-    1.1-1.2x faster; with an expand, fusion only adds the halo recompute: 0.8-1.0x at
-    batch 1), and on two or more threads a block with an expand whose bands
-    (`block_band_rows`) recompute at most FUSE_MAX_RECOMPUTE of it (a block without one
-    ran 0.9x fused there: fewer work items for the depthwise than unfused)."""
+    recompute more than FUSE_MAX_RECOMPUTE_FROM_DRAM. Otherwise (they stay in L3) only
+    where the depthwise's input is larger than the L2 caches of the run's cores together
+    and either the depthwise reads more than it writes (stride 2) or there is no expand
+    conv (the block's input is the depthwise's input): there the unfused depthwise streams
+    its input from L3 while the fused block keeps each band's rows in L2. Measured at
+    batch 1 (bench/fusion.py, medians of 100 interleaved runs): the 112 -> 56 block 1.43x
+    faster fused on 1 thread and 1.23x on 2, the 56 -> 28 block 1.08x / 1.05x, the
+    112x112 block without an expand 1.15x / 1.07x; every 56x56-and-smaller stride-1 block
+    0.84-0.97x on 2 threads (three small parallel regions cost less than the fused
+    block's per-band work where the intermediates stay in cache anyway)."""
     expand, depthwise, _ = block
     hidden, out_h, out_w = depthwise.output_shape
     _, height, width = depthwise.input_shape
+    stride = depthwise.attrs["strides"][0]
     padded = -(-hidden // CB) * CB
     intermediates = 4 * batch * padded * (out_h * out_w + (height * width if expand is not None else 0))
-    band = block_band_rows(block, config, batch)
-    recompute = (fused_block.expand_recompute_factor(height, out_h, band, depthwise.attrs["strides"][0])
-                 if expand is not None else 1.0)
     budget = CacheBudget.for_threads(config.threads)
     if not fits(intermediates, budget.capacity_above("DRAM")):
+        band = block_band_rows(block, config, batch)
+        recompute = (fused_block.expand_recompute_factor(height, out_h, band, stride, config.threads, batch)
+                     if expand is not None else 1.0)
         return recompute <= FUSE_MAX_RECOMPUTE_FROM_DRAM
-    if config.threads < 2:
-        return expand is None
-    return expand is not None and recompute <= FUSE_MAX_RECOMPUTE
+    from engine.machine import machine_info
+
+    depthwise_input = 4 * batch * padded * height * width
+    l2_total = config.threads * machine_info().cache("L2").size_bytes
+    return depthwise_input > l2_total and (stride == 2 or expand is None)
 
 
 def block_band_rows(block, config: RunConfig, batch: int) -> int:
@@ -636,7 +638,8 @@ def _block_step(graph, weights, block, buffers, key, config: RunConfig, batch: i
                        "bytes": fused_block.fused_block_bytes(batch, cin, hidden, cout, h, w, stride, band_rows,
                                                               expand is not None, project.residual is not None,
                                                               config.threads, CacheBudget.for_threads(config.threads)),
-                       "expand_recompute": fused_block.expand_recompute_factor(h, ho, band_rows, stride)})
+                       "expand_recompute": fused_block.expand_recompute_factor(h, ho, band_rows, stride,
+                                                                               config.threads, batch)})
 
 
 def depthwise_flops_of(layer: Layer, batch: int) -> int:

@@ -154,12 +154,13 @@ def test_profile_with_fuse_blocks_auto_runs_auto_and_says_so(model_path, capsys)
     from engine.passes import find_inverted_residual_blocks
     from engine.plan import RunConfig, fusion_wins
 
-    status, out, _ = run(["profile", "--model", model_path, "--threads", "1", "--repeats", "1",
+    # batch 8: the 64x64 model's early blocks then have depthwise inputs larger than an L2
+    status, out, _ = run(["profile", "--model", model_path, "--threads", "1", "--batch", "8", "--repeats", "1",
                           "--top", "1000", "--fuse-blocks", "auto"], capsys)
     assert status == 0
     model = engine.load(model_path)
     config = RunConfig(threads=1, tiles=engine.Tiles(), fuse_blocks="auto")
-    picked = [b for b in find_inverted_residual_blocks(model.graph) if fusion_wins(b, config, 1)]
+    picked = [b for b in find_inverted_residual_blocks(model.graph) if fusion_wins(b, config, 8)]
     assert 0 < len(picked) < 17
     total = out.strip().splitlines()[-1]
     assert total.endswith(f"auto fusion ({len(picked)} block{'s' if len(picked) != 1 else ''} fused)"), total

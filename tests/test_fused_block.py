@@ -13,7 +13,7 @@ import engine
 from conftest import assert_close_to_reference
 from engine.kernels import fused_block as fb
 from engine.kernels.depthwise import pack_depthwise
-from engine.kernels.layout import from_blocked, to_blocked
+from engine.kernels.layout import CB, from_blocked, to_blocked
 from engine.kernels.pointwise import pack_pointwise
 from tests.naive.fused_block import inverted_residual_reference
 
@@ -111,10 +111,19 @@ def test_auto_band_rows_fits_the_scratch_in_l2_and_keeps_threads_busy():
     assert fb.auto_band_rows(384, 14, 14, 14, 14, 1, threads=2, l2_bytes=512 * 1024) == 7
 
 
-def test_expand_recompute_factor_counts_the_halo_rows():
+def test_expand_recompute_factor_counts_the_halo_rows_only_where_a_worker_starts():
     assert fb.expand_recompute_factor(8, 8, 8, 1) == 1.0                  # one band: no recompute
-    assert fb.expand_recompute_factor(8, 8, 4, 1) == (5 + 5) / 8           # 2 bands, 1 halo row each side
-    assert fb.expand_recompute_factor(8, 4, 1, 2) == (2 + 3 + 3 + 3) / 8   # stride 2, band 1
+    # one worker walks down the bands keeping the shared rows: every row expanded once
+    assert fb.expand_recompute_factor(8, 8, 4, 1) == 1.0
+    assert fb.expand_recompute_factor(8, 4, 1, 2) == 1.0                  # stride 2, band 1
+    # two workers, one band each: each expands its band's rows (5 + 5) including the halo
+    assert fb.expand_recompute_factor(8, 8, 4, 1, workers=2) == (5 + 5) / 8
+    # two workers, two bands each: rows 0-2 then 3-4 | rows 3-6 then 7: rows 3 and 4 twice
+    assert fb.expand_recompute_factor(8, 8, 2, 1, workers=2) == (3 + 2 + 4 + 1) / 8
+    # two images on two workers: one image each, nothing expanded twice
+    assert fb.expand_recompute_factor(8, 8, 4, 1, workers=2, batch=2) == 1.0
+    # three images of two bands on two workers: worker 0 starts image 1 at its second band
+    assert fb.expand_recompute_factor(8, 8, 4, 1, workers=2, batch=3) == (8 + 5 + 5 + 8) / 24
 
 
 # ---------------------------------------------------------------- whole network
@@ -159,28 +168,41 @@ def test_auto_fusion_fuses_exactly_the_blocks_the_policy_picks(mobilenet, thread
                 if fusion_wins(block, config, 1)]
     fused = [step.name for step in mobilenet.plan(1, threads, fuse_blocks="auto").steps if step.fused]
     assert fused == expected
-    if threads == 1:        # one thread: only the block without an expand conv
-        assert len(fused) == 1
-    else:                   # two: most blocks, but not the 7x7 stride-1 ones (two bands of 4 + 3 rows
-        seven = [layer.name for layer in mobilenet.graph.layers   # recompute the expand 1.29x)
-                 if layer.op == "Conv" and layer.output_shape[1] == 7 and layer.residual is not None]
-        assert len(seven) == 2 and not set(seven) & set(fused)
-        assert len(fused) >= 9
+    # at batch 1 the 112 -> 56 block (its 4.8 MB expanded tensor exceeds any two L2s) fuses;
+    # no stride-1 block with an expand conv does
+    names = {block[2].name: block for block in find_inverted_residual_blocks(mobilenet.graph)}
+    assert [name for name, (_, dw, _) in names.items() if dw.input_shape[1:] == (112, 112) and
+            dw.attrs["strides"][0] == 2 and name in fused]
+    for name in fused:
+        expand, depthwise, _ = names[name]
+        assert expand is None or depthwise.attrs["strides"][0] == 2, name
 
 
-def test_auto_fusion_policy_follows_the_recompute_of_the_chosen_band(mobilenet):
+@pytest.mark.parametrize("threads", THREADS)
+def test_auto_fusion_where_intermediates_stay_in_l3_fuses_by_depthwise_input_and_stride(mobilenet, threads):
+    """Below DRAM, "auto" fuses a block exactly when its depthwise input is larger than the
+    run's L2 caches together and the depthwise has stride 2 or no expand conv before it."""
+    from engine.machine import machine_info
     from engine.passes import find_inverted_residual_blocks
-    from engine.plan import FUSE_MAX_RECOMPUTE, RunConfig, block_band_rows, fusion_wins
+    from engine.plan import RunConfig, fusion_wins
+    from engine.traffic import CacheBudget, fits
 
-    config = RunConfig(threads=2, tiles=engine.Tiles(), fuse_blocks="auto")
+    config = RunConfig(threads=threads, tiles=engine.Tiles(), fuse_blocks="auto")
+    l2_total = threads * machine_info().cache("L2").size_bytes
+    l3 = CacheBudget.for_threads(threads).capacity_above("DRAM")
+    checked = 0
     for block in find_inverted_residual_blocks(mobilenet.graph):
         expand, depthwise, _ = block
-        if expand is None:
-            assert not fusion_wins(block, config, 1)
+        hidden, out_h, out_w = depthwise.output_shape
+        _, height, width = depthwise.input_shape
+        padded = -(-hidden // CB) * CB
+        intermediates = 4 * padded * (out_h * out_w + height * width * (expand is not None))
+        if not fits(intermediates, l3):
             continue
-        recompute = fb.expand_recompute_factor(depthwise.input_shape[1], depthwise.output_shape[1],
-                                               block_band_rows(block, config, 1), depthwise.attrs["strides"][0])
-        assert fusion_wins(block, config, 1) == (recompute <= FUSE_MAX_RECOMPUTE)
+        checked += 1
+        expected = 4 * padded * height * width > l2_total and (depthwise.attrs["strides"][0] == 2 or expand is None)
+        assert fusion_wins(block, config, 1) == expected, block[2].name
+    assert checked == len(find_inverted_residual_blocks(mobilenet.graph))     # batch 1 stays in L3 here
 
 
 @pytest.mark.parametrize("threads", THREADS)

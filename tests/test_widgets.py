@@ -113,7 +113,9 @@ def blocks_auto_fuses(model, threads: int, batch: int) -> set[tuple[str, ...]]:
 @pytest.mark.parametrize("threads", sorted({1, min(2, engine.available_cores())}))
 def test_choosing_auto_measures_once_and_draws_exactly_the_blocks_fusion_wins_picks(small_model, ceilings, threads,
                                                                                    count_measurements):
-    explorer = Explorer(small_model, ceilings=ceilings, threads=threads, repeats=1, fuse_blocks=False)
+    # batch 2: the 96x96 model's 112 -> 56-style block then has a depthwise input larger than
+    # two L2 caches, what "auto" fuses while the intermediates stay in L3
+    explorer = Explorer(small_model, ceilings=ceilings, batch=2, threads=threads, repeats=1, fuse_blocks=False)
     figure, traces = explorer.figure, list(explorer.figure.data)
     statuses = []
     real = widgets_module.profile
@@ -127,7 +129,7 @@ def test_choosing_auto_measures_once_and_draws_exactly_the_blocks_fusion_wins_pi
         explorer.controls["fuse_blocks"].value = "auto"
     finally:
         widgets_module.profile = restore
-    expected = blocks_auto_fuses(small_model, threads, 1)
+    expected = blocks_auto_fuses(small_model, threads, 2)
     assert 0 < len(expected) < 17
     assert len(count_measurements) == 1 and count_measurements[0]["fuse_blocks"] == "auto"
     assert "auto fusion" in statuses[0] and "measuring" in statuses[0]

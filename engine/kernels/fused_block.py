@@ -8,16 +8,20 @@ it back for the projection: four trips through L2/L3 of the largest tensors in t
 Fused, each work item (image, band of `band_rows` output rows) does:
 
 1. expand the input rows the band needs ((band_rows - 1) * stride + 3, fewer at the image
-   edges) into scratch_expand (hidden_blocks, rows_in, W, CB), ReLU6 applied, with the
-   pointwise micro-kernel (engine.kernels.pointwise._tile);
+   edges) and the previous band did not into scratch_expand (hidden_blocks, ring rows, W,
+   CB), ReLU6 applied, with the pointwise micro-kernel (engine.kernels.pointwise._tile);
 2. depthwise 3x3 (pad 1) from scratch_expand into scratch_depthwise
    (hidden_blocks, band_h, Wo, CB), ReLU6 applied;
 3. project scratch_depthwise into the output rows, bias, residual add, clip.
 
-Adjacent bands recompute the expand of the rows they share (2 rows at stride 1, 1 at
-stride 2): small bands pay more recompute, large bands need more scratch and leave fewer
-work items for the threads. `band_rows` is the knob (engine.Tiles.block_rows; 0 = chosen
-per block by `auto_band_rows`).
+Adjacent bands share input rows (2 at stride 1, 1 at stride 2). The expanded rows live in
+a ring of `rows_needed(band_rows, stride)` rows per hidden block: a worker walking down its
+bands of an image expands each input row once and the next band finds its top halo rows
+still in the ring, so only where a worker starts (its first band, a new image) are halo
+rows expanded a second time (`expand_recompute_factor`: 1.07x for a 56-row image on two
+workers; it was (band + 2) / band, 1.5x at band 4, when every band expanded all its rows).
+Large bands need more scratch and leave fewer work items for the threads.
+`band_rows` is the knob (engine.Tiles.block_rows; 0 = chosen per block by `auto_band_rows`).
 
 Layouts as everywhere: x, out, residual NCHWc (N, Cb, H, W, CB) float32 C-contiguous;
 weights as packed by pack_pointwise / pack_depthwise. Work is split into one contiguous run
@@ -28,8 +32,7 @@ Napkin math (block 3 of MobileNetV2, 24 -> 144 -> 24 at 56x56, stride 1, band_ro
 CB 8): per band the scratch holds 144 x 6 x 56 x 4 B = 194 KB expanded and 144 x 4 x 56 x 4 B
 = 129 KB depthwise, together inside the 512 KB L2; the traffic that reaches L3 is the
 input rows (6 x 56 x 24 x 4 B), the weights (28 KB) and the output rows (4 x 56 x 24 x 4 B),
-instead of the 2 x 1.8 MB written and read back unfused. The expand recompute is 6/4 = 1.5x
-for band 4 at stride 1 (2 halo rows), which is why tiny bands lose.
+instead of the 2 x 1.8 MB written and read back unfused.
 """
 from __future__ import annotations
 
@@ -46,9 +49,10 @@ _scratch_mask = register_scratch(2)
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
-def _expand_rows(xf, x_plane_stride, x_offset, cin_blocks, ew, eb, s1, rows_in, width, hidden_blocks, low, high,
-                 no_residual, prefetch_weights):
-    # expand rows_in * width contiguous input pixels of one image into s1 (hidden_blocks, rows_in, W, CB);
+def _expand_rows(xf, x_plane_stride, x_offset, cin_blocks, ew, eb, s1, s1_offset, s1_plane_stride, rows_in, width,
+                 hidden_blocks, low, high, no_residual, prefetch_weights):
+    # expand rows_in * width contiguous input pixels of one image into s1: hidden block b's
+    # rows start at s1[b * s1_plane_stride + s1_offset] (consecutive ring slots, no wrap);
     # prefetch_weights: each block pair prefetches the next one's weights (a worker's first band)
     pixels = rows_in * width
     w_block_stride = cin_blocks * CB * CB
@@ -62,17 +66,18 @@ def _expand_rows(xf, x_plane_stride, x_offset, cin_blocks, ew, eb, s1, rows_in, 
             w_prefetch, w_step = _weight_prefetch(q // ROWS, cin_blocks, next_pair)
             _tile(rows, blocks, xf, x_offset + q * CB, x_plane_stride,
                   min(PREFETCH_TILES * ROWS, pixels - q - rows) * CB, ew, block * w_block_stride, w_block_stride, cin_blocks,
-                  eb, block * CB, s1, (block * pixels + q) * CB, pixels * CB,
+                  eb, block * CB, s1, block * s1_plane_stride + s1_offset + q * CB, s1_plane_stride,
                   s1, no_residual, low, high, w_prefetch, w_step)
             q += rows
         block += blocks
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
-def _depthwise_rows(src, plane_offset, plane_stride, row_base, height, width, dw, db, s2, hidden_blocks,
+def _depthwise_rows(src, plane_offset, plane_stride, row_base, ring, height, width, dw, db, s2, hidden_blocks,
                     row_start, row_end, out_w, stride, low, high):
     # 3x3, pad 1: output rows [row_start, row_end) of every hidden block into s2 (hidden_blocks, band_h, Wo, CB);
-    # input row iy of a plane lives at src[plane + ((iy - row_base) * width + ix) * CB].
+    # input row iy (>= row_base) of a plane lives at src[plane + ((iy % ring) * width + ix) * CB]
+    # (a ring of `ring` rows; ring >= height for a whole plane).
     # Same scheme as engine.kernels.depthwise: taps and accumulators in stack scratch (so
     # LLVM keeps them in registers), rows and border columns clamped into the input and
     # multiplied by a 0.0/1.0 mask read through a run-time index, interior columns unchecked.
@@ -95,9 +100,9 @@ def _depthwise_rows(src, plane_offset, plane_stride, row_base, height, width, dw
         for oh in range(row_start, row_end):
             o_row = ((hb * band_h) + (oh - row_start)) * out_w * CB
             iy0 = oh * stride - 1
-            r0 = _U(plane + (min(max(iy0, row_base), height - 1) - row_base) * width * CB)
-            r1 = _U(plane + (min(max(iy0 + 1, row_base), height - 1) - row_base) * width * CB)
-            r2 = _U(plane + (min(max(iy0 + 2, row_base), height - 1) - row_base) * width * CB)
+            r0 = _U(plane + (min(max(iy0, row_base), height - 1) % ring) * width * CB)
+            r1 = _U(plane + (min(max(iy0 + 1, row_base), height - 1) % ring) * width * CB)
+            r2 = _U(plane + (min(max(iy0 + 2, row_base), height - 1) % ring) * width * CB)
             m0 = mask[int(0 <= iy0 < height)]
             m1 = mask[int(0 <= iy0 + 1 < height)]
             m2 = mask[int(0 <= iy0 + 2 < height)]
@@ -156,6 +161,7 @@ def _fused_block_kernel(x, ew, eb, has_expand, dw, db, pw, pb, out, residual, ha
     workers = scratch_expand.shape[0]
     bands = (out_h + band_rows - 1) // band_rows
     items = n_images * bands
+    ring_rows = (band_rows - 1) * stride + 3      # rows_needed(band_rows, stride): one band's input rows
     xf = x.reshape(x.size)
     ewf = ew.reshape(ew.size)
     ebf = eb.reshape(eb.size)
@@ -177,6 +183,8 @@ def _fused_block_kernel(x, ew, eb, has_expand, dw, db, pw, pb, out, residual, ha
         s2 = scratch_depthwise[worker]
         first = worker * items // workers
         last = (worker + 1) * items // workers
+        held_image = -1           # s1 holds expanded rows [.., held_end) of image held_image
+        held_end = 0
         for item in range(first, last):
             image = item // bands
             band = item - image * bands
@@ -187,14 +195,26 @@ def _fused_block_kernel(x, ew, eb, has_expand, dw, db, pw, pb, out, residual, ha
             rows_in = in_end - in_start
             # 1. expand (or read the block input directly when there is no expand conv)
             if has_expand:
-                _expand_rows(xf, height * width * CB, (image * cin_blocks * height * width + in_start * width) * CB,
-                             cin_blocks, ewf, ebf, s1, rows_in, width, hidden_blocks, e_lo, e_hi, no_residual,
-                             item == first)
-                _depthwise_rows(s1, 0, rows_in * width * CB, in_start, height, width, dwf, dbf, s2, hidden_blocks,
-                                row_start, row_end, out_w, stride, d_lo, d_hi)
+                # Input row r is expanded into ring slot r % ring_rows. The rows this band
+                # shares with the previous band of the same image (its halo) are still there:
+                # only rows from held_end on are expanded, in at most two runs of slots.
+                row = in_start
+                if image == held_image and held_end > in_start:
+                    row = held_end
+                while row < in_end:
+                    slot = row % ring_rows
+                    count = min(in_end - row, ring_rows - slot)
+                    _expand_rows(xf, height * width * CB, (image * cin_blocks * height * width + row * width) * CB,
+                                 cin_blocks, ewf, ebf, s1, slot * width * CB, ring_rows * width * CB, count, width,
+                                 hidden_blocks, e_lo, e_hi, no_residual, item == first)
+                    row += count
+                held_image = image
+                held_end = in_end
+                _depthwise_rows(s1, 0, ring_rows * width * CB, in_start, ring_rows, height, width, dwf, dbf, s2,
+                                hidden_blocks, row_start, row_end, out_w, stride, d_lo, d_hi)
             else:
-                _depthwise_rows(xf, image * cin_blocks * height * width * CB, height * width * CB, 0, height, width,
-                                dwf, dbf, s2, hidden_blocks, row_start, row_end, out_w, stride, d_lo, d_hi)
+                _depthwise_rows(xf, image * cin_blocks * height * width * CB, height * width * CB, 0, height, height,
+                                width, dwf, dbf, s2, hidden_blocks, row_start, row_end, out_w, stride, d_lo, d_hi)
             # 3. project the band's depthwise output into the output rows
             pixels = (row_end - row_start) * out_w
             w_block_stride = hidden_blocks * CB * CB
@@ -229,14 +249,27 @@ def scratch_floats(hidden_channels: int, width: int, out_width: int, band_rows: 
     return hidden * rows_needed(band_rows, stride) * width, hidden * band_rows * out_width
 
 
-def expand_recompute_factor(height: int, out_height: int, band_rows: int, stride: int) -> float:
-    """Expanded rows computed / input rows: 1.0 means no halo recompute."""
+def expand_recompute_factor(height: int, out_height: int, band_rows: int, stride: int, workers: int = 1,
+                            batch: int = 1) -> float:
+    """Expanded rows computed / input rows: 1.0 means no halo recompute.
+
+    A worker keeps the rows it expanded for one band in its scratch ring and expands only
+    the new rows for its next band of the same image, so halo rows are recomputed only
+    where a worker starts: at the first band of its run of work items (the items (image,
+    band) are split into `workers` contiguous runs) and at each new image in it."""
     bands = -(-out_height // band_rows)
+    items = batch * bands
     computed = 0
-    for band in range(bands):
-        start, end = band * band_rows, min(out_height, (band + 1) * band_rows)
-        computed += min(height, (end - 1) * stride + 2) - max(0, start * stride - 1)
-    return computed / height
+    for worker in range(workers):
+        held_image, held_end = -1, 0
+        for item in range(worker * items // workers, (worker + 1) * items // workers):
+            image, band = divmod(item, bands)
+            start, end = band * band_rows, min(out_height, (band + 1) * band_rows)
+            in_start, in_end = max(0, start * stride - 1), min(height, (end - 1) * stride + 2)
+            first = held_end if image == held_image and held_end > in_start else in_start
+            computed += max(0, in_end - first)
+            held_image, held_end = image, in_end
+    return computed / (batch * height)
 
 
 # The share of a cache level a worker's scratch may take and still count as staying there:
@@ -251,8 +284,8 @@ def scratch_stays_in(scratch_bytes: int, capacity: int) -> bool:
 
 def auto_band_rows(hidden_channels: int, height: int, width: int, out_height: int, out_width: int, stride: int,
                    threads: int, l2_bytes: int, batch: int = 1) -> int:
-    """Band height chosen from the cost model: the tallest band (the least expand recompute,
-    see `expand_recompute_factor`) whose scratch (expanded rows + depthwise rows, one worker)
+    """Band height chosen from the cost model: the tallest band (the fewest bands, each with
+    its per-band overheads) whose scratch (expanded rows + depthwise rows, one worker)
     stays in one core's L2 (`scratch_stays_in`), among those whose work items (batch x bands) give every thread
     work: at least `threads` items, and a multiple of `threads` while there are fewer than
     four per thread, so no thread waits on another's extra band. Bands share the rows out
@@ -360,7 +393,7 @@ def fused_block_bytes(batch: int, in_channels: int, hidden_channels: int, out_ch
     out_h, out_w = (height - 1) // stride + 1, (width - 1) // stride + 1
     band_rows = min(band_rows, out_h)
     bands = batch * -(-out_h // band_rows)
-    recompute = expand_recompute_factor(height, out_h, band_rows, stride)
+    recompute = expand_recompute_factor(height, out_h, band_rows, stride, workers, batch)
     cin = -(-in_channels // CB) * CB
     hidden = -(-hidden_channels // CB) * CB
     cout = -(-out_channels // CB) * CB
