@@ -125,8 +125,9 @@ class Model:
         """Validate an input batch (N, C, H, W) float32; returns `x` itself (not a copy).
 
         Any memory layout is accepted: non-contiguous, Fortran-ordered, negative-stride,
-        read-only, unaligned and big-endian float32 arrays all work, because every run
-        copies its input into the plan's own C-contiguous buffer (its first step). Other
+        read-only, unaligned and big-endian float32 arrays all work (run copies such an
+        array into a C-contiguous native one first; a C-contiguous native float32 batch is
+        read in place by the first kernels and never written). Other
         dtypes (float64 included) are refused, not converted: pass x.astype(np.float32).
         Masked arrays are refused (the engine would ignore the mask). Raises ValueError
         naming what was expected and what was given.

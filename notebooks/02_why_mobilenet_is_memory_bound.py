@@ -194,9 +194,10 @@ moved
 # by band of output rows, so the expanded intermediate lives in a small per-thread scratch
 # buffer and never crosses into the outer levels. Same FLOPs; whether there are fewer
 # bytes depends on the level: the fused block saves the intermediate's traffic but reads
-# its three weight tensors once per band (and the halo rows of each band), so where the
-# weights are large next to the intermediate (deep blocks, small images), or where the
-# intermediate would have stayed in cache anyway, fusion can cost bytes. The point of each
+# its three weight tensors once per band (and re-expands a few halo rows where each
+# thread's stripe starts), so where the weights are large next to the intermediate (deep
+# blocks, small images), or where the intermediate would have stayed in cache anyway,
+# fusion can cost bytes. The point of each
 # block moves right where it saves bytes, left where it costs them. (Between the two,
 # `fuse_blocks="auto"` fuses only the blocks the engine expects to run *faster* fused at
 # the run's core count and batch: `engine.plan.fusion_wins`.)

@@ -95,8 +95,9 @@ heatmap
 # ## 3. The band height of fused blocks
 #
 # With fusion on, `block_rows` sets how many output rows a block computes per band: small
-# bands re-compute the expand conv on the halo rows and re-read weights more often, large
-# ones make the per-thread scratch buffer outgrow L2. 0 is the cost model's choice.
+# bands re-read the weights more often and do more per-band set-up (each thread keeps the
+# halo rows it already expanded, so the expand is not re-computed), large ones make the
+# per-thread scratch buffer outgrow L2. 0 is the cost model's choice.
 
 # %%
 best = sweep.loc[sweep["ms"].idxmin()]
