@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 
 from engine.graph import Graph, Layer
+from engine.pages import aligned_empty
 from engine.kernels._common import bind
 from engine.kernels import depthwise, direct_conv, fused_block, linear, pointwise, pooling
 from engine.passes import find_inverted_residual_blocks
@@ -105,6 +106,22 @@ class PackedWeights:
             else:
                 continue
             self.by_layer[layer.name] = packed
+        self._gather()
+
+    def _gather(self) -> None:
+        """Move every packed array into one buffer (engine.pages: on huge pages where the OS
+        offers them), each starting on a 64-byte line; the arrays become views of it."""
+        sizes = [-(-a.size // 16) * 16 for pair in self.by_layer.values() for a in pair]
+        memory = aligned_empty(sum(sizes))
+        offset = 0
+        for name, pair in self.by_layer.items():
+            views = []
+            for array in pair:
+                view = memory[offset:offset + array.size].reshape(array.shape)
+                view[...] = array
+                views.append(view)
+                offset += -(-array.size // 16) * 16
+            self.by_layer[name] = tuple(views)
 
     @property
     def nbytes(self) -> int:
@@ -204,7 +221,7 @@ class _Arena:
 
     def materialise(self) -> dict[str, np.ndarray]:
         offsets = self._place()
-        memory = _aligned_empty(self._elements)
+        memory = aligned_empty(self._elements)
         return {t: memory[o:o + int(np.prod(self.shape_of[t]))].reshape(self.shape_of[t])
                 for t, o in offsets.items()}
 
@@ -212,12 +229,6 @@ class _Arena:
     def nbytes(self) -> int:
         self._place()
         return 4 * self._elements
-
-
-def _aligned_empty(elements: int, alignment: int = 64) -> np.ndarray:
-    raw = np.empty(elements + alignment // 4, dtype=np.float32)
-    offset = (-raw.ctypes.data % alignment) // 4
-    return raw[offset:offset + elements]
 
 
 # ---------------------------------------------------------------- plan building
