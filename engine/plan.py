@@ -311,8 +311,9 @@ def build_plan(graph: Graph, weights: PackedWeights, batch: int, config: RunConf
 
     # 3. Closures (fused blocks share one pair of per-thread scratch buffers).
     scratch = _block_scratch(sequence, config, batch)
-    steps = [_make_step(graph, weights, item, buffers, shapes, key, config, batch, scratch)
-             for item in sequence if not _is_view_item(graph, item)]
+    steps = [_make_step(graph, weights, item, buffers, shapes, key, config, batch, scratch,
+                        ahead=_later_weights(sequence, index, weights))
+             for index, item in enumerate(sequence) if not _is_view_item(graph, item)]
 
     output_buffer = buffers[graph.output_name]
     true_features = graph.output_shape[0]
@@ -526,7 +527,25 @@ def _block_scratch(sequence, config: RunConfig, batch: int):
     return (np.zeros((config.threads, need_expand), np.float32), np.zeros((config.threads, need_depthwise), np.float32))
 
 
-def _make_step(graph, weights, item, buffers, shapes, key, config: RunConfig, batch: int, scratch=None) -> Step:
+def _later_weights(sequence, index: int, weights: PackedWeights) -> np.ndarray | None:
+    """The packed weights of the next 1x1 conv, linear layer or fused block after item
+    `index` (depthwise convs, whose weights are small, pooling and layout steps skipped):
+    what a 1x1 conv prefetches while it runs (pointwise_conv's `ahead`). None at the end."""
+    for kind, payload in sequence[index + 1:]:
+        if kind == "block":
+            first = payload[0] or payload[2]
+            return weights.by_layer[first.name][0]
+        if kind == "layer":
+            layer = payload[0]
+            if layer.op == "Linear" or (layer.op == "Conv" and layer.conv_kind == "pointwise"):
+                return weights.by_layer[layer.name][0]
+            if layer.op == "Conv" and layer.conv_kind == "direct":
+                return None
+    return None
+
+
+def _make_step(graph, weights, item, buffers, shapes, key, config: RunConfig, batch: int, scratch=None,
+               ahead: np.ndarray | None = None) -> Step:
     kind, payload = item
     tiles = config.tiles
     budget = CacheBudget.for_threads(config.threads)
@@ -560,7 +579,7 @@ def _make_step(graph, weights, item, buffers, shapes, key, config: RunConfig, ba
                                               tiles.pointwise_channels, layer.residual is not None, budget)
 
             call = bind(pointwise.pointwise_conv, x, packed_w, packed_b, out, low, high, residual,
-                        tiles.pointwise_pixels, tiles.pointwise_channels)
+                        tiles.pointwise_pixels, tiles.pointwise_channels, ahead)
         elif kind_ == "depthwise":
             x = buffers[key(layer.inputs[0], "nchwc")]
             kh, kw = layer.attrs["kernel_shape"]

@@ -33,3 +33,33 @@ def test_binding_validates_immediately():
     # and a failed bind leaves launching in its normal state
     pointwise.pointwise_conv(x, weight, bias, out, 0.0, 6.0)
     assert out.any()
+
+
+def test_each_1x1_step_of_a_plan_prefetches_the_weights_of_the_next_1x1_linear_or_block_step():
+    """engine.plan hands every 1x1 conv the packed weights of the next step that has large
+    weights (1x1 conv, linear layer, fused block), as pointwise_conv's `ahead`: the bound
+    kernel's last two arguments are their offset from the conv's own weights and their size."""
+    import engine
+    from engine.models import mobilenet_v2
+
+    model = engine.load(mobilenet_v2(resolution=64, num_classes=10))
+    for fuse in (False, "auto", True):
+        steps = model.plan(1, threads=1, fuse_blocks=fuse).steps
+        weighted = [i for i, s in enumerate(steps) if s.op in ("expand", "project", "pointwise", "linear", "block")]
+        checked = 0
+        for position, index in enumerate(weighted):
+            step = steps[index]
+            if step.op not in ("expand", "project", "pointwise"):
+                continue
+            args = step.call.args
+            own_weights, ahead_offset, ahead_elements = args[1], args[-2], args[-1]
+            if position + 1 == len(weighted):
+                assert (ahead_offset, ahead_elements) == (0, 0)
+                continue
+            later = steps[weighted[position + 1]]
+            first = later.members[0] if later.op == "block" else later.name
+            later_weights = model.weights.by_layer[first][0]
+            assert ahead_elements == later_weights.size, step.name
+            assert own_weights.ctypes.data + 4 * ahead_offset == later_weights.ctypes.data, step.name
+            checked += 1
+        assert checked >= (1 if fuse is True else 3)      # all fused: only the last 1x1 conv is left

@@ -179,6 +179,29 @@ def test_pointwise_flops_counts_two_per_multiply_accumulate_on_true_channels():
     assert pointwise_flops(3, 17, 7, 3, 5) == 2 * 3 * 3 * 5 * 17 * 7
 
 
+@pytest.mark.parametrize("threads_", [1, 2])
+def test_prefetching_a_later_layers_weights_changes_no_value(threads, threads_):
+    """`ahead` only prefetches: bit for bit the result without it, on layers that do
+    prefetch (few pixel tiles: 7x7 and 14x14) and one that does not (56x56), with the
+    later weights before or after this conv's in memory and larger than it can cover."""
+    threads(threads_)
+    rng = np.random.default_rng(11)
+    later = rng.standard_normal(3_000_000).astype(np.float32)
+    for batch, cin, cout, size in [(1, 160, 960, 7), (1, 96, 576, 14), (2, 24, 144, 56), (1, 320, 1280, 7)]:
+        x, weight, bias, residual = make_case(batch, cin, cout, size, size, with_residual=cout < cin)
+        packed_weight, packed_bias = pack_pointwise(weight, bias)
+        blocked = to_blocked(x)
+        blocked_residual = None if residual is None else to_blocked(residual)
+        results = []
+        for ahead in (None, later[:cin * cout], later, np.ascontiguousarray(later[::-1][:1000])):
+            out = np.full((batch, packed_weight.shape[0], size, size, CB), np.nan, np.float32)
+            pointwise_conv(blocked, packed_weight, packed_bias, out, 0.0, 6.0, blocked_residual, ahead=ahead)
+            results.append(out)
+        for out in results[1:]:
+            np.testing.assert_array_equal(out, results[0])
+        assert_matches_reference(results[0], x, weight, bias, residual, RELU6)
+
+
 def test_empty_batch_is_a_no_op():
     packed_weight, packed_bias = pack_pointwise(np.ones((8, 8), np.float32), None)
     x = np.zeros((0, 1, 4, 4, CB), np.float32)
@@ -223,6 +246,9 @@ def _bad_arguments():
         ("channels_per_tile", dict(channels_per_tile=24)),
         ("channels_per_tile", dict(channels_per_tile=0)),
         ("channels_per_tile", dict(channels_per_tile=8)),
+        ("ahead", dict(ahead=np.zeros(64, np.float64))),
+        ("ahead", dict(ahead=np.zeros((8, 8), np.float32).T)),
+        ("ahead", dict(ahead=[0.0] * 16)),
     ]
 
 

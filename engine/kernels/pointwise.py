@@ -77,6 +77,10 @@ PREFETCH_TILES = 2    # software-prefetch the inputs of the micro-tile this many
 # WEIGHT_PREFETCH_TILES of them also prefetch the next pair's weights, W_PREFETCH_LINES
 # 64-byte lines per input-channel block, so that pair's weights (Cin * BLOCKS * CB * 4 B)
 # arrive spread over the current pair's compute instead of all at the start of the next.
+# AHEAD: micro-tiles past those (a layer with few pixel tiles has 9 or more per pair at
+# 7x7) prefetch, 2 lines per input-channel block, their work item's share of a later
+# layer's weights (pointwise_conv's `ahead`): the classifier's 5 MB stream from DRAM
+# otherwise starts only when the classifier does.
 # Only where a pair's weights are read by few pixel tiles (at most
 # WEIGHT_PREFETCH_MAX_PIXEL_TILES): the late, small layers whose weights come from DRAM at
 # batch 1; where many pixel tiles reuse them they are in cache and the prefetches only cost.
@@ -326,7 +330,7 @@ def _weight_prefetch(tile_index, cin_blocks, next_pair):
 
 @njit(parallel=True, cache=True)
 def _pointwise_kernel(x, w, bias, out, residual, has_residual, clip_min, clip_max,
-                      pixels_per_tile, blocks_per_tile):
+                      pixels_per_tile, blocks_per_tile, ahead_offset, ahead_elements):
     # x (N, Cin_blocks, H, W, CB); w (Cout_blocks, Cin_blocks*CB, CB); bias (Cout_blocks, CB);
     # out, residual (N, Cout_blocks, H, W, CB); all C-contiguous, indexed flat by the tile
     low = np.float32(clip_min)
@@ -341,7 +345,14 @@ def _pointwise_kernel(x, w, bias, out, residual, has_residual, clip_min, clip_ma
     w_block_stride = cin_blocks * CB * CB           # elements between output blocks' weights
     out_block_stride = pixels_per_image * CB        # elements between output channel blocks
     prefetch_weights = n_pixel_tiles <= WEIGHT_PREFETCH_MAX_PIXEL_TILES
-    for item in prange(n_pixel_tiles * n_channel_tiles):
+    n_items = n_pixel_tiles * n_channel_tiles
+    if not prefetch_weights:
+        ahead_elements = 0
+    for item in prange(n_items):
+        # this item's share of the `ahead` weights (a later layer's), prefetched by the
+        # micro-tiles that have no next pair to fetch (see AHEAD in the docstring)
+        ahead = item * ahead_elements // n_items
+        ahead_end = (item + 1) * ahead_elements // n_items
         pixel_tile = item // n_channel_tiles
         channel_tile = item - pixel_tile * n_channel_tiles
         pixel = _tile_start(pixel_tile, n_pixel_tiles, total_pixels, pixels_per_tile)
@@ -369,6 +380,10 @@ def _pointwise_kernel(x, w, bias, out, residual, has_residual, clip_min, clip_ma
                     # prefetch PREFETCH_TILES tiles ahead, but not past this segment
                     x_prefetch = min(PREFETCH_TILES * ROWS, q_end - q - rows) * CB
                     w_prefetch, w_step = _weight_prefetch((q - q_begin) // ROWS, cin_blocks, next_pair)
+                    if w_step == 0 and ahead < ahead_end and rows == ROWS and blocks == BLOCKS:
+                        w_prefetch = ahead_offset + ahead - block * w_block_stride
+                        w_step = 16 * W_PREFETCH_LINES
+                        ahead += cin_blocks * 16 * W_PREFETCH_LINES
                     _tile(rows, blocks, x, x_offset, x_block_stride, x_prefetch,
                           w, block * w_block_stride, w_block_stride, cin_blocks,
                           bias, block * CB, out, out_offset, out_block_stride,
@@ -454,7 +469,8 @@ def pointwise_conv(x: np.ndarray, packed_weight: np.ndarray, packed_bias: np.nda
                    out: np.ndarray, clip_min: float, clip_max: float,
                    residual: np.ndarray | None = None,
                    pixels_per_tile: int = DEFAULT_PIXELS_PER_TILE,
-                   channels_per_tile: int = DEFAULT_CHANNELS_PER_TILE) -> None:
+                   channels_per_tile: int = DEFAULT_CHANNELS_PER_TILE,
+                   ahead: np.ndarray | None = None) -> None:
     """out = clip(conv1x1(x) + bias [+ residual], clip_min, clip_max), written into `out`.
 
     x: (N, Cin_blocks, H, W, CB) float32; out and residual: (N, Cout_blocks, H, W, CB)
@@ -469,6 +485,12 @@ def pointwise_conv(x: np.ndarray, packed_weight: np.ndarray, packed_bias: np.nda
     channels_per_tile: output channels per work item, a positive multiple of 16 (whole CB
     blocks on AVX2 and AVX-512). Work items = pixel tiles x channel tiles, split over
     numba's threads (numba.set_num_threads). Tile values never trigger a recompile.
+    ahead: the packed weights of a later layer (any C-contiguous float32 array) to prefetch
+    while this conv runs, or None. Only a conv whose pairs' weights are read by few pixel
+    tiles prefetches (the same condition as its own next-pair prefetch): each work item
+    takes an equal share of `ahead`, in order, so the thread that runs the first items
+    brings in the first part (a later 1x1 conv or linear layer reads its weights in the
+    same order, thread by thread). It never changes a value.
     Raises ValueError naming the problem for any inconsistent argument.
     """
     _check_array("x", x, ndim=5)
@@ -509,10 +531,19 @@ def pointwise_conv(x: np.ndarray, packed_weight: np.ndarray, packed_bias: np.nda
     channels_per_tile = _positive_int("channels_per_tile", channels_per_tile)
     if channels_per_tile % 16:
         raise ValueError(f"channels_per_tile must be a positive multiple of 16, got {channels_per_tile}")
+    ahead_offset = ahead_elements = 0
+    if ahead is not None:
+        if not isinstance(ahead, np.ndarray) or ahead.dtype != np.float32 or not ahead.flags.c_contiguous:
+            raise ValueError(f"ahead must be a C-contiguous float32 array or None, got "
+                             f"{getattr(ahead, 'dtype', type(ahead).__name__)}")
+        # elements from packed_weight's first to ahead's first: prefetch addresses are
+        # formed from the weights' pointer (a prefetch never faults, wherever it points)
+        ahead_offset = (ahead.ctypes.data - packed_weight.ctypes.data) // 4
+        ahead_elements = ahead.size
     if n_images * height * width == 0:
         return
     launch(_pointwise_kernel, x, packed_weight, packed_bias, out, residual, has_residual,
-           clip_min, clip_max, pixels_per_tile, max(1, channels_per_tile // CB))
+           clip_min, clip_max, pixels_per_tile, max(1, channels_per_tile // CB), ahead_offset, ahead_elements)
 
 
 def pointwise_bytes(batch: int, in_channels: int, out_channels: int, height: int, width: int,
