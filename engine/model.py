@@ -11,6 +11,7 @@ from collections import OrderedDict
 
 import numba
 import numpy as np
+from numba.np.ufunc import parallel as _numba_parallel
 
 from engine.graph import Graph
 from engine.hooks import LayerRecord, RunInfo
@@ -51,6 +52,23 @@ class _RunLock:
 
     def locked(self) -> bool:
         return self._lock.locked()
+
+
+_FLOAT32 = np.dtype(np.float32)          # native float32; numpy's dtype objects for it are this one
+
+
+def _numba_threads() -> int:
+    """numba.get_num_threads() for the calling thread. Once numba's threads are running,
+    read straight from the threading layer (the ctypes getter numba.get_num_threads
+    itself ends with): the public function first takes two initialisation locks, ~28 us
+    when the interpreter's caches are cold after a run. Falls back to the public function
+    before the threads start or if numba's internals differ."""
+    getter = getattr(_numba_parallel, "_get_num_threads", None)
+    if getter is not None and getattr(_numba_parallel, "_is_initialized", False):
+        threads = getter()
+        if threads > 0:
+            return threads
+    return numba.get_num_threads()
 
 
 @contextlib.contextmanager
@@ -101,6 +119,8 @@ class Model:
         self.weights = PackedWeights(graph)
         self._plans: OrderedDict[tuple, Plan] = OrderedDict()
         self._plans_lock = threading.Lock()
+        # (x.shape, threads, tiles, fuse_blocks, plan) of the last run without hooks: run's fast path
+        self._recent: tuple | None = None
         self._runs = 0
 
     @property
@@ -232,7 +252,10 @@ class Model:
                 plan = build_plan(self.graph, self.weights, batch, config)
                 self._plans[key] = plan
                 while len(self._plans) > self._PLAN_CACHE_SIZE:
-                    self._plans.popitem(last=False)
+                    _, evicted = self._plans.popitem(last=False)
+                    recent = self._recent
+                    if recent is not None and recent[4] is evicted:
+                        self._recent = None     # the fast path must not keep an evicted plan alive
             else:
                 self._plans.move_to_end(key)
         return plan
@@ -259,28 +282,51 @@ class Model:
         call from inside a hook of a run on the same thread raises RuntimeError (it would
         otherwise wait for itself forever).
         """
-        x = self.check_input(x)
-        threads = self.check_threads(threads)
-        tiles = self.check_tiles(tiles)
-        fuse_blocks = self.check_fuse_blocks(fuse_blocks)
-        hooks = self.check_hooks(hooks)
-        batch = x.shape[0]
+        # Fast path: the arguments of the last plain run again (same objects for tiles and
+        # fuse_blocks, an int thread count, a C-contiguous native float32 batch of the same
+        # shape, no hooks), which were checked then. After a run the interpreter's code and
+        # data are out of cache, and the full checks cost ~0.19 ms before the first kernel
+        # (3 % of a batch-1 run on 2 threads); this test costs a few microseconds.
+        recent = self._recent
+        if (recent is not None and type(hooks) is tuple and not hooks and type(x) is np.ndarray
+                and x.dtype is _FLOAT32 and type(threads) is int and threads == recent[1] and tiles is recent[2]
+                and fuse_blocks is recent[3] and x.shape == recent[0] and x.flags.c_contiguous):
+            plan = recent[4]
+            hooks = ()
+        else:
+            arguments = (threads, tiles, fuse_blocks)
+            x = self.check_input(x)
+            threads = self.check_threads(threads)
+            tiles = self.check_tiles(tiles)
+            fuse_blocks = self.check_fuse_blocks(fuse_blocks)
+            hooks = self.check_hooks(hooks)
+            plan = self._plan(x.shape[0], threads, tiles, fuse_blocks)
+            if not hooks and x.flags.c_contiguous and x.dtype is _FLOAT32 and type(arguments[0]) is int:
+                self._recent = (x.shape, *arguments, plan)
         with _RUN_LOCK:
-            plan = self._plan(batch, threads, tiles, fuse_blocks)
-            previous_threads = numba.get_num_threads()
+            previous_threads = _numba_threads()
             if previous_threads != threads:
                 numba.set_num_threads(threads)
-            plan.io["input"] = x if x.flags.c_contiguous and x.dtype.isnative else np.ascontiguousarray(x, np.float32)
+            io = plan.io
+            io["input"] = x if x.flags.c_contiguous and x.dtype.isnative else np.ascontiguousarray(x, np.float32)
             try:
                 if hooks:
                     self._run_hooked(plan, hooks)
                 else:
-                    with _collector_paused():
+                    # the cyclic garbage collector waits (see _collector_paused), inlined:
+                    # the context manager's own cost shows in a batch-1 run
+                    collecting = gc.isenabled()
+                    if collecting:
+                        gc.disable()
+                    try:
                         for step in plan.steps:
                             step.call()
-                return plan.io["output"]
+                    finally:
+                        if collecting:
+                            gc.enable()
+                return io["output"]
             finally:
-                plan.io["input"] = plan.io["output"] = None     # keep no reference to the caller's arrays
+                io["input"] = io["output"] = None     # keep no reference to the caller's arrays
                 if previous_threads != threads:
                     numba.set_num_threads(previous_threads)
 
