@@ -274,7 +274,8 @@ class Model:
         hooks: a hook or a list of hooks, objects with on_layer(record) (and optional
             on_run_start/on_run_end); a hook that raises stops the run and the error
             reaches the caller.
-        Every argument is checked (ValueError naming expected and got) before any kernel runs.
+        Every argument is checked (ValueError naming expected and got) before any kernel runs
+        (a repeat of the last hook-free call's arguments reuses that call's checks).
         Returns float32 (N, *output_shape), a new array.
 
         Threads: runs are serialised process-wide (one lock), so calls from several Python
