@@ -293,7 +293,6 @@ class Model:
                 and x.dtype is _FLOAT32 and type(threads) is int and threads == recent[1] and tiles is recent[2]
                 and fuse_blocks is recent[3] and x.shape == recent[0] and x.flags.c_contiguous):
             plan = recent[4]
-            hooks = ()
         else:
             arguments = (threads, tiles, fuse_blocks)
             x = self.check_input(x)
