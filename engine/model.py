@@ -1,7 +1,6 @@
 """`engine.load` and `Model.run`: the engine's public entry points."""
 from __future__ import annotations
 
-import contextlib
 import functools
 import gc
 import os
@@ -71,19 +70,24 @@ def _numba_threads() -> int:
     return numba.get_num_threads()
 
 
-@contextlib.contextmanager
-def _collector_paused():
-    """Python's cyclic garbage collector waits while the kernels run: a full collection of
-    this process (~110,000 tracked objects once numba is loaded) takes ~70 ms here and would
-    otherwise land inside a run now and then (batch 1, 2 threads: mean 6.6 ms with it, 6.0
-    without; medians equal). It runs at the next allocation after the run instead."""
-    collecting = gc.isenabled()
-    if collecting:
-        gc.disable()
-    try:
-        yield
-    finally:
-        if collecting:
+class _CollectorPaused:
+    """`with _CollectorPaused():` -- Python's cyclic garbage collector waits while the
+    kernels run: a full collection of this process (~110,000 tracked objects once numba is
+    loaded) takes ~70 ms here and would otherwise land inside a run now and then (batch 1,
+    2 threads: mean 6.6 ms with it, 6.0 without; medians equal). It runs at the next
+    allocation after the run instead; the collector is left as found. A plain class: a
+    generator-based context manager costs tens of microseconds when the interpreter's
+    caches are cold after a run."""
+
+    __slots__ = ("collecting",)
+
+    def __enter__(self):
+        self.collecting = gc.isenabled()
+        if self.collecting:
+            gc.disable()
+
+    def __exit__(self, *exc_info):
+        if self.collecting:
             gc.enable()
 
 
@@ -313,17 +317,9 @@ class Model:
                 if hooks:
                     self._run_hooked(plan, hooks)
                 else:
-                    # the cyclic garbage collector waits (see _collector_paused), inlined:
-                    # the context manager's own cost shows in a batch-1 run
-                    collecting = gc.isenabled()
-                    if collecting:
-                        gc.disable()
-                    try:
+                    with _CollectorPaused():
                         for step in plan.steps:
                             step.call()
-                    finally:
-                        if collecting:
-                            gc.enable()
                 return io["output"]
             finally:
                 io["input"] = io["output"] = None     # keep no reference to the caller's arrays
@@ -345,7 +341,7 @@ class Model:
         clock = time.perf_counter
         steps = plan.steps
         stamps = [0.0] * (len(steps) + 1)
-        with _collector_paused():
+        with _CollectorPaused():
             stamps[0] = clock()
             for index, step in enumerate(steps):
                 step.call()
