@@ -1,6 +1,9 @@
 """Settings numba must see before it compiles anything: imported first by `engine`.
 
-- NUMBA_CPU_NAME / NUMBA_CPU_FEATURES: the host CPU, and on AVX-512 hosts the features
+- LANES: the fp32 lanes of a channel block (`engine.kernels.layout.CB`): the host's vector
+  width, or $ROOFLINE_LANES (8 or 16) to force the other one, so an AVX2 host tests the
+  16-lane layout (two 256-bit operations per block) and an AVX-512 host the 8-lane one.
+- NUMBA_CPU_NAME / NUMBA_CPU_FEATURES: the host CPU, and for 16 lanes the features
   without `prefer-256-bit`, so LLVM emits 512-bit FMAs (by default it keeps to ymm).
 - NUMBA_SLP_VECTORIZE=1: SLP packing of scalar lanes into vectors (off by default).
 - NUMBA_CACHE_DIR: a user-writable folder when the kernels' folder is read-only
@@ -36,14 +39,37 @@ def _host_cpu() -> tuple[str, str]:
     return llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
 
 
-HOST_CPU_NAME, _features = _host_cpu()
-HOST_HAS_AVX512: bool = "+avx512f" in _features.split(",")
+LANES_VARIABLE = "ROOFLINE_LANES"
 
-if HOST_HAS_AVX512:
-    _features = ",".join(f for f in _features.split(",") if f != "+prefer-256-bit") + ",-prefer-256-bit"
+
+def lanes_from(environ, host_has_avx512: bool) -> int:
+    """fp32 lanes per channel block: $ROOFLINE_LANES (8 or 16) if set, else the host's
+    vector width (16 with AVX-512, 8 otherwise). ValueError for any other value."""
+    text = environ.get(LANES_VARIABLE, "").strip()
+    if not text:
+        return 16 if host_has_avx512 else 8
+    if text not in ("8", "16"):
+        raise ValueError(f"{LANES_VARIABLE} must be 8 or 16 (fp32 lanes per channel block), got {text!r}")
+    return int(text)
+
+
+def features_for(host_features: str, lanes: int) -> str:
+    """LLVM features for kernels built with `lanes`-wide channel blocks: the host's, with
+    -prefer-256-bit for 16 lanes (512-bit FMAs where the CPU has them; LLVM keeps to ymm by
+    default) and +prefer-256-bit for 8. The flag also keys numba's on-disk cache (its index
+    is keyed on the CPU features), so code built for one width is never loaded for the other:
+    CB is folded into the kernels as a constant."""
+    kept = [f for f in host_features.split(",") if f and f not in ("+prefer-256-bit", "-prefer-256-bit")]
+    return ",".join(kept + ["-prefer-256-bit" if lanes == 16 else "+prefer-256-bit"])
+
+
+HOST_CPU_NAME, _host_features = _host_cpu()
+HOST_HAS_AVX512: bool = "+avx512f" in _host_features.split(",")
+HOST_LANES: int = 16 if HOST_HAS_AVX512 else 8
+LANES: int = lanes_from(os.environ, HOST_HAS_AVX512)      # the width every kernel is built for
 
 os.environ.setdefault("NUMBA_CPU_NAME", HOST_CPU_NAME)
-os.environ.setdefault("NUMBA_CPU_FEATURES", _features)
+os.environ.setdefault("NUMBA_CPU_FEATURES", features_for(_host_features, LANES))
 os.environ.setdefault("NUMBA_SLP_VECTORIZE", "1")
 
 

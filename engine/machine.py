@@ -19,7 +19,7 @@ import logging
 import os
 import platform
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from engine.kernels.layout import CB
@@ -41,9 +41,17 @@ class CacheLevel:
     """One data (or unified) cache level, as one instance of it is seen from a core."""
 
     name: str               # "L1", "L2" or "L3"; L1 is the L1 *data* cache
-    size_bytes: int         # capacity of one instance, bytes
+    size_bytes: int         # nominal capacity of one instance (sysfs), bytes
     shared_by_cores: int    # logical CPUs sharing one instance (1 = private per core)
     line_bytes: int         # coherency line size, bytes
+    effective_bytes: int | None = None   # measured capacity of one instance, bytes (where the
+                                         # ceilings probe's bandwidth falls off); None: not measured
+
+    @property
+    def usable_bytes(self) -> int:
+        """The capacity the bytes model and the fusion policy count on, bytes: the effective
+        (measured) one where known, else the nominal one. A VM often gets only part of its L3."""
+        return self.size_bytes if self.effective_bytes is None else self.effective_bytes
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,33 @@ class MachineInfo:
         info = asdict(self)
         info["caches"] = [asdict(level) for level in self.caches]
         return info
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "MachineInfo":
+        """The MachineInfo `to_dict` wrote (a dict without effective sizes reads as unmeasured).
+        ValueError names what is missing or wrong."""
+        try:
+            caches = tuple(CacheLevel(**level) for level in data["caches"])
+            info = cls(cpu_model=str(data["cpu_model"]), cores=int(data["cores"]), caches=caches,
+                       simd_lanes_fp32=int(data["simd_lanes_fp32"]), source=str(data["source"]))
+        except (KeyError, TypeError) as error:
+            raise ValueError(f"not a MachineInfo dict: {error}") from None
+        if [level.name for level in caches] != list(LEVEL_NAMES):
+            raise ValueError(f"not a MachineInfo dict: cache levels {[level.name for level in caches]}, "
+                             f"expected {list(LEVEL_NAMES)}")
+        return info
+
+    def with_effective_caches(self, effective_bytes: dict[str, int | None]) -> "MachineInfo":
+        """This machine with measured capacities ({"L1": bytes, ...}, one instance each) set;
+        levels not named keep theirs. ValueError for an unknown level or a size that is not
+        a positive int."""
+        for name, size in effective_bytes.items():
+            self.cache(name)
+            if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
+                raise ValueError(f"effective size of {name} must be a positive int (bytes) or None, got {size!r}")
+        caches = tuple(replace(level, effective_bytes=effective_bytes.get(level.name, level.effective_bytes))
+                       for level in self.caches)
+        return replace(self, caches=caches)
 
 
 @functools.lru_cache(maxsize=1)

@@ -5,18 +5,19 @@ C-contiguous, with C padded up to a multiple of CB and the padded channels held 
 exactly 0.0 (zero weights and zero bias keep them there through conv + clip).
 
 CB is the SIMD width in fp32 lanes: 16 where the CPU has AVX-512 (one zmm register),
-8 otherwise (one ymm register). It is a module constant so numba folds it into the
-kernels at compile time; numba's cache is keyed by CPU, so a cache built on another
-CPU is never reused here.
+8 otherwise (one ymm register), or what $ROOFLINE_LANES forces (engine._numba_env). It is
+a module constant so numba folds it into the kernels at compile time; numba's cache is
+keyed by CPU and features, which differ between the two widths, so a cache built on
+another CPU or for the other width is never reused here.
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
 
-from engine._numba_env import HOST_HAS_AVX512
+from engine._numba_env import LANES
 
-CB: int = 16 if HOST_HAS_AVX512 else 8
+CB: int = LANES
 
 
 def channel_blocks(channels: int) -> int:
