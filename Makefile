@@ -1,7 +1,8 @@
 # Roofline Workbench — set-up, notebooks, headless report and tests.
 #   make lab      set up .venv, build data/, open JupyterLab on notebooks/
 #   make report   the headless main job: profile the default model, write reports/
-#   make test     set up, then run the whole test suite (notebooks included)
+#   make test     set up, then run the whole test suite (notebooks included), and the
+#                 lane-width-dependent tests again with the other width forced
 #   make bench    the side-by-side benchmarks in bench/ (installs the compare extra)
 #   make deepsparse-venv  DeepSparse 1.8 in a venv of its own outside the repo, for bench/
 
@@ -46,8 +47,15 @@ $(CHROMIUM):
 	  echo "$(CHROMIUM) is missing: sudo apt-get install chromium (the browser test needs it)" >&2; \
 	fi
 
+# The whole suite at this host's lane width, then the tests whose results depend on it
+# (marker "lanes": kernels, packing, plans, bytes, fusion, engine vs ONNX Runtime) again
+# with the other width forced, so an AVX2 host also tests 16-lane blocks and an AVX-512
+# host 8-lane ones.
+OTHER_LANES = $(PY) -c "from engine._numba_env import HOST_LANES; print(8 if HOST_LANES == 16 else 16)"
+
 test: data $(CHROMIUM)
 	$(PY) -m pytest $(PYTEST_ARGS)
+	ROOFLINE_LANES=$$($(OTHER_LANES)) $(PY) -m pytest -m lanes $(PYTEST_ARGS)
 
 bench: data
 	$(PIP) install -e '.[test,compare]'

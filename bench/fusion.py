@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import engine  # noqa: E402
+from engine.machine import machine_info  # noqa: E402
 from engine.passes import find_inverted_residual_blocks  # noqa: E402
 from engine.plan import RunConfig, block_band_rows, fusion_wins  # noqa: E402
 
@@ -67,7 +68,7 @@ def main(argv=None) -> int:
             print(f"\nbatch {batch}, {threads} thread(s), {args.stat} of {runs} runs (ms; speed-up = unfused / fused)")
             header = f"{'block':<14}{'stride':>7}{'unfused':>9}" + "".join(f"{label:>12}" for label, _, _ in configs[1:])
             print(header + f"{'auto rows':>10}{'policy':>8}")
-            config = RunConfig(threads=threads, tiles=engine.Tiles(), fuse_blocks=True)
+            config = RunConfig(threads=threads, tiles=engine.Tiles(), fuse_blocks=True, machine=machine_info())
             for block in blocks:
                 expand, depthwise, project = block
                 members = [layer.name for layer in block if layer is not None]

@@ -14,6 +14,8 @@ from numba.np.ufunc import parallel as _numba_parallel
 
 from engine.graph import Graph
 from engine.hooks import LayerRecord, RunInfo
+from engine.kernels.layout import CB
+from engine.machine import MachineInfo, machine_info
 from engine.onnx_import import import_graph, read_model
 from engine.passes import run_passes
 from engine.plan import PackedWeights, Plan, RunConfig, build_plan
@@ -123,7 +125,7 @@ class Model:
         self.weights = PackedWeights(graph)
         self._plans: OrderedDict[tuple, Plan] = OrderedDict()
         self._plans_lock = threading.Lock()
-        # (x.shape, threads, tiles, fuse_blocks, plan) of the last run without hooks: run's fast path
+        # (x.shape, threads, tiles, fuse_blocks, machine, plan) of the last run without hooks: run's fast path
         self._recent: tuple | None = None
         self._runs = 0
 
@@ -216,6 +218,20 @@ class Model:
         raise ValueError(f"fuse_blocks must be True, False or \"auto\", got {fuse_blocks!r}")
 
     @staticmethod
+    def check_machine(machine) -> MachineInfo:
+        """`machine`, machine_info() for None, or ValueError unless it is an
+        engine.machine.MachineInfo with the lane width the kernels are built for (CB)."""
+        if machine is None:
+            return machine_info()
+        if not isinstance(machine, MachineInfo):
+            raise ValueError(f"machine must be an engine.machine.MachineInfo, got {type(machine).__name__}")
+        if machine.simd_lanes_fp32 != CB:
+            raise ValueError(f"machine describes {machine.simd_lanes_fp32}-lane channel blocks, but the kernels "
+                             f"are built for {CB} (set ROOFLINE_LANES={machine.simd_lanes_fp32} before importing "
+                             f"engine to run that layout)")
+        return machine
+
+    @staticmethod
     def check_hooks(hooks) -> tuple:
         """`hooks` as a tuple: None, one hook, or an iterable of hooks. A hook has a callable
         on_layer(record); on_run_start / on_run_end, when present, must be callable too."""
@@ -240,15 +256,15 @@ class Model:
     # ------------------------------------------------------------ planning
 
     def plan(self, batch: int, threads: int = 1, tiles: Tiles | None = None,
-             fuse_blocks: bool | str = DEFAULT_FUSE_BLOCKS) -> Plan:
+             fuse_blocks: bool | str = DEFAULT_FUSE_BLOCKS, machine: MachineInfo | None = None) -> Plan:
         """The (cached) plan for a batch size and configuration (arguments as for run)."""
         return self._plan(self.check_batch(batch), self.check_threads(threads), self.check_tiles(tiles),
-                          self.check_fuse_blocks(fuse_blocks))
+                          self.check_fuse_blocks(fuse_blocks), self.check_machine(machine))
 
-    def _plan(self, batch: int, threads: int, tiles: Tiles, fuse_blocks) -> Plan:
+    def _plan(self, batch: int, threads: int, tiles: Tiles, fuse_blocks, machine: MachineInfo) -> Plan:
         """plan() for arguments already checked. The cache is shared by threads: its lock
         is held while a plan is looked up or built (never while one runs)."""
-        config = RunConfig(threads=threads, tiles=tiles, fuse_blocks=fuse_blocks)
+        config = RunConfig(threads=threads, tiles=tiles, fuse_blocks=fuse_blocks, machine=machine)
         key = (batch, config)
         with self._plans_lock:
             plan = self._plans.get(key)
@@ -258,7 +274,7 @@ class Model:
                 while len(self._plans) > self._PLAN_CACHE_SIZE:
                     _, evicted = self._plans.popitem(last=False)
                     recent = self._recent
-                    if recent is not None and recent[4] is evicted:
+                    if recent is not None and recent[5] is evicted:
                         self._recent = None     # the fast path must not keep an evicted plan alive
             else:
                 self._plans.move_to_end(key)
@@ -268,7 +284,7 @@ class Model:
 
     def run(self, x: np.ndarray, threads: int = 1, tiles: Tiles | None = None,
             fuse_blocks: bool | str = DEFAULT_FUSE_BLOCKS,
-            hooks=()) -> np.ndarray:
+            hooks=(), machine: MachineInfo | None = None) -> np.ndarray:
         """Run the network on a batch.
 
         x: float32 (N, C, H, W), NCHW, any N >= 1, any strides (see check_input; NaN/Inf
@@ -278,6 +294,9 @@ class Model:
         hooks: a hook or a list of hooks, objects with on_layer(record) (and optional
             on_run_start/on_run_end); a hook that raises stops the run and the error
             reaches the caller.
+        machine: the engine.machine.MachineInfo the "auto" fusion policy, the band heights
+            and the bytes model assume; default machine_info() (nominal caches from sysfs).
+            The workbench passes the one its measured ceilings give (effective caches).
         Every argument is checked (ValueError naming expected and got) before any kernel runs
         (a repeat of the last hook-free call's arguments reuses that call's checks).
         Returns float32 (N, *output_shape), a new array.
@@ -295,16 +314,17 @@ class Model:
         recent = self._recent
         if (recent is not None and type(hooks) is tuple and not hooks and type(x) is np.ndarray
                 and x.dtype is _FLOAT32 and type(threads) is int and threads == recent[1] and tiles is recent[2]
-                and fuse_blocks is recent[3] and x.shape == recent[0] and x.flags.c_contiguous):
-            plan = recent[4]
+                and fuse_blocks is recent[3] and machine is recent[4] and x.shape == recent[0]
+                and x.flags.c_contiguous):
+            plan = recent[5]
         else:
-            arguments = (threads, tiles, fuse_blocks)
+            arguments = (threads, tiles, fuse_blocks, machine)
             x = self.check_input(x)
             threads = self.check_threads(threads)
             tiles = self.check_tiles(tiles)
             fuse_blocks = self.check_fuse_blocks(fuse_blocks)
             hooks = self.check_hooks(hooks)
-            plan = self._plan(x.shape[0], threads, tiles, fuse_blocks)
+            plan = self._plan(x.shape[0], threads, tiles, fuse_blocks, self.check_machine(machine))
             if not hooks and x.flags.c_contiguous and x.dtype is _FLOAT32 and type(arguments[0]) is int:
                 self._recent = (x.shape, *arguments, plan)
         with _RUN_LOCK:

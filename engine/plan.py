@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 
 from engine.graph import Graph, Layer
+from engine.machine import MachineInfo
 from engine.pages import aligned_empty
 from engine.kernels._common import bind
 from engine.kernels import depthwise, direct_conv, fused_block, linear, pointwise, pooling
@@ -30,6 +31,12 @@ class RunConfig:
     threads: int          # numba threads, 1..cores
     tiles: Tiles          # tile sizes (runtime arguments; never recompile)
     fuse_blocks: bool | str   # False, True (every block) or "auto" (where `fusion_wins`)
+    machine: MachineInfo  # the caches and lanes every decision and the bytes model assume
+
+    @property
+    def budget(self) -> CacheBudget:
+        """Cache bytes per thread and lanes, as the bytes model and fusion policy see them."""
+        return CacheBudget.for_machine(self.machine, self.threads)
 
 
 @dataclass
@@ -351,7 +358,7 @@ def build_plan(graph: Graph, weights: PackedWeights, batch: int, config: RunConf
                           output_shape=(batch, *graph.output_shape), flops=0, other_flops=0, call=copy_out,
                           attrs={"bytes": {lv: out_bytes for lv in LEVELS}}))
     input_bytes = 4 * batch * int(np.prod(graph.input_shape))      # the caller's array or our copy of it
-    _credit_l3_residency(steps, weights, arena.nbytes + input_bytes)
+    _credit_l3_residency(steps, weights, arena.nbytes + input_bytes, config.machine)
     return Plan(batch=batch, config=config, steps=steps, input_buffer=input_buffer, io=io,
                 arena_bytes=arena.nbytes)
 
@@ -412,11 +419,10 @@ def _written_shape(graph: Graph, item, batch: int) -> tuple[int, ...]:
     return (batch, int(np.prod(layer.output_shape)))
 
 
-def _credit_l3_residency(steps: list[Step], weights: PackedWeights, activation_memory: int) -> None:
+def _credit_l3_residency(steps: list[Step], weights: PackedWeights, activation_memory: int,
+                         machine: MachineInfo) -> None:
     """Between steps, data that fits the shared L3 stays there (engine.traffic docstring)."""
-    from engine.machine import machine_info
-
-    l3_bytes = machine_info().cache("L3").size_bytes
+    l3_bytes = machine.cache("L3").usable_bytes
     weights_resident = fits(weights.nbytes + activation_memory, l3_bytes)
     for step in steps:
         moved = step.attrs.get("bytes")
@@ -458,58 +464,75 @@ def _group_blocks(sequence, blocks):
     return grouped
 
 
-# Once a block's intermediates would go to DRAM unfused (batch 64: bench/latency.py
-# measured every block fused at 1.23x the throughput of unfused on 1 thread and 1.24x on
-# 2), fusion keeps them in cache; the ring of expanded rows (engine.kernels.fused_block)
-# keeps the expand recompute near 1.0x, and blocks whose bands would recompute more than
-# this are left unfused anyway.
+# Once a block's intermediates would go to DRAM unfused (batch 64), fusion keeps them in
+# cache; the ring of expanded rows (engine.kernels.fused_block) keeps the expand recompute
+# near 1.0x, and blocks whose bands would recompute more than this are left unfused anyway.
 FUSE_MAX_RECOMPUTE_FROM_DRAM = 1.5
 
 
-def fusion_wins(block, config: RunConfig, batch: int) -> bool:
-    """The "auto" fusion policy: whether `block` is expected to run faster fused.
-
-    If its expanded and depthwise tensors (the whole batch) would not stay in L3 unfused
-    (engine.traffic.fits), fusion saves their DRAM round trips: fused unless the bands
-    recompute more than FUSE_MAX_RECOMPUTE_FROM_DRAM. Otherwise (they stay in L3) only
-    where the depthwise's input is larger than the L2 caches of the run's cores together
-    and either the depthwise reads more than it writes (stride 2) or there is no expand
-    conv (the block's input is the depthwise's input): there the unfused depthwise streams
-    its input from L3 while the fused block keeps each band's rows in L2. Measured at
-    batch 1 (bench/fusion.py, medians of 100 interleaved runs): the 112 -> 56 block 1.43x
-    faster fused on 1 thread and 1.23x on 2, the 56 -> 28 block 1.08x / 1.05x, the
-    112x112 block without an expand 1.15x / 1.07x; every 56x56-and-smaller stride-1 block
-    0.84-0.97x on 2 threads (three small parallel regions cost less than the fused
-    block's per-band work where the intermediates stay in cache anyway)."""
+def intermediates_level(block, config: RunConfig, batch: int) -> str:
+    """Where an unfused block's intermediates (its expanded tensor, unless it has no expand,
+    and its depthwise output; whole batch, channels padded) live between its steps: "L2"
+    when they stay in the L2 caches of the run's threads together, "L3" when they stay in
+    L3, else "DRAM" (engine.traffic.fits; usable sizes of `config.machine`)."""
     expand, depthwise, _ = block
     hidden, out_h, out_w = depthwise.output_shape
     _, height, width = depthwise.input_shape
-    stride = depthwise.attrs["strides"][0]
-    padded = -(-hidden // CB) * CB
+    budget = config.budget
+    padded = budget.padded(hidden)
     intermediates = 4 * batch * padded * (out_h * out_w + (height * width if expand is not None else 0))
-    budget = CacheBudget.for_threads(config.threads)
-    if not fits(intermediates, budget.capacity_above("DRAM")):
-        band = block_band_rows(block, config, batch)
-        recompute = (fused_block.expand_recompute_factor(height, out_h, band, stride, config.threads, batch)
-                     if expand is not None else 1.0)
-        return recompute <= FUSE_MAX_RECOMPUTE_FROM_DRAM
-    from engine.machine import machine_info
+    if fits(intermediates, budget.L2 * config.threads):
+        return "L2"
+    if fits(intermediates, config.machine.cache("L3").usable_bytes):
+        return "L3"
+    return "DRAM"
 
-    depthwise_input = 4 * batch * padded * height * width
-    l2_total = config.threads * machine_info().cache("L2").size_bytes
-    return depthwise_input > l2_total and (stride == 2 or expand is None)
+
+def fusion_wins(block, config: RunConfig, batch: int) -> bool:
+    """The "auto" fusion policy: whether `block` is expected to run faster fused, from the
+    machine facts in `config` (caches, lanes, threads) and the block's shapes.
+
+    Fusing keeps the block's intermediates in a per-thread scratch that stays in L2; what
+    it saves is their round trips through the level they would live in unfused
+    (`intermediates_level`), what it costs is the band overheads and recomputed halo rows.
+    - DRAM: the round trips are the slowest traffic of the block, so fuse (unless the bands
+      recompute more than FUSE_MAX_RECOMPUTE_FROM_DRAM).
+    - L2: nothing to save, so never fuse.
+    - L3: fuse only the blocks whose unfused steps are bound by that traffic rather than by
+      the 1x1 convs' FLOPs: a stride-2 block (its depthwise reads four times what it
+      writes) or one without an expand conv (the depthwise reads the block input itself).
+      A stride-1 block with an expand does 2 x hidden x (Cin + Cout) FLOPs per pixel
+      against ~4 x 4 bytes of intermediates at L3: compute bound either way, and the
+      fused block's smaller parallel regions cost more than the L3 trips
+      (bench/fusion.py; bench/README.md has the measurements per machine).
+    """
+    expand, depthwise, _ = block
+    level = intermediates_level(block, config, batch)
+    if level == "L2":
+        return False
+    stride = depthwise.attrs["strides"][0]
+    if level == "DRAM":
+        if expand is None:
+            return True
+        _, height, _ = depthwise.input_shape
+        out_h = depthwise.output_shape[1]
+        band = block_band_rows(block, config, batch)
+        recompute = fused_block.expand_recompute_factor(height, out_h, band, stride, config.threads, batch)
+        return recompute <= FUSE_MAX_RECOMPUTE_FROM_DRAM
+    return stride == 2 or expand is None
 
 
 def block_band_rows(block, config: RunConfig, batch: int) -> int:
-    """The band height a fused block runs with: Tiles.block_rows, or 0 -> the cost model's."""
+    """The band height a fused block runs with: Tiles.block_rows, or 0 -> the cost model's
+    (fused_block.auto_band_rows for one core's usable L2 on `config.machine`)."""
     expand, depthwise, project = block
     out_h = depthwise.output_shape[1]
     if config.tiles.block_rows:
         return min(config.tiles.block_rows, out_h)
-    from engine.machine import machine_info
+    budget = config.budget
     return fused_block.auto_band_rows(depthwise.output_shape[0], depthwise.input_shape[1], depthwise.input_shape[2],
                                       out_h, depthwise.output_shape[2], depthwise.attrs["strides"][0], config.threads,
-                                      machine_info().cache("L2").size_bytes, batch)
+                                      budget.L2, batch, budget.lanes)
 
 
 def _block_scratch(sequence, config: RunConfig, batch: int):
@@ -548,7 +571,7 @@ def _make_step(graph, weights, item, buffers, shapes, key, config: RunConfig, ba
                ahead: np.ndarray | None = None) -> Step:
     kind, payload = item
     tiles = config.tiles
-    budget = CacheBudget.for_threads(config.threads)
+    budget = config.budget
     if kind == "block":
         return _block_step(graph, weights, payload, buffers, key, config, batch, scratch)
     if kind == "convert":
@@ -612,7 +635,7 @@ def _make_step(graph, weights, item, buffers, shapes, key, config: RunConfig, ba
         return Step(name=layer.name, op="pool", input_shape=x.shape, output_shape=out.shape, flops=0,
                     other_flops=pooling.global_average_pool_flops(batch, channels, height, width), call=call,
                     layer=layer, inputs=tuple(layer.inputs), output=layer.output,
-                    attrs={"bytes": pooling.global_average_pool_bytes(batch, channels, height, width)})
+                    attrs={"bytes": pooling.global_average_pool_bytes(batch, channels, height, width, budget)})
     if layer.op == "Flatten":
         source = buffers[layer.inputs[0]]
         planar = np.empty((batch, *layer.input_shape), np.float32)
@@ -667,7 +690,7 @@ def _block_step(graph, weights, block, buffers, key, config: RunConfig, batch: i
                 attrs={"fused": True, "members": members, "band_rows": band_rows, "stride": stride,
                        "bytes": fused_block.fused_block_bytes(batch, cin, hidden, cout, h, w, stride, band_rows,
                                                               expand is not None, project.residual is not None,
-                                                              config.threads, CacheBudget.for_threads(config.threads)),
+                                                              config.threads, config.budget),
                        "expand_recompute": fused_block.expand_recompute_factor(h, ho, band_rows, stride,
                                                                                config.threads, batch)})
 

@@ -23,7 +23,9 @@ model, said out loud:
   that must stay resident between two passes fits in half the capacity of the level above
   the boundary (the other half is for everything else), and once per pass if it does not.
 - Capacity. Private levels (L1, L2 here) count whole per thread; a shared level (L3) is
-  divided among the threads sharing it. Sizes come from `engine.machine` (Linux sysfs).
+  divided among the threads sharing it. Sizes come from the machine description the plan
+  is built for (`engine.machine.MachineInfo`): the effective capacity the ceilings probe
+  measured where known (a VM may get only part of its L3), else the nominal one (sysfs).
 
 The formulas for each kernel family live beside the kernel (`*_bytes` functions in
 `engine/kernels/`); this module holds what they share.
@@ -40,25 +42,30 @@ FIT_FRACTION = 0.5    # share of a level's capacity one reused operand may count
 
 @dataclass(frozen=True)
 class CacheBudget:
-    """Bytes of each cache level one thread can count on. The boundary below level X
-    (traffic counted in bytes[next level]) is decided by X's capacity."""
+    """What the model knows of the machine, for one thread: bytes of each cache level it can
+    count on (the boundary below level X, counted in bytes[next level], is decided by X's
+    capacity) and the lanes of a channel block (channels are padded to a multiple of it)."""
 
     L1: int
     L2: int
     L3: int
+    lanes: int            # fp32 lanes per channel block (engine.kernels.layout.CB of that machine)
 
     @classmethod
-    def for_threads(cls, threads: int, info=None) -> "CacheBudget":
-        """Budget per thread on this machine (engine.machine.machine_info())."""
-        if info is None:
-            from engine.machine import machine_info
-            info = machine_info()
+    def for_machine(cls, machine, threads: int) -> "CacheBudget":
+        """Budget per thread of `threads` on `machine` (an engine.machine.MachineInfo): each
+        level's usable size (effective where measured, else nominal), split among the
+        threads sharing one instance."""
         sizes = {}
         for name in ("L1", "L2", "L3"):
-            level = info.cache(name)
+            level = machine.cache(name)
             sharing_threads = max(1, min(threads, level.shared_by_cores))
-            sizes[name] = level.size_bytes // sharing_threads
-        return cls(**sizes)
+            sizes[name] = level.usable_bytes // sharing_threads
+        return cls(**sizes, lanes=machine.simd_lanes_fp32)
+
+    def padded(self, channels: int) -> int:
+        """`channels` rounded up to whole channel blocks of `lanes`."""
+        return -(-channels // self.lanes) * self.lanes
 
     def capacity_above(self, boundary: str) -> float:
         """Capacity deciding re-reads across `boundary` ("L2": L1's, "L3": L2's, "DRAM": L3's)."""

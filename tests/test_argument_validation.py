@@ -27,6 +27,8 @@ import engine
 import workbench
 from engine.models import mobilenet_v2
 from conftest import hand_made_ceilings
+from engine.kernels.layout import CB
+from machines import ZEN3, with_lanes
 from workbench import ceilings as ceilings_module
 from workbench.cli import main
 from workbench.compare import compare
@@ -111,13 +113,22 @@ def _refuse(what):
 
 # ---------------------------------------------------------------------------- the table
 
-def _ints(argument, low, high, *, above=True, name=None):
+def _ints(argument, low, high, *, above=True, name=None, none_is_default=False):
     """Bad values for an int argument in low..high: out of range, huge, float, NaN, str,
-    None, bool, a numpy float."""
-    values = [low - 1, -(10 ** 12), 1.5, NAN, "2", None, True, np.float64(low + 1), [low]]
+    None (unless it stands for the default), bool, a numpy float."""
+    values = [low - 1, -(10 ** 12), 1.5, NAN, "2", True, np.float64(low + 1), [low]]
+    if not none_is_default:
+        values.append(None)
     if above:
         values += [high + 1, 10 ** 12]
     return [(argument, value, name or argument) for value in values]
+
+
+def _machines():
+    """Bad machine descriptions: not a MachineInfo, or one with the other lane width."""
+    other_lanes = with_lanes(ZEN3, 16 if CB == 8 else 8)
+    return [("machine", "zen3", "machine"), ("machine", ZEN3.to_dict(), "machine"),
+            ("machine", other_lanes, "ROOFLINE_LANES")]
 
 
 def _bools(argument):
@@ -199,9 +210,10 @@ CASES = {
         *_fuse_blocks(),
         ("hooks", 5, "hooks"), ("hooks", [object()], "on_layer"), ("hooks", [_Hook(), "x"], "on_layer"),
         ("hooks", [_BadStartHook()], "on_run_start"),
+        *_machines(),
     ]),
     "Model.plan": (_call_plan, [*_ints("batch", 1, 10 ** 13, above=False), *_ints("threads", 1, CORES),
-                                ("tiles", {}, "tiles"), *_fuse_blocks()]),
+                                ("tiles", {}, "tiles"), *_fuse_blocks(), *_machines()]),
     "engine.Tiles": (_call_tiles, [
         *(case for field in engine.Tiles().as_dict()
           for case in _ints(field, *engine.Tiles.field_range(field)[:2], name=f"Tiles.{field}")),
@@ -209,7 +221,7 @@ CASES = {
         ("pointwise_channels", np.int64(24), "Tiles.pointwise_channels"),
     ]),
     "workbench.profile": (_call_profile, [
-        *_ints("batch", 1, 4096), *_ints("threads", 1, CORES), *_ints("repeats", 1, 10_000),
+        *_ints("batch", 1, 4096), *_ints("threads", 1, CORES, none_is_default=True), *_ints("repeats", 1, 10_000),
         *_ints("warmup", 0, 10_000), ("seed", -1, "seed"), ("seed", 1.5, "seed"), ("seed", "a", "seed"),
         ("tiles", {"pointwise_pixels": 8}, "tiles"), *_fuse_blocks(),
         ("ceilings", "quick", "ceilings"), ("ceilings", {"L2": 90}, "ceilings"),

@@ -8,6 +8,8 @@ from engine.kernels import pointwise
 from engine.kernels._common import bind
 from engine.kernels.layout import CB
 
+pytestmark = pytest.mark.lanes     # layouts, packing, plans and bytes depend on the lane width
+
 
 def _arrays():
     rng = np.random.default_rng(0)

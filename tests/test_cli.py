@@ -159,7 +159,10 @@ def test_profile_with_fuse_blocks_auto_runs_auto_and_says_so(model_path, capsys)
                           "--top", "1000", "--fuse-blocks", "auto"], capsys)
     assert status == 0
     model = engine.load(model_path)
-    config = RunConfig(threads=1, tiles=engine.Tiles(), fuse_blocks="auto")
+    from workbench.profile import run_machine
+
+    config = RunConfig(threads=1, tiles=engine.Tiles(), fuse_blocks="auto",
+                       machine=run_machine(ceilings_module.measure_ceilings()))
     picked = [b for b in find_inverted_residual_blocks(model.graph) if fusion_wins(b, config, 8)]
     assert 0 < len(picked) < 17
     total = out.strip().splitlines()[-1]

@@ -8,6 +8,8 @@ import engine
 from conftest import assert_close_to_reference, ort_run
 from engine.models import mobilenet_v1, mobilenet_v2
 
+pytestmark = pytest.mark.lanes     # layouts, packing, plans and bytes depend on the lane width
+
 TILE_SETTINGS = [
     engine.Tiles(),
     engine.Tiles(pointwise_pixels=1, pointwise_channels=16, depthwise_rows=1),

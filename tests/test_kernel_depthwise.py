@@ -12,8 +12,10 @@ import pytest
 
 import engine  # noqa: F401  (numba environment first)
 from engine.kernels import depthwise
-from engine.kernels.layout import CB, from_blocked, to_blocked
+from engine.kernels.layout import CB, channel_blocks, from_blocked, to_blocked
 from tests.naive import depthwise as naive
+
+pytestmark = pytest.mark.lanes     # layouts, packing, plans and bytes depend on the lane width
 
 RELATIVE = 1e-5
 # full-size shapes take minutes as plain Python (NUMBA_DISABLE_JIT=1, the coverage run)
@@ -169,7 +171,7 @@ def test_depthwise_accepts_numpy_integer_arguments(threads):
     still give the reference result."""
     x, weight, bias = make_case(1, 9, 6, 7, (3, 3), seed=3)
     packed_w, packed_b = depthwise.pack_depthwise(weight, bias)
-    out = np.full((1, 2, 3, 4, CB), np.nan, np.float32)
+    out = np.full((1, channel_blocks(9), 3, 4, CB), np.nan, np.float32)
     two, one = np.int64(2), np.int64(1)
     depthwise.depthwise_conv(to_blocked(x), packed_w, packed_b, out, two, two, one, one, 0.0, 6.0, np.int64(2))
     assert_matches(from_blocked(out, 9), naive.depthwise_conv(x, weight, bias, (2, 2), (1, 1, 1, 1), (0.0, 6.0)))

@@ -16,6 +16,8 @@ from engine.kernels import direct_conv
 from engine.kernels.layout import CB, from_blocked
 from tests.naive import direct_conv as naive
 
+pytestmark = pytest.mark.lanes     # layouts, packing, plans and bytes depend on the lane width
+
 RELATIVE = 1e-5
 # full-size shapes take minutes as plain Python (NUMBA_DISABLE_JIT=1, the coverage run)
 needs_jit = pytest.mark.skipif(numba.config.DISABLE_JIT, reason="full-size shape, too slow without the JIT")
@@ -95,11 +97,15 @@ def test_direct_conv_clip_variants_and_no_bias(clip, threads):
 
 
 def test_pack_direct_layout_and_zero_padding():
-    weight = np.arange(10 * 3 * 2 * 2, dtype=np.float32).reshape(10, 3, 2, 2)
-    packed, packed_bias = direct_conv.pack_direct(weight, np.ones(10, np.float32))
+    # CB + 2 output channels: one whole block and a second one with 2 channels and CB - 2 padded lanes
+    channels = CB + 2
+    weight = np.arange(channels * 3 * 2 * 2, dtype=np.float32).reshape(channels, 3, 2, 2)
+    packed, packed_bias = direct_conv.pack_direct(weight, np.ones(channels, np.float32))
     assert packed.shape == (2, 3, 2, 2, CB) and packed_bias.shape == (2, CB)
     assert packed[1, 2, 0, 1, 1] == weight[CB + 1, 2, 0, 1]
-    assert (packed[1, ..., 10 - CB:] == 0).all() and (packed_bias[1, 10 - CB:] == 0).all()
+    assert packed[0, 1, 1, 0, CB - 1] == weight[CB - 1, 1, 1, 0]
+    assert (packed[1, ..., 2:] == 0).all() and (packed_bias[1, 2:] == 0).all()
+    assert (packed_bias[1, :2] == 1).all()
     assert (direct_conv.pack_direct(weight, None)[1] == 0).all()
 
 

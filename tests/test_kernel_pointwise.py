@@ -16,6 +16,8 @@ from engine.kernels.pointwise import (MICRO_TILE, _pointwise_kernel, _tile_intri
                                       pointwise_conv, pointwise_flops)
 from tests.naive.pointwise import pointwise_reference
 
+pytestmark = pytest.mark.lanes     # layouts, packing, plans and bytes depend on the lane width
+
 RELU6 = (0.0, 6.0)
 RELU = (0.0, np.inf)
 NONE = (-np.inf, np.inf)
@@ -262,7 +264,8 @@ def test_wrapper_rejects_bad_arguments_with_a_message_naming_the_problem(problem
 
 
 def test_out_overlapping_x_or_partly_overlapping_residual_is_rejected():
-    packed_weight, packed_bias = pack_pointwise(np.ones((16, 16), np.float32), None)
+    channels = 2 * CB                          # two channel blocks in and out, at either lane width
+    packed_weight, packed_bias = pack_pointwise(np.ones((channels, channels), np.float32), None)
     shape = (1, 2, 3, 3, CB)
     buffer = np.zeros(int(np.prod(shape)) + CB, np.float32)
     first, shifted = buffer[:-CB].reshape(shape), buffer[CB:].reshape(shape)

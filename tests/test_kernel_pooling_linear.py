@@ -16,6 +16,8 @@ from engine.kernels.layout import CB, channel_blocks, to_blocked
 from tests.naive import linear as naive_linear
 from tests.naive import pooling as naive_pooling
 
+pytestmark = pytest.mark.lanes     # layouts, packing, plans and bytes depend on the lane width
+
 RELATIVE = 1e-5
 
 

@@ -15,6 +15,8 @@ from engine.memory import activation_lifetimes, memory_report, resident_memory, 
 from engine.plan import _Arena
 from tests.conftest import assert_close_to_reference
 
+pytestmark = pytest.mark.lanes     # layouts, packing, plans and bytes depend on the lane width
+
 MiB = 2 ** 20
 
 

@@ -12,6 +12,8 @@ from onnx import numpy_helper
 
 import engine
 
+pytestmark = pytest.mark.lanes     # layouts, packing, plans and bytes depend on the lane width
+
 DATA = Path(onnx.__file__).parent / "backend" / "test" / "data" / "pytorch-converted"
 CASES = sorted(p.name for p in DATA.glob("test_Conv*"))
 

@@ -6,10 +6,15 @@ import pytest
 from engine.kernels import depthwise, fused_block, linear, pointwise
 from engine.kernels.layout import CB
 from engine.traffic import CacheBudget, fits, streamed
+from machines import ZEN3, with_lanes
+
+pytestmark = pytest.mark.lanes     # layouts, packing, plans and bytes depend on the lane width
 
 KIB, MIB = 1024, 1024 * 1024
-# A fixed budget so the numbers below do not depend on the machine: 32 KiB L1, 512 KiB L2, 32 MiB L3.
-BUDGET = CacheBudget(L1=32 * KIB, L2=512 * KIB, L3=32 * MIB)
+# Fixed budgets so the numbers below do not depend on the machine: 32 KiB L1, 512 KiB L2,
+# 32 MiB L3, with the channel blocks of AVX2 (8 lanes) or AVX-512 (16 lanes).
+BUDGETS = {lanes: CacheBudget(L1=32 * KIB, L2=512 * KIB, L3=32 * MIB, lanes=lanes) for lanes in (8, 16)}
+BUDGET = BUDGETS[8]
 
 
 def test_fits_means_half_the_capacity():
@@ -18,17 +23,20 @@ def test_fits_means_half_the_capacity():
     assert streamed(100, passes=7, reuse_set_bytes=11, capacity_bytes=20) == 700
 
 
-def test_pointwise_whose_weights_fit_l2_moves_compulsory_bytes_at_l3_and_dram():
-    # 96 -> 24 channels at 56x56, batch 1 (MobileNetV2 block 2's projection); CB divides both
+@pytest.mark.parametrize("lanes", [8, 16])
+def test_pointwise_whose_weights_fit_l2_moves_compulsory_bytes_at_l3_and_dram(lanes):
+    # 96 -> 24 channels at 56x56, batch 1 (MobileNetV2 block 2's projection); 24 channels
+    # are 3 blocks of 8 lanes, or 2 blocks of 16 (32 channels, 8 of them padding)
+    cout = 24 if lanes == 8 else 32
     x = 56 * 56 * 96 * 4                       # 1,204,224 B input
-    w = 24 * (96 + 1) * 4                      # 9,312 B weights + bias: fit anywhere
-    y = 56 * 56 * 24 * 4                       # 301,056 B output
+    w = cout * (96 + 1) * 4                    # weights + bias: fit anywhere
+    y = 56 * 56 * cout * 4                     # output
     moved = pointwise.pointwise_bytes(1, 96, 24, 56, 56, pixels_per_tile=64, channels_per_tile=64,
-                                      has_residual=False, budget=BUDGET)
+                                      has_residual=False, budget=BUDGETS[lanes])
     assert moved["L3"] == moved["DRAM"] == x + w + y
     # across L1 (16 KiB usable): a 64-pixel tile of inputs (24 KiB) does not stay, so the
-    # inputs are re-read once per pair of output blocks
-    pairs = -(-(24 // CB) // pointwise.BLOCKS)
+    # inputs are re-read once per pair of output blocks (8 lanes: 3 blocks, 2 pairs; 16: 1 pair)
+    pairs = 2 if lanes == 8 else 1
     assert moved["L2"] == x * pairs + w + y
     assert moved["L1"] >= moved["L2"]
 
@@ -49,21 +57,23 @@ def test_pointwise_whose_weights_do_not_fit_l2_rereads_them_per_pixel_tile():
     # a larger channel tile whose slice does not fit half of L2: weights once per micro-tile of pixels
     wide = pointwise.pointwise_bytes(8, 960, 320, 7, 7, pixels_per_tile=64, channels_per_tile=320,
                                      has_residual=False, budget=BUDGET)
-    assert wide["L3"] == x + w * -(-pixels // pointwise.ROWS) + y
+    assert wide["L3"] == x + w * -(-pixels // pointwise.MICRO_TILE[8][0]) + y
     assert wide["L3"] > moved["L3"]
 
 
-def test_residual_is_read_once_more():
-    plain = pointwise.pointwise_bytes(1, 24, 24, 8, 8, 64, 64, False, BUDGET)
-    with_residual = pointwise.pointwise_bytes(1, 24, 24, 8, 8, 64, 64, True, BUDGET)
-    assert with_residual["DRAM"] - plain["DRAM"] == 8 * 8 * 24 * 4
+@pytest.mark.parametrize("lanes", [8, 16])
+def test_residual_is_read_once_more(lanes):
+    plain = pointwise.pointwise_bytes(1, 24, 24, 8, 8, 64, 64, False, BUDGETS[lanes])
+    with_residual = pointwise.pointwise_bytes(1, 24, 24, 8, 8, 64, 64, True, BUDGETS[lanes])
+    padded = -(-24 // lanes) * lanes           # the residual is read with its padded channels
+    assert with_residual["DRAM"] - plain["DRAM"] == 8 * 8 * padded * 4
 
 
 def test_depthwise_rereads_halo_rows_when_the_plane_does_not_fit():
     # 144 channels at 56x56 stride 1: bands walk all channel blocks before the next band, so
     # the input is read once only where the whole image (1.8 MB) fits; above L1 and L2
     # only a band's rows fit and each band of 4 rows reads 6 input rows (the halo twice)
-    tiny = CacheBudget(L1=2 * 56 * 3 * CB * 4 + 64, L2=512 * KIB, L3=32 * MIB)   # 3 rows fit, the image not
+    tiny = CacheBudget(L1=2 * 56 * 3 * 8 * 4 + 64, L2=512 * KIB, L3=32 * MIB, lanes=8)   # 3 rows fit, the image not
     moved = depthwise.depthwise_bytes(1, 144, 56, 56, 56, 56, 3, 3, 1, rows_per_tile=4, budget=tiny)
     x = 144 * 56 * 56 * 4
     y = x
@@ -76,8 +86,8 @@ def test_depthwise_rereads_halo_rows_when_the_plane_does_not_fit():
 
 def test_linear_at_batch_one_reads_each_weight_once():
     moved = linear.linear_bytes(1, 1280, 1000, BUDGET)
-    tiles = -(-1000 // linear.TILE)
-    assert moved["DRAM"] == tiles * linear.TILE * 1281 * 4 + 1280 * 4 + 1000 * 4
+    tile = linear.TILE // CB * 8                # output features per work item at 8 lanes
+    assert moved["DRAM"] == -(-1000 // tile) * tile * 1281 * 4 + 1280 * 4 + 1000 * 4
 
 
 def test_fusion_keeps_the_expanded_tensor_off_the_outer_levels():
@@ -97,16 +107,15 @@ def test_fusion_keeps_the_expanded_tensor_off_the_outer_levels():
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_cache_budget_divides_shared_levels_among_threads(threads):
-    class Level:
-        def __init__(self, size, shared):
-            self.size_bytes, self.shared_by_cores = size, shared
-
-    class Info:
-        def cache(self, name):
-            return {"L1": Level(32 * KIB, 1), "L2": Level(512 * KIB, 1), "L3": Level(32 * MIB, 2)}[name]
-
-    budget = CacheBudget.for_threads(threads, Info())
+    budget = CacheBudget.for_machine(ZEN3, threads)
     assert budget.L1 == 32 * KIB and budget.L2 == 512 * KIB and budget.L3 == 32 * MIB // threads
+    assert budget.lanes == 8 and budget.padded(9) == 16
+
+
+def test_cache_budget_counts_on_the_effective_size_where_it_was_measured():
+    vm = ZEN3.with_effective_caches({"L3": 10 * MIB})
+    assert CacheBudget.for_machine(vm, 2).L3 == 5 * MIB
+    assert CacheBudget.for_machine(vm, 2).L2 == 512 * KIB             # not measured: nominal
 
 
 def test_a_band_whose_scratch_does_not_fit_l2_spills_its_intermediates():
@@ -128,10 +137,11 @@ def test_l3_residency_credits_activations_and_resident_weights_at_dram_only():
 
 
 def test_batch_64_moves_activations_through_dram_and_batch_1_does_not(mobilenet):
-    dram = {batch: sum(s.attrs["bytes"]["DRAM"] for s in mobilenet.plan(batch, fuse_blocks=False).steps)
+    zen3 = with_lanes(ZEN3, CB)                       # a 32 MiB L3, this process's channel blocks
+    dram = {batch: sum(s.attrs["bytes"]["DRAM"] for s in mobilenet.plan(batch, fuse_blocks=False, machine=zen3).steps)
             for batch in (1, 64)}
     weights = mobilenet.weights.nbytes
     assert dram[1] <= weights * 1.05                 # at most the weights at batch 1
     assert dram[64] > 64 * 10 * 2 ** 20               # activations of 64 images do not fit L3
-    fused = sum(s.attrs["bytes"]["DRAM"] for s in mobilenet.plan(64, fuse_blocks=True).steps)
+    fused = sum(s.attrs["bytes"]["DRAM"] for s in mobilenet.plan(64, fuse_blocks=True, machine=zen3).steps)
     assert fused < 0.85 * dram[64]                    # fused blocks keep their expanded tensors in cache

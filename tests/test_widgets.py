@@ -100,12 +100,14 @@ def test_fusion_is_a_three_way_selector_off_auto_all_starting_at_the_engines_def
     assert started_auto.controls["fuse_blocks"].value == "auto" and set(started_auto.profile["fuse_blocks"]) == {"auto"}
 
 
-def blocks_auto_fuses(model, threads: int, batch: int) -> set[tuple[str, ...]]:
-    """The members of every block engine.plan.fusion_wins picks for fuse_blocks="auto"."""
+def blocks_auto_fuses(model, threads: int, batch: int, ceilings) -> set[tuple[str, ...]]:
+    """The members of every block engine.plan.fusion_wins picks for fuse_blocks="auto" on
+    the machine the workbench's runs assume with these ceilings."""
     from engine.passes import find_inverted_residual_blocks
     from engine.plan import RunConfig, fusion_wins
+    from workbench.profile import run_machine
 
-    config = RunConfig(threads=threads, tiles=engine.Tiles(), fuse_blocks="auto")
+    config = RunConfig(threads=threads, tiles=engine.Tiles(), fuse_blocks="auto", machine=run_machine(ceilings))
     return {tuple(layer.name for layer in block if layer is not None)
             for block in find_inverted_residual_blocks(model.graph) if fusion_wins(block, config, batch)}
 
@@ -129,7 +131,7 @@ def test_choosing_auto_measures_once_and_draws_exactly_the_blocks_fusion_wins_pi
         explorer.controls["fuse_blocks"].value = "auto"
     finally:
         widgets_module.profile = restore
-    expected = blocks_auto_fuses(small_model, threads, 2)
+    expected = blocks_auto_fuses(small_model, threads, 2, ceilings)
     assert 0 < len(expected) < 17
     assert len(count_measurements) == 1 and count_measurements[0]["fuse_blocks"] == "auto"
     assert "auto fusion" in statuses[0] and "measuring" in statuses[0]

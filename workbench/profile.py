@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 import engine
+from engine.machine import MachineInfo, machine_info
 from engine.traffic import LEVELS
 
 CONFIG_COLUMNS = ["batch", "threads", "fuse_blocks"]
@@ -123,19 +124,45 @@ def check_ceilings(ceilings, threads: int | None = None):
     return ceilings
 
 
-def profile(model, batch: int = 1, threads: int = 2, tiles: engine.Tiles | None = None,
+def default_threads() -> int:
+    """The thread count the workbench runs with unless told: this machine's cores, at most 2
+    (a 1-core machine gets 1)."""
+    return min(2, engine.available_cores())
+
+
+def run_machine(ceilings) -> MachineInfo:
+    """The machine description the engine's runs assume (its "auto" fusion policy, band
+    heights and bytes model): this machine (engine.machine.machine_info()) with the
+    effective cache sizes `ceilings` measured, when they were measured on this CPU with
+    this core count; else this machine's nominal sizes."""
+    host = machine_info()
+    measured = getattr(ceilings, "machine_info", None)
+    if not callable(measured):
+        return host
+    try:
+        info = measured()
+    except (ValueError, KeyError, TypeError):       # ceilings without a machine description
+        return host
+    if not isinstance(info, MachineInfo) or (info.cpu_model, info.cores) != (host.cpu_model, host.cores):
+        return host
+    return host.with_effective_caches({level.name: level.effective_bytes for level in info.caches})
+
+
+def profile(model, batch: int = 1, threads: int | None = None, tiles: engine.Tiles | None = None,
             fuse_blocks: bool | str = engine.DEFAULT_FUSE_BLOCKS, repeats: int = 5, warmup: int = 1, ceilings=None,
             seed: int = 0) -> pd.DataFrame:
     """Per-step profile of `model` at one configuration.
 
     model: engine.Model, a path, bytes or an onnx.ModelProto.
-    batch: images, 1..4096. threads: 1..this machine's cores. tiles: engine.Tiles.
+    batch: images, 1..4096. threads: 1..this machine's cores; default `default_threads()`
+    (the cores, at most 2). tiles: engine.Tiles.
     fuse_blocks: False (no block fused), True (every inverted-residual block fused) or "auto"
     (only the blocks engine.plan.fusion_wins expects to run faster at these threads and
     batch); default engine.DEFAULT_FUSE_BLOCKS. repeats: timed runs, 1..10000 (the median is kept),
     after `warmup` (0..10000) untimed ones. seed: of the random input (int >= 0 or None).
     ceilings: a workbench.Ceilings (default: measure_ceilings(quick=True), cached on disk)
-    with roofs for `threads`.
+    with roofs for `threads`; its effective cache sizes are what the engine's decisions
+    and bytes model assume (`run_machine`).
     Every argument is checked (ValueError naming expected and got) before the model is
     loaded, the ceilings measured or anything run.
     Columns: step, layer, op, input_shape, output_shape, members, fused, seconds (median,
@@ -148,7 +175,7 @@ def profile(model, batch: int = 1, threads: int = 2, tiles: engine.Tiles | None 
     repeats = check_repeats(repeats)
     warmup = check_int("warmup", warmup, 0, 10_000)
     seed = check_seed(seed)
-    threads = engine.Model.check_threads(threads)
+    threads = engine.Model.check_threads(default_threads() if threads is None else threads)
     tiles = engine.Model.check_tiles(tiles)
     fuse_blocks = engine.Model.check_fuse_blocks(fuse_blocks)
     ceilings = check_ceilings(ceilings, threads)
@@ -156,12 +183,13 @@ def profile(model, batch: int = 1, threads: int = 2, tiles: engine.Tiles | None 
     if ceilings is None:
         from workbench.ceilings import measure_ceilings
         ceilings = check_ceilings(measure_ceilings(quick=True), threads)
+    machine = run_machine(ceilings)
     x = np.random.default_rng(seed).standard_normal((batch, *model.input_shape), dtype=np.float32)
     for _ in range(warmup):
-        model.run(x, threads=threads, tiles=tiles, fuse_blocks=fuse_blocks)
+        model.run(x, threads=threads, tiles=tiles, fuse_blocks=fuse_blocks, machine=machine)
     recorder = engine.Recorder()
     for _ in range(repeats):
-        model.run(x, threads=threads, tiles=tiles, fuse_blocks=fuse_blocks, hooks=[recorder])
+        model.run(x, threads=threads, tiles=tiles, fuse_blocks=fuse_blocks, hooks=[recorder], machine=machine)
     frame = records_frame(recorder.records)
     return summarise(frame, ceilings, run_seconds=[r.seconds for r in recorder.runs], fuse_blocks=fuse_blocks)
 

@@ -326,19 +326,20 @@ def depthwise_bytes(batch: int, channels: int, height: int, width: int, out_h: i
     """
     from engine.traffic import FLOAT32, by_level, fits
 
-    padded = -(-channels // CB) * CB
-    planes = batch * (padded // CB)
-    x_bytes = planes * height * width * CB * FLOAT32
-    y_bytes = planes * out_h * out_w * CB * FLOAT32
+    lanes = budget.lanes
+    padded = budget.padded(channels)
+    planes = batch * (padded // lanes)
+    x_bytes = planes * height * width * lanes * FLOAT32
+    y_bytes = planes * out_h * out_w * lanes * FLOAT32
     w_bytes = padded * (kh * kw + 1) * FLOAT32
     bands = -(-out_h // rows_per_tile)
-    registers = planes * out_h * out_w * kh * kw * CB * FLOAT32 + y_bytes + planes * bands * w_bytes // (padded // CB)
+    registers = planes * out_h * out_w * kh * kw * lanes * FLOAT32 + y_bytes + planes * bands * w_bytes // (padded // lanes)
     rows_read = 0
     for band in range(bands):
         start, end = band * out_h // bands, (band + 1) * out_h // bands
         pad = kh // 2                     # MobileNets pad (k - 1) / 2; other pads change this by a row at most
         rows_read += max(0, min(height, (end - 1) * stride_h - pad + kh) - max(0, start * stride_h - pad))
-    window_rows = kh * width * CB * FLOAT32      # the input rows one output row reads
+    window_rows = kh * width * lanes * FLOAT32   # the input rows one output row reads
     below = {}
     for boundary in ("L2", "L3", "DRAM"):
         capacity = budget.capacity_above(boundary)

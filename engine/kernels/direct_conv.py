@@ -265,13 +265,13 @@ def direct_conv_bytes(batch: int, in_channels: int, out_channels: int, height: i
     """
     from engine.traffic import FLOAT32, by_level, fits
 
-    out_blocks = -(-out_channels // CB)
-    groups = -(-out_blocks // BLOCKS)
+    cout = budget.padded(out_channels)
+    groups = -(-(cout // budget.lanes) // BLOCKS)
     x_bytes = batch * in_channels * height * width * FLOAT32
-    w_bytes = out_blocks * CB * (in_channels * kh * kw + 1) * FLOAT32
-    y_bytes = batch * out_blocks * out_h * out_w * CB * FLOAT32
+    w_bytes = cout * (in_channels * kh * kw + 1) * FLOAT32
+    y_bytes = batch * cout * out_h * out_w * FLOAT32
     taps = batch * out_h * out_w * in_channels * kh * kw
-    registers = taps * groups * FLOAT32 + taps * out_blocks * CB * FLOAT32 + y_bytes
+    registers = taps * groups * FLOAT32 + taps * cout * FLOAT32 + y_bytes
     rows = kh * width * in_channels * FLOAT32
     below = {}
     for boundary in ("L2", "L3", "DRAM"):

@@ -243,9 +243,11 @@ def rows_needed(band_rows: int, stride: int) -> int:
     return (band_rows - 1) * stride + 3
 
 
-def scratch_floats(hidden_channels: int, width: int, out_width: int, band_rows: int, stride: int) -> tuple[int, int]:
-    """float32 elements of (scratch_expand, scratch_depthwise) per worker."""
-    hidden = -(-hidden_channels // CB) * CB
+def scratch_floats(hidden_channels: int, width: int, out_width: int, band_rows: int, stride: int,
+                   lanes: int = CB) -> tuple[int, int]:
+    """float32 elements of (scratch_expand, scratch_depthwise) per worker, with channels
+    padded to blocks of `lanes` (default: the width the kernels are built for)."""
+    hidden = -(-hidden_channels // lanes) * lanes
     return hidden * rows_needed(band_rows, stride) * width, hidden * band_rows * out_width
 
 
@@ -283,7 +285,7 @@ def scratch_stays_in(scratch_bytes: int, capacity: int) -> bool:
 
 
 def auto_band_rows(hidden_channels: int, height: int, width: int, out_height: int, out_width: int, stride: int,
-                   threads: int, l2_bytes: int, batch: int = 1) -> int:
+                   threads: int, l2_bytes: int, batch: int, lanes: int) -> int:
     """Band height chosen from the cost model: the tallest band (the fewest bands, each with
     its per-band overheads) whose scratch (expanded rows + depthwise rows, one worker)
     stays in one core's L2 (`scratch_stays_in`), among those whose work items (batch x bands) give every thread
@@ -295,7 +297,7 @@ def auto_band_rows(hidden_channels: int, height: int, width: int, out_height: in
         band = -(-out_height // bands)
         if -(-out_height // band) != bands:
             continue                     # that height gives another band count: seen already
-        expand, depthwise = scratch_floats(hidden_channels, width, out_width, band, stride)
+        expand, depthwise = scratch_floats(hidden_channels, width, out_width, band, stride, lanes)
         if not scratch_stays_in(4 * (expand + depthwise), l2_bytes):
             continue
         items = batch * bands
@@ -394,13 +396,11 @@ def fused_block_bytes(batch: int, in_channels: int, hidden_channels: int, out_ch
     band_rows = min(band_rows, out_h)
     bands = batch * -(-out_h // band_rows)
     recompute = expand_recompute_factor(height, out_h, band_rows, stride, workers, batch)
-    cin = -(-in_channels // CB) * CB
-    hidden = -(-hidden_channels // CB) * CB
-    cout = -(-out_channels // CB) * CB
+    cin, hidden, cout = budget.padded(in_channels), budget.padded(hidden_channels), budget.padded(out_channels)
     x_bytes = batch * cin * height * width * FLOAT32          # read once, plus the halo rows below
     y_bytes = batch * cout * out_h * out_w * FLOAT32 * (2 if has_residual else 1)
     w_bytes = ((hidden * (cin + 1) if has_expand else 0) + hidden * 10 + cout * (hidden + 1)) * FLOAT32
-    expand_floats, depthwise_floats = scratch_floats(hidden_channels, width, out_w, band_rows, stride)
+    expand_floats, depthwise_floats = scratch_floats(hidden_channels, width, out_w, band_rows, stride, budget.lanes)
     scratch_bytes = (expand_floats * has_expand + depthwise_floats) * FLOAT32
     # intermediates: written once and read once per band (the depthwise reads its 3x3 window from L1)
     intermediate = bands * 2 * scratch_bytes

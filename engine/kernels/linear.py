@@ -113,13 +113,14 @@ def linear_bytes(batch: int, in_features: int, out_features: int, budget) -> dic
     """
     from engine.traffic import FLOAT32, by_level, fits
 
-    k_padded = -(-in_features // CB) * CB
-    tiles = -(-out_features // TILE)
-    w_bytes = tiles * TILE * (k_padded + 1) * FLOAT32
+    tile = TILE // CB * budget.lanes              # TILE at that lane width
+    k_padded = budget.padded(in_features)
+    tiles = -(-out_features // tile)
+    w_bytes = tiles * tile * (k_padded + 1) * FLOAT32
     x_bytes = batch * k_padded * FLOAT32
     y_bytes = batch * out_features * FLOAT32
-    registers = w_bytes * batch + x_bytes * tiles * TILE // CB + y_bytes
-    slab = k_padded * TILE * FLOAT32
+    registers = w_bytes * batch + x_bytes * tiles * tile // budget.lanes + y_bytes
+    slab = k_padded * tile * FLOAT32
     below = {b: x_bytes + y_bytes + (w_bytes if batch == 1 or fits(slab, budget.capacity_above(b)) else w_bytes * batch)
              for b in ("L2", "L3", "DRAM")}
     return by_level(registers, below)

@@ -563,16 +563,17 @@ def pointwise_bytes(batch: int, in_channels: int, out_channels: int, height: int
     """
     from engine.traffic import FLOAT32, by_level, ceil_div, fits
 
-    cin = -(-in_channels // CB) * CB
-    cout_blocks = -(-out_channels // CB)
-    cout = cout_blocks * CB
+    rows, blocks = MICRO_TILE[budget.lanes]        # the micro-tile of that lane width
+    cin = budget.padded(in_channels)
+    cout = budget.padded(out_channels)
+    cout_blocks = cout // budget.lanes
     pixels = batch * height * width
     x_bytes = pixels * cin * FLOAT32
     w_bytes = cout * (cin + 1) * FLOAT32
     y_bytes = pixels * cout * FLOAT32 * (2 if has_residual else 1)
     pixel_tiles = ceil_div(pixels, pixels_per_tile)
-    block_pairs = ceil_div(cout_blocks, BLOCKS)
-    micro_rows = ceil_div(pixels, ROWS)
+    block_pairs = ceil_div(cout_blocks, blocks)
+    micro_rows = ceil_div(pixels, rows)
     registers = x_bytes * block_pairs + w_bytes * micro_rows + y_bytes
     channels = min(channels_per_tile, cout)
     below = {}

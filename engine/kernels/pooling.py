@@ -68,10 +68,10 @@ def global_average_pool_flops(batch: int, channels: int, height: int, width: int
     return batch * channels * height * width
 
 
-def global_average_pool_bytes(batch: int, channels: int, height: int, width: int, budget=None) -> dict[str, int]:
+def global_average_pool_bytes(batch: int, channels: int, height: int, width: int, budget) -> dict[str, int]:
     """Modelled bytes moved per memory level: the input once and the output once, everywhere."""
     from engine.traffic import FLOAT32, LEVELS
 
-    padded = -(-channels // CB) * CB
+    padded = budget.padded(channels)
     moved = batch * padded * (height * width + 1) * FLOAT32
     return {level: moved for level in LEVELS}
