@@ -433,6 +433,24 @@ def _credit_l3_residency(steps: list[Step], weights: PackedWeights, activation_m
         activation_bytes = 4 * (int(np.prod(step.input_shape)) + output + residual)
         weight_bytes = sum(a.nbytes for name in step.members for a in weights.by_layer.get(name, ()))
         step.attrs["bytes"] = credit_l3_residency(moved, activation_bytes, weight_bytes, weights_resident, l3_bytes)
+    if not weights_resident:
+        _charge_prefetched_weights(steps, weights)
+
+
+def _charge_prefetched_weights(steps: list[Step], weights: PackedWeights) -> None:
+    """A 1x1 conv prefetches the next weighted step's weights while it runs (its `ahead`):
+    when they come from DRAM, that traffic is the prefetching step's, and the step that
+    uses them finds them in cache. Move those bytes of DRAM traffic from the one to the other."""
+    owner = {id(weights.by_layer[step.members[0]][0]): step for step in steps
+             if step.members and step.members[0] in weights.by_layer}
+    for step in steps:
+        consumer = owner.get(id(step.attrs.get("ahead")))
+        if consumer is None or consumer is step:
+            continue
+        weight_bytes = sum(a.nbytes for name in consumer.members for a in weights.by_layer.get(name, ()))
+        shifted = min(weight_bytes, consumer.bytes["DRAM"])
+        consumer.attrs["bytes"] = {**consumer.bytes, "DRAM": consumer.bytes["DRAM"] - shifted}
+        step.attrs["bytes"] = {**step.bytes, "DRAM": step.bytes["DRAM"] + shifted}
 
 
 def _is_view_item(graph: Graph, item) -> bool:
@@ -592,6 +610,7 @@ def _make_step(graph, weights, item, buffers, shapes, key, config: RunConfig, ba
         cin, h, w = layer.input_shape
         cout, ho, wo = layer.output_shape
         epilogue = batch * cout * ho * wo * (1 + (layer.residual is not None) + (layer.clip != (-math.inf, math.inf)))
+        attrs: dict = {}
         if kind_ == "pointwise":
             x = buffers[key(layer.inputs[0], "nchwc")]
             residual = buffers[key(layer.residual, "nchwc")] if layer.residual else None
@@ -603,6 +622,7 @@ def _make_step(graph, weights, item, buffers, shapes, key, config: RunConfig, ba
 
             call = bind(pointwise.pointwise_conv, x, packed_w, packed_b, out, low, high, residual,
                         tiles.pointwise_pixels, tiles.pointwise_channels, ahead)
+            attrs["ahead"] = ahead
         elif kind_ == "depthwise":
             x = buffers[key(layer.inputs[0], "nchwc")]
             kh, kw = layer.attrs["kernel_shape"]
@@ -627,7 +647,7 @@ def _make_step(graph, weights, item, buffers, shapes, key, config: RunConfig, ba
             call = bind(direct_conv.direct_conv, x, packed_w, packed_b, out, sh, sw, top, left, dh, dw, low, high)
         return Step(name=layer.name, op=op, input_shape=x.shape, output_shape=out.shape, flops=flops,
                     other_flops=epilogue, call=call, layer=layer, inputs=tuple(layer.inputs), output=layer.output,
-                    attrs={"bytes": moved})
+                    attrs={"bytes": moved, **attrs})
     if layer.op == "GlobalAveragePool":
         x = buffers[layer.inputs[0]]
         channels, height, width = layer.input_shape

@@ -17,7 +17,9 @@ model, said out loud:
   one reads them from there), and the weights do not cross DRAM when the whole model's
   weights plus its largest activations fit half of L3 (they stay there from run to run).
   So at batch 1 on a 32 MiB L3 MobileNetV2 moves almost nothing from DRAM, and at batch 64
-  its activations do.
+  its activations do. Where the weights do cross DRAM, a 1x1 conv prefetches the next
+  weighted step's weights while it runs (`pointwise_conv(ahead=)`): that DRAM traffic is
+  charged to the prefetching step, not to the step that then finds them in cache.
 - Re-reads. An operand that the kernel walks several times (weights once per pixel tile,
   inputs once per output-channel tile, input rows once per band) is charged once if the set
   that must stay resident between two passes fits in half the capacity of the level above

@@ -145,3 +145,20 @@ def test_batch_64_moves_activations_through_dram_and_batch_1_does_not(mobilenet)
     assert dram[64] > 64 * 10 * 2 ** 20               # activations of 64 images do not fit L3
     fused = sum(s.attrs["bytes"]["DRAM"] for s in mobilenet.plan(64, fuse_blocks=True, machine=zen3).steps)
     assert fused < 0.85 * dram[64]                    # fused blocks keep their expanded tensors in cache
+
+
+def test_weights_a_1x1_conv_prefetches_cross_dram_in_that_conv_not_in_the_step_using_them(mobilenet):
+    """On a machine whose L3 does not hold the weights (Zen 3: 14 MB of weights and the
+    activations exceed half of 32 MiB), the last 1x1 conv prefetches the classifier's 5 MB
+    of weights: the classifier moves no weight bytes from DRAM, the conv moves them, and the
+    network's DRAM total is unchanged by where they are charged."""
+    plan = mobilenet.plan(1, threads=1, fuse_blocks=False, machine=with_lanes(ZEN3, CB))
+    classifier, before, two_before = plan.steps[-1], plan.steps[-3], plan.steps[-4]
+    assert classifier.op == "linear" and before.op == "expand" and before.attrs["ahead"] is not None
+    classifier_weights = sum(a.nbytes for a in mobilenet.weights.by_layer[classifier.name])
+    own_weights = sum(a.nbytes for a in mobilenet.weights.by_layer[before.name])
+    assert classifier.bytes["DRAM"] < 0.01 * classifier_weights
+    assert classifier_weights <= before.bytes["DRAM"] < classifier_weights + own_weights   # its own came before
+    assert two_before.bytes["DRAM"] >= own_weights              # ... prefetched by the 1x1 conv before it
+    weighted = sum(a.nbytes for pair in mobilenet.weights.by_layer.values() for a in pair)
+    assert sum(step.bytes["DRAM"] for step in plan.steps) >= weighted
