@@ -6,11 +6,14 @@ numba.set_num_threads(n_threads) so each thread gets exactly one) and repeats it
 of starting the parallel region is amortised.
 
 Napkin math (what a sample does, per thread):
-- FMA: FMA_CHAINS independent chains of CB-lane fp32 FMAs, kept in vector registers
-  (12 ymm on AVX2: 12 chains x 8 lanes = 96 floats; 12 zmm on AVX-512). An FMA has a
-  latency of 4-5 cycles and 2 pipes issue one each per cycle, so >= 10 chains keep both
-  pipes busy. No memory operation inside the loop (checked in the asm, see tests).
-  FLOPs = 2 per lane per FMA (multiply + add).
+- FMA: FMA_CHAINS independent chains, each one vector register of FMA_LANES fp32 lanes:
+  the register width of the code numba builds, not CB (12 zmm = 192 floats on an
+  AVX-512 host building 16 lanes; 12 ymm = 96 floats otherwise: a 16-lane build on an
+  AVX2 host runs each block as two ymm, and 24 ymm accumulators would not fit its 16
+  registers). An FMA has a latency of 4-5 cycles and 2 pipes issue one each per cycle,
+  so >= 10 chains keep both pipes busy; 12 accumulators plus the multiplier and the
+  addend take 14 registers. No memory operation inside the loop (checked in the asm, see
+  tests). FLOPs = 2 per lane per FMA (multiply + add).
 - read: sum of n floats; bytes = 4 * n per repeat. LLVM splits the sum over 4 vector
   accumulators, so in L1 it is bound by the add latency (4 x 8 floats per 3 cycles on
   Zen 3, ~43 B/cycle), not by the two load ports (64 B/cycle): the read roof in L1 is low
@@ -25,26 +28,54 @@ The public wrappers check that; the `_kernel` functions do arithmetic only.
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange
+from numba.core.registry import cpu_target
 
-from engine.kernels.layout import CB
+from engine.kernels._common import register_scratch
 
-FMA_CHAINS = 12                   # independent vector accumulators per thread
-FMA_WIDTH = FMA_CHAINS * CB       # fp32 accumulators per thread (96 on AVX2, 192 on AVX-512)
+
+def vector_register_lanes(cpu_features: str) -> int:
+    """fp32 lanes of the vector registers LLVM uses for code built with `cpu_features` (an
+    LLVM feature string, "+avx2,+avx512f,-prefer-256-bit,..."): 16 where AVX-512 is on and
+    256-bit vectors are not preferred (engine._numba_env's setting for 16-lane builds),
+    else 8. Without an explicit -prefer-256-bit the answer is 8, as LLVM's tuning for
+    Intel's AVX-512 CPUs prefers 256-bit vectors."""
+    flags = cpu_features.split(",")
+    return 16 if "+avx512f" in flags and "-prefer-256-bit" in flags else 8
+
+
+def _built_features() -> str:
+    """The CPU features numba's CPU target compiles with. The target reads them once, when
+    it is created: if numba was imported before `engine` set NUMBA_CPU_FEATURES, they are
+    the host's defaults, not what numba.config says now."""
+    try:
+        return cpu_target.target_context.codegen()._tm_features   # numba internals, as of 0.68
+    except AttributeError:  # pragma: no cover - depends on numba's version
+        return numba.config.CPU_FEATURES or ""
+
+
+FMA_CHAINS = 12                                        # independent vector accumulators per thread
+FMA_LANES = vector_register_lanes(_built_features())   # fp32 lanes of one accumulator register
+FMA_WIDTH = FMA_CHAINS * FMA_LANES                     # fp32 accumulators per thread (96 or 192)
 FMA_MULTIPLIER = np.float32(0.999)   # x <- x * 0.999 + 0.001 converges to 1: no overflow,
 FMA_ADDEND = np.float32(0.001)       # no denormals, whatever the number of repeats
 
 
 # ---------------------------------------------------------------------------- FMA peak
 
+_scratch_accumulators = register_scratch(FMA_WIDTH)
+
+
 @njit(parallel=True, cache=True, fastmath={"contract"})
 def _fma_kernel(seeds, multiplier, addend, repeats, out):
     # seeds, out: (n_threads, FMA_WIDTH) float32; one row per thread.
-    # The accumulator array has a constant length and is only touched with constant
-    # indices after unrolling, so LLVM keeps it in FMA_CHAINS vector registers.
+    # The accumulators are a stack array of constant length, touched only with constant
+    # indices once the lane loops are unrolled, so SROA turns them into FMA_CHAINS vector
+    # registers (a heap array would rely on LICM promoting its loads and stores instead).
     for t in prange(seeds.shape[0]):
-        acc = np.empty(FMA_WIDTH, np.float32)
+        acc = _scratch_accumulators()
         for j in range(FMA_WIDTH):
             acc[j] = seeds[t, j]
         for _ in range(repeats):
