@@ -24,6 +24,7 @@ import ast
 import functools
 import hashlib
 import os
+import sys
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent           # the `engine` package
@@ -71,6 +72,10 @@ LANES: int = lanes_from(os.environ, HOST_HAS_AVX512)      # the width every kern
 os.environ.setdefault("NUMBA_CPU_NAME", HOST_CPU_NAME)
 os.environ.setdefault("NUMBA_CPU_FEATURES", features_for(_host_features, LANES))
 os.environ.setdefault("NUMBA_SLP_VECTORIZE", "1")
+if "numba" in sys.modules:
+    # numba read its configuration when it was imported, before these settings existed;
+    # without a reload every kernel would be built for ymm even with 16-lane blocks
+    sys.modules["numba"].core.config.reload_config()
 
 
 

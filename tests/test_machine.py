@@ -137,3 +137,19 @@ def test_machine_info_of_this_machine_is_consistent_and_cached():
 def test_asking_for_an_unknown_cache_level_names_the_known_ones():
     with pytest.raises(ValueError, match="L4.*L1"):
         machine_info().cache("L4")
+
+
+@pytest.mark.parametrize("lanes", ["8", "16"])
+def test_numba_imported_before_engine_still_builds_for_the_engines_lane_width(lanes):
+    """numba reads its CPU settings at import: a process that imports numba (or a library
+    that does) before engine must still get the features engine chose for the lane width."""
+    import subprocess
+    import sys
+
+    code = ("import numba\nimport engine\nfrom numba.core.registry import cpu_target\n"
+            "from engine.kernels.layout import CB\n"
+            "print(CB, cpu_target.target_context.codegen()._tm_features.split(',')[-1])")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_CPU")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**env, "ROOFLINE_LANES": lanes}).stdout.split()
+    assert out == [lanes, "-prefer-256-bit" if lanes == "16" else "+prefer-256-bit"]

@@ -6,6 +6,7 @@ figures, reports.
     frame = workbench.profile("data/mobilenet_v2.onnx", batch=1, threads=2)
     workbench.roofline_figure(frame, ceilings, level="L2").show()
 """
+import engine  # noqa: F401  (first: engine sets numba's CPU settings before numba is imported)
 from workbench.ceilings import Ceilings, measure_ceilings
 from workbench.compare import Comparison, compare
 from workbench.export import export_figure
