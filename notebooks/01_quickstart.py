@@ -79,6 +79,17 @@ ceilings = workbench.measure_ceilings()
 ceilings.table.pivot(index="resource", columns="threads", values="value").loc[["fp32_fma", *ceilings.levels]]
 
 # %% [markdown]
+# The same probe sweeps one thread's bandwidth over growing working sets to find each
+# cache's *effective* size: where the bandwidth falls half-way (geometrically) from that
+# level's plateau to the next one's. In a VM the effective L3 can be much smaller than the
+# nominal size sysfs reports, because sysfs describes the host CPU's whole L3 while the
+# VM's cores share it with other tenants' cores (or get only a slice of it). The engine's
+# bytes model and fusion policy count on the effective sizes.
+
+# %%
+ceilings.cache_table()[["level", "nominal", "effective", "shared_by_cores", "note"]]
+
+# %% [markdown]
 # ## 4. Profile
 #
 # One row per executed step: its time, FLOPs, modelled bytes and arithmetic intensity at

@@ -326,6 +326,11 @@ def _run(args) -> int:
         print(f"{ceilings.machine['cpu_model']}, {ceilings.machine['cores']} cores "
               "(fp32_fma in GFLOP/s, memory levels in GB/s, triad)")
         print(table.round(1).to_string())
+        caches = ceilings.cache_table()
+        if not caches.empty:
+            print("\ncaches, one instance each: nominal (sysfs) and effective (where the 1-thread triad's "
+                  "bandwidth falls off)")
+            print(caches[["level", "nominal", "effective", "shared_by_cores", "note"]].to_string(index=False))
         return 0
     if args.command == "profile":
         frame = _profile(args)
