@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import platform
 import re
 
 import numba
@@ -13,6 +14,7 @@ import pandas as pd
 import pytest
 
 import engine  # noqa: F401  (numba settings first)
+from engine._numba_env import features_for
 from engine.machine import CacheLevel, MachineInfo, machine_info
 from workbench import Ceilings, measure_ceilings
 from workbench import _ceiling_kernels as kernels
@@ -79,21 +81,83 @@ def test_kernel_wrappers_reject_what_would_crash_numba():
         kernels.fma_chains(np.ones((1, kernels.FMA_WIDTH), np.float32), -1)
 
 
+def innermost_fma_loop(asm: str) -> list[str]:
+    """The instructions of the loop in `asm` (x86-64 AT&T, as numba prints it) with the most
+    vector FMAs, the innermost if loops nest: from a label to the last jump back to it."""
+    lines = asm.splitlines()
+    loops = []
+    for start, line in enumerate(lines):
+        label = re.match(r"([.\w]+):", line)
+        if label is None:
+            continue
+        jumps_back = [end for end in range(start + 1, len(lines))
+                      if re.fullmatch(rf"\tj\w+\s+{re.escape(label.group(1))}\s*", lines[end])]
+        if jumps_back:
+            body = lines[start + 1:jumps_back[-1] + 1]
+            loops.append([line for line in body if line.startswith("\t") and not line.startswith(("\t.", "\t#"))])
+    assert loops, "no loop in the asm"
+    return max(loops, key=lambda loop: (sum(line.startswith("\tvfmadd") for line in loop), -len(loop)))
+
+
+def fma_loop_problems(loop: list[str], register: str, chains: int) -> list[str]:
+    """What keeps `loop` from being `chains` independent FMA chains in `register` ("ymm",
+    "zmm") registers with no memory access; empty if nothing does."""
+    problems = [f"memory operand: {line.strip()}" for line in loop if "(" in line]
+    fmas = [re.fullmatch(r"\tvfmadd\w*ps\s+(%\w+), (%\w+), (%\w+)\s*", line) for line in loop
+            if line.startswith("\tvfmadd")]
+    operands = [fma.groups() for fma in fmas if fma]
+    accumulators = {destination for *_, destination in operands if destination.startswith(f"%{register}")}
+    if len(accumulators) < chains:
+        problems.append(f"{len(accumulators)} {register} accumulators, not {chains}")
+    crossing = [ops for ops in operands if accumulators & set(ops[:2])]    # a chain feeding another
+    problems += [f"dependent chains: {ops}" for ops in crossing]
+    return problems
+
+
+GOOD_LOOP = """.LBB4_4:
+\tvmovups\t(%rax), %zmm12
+.LBB4_5:
+""" + "".join(f"\tvfmadd213ps\t%zmm12, %zmm13, %zmm{r}\n" for r in range(12)) + """\tdecq\t%rax
+\tjne\t.LBB4_5
+\tvmovups\t%zmm11, (%r14)
+\tjne\t.LBB4_4
+"""
+
+
+@pytest.mark.parametrize("asm, problem", [
+    (GOOD_LOOP, None),                                                        # stores after the loop are fine
+    (GOOD_LOOP.replace("%zmm12, %zmm13, %zmm7", "%zmm12, %zmm13, %zmm6"), "11 zmm accumulators"),
+    (GOOD_LOOP.replace("\tdecq", "\tvmovups\t%zmm3, 208(%rsp)\n\tdecq"), "memory operand"),   # a spill
+    (GOOD_LOOP.replace("%zmm12, %zmm13, %zmm7", "%zmm12, %zmm6, %zmm7"), "dependent chains"),
+    (GOOD_LOOP.replace("zmm", "ymm"), "0 zmm accumulators"),                  # half-width registers
+])
+def test_fma_loop_check_rejects_spills_shared_and_dependent_chains(asm, problem):
+    problems = fma_loop_problems(innermost_fma_loop(asm), "zmm", 12)
+    if problem is None:
+        assert problems == []
+    else:
+        assert any(problem in found for found in problems), problems
+
+
+@pytest.mark.parametrize("lanes, host, expected", [
+    (16, "+avx,+avx2,+fma,+avx512f,+avx512vl", 16), (8, "+avx,+avx2,+fma,+avx512f,+avx512vl", 8),
+    (16, "+avx,+avx2,+fma,-avx512f", 8), (8, "+avx,+avx2,+fma,-avx512f", 8),
+])
+def test_fma_accumulators_have_the_register_width_of_the_build(lanes, host, expected):
+    assert kernels.vector_register_lanes(features_for(host, lanes)) == expected
+    assert kernels.vector_register_lanes("+avx512f") == 8        # LLVM's Intel tuning prefers 256 bits
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="reads x86-64 asm")
 def test_fma_loop_keeps_every_chain_in_vector_registers():
     # The cached kernel cannot be inspected; compile the same function uncached.
     options = {k: v for k, v in kernels._fma_kernel.targetoptions.items() if k not in ("cache", "nopython")}
     fresh = numba.njit(**options)(kernels._fma_kernel.py_func)
     seeds = np.ones((1, kernels.FMA_WIDTH), np.float32)
     fresh(seeds, kernels.FMA_MULTIPLIER, kernels.FMA_ADDEND, 1, np.empty_like(seeds))
-    asm = fresh.inspect_asm(fresh.signatures[0])
-    register = "zmm" if kernels.CB == 16 else "ymm"
-    blocks = re.split(r"\n\.?L\w+:", asm)                   # basic blocks, split at labels
-    loop = max(blocks, key=lambda block: len(re.findall(r"vfmadd\w*ps", block)))
-    fmas = re.findall(rf"vfmadd\w*ps\s+(%{register}\d+), (%{register}\d+), (%{register}\d+)", loop)
-    assert len(fmas) >= kernels.FMA_CHAINS, loop
-    assert len({accumulator for _, _, accumulator in fmas}) >= kernels.FMA_CHAINS   # independent chains
-    instructions = [line for line in loop.splitlines() if line.startswith("\t") and not line.startswith("\t.")]
-    assert not [line for line in instructions if "(" in line], "memory operand in the FMA loop"
+    loop = innermost_fma_loop(fresh.inspect_asm(fresh.signatures[0]))
+    register = {16: "zmm", 8: "ymm"}[kernels.FMA_LANES]
+    assert fma_loop_problems(loop, register, kernels.FMA_CHAINS) == [], "\n".join(loop)
 
 
 # ---------------------------------------------------------------------------- sizing
@@ -112,6 +176,131 @@ def test_working_sets_are_sized_per_level_and_thread():
     assert size("DRAM", 2, FAKE_MACHINE) == 256 * 1024**2
     small_l3 = MachineInfo("x", 2, FAKE_MACHINE.caches[:2] + (CacheLevel("L3", 1024**2, 2, 64),), 8, "sysfs")
     assert size("L3", 2, small_l3) == 2 * 512 * 1024                                # never inside L2
+
+
+def test_roofs_are_sized_from_the_effective_sizes_where_measured():
+    size = ceilings_module.working_set_bytes
+    vm = FAKE_MACHINE.with_effective_caches({"L3": 8 * 1024**2})
+    assert size("L3", 1, vm) == 2 * 1024**2                         # a quarter of the effective 8 MiB
+    assert size("L3", 1, FAKE_MACHINE) == 8 * 1024**2               # ... not of the nominal 32 MiB
+    assert size("L1", 1, vm) == size("L1", 1, FAKE_MACHINE)
+    big_l3 = MachineInfo("x", 2, FAKE_MACHINE.caches[:2] + (CacheLevel("L3", 256 * 1024**2, 2, 64),), 8, "sysfs")
+    assert size("DRAM", 1, big_l3.with_effective_caches({"L3": 80 * 1024**2})) == 640 * 1024**2   # 8 x effective
+
+
+def test_sweep_runs_geometrically_from_inside_l1_to_twice_the_l3():
+    sizes = ceilings_module.sweep_working_sets(FAKE_MACHINE)
+    quantum = 12 * ceilings_module.ELEMENT_ALIGN                      # a, b, c of ELEMENT_ALIGN floats each
+    assert sizes[0] == 4 * 1024 // quantum * quantum                  # an eighth of L1 ...
+    assert sizes[-1] == 64 * 1024**2 // quantum * quantum             # ... to 2 x L3
+    ratios = np.array(sizes[1:]) / np.array(sizes[:-1])
+    assert np.all(ratios > 1.3) and np.all(ratios[:-1] <= 1.5), ratios  # sqrt(2), rounded to whole quanta
+    assert all(size % quantum == 0 for size in sizes)
+
+
+# ---------------------------------------------------------------------------- effective sizes
+
+SWEEP = [4096 * 2 ** (k / 2) for k in range(33)]                     # 4 KiB .. 256 MiB in sqrt(2) steps
+NOMINAL = {"L1": 32 * 1024, "L2": 512 * 1024, "L3": 32 * 1024**2}
+CAPACITIES = (24 * 1024, 384 * 1024, 20 * 1024**2)                   # where each level really falls off
+
+
+def synthetic_curve(sizes, capacities=CAPACITIES, plateaus=(300.0, 120.0, 40.0), memory_gbs=15.0, steepness=8.0):
+    """Bandwidth (GB/s) of a hierarchy whose level i holds `plateaus[i]` up to about
+    `capacities[i]` bytes: in log-log, a logistic step per level that is exactly at the
+    geometric midpoint of its plateau and the next at its capacity."""
+    log_sizes = np.log(np.asarray(sizes, dtype=float))
+    log_rate = np.full(log_sizes.shape, math.log(memory_gbs))
+    for capacity, plateau in reversed(list(zip(capacities, plateaus))):
+        inside = np.exp(-np.logaddexp(0.0, steepness * (log_sizes - math.log(capacity))))   # 1 well inside, 0 beyond
+        log_rate = log_rate + (math.log(plateau) - log_rate) * inside
+    return np.exp(log_rate)
+
+
+def effective(frame):
+    return dict(zip(frame["level"], frame["effective_bytes"]))
+
+
+def test_a_clear_step_is_found_between_the_sweep_points_around_it():
+    found = ceilings_module.find_effective_sizes(SWEEP, synthetic_curve(SWEEP, steepness=1000.0), NOMINAL)
+    for (level, size), capacity in zip(effective(found).items(), CAPACITIES):
+        assert capacity / 2 ** 0.25 <= size <= capacity * 2 ** 0.25, (level, size, capacity)   # half a step
+    assert list(found["note"]) == ["", "", ""]
+    assert found["plateau_gbs"].round(1).tolist() == [300.0, 120.0, 40.0]
+    assert found["next_plateau_gbs"].round(1).tolist() == [120.0, 40.0, 15.0]
+
+
+def test_a_smooth_fall_off_is_interpolated_to_within_a_few_per_cent():
+    found = effective(ceilings_module.find_effective_sizes(SWEEP, synthetic_curve(SWEEP), NOMINAL))
+    for size, capacity in zip(found.values(), CAPACITIES):
+        assert size == pytest.approx(capacity, rel=0.03)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_noisy_curve_with_dips_inside_the_plateaus_still_finds_each_fall_off(seed):
+    rates = synthetic_curve(SWEEP) * np.exp(np.random.default_rng(seed).normal(0.0, 0.04, len(SWEEP)))
+    rates[2] *= 0.5              # a lone disturbed sample inside L1 (8 KiB)
+    rates[9:11] *= 0.5           # two in a row inside L2 (90 and 128 KiB): more than smoothing removes
+    rates[-3] *= 0.6             # and one in memory
+    rates[22] *= 1.5             # a lone sample too high inside L3 (8 MiB)
+    found = ceilings_module.find_effective_sizes(SWEEP, rates, NOMINAL)
+    for size, capacity in zip(effective(found).values(), CAPACITIES):
+        assert size == pytest.approx(capacity, rel=0.15)
+
+
+def test_a_level_the_sweep_never_leaves_keeps_its_nominal_size_and_says_so():
+    rates = synthetic_curve(SWEEP, capacities=CAPACITIES[:2] + (1024**3,))   # L3 holds more than the sweep
+    found = ceilings_module.find_effective_sizes(SWEEP, rates, NOMINAL)
+    assert effective(found)["L3"] == NOMINAL["L3"]
+    assert "no fall-off visible" in found["note"].iloc[2]
+    assert effective(found)["L2"] == pytest.approx(CAPACITIES[1], rel=0.03)
+
+
+def test_a_vm_l3_that_falls_off_at_a_quarter_of_nominal_is_a_quarter():
+    rates = synthetic_curve(SWEEP, capacities=CAPACITIES[:2] + (NOMINAL["L3"] // 4,))
+    found = ceilings_module.find_effective_sizes(SWEEP, rates, NOMINAL)
+    assert effective(found)["L3"] == pytest.approx(NOMINAL["L3"] / 4, rel=0.03)
+    assert found["note"].iloc[2] == ""
+
+
+def test_a_fall_off_beyond_nominal_is_capped_at_nominal():
+    rates = synthetic_curve(SWEEP, capacities=(48 * 1024,) + CAPACITIES[1:])    # L1 seems 1.5x its sysfs size
+    found = ceilings_module.find_effective_sizes(SWEEP, rates, NOMINAL)
+    assert effective(found)["L1"] == NOMINAL["L1"] and "capped at nominal" in found["note"].iloc[0]
+
+
+def test_find_effective_sizes_rejects_what_it_cannot_read():
+    with pytest.raises(ValueError, match="length"):
+        ceilings_module.find_effective_sizes(SWEEP, [1.0, 2.0], NOMINAL)
+    with pytest.raises(ValueError, match="positive"):
+        ceilings_module.find_effective_sizes(SWEEP, -synthetic_curve(SWEEP), NOMINAL)
+    with pytest.raises(ValueError, match="L2"):
+        ceilings_module.find_effective_sizes(SWEEP, synthetic_curve(SWEEP), dict(NOMINAL, L2=0))
+
+
+def test_cache_table_reads_nominal_against_effective():
+    caches = ceilings_module.find_effective_sizes(
+        SWEEP, synthetic_curve(SWEEP, capacities=CAPACITIES[:2] + (8 * 1024**2,), steepness=1000.0), NOMINAL)
+    levels = tuple(CacheLevel(name, size, 2 if name == "L3" else 1, 64) for name, size in NOMINAL.items())
+    fake = MachineInfo("Fake CPU 9000", 2, levels, 8, "sysfs")
+    ceilings = Ceilings(fake_table(), fake.to_dict(), "2025-01-01T00:00:00+00:00", {}, caches=caches)
+    table = ceilings.cache_table()
+    assert list(table.columns) == ["level", "nominal_bytes", "effective_bytes", "shared_by_cores", "nominal",
+                                   "effective", "note"]
+    assert list(table["nominal"]) == ["32 KiB", "512 KiB", "32 MiB"]
+    assert list(table["shared_by_cores"]) == [1, 1, 2]
+    assert table["effective"].iloc[2].endswith(" MiB") and float(table["effective"].iloc[2].split()[0]) < 10
+    info = ceilings.machine_info()
+    assert [c.effective_bytes for c in info.caches] == list(table["effective_bytes"])
+    assert info.cache("L3").usable_bytes < 10 * 1024**2
+    unmeasured = Ceilings(fake_table(), fake.to_dict(), "2025-01-01T00:00:00+00:00", {})
+    assert list(unmeasured.cache_table()["effective"]) == ["not measured"] * 3
+    assert unmeasured.machine_info().cache("L3").effective_bytes is None
+    assert Ceilings(fake_table(), {}, "x", {}).cache_table().empty
+    with pytest.raises(ValueError):
+        Ceilings(fake_table(), {}, "x", {}).machine_info()
+    assert [ceilings_module.format_bytes(n) for n in (512, 49152, 1536 * 1024, 89723594, 3 * 1024**3)] == \
+        ["512 B", "48 KiB", "1.5 MiB", "85.6 MiB", "3 GiB"]
 
 
 # ---------------------------------------------------------------------------- Ceilings arithmetic
@@ -150,7 +339,15 @@ def fake_measure(monkeypatch):
         detail = pd.DataFrame(columns=ceilings_module.DETAIL_COLUMNS)
         return fake_table(threads, peak=100.0 + len(calls)), detail
 
+    def sweep(machine, quick):     # this machine's sweep points, an L3 that falls off at a quarter of nominal
+        sizes = ceilings_module.sweep_working_sets(machine)
+        nominal = [level.size_bytes for level in machine.caches]
+        rates = synthetic_curve(sizes, capacities=(nominal[0] * 0.75, nominal[1] * 0.75, nominal[2] / 4))
+        return pd.DataFrame({"working_set_bytes": sizes, "bandwidth_gbs": rates, "median_gbs": rates, "repeats": 1,
+                             "samples": 1, "cpu_share": 1.0})
+
     monkeypatch.setattr(ceilings_module, "_measure_all", measure)
+    monkeypatch.setattr(ceilings_module, "_measure_sweep", sweep)
     return calls
 
 
@@ -200,6 +397,45 @@ def test_corrupted_cache_is_re_measured_with_a_warning(tmp_path, fake_measure, d
         again = measure_ceilings(cache_dir=tmp_path)
     assert len(fake_measure) == 2 and again.peak_gflops(1) == 102.0
     assert Ceilings.from_json_dict(json.loads(only_cache_file(tmp_path).read_text())).peak_gflops(1) == 102.0
+
+
+def test_an_old_schema_file_is_re_measured_with_a_warning(tmp_path, fake_measure):
+    measure_ceilings(cache_dir=tmp_path)
+    path = only_cache_file(tmp_path)
+    old = json.loads(path.read_text())
+    del old["sweep"], old["caches"]              # a schema-1 file: roofs only
+    path.write_text(json.dumps(dict(old, schema=1)))
+    with pytest.warns(UserWarning, match="schema 1, expected 2"):
+        again = measure_ceilings(cache_dir=tmp_path)
+    assert len(fake_measure) == 2
+    rewritten = json.loads(only_cache_file(tmp_path).read_text())
+    assert rewritten["schema"] == ceilings_module.SCHEMA_VERSION == 2
+    assert [row["level"] for row in rewritten["caches"]] == ["L1", "L2", "L3"]
+    assert again.effective_bytes()["L3"] == pytest.approx(machine_info().cache("L3").size_bytes / 4, rel=0.05)
+
+
+def test_json_round_trip_keeps_the_sweep_and_the_effective_sizes(tmp_path, fake_measure):
+    first = measure_ceilings(cache_dir=tmp_path)
+    second = measure_ceilings(cache_dir=tmp_path)
+    assert len(fake_measure) == 1
+    pd.testing.assert_frame_equal(first.caches, second.caches)
+    pd.testing.assert_frame_equal(first.sweep, second.sweep)
+    assert second.machine_info() == first.machine_info()
+    assert second.machine_info().cache("L3").effective_bytes < machine_info().cache("L3").size_bytes
+
+
+@pytest.mark.parametrize("damage", [
+    lambda data: dict(data, caches=data["caches"][:2]),                                        # a level missing
+    lambda data: dict(data, caches=[dict(row, effective_bytes=row["nominal_bytes"] + 1) for row in data["caches"]]),
+    lambda data: dict(data, sweep=[dict(row, bandwidth_gbs=-1.0) for row in data["sweep"]]),
+])
+def test_cache_with_impossible_effective_sizes_is_re_measured(tmp_path, fake_measure, damage):
+    measure_ceilings(cache_dir=tmp_path)
+    path = only_cache_file(tmp_path)
+    path.write_text(json.dumps(damage(json.loads(path.read_text()))))
+    with pytest.warns(UserWarning, match="corrupted"):
+        measure_ceilings(cache_dir=tmp_path)
+    assert len(fake_measure) == 2
 
 
 @pytest.mark.parametrize("field, value", [("cores", 999), ("cpu_model", "Other CPU"), ("package_version", "0.0.1")])
@@ -253,9 +489,14 @@ def test_thread_counts_outside_the_machine_are_rejected(tmp_path, fake_measure):
 # ---------------------------------------------------------------------------- one real measurement
 
 @pytest.fixture(scope="module")
-def measured(tmp_path_factory):
+def measured_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("ceilings")
+
+
+@pytest.fixture(scope="module")
+def measured(measured_dir):
     numba.set_num_threads(1)
-    ceilings = measure_ceilings(quick=True, refresh=True, cache_dir=tmp_path_factory.mktemp("ceilings"))
+    ceilings = measure_ceilings(quick=True, refresh=True, cache_dir=measured_dir)
     return ceilings, numba.get_num_threads()
 
 
@@ -293,3 +534,31 @@ def test_measured_roofs_are_plausible_and_ordered(measured):
 def test_measurement_restores_numba_thread_count(measured):
     _, threads_after = measured
     assert threads_after == 1
+
+
+def test_quick_measurement_finds_effective_sizes_within_the_nominal_ones(measured):
+    ceilings, _ = measured
+    host = machine_info()
+    table = ceilings.cache_table()
+    assert list(table["level"]) == ["L1", "L2", "L3"]
+    for row in table.itertuples():
+        assert row.nominal_bytes == host.cache(row.level).size_bytes
+        assert 0 < row.effective_bytes <= row.nominal_bytes, row
+    info = ceilings.machine_info()
+    assert (info.cpu_model, info.cores) == (host.cpu_model, host.cores)
+    assert {level.name: level.effective_bytes for level in info.caches} == ceilings.effective_bytes()
+    sweep = ceilings.sweep
+    assert list(sweep["working_set_bytes"]) == ceilings_module.sweep_working_sets(host)
+    assert (sweep["bandwidth_gbs"] > 0).all()
+    assert (sweep["samples"] == ceilings_module.MODES["quick"].sweep_samples).all()
+    assert sweep["bandwidth_gbs"].iloc[:3].min() > sweep["bandwidth_gbs"].iloc[-3:].max()   # L1 beats memory
+
+
+def test_json_round_trip_keeps_the_measured_effective_sizes(measured, measured_dir):
+    ceilings, _ = measured
+    again = measure_ceilings(quick=True, cache_dir=measured_dir)        # read back from the file just written
+    assert again.measured_at == ceilings.measured_at
+    assert again.effective_bytes() == ceilings.effective_bytes()
+    pd.testing.assert_frame_equal(again.caches, ceilings.caches)
+    pd.testing.assert_frame_equal(again.sweep, ceilings.sweep)
+    assert again.machine_info() == ceilings.machine_info()
