@@ -62,21 +62,49 @@ def assert_close_to_reference(got: np.ndarray, reference: np.ndarray, relative: 
     assert error <= relative * scale, f"max abs error {error:.3g} > {relative:g} x max |ref| {scale:.3g}"
 
 
-def hand_made_ceilings():
-    """Fixed roofs (90 GFLOP/s per thread; 180/90/60/15 GB/s per thread at L1/L2/L3/DRAM)
-    for 1 and 2 threads, so profile logic is tested independently of this machine's noise."""
+# The cache sizes hand-made ceilings say they measured on this machine: a Zen 3's (32 KiB
+# L1, 512 KiB L2, 32 MiB L3; a smaller nominal size where the host has one), so the
+# workbench's runs (profile, sweep, the Explorer) make the same fusion and band decisions
+# on hosts with caches at least that large (workbench.profile.run_machine).
+HAND_MADE_EFFECTIVE = {"L1": 32 * 1024, "L2": 512 * 1024, "L3": 32 * 1024**2}
+
+
+def hand_made_machine_and_caches():
+    """(machine dict, caches DataFrame) for a Ceilings of this host whose measured effective
+    cache sizes are HAND_MADE_EFFECTIVE."""
+    import pandas as pd
+
+    from engine.machine import machine_info
+    from workbench.ceilings import CACHE_COLUMNS
+
+    machine = machine_info().to_dict()
+    caches = pd.DataFrame([(level["name"], level["size_bytes"], min(HAND_MADE_EFFECTIVE[level["name"]], level["size_bytes"]),
+                            1.0, 1.0, "")
+                           for level in machine["caches"]], columns=CACHE_COLUMNS)
+    return machine, caches
+
+
+def hand_made_ceilings(peak_per_thread: float = 90.0, key: dict | None = None, machine: dict | None = None):
+    """Fixed roofs (`peak_per_thread` GFLOP/s per thread; 180/90/60/15 GB/s per thread at
+    L1/L2/L3/DRAM) for 1 and 2 threads, so profile logic is tested independently of this
+    machine's noise; measured on this host with HAND_MADE_EFFECTIVE caches unless `machine`
+    (a dict) says otherwise."""
     import pandas as pd
 
     from workbench.ceilings import Ceilings
 
     rows = []
     for threads in (1, 2):
-        rows.append((threads, "fp32_fma", 90.0 * threads, "GFLOP/s"))
+        rows.append((threads, "fp32_fma", peak_per_thread * threads, "GFLOP/s"))
         for level, bandwidth in zip(("L1", "L2", "L3", "DRAM"), (180, 90, 60, 15)):
             rows.append((threads, level, float(bandwidth * threads), "GB/s"))
     table = pd.DataFrame(rows, columns=["threads", "resource", "value", "unit"])
-    return Ceilings(table=table, machine={"cpu_model": "test", "cores": 2}, measured_at="2026-01-01T00:00:00+00:00",
-                    key={"cpu_model": "test", "cores": 2, "package_version": "0", "mode": "quick"})
+    host, caches = hand_made_machine_and_caches()
+    if machine is not None:
+        host, caches = machine, caches.iloc[0:0]
+    return Ceilings(table=table, machine=host, measured_at="2026-01-01T00:00:00+00:00",
+                    key=key or {"cpu_model": host.get("cpu_model", "test"), "cores": host.get("cores", 2), "lanes": 8,
+                                "package_version": "0", "mode": "quick"}, caches=caches)
 
 
 # ---------------------------------------------------------------- importer fuzz summary

@@ -365,11 +365,11 @@ def test_cache_round_trip_measures_once(tmp_path, fake_measure):
     pd.testing.assert_frame_equal(first.table, second.table)
     assert second.measured_at == first.measured_at and second.machine == first.machine
     cores = machine_info().cores
-    assert second.key == {"cpu_model": machine_info().cpu_model, "cores": cores,
+    assert second.key == {"cpu_model": machine_info().cpu_model, "cores": cores, "lanes": machine_info().simd_lanes_fp32,
                           "package_version": ceilings_module.package_version(), "mode": "quick"}
     assert fake_measure[0] == (tuple(range(1, cores + 1)), True)
     path = only_cache_file(tmp_path)
-    assert "quick" in path.name and f"{cores}cores" in path.name
+    assert "quick" in path.name and f"{cores}cores" in path.name and f"{machine_info().simd_lanes_fp32}lanes" in path.name
 
 
 def test_refresh_measures_again(tmp_path, fake_measure):
@@ -438,7 +438,8 @@ def test_cache_with_impossible_effective_sizes_is_re_measured(tmp_path, fake_mea
     assert len(fake_measure) == 2
 
 
-@pytest.mark.parametrize("field, value", [("cores", 999), ("cpu_model", "Other CPU"), ("package_version", "0.0.1")])
+@pytest.mark.parametrize("field, value", [("cores", 999), ("cpu_model", "Other CPU"), ("package_version", "0.0.1"),
+                                          ("lanes", 4)])
 def test_stale_cache_key_is_re_measured_with_a_warning(tmp_path, fake_measure, field, value):
     measure_ceilings(cache_dir=tmp_path)
     path = only_cache_file(tmp_path)

@@ -26,7 +26,7 @@ def hand_made_ceilings(**_) -> Ceilings:
     table = pd.DataFrame(rows, columns=["threads", "resource", "value", "unit"])
     return Ceilings(table=table, machine={"cpu_model": "Hand-made CPU", "cores": 2},
                     measured_at="2026-01-01T00:00:00+00:00",
-                    key={"cpu_model": "Hand-made CPU", "cores": 2, "package_version": "0", "mode": "quick"})
+                    key={"cpu_model": "Hand-made CPU", "cores": 2, "lanes": 8, "package_version": "0", "mode": "quick"})
 
 
 @pytest.fixture(autouse=True)

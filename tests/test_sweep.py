@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import conftest
 import engine
 from engine.machine import machine_info
 from engine.passes import find_inverted_residual_blocks
@@ -31,15 +32,7 @@ PEAK_PER_THREAD = 123.0   # GFLOP/s: a number no real measurement gives, to reco
 
 
 def hand_made_ceilings(key=None, machine=None) -> Ceilings:
-    rows = []
-    for threads in (1, 2):
-        rows.append((threads, "fp32_fma", PEAK_PER_THREAD * threads, "GFLOP/s"))
-        for level, bandwidth in zip(LEVELS, (180, 90, 60, 15)):
-            rows.append((threads, level, float(bandwidth * threads), "GB/s"))
-    table = pd.DataFrame(rows, columns=["threads", "resource", "value", "unit"])
-    return Ceilings(table=table, machine=machine or {"cpu_model": "test", "cores": 2},
-                    measured_at="2026-01-01T00:00:00+00:00",
-                    key=key or {"cpu_model": "test", "cores": 2, "package_version": "0", "mode": "quick"})
+    return conftest.hand_made_ceilings(PEAK_PER_THREAD, key=key, machine=machine)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +44,8 @@ def ceilings():
 def steps(model_path):
     """Steps of the default (auto-fused) plan per batch: "auto" may fuse more blocks at batch 2."""
     model = engine.load(model_path)
-    return {batch: len(model.plan(batch).steps) for batch in (1, 2)}
+    machine = run_machine(hand_made_ceilings())            # what the sweep's runs assume
+    return {batch: len(model.plan(batch, machine=machine).steps) for batch in (1, 2)}
 
 
 def test_one_row_per_config_and_step_with_config_columns_and_totals(model_path, ceilings, steps, tmp_path):
@@ -283,7 +277,7 @@ def cluster(tmp_path_factory):
     key = cache_key(machine, "quick")
     path = _cache_path(data_dir / "ceilings", key)
     path.parent.mkdir(parents=True)
-    cached = hand_made_ceilings(key=key, machine=machine.to_dict())
+    cached = hand_made_ceilings(key=key)
     cached.measured_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     path.write_text(json.dumps(cached.to_json_dict()))
     with pytest.MonkeyPatch.context() as patch:

@@ -20,6 +20,7 @@ import pytest
 import ipywidgets
 
 import engine
+from conftest import hand_made_machine_and_caches
 from workbench import widgets as widgets_module
 from workbench.ceilings import Ceilings
 from workbench.widgets import Explorer
@@ -34,7 +35,8 @@ def synthetic_ceilings() -> Ceilings:
         rows.append((threads, "fp32_fma", PEAK_PER_THREAD * threads, "GFLOP/s"))
         rows += [(threads, level, value * threads, "GB/s") for level, value in BANDWIDTH_PER_THREAD.items()]
     table = pd.DataFrame(rows, columns=["threads", "resource", "value", "unit"])
-    return Ceilings(table, machine={}, measured_at="synthetic", key={})
+    machine, caches = hand_made_machine_and_caches()      # decisions as on every host
+    return Ceilings(table, machine=machine, measured_at="synthetic", key={}, caches=caches)
 
 
 @pytest.fixture(scope="module")

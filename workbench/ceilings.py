@@ -358,8 +358,10 @@ def measure_ceilings(quick: bool = True, threads: list[int] | None = None, refre
 
 
 def cache_key(machine: MachineInfo, mode: str) -> dict:
-    """What a cached result must match to be reused."""
-    return {"cpu_model": machine.cpu_model, "cores": machine.cores,
+    """What a cached result must match to be reused. The lane width is part of it: the FMA
+    roof is measured with vectors of the kernels' width (ROOFLINE_LANES may force 8 lanes
+    on an AVX-512 host, whose roof is then half)."""
+    return {"cpu_model": machine.cpu_model, "cores": machine.cores, "lanes": machine.simd_lanes_fp32,
             "package_version": package_version(), "mode": mode}
 
 
@@ -728,7 +730,7 @@ def _resolve_cache_dir(cache_dir: Path | None) -> Path:
 def _cache_path(directory: Path, key: dict) -> Path:
     def slug(text: str) -> str:
         return re.sub(r"[^A-Za-z0-9.]+", "-", str(text)).strip("-").lower() or "unknown"
-    return directory / (f"ceilings_{slug(key['cpu_model'])}_{key['cores']}cores_"
+    return directory / (f"ceilings_{slug(key['cpu_model'])}_{key['cores']}cores_{key['lanes']}lanes_"
                         f"v{slug(key['package_version'])}_{key['mode']}.json")
 
 
