@@ -24,9 +24,9 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-$(MODEL): $(VENV)/.installed engine/models.py
+$(MODEL): $(VENV)/.installed engine/zoo.py
 	rm -f $@
-	$(PY) -c "from engine.models import write_default_model; write_default_model('$@')"
+	$(PY) -c "from engine.zoo import write_default_model; write_default_model('$@')"
 
 data: $(MODEL)
 

@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))       # the described machines are the tests' own
 
 import engine  # noqa: E402
-from engine.models import mobilenet_v2  # noqa: E402
+from engine.zoo import mobilenet_v2  # noqa: E402
 from engine.passes import find_inverted_residual_blocks  # noqa: E402
 from engine.plan import RunConfig, block_band_rows, fusion_wins, intermediates_level  # noqa: E402
 from machines import DESCRIBED  # noqa: E402

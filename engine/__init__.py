@@ -9,10 +9,11 @@ Nothing here imports the workbench, plotly, pandas or Jupyter.
 from engine import _numba_env  # noqa: F401  (must run before numba compiles anything)
 from engine.errors import ModelError, UnsupportedOperatorError
 from engine.hooks import LayerRecord, Recorder, RunInfo
-from engine.model import DEFAULT_FUSE_BLOCKS, Model, available_cores, load
+from engine.checks import available_cores
+from engine.model import DEFAULT_FUSE_BLOCKS, Model, load
 from engine.perf_counters import PerfCounterHook
 from engine.tiles import Tiles
-from engine import models  # noqa: E402
+from engine import zoo  # noqa: E402
 
 __all__ = ["ModelError", "UnsupportedOperatorError", "Tiles", "Model", "load", "available_cores",
-           "DEFAULT_FUSE_BLOCKS", "Recorder", "LayerRecord", "RunInfo", "PerfCounterHook", "models"]
+           "DEFAULT_FUSE_BLOCKS", "Recorder", "LayerRecord", "RunInfo", "PerfCounterHook", "zoo"]

@@ -53,7 +53,7 @@ MODEL_PATH = Path(workbench.__file__).resolve().parents[1] / "data" / "mobilenet
 
 # %%
 if MODEL_PATH.name == "mobilenet_v2.onnx":
-    engine.models.write_default_model(MODEL_PATH)
+    engine.zoo.write_default_model(MODEL_PATH)
 model = engine.load(MODEL_PATH)
 model
 

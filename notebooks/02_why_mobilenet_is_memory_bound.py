@@ -42,7 +42,7 @@ FAST = os.environ.get("ROOFLINE_FAST") == "1"
 REPEATS = 3 if FAST else 7
 THREADS = engine.available_cores()
 MODEL_PATH = Path(workbench.__file__).resolve().parents[1] / "data" / "mobilenet_v2.onnx"
-engine.models.write_default_model(MODEL_PATH)
+engine.zoo.write_default_model(MODEL_PATH)
 model = engine.load(MODEL_PATH)
 ceilings = workbench.measure_ceilings()
 

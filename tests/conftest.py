@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import engine
-from engine.models import mobilenet_v2
+from engine.zoo import mobilenet_v2
 
 
 @pytest.fixture(scope="session")

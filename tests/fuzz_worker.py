@@ -195,7 +195,7 @@ def _self_test(kind: str) -> None:
 def _warm_up() -> None:
     """Load every kernel once (from numba's cache, or compiling it), so the first case's
     time limit measures the case, not the compiler."""
-    from engine.models import mobilenet_v2
+    from engine.zoo import mobilenet_v2
 
     model = engine.load(mobilenet_v2(0.35, 32, 10))
     x = np.zeros((2, *model.input_shape), np.float32)

@@ -25,7 +25,7 @@ import pytest
 
 import engine
 import workbench
-from engine.models import mobilenet_v2
+from engine.zoo import mobilenet_v2
 from conftest import hand_made_ceilings
 from engine.kernels.layout import CB
 from machines import ZEN3, with_lanes

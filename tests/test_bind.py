@@ -42,7 +42,7 @@ def test_each_1x1_step_of_a_plan_prefetches_the_weights_of_the_next_1x1_linear_o
     weights (1x1 conv, linear layer, fused block), as pointwise_conv's `ahead`: the bound
     kernel's last two arguments are their offset from the conv's own weights and their size."""
     import engine
-    from engine.models import mobilenet_v2
+    from engine.zoo import mobilenet_v2
 
     model = engine.load(mobilenet_v2(resolution=64, num_classes=10))
     for fuse in (False, "auto", True):

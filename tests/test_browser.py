@@ -127,7 +127,7 @@ def warm_engine():
 
     ceilings = workbench.measure_ceilings()
     path = ROOT / "data" / "mobilenet_v2.onnx"
-    engine.models.write_default_model(path)
+    engine.zoo.write_default_model(path)
     model = engine.load(path)
     x = np.zeros((1, *model.input_shape), dtype=np.float32)
     for threads in sorted({1, engine.available_cores()}):

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 import engine
-from engine.models import mobilenet_v2
+from engine.zoo import mobilenet_v2
 from workbench import widgets as widgets_module
 from workbench.widgets import Explorer
 from conftest import hand_made_ceilings

@@ -6,7 +6,7 @@ import pytest
 
 import engine
 from conftest import assert_close_to_reference, ort_run
-from engine.models import mobilenet_v1, mobilenet_v2
+from engine.zoo import mobilenet_v1, mobilenet_v2
 
 pytestmark = pytest.mark.lanes     # layouts, packing, plans and bytes depend on the lane width
 

@@ -64,7 +64,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import engine
 from conftest import FUZZ_SUMMARY_KEY, assert_close_to_reference, ort_run
-from engine.models import mobilenet_v1, mobilenet_v2
+from engine.zoo import mobilenet_v1, mobilenet_v2
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts" / "fuzz"

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 import engine
-import engine.model as engine_model
+import engine.runtime as engine_runtime
 from engine.traffic import LEVELS
 
 
 @pytest.fixture(scope="module")
 def small():
-    return engine.load(engine.models.mobilenet_v2(resolution=64, num_classes=10))
+    return engine.load(engine.zoo.mobilenet_v2(resolution=64, num_classes=10))
 
 
 def _x(batch=1):
@@ -95,7 +95,7 @@ def test_a_run_without_hooks_takes_no_timestamps(small, monkeypatch):
         def perf_counter():
             raise AssertionError("a run without hooks read the clock")
 
-    monkeypatch.setattr(engine_model, "time", NoClock)
+    monkeypatch.setattr(engine_runtime, "time", NoClock)
     small.run(_x())                           # would raise if the runtime read the clock
     with pytest.raises(AssertionError, match="read the clock"):
         small.run(_x(), hooks=[engine.Recorder()])

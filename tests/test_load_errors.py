@@ -7,7 +7,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import engine
-from engine.models import mobilenet_v2
+from engine.zoo import mobilenet_v2
 
 
 def _conv_model(*, input_dims=("N", 3, 8, 8), weight_dtype=np.float32, input_type=TensorProto.FLOAT,

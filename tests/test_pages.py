@@ -6,7 +6,7 @@ import pytest
 
 import engine
 from engine import pages
-from engine.models import mobilenet_v2
+from engine.zoo import mobilenet_v2
 
 
 @pytest.mark.parametrize("elements", [0, 1, 17, 4096, pages.HUGE_PAGE // 4 - 1, pages.HUGE_PAGE // 4,

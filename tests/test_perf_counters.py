@@ -9,7 +9,7 @@ from engine.perf_counters import NOT_AVAILABLE, PerfCounterHook
 
 
 def test_counter_hook_records_measured_misses_or_says_not_available():
-    model = engine.load(engine.models.mobilenet_v2(resolution=64, num_classes=10))
+    model = engine.load(engine.zoo.mobilenet_v2(resolution=64, num_classes=10))
     hook = PerfCounterHook()
     recorder = engine.Recorder()
     model.run(np.zeros((1, 3, 64, 64), np.float32), hooks=[recorder, hook])

@@ -20,7 +20,7 @@ def ceilings():
 
 @pytest.fixture(scope="module")
 def small():
-    return engine.load(engine.models.mobilenet_v2(resolution=96))
+    return engine.load(engine.zoo.mobilenet_v2(resolution=96))
 
 
 def test_profile_has_the_documented_columns_and_sums(small, ceilings):

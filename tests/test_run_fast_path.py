@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import engine
-from engine.models import mobilenet_v2
+from engine.zoo import mobilenet_v2
 
 CORES = engine.available_cores()
 
@@ -96,7 +96,7 @@ def test_the_fast_path_runs_on_the_threads_asked_for_and_restores_numbas_setting
 def test_the_fast_path_does_not_keep_an_evicted_plan_alive(model, x):
     model.run(x, threads=1)
     assert model._recent is not None
-    recent_plan = model._recent[5]
+    recent_plan = model._recent.plan
     for batch in (3, 4, 5, 6, 7):                         # more plans than the cache holds
         model.run(np.zeros((batch, *model.input_shape), np.float32), threads=1, hooks=[engine.Recorder()])
     assert recent_plan not in model._plans.values()

@@ -206,7 +206,7 @@ def _model_file(path: Path) -> Path:
     """`path` if it is a file; the default model is written when missing; else a usage error."""
     if not path.is_file():
         if path == DEFAULT_MODEL:
-            from engine.models import write_default_model
+            from engine.zoo import write_default_model
             write_default_model(path)
         else:
             raise _UsageError(f"roofline-workbench: model file not found: {path}")

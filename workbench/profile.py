@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 
 import engine
+from engine.checks import (check_batch, check_bool, check_fuse_blocks, check_int, check_repeats,  # noqa: F401
+                           check_seed, check_threads, check_tiles)
 from engine.machine import MachineInfo, machine_info
 from engine.traffic import LEVELS
 
@@ -32,29 +34,6 @@ def as_model(model) -> engine.Model:
         raise ValueError(f"model must be an engine.Model, an ONNX file path, bytes or an onnx.ModelProto, "
                          f"got {type(model).__name__}")
     return engine.load(model)
-
-
-def check_int(name: str, value, low: int, high: int) -> int:
-    """`value` as an int, or ValueError naming `name`, the range and the value unless it is
-    an int (numpy integers too; bools, floats, strings and None refused) in low..high."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
-        raise ValueError(f"{name} must be an int in {low}..{high}, got {value!r}")
-    return int(value)
-
-
-def check_repeats(repeats) -> int:
-    return check_int("repeats", repeats, 1, 10_000)
-
-
-def check_batch(batch) -> int:
-    return check_int("batch", batch, 1, 4096)
-
-
-def check_bool(name: str, value) -> bool:
-    """`value` as a bool, or ValueError unless it is True or False (numpy bools too)."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
 
 
 def parse_fuse_blocks(value):
@@ -99,14 +78,6 @@ def describe_fusion(frame: pd.DataFrame) -> str | None:
         return fusion_label(frame["fuse_blocks"].iloc[0], fused_blocks)
     except ValueError:          # not a value profile writes
         return None
-
-
-def check_seed(seed):
-    """A numpy seed: None or an int >= 0."""
-    if seed is not None and (isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer))
-                             or seed < 0):
-        raise ValueError(f"seed must be None or an int >= 0, got {seed!r}")
-    return seed
 
 
 def check_ceilings(ceilings, threads: int | None = None):
@@ -175,9 +146,9 @@ def profile(model, batch: int = 1, threads: int | None = None, tiles: engine.Til
     repeats = check_repeats(repeats)
     warmup = check_int("warmup", warmup, 0, 10_000)
     seed = check_seed(seed)
-    threads = engine.Model.check_threads(default_threads() if threads is None else threads)
-    tiles = engine.Model.check_tiles(tiles)
-    fuse_blocks = engine.Model.check_fuse_blocks(fuse_blocks)
+    threads = check_threads(default_threads() if threads is None else threads)
+    tiles = check_tiles(tiles)
+    fuse_blocks = check_fuse_blocks(fuse_blocks)
     ceilings = check_ceilings(ceilings, threads)
     model = as_model(model)
     if ceilings is None:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 import plotly.io as pio
 
-from workbench.profile import check_bool, check_ceilings, describe_fusion, save_frame
+from engine.checks import check_bool
+from workbench.profile import check_ceilings, describe_fusion, save_frame
 from workbench.atomic import atomic_path
 from workbench.roofline import _check_profile, roofline_figure, time_bars
 

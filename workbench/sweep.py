@@ -74,8 +74,9 @@ import numpy as np
 import pandas as pd
 
 import engine
-from workbench.profile import (check_batch, check_bool, check_ceilings, check_repeats, parse_fuse_blocks, profile,
-                               save_frame)
+from engine import checks
+from engine.checks import check_batch, check_bool, check_repeats
+from workbench.profile import check_ceilings, parse_fuse_blocks, profile, save_frame
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ def _fuse_list(values) -> list:
     checked = []
     for value in listed:
         try:
-            checked.append(engine.Model.check_fuse_blocks(value))
+            checked.append(checks.check_fuse_blocks(value))
         except ValueError:
             raise ValueError(f"fuse_blocks must be True, False or \"auto\" (or a list of them), "
                              f"got {value!r}") from None

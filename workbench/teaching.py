@@ -35,6 +35,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from engine.checks import check_batch
+from workbench.profile import as_model
+
 FLOAT32_BYTES = 4
 CONV_KINDS = ("dense", "depthwise", "pointwise")
 
@@ -103,8 +106,6 @@ def model_intensities(model, batches: Sequence[int] = (1,), dense_comparison: bo
     ai_batch<b> (FLOP/byte). With dense_comparison: ai_as_dense_3x3, the intensity the same
     layer would have at the first batch as a dense 3x3 conv of the same channels and stride.
     """
-    from workbench.profile import as_model, check_batch
-
     model = as_model(model)
     batches = [check_batch(b) for b in batches]
     if not batches:

@@ -43,7 +43,9 @@ import pandas as pd
 import plotly.graph_objects as go
 
 import engine
-from workbench.profile import as_model, check_batch, check_ceilings, check_int, check_repeats, fusion_label, profile
+from engine import checks
+from engine.checks import check_batch, check_int, check_repeats
+from workbench.profile import as_model, check_ceilings, fusion_label, profile
 from workbench.roofline import roofline_figure, short_name, update_roofline
 
 logger = logging.getLogger(__name__)
@@ -121,9 +123,9 @@ class Explorer:
                  repeats: int = 3):
         self.repeats = check_repeats(repeats)
         batch = check_batch(batch)
-        threads = engine.available_cores() if threads is None else engine.Model.check_threads(threads)
-        tiles = engine.Model.check_tiles(tiles)
-        fuse_blocks = engine.Model.check_fuse_blocks(fuse_blocks)
+        threads = engine.available_cores() if threads is None else checks.check_threads(threads)
+        tiles = checks.check_tiles(tiles)
+        fuse_blocks = checks.check_fuse_blocks(fuse_blocks)
         check_ceilings(ceilings, threads)
         self.model = as_model(model)
         if ceilings is None:
@@ -212,7 +214,7 @@ class Explorer:
         values = {name: int(self.controls[name].value) for name in engine.Tiles().as_dict()}
         return {"batch": int(self.controls["batch"].value), "threads": int(self.controls["threads"].value),
                 "tiles": engine.Tiles(**values),
-                "fuse_blocks": engine.Model.check_fuse_blocks(self.controls["fuse_blocks"].value)}
+                "fuse_blocks": checks.check_fuse_blocks(self.controls["fuse_blocks"].value)}
 
     @property
     def level(self) -> str:
@@ -250,11 +252,11 @@ class Explorer:
                 raise ValueError(f"level must be one of {', '.join(self.ceilings.levels)}, got {value!r}")
             return value
         if name == "fuse_blocks":
-            return engine.Model.check_fuse_blocks(value)
+            return checks.check_fuse_blocks(value)
         if name == "batch":
             return check_batch(value)
         if name == "threads":
-            return engine.Model.check_threads(value)
+            return checks.check_threads(value)
         low, high, _ = engine.Tiles.field_range(name)
         value = check_int(name, value, low, high)
         engine.Tiles(**{name: value})            # the step (a multiple of 16, say)

@@ -1,4 +1,4 @@
-"""Tests of engine.models: the synthetic MobileNets are torchvision's topology (op counts,
+"""Tests of engine.zoo: the synthetic MobileNets are torchvision's topology (op counts,
 FLOPs, parameters), valid ONNX for opsets 9..18 in every export style, all styles compute the
 same function, activations stay of order 1, and building is deterministic.
 
@@ -18,13 +18,13 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from engine import models
+from engine import zoo
 
 ort = pytest.importorskip("onnxruntime")
 
 REPO = Path(__file__).resolve().parents[1]
 
-# torchvision.models.mobilenet_v2(): sum(p.numel() for p in model.parameters())
+# torchvision.zoo.mobilenet_v2(): sum(p.numel() for p in model.parameters())
 TORCHVISION_MOBILENET_V2_PARAMETERS = 3_504_872
 # torchvision's documented cost of MobileNetV2 at 224: 0.30 GFLOPS (multiply-accumulates);
 # counted over Conv and Linear it is 300.77 M MACs = 601.5 MFLOP at 2 FLOP per MAC
@@ -35,8 +35,8 @@ MOBILENET_V1_MACS_AT_224 = 569e6
 ALL_STYLES = dict(separate_batchnorm=True, flatten_style="reshape_shape_chain", pool_style="reduce_mean",
                   classifier_style="matmul_add", dropout=True)
 VARIANTS = (
-    [(opset, {}) for opset in range(models.MIN_OPSET, models.MAX_OPSET + 1)]
-    + [(opset, ALL_STYLES) for opset in range(models.MIN_OPSET, models.MAX_OPSET + 1)]
+    [(opset, {}) for opset in range(zoo.MIN_OPSET, zoo.MAX_OPSET + 1)]
+    + [(opset, ALL_STYLES) for opset in range(zoo.MIN_OPSET, zoo.MAX_OPSET + 1)]
     + [(13, dict(separate_batchnorm=True)), (13, dict(flatten_style="reshape_constant")),
        (9, dict(flatten_style="reshape_constant", dynamic_batch=False)),
        (13, dict(flatten_style="reshape_shape_chain")), (13, dict(pool_style="reduce_mean")),
@@ -85,7 +85,7 @@ def _multiply_accumulates(model: onnx.ModelProto) -> int:
 
 @pytest.fixture(scope="module")
 def default_model() -> onnx.ModelProto:
-    return models.mobilenet_v2()
+    return zoo.mobilenet_v2()
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def test_make_divisible_rounds_like_torchvision():
     # (35.9 -> 32 is 10.9% low -> 40; 35 -> 32 is 8.6% low -> stays 32)
     cases = [(32, 32), (16, 16), (32 * 0.5, 16), (16 * 0.5, 8), (16 * 0.75, 16), (24 * 0.75, 24),
              (32 * 0.75, 24), (32 * 1.4, 48), (1280 * 1.4, 1792), (160 * 0.75, 120), (3, 8), (36, 40), (35, 32), (35.9, 40), (11.9, 16)]
-    assert [models.make_divisible(value) for value, _ in cases] == [expected for _, expected in cases]
+    assert [zoo.make_divisible(value) for value, _ in cases] == [expected for _, expected in cases]
 
 
 def test_default_model_has_torchvision_mobilenet_v2_op_counts(default_model):
@@ -140,7 +140,7 @@ def test_parameter_count_matches_torchvision_up_to_batchnorm_folding(default_mod
     # torchvision counts conv weights + BatchNorm gamma and beta (2 per channel) + Linear.
     # Folding turns each BatchNorm's gamma and beta into one conv bias per channel, so the
     # folded model has exactly one parameter per BatchNorm channel fewer.
-    separate = models.mobilenet_v2(separate_batchnorm=True)
+    separate = zoo.mobilenet_v2(separate_batchnorm=True)
     separate_weights = _initializers(separate)
     running_statistics = [name for name in separate_weights if name.endswith(("running_mean", "running_var"))]
     learnable = sum(array.size for name, array in separate_weights.items()
@@ -155,7 +155,7 @@ def test_parameter_count_matches_torchvision_up_to_batchnorm_folding(default_mod
 @pytest.mark.parametrize("opset,styles", VARIANTS, ids=lambda v: str(v) if isinstance(v, int) else
                          ",".join(f"{k}={val}" for k, val in v.items()) or "default")
 def test_variant_is_valid_onnx_and_computes_the_default_function(opset, styles, default_logits):
-    model = models.mobilenet_v2(opset=opset, **styles)
+    model = zoo.mobilenet_v2(opset=opset, **styles)
     onnx.checker.check_model(model, full_check=True)
     assert model.opset_import[0].version == opset
     batch = 1 if styles.get("dynamic_batch", True) is False else 2
@@ -166,39 +166,39 @@ def test_variant_is_valid_onnx_and_computes_the_default_function(opset, styles, 
 
 
 def test_variants_write_the_requested_operators():
-    separate = models.mobilenet_v2(separate_batchnorm=True)
+    separate = zoo.mobilenet_v2(separate_batchnorm=True)
     assert _op_histogram(separate)["BatchNormalization"] == 52
     assert all(len(node.input) == 2 for node in separate.graph.node if node.op_type == "Conv")  # no bias
-    folded = models.mobilenet_v2()
+    folded = zoo.mobilenet_v2()
     assert all(len(node.input) == 3 for node in folded.graph.node if node.op_type == "Conv")
 
-    clips_10 = [n for n in models.mobilenet_v2(opset=10).graph.node if n.op_type == "Clip"]
+    clips_10 = [n for n in zoo.mobilenet_v2(opset=10).graph.node if n.op_type == "Clip"]
     assert all(len(n.input) == 1 and {a.name for a in n.attribute} == {"min", "max"} for n in clips_10)
-    clips_11 = [n for n in models.mobilenet_v2(opset=11).graph.node if n.op_type == "Clip"]
+    clips_11 = [n for n in zoo.mobilenet_v2(opset=11).graph.node if n.op_type == "Clip"]
     assert all(len(n.input) == 3 and not n.attribute for n in clips_11)
 
-    chain = models.mobilenet_v2(flatten_style="reshape_shape_chain", opset=11)
+    chain = zoo.mobilenet_v2(flatten_style="reshape_shape_chain", opset=11)
     assert [n.op_type for n in chain.graph.node[-8:]] == ["Shape", "Constant", "Gather", "Unsqueeze", "Constant",
                                                           "Concat", "Reshape", "Gemm"]
     assert "Flatten" not in _op_histogram(chain)
-    unsqueeze_13 = [n for n in models.mobilenet_v2(flatten_style="reshape_shape_chain").graph.node
+    unsqueeze_13 = [n for n in zoo.mobilenet_v2(flatten_style="reshape_shape_chain").graph.node
                     if n.op_type == "Unsqueeze"]
     assert len(unsqueeze_13[0].input) == 2  # axes became an input in opset 13
 
     for opset, axes_as_input in ((17, False), (18, True)):
-        (reduce,) = [n for n in models.mobilenet_v2(opset=opset, pool_style="reduce_mean").graph.node
+        (reduce,) = [n for n in zoo.mobilenet_v2(opset=opset, pool_style="reduce_mean").graph.node
                      if n.op_type == "ReduceMean"]
         assert (len(reduce.input) == 2) == axes_as_input
         assert any(a.name == "axes" for a in reduce.attribute) != axes_as_input
 
-    matmul = _op_histogram(models.mobilenet_v2(classifier_style="matmul_add"))
+    matmul = _op_histogram(zoo.mobilenet_v2(classifier_style="matmul_add"))
     assert matmul["MatMul"] == 1 and matmul["Add"] == 11 and "Gemm" not in matmul
 
     for opset, ratio_as_input in ((11, False), (12, True)):
-        (dropout,) = [n for n in models.mobilenet_v2(opset=opset, dropout=True).graph.node if n.op_type == "Dropout"]
+        (dropout,) = [n for n in zoo.mobilenet_v2(opset=opset, dropout=True).graph.node if n.op_type == "Dropout"]
         assert (len(dropout.input) == 2) == ratio_as_input
 
-    static = models.mobilenet_v2(dynamic_batch=False).graph.input[0].type.tensor_type.shape.dim
+    static = zoo.mobilenet_v2(dynamic_batch=False).graph.input[0].type.tensor_type.shape.dim
     assert static[0].dim_value == 1
 
 
@@ -225,35 +225,35 @@ def test_activations_stay_of_order_one_through_the_network(default_model):
 
 
 def test_same_seed_gives_identical_bytes_and_another_seed_does_not():
-    assert models.mobilenet_v2(seed=3).SerializeToString() == models.mobilenet_v2(seed=3).SerializeToString()
-    assert models.mobilenet_v2(seed=3).SerializeToString() != models.mobilenet_v2(seed=4).SerializeToString()
+    assert zoo.mobilenet_v2(seed=3).SerializeToString() == zoo.mobilenet_v2(seed=3).SerializeToString()
+    assert zoo.mobilenet_v2(seed=3).SerializeToString() != zoo.mobilenet_v2(seed=4).SerializeToString()
     styled = dict(opset=9, **ALL_STYLES)
-    assert models.mobilenet_v2(**styled).SerializeToString() == models.mobilenet_v2(**styled).SerializeToString()
-    assert models.mobilenet_v1(seed=3).SerializeToString() == models.mobilenet_v1(seed=3).SerializeToString()
+    assert zoo.mobilenet_v2(**styled).SerializeToString() == zoo.mobilenet_v2(**styled).SerializeToString()
+    assert zoo.mobilenet_v1(seed=3).SerializeToString() == zoo.mobilenet_v1(seed=3).SerializeToString()
 
 
 @pytest.mark.parametrize("width_mult,resolution,last_channels", [
     (0.5, 224, 1280), (0.75, 224, 1280), (1.4, 224, 1792), (1.0, 96, 1280), (1.0, 160, 1280), (0.35, 96, 1280)])
 def test_width_and_resolution_variants_build_and_run(width_mult, resolution, last_channels):
-    model = models.mobilenet_v2(width_mult, resolution, num_classes=10)
+    model = zoo.mobilenet_v2(width_mult, resolution, num_classes=10)
     onnx.checker.check_model(model, full_check=True)
     assert _initializers(model)["features.18.0.weight"].shape[0] == last_channels
-    assert _initializers(model)["features.0.0.weight"].shape[0] == models.make_divisible(32 * width_mult)
+    assert _initializers(model)["features.0.0.weight"].shape[0] == zoo.make_divisible(32 * width_mult)
     logits = _run(model, _input(batch=2, resolution=resolution))
     assert logits.shape == (2, 10) and np.isfinite(logits).all() and 0.1 <= logits.std() <= 10
 
 
 def test_mobilenet_v1_matches_the_paper_and_runs():
-    model = models.mobilenet_v1()
+    model = zoo.mobilenet_v1()
     onnx.checker.check_model(model, full_check=True)
     # stem + 13 x (depthwise, pointwise): 27 convs, each followed by ReLU
     assert _op_histogram(model) == {"Conv": 27, "Relu": 27, "GlobalAveragePool": 1, "Flatten": 1, "Gemm": 1}
-    macs = _multiply_accumulates(models.mobilenet_v1())
+    macs = _multiply_accumulates(zoo.mobilenet_v1())
     assert abs(macs - MOBILENET_V1_MACS_AT_224) <= 0.005 * MOBILENET_V1_MACS_AT_224
     assert sum(array.size for array in _initializers(model).values()) == 4_221_032  # paper: 4.2 M
     logits = _run(model, _input(batch=2))
     assert logits.shape == (2, 1000) and 0.1 <= logits.std() <= 10
-    small = models.mobilenet_v1(0.5, 128, num_classes=10, opset=9)
+    small = zoo.mobilenet_v1(0.5, 128, num_classes=10, opset=9)
     onnx.checker.check_model(small, full_check=True)
     assert _run(small, _input(batch=1, resolution=128)).shape == (1, 10)
 
@@ -266,21 +266,21 @@ def test_mobilenet_v1_matches_the_paper_and_runs():
     (dict(classifier_style="conv"), "classifier_style")])
 def test_invalid_arguments_raise_value_error_naming_the_argument(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        models.mobilenet_v2(**kwargs)
+        zoo.mobilenet_v2(**kwargs)
 
 
 def test_write_default_model_writes_once_and_leaves_an_existing_file(tmp_path):
-    path = models.write_default_model(tmp_path / "sub" / "model.onnx")
-    assert path.read_bytes() == models.mobilenet_v2().SerializeToString()
+    path = zoo.write_default_model(tmp_path / "sub" / "model.onnx")
+    assert path.read_bytes() == zoo.mobilenet_v2().SerializeToString()
     assert [p.name for p in path.parent.iterdir()] == ["model.onnx"]  # no temporary file left behind
     path.write_bytes(b"kept")
-    assert models.write_default_model(path).read_bytes() == b"kept"
+    assert zoo.write_default_model(path).read_bytes() == b"kept"
 
 
 def test_module_command_writes_the_default_model(tmp_path):
     target = tmp_path / "mobilenet_v2.onnx"
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    result = subprocess.run([sys.executable, "-m", "engine.models", str(target)], cwd=tmp_path, env=env,
+    result = subprocess.run([sys.executable, "-m", "engine.zoo", str(target)], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     onnx.checker.check_model(onnx.load(str(target)), full_check=True)

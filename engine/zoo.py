@@ -19,7 +19,7 @@ What is here:
 - `mobilenet_v1(...)`: the MobileNetV1 family (ReLU instead of ReLU6), to exercise the Relu
   path and a network without residual adds.
 - `write_default_model(path)`: writes `mobilenet_v2()` atomically if the file is missing;
-  `python -m engine.models [path]` does the same (the Makefile calls it).
+  `python -m engine.zoo [path]` does the same (the Makefile calls it).
 
 Weights are drawn from `numpy.random.default_rng(seed)` in an order that depends only on the
 architecture (width_mult, num_classes), never on the export style, resolution or opset, so
@@ -345,7 +345,7 @@ class _GraphWriter:
             [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [batch, num_classes])],
             self.initializers)
         opset_import = [helper.make_opsetid("", self.opset)]
-        model = helper.make_model(graph, opset_imports=opset_import, producer_name="roofline-workbench engine.models",
+        model = helper.make_model(graph, opset_imports=opset_import, producer_name="roofline-workbench engine.zoo",
                                   doc_string=doc)
         # the oldest IR version that knows this opset, so older runtimes also load it
         model.ir_version = helper.find_min_ir_version_for(opset_import)
@@ -477,10 +477,10 @@ def write_default_model(path: str | os.PathLike = DEFAULT_MODEL_PATH) -> pathlib
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m engine.models [path]`: write the default model if missing."""
+    """`python -m engine.zoo [path]`: write the default model if missing."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) > 1:
-        sys.stderr.write("usage: python -m engine.models [path]\n")
+        sys.stderr.write("usage: python -m engine.zoo [path]\n")
         return 2
     path = write_default_model(argv[0] if argv else DEFAULT_MODEL_PATH)
     sys.stdout.write(f"{path}\n")
