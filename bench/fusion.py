@@ -4,7 +4,7 @@ For each (batch, threads) cell the configurations take turns (one run each, with
 Recorder), and every block's time is the median over runs of its fused step against the
 sum of its three unfused steps (expand, depthwise, project). Band heights: the cost
 model's choice (block_rows=0) and any given with --bands. The last columns say what the
-engine's "auto" fusion policy (engine.plan.fusion_wins) decides for the block.
+engine's "auto" fusion policy (engine.fusion.fusion_wins) decides for the block.
 
     python bench/fusion.py [--batches 1 64] [--threads 1 2] [--bands 2 4 8] [--runs 30]
 """
@@ -24,7 +24,8 @@ sys.path.insert(0, str(ROOT))
 import engine  # noqa: E402
 from engine.machine import machine_info  # noqa: E402
 from engine.passes import find_inverted_residual_blocks  # noqa: E402
-from engine.plan import RunConfig, block_band_rows, fusion_wins  # noqa: E402
+from engine.config import RunConfig  # noqa: E402
+from engine.fusion import block_band_rows, fusion_wins  # noqa: E402
 
 
 def step_times(model, x, threads, runs_per_config, configs_order):

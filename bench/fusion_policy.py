@@ -4,7 +4,7 @@ Nothing is timed: this prints, for the default model (MobileNetV2 at 224x224) an
 machine of tests/machines.py (Zen 3, the Zen 3 VM as measured, Zen 5, Emerald Rapids, a
 1-core host), each inverted-residual block's decision at batch 1 and 64 on 1..cores
 threads: "F<band>" fused with that band height, "-" unfused, and where its unfused
-intermediates would live (L2, L3 or DRAM: engine.plan.intermediates_level). Markdown, for
+intermediates would live (L2, L3 or DRAM: engine.fusion.intermediates_level). Markdown, for
 bench/README.md. Measure whether a decision pays on a machine with bench/fusion.py.
 
     python bench/fusion_policy.py [--batches 1 64]
@@ -22,7 +22,8 @@ sys.path.insert(0, str(ROOT / "tests"))       # the described machines are the t
 import engine  # noqa: E402
 from engine.zoo import mobilenet_v2  # noqa: E402
 from engine.passes import find_inverted_residual_blocks  # noqa: E402
-from engine.plan import RunConfig, block_band_rows, fusion_wins, intermediates_level  # noqa: E402
+from engine.config import RunConfig  # noqa: E402
+from engine.fusion import block_band_rows, fusion_wins, intermediates_level  # noqa: E402
 from machines import DESCRIBED  # noqa: E402
 
 

@@ -198,8 +198,8 @@ def scratch_bytes(plan: Plan) -> int:
             continue
         project = step.layer
         expand, depthwise = fused_block.scratch_floats(project.input_shape[0], step.input_shape[3],
-                                                       step.output_shape[3], step.attrs["band_rows"],
-                                                       step.attrs["stride"])
+                                                       step.output_shape[3], step.band_rows,
+                                                       step.stride)
         need_expand, need_depthwise = max(need_expand, expand), max(need_depthwise, depthwise)
     if need_expand == need_depthwise == 0:
         return 0

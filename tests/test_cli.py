@@ -152,7 +152,8 @@ def test_profile_and_report_fuse_blocks_takes_an_optional_value(command, flags, 
 
 def test_profile_with_fuse_blocks_auto_runs_auto_and_says_so(model_path, capsys):
     from engine.passes import find_inverted_residual_blocks
-    from engine.plan import RunConfig, fusion_wins
+    from engine.config import RunConfig
+    from engine.fusion import fusion_wins
 
     # batch 8: the 64x64 model's early blocks then have depthwise inputs larger than an L2
     status, out, _ = run(["profile", "--model", model_path, "--threads", "1", "--batch", "8", "--repeats", "1",

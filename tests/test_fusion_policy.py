@@ -8,7 +8,8 @@ import engine
 from engine.kernels import fused_block as fb
 from engine.kernels.layout import CB
 from engine.passes import find_inverted_residual_blocks
-from engine.plan import RunConfig, block_band_rows, fusion_wins, intermediates_level
+from engine.config import RunConfig
+from engine.fusion import block_band_rows, fusion_wins, intermediates_level
 from engine.traffic import FIT_FRACTION
 from machines import DESCRIBED, EMERALD_RAPIDS, ONE_CORE, ZEN3, ZEN5, described, with_lanes
 

@@ -12,7 +12,7 @@ import pytest
 
 import engine
 from engine.memory import activation_lifetimes, memory_report, resident_memory, scratch_bytes
-from engine.plan import _Arena
+from engine.arena import Arena
 from tests.conftest import assert_close_to_reference
 
 pytestmark = pytest.mark.lanes     # layouts, packing, plans and bytes depend on the lane width
@@ -77,7 +77,7 @@ def _overlap(a, b) -> bool:
 @pytest.mark.parametrize("seed", range(5))
 def test_arena_gives_overlapping_lifetimes_disjoint_aligned_memory(seed):
     rng = np.random.default_rng(seed)
-    arena = _Arena()
+    arena = Arena()
     lifetimes = {}
     for index in range(40):
         first = int(rng.integers(0, 30))
@@ -99,7 +99,7 @@ def test_arena_of_a_chain_is_its_largest_neighbouring_pair():
     # a chain a -> b -> c -> d: each tensor lives for the step writing it and the next one
     # (sizes multiples of 16 floats, the arena's 64-byte alignment)
     sizes = [96, 400, 48, 304]
-    arena = _Arena()
+    arena = Arena()
     for index, size in enumerate(sizes):
         arena.assign(f"t{index}", (size,), first=index, last=index + 1)
     arena.materialise()

@@ -73,10 +73,11 @@ def test_bad_arguments_are_rejected(small, ceilings, kwargs, match):
 
 
 def _blocks_auto_fuses(model, threads: int, batch: int, ceilings) -> set[tuple[str, ...]]:
-    """The members of every block engine.plan.fusion_wins picks for fuse_blocks="auto" on
+    """The members of every block engine.fusion.fusion_wins picks for fuse_blocks="auto" on
     the machine the workbench's runs assume with these ceilings."""
     from engine.passes import find_inverted_residual_blocks
-    from engine.plan import RunConfig, fusion_wins
+    from engine.config import RunConfig
+    from engine.fusion import fusion_wins
     from workbench.profile import run_machine
 
     config = RunConfig(threads=threads, tiles=engine.Tiles(), fuse_blocks="auto", machine=run_machine(ceilings))

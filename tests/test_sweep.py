@@ -19,7 +19,8 @@ import conftest
 import engine
 from engine.machine import machine_info
 from engine.passes import find_inverted_residual_blocks
-from engine.plan import RunConfig, fusion_wins
+from engine.config import RunConfig
+from engine.fusion import fusion_wins
 from workbench.profile import run_machine
 from workbench.ceilings import Ceilings, _cache_path, cache_key
 from workbench.sweep import CONFIG_COLUMNS, config_id, grid, read_table, sweep, sweep_totals
@@ -90,7 +91,7 @@ def test_the_table_on_disk_equals_the_returned_one_and_attrs_do_not_break_parque
 
 
 def blocks_auto_fuses(model: engine.Model, threads: int, batch: int, ceilings) -> set[tuple[str, ...]]:
-    """The members of every block engine.plan.fusion_wins picks for fuse_blocks="auto" on
+    """The members of every block engine.fusion.fusion_wins picks for fuse_blocks="auto" on
     the machine the workbench's runs assume with these ceilings."""
     config = RunConfig(threads=threads, tiles=engine.Tiles(), fuse_blocks="auto", machine=run_machine(ceilings))
     return {tuple(layer.name for layer in block if layer is not None)

@@ -138,12 +138,12 @@ def test_l3_residency_credits_activations_and_resident_weights_at_dram_only():
 
 def test_batch_64_moves_activations_through_dram_and_batch_1_does_not(mobilenet):
     zen3 = with_lanes(ZEN3, CB)                       # a 32 MiB L3, this process's channel blocks
-    dram = {batch: sum(s.attrs["bytes"]["DRAM"] for s in mobilenet.plan(batch, fuse_blocks=False, machine=zen3).steps)
+    dram = {batch: sum(s.bytes["DRAM"] for s in mobilenet.plan(batch, fuse_blocks=False, machine=zen3).steps)
             for batch in (1, 64)}
     weights = mobilenet.weights.nbytes
     assert dram[1] <= weights * 1.05                 # at most the weights at batch 1
     assert dram[64] > 64 * 10 * 2 ** 20               # activations of 64 images do not fit L3
-    fused = sum(s.attrs["bytes"]["DRAM"] for s in mobilenet.plan(64, fuse_blocks=True, machine=zen3).steps)
+    fused = sum(s.bytes["DRAM"] for s in mobilenet.plan(64, fuse_blocks=True, machine=zen3).steps)
     assert fused < 0.85 * dram[64]                    # fused blocks keep their expanded tensors in cache
 
 
@@ -154,7 +154,7 @@ def test_weights_a_1x1_conv_prefetches_cross_dram_in_that_conv_not_in_the_step_u
     network's DRAM total is unchanged by where they are charged."""
     plan = mobilenet.plan(1, threads=1, fuse_blocks=False, machine=with_lanes(ZEN3, CB))
     classifier, before, two_before = plan.steps[-1], plan.steps[-3], plan.steps[-4]
-    assert classifier.op == "linear" and before.op == "expand" and before.attrs["ahead"] is not None
+    assert classifier.op == "linear" and before.op == "expand" and before.ahead is not None
     classifier_weights = sum(a.nbytes for a in mobilenet.weights.by_layer[classifier.name])
     own_weights = sum(a.nbytes for a in mobilenet.weights.by_layer[before.name])
     assert classifier.bytes["DRAM"] < 0.01 * classifier_weights

@@ -103,10 +103,11 @@ def test_fusion_is_a_three_way_selector_off_auto_all_starting_at_the_engines_def
 
 
 def blocks_auto_fuses(model, threads: int, batch: int, ceilings) -> set[tuple[str, ...]]:
-    """The members of every block engine.plan.fusion_wins picks for fuse_blocks="auto" on
+    """The members of every block engine.fusion.fusion_wins picks for fuse_blocks="auto" on
     the machine the workbench's runs assume with these ceilings."""
     from engine.passes import find_inverted_residual_blocks
-    from engine.plan import RunConfig, fusion_wins
+    from engine.config import RunConfig
+    from engine.fusion import fusion_wins
     from workbench.profile import run_machine
 
     config = RunConfig(threads=threads, tiles=engine.Tiles(), fuse_blocks="auto", machine=run_machine(ceilings))

@@ -1,0 +1,97 @@
+"""The fusion policy: which inverted-residual blocks "auto" fuses, and the band height a
+fused block runs with (engine.kernels.fused_block is the kernel). Pure functions of the
+block's shapes and the machine facts in a RunConfig (caches, lanes, threads), so every
+described machine can be tested on any host (tests/test_fusion_policy.py) and shown
+(bench/fusion_policy.py)."""
+from __future__ import annotations
+
+import numpy as np
+
+from engine.config import RunConfig
+from engine.kernels import fused_block
+from engine.traffic import fits
+
+# Once a block's intermediates would go to DRAM unfused (batch 64), fusion keeps them in
+# cache; the ring of expanded rows (engine.kernels.fused_block) keeps the expand recompute
+# near 1.0x, and blocks whose bands would recompute more than this are left unfused anyway.
+FUSE_MAX_RECOMPUTE_FROM_DRAM = 1.5
+
+
+def intermediates_level(block, config: RunConfig, batch: int) -> str:
+    """Where an unfused block's intermediates (its expanded tensor, unless it has no expand,
+    and its depthwise output; whole batch, channels padded) live between its steps: "L2"
+    when they stay in the L2 caches of the run's threads together, "L3" when they stay in
+    L3, else "DRAM" (engine.traffic.fits; usable sizes of `config.machine`)."""
+    expand, depthwise, _ = block
+    hidden, out_h, out_w = depthwise.output_shape
+    _, height, width = depthwise.input_shape
+    budget = config.budget
+    padded = budget.padded(hidden)
+    intermediates = 4 * batch * padded * (out_h * out_w + (height * width if expand is not None else 0))
+    if fits(intermediates, budget.L2 * config.threads):
+        return "L2"
+    if fits(intermediates, config.machine.cache("L3").usable_bytes):
+        return "L3"
+    return "DRAM"
+
+
+def fusion_wins(block, config: RunConfig, batch: int) -> bool:
+    """The "auto" fusion policy: whether `block` is expected to run faster fused, from the
+    machine facts in `config` (caches, lanes, threads) and the block's shapes.
+
+    Fusing keeps the block's intermediates in a per-thread scratch that stays in L2; what
+    it saves is their round trips through the level they would live in unfused
+    (`intermediates_level`), what it costs is the band overheads and recomputed halo rows.
+    - DRAM: the round trips are the slowest traffic of the block, so fuse (unless the bands
+      recompute more than FUSE_MAX_RECOMPUTE_FROM_DRAM).
+    - L2: nothing to save, so never fuse.
+    - L3: fuse only the blocks whose unfused steps are bound by that traffic rather than by
+      the 1x1 convs' FLOPs: a stride-2 block (its depthwise reads four times what it
+      writes) or one without an expand conv (the depthwise reads the block input itself).
+      A stride-1 block with an expand does 2 x hidden x (Cin + Cout) FLOPs per pixel
+      against ~4 x 4 bytes of intermediates at L3: compute bound either way, and the
+      fused block's smaller parallel regions may cost more than the L3 trips
+      (bench/fusion.py; bench/README.md has the measurements per machine).
+    """
+    expand, depthwise, _ = block
+    level = intermediates_level(block, config, batch)
+    if level == "L2":
+        return False
+    stride = depthwise.attrs["strides"][0]
+    if level == "DRAM":
+        if expand is None:
+            return True
+        _, height, _ = depthwise.input_shape
+        out_h = depthwise.output_shape[1]
+        band = block_band_rows(block, config, batch)
+        recompute = fused_block.expand_recompute_factor(height, out_h, band, stride, config.threads, batch)
+        return recompute <= FUSE_MAX_RECOMPUTE_FROM_DRAM
+    return stride == 2 or expand is None
+
+
+def block_band_rows(block, config: RunConfig, batch: int) -> int:
+    """The band height a fused block runs with: Tiles.block_rows, or 0 -> the cost model's
+    (fused_block.auto_band_rows for one core's usable L2 on `config.machine`)."""
+    _, depthwise, _ = block
+    out_h = depthwise.output_shape[1]
+    if config.tiles.block_rows:
+        return min(config.tiles.block_rows, out_h)
+    budget = config.budget
+    return fused_block.auto_band_rows(depthwise.output_shape[0], depthwise.input_shape[1], depthwise.input_shape[2],
+                                      out_h, depthwise.output_shape[2], depthwise.attrs["strides"][0], config.threads,
+                                      budget.L2, batch, budget.lanes)
+
+
+def block_scratch(blocks, config: RunConfig, batch: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """One (scratch_expand, scratch_depthwise) pair of per-thread buffers (threads, floats),
+    big enough for every block in `blocks` at its band height; None without blocks."""
+    need_expand = need_depthwise = 1
+    for block in blocks:
+        _, depthwise, _ = block
+        expand, dw = fused_block.scratch_floats(depthwise.output_shape[0], depthwise.input_shape[2],
+                                                depthwise.output_shape[2], block_band_rows(block, config, batch),
+                                                depthwise.attrs["strides"][0])
+        need_expand, need_depthwise = max(need_expand, expand), max(need_depthwise, dw)
+    if not blocks:
+        return None
+    return (np.zeros((config.threads, need_expand), np.float32), np.zeros((config.threads, need_depthwise), np.float32))

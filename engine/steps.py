@@ -1,0 +1,288 @@
+"""Plan steps: what a plan runs (`Step`), the items a plan is made of (a layout change, a
+layer, a fused block), and one builder per kind of item in a registry (`STEP_BUILDERS`),
+like the importer's HANDLERS: adding an op is an importer handler, a kernel and a builder.
+
+A builder turns an item into a Step: it picks the kernel, binds it to the plan's buffers
+and packed weights once (engine.kernels._common.bind: checked now, never again per run),
+and records the step's FLOPs and modelled bytes per memory level (the kernel's *_bytes).
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from engine.config import RunConfig
+from engine.fusion import block_band_rows
+from engine.graph import Graph, Layer
+from engine.kernels import depthwise, direct_conv, fused_block, linear, pointwise, pooling
+from engine.kernels._common import bind
+from engine.kernels.layout import _nchw_to_nchwc, _nchwc_to_nchw
+from engine.traffic import LEVELS
+from engine.weights import PackedWeights
+
+
+@dataclass
+class Step:
+    """One kernel call. `flops` counts 2 per multiply-accumulate of the conv/linear part,
+    `other_flops` the bias, activation, residual and pooling arithmetic, both per batch."""
+
+    name: str
+    op: str                               # stem, conv, depthwise, expand, project, pointwise, block,
+                                          # pool, flatten, linear, layout
+    input_shape: tuple[int, ...]          # with batch
+    output_shape: tuple[int, ...]         # with batch
+    flops: int
+    other_flops: int
+    call: Callable[[], None]
+    bytes: dict                           # modelled bytes per memory level (engine.traffic)
+    layer: Layer | None = None
+    inputs: tuple[str, ...] = ()
+    output: str = ""
+    members: tuple[str, ...] = ()         # the layers it runs: (name,) unless a fused block
+    fused: bool = False                   # a fused inverted-residual block
+    band_rows: int | None = None          # fused block: output rows per band
+    stride: int | None = None             # fused block: the depthwise's stride
+    expand_recompute: float | None = None  # fused block: expanded rows computed / input rows
+    ahead: np.ndarray | None = None       # 1x1 conv: the later weights it prefetches while it runs
+
+    def __post_init__(self):
+        if not self.members:
+            self.members = (self.name,)
+
+    @functools.cached_property
+    def record_fields(self) -> tuple:
+        """What every LayerRecord of this step shares, computed once."""
+        return (self.name, self.op, tuple(self.input_shape), tuple(self.output_shape), self.fused, self.flops,
+                self.other_flops, self.bytes, self.members)
+
+
+# ---------------------------------------------------------------- the items of a plan
+
+@dataclass(frozen=True)
+class Convert:
+    """Copy `tensor` into `layout` ("nchw" or "nchwc") for the layers that read it so."""
+
+    tensor: str
+    layout: str
+
+
+@dataclass(frozen=True)
+class LayerItem:
+    """One layer, run by its own kernel."""
+
+    layer: Layer
+
+
+@dataclass(frozen=True)
+class Block:
+    """An inverted-residual block run fused: expand (or None), depthwise, project."""
+
+    expand: Layer | None
+    depthwise: Layer
+    project: Layer
+
+    @property
+    def layers(self) -> tuple:
+        return (self.expand, self.depthwise, self.project)
+
+
+def item_kind(item) -> str:
+    """The STEP_BUILDERS key of an item: "convert", "block", a conv kind ("pointwise",
+    "depthwise", "direct") or the layer's op."""
+    if isinstance(item, Convert):
+        return "convert"
+    if isinstance(item, Block):
+        return "block"
+    layer = item.layer
+    return layer.conv_kind if layer.op == "Conv" else layer.op
+
+
+@dataclass
+class StepContext:
+    """What every builder may use: the graph, its packed weights, the plan's buffers by
+    tensor (and by `key(tensor, layout)` for converted copies), the config and batch, and
+    the fused blocks' shared per-thread scratch."""
+
+    graph: Graph
+    weights: PackedWeights
+    buffers: dict[str, np.ndarray]
+    key: Callable[[str, str], str]
+    config: RunConfig
+    batch: int
+    scratch: tuple | None
+
+
+def build_step(item, context: StepContext, ahead: np.ndarray | None) -> Step:
+    """The Step for `item`; `ahead`: the packed weights of the next weighted step, which a
+    1x1 conv prefetches while it runs (None: nothing to prefetch)."""
+    return STEP_BUILDERS[item_kind(item)](item, context, ahead)
+
+
+# ---------------------------------------------------------------- builders
+
+def _convert(item: Convert, ctx: StepContext, ahead) -> Step:
+    source, target = ctx.buffers[item.tensor], ctx.buffers[ctx.key(item.tensor, item.layout)]
+    call = functools.partial(_nchw_to_nchwc if item.layout == "nchwc" else _nchwc_to_nchw, source, target)
+    moved = 4 * (source.size + target.size)
+    return Step(name=f"{item.tensor} to {item.layout}", op="layout", input_shape=source.shape,
+                output_shape=target.shape, flops=0, other_flops=0, call=call, bytes={lv: moved for lv in LEVELS},
+                inputs=(item.tensor,), output=ctx.key(item.tensor, item.layout))
+
+
+def _epilogue_flops(layer: Layer, batch: int) -> int:
+    """Bias, clip and residual add: one FLOP each per output element."""
+    return batch * int(np.prod(layer.output_shape)) * (1 + (layer.residual is not None)
+                                                       + (layer.clip != (-math.inf, math.inf)))
+
+
+def _conv_step(layer: Layer, ctx: StepContext, op: str, x: np.ndarray, flops: int, moved: dict, call,
+               ahead=None) -> Step:
+    out = ctx.buffers[layer.output]
+    return Step(name=layer.name, op=op, input_shape=x.shape, output_shape=out.shape, flops=flops,
+                other_flops=_epilogue_flops(layer, ctx.batch), call=call, bytes=moved, layer=layer,
+                inputs=tuple(layer.inputs), output=layer.output, ahead=ahead)
+
+
+def pointwise_role(layer: Layer) -> str:
+    """"project" (narrows, or adds a residual), "expand" (widens) or "pointwise"."""
+    if layer.residual is not None or layer.output_shape[0] < layer.input_shape[0]:
+        return "project"
+    if layer.output_shape[0] > layer.input_shape[0]:
+        return "expand"
+    return "pointwise"
+
+
+def _pointwise(item: LayerItem, ctx: StepContext, ahead) -> Step:
+    layer, tiles, batch = item.layer, ctx.config.tiles, ctx.batch
+    (cin, h, w), (cout, _, _) = layer.input_shape, layer.output_shape
+    x = ctx.buffers[ctx.key(layer.inputs[0], "nchwc")]
+    residual = ctx.buffers[ctx.key(layer.residual, "nchwc")] if layer.residual else None
+    packed_w, packed_b = ctx.weights.by_layer[layer.name]
+    low, high = layer.clip
+    call = bind(pointwise.pointwise_conv, x, packed_w, packed_b, ctx.buffers[layer.output], float(low), float(high),
+                residual, tiles.pointwise_pixels, tiles.pointwise_channels, ahead)
+    moved = pointwise.pointwise_bytes(batch, cin, cout, h, w, tiles.pointwise_pixels, tiles.pointwise_channels,
+                                      layer.residual is not None, ctx.config.budget)
+    return _conv_step(layer, ctx, pointwise_role(layer), x, pointwise.pointwise_flops(batch, cin, cout, h, w), moved,
+                      call, ahead)
+
+
+def _depthwise(item: LayerItem, ctx: StepContext, ahead) -> Step:
+    layer, batch = item.layer, ctx.batch
+    (_, h, w), (cout, ho, wo) = layer.input_shape, layer.output_shape
+    kh, kw = layer.attrs["kernel_shape"]
+    sh, sw = layer.attrs["strides"]
+    top, left = layer.attrs["pads"][:2]
+    rows = ctx.config.tiles.depthwise_rows
+    x = ctx.buffers[ctx.key(layer.inputs[0], "nchwc")]
+    packed_w, packed_b = ctx.weights.by_layer[layer.name]
+    low, high = layer.clip
+    call = bind(depthwise.depthwise_conv, x, packed_w, packed_b, ctx.buffers[layer.output], sh, sw, top, left,
+                float(low), float(high), rows)
+    moved = depthwise.depthwise_bytes(batch, cout, h, w, ho, wo, kh, kw, sh, rows, ctx.config.budget)
+    return _conv_step(layer, ctx, "depthwise", x, depthwise.depthwise_flops(batch, cout, ho, wo, kh, kw), moved, call)
+
+
+def _direct(item: LayerItem, ctx: StepContext, ahead) -> Step:
+    layer, batch = item.layer, ctx.batch
+    (cin, h, w), (cout, ho, wo) = layer.input_shape, layer.output_shape
+    kh, kw = layer.attrs["kernel_shape"]
+    sh, sw = layer.attrs["strides"]
+    dh, dw = layer.attrs["dilations"]
+    top, left = layer.attrs["pads"][:2]
+    x = ctx.buffers[ctx.key(layer.inputs[0], "nchw")]
+    packed_w, packed_b = ctx.weights.by_layer[layer.name]
+    low, high = layer.clip
+    call = bind(direct_conv.direct_conv, x, packed_w, packed_b, ctx.buffers[layer.output], sh, sw, top, left, dh, dw,
+                float(low), float(high))
+    moved = direct_conv.direct_conv_bytes(batch, cin, cout, h, w, ho, wo, kh, kw, sh, ctx.config.budget)
+    op = "stem" if layer.inputs[0] == ctx.graph.input_name else "conv"
+    return _conv_step(layer, ctx, op, x, direct_conv.direct_conv_flops(batch, cin, cout, ho, wo, kh, kw), moved, call)
+
+
+def _global_average_pool(item: LayerItem, ctx: StepContext, ahead) -> Step:
+    layer, batch = item.layer, ctx.batch
+    x, out = ctx.buffers[layer.inputs[0]], ctx.buffers[layer.output]
+    channels, height, width = layer.input_shape
+    call = bind(pooling.global_average_pool, x, out.reshape(batch, -1))
+    return Step(name=layer.name, op="pool", input_shape=x.shape, output_shape=out.shape, flops=0,
+                other_flops=pooling.global_average_pool_flops(batch, channels, height, width), call=call,
+                bytes=pooling.global_average_pool_bytes(batch, channels, height, width, ctx.config.budget),
+                layer=layer, inputs=tuple(layer.inputs), output=layer.output)
+
+
+def _flatten(item: LayerItem, ctx: StepContext, ahead) -> Step:
+    """A Flatten of a conv's NCHWc output: back to NCHW order, then flat (N, C*H*W)."""
+    layer = item.layer
+    source, out = ctx.buffers[layer.inputs[0]], ctx.buffers[layer.output]
+    planar = np.empty((ctx.batch, *layer.input_shape), np.float32)
+
+    def call(source=source, planar=planar, out=out):
+        _nchwc_to_nchw(source, planar)
+        out[...] = planar.reshape(out.shape)
+    moved = 4 * (source.size + 2 * planar.size + out.size)
+    return Step(name=layer.name, op="flatten", input_shape=source.shape, output_shape=out.shape, flops=0,
+                other_flops=0, call=call, bytes={level: moved for level in LEVELS}, layer=layer,
+                inputs=tuple(layer.inputs), output=layer.output)
+
+
+def _linear(item: LayerItem, ctx: StepContext, ahead) -> Step:
+    layer, batch = item.layer, ctx.batch
+    x, out = ctx.buffers[layer.inputs[0]], ctx.buffers[layer.output]
+    packed_w, packed_b = ctx.weights.by_layer[layer.name]
+    out_features, in_features = layer.weight.shape
+    call = bind(linear.linear, x, packed_w, packed_b, out)
+    return Step(name=layer.name, op="linear", input_shape=x.shape, output_shape=out.shape,
+                flops=linear.linear_flops(batch, in_features, out_features),
+                other_flops=batch * out_features * (layer.bias is not None), call=call,
+                bytes=linear.linear_bytes(batch, in_features, out_features, ctx.config.budget), layer=layer,
+                inputs=tuple(layer.inputs), output=layer.output)
+
+
+def _clip_of(layer: Layer | None) -> tuple[float, float]:
+    return tuple(float(v) for v in (layer.clip if layer else (0.0, 0.0)))
+
+
+def _block(block: Block, ctx: StepContext, ahead) -> Step:
+    expand, dw_layer, project = block.layers
+    first = expand or dw_layer
+    config, batch = ctx.config, ctx.batch
+    x, out = ctx.buffers[ctx.key(first.inputs[0], "nchwc")], ctx.buffers[project.output]
+    residual = ctx.buffers[ctx.key(project.residual, "nchwc")] if project.residual else None
+    stride = dw_layer.attrs["strides"][0]
+    band_rows = block_band_rows(block.layers, config, batch)
+    weights = ctx.weights.by_layer
+    call = bind(fused_block.fused_block, x, weights[expand.name] if expand else None, weights[dw_layer.name],
+                weights[project.name], out, residual, stride, *(_clip_of(layer) for layer in block.layers),
+                band_rows, *ctx.scratch)
+    (cin, h, w), hidden, (cout, ho, wo) = first.input_shape, dw_layer.output_shape[0], project.output_shape
+    kh, kw = dw_layer.attrs["kernel_shape"]
+    flops = ((pointwise.pointwise_flops(batch, cin, hidden, h, w) if expand else 0)
+             + depthwise.depthwise_flops(batch, hidden, ho, wo, kh, kw)
+             + pointwise.pointwise_flops(batch, hidden, cout, ho, wo))
+    moved = fused_block.fused_block_bytes(batch, cin, hidden, cout, h, w, stride, band_rows, expand is not None,
+                                          project.residual is not None, config.threads, config.budget)
+    return Step(name=project.name, op="block", input_shape=x.shape, output_shape=out.shape, flops=flops,
+                other_flops=sum(_epilogue_flops(layer, batch) for layer in block.layers if layer is not None),
+                call=call, bytes=moved, layer=project, inputs=tuple(first.inputs), output=project.output,
+                members=tuple(layer.name for layer in block.layers if layer is not None), fused=True,
+                band_rows=band_rows, stride=stride,
+                expand_recompute=fused_block.expand_recompute_factor(h, ho, band_rows, stride, config.threads, batch))
+
+
+# One builder per item kind (item_kind): adding an op is one importer handler
+# (engine.onnx_import.HANDLERS), one kernel (engine/kernels/) and one builder here.
+STEP_BUILDERS: dict[str, Callable[..., Step]] = {
+    "convert": _convert,
+    "pointwise": _pointwise,
+    "depthwise": _depthwise,
+    "direct": _direct,
+    "GlobalAveragePool": _global_average_pool,
+    "Flatten": _flatten,
+    "Linear": _linear,
+    "block": _block,
+}
