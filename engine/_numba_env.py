@@ -31,7 +31,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent           # the `engine` package
 
 
 def _host_cpu() -> tuple[str, str]:
-    import llvmlite.binding as llvm
+    import llvmlite.binding as llvm      # here: only this start-up function needs LLVM's host queries
 
     try:  # llvmlite < 0.45 needs explicit initialisation; newer ones refuse it
         llvm.initialize_native_target()
@@ -196,7 +196,7 @@ def install_dependency_stamps(package_dir: Path = PACKAGE_DIR) -> bool:
     Returns False (numba's plain behaviour stays) if numba's cache internals are not the
     ones this was written against (numba 0.60-0.68: (_)CacheImpl._locator_classes)."""
     try:
-        from numba.core import caching
+        from numba.core import caching      # here: numba's private cache internals, checked before use
 
         base = caching._CacheLocator
         impl = getattr(caching, "CacheImpl", None) or caching._CacheImpl      # renamed in numba 0.61

@@ -7,8 +7,8 @@ bound the engine promises to stay near,
     ratio = (arena + packed weights + scratch + io + temporaries) / (two largest + packed weights)
 
 where "two largest" is the largest sum of two activation tensors that are live at the same
-step (definition in `activation_lifetimes` and `MemoryReport`). Issue 8 sets the target
-ratio <= 1.5 at batch 64.
+step (definition in `activation_lifetimes` and `MemoryReport`). The target is a ratio
+<= 1.5 at batch 64 (tests/test_memory.py checks it).
 
 Napkin math for MobileNetV2 at batch 64 (NCHWc, CB = 8): the expand output of block 2 is
 64 x 96 x 112 x 112 x 4 B = 294 MiB and the stride-2 depthwise reading it writes 73.5 MiB,
