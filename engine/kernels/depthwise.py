@@ -39,7 +39,7 @@ from numba import njit, prange
 
 from engine.kernels._common import (_FLOAT32, _FLOAT32_MAX, FASTMATH, _U, _check_output_size,  # noqa: F401
                                     check_array, check_clip, check_int, launch, register_scratch)
-from engine.kernels.layout import CB
+from engine.kernels.layout import CB, channel_blocks
 
 _scratch_block = register_scratch(CB)      # one channel block of accumulators
 _scratch_taps = register_scratch(10 * CB)  # a 3x3 block's weights and bias
@@ -229,7 +229,7 @@ def pack_depthwise(weight: np.ndarray, bias: np.ndarray | None) -> tuple[np.ndar
         bias = np.asarray(bias)
         if bias.shape != (channels,):
             raise ValueError(f"pack_depthwise: bias must have shape ({channels},), got {bias.shape}")
-    n_blocks = -(-channels // CB)
+    n_blocks = channel_blocks(channels)
     packed = np.zeros((n_blocks * CB, kernel_h, kernel_w), np.float32)
     packed[:channels] = weight[:, 0]
     packed = np.ascontiguousarray(packed.reshape(n_blocks, CB, kernel_h, kernel_w).transpose(0, 2, 3, 1))
@@ -324,6 +324,8 @@ def depthwise_bytes(batch: int, channels: int, height: int, width: int, out_h: i
     reads ((rows-1)*stride + kh: the halo rows twice); else every input row once per output
     row that reads it (kh / stride times); weights and outputs once.
     """
+    # imported here, not at the top: a module-level import would put traffic.py in this file's
+    # numba cache stamp (engine._numba_env), and every edit to the bytes model would recompile the kernels
     from engine.traffic import FLOAT32, by_level, fits
 
     lanes = budget.lanes

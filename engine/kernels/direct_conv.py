@@ -31,11 +31,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from engine.kernels._common import (FASTMATH, _check_output_size, check_array, check_clip, check_int,
+from engine.kernels._common import (FASTMATH, _U, _check_output_size, check_array, check_clip, check_int,
                                       register_scratch, launch)
-from engine.kernels.layout import CB
+from engine.kernels.layout import CB, channel_blocks
 
-_U = np.uint64
 PIXELS = 3  # output pixels per step of the interior loop (x0..x2 below are written out for 3)
 BLOCKS = 4  # output blocks per work item (b0..b3 below): all 32 channels of a MobileNet stem
 _scratch_tile = register_scratch(BLOCKS * PIXELS * CB)  # 4 output blocks x 3 pixels of accumulators
@@ -202,7 +201,7 @@ def pack_direct(weight: np.ndarray, bias: np.ndarray | None) -> tuple[np.ndarray
         bias = np.asarray(bias)
         if bias.shape != (out_channels,):
             raise ValueError(f"pack_direct: bias must have shape ({out_channels},), got {bias.shape}")
-    n_blocks = -(-out_channels // CB)
+    n_blocks = channel_blocks(out_channels)
     padded = np.zeros((n_blocks * CB, in_channels, kernel_h, kernel_w), np.float32)
     padded[:out_channels] = weight
     packed = np.ascontiguousarray(
@@ -263,6 +262,8 @@ def direct_conv_bytes(batch: int, in_channels: int, out_channels: int, height: i
     rows a row of outputs needs stay resident (they are reused by the next output row), else
     once per kernel row (kh / stride times); weights and outputs once.
     """
+    # imported here, not at the top: a module-level import would put traffic.py in this file's
+    # numba cache stamp (engine._numba_env), and every edit to the bytes model would recompile the kernels
     from engine.traffic import FLOAT32, by_level, fits
 
     cout = budget.padded(out_channels)

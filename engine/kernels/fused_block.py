@@ -40,8 +40,9 @@ import numpy as np
 from numba import njit, prange
 
 from engine.kernels._common import FASTMATH, _U, check_array, launch, register_scratch
-from engine.kernels.layout import CB
-from engine.kernels.pointwise import BLOCKS, PREFETCH_TILES, ROWS, _tile, _weight_prefetch
+from engine.kernels.layout import CB, padded_channels
+from engine.kernels.depthwise import depthwise_bytes
+from engine.kernels.pointwise import BLOCKS, PREFETCH_TILES, ROWS, _tile, _weight_prefetch, pointwise_bytes
 
 _scratch_block = register_scratch(CB)
 _scratch_taps = register_scratch(10 * CB)
@@ -247,7 +248,7 @@ def scratch_floats(hidden_channels: int, width: int, out_width: int, band_rows: 
                    lanes: int = CB) -> tuple[int, int]:
     """float32 elements of (scratch_expand, scratch_depthwise) per worker, with channels
     padded to blocks of `lanes` (default: the width the kernels are built for)."""
-    hidden = -(-hidden_channels // lanes) * lanes
+    hidden = padded_channels(hidden_channels, lanes)
     return hidden * rows_needed(band_rows, stride) * width, hidden * band_rows * out_width
 
 
@@ -388,8 +389,8 @@ def fused_block_bytes(batch: int, in_channels: int, hidden_channels: int, out_ch
     stay resident, the output (and residual) once. Registers see every stage's loads and
     stores as the unfused kernels would, on the band's shapes.
     """
-    from engine.kernels.depthwise import depthwise_bytes
-    from engine.kernels.pointwise import pointwise_bytes
+    # imported here, not at the top: a module-level import would put traffic.py in this file's
+    # numba cache stamp (engine._numba_env), and every edit to the bytes model would recompile the kernels
     from engine.traffic import FLOAT32, LEVELS, fits
 
     out_h, out_w = (height - 1) // stride + 1, (width - 1) // stride + 1

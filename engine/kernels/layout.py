@@ -20,14 +20,15 @@ from engine._numba_env import LANES
 CB: int = LANES
 
 
-def channel_blocks(channels: int) -> int:
-    """Number of CB-wide channel blocks holding `channels` channels."""
-    return (channels + CB - 1) // CB
+def channel_blocks(channels: int, lanes: int = CB) -> int:
+    """Number of `lanes`-wide channel blocks holding `channels` channels (default: CB, the
+    width the kernels are built for; the bytes model asks for other machines' widths)."""
+    return (channels + lanes - 1) // lanes
 
 
-def padded_channels(channels: int) -> int:
-    """`channels` rounded up to a multiple of CB."""
-    return channel_blocks(channels) * CB
+def padded_channels(channels: int, lanes: int = CB) -> int:
+    """`channels` rounded up to a multiple of `lanes` (default CB)."""
+    return channel_blocks(channels, lanes) * lanes
 
 
 @njit(parallel=True, cache=True)

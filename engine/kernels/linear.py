@@ -16,10 +16,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from engine.kernels._common import FASTMATH, check_array, launch, register_scratch
+from engine.kernels._common import FASTMATH, _U, check_array, launch, register_scratch
 from engine.kernels.layout import CB
 
-_U = np.uint64
 TILE = 8 * CB  # output features per work item (MT)
 _scratch_tile = register_scratch(TILE)
 
@@ -111,6 +110,8 @@ def linear_bytes(batch: int, in_features: int, out_features: int, budget) -> dic
     weights batch times; across a boundary the slab is read once if it stays resident
     between images (it fits), else once per image. Inputs and outputs once.
     """
+    # imported here, not at the top: a module-level import would put traffic.py in this file's
+    # numba cache stamp (engine._numba_env), and every edit to the bytes model would recompile the kernels
     from engine.traffic import FLOAT32, by_level, fits
 
     tile = TILE // CB * budget.lanes              # TILE at that lane width

@@ -65,7 +65,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from engine.kernels._common import launch
-from engine.kernels.layout import CB
+from engine.kernels.layout import CB, channel_blocks
 
 # Micro-tile shape per lane width: (pixels, output blocks). 6 x 2 fills AVX2's 16 ymm
 # registers (12 accumulators); AVX-512 has 32 zmm registers, 8 x 2 leaves room to spare.
@@ -429,8 +429,8 @@ def pack_pointwise(weight: np.ndarray, bias: np.ndarray | None) -> tuple[np.ndar
         raise ValueError(f"pointwise bias must be ({out_channels},) to match weight {weight.shape}, got {bias.shape}")
     if not np.issubdtype(bias.dtype, np.floating):
         raise ValueError(f"pointwise bias must be floating point, got {bias.dtype}")
-    cout_blocks = -(-out_channels // CB)
-    cin_blocks = -(-in_channels // CB)
+    cout_blocks = channel_blocks(out_channels)
+    cin_blocks = channel_blocks(in_channels)
     padded = np.zeros((cout_blocks * CB, cin_blocks * CB), dtype=np.float32)
     padded[:out_channels, :in_channels] = weight
     # (Cout_blocks, CB_lane, Cin_padded) -> (Cout_blocks, Cin_padded, CB_lane)
@@ -561,6 +561,8 @@ def pointwise_bytes(batch: int, in_channels: int, out_channels: int, height: int
                tiles are walked; else once per pair of output blocks;
       outputs and residual once.
     """
+    # imported here, not at the top: a module-level import would put traffic.py in this file's
+    # numba cache stamp (engine._numba_env), and every edit to the bytes model would recompile the kernels
     from engine.traffic import FLOAT32, by_level, ceil_div, fits
 
     rows, blocks = MICRO_TILE[budget.lanes]        # the micro-tile of that lane width

@@ -12,10 +12,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from engine.kernels._common import FASTMATH, check_array, launch, register_scratch
+from engine.kernels._common import FASTMATH, _U, check_array, launch, register_scratch
 from engine.kernels.layout import CB
 
-_U = np.uint64
 SUMS = 4  # independent partial sums per channel block (the 4-way sum below is written out)
 _scratch_sums = register_scratch(SUMS * CB)
 
@@ -70,6 +69,8 @@ def global_average_pool_flops(batch: int, channels: int, height: int, width: int
 
 def global_average_pool_bytes(batch: int, channels: int, height: int, width: int, budget) -> dict[str, int]:
     """Modelled bytes moved per memory level: the input once and the output once, everywhere."""
+    # imported here, not at the top: a module-level import would put traffic.py in this file's
+    # numba cache stamp (engine._numba_env), and every edit to the bytes model would recompile the kernels
     from engine.traffic import FLOAT32, LEVELS
 
     padded = budget.padded(channels)
