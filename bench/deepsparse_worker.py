@@ -11,7 +11,7 @@ this file as a worker:
 Protocol: one command per line on stdin, one JSON object per line on stdout ({"error":
 "..."} when a command fails; the worker then carries on).
 
-    (on start)                     -> {"version": "1.8.0", "isa": "avx2"}
+    (on start)                     -> {"version": "1.8.0", "isa": "avx2", "precision": "fp32"}
     setup BATCH THREADS [INPUT.npy] -> {"compile_seconds": s, "fraction_of_supported_ops": f}
                                        Engine(model, BATCH, THREADS); f < 1 means part of the
                                        net falls back to DeepSparse's bundled onnxruntime; the
@@ -21,6 +21,15 @@ Protocol: one command per line on stdin, one JSON object per line on stdout ({"e
                                                                 each engine.run only
     output OUT.npy                  -> {}                       one run; logits saved to OUT
     quit                            -> (exits)
+
+Precision. DeepSparse runs float32 by default, but reads a runtime config,
+$NM_CONFIG_DIR/deepsparse-config.yaml (else ~/.config/neuralmagic/deepsparse-config.yaml),
+whose `default_precision: bf16` (or fp16) makes every Engine run in that precision on a CPU
+that has it. The worker points NM_CONFIG_DIR at a config of its own holding only
+`default_precision: fp32`, so a config on the host cannot change the row (its other options,
+thread pinning among them, stay at DeepSparse's defaults), and reports that precision on
+start. The model is the one our engine loads: float32 with no quantization ops, and
+DeepSparse does not quantize by itself, so the row is fp32 without quantization.
 
 Timing inside the worker keeps the pipe and process switch out of DeepSparse's figures, so
 they compare with the in-process figures of the other engines. DeepSparse's idle threads do
@@ -48,6 +57,8 @@ import numpy as np
 # Engine(); with this set they post nothing and skip the IP geolocation lookup too. There is
 # no network here, so without it each event is a failed connection attempt.
 ANALYTICS_OFF = {"NM_DISABLE_ANALYTICS": "1"}
+PRECISION = "fp32"      # DeepSparse's default_precision, pinned in the worker's own runtime config
+RUNTIME_CONFIG = f"default_precision: {PRECISION}\n"
 
 
 # ---------------------------------------------------------------- worker (DeepSparse's venv)
@@ -61,7 +72,7 @@ def _serve(model_path: str, protocol) -> None:
         protocol.write(json.dumps(obj) + "\n")
         protocol.flush()
 
-    reply({"version": deepsparse.__version__, "isa": cpu_architecture().isa})
+    reply({"version": deepsparse.__version__, "isa": cpu_architecture().isa, "precision": PRECISION})
     compiled = None
     inputs = None
     for line in sys.stdin:
@@ -129,6 +140,16 @@ def _check(model_path: str) -> int:
     return 0 if worst < 1e-3 else 1
 
 
+def _pin_precision() -> tempfile.TemporaryDirectory:
+    """Point DeepSparse's runtime config (NM_CONFIG_DIR) at a folder whose
+    deepsparse-config.yaml sets only default_precision: fp32; returns the folder, which must
+    outlive every Engine. Call before deepsparse is imported."""
+    folder = tempfile.TemporaryDirectory(prefix="deepsparse-config-")
+    (Path(folder.name) / "deepsparse-config.yaml").write_text(RUNTIME_CONFIG)
+    os.environ["NM_CONFIG_DIR"] = folder.name
+    return folder
+
+
 def main(argv=None) -> int:
     import argparse
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -136,6 +157,7 @@ def main(argv=None) -> int:
     parser.add_argument("--check", action="store_true", help="compare with onnxruntime and exit")
     args = parser.parse_args(argv)
     os.environ.update(ANALYTICS_OFF)  # before deepsparse is imported
+    pinned_config = _pin_precision()   # noqa: F841 - kept until the worker exits: each Engine reads it
     if args.check:
         return _check(args.model)
     # The protocol owns the real stdout; anything the libraries print (DeepSparse's banner
@@ -170,7 +192,8 @@ class DeepSparseRunner:
     """DeepSparse on `model_path` with `threads` cores, in a worker run by `python`.
 
     `runner(x)` -> logits (N, classes) float32; `runner.seconds(x)` -> seconds of one
-    engine.run timed in the worker. x: (N, C, H, W) float32; the worker recompiles for a new
+    engine.run timed in the worker. `precision` is what the worker pinned DeepSparse to
+    ("fp32", see the module docstring). x: (N, C, H, W) float32; the worker recompiles for a new
     x (new batch size), which takes seconds. `version` is DeepSparse's. Raises RuntimeError
     when the worker cannot start or a command fails; the worker stops with the runner (or
     `close()`).
@@ -192,6 +215,7 @@ class DeepSparseRunner:
         hello = self._ask(None)
         self.version = hello["version"]
         self.isa = hello["isa"]
+        self.precision = hello.get("precision", "unknown precision")
 
     def _ask(self, command: str | None) -> dict:
         if command is not None:

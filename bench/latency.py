@@ -10,11 +10,25 @@ compute floor (the network's FLOPs at this machine's measured FMA peak).
 
     python bench/latency.py [--model data/mobilenet_v2.onnx] [--rounds 12] [--batches 1 64]
                             [--deepsparse-python /work/deepsparse-venv/bin/python]
+                            [--openvino-default-precision]
 
 "engine" is the engine's default configuration (engine.DEFAULT_FUSE_BLOCKS); the other
 engine rows are its fusion settings. DeepSparse 1.8 runs in a venv of its own (`make
 deepsparse-venv`), driven through bench/deepsparse_worker.py; without --deepsparse-python
 (or ROOFLINE_DEEPSPARSE_PYTHON) its row says "not installed".
+
+Precision: every row runs the model in float32 unless its label names another precision.
+The engine rows have float32 kernels only (engine.load accepts only float32 models without
+quantization ops, so the model every engine gets is fp32). ONNX Runtime runs on
+CPUExecutionProvider only (no fp16 or other provider, no quantization; the ARM64 bf16
+fast-math GEMM pinned off), its precision read back from the session. OpenVINO's CPU
+plugin defaults to bf16 on CPUs with AVX512_BF16 or AMX, so its row is compiled with
+INFERENCE_PRECISION_HINT=f32 and labelled with the precision read back from the compiled
+model (workbench.compare.openvino_config / openvino_precision). --openvino-default-precision
+adds a second OpenVINO row with the plugin's default, labelled "(bf16, default on this
+CPU)", and only where that default is not f32. DeepSparse's worker pins its runtime config
+to default_precision: fp32 (bench/deepsparse_worker.py), on the same fp32 model, without
+quantization. The time ratios are taken to fp32 rows only.
 """
 from __future__ import annotations
 
@@ -23,6 +37,7 @@ import os
 import statistics
 import sys
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -32,15 +47,21 @@ sys.path.insert(0, str(ROOT))
 
 import engine  # noqa: E402
 from deepsparse_worker import DeepSparseRunner  # noqa: E402 - bench/, the script's folder
+from workbench.compare import (ORT_BF16_FASTMATH, PRECISION, onnxruntime_precision, openvino_config,  # noqa: E402
+                               openvino_precision, precision_name)
 
 ENGINE = "engine"                     # the default configuration: the row the ratios use
 FUSION_ROWS = {"engine, unfused": False, "engine, fuse where it wins": "auto", "engine, every block fused": True}
 DEEPSPARSE = "DeepSparse"
+ONNX_RUNTIME = "ONNX Runtime"
+OPENVINO = "OpenVINO"
 PAUSE_SECONDS = 0.1     # after each block: ONNX Runtime's idle threads spin ~65 ms after a 2-thread run
 
 
-def make_engines(model: engine.Model, model_path: Path, threads: int, deepsparse_python: str | None):
-    """name -> (callable(x), timed_by_callable) for every engine that is installed."""
+def make_engines(model: engine.Model, model_path: Path, threads: int, deepsparse_python: str | None,
+                 openvino_default_precision: bool = False):
+    """label -> (callable(x), timed_by_callable) for every engine that is installed. Labels of
+    the other runtimes carry the precision each reports (see the module docstring)."""
     engines = {ENGINE: (lambda x: model.run(x, threads=threads), False)}
     for name, fuse in FUSION_ROWS.items():
         if fuse != engine.DEFAULT_FUSE_BLOCKS:
@@ -51,16 +72,27 @@ def make_engines(model: engine.Model, model_path: Path, threads: int, deepsparse
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.add_session_config_entry(ORT_BF16_FASTMATH, "0")   # ORT's default, said out loud
         session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
-        engines[f"ONNX Runtime {ort.__version__}"] = (lambda x: session.run(None, {name: x})[0], False)
+        label = f"{ONNX_RUNTIME} {ort.__version__} ({onnxruntime_precision(session)}, CPU EP)"
+        engines[label] = (lambda x: session.run(None, {name: x})[0], False)
     except ImportError:
         print("onnxruntime not installed: skipped", file=sys.stderr)
     try:
         import openvino as ov
-        compiled = ov.Core().compile_model(str(model_path), "CPU", {"INFERENCE_NUM_THREADS": threads,
-                                                                    "PERFORMANCE_HINT": "LATENCY"})
-        engines[f"OpenVINO {ov.__version__}"] = (lambda x: compiled(x)[0], False)
+        core = ov.Core()
+        compiled = core.compile_model(str(model_path), "CPU", openvino_config(threads))
+        engines[f"{OPENVINO} {version('openvino')} ({openvino_precision(compiled)})"] = \
+            (lambda x: compiled(x)[0], False)
+        default = precision_name(core.get_property("CPU", "INFERENCE_PRECISION_HINT"))
+        if openvino_default_precision and default != PRECISION:
+            compiled_default = core.compile_model(str(model_path), "CPU",
+                                                  openvino_config(threads, inference_precision=None))
+            label = f"{OPENVINO} {version('openvino')} ({openvino_precision(compiled_default)}, default on this CPU)"
+            engines[label] = (lambda x: compiled_default(x)[0], False)
+        elif openvino_default_precision:
+            print(f"OpenVINO's default precision on this CPU is {default}: no extra row", file=sys.stderr)
     except ImportError:
         pass
     except Exception as exc:  # noqa: BLE001 - a broken optional engine must not stop the benchmark
@@ -68,10 +100,19 @@ def make_engines(model: engine.Model, model_path: Path, threads: int, deepsparse
     if deepsparse_python:
         try:
             runner = DeepSparseRunner(deepsparse_python, model_path, threads)
-            engines[f"{DEEPSPARSE} {runner.version}"] = (runner.seconds, True)   # timed in its worker
+            engines[f"{DEEPSPARSE} {runner.version} ({runner.precision}, {runner.isa})"] = \
+                (runner.seconds, True)   # timed in its worker
         except RuntimeError as exc:
             print(f"deepsparse failed: {exc}", file=sys.stderr)
     return engines
+
+
+def fp32_row(names: list[str], prefix: str) -> str | None:
+    """The first row of `prefix`'s runtime that ran fp32 (the one a ratio is taken to)."""
+    def precision(label: str) -> str:      # "OpenVINO 2026.4.1 (bf16, default on this CPU)" -> "bf16"
+        return label.partition("(")[2].split(",")[0].rstrip(")")
+
+    return next((n for n in names if n.startswith(prefix) and precision(n) == PRECISION), None)
 
 
 def time_cell(engines: dict, x: np.ndarray, rounds: int, block: int, warmup: int = 3) -> dict[str, list[float]]:
@@ -112,22 +153,27 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--deepsparse-python", default=os.environ.get("ROOFLINE_DEEPSPARSE_PYTHON"),
                         help="python of a venv with deepsparse 1.8 (make deepsparse-venv)")
+    parser.add_argument("--openvino-default-precision", action="store_true",
+                        help="add an OpenVINO row with its CPU plugin's default precision (bf16 on CPUs with "
+                             "AVX512_BF16 or AMX), labelled as such; only where that default is not f32")
     args = parser.parse_args(argv)
     if not args.model.is_file():
-        from engine.models import write_default_model
+        from engine.zoo import write_default_model
         write_default_model(args.model)
     model = engine.load(args.model)
     c, h, w = model.input_shape
     flops_per_image = sum(s.flops for s in model.plan(1).steps)
     cells = [(b, t) for b in args.batches for t in args.threads if t <= engine.available_cores()]
     print(f"model {args.model.name}: {flops_per_image / 1e6:.1f} MFLOP per image; cores {engine.available_cores()}; "
-          f"engine default fuse_blocks={engine.DEFAULT_FUSE_BLOCKS!r}")
+          f"engine default fuse_blocks={engine.DEFAULT_FUSE_BLOCKS!r}; engine rows: {PRECISION} kernels only; "
+          f"every row {PRECISION} unless its label names another precision")
     medians: dict[tuple[int, int], dict[str, float]] = {}
     for batch, threads in cells:
         x = np.random.default_rng(0).standard_normal((batch, c, h, w), dtype=np.float32)
         block = args.block if batch == 1 else 1
         rounds = args.rounds if batch == 1 else max(3, args.rounds // 2)
-        samples = time_cell(make_engines(model, args.model, threads, args.deepsparse_python), x, rounds, block)
+        engines = make_engines(model, args.model, threads, args.deepsparse_python, args.openvino_default_precision)
+        samples = time_cell(engines, x, rounds, block)
         medians[(batch, threads)] = {name: statistics.median(values) for name, values in samples.items()}
         print(f"  measured batch {batch}, {threads} thread(s): {len(samples[ENGINE])} runs per engine", file=sys.stderr)
 
@@ -139,23 +185,24 @@ def main(argv=None) -> int:
     names = list(dict.fromkeys(name for cell in medians.values() for name in cell))
     if not any(n.startswith(DEEPSPARSE) for n in names):
         names.append(f"{DEEPSPARSE} (not installed)")
-    header = [f"{'':<32}"] + [f"{f'batch {b}, {t} thread' + ('s' if t > 1 else ''):>20}" for b, t in cells]
+    width = max(32, *(len(name) + 2 for name in names))
+    header = [f"{'':<{width}}"] + [f"{f'batch {b}, {t} thread' + ('s' if t > 1 else ''):>20}" for b, t in cells]
     print("".join(header))
     for name in names:
-        print(f"{name:<32}" + "".join(f"{show(b, medians[(b, t)].get(name)):>20}" for b, t in cells))
-    ort = next((n for n in names if n.startswith("ONNX Runtime")), None)
-    deepsparse = next((n for n in names if n.startswith(DEEPSPARSE) and "not installed" not in n), None)
-    for label, other in (("engine / ONNX Runtime time", ort), ("engine / DeepSparse time", deepsparse)):
+        print(f"{name:<{width}}" + "".join(f"{show(b, medians[(b, t)].get(name)):>20}" for b, t in cells))
+    for runtime in (ONNX_RUNTIME, OPENVINO, DEEPSPARSE):
+        other = fp32_row(names, runtime)
         if other:
-            print(f"{label:<32}" + "".join(f"{medians[c][ENGINE] / medians[c][other]:>20.2f}"
+            label = f"engine / {runtime} ({PRECISION}) time"
+            print(f"{label:<{width}}" + "".join(f"{medians[c][ENGINE] / medians[c][other]:>20.2f}"
                                            if other in medians[c] else f"{'-':>20}" for c in cells))
     scaling = []
     for batch, threads in cells:
         one = medians.get((batch, 1), {}).get(ENGINE)
         scaling.append(f"{one / medians[(batch, threads)][ENGINE]:>20.2f}" if one and threads > 1 else f"{'-':>20}")
-    print(f"{'engine thread scaling (vs 1)':<32}" + "".join(scaling))
+    print(f"{'engine thread scaling (vs 1)':<{width}}" + "".join(scaling))
     floors = [compute_floor_seconds(flops_per_image * b, t) for b, t in cells]
-    print(f"{'compute floor (FMA peak)':<32}" + "".join(f"{show(b, f):>20}" for (b, _), f in zip(cells, floors)))
+    print(f"{'compute floor (FMA peak)':<{width}}" + "".join(f"{show(b, f):>20}" for (b, _), f in zip(cells, floors)))
     return 0
 
 

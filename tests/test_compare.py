@@ -1,19 +1,24 @@
 """workbench.compare: our engine and ONNX Runtime timed in one run with the stated cost
 arithmetic; ORT's profiler parsed and every Conv of the model mapped onto one of our layers
 with our FLOPs and bytes; what cannot be mapped reported with its time; a missing runtime is
-a note, not an error."""
+a note, not an error; every row runs fp32 and says so from what its runtime reports
+(OpenVINO's bf16 default on CPUs with AVX512_BF16 or AMX pinned to f32)."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
+import types
 
 import pytest
 
 import engine
 from conftest import hand_made_ceilings
 import workbench
-from workbench.compare import (DEFAULT_PRICE_PER_CORE_HOUR, LayerMap, compare, cost_per_million_inferences,
-                               ort_node_profile, parse_ort_profile)
+from workbench.compare import (DEFAULT_PRICE_PER_CORE_HOUR, ORT_BF16_FASTMATH, LayerMap, compare,
+                               cost_per_million_inferences, onnxruntime_precision, openvino_config,
+                               openvino_node_precisions, openvino_precision, ort_node_profile, parse_ort_profile,
+                               precision_name)
 from workbench.profile import profile as engine_profile
 
 pytest.importorskip("onnxruntime")
@@ -65,7 +70,7 @@ def test_ort_profile_maps_every_conv_of_the_model_onto_exactly_one_of_our_layers
     for row in nodes[nodes["mapped"] & (nodes["flops"] > 0)].itertuples():
         step = steps[row.layer]
         assert row.flops == step.flops and row.op == step.op
-        assert row.bytes_L2 == step.attrs["bytes"]["L2"]
+        assert row.bytes_L2 == step.bytes["L2"]
         assert row.gflops == pytest.approx(row.flops / row.seconds / 1e9)
     assert (nodes["seconds"] > 0).all() and (nodes["engine"] == "onnxruntime").all()
     assert nodes["share_of_time"].sum() == pytest.approx(1.0)
@@ -146,3 +151,104 @@ def test_bad_arguments_are_refused(model_path, ceilings, kwargs, match):
 def test_a_missing_model_file_is_refused(tmp_path, ceilings):
     with pytest.raises(ValueError, match="not found"):
         compare(tmp_path / "missing.onnx", ceilings=ceilings)
+
+
+# ---------------------------------------------------------------------------- precision
+
+def test_every_row_of_the_table_says_the_precision_it_ran_and_all_ran_fp32(result):
+    table = result.table.set_index("engine")
+    expected = {"engine", "onnxruntime"} | ({"openvino"} if importlib.util.find_spec("openvino") else set())
+    assert expected <= set(table.index), result.notes      # an installed OpenVINO that failed is a failure here
+    assert table["precision"].notna().all() and (table["precision"] == "fp32").all(), table["precision"]
+    assert table["precision_source"].str.len().gt(0).all()
+    assert "CPUExecutionProvider only" in table.loc["onnxruntime", "precision_source"]
+
+
+def _fake_openvino(honours_precision_hint: bool):
+    """An `openvino` module whose CPU plugin records compile_model's config and, like the real
+    one on an AVX512_BF16/AMX CPU, runs bf16 unless told f32; with honours_precision_hint
+    False it runs bf16 whatever it is told (so a row labelled from the request, not the
+    read-back, would be caught)."""
+    compiled_configs = []
+
+    class Compiled:
+        def __init__(self, config):
+            asked = config.get("INFERENCE_PRECISION_HINT", "bf16")
+            self.precision = asked if honours_precision_hint else "bf16"
+
+        def get_property(self, name):
+            assert name == "INFERENCE_PRECISION_HINT", name
+            return self.precision
+
+        def get_runtime_model(self):
+            node = types.SimpleNamespace(get_rt_info=lambda: {"runtimePrecision": self.precision})
+            return types.SimpleNamespace(get_ops=lambda: [node, node])
+
+        def create_infer_request(self):
+            return types.SimpleNamespace(infer=lambda feed: None)
+
+    class Core:
+        def read_model(self, path):
+            return types.SimpleNamespace(reshape=lambda shape: None)
+
+        def compile_model(self, network, device, config=None):
+            compiled_configs.append((device, dict(config or {})))
+            return Compiled(config or {})
+
+    module = types.ModuleType("openvino")
+    module.Core = Core
+    module.__version__ = "0.0-fake"
+    return module, compiled_configs
+
+
+@pytest.mark.parametrize("honours_precision_hint,precision", [(True, "fp32"), (False, "bf16")])
+def test_openvino_is_compiled_with_f32_pinned_and_its_row_says_what_it_read_back(
+        model_path, ceilings, monkeypatch, honours_precision_hint, precision):
+    fake, compiled_configs = _fake_openvino(honours_precision_hint)
+    monkeypatch.setitem(sys.modules, "openvino", fake)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)        # not needed here: keeps the test short
+    result = compare(model_path, batch=1, threads=1, repeats=1, ceilings=ceilings)
+    assert len(compiled_configs) == 1
+    device, config = compiled_configs[0]
+    assert device == "CPU" and config["INFERENCE_PRECISION_HINT"] == "f32"
+    assert config["INFERENCE_NUM_THREADS"] == "1"
+    row = result.table.set_index("engine").loc["openvino"]
+    assert row["precision"] == precision
+    openvino_notes = [note for note in result.notes if note.startswith("openvino")]
+    if precision == "fp32":
+        assert openvino_notes == []
+    else:      # a plugin that ignores the hint is labelled with what it ran, and said out loud
+        assert any("ran bf16" in note for note in openvino_notes)
+        assert any("2 bf16" in note for note in openvino_notes)
+
+
+def test_real_openvino_runs_f32_when_pinned_and_its_default_precision_is_told_apart(model_path):
+    ov = pytest.importorskip("openvino")
+    core = ov.Core()
+    pinned = core.compile_model(str(model_path), "CPU", openvino_config(1))
+    assert openvino_precision(pinned) == "fp32"
+    nodes = openvino_node_precisions(pinned)
+    assert nodes.get("f32", 0) > 0 and not {"bf16", "f16"} & set(nodes), nodes
+    # the plugin's own default (bf16 on CPUs with AVX512_BF16 or AMX): read back as such
+    default = precision_name(core.get_property("CPU", "INFERENCE_PRECISION_HINT"))
+    unpinned = core.compile_model(str(model_path), "CPU", openvino_config(1, inference_precision=None))
+    assert "INFERENCE_PRECISION_HINT" not in openvino_config(1, inference_precision=None)
+    assert openvino_precision(unpinned) == default
+    if default == "bf16":
+        assert openvino_node_precisions(unpinned).get("bf16", 0) > 0
+
+
+def test_onnxruntime_precision_is_read_from_the_session_providers_and_fastmath_setting(model_path):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    assert onnxruntime_precision(session) == "fp32"      # the entry unset: ORT's default, off
+
+    def fake_session(providers, fastmath):
+        options = types.SimpleNamespace(get_session_config_entry=lambda key: {ORT_BF16_FASTMATH: fastmath}[key])
+        return types.SimpleNamespace(get_providers=lambda: providers, get_session_options=lambda: options)
+
+    assert onnxruntime_precision(fake_session(["CPUExecutionProvider"], "0")) == "fp32"
+    assert onnxruntime_precision(fake_session(["CPUExecutionProvider"], "1")) == "bf16"
+    with pytest.raises(ValueError, match="CPUExecutionProvider"):
+        onnxruntime_precision(fake_session(["CUDAExecutionProvider", "CPUExecutionProvider"], "0"))

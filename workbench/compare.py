@@ -3,7 +3,7 @@ ONNX Runtime's own per-node profile placed on the same roofline as our layers.
 
     import workbench
     result = workbench.compare("data/mobilenet_v2.onnx", batch=1, threads=2)
-    result.table            # engine, seconds, images_per_second(_per_core), cost_per_million_inferences
+    result.table            # engine, precision, seconds, images_per_second(_per_core), cost_per_million_inferences
     result.notes            # e.g. "openvino is not installed: skipped"
     result.ort_nodes        # ORT's nodes in workbench.profile's columns (mapped onto our layers)
     result.figure(ceilings) # our steps and ORT's nodes on one roofline, an arrow per layer
@@ -13,12 +13,30 @@ with `threads` numba threads (default tiles and engine.DEFAULT_FUSE_BLOCKS unles
 the CPU execution provider with intra_op_num_threads=threads, inter_op_num_threads=1, all
 graph optimisations and "session.force_spinning_stop" = "1" (its workers spin while a run
 lasts but stop when it ends: left spinning, they keep a core busy long after the run, 50 ms
-and more, and a 2-thread run of our engine next to them took 3.5x as long), OpenVINO on "CPU" with INFERENCE_NUM_THREADS=threads, one stream and the
-LATENCY hint. The engines take turns: in each of `repeats` rounds each engine, in an order
-rotated every round, does one untimed call (it absorbs the previous engine's thread-pool
-spin-down and brings its own caches back) then one timed call. The interleaving spreads a
-burst of outside load over all engines instead of one. `seconds` is the median of the timed
-calls (`seconds_min` the fastest), per batch.
+and more, and a 2-thread run of our engine next to them took 3.5x as long), OpenVINO on
+"CPU" with INFERENCE_NUM_THREADS=threads, one stream, the LATENCY hint and
+INFERENCE_PRECISION_HINT=f32 (openvino_config). The engines take turns: in each of
+`repeats` rounds each engine, in an order rotated every round, does one untimed call (it
+absorbs the previous engine's thread-pool spin-down and brings its own caches back) then
+one timed call. The interleaving spreads a burst of outside load over all engines instead
+of one. `seconds` is the median of the timed calls (`seconds_min` the fastest), per batch.
+
+Precision. Every row runs the model in float32 ("fp32" in the table's precision column),
+and says so from what its runtime reports, not from what was asked:
+- engine: float32 kernels only. engine.load refuses inputs and weights that are not float32
+  and has no handler for any quantization op (QuantizeLinear, QLinearConv, ...), so every
+  model compare times is fp32 without quantization.
+- onnxruntime: CPUExecutionProvider only (no other provider, so no fp16 one; read back with
+  session.get_providers()), no quantization (the model has no quantization ops and ORT adds
+  none), and "mlas.enable_gemm_fastmath_arm64_bfloat16" = "0" (ORT's switch that runs
+  float32 GEMMs in bf16; ARM64 only, off by default) pinned off and read back.
+- openvino: its CPU plugin's default INFERENCE_PRECISION_HINT is bf16 on CPUs with
+  AVX512_BF16 or AMX, f32 elsewhere, so left alone it would put a bf16 row beside our fp32
+  one on such a CPU. The hint is pinned to f32 and read back from the compiled model
+  (openvino_precision); the executed graph's node precisions are checked as well
+  (openvino_node_precisions). A compiled model that reports another precision is labelled
+  with it, and a note says so.
+`precision_source` says, per row, where its precision comes from.
 
 Cost. cores = threads (the cores each engine was allowed), images_per_second = batch /
 seconds, images_per_second_per_core = images_per_second / cores, and
@@ -67,15 +85,30 @@ import numpy as np
 import pandas as pd
 
 import engine
+from engine import checks
 from engine.traffic import LEVELS
 from workbench.profile import check_batch, check_ceilings, check_repeats, check_seed, profile, summarise
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_PRICE_PER_CORE_HOUR = 0.05   # USD per core-hour: about one on-demand cloud vCPU-hour
-TABLE_COLUMNS = ["engine", "version", "batch", "threads", "cores", "seconds", "seconds_min", "images_per_second",
-                 "images_per_second_per_core", "cost_per_million_inferences", "repeats"]
+TABLE_COLUMNS = ["engine", "version", "precision", "precision_source", "batch", "threads", "cores", "seconds",
+                 "seconds_min", "images_per_second", "images_per_second_per_core", "cost_per_million_inferences",
+                 "repeats"]
 ENGINE_NAME = "engine"
+PRECISION = "fp32"                    # what every row runs: the model's own float32
+OPENVINO_INFERENCE_PRECISION = "f32"  # OpenVINO's name for PRECISION (INFERENCE_PRECISION_HINT's value)
+# OpenVINO's element type names -> this module's precision names
+OPENVINO_TYPE_NAMES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "float32": "fp32", "bfloat16": "bf16",
+                       "float16": "fp16"}
+LOWER_FLOAT_PRECISIONS = ("bf16", "f16")   # OpenVINO node precisions below float32
+ORT_BF16_FASTMATH = "mlas.enable_gemm_fastmath_arm64_bfloat16"   # ORT's float32-GEMMs-in-bf16 switch (ARM64)
+PRECISION_SOURCES = {
+    ENGINE_NAME: "float32 kernels only; engine.load accepts only float32 models without quantization ops",
+    "onnxruntime": f"CPUExecutionProvider only (read back), {ORT_BF16_FASTMATH}=0, fp32 model, no quantization",
+    "openvino": "CPU plugin, INFERENCE_PRECISION_HINT=f32 asked; the row's precision is read back from the "
+                "compiled model",
+}
 
 
 @dataclass
@@ -83,7 +116,9 @@ class Comparison:
     """What `compare` found.
 
     table: one row per engine that ran: engine ("engine" = ours, "onnxruntime",
-        "openvino"), version, batch, threads, cores, seconds (median per batch, s),
+        "openvino"), version, precision (what it ran, read back from the runtime: "fp32";
+        see the module docstring), precision_source (where that comes from, a sentence),
+        batch, threads, cores, seconds (median per batch, s),
         seconds_min (s), images_per_second, images_per_second_per_core,
         cost_per_million_inferences (at price_per_core_hour), repeats.
     ort_nodes: ONNX Runtime's per-node profile in workbench.profile's columns (layer is
@@ -164,14 +199,72 @@ def _ort_session(model_bytes: bytes, threads: int, profile_prefix: str | None = 
     # Idle intra-op workers otherwise keep spinning on the cores after a run, and the next
     # engine's threads get half the machine (measured here: our engine 2.0 -> 7 ms).
     options.add_session_config_entry("session.force_spinning_stop", "1")
+    options.add_session_config_entry(ORT_BF16_FASTMATH, "0")   # float32 GEMMs stay float32
     if profile_prefix is not None:
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix
     return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
 
 
+def onnxruntime_precision(session) -> str:
+    """The precision an ONNX Runtime session runs a float32 model in, from the session itself:
+    "fp32" when CPUExecutionProvider is its only provider and the ARM64 bf16 fast-math GEMM
+    (ORT_BF16_FASTMATH) is off, "bf16" when that is on (ORT honours it on ARM64 only; on x86
+    the label then says less than ORT ran). ValueError when the session has any other
+    provider (an fp16 or accelerator provider is not what this comparison times)."""
+    providers = list(session.get_providers())
+    if providers != ["CPUExecutionProvider"]:
+        raise ValueError(f"ONNX Runtime session runs on {providers}; expected ['CPUExecutionProvider'] only")
+    try:
+        fastmath = session.get_session_options().get_session_config_entry(ORT_BF16_FASTMATH)
+    except RuntimeError:           # never set: ORT's default, off
+        fastmath = "0"
+    return "bf16" if fastmath == "1" else PRECISION
+
+
+def openvino_config(threads: int, inference_precision: str | None = OPENVINO_INFERENCE_PRECISION) -> dict[str, str]:
+    """OpenVINO CPU plugin config for compile_model: `threads` inference threads, one stream,
+    the LATENCY hint and INFERENCE_PRECISION_HINT = inference_precision (default "f32",
+    OpenVINO's spelling of float32). None leaves the hint out, and the plugin picks its
+    default: bf16 on CPUs with AVX512_BF16 or AMX, f32 elsewhere (the separately labelled
+    "default precision" row of bench/latency.py)."""
+    config = {"INFERENCE_NUM_THREADS": str(int(threads)), "NUM_STREAMS": "1", "PERFORMANCE_HINT": "LATENCY"}
+    if inference_precision is not None:
+        config["INFERENCE_PRECISION_HINT"] = inference_precision
+    return config
+
+
+def precision_name(openvino_type) -> str:
+    """An OpenVINO element type (ov.Type, or its name: "f32", "bf16", "f16") in this module's
+    spelling: "fp32", "bf16", "fp16"; any other type keeps OpenVINO's name."""
+    name = openvino_type.get_type_name() if hasattr(openvino_type, "get_type_name") else str(openvino_type)
+    return OPENVINO_TYPE_NAMES.get(name, name)
+
+
+def openvino_precision(compiled) -> str:
+    """The precision an OpenVINO compiled model runs ("fp32", "bf16", "fp16"), read back from
+    it: its INFERENCE_PRECISION_HINT property after compilation, which on the CPU plugin is
+    the precision the plugin chose, whatever was asked."""
+    return precision_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
+
+
+def openvino_node_precisions(compiled) -> dict[str, int]:
+    """Node count per runtime precision of the graph OpenVINO executes ({"f32": 217, "i32":
+    54}; OpenVINO's type names): the "runtimePrecision" of every node of
+    compiled.get_runtime_model(). Nodes without it are not counted."""
+    counts: dict[str, int] = defaultdict(int)
+    for node in compiled.get_runtime_model().get_ops():
+        info = node.get_rt_info()
+        if "runtimePrecision" in info:
+            value = info["runtimePrecision"]
+            counts[str(value.astype(str) if hasattr(value, "astype") else value)] += 1
+    return dict(counts)
+
+
 def _openvino_runner(model_bytes: bytes, path: Path | None, x: np.ndarray, threads: int, workdir: str):
-    """(run, version) for OpenVINO, or raises ImportError when it is not installed."""
+    """(run, version, precision, notes) for OpenVINO compiled with openvino_config(threads)
+    (f32 pinned); precision is read back from the compiled model (openvino_precision), notes
+    say where it or the executed graph is not fp32. Raises ImportError when it is not installed."""
     import openvino as ov
 
     if path is None:
@@ -180,14 +273,23 @@ def _openvino_runner(model_bytes: bytes, path: Path | None, x: np.ndarray, threa
     core = ov.Core()
     network = core.read_model(str(path))
     network.reshape(list(x.shape))
-    compiled = core.compile_model(network, "CPU", {"INFERENCE_NUM_THREADS": str(threads), "NUM_STREAMS": "1",
-                                                   "PERFORMANCE_HINT": "LATENCY"})
+    compiled = core.compile_model(network, "CPU", openvino_config(threads))
+    precision = openvino_precision(compiled)
+    notes = []
+    if precision != PRECISION:
+        notes.append(f"openvino ran {precision} although INFERENCE_PRECISION_HINT={OPENVINO_INFERENCE_PRECISION} "
+                     f"was asked: its row says {precision}")
+    lowered = {name: count for name, count in openvino_node_precisions(compiled).items()
+               if name in LOWER_FLOAT_PRECISIONS}
+    if lowered:
+        notes.append("openvino's executed graph has nodes below float32 ("
+                     + ", ".join(f"{count} {name}" for name, count in sorted(lowered.items())) + ")")
     request = compiled.create_infer_request()
 
     def run():
         request.infer({0: x})
 
-    return run, getattr(ov, "__version__", "")
+    return run, getattr(ov, "__version__", ""), precision, notes
 
 
 def _time_interleaved(runners: dict, repeats: int) -> dict[str, list[float]]:
@@ -327,8 +429,8 @@ def ort_node_profile(raw: pd.DataFrame, model: engine.Model, batch: int, threads
         else:
             described = dict(name=step.name, op=step.op, input_shape=tuple(step.input_shape),
                              output_shape=tuple(step.output_shape), flops=int(step.flops),
-                             other_flops=int(step.other_flops), bytes=dict(step.attrs.get("bytes", {})),
-                             members=tuple(step.attrs.get("members", (step.name,))))
+                             other_flops=int(step.other_flops), bytes=dict(step.bytes),
+                             members=tuple(step.members))
         runs = sorted({run for run, k in per_run if k == key})
         for run in runs:
             record = {"run_index": run, "step_index": index, "name": described["name"], "op": described["op"],
@@ -368,7 +470,8 @@ def _profile_ort(model_bytes: bytes, x: np.ndarray, threads: int, runs: int, wor
 def compare(model_path, batch: int = 1, threads: int = 2, repeats: int = 20,
             price_per_core_hour: float = DEFAULT_PRICE_PER_CORE_HOUR, ceilings=None, tiles: engine.Tiles | None = None,
             fuse_blocks: bool | str = engine.DEFAULT_FUSE_BLOCKS, seed: int = 0) -> Comparison:
-    """Time our engine, ONNX Runtime and OpenVINO (each when installed) on one model.
+    """Time our engine, ONNX Runtime and OpenVINO (each when installed) on one model, each
+    in float32 (OpenVINO with INFERENCE_PRECISION_HINT pinned to f32; see the module docstring).
 
     model_path: an ONNX file (bytes or an onnx.ModelProto also work). batch: images per
     call, 1..4096. threads: cores each engine may use, 1..this machine's cores. repeats:
@@ -382,10 +485,10 @@ def compare(model_path, batch: int = 1, threads: int = 2, repeats: int = 20,
     """
     batch = check_batch(batch)
     repeats = check_repeats(repeats)
-    threads = engine.Model.check_threads(threads)
+    threads = checks.check_threads(threads)
     price_per_core_hour = _check_price(price_per_core_hour)
-    tiles = engine.Model.check_tiles(tiles)
-    fuse_blocks = engine.Model.check_fuse_blocks(fuse_blocks)
+    tiles = checks.check_tiles(tiles)
+    fuse_blocks = checks.check_fuse_blocks(fuse_blocks)
     seed = check_seed(seed)
     ceilings = check_ceilings(ceilings, threads)
     proto, path = _read_proto(model_path)
@@ -397,6 +500,7 @@ def compare(model_path, batch: int = 1, threads: int = 2, repeats: int = 20,
     x = np.random.default_rng(seed).standard_normal((batch, *model.input_shape), dtype=np.float32)
     notes: list[str] = []
     versions = {ENGINE_NAME: _package_version("roofline-workbench")}
+    precisions = {ENGINE_NAME: PRECISION}     # engine name -> what it ran, from its runtime
 
     def ours():
         model.run(x, threads=threads, tiles=tiles, fuse_blocks=fuse_blocks)
@@ -413,8 +517,11 @@ def compare(model_path, batch: int = 1, threads: int = 2, repeats: int = 20,
             feed = {session.get_inputs()[0].name: x}
             runners["onnxruntime"] = lambda: session.run(None, feed)
             versions["onnxruntime"] = ort.__version__
+            precisions["onnxruntime"] = onnxruntime_precision(session)
         try:
-            runners["openvino"], versions["openvino"] = _openvino_runner(model_bytes, path, x, threads, workdir)
+            runners["openvino"], versions["openvino"], precisions["openvino"], openvino_notes = \
+                _openvino_runner(model_bytes, path, x, threads, workdir)
+            notes += openvino_notes
         except ImportError:
             notes.append("openvino is not installed (pip install openvino): skipped")
         except Exception as error:     # a model OpenVINO cannot compile is a note, not a failure of the others
@@ -437,7 +544,8 @@ def compare(model_path, batch: int = 1, threads: int = 2, repeats: int = 20,
     for name, times in seconds.items():
         median = statistics.median(times)
         images_per_second = batch / median
-        rows.append({"engine": name, "version": versions.get(name, ""), "batch": batch, "threads": threads,
+        rows.append({"engine": name, "version": versions.get(name, ""), "precision": precisions[name],
+                     "precision_source": PRECISION_SOURCES[name], "batch": batch, "threads": threads,
                      "cores": threads, "seconds": median, "seconds_min": min(times),
                      "images_per_second": images_per_second, "images_per_second_per_core": images_per_second / threads,
                      "cost_per_million_inferences": cost_per_million_inferences(images_per_second, threads,
