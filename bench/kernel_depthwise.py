@@ -2,7 +2,7 @@
 
 For each of the 17 depthwise layers (3x3, pad 1, ReLU6) and for each thread count, the
 minimum and median of `--repeats` calls; GB/s counts input + output + weights + bias bytes
-once (the compulsory traffic) over the minimum time. A sweep over rows_per_tile gives the
+once (the compulsory traffic) over the minimum time. A sweep over depthwise_rows gives the
 sum over the 17 layers for each setting, which is how the default was chosen. The stem
 (3 -> 32, 3x3 stride 2 pad 1, 224 -> 112) is timed the same way.
 
@@ -67,17 +67,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32],
-                        help="rows_per_tile settings to sweep (the table above uses DEFAULT_ROWS_PER_TILE)")
+                        help="depthwise_rows settings to sweep (the table above uses DEFAULT_DEPTHWISE_ROWS)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     cases = [depthwise_case(c, s, st, rng) for c, s, st in MOBILENET_V2_DEPTHWISE]
-    default_rows = depthwise.DEFAULT_ROWS_PER_TILE
+    default_rows = depthwise.DEFAULT_DEPTHWISE_ROWS
 
     def run(case, rows):
         (x, w, b, out, stride), _, _ = case
         return lambda: depthwise.depthwise_conv(x, w, b, out, stride, stride, 1, 1, 0.0, 6.0, rows)
 
-    print(f"CB = {CB}, repeats = {args.repeats}, rows_per_tile = {default_rows} in this table")
+    print(f"CB = {CB}, repeats = {args.repeats}, depthwise_rows = {default_rows} in this table")
     header = f"{'layer':>16} " + " ".join(f"{f'{t} thr: us (med)  GB/s GFLOP/s':>32}" for t in args.threads)
     print(header)
     totals = {t: 0.0 for t in args.threads}
@@ -97,9 +97,9 @@ def main() -> None:
         for t in args.threads))
     print(f"  ({all_bytes / 1e6:.1f} MB compulsory traffic, {all_flops / 1e6:.1f} MFLOP)")
 
-    print("\nrows_per_tile sweep: sum over the 17 layers of the per-layer minimum, us")
+    print("\ndepthwise_rows sweep: sum over the 17 layers of the per-layer minimum, us")
     print("(settings take turns call by call, so machine noise hits them alike)")
-    print(f"{'rows_per_tile':>16} " + " ".join(f"{f'{t} thr':>10}" for t in args.threads))
+    print(f"{'depthwise_rows':>16} " + " ".join(f"{f'{t} thr':>10}" for t in args.threads))
     sums = {(rows, t): 0.0 for rows in args.rows for t in args.threads}
     for threads in args.threads:
         numba.set_num_threads(threads)

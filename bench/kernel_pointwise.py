@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import engine  # noqa: E402,F401  (sets numba's environment first)
 from engine.kernels.layout import CB, channel_blocks, from_blocked, to_blocked  # noqa: E402
-from engine.kernels.pointwise import (DEFAULT_CHANNELS_PER_TILE, DEFAULT_PIXELS_PER_TILE,  # noqa: E402
+from engine.kernels.pointwise import (DEFAULT_POINTWISE_CHANNELS, DEFAULT_POINTWISE_PIXELS,  # noqa: E402
                                       pack_pointwise, pointwise_conv, pointwise_flops)
 from tests.naive.pointwise import pointwise_reference  # noqa: E402
 
@@ -77,12 +77,12 @@ class Layer:
         self.weight_t = np.ascontiguousarray(self.weight.T)
         self.rows_out = np.empty((self.x_rows.shape[0], cout), dtype=np.float32)
 
-    def run(self, pixels_per_tile: int, channels_per_tile: int) -> None:
+    def run(self, pointwise_pixels: int, pointwise_channels: int) -> None:
         pointwise_conv(self.x, self.packed_weight, self.packed_bias, self.out, 0.0, 6.0,
-                       None, pixels_per_tile, channels_per_tile)
+                       None, pointwise_pixels, pointwise_channels)
 
     def check(self) -> None:
-        self.run(DEFAULT_PIXELS_PER_TILE, DEFAULT_CHANNELS_PER_TILE)
+        self.run(DEFAULT_POINTWISE_PIXELS, DEFAULT_POINTWISE_CHANNELS)
         reference = pointwise_reference(self.x_nchw, self.weight, self.bias, 0.0, 6.0)
         got = from_blocked(self.out, self.shape[2])
         error = np.abs(got - reference).max() / max(1.0, np.abs(reference).max())
@@ -90,7 +90,7 @@ class Layer:
             raise AssertionError(f"layer {self.shape}: relative error {error:.2e}")
 
     def gflops(self, tiles: list[tuple[int, int]], rounds: int) -> dict[tuple[int, int], float]:
-        """GFLOP/s per (pixels_per_tile, channels_per_tile): best of `rounds` interleaved rounds
+        """GFLOP/s per (pointwise_pixels, pointwise_channels): best of `rounds` interleaved rounds
         (interleaving spreads every setting over the same spells of noise)."""
         seconds = {tile: np.inf for tile in tiles}
         for _ in range(rounds):
@@ -111,8 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--layers", type=str, default="all",
                         help="comma-separated layer indices into MOBILENET_V2_SHAPES, or 'all'")
-    parser.add_argument("--pixels", type=int, default=DEFAULT_PIXELS_PER_TILE, help="pixels_per_tile (default tiles)")
-    parser.add_argument("--channels", type=int, default=DEFAULT_CHANNELS_PER_TILE, help="channels_per_tile (default tiles)")
+    parser.add_argument("--pixels", type=int, default=DEFAULT_POINTWISE_PIXELS, help="pointwise_pixels (default tiles)")
+    parser.add_argument("--channels", type=int, default=DEFAULT_POINTWISE_CHANNELS, help="pointwise_channels (default tiles)")
     parser.add_argument("--sweep", action="store_true", help="also time every tile pair of the sweep grid, report the best")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (best is kept)")
     parser.add_argument("--no-numpy", action="store_true", help="skip the numpy matmul reference")

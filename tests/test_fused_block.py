@@ -33,19 +33,19 @@ def _block_weights(rng, cin, hidden, cout, has_expand):
     return expand, depthwise, project
 
 
-def _run_fused(x, expand, depthwise, project, stride, residual, band_rows, threads):
+def _run_fused(x, expand, depthwise, project, stride, residual, block_rows, threads):
     n, _, h, w = x.shape
     ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
     hidden = depthwise[0].shape[0]
     cout = project[0].shape[0]
     out = np.full((n, -(-cout // fb.CB), ho, wo, fb.CB), np.nan, np.float32)
-    scratch = fb.make_scratch(threads, hidden, w, wo, min(band_rows, ho), stride)
+    scratch = fb.make_scratch(threads, hidden, w, wo, min(block_rows, ho), stride)
     previous = numba.get_num_threads()
     numba.set_num_threads(threads)
     try:
         fb.fused_block(to_blocked(x), None if expand is None else pack_pointwise(*expand), pack_depthwise(*depthwise),
                        pack_pointwise(*project), out, None if residual is None else to_blocked(residual), stride,
-                       (0.0, 6.0), (0.0, 6.0), (-math.inf, math.inf), band_rows, *scratch)
+                       (0.0, 6.0), (0.0, 6.0), (-math.inf, math.inf), block_rows, *scratch)
     finally:
         numba.set_num_threads(previous)
     return out
@@ -72,8 +72,8 @@ def test_fused_block_matches_the_unfused_reference_for_every_band_height(shape, 
     ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
     residual = rng.standard_normal((3, cout, ho, wo)).astype(np.float32) if has_residual else None
     reference = inverted_residual_reference(x, expand, depthwise, project, stride, residual)
-    for band_rows in range(1, ho + 2):          # every band height, and one larger than the image
-        out = _run_fused(x, expand, depthwise, project, stride, residual, band_rows, threads)
+    for block_rows in range(1, ho + 2):          # every band height, and one larger than the image
+        out = _run_fused(x, expand, depthwise, project, stride, residual, block_rows, threads)
         got = from_blocked(out, cout)
         assert_close_to_reference(got, reference.astype(np.float32), relative=1e-5)
         blocked = out.transpose(0, 1, 4, 2, 3).reshape(3, -1, ho, wo)
@@ -92,7 +92,7 @@ def test_fused_block_rejects_bad_arguments():
         fb.fused_block(*args, out, None, 3, *clips, 2, *scratch)
     with pytest.raises(ValueError, match="out"):
         fb.fused_block(*args, np.zeros((1, 1, 3, 3, fb.CB), np.float32), None, 1, *clips, 2, *scratch)
-    with pytest.raises(ValueError, match="band_rows"):
+    with pytest.raises(ValueError, match="block_rows"):
         fb.fused_block(*args, out, None, 1, *clips, 0, *scratch)
     with pytest.raises(ValueError, match="scratch_expand"):
         fb.fused_block(*args, out, None, 1, *clips, 6, *fb.make_scratch(1, 16, 6, 6, 1, 1))

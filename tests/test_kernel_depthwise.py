@@ -1,7 +1,7 @@
 """The depthwise kernel against the plain numpy reference (tests/naive/depthwise.py).
 
 Tolerance: max |got - ref| <= 1e-5 * max |ref| (float32 sums of <= 25 products, reference
-in float64). Every case runs on 1 and 2 threads and with rows_per_tile 1, 4, 16 and larger than
+in float64). Every case runs on 1 and 2 threads and with depthwise_rows 1, 4, 16 and larger than
 the output; outputs start as NaN so an element the kernel forgets to write fails the test.
 """
 from __future__ import annotations
@@ -47,7 +47,7 @@ def threads(request):
     numba.set_num_threads(previous)
 
 
-def run_engine(x, weight, bias, strides, pads, clip, rows_per_tile):
+def run_engine(x, weight, bias, strides, pads, clip, depthwise_rows):
     """Engine depthwise conv on NCHW input; returns (plain NCHW result, blocked output)."""
     packed_w, packed_b = depthwise.pack_depthwise(weight, bias)
     x_blocked = to_blocked(x)
@@ -57,7 +57,7 @@ def run_engine(x, weight, bias, strides, pads, clip, rows_per_tile):
     wo = (w + pads[1] + pads[3] - kw) // strides[1] + 1
     out = np.full((x.shape[0], x_blocked.shape[1], ho, wo, CB), np.nan, np.float32)
     depthwise.depthwise_conv(x_blocked, packed_w, packed_b, out, strides[0], strides[1], pads[0], pads[1],
-                             clip[0], clip[1], rows_per_tile)
+                             clip[0], clip[1], depthwise_rows)
     return from_blocked(out, x.shape[1]), out
 
 
@@ -82,12 +82,12 @@ def case_id(case):
     return f"N{n}C{c}_{h}x{w}_k{kh}x{kw}_s{sh}{sw}_p{''.join(map(str, pads))}"
 
 
-@pytest.mark.parametrize("rows_per_tile", [1, 4, 16, 1000])
+@pytest.mark.parametrize("depthwise_rows", [1, 4, 16, 1000])
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_depthwise_matches_reference_with_padded_lanes_zero(case, rows_per_tile, threads):
+def test_depthwise_matches_reference_with_padded_lanes_zero(case, depthwise_rows, threads):
     n, c, h, w, kernel, strides, pads = case
     x, weight, bias = make_case(n, c, h, w, kernel)
-    got, blocked = run_engine(x, weight, bias, strides, pads, (0.0, 6.0), rows_per_tile)
+    got, blocked = run_engine(x, weight, bias, strides, pads, (0.0, 6.0), depthwise_rows)
     assert_matches(got, naive.depthwise_conv(x, weight, bias, strides, pads, (0.0, 6.0)))
     padded_lanes = blocked.transpose(0, 1, 4, 2, 3).reshape(n, -1, *blocked.shape[2:4])[:, c:]
     assert (padded_lanes == 0).all(), "padded channels must stay exactly 0"
@@ -132,7 +132,7 @@ def _valid_args():
     bias = np.zeros((3, CB), np.float32)
     out = np.zeros((2, 3, 5, 5, CB), np.float32)
     return dict(x=x, packed_weight=weight, packed_bias=bias, out=out, stride_h=1, stride_w=1, pad_top=1,
-                pad_left=1, clip_min=0.0, clip_max=6.0, rows_per_tile=4)
+                pad_left=1, clip_min=0.0, clip_max=6.0, depthwise_rows=4)
 
 
 @pytest.mark.parametrize("change, message", [
@@ -146,8 +146,8 @@ def _valid_args():
     (dict(out=np.zeros((2, 3, 2, 5, CB), np.float32)), "out height must be >= 4"),
     (dict(stride_h=0), "stride_h must be an int >= 1, got 0"),
     (dict(pad_left=-1), "pad_left must be an int >= 0, got -1"),
-    (dict(rows_per_tile=0), "rows_per_tile must be an int >= 1, got 0"),
-    (dict(rows_per_tile=2.0), "rows_per_tile must be an int >= 1, got 2.0"),
+    (dict(depthwise_rows=0), "depthwise_rows must be an int >= 1, got 0"),
+    (dict(depthwise_rows=2.0), "depthwise_rows must be an int >= 1, got 2.0"),
     (dict(clip_min=1.0), "clip_min <= 0 <= clip_max"),
     (dict(clip_max=float("nan")), "clip_min <= 0 <= clip_max"),
 ])

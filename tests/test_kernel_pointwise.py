@@ -42,7 +42,7 @@ def make_case(batch, cin, cout, height, width, with_residual, seed=0):
     return x, weight, bias, residual
 
 
-def run_blocked(x, weight, bias, residual, clip, pixels_per_tile, channels_per_tile, residual_in_out=False):
+def run_blocked(x, weight, bias, residual, clip, pointwise_pixels, pointwise_channels, residual_in_out=False):
     packed_weight, packed_bias = pack_pointwise(weight, bias)
     batch, _, height, width = x.shape
     out = np.full((batch, packed_weight.shape[0], height, width, CB), np.nan, dtype=np.float32)
@@ -51,7 +51,7 @@ def run_blocked(x, weight, bias, residual, clip, pixels_per_tile, channels_per_t
         out[...] = blocked_residual
         blocked_residual = out
     pointwise_conv(to_blocked(x), packed_weight, packed_bias, out, clip[0], clip[1],
-                   blocked_residual, pixels_per_tile, channels_per_tile)
+                   blocked_residual, pointwise_pixels, pointwise_channels)
     return out
 
 
@@ -64,7 +64,7 @@ def assert_matches_reference(out, x, weight, bias, residual, clip):
     assert np.all(out[:, -1, :, :, cout - (channel_blocks(cout) - 1) * CB:] == 0.0)
 
 
-# (batch, Cin, Cout, H, W, residual, clip, threads, pixels_per_tile, channels_per_tile)
+# (batch, Cin, Cout, H, W, residual, clip, threads, pointwise_pixels, pointwise_channels)
 CASES = [
     (1, 3, 1, 1, 1, False, RELU6, 1, 1, 16),
     (1, 5, 7, 3, 5, True, NONE, 2, 1, 16),
@@ -216,7 +216,7 @@ def _valid_arguments():
     x = np.zeros((2, channel_blocks(12), 3, 4, CB), np.float32)
     out = np.zeros((2, channel_blocks(20), 3, 4, CB), np.float32)
     return dict(x=x, packed_weight=packed_weight, packed_bias=packed_bias, out=out,
-                clip_min=0.0, clip_max=6.0, residual=None, pixels_per_tile=8, channels_per_tile=16)
+                clip_min=0.0, clip_max=6.0, residual=None, pointwise_pixels=8, pointwise_channels=16)
 
 
 def _bad_arguments():
@@ -241,13 +241,13 @@ def _bad_arguments():
         ("clip", dict(clip_min=1.0)),
         ("clip", dict(clip_max=-1.0)),
         ("clip", dict(clip_min=np.nan)),
-        ("pixels_per_tile", dict(pixels_per_tile=0)),
-        ("pixels_per_tile", dict(pixels_per_tile=-3)),
-        ("pixels_per_tile", dict(pixels_per_tile=2.5)),
-        ("pixels_per_tile", dict(pixels_per_tile=True)),
-        ("channels_per_tile", dict(channels_per_tile=24)),
-        ("channels_per_tile", dict(channels_per_tile=0)),
-        ("channels_per_tile", dict(channels_per_tile=8)),
+        ("pointwise_pixels", dict(pointwise_pixels=0)),
+        ("pointwise_pixels", dict(pointwise_pixels=-3)),
+        ("pointwise_pixels", dict(pointwise_pixels=2.5)),
+        ("pointwise_pixels", dict(pointwise_pixels=True)),
+        ("pointwise_channels", dict(pointwise_channels=24)),
+        ("pointwise_channels", dict(pointwise_channels=0)),
+        ("pointwise_channels", dict(pointwise_channels=8)),
         ("ahead", dict(ahead=np.zeros(64, np.float64))),
         ("ahead", dict(ahead=np.zeros((8, 8), np.float32).T)),
         ("ahead", dict(ahead=[0.0] * 16)),

@@ -31,7 +31,7 @@ def test_pointwise_whose_weights_fit_l2_moves_compulsory_bytes_at_l3_and_dram(la
     x = 56 * 56 * 96 * 4                       # 1,204,224 B input
     w = cout * (96 + 1) * 4                    # weights + bias: fit anywhere
     y = 56 * 56 * cout * 4                     # output
-    moved = pointwise.pointwise_bytes(1, 96, 24, 56, 56, pixels_per_tile=64, channels_per_tile=64,
+    moved = pointwise.pointwise_bytes(1, 96, 24, 56, 56, pointwise_pixels=64, pointwise_channels=64,
                                       has_residual=False, budget=BUDGETS[lanes])
     assert moved["L3"] == moved["DRAM"] == x + w + y
     # across L1 (16 KiB usable): a 64-pixel tile of inputs (24 KiB) does not stay, so the
@@ -47,7 +47,7 @@ def test_pointwise_whose_weights_do_not_fit_l2_rereads_them_per_pixel_tile():
     x = pixels * 960 * 4
     w = 320 * (960 + 1) * 4                     # 1,230,080 B: more than half of L2
     y = pixels * 320 * 4
-    moved = pointwise.pointwise_bytes(8, 960, 320, 7, 7, pixels_per_tile=64, channels_per_tile=64,
+    moved = pointwise.pointwise_bytes(8, 960, 320, 7, 7, pointwise_pixels=64, pointwise_channels=64,
                                       has_residual=False, budget=BUDGET)
     # one channel tile's slice (64 x 960 x 4 = 245,760 B) fits half of L2: weights once per pixel tile;
     # the pixel tile (64 x 960 x 4 B) fits too, so inputs cross once
@@ -55,7 +55,7 @@ def test_pointwise_whose_weights_do_not_fit_l2_rereads_them_per_pixel_tile():
     assert moved["L3"] == x + w * pixel_tiles + y
     assert moved["DRAM"] == x + w + y            # everything fits half of L3
     # a larger channel tile whose slice does not fit half of L2: weights once per micro-tile of pixels
-    wide = pointwise.pointwise_bytes(8, 960, 320, 7, 7, pixels_per_tile=64, channels_per_tile=320,
+    wide = pointwise.pointwise_bytes(8, 960, 320, 7, 7, pointwise_pixels=64, pointwise_channels=320,
                                      has_residual=False, budget=BUDGET)
     assert wide["L3"] == x + w * -(-pixels // pointwise.MICRO_TILE[8][0]) + y
     assert wide["L3"] > moved["L3"]
@@ -74,7 +74,7 @@ def test_depthwise_rereads_halo_rows_when_the_plane_does_not_fit():
     # the input is read once only where the whole image (1.8 MB) fits; above L1 and L2
     # only a band's rows fit and each band of 4 rows reads 6 input rows (the halo twice)
     tiny = CacheBudget(L1=2 * 56 * 3 * 8 * 4 + 64, L2=512 * KIB, L3=32 * MIB, lanes=8)   # 3 rows fit, the image not
-    moved = depthwise.depthwise_bytes(1, 144, 56, 56, 56, 56, 3, 3, 1, rows_per_tile=4, budget=tiny)
+    moved = depthwise.depthwise_bytes(1, 144, 56, 56, 56, 56, 3, 3, 1, depthwise_rows=4, budget=tiny)
     x = 144 * 56 * 56 * 4
     y = x
     w = 144 * 10 * 4
@@ -94,7 +94,7 @@ def test_fusion_keeps_the_expanded_tensor_off_the_outer_levels():
     # MobileNetV2 block 3: 24 -> 144 -> 24 at 56x56, stride 1, residual; bands of 2 rows,
     # whose scratch (194 KB) fits the half of L2 the model counts as resident
     band = 2
-    fused = fused_block.fused_block_bytes(1, 24, 144, 24, 56, 56, 1, band_rows=band, has_expand=True,
+    fused = fused_block.fused_block_bytes(1, 24, 144, 24, 56, 56, 1, block_rows=band, has_expand=True,
                                           has_residual=True, workers=2, budget=BUDGET)
     unfused = {level: pointwise.pointwise_bytes(1, 24, 144, 56, 56, 64, 64, False, BUDGET)[level]
                + depthwise.depthwise_bytes(1, 144, 56, 56, 56, 56, 3, 3, 1, 16, BUDGET)[level]

@@ -5,7 +5,7 @@ bias (Cb, CB). One channel block is one SIMD register: every tap is one vector F
 CB lanes, and a pixel's CB channels are contiguous (32 bytes on AVX2) in x, w and out.
 
 Work items. (image, band of output rows, channel block), channel block fastest, spread by
-prange: ceil(Ho / rows_per_tile) bands of near-equal height. The static schedule then
+prange: ceil(Ho / depthwise_rows) bands of near-equal height. The static schedule then
 gives each thread a horizontal stripe of the image across all channels, the stripe the
 1x1 conv before it wrote on that thread (its work items are pixel ranges first), so a
 thread reads its input from its own core's caches instead of the other core's.
@@ -47,7 +47,7 @@ _scratch_mask = register_scratch(2)        # 0.0, 1.0
 _scratch_row_taps = register_scratch(9 * CB)
 _scratch_col_taps = register_scratch(9 * CB)
 
-DEFAULT_ROWS_PER_TILE = 16  # measured: sum of MobileNetV2's 17 layers, 2 threads: 1 -> 835 us, 4 -> 687, 16 -> 644
+DEFAULT_DEPTHWISE_ROWS = 16  # measured: sum of MobileNetV2's 17 layers, 2 threads: 1 -> 835 us, 4 -> 687, 16 -> 644
 
 # ---------------------------------------------------------------------------- kernels
 
@@ -83,13 +83,13 @@ def _generic_columns(xf, wf, bf, of, x_plane, o_row, w_base, b_base, height, wid
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def _depthwise_kernel(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left, clip_min, clip_max,
-                      rows_per_tile):
+                      depthwise_rows):
     n_images, n_blocks, height, width, _ = x.shape
     kernel_h, kernel_w = weight.shape[1], weight.shape[2]
     out_h, out_w = out.shape[2], out.shape[3]
     low = np.float32(clip_min)
     high = np.float32(clip_max)
-    bands = (out_h + rows_per_tile - 1) // rows_per_tile
+    bands = (out_h + depthwise_rows - 1) // depthwise_rows
     # interior columns [col_lo, col_hi): the whole kernel row lies inside the input
     col_lo = min(out_w, (pad_left + stride_w - 1) // stride_w)
     col_hi = max(col_lo, min(out_w, (width - kernel_w + pad_left) // stride_w + 1))
@@ -241,7 +241,7 @@ def pack_depthwise(weight: np.ndarray, bias: np.ndarray | None) -> tuple[np.ndar
 
 def depthwise_conv(x: np.ndarray, packed_weight: np.ndarray, packed_bias: np.ndarray, out: np.ndarray,
                    stride_h: int, stride_w: int, pad_top: int, pad_left: int,
-                   clip_min: float, clip_max: float, rows_per_tile: int = DEFAULT_ROWS_PER_TILE) -> None:
+                   clip_min: float, clip_max: float, depthwise_rows: int = DEFAULT_DEPTHWISE_ROWS) -> None:
     """out = clip(depthwise_conv(x, w) + bias, clip_min, clip_max), written in place.
 
     x: (N, Cb, H, W, CB) float32; packed_weight (Cb, kh, kw, CB) and packed_bias (Cb, CB)
@@ -249,21 +249,21 @@ def depthwise_conv(x: np.ndarray, packed_weight: np.ndarray, packed_bias: np.nda
     (the caller derived them from all four pads); input outside H x W reads as 0.
     Strides >= 1, pads >= 0, dilation 1. clip (0, 6) is ReLU6, (0, inf) ReLU,
     (-inf, inf) none; clip_min <= 0 <= clip_max so padded lanes stay 0.
-    rows_per_tile: output rows per work item (>= 1; the rows are shared out evenly over
-    ceil(Ho / rows_per_tile) bands); the items are (image, band of rows, channel block) and
+    depthwise_rows: output rows per work item (>= 1; the rows are shared out evenly over
+    ceil(Ho / depthwise_rows) bands); the items are (image, band of rows, channel block) and
     run in parallel on numba's threads. Larger bands amortise the per-item set-up (weights
     to registers, border-column masks); smaller ones give each thread its own stripe of rows.
     """
-    if not _looks_valid(x, packed_weight, packed_bias, out, stride_h, stride_w, pad_top, pad_left, rows_per_tile):
-        _validate(x, packed_weight, packed_bias, out, stride_h, stride_w, pad_top, pad_left, rows_per_tile)
+    if not _looks_valid(x, packed_weight, packed_bias, out, stride_h, stride_w, pad_top, pad_left, depthwise_rows):
+        _validate(x, packed_weight, packed_bias, out, stride_h, stride_w, pad_top, pad_left, depthwise_rows)
     low, high = float(clip_min), float(clip_max)
     if not low <= 0.0 <= high or low < -_FLOAT32_MAX or high > _FLOAT32_MAX:
         low, high = check_clip("depthwise_conv", clip_min, clip_max)
     launch(_depthwise_kernel, x, packed_weight, packed_bias, out, int(stride_h), int(stride_w), int(pad_top),
-           int(pad_left), low, high, int(rows_per_tile))
+           int(pad_left), low, high, int(depthwise_rows))
 
 
-def _looks_valid(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left, rows_per_tile) -> bool:
+def _looks_valid(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left, depthwise_rows) -> bool:
     """The common case in one expression (~1.5 us instead of ~6 us for `_validate`, which
     this runs before on every call of every depthwise layer). False sends the call through
     `_validate`, which names what is wrong, or passes it when only this shortcut declined."""
@@ -272,8 +272,8 @@ def _looks_valid(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left, ro
             and bias.dtype is _FLOAT32 and out.dtype is _FLOAT32 and x.flags.c_contiguous
             and weight.flags.c_contiguous and bias.flags.c_contiguous and out.flags.c_contiguous
             and type(stride_h) is int and type(stride_w) is int and type(pad_top) is int
-            and type(pad_left) is int and type(rows_per_tile) is int
-            and stride_h >= 1 and stride_w >= 1 and pad_top >= 0 and pad_left >= 0 and rows_per_tile >= 1):
+            and type(pad_left) is int and type(depthwise_rows) is int
+            and stride_h >= 1 and stride_w >= 1 and pad_top >= 0 and pad_left >= 0 and depthwise_rows >= 1):
         return False
     xs, ws, bs, os_ = x.shape, weight.shape, bias.shape, out.shape
     return (len(xs) == 5 and len(ws) == 4 and len(bs) == 2 and len(os_) == 5
@@ -284,14 +284,14 @@ def _looks_valid(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left, ro
             and os_[3] >= max(1, (xs[3] + pad_left - ws[2]) // stride_w + 1))
 
 
-def _validate(x, packed_weight, packed_bias, out, stride_h, stride_w, pad_top, pad_left, rows_per_tile) -> None:
+def _validate(x, packed_weight, packed_bias, out, stride_h, stride_w, pad_top, pad_left, depthwise_rows) -> None:
     """Every check of `depthwise_conv`'s arguments; ValueError naming expected and got."""
     fn = "depthwise_conv"
     stride_h = check_int(fn, "stride_h", stride_h, 1)
     stride_w = check_int(fn, "stride_w", stride_w, 1)
     pad_top = check_int(fn, "pad_top", pad_top, 0)
     pad_left = check_int(fn, "pad_left", pad_left, 0)
-    check_int(fn, "rows_per_tile", rows_per_tile, 1)
+    check_int(fn, "depthwise_rows", depthwise_rows, 1)
     check_array(fn, "x", x, (None, None, None, None, CB))
     n_images, n_blocks, height, width, _ = x.shape
     if min(x.shape) < 1:
@@ -314,7 +314,7 @@ def depthwise_flops(batch: int, channels: int, out_h: int, out_w: int, kh: int, 
 
 
 def depthwise_bytes(batch: int, channels: int, height: int, width: int, out_h: int, out_w: int, kh: int, kw: int,
-                    stride_h: int, rows_per_tile: int, budget) -> dict[str, int]:
+                    stride_h: int, depthwise_rows: int, budget) -> dict[str, int]:
     """Modelled bytes moved per memory level (engine.traffic), whole batch.
 
     Registers <- L1: every output vector reads kh*kw input vectors; the taps are loaded once
@@ -334,7 +334,7 @@ def depthwise_bytes(batch: int, channels: int, height: int, width: int, out_h: i
     x_bytes = planes * height * width * lanes * FLOAT32
     y_bytes = planes * out_h * out_w * lanes * FLOAT32
     w_bytes = padded * (kh * kw + 1) * FLOAT32
-    bands = -(-out_h // rows_per_tile)
+    bands = -(-out_h // depthwise_rows)
     registers = planes * out_h * out_w * kh * kw * lanes * FLOAT32 + y_bytes + planes * bands * w_bytes // (padded // lanes)
     rows_read = 0
     for band in range(bands):

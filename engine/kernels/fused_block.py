@@ -5,9 +5,9 @@ small per-thread scratch buffer.
 Unfused, a MobileNetV2 block writes its expanded tensor (e.g. 144 x 56 x 56 floats = 1.8 MB)
 to memory, reads it back for the depthwise, writes the depthwise output (same size) and reads
 it back for the projection: four trips through L2/L3 of the largest tensors in the network.
-Fused, each work item (image, band of `band_rows` output rows) does:
+Fused, each work item (image, band of `block_rows` output rows) does:
 
-1. expand the input rows the band needs ((band_rows - 1) * stride + 3, fewer at the image
+1. expand the input rows the band needs ((block_rows - 1) * stride + 3, fewer at the image
    edges) and the previous band did not into scratch_expand (hidden_blocks, ring rows, W,
    CB), ReLU6 applied, with the pointwise micro-kernel (engine.kernels.pointwise._tile);
 2. depthwise 3x3 (pad 1) from scratch_expand into scratch_depthwise
@@ -15,20 +15,20 @@ Fused, each work item (image, band of `band_rows` output rows) does:
 3. project scratch_depthwise into the output rows, bias, residual add, clip.
 
 Adjacent bands share input rows (2 at stride 1, 1 at stride 2). The expanded rows live in
-a ring of `rows_needed(band_rows, stride)` rows per hidden block: a worker walking down its
+a ring of `rows_needed(block_rows, stride)` rows per hidden block: a worker walking down its
 bands of an image expands each input row once and the next band finds its top halo rows
 still in the ring, so only where a worker starts (its first band, a new image) are halo
 rows expanded a second time (`expand_recompute_factor`: 1.07x for a 56-row image on two
 workers; it was (band + 2) / band, 1.5x at band 4, when every band expanded all its rows).
 Large bands need more scratch and leave fewer work items for the threads.
-`band_rows` is the knob (engine.Tiles.block_rows; 0 = chosen per block by `auto_band_rows`).
+`block_rows` is the knob (engine.Tiles.block_rows; 0 = chosen per block by `auto_band_rows`).
 
 Layouts as everywhere: x, out, residual NCHWc (N, Cb, H, W, CB) float32 C-contiguous;
 weights as packed by pack_pointwise / pack_depthwise. Work is split into one contiguous run
 of items per worker (prange over workers), each worker owning row `worker` of the scratch
 arrays, so no two threads ever share a scratch buffer.
 
-Napkin math (block 3 of MobileNetV2, 24 -> 144 -> 24 at 56x56, stride 1, band_rows 4,
+Napkin math (block 3 of MobileNetV2, 24 -> 144 -> 24 at 56x56, stride 1, block_rows 4,
 CB 8): per band the scratch holds 144 x 6 x 56 x 4 B = 194 KB expanded and 144 x 4 x 56 x 4 B
 = 129 KB depthwise, together inside the 512 KB L2; the traffic that reaches L3 is the
 input rows (6 x 56 x 24 x 4 B), the weights (28 KB) and the output rows (4 x 56 x 24 x 4 B),
@@ -39,7 +39,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from engine.kernels._common import FASTMATH, _U, check_array, launch, register_scratch
+from engine.kernels._common import FASTMATH, _U, check_array, check_int, launch, register_scratch
 from engine.kernels.layout import CB, padded_channels
 from engine.kernels.depthwise import depthwise_bytes
 from engine.kernels.pointwise import BLOCKS, PREFETCH_TILES, ROWS, _tile, _weight_prefetch, pointwise_bytes
@@ -155,14 +155,14 @@ def _depthwise_rows(src, plane_offset, plane_stride, row_base, ring, height, wid
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def _fused_block_kernel(x, ew, eb, has_expand, dw, db, pw, pb, out, residual, has_residual, stride,
                         expand_low, expand_high, dw_low, dw_high, project_low, project_high,
-                        band_rows, scratch_expand, scratch_depthwise):
+                        block_rows, scratch_expand, scratch_depthwise):
     n_images, cin_blocks, height, width, _ = x.shape
     hidden_blocks = dw.shape[0]
     cout_blocks, out_h, out_w = out.shape[1], out.shape[2], out.shape[3]
     workers = scratch_expand.shape[0]
-    bands = (out_h + band_rows - 1) // band_rows
+    bands = (out_h + block_rows - 1) // block_rows
     items = n_images * bands
-    ring_rows = (band_rows - 1) * stride + 3      # rows_needed(band_rows, stride): one band's input rows
+    ring_rows = (block_rows - 1) * stride + 3      # rows_needed(block_rows, stride): one band's input rows
     xf = x.reshape(x.size)
     ewf = ew.reshape(ew.size)
     ebf = eb.reshape(eb.size)
@@ -189,8 +189,8 @@ def _fused_block_kernel(x, ew, eb, has_expand, dw, db, pw, pb, out, residual, ha
         for item in range(first, last):
             image = item // bands
             band = item - image * bands
-            row_start = band * band_rows
-            row_end = min(out_h, row_start + band_rows)
+            row_start = band * block_rows
+            row_end = min(out_h, row_start + block_rows)
             in_start = max(0, row_start * stride - 1)
             in_end = min(height, (row_end - 1) * stride + 2)
             rows_in = in_end - in_start
@@ -239,20 +239,20 @@ def _fused_block_kernel(x, ew, eb, has_expand, dw, db, pw, pb, out, residual, ha
 
 # ---------------------------------------------------------------------------- sizes and costs
 
-def rows_needed(band_rows: int, stride: int) -> int:
-    """Input rows one band of `band_rows` output rows reads (3x3 kernel, pad 1)."""
-    return (band_rows - 1) * stride + 3
+def rows_needed(block_rows: int, stride: int) -> int:
+    """Input rows one band of `block_rows` output rows reads (3x3 kernel, pad 1)."""
+    return (block_rows - 1) * stride + 3
 
 
-def scratch_floats(hidden_channels: int, width: int, out_width: int, band_rows: int, stride: int,
+def scratch_floats(hidden_channels: int, width: int, out_width: int, block_rows: int, stride: int,
                    lanes: int = CB) -> tuple[int, int]:
     """float32 elements of (scratch_expand, scratch_depthwise) per worker, with channels
     padded to blocks of `lanes` (default: the width the kernels are built for)."""
     hidden = padded_channels(hidden_channels, lanes)
-    return hidden * rows_needed(band_rows, stride) * width, hidden * band_rows * out_width
+    return hidden * rows_needed(block_rows, stride) * width, hidden * block_rows * out_width
 
 
-def expand_recompute_factor(height: int, out_height: int, band_rows: int, stride: int, workers: int = 1,
+def expand_recompute_factor(height: int, out_height: int, block_rows: int, stride: int, workers: int = 1,
                             batch: int = 1) -> float:
     """Expanded rows computed / input rows: 1.0 means no halo recompute.
 
@@ -260,14 +260,14 @@ def expand_recompute_factor(height: int, out_height: int, band_rows: int, stride
     the new rows for its next band of the same image, so halo rows are recomputed only
     where a worker starts: at the first band of its run of work items (the items (image,
     band) are split into `workers` contiguous runs) and at each new image in it."""
-    bands = -(-out_height // band_rows)
+    bands = -(-out_height // block_rows)
     items = batch * bands
     computed = 0
     for worker in range(workers):
         held_image, held_end = -1, 0
         for item in range(worker * items // workers, (worker + 1) * items // workers):
             image, band = divmod(item, bands)
-            start, end = band * band_rows, min(out_height, (band + 1) * band_rows)
+            start, end = band * block_rows, min(out_height, (band + 1) * block_rows)
             in_start, in_end = max(0, start * stride - 1), min(height, (end - 1) * stride + 2)
             first = held_end if image == held_image and held_end > in_start else in_start
             computed += max(0, in_end - first)
@@ -310,22 +310,22 @@ def auto_band_rows(hidden_channels: int, height: int, width: int, out_height: in
 
 # ---------------------------------------------------------------------------- public API
 
-def make_scratch(workers: int, hidden_channels: int, width: int, out_width: int, band_rows: int,
+def make_scratch(workers: int, hidden_channels: int, width: int, out_width: int, block_rows: int,
                  stride: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-worker scratch arrays (workers, floats) for `fused_block`."""
-    expand, depthwise = scratch_floats(hidden_channels, width, out_width, band_rows, stride)
+    expand, depthwise = scratch_floats(hidden_channels, width, out_width, block_rows, stride)
     return np.zeros((workers, expand), np.float32), np.zeros((workers, depthwise), np.float32)
 
 
 def fused_block(x, expand, depthwise, project, out, residual, stride: int, expand_clip, depthwise_clip,
-                project_clip, band_rows: int, scratch_expand: np.ndarray, scratch_depthwise: np.ndarray) -> None:
+                project_clip, block_rows: int, scratch_expand: np.ndarray, scratch_depthwise: np.ndarray) -> None:
     """One inverted-residual block, fused, written into `out`.
 
     x (N, Cin_b, H, W, CB); expand (packed_weight (Hb, Cin_b*CB, CB), packed_bias (Hb, CB))
     or None when the block has no expand conv (then Hb == Cin_b); depthwise (packed (Hb, 3, 3, CB),
     bias (Hb, CB)), 3x3 pad 1; project (packed (Cout_b, Hb*CB, CB), bias (Cout_b, CB));
     out and residual (or None) (N, Cout_b, Ho, Wo, CB) with Ho = (H - 1) // stride + 1.
-    *_clip: (low, high) of each stage. band_rows >= 1 output rows per work item; scratch
+    *_clip: (low, high) of each stage. block_rows >= 1 output rows per work item; scratch
     arrays from make_scratch(workers, ...) with at least this band's size.
     """
     fn = "fused_block"
@@ -356,10 +356,8 @@ def fused_block(x, expand, depthwise, project, out, residual, stride: int, expan
     check_array(fn, "out", out, (n_images, cout_blocks, out_h, out_w, CB))
     if residual is not None:
         check_array(fn, "residual", residual, out.shape)
-    if isinstance(band_rows, bool) or not isinstance(band_rows, (int, np.integer)) or band_rows < 1:
-        raise ValueError(f"{fn}: band_rows must be an int >= 1, got {band_rows!r}")
-    band_rows = min(int(band_rows), out_h)
-    need_expand, need_depthwise = scratch_floats(hidden_blocks * CB, width, out_w, band_rows, stride)
+    block_rows = min(check_int(fn, "block_rows", block_rows, 1), out_h)
+    need_expand, need_depthwise = scratch_floats(hidden_blocks * CB, width, out_w, block_rows, stride)
     for name, scratch, need in (("scratch_expand", scratch_expand, need_expand if expand is not None else 0),
                                 ("scratch_depthwise", scratch_depthwise, need_depthwise)):
         if not isinstance(scratch, np.ndarray) or scratch.ndim != 2 or scratch.dtype != np.float32 \
@@ -373,11 +371,11 @@ def fused_block(x, expand, depthwise, project, out, residual, stride: int, expan
     launch(_fused_block_kernel, x, ew, eb, expand is not None, dw_weight, dw_bias, pw, pb, out,
                         out if residual is None else residual, residual is not None, stride,
                         clips[0][0], clips[0][1], clips[1][0], clips[1][1], clips[2][0], clips[2][1],
-                        band_rows, scratch_expand, scratch_depthwise)
+                        block_rows, scratch_expand, scratch_depthwise)
 
 
 def fused_block_bytes(batch: int, in_channels: int, hidden_channels: int, out_channels: int, height: int,
-                      width: int, stride: int, band_rows: int, has_expand: bool, has_residual: bool, workers: int,
+                      width: int, stride: int, block_rows: int, has_expand: bool, has_residual: bool, workers: int,
                       budget) -> dict[str, int]:
     """Modelled bytes moved per memory level (engine.traffic), whole batch.
 
@@ -394,14 +392,14 @@ def fused_block_bytes(batch: int, in_channels: int, hidden_channels: int, out_ch
     from engine.traffic import FLOAT32, LEVELS, fits
 
     out_h, out_w = (height - 1) // stride + 1, (width - 1) // stride + 1
-    band_rows = min(band_rows, out_h)
-    bands = batch * -(-out_h // band_rows)
-    recompute = expand_recompute_factor(height, out_h, band_rows, stride, workers, batch)
+    block_rows = min(block_rows, out_h)
+    bands = batch * -(-out_h // block_rows)
+    recompute = expand_recompute_factor(height, out_h, block_rows, stride, workers, batch)
     cin, hidden, cout = budget.padded(in_channels), budget.padded(hidden_channels), budget.padded(out_channels)
     x_bytes = batch * cin * height * width * FLOAT32          # read once, plus the halo rows below
     y_bytes = batch * cout * out_h * out_w * FLOAT32 * (2 if has_residual else 1)
     w_bytes = ((hidden * (cin + 1) if has_expand else 0) + hidden * 10 + cout * (hidden + 1)) * FLOAT32
-    expand_floats, depthwise_floats = scratch_floats(hidden_channels, width, out_w, band_rows, stride, budget.lanes)
+    expand_floats, depthwise_floats = scratch_floats(hidden_channels, width, out_w, block_rows, stride, budget.lanes)
     scratch_bytes = (expand_floats * has_expand + depthwise_floats) * FLOAT32
     # intermediates: written once and read once per band (the depthwise reads its 3x3 window from L1)
     intermediate = bands * 2 * scratch_bytes
@@ -411,7 +409,7 @@ def fused_block_bytes(batch: int, in_channels: int, hidden_channels: int, out_ch
     if has_expand:
         registers += pointwise_bytes(batch, in_channels, hidden_channels, 1, int(round(rows_in * width * bands / batch)),
                                      10 ** 9, 10 ** 9, False, budget)["L1"]
-    registers += depthwise_bytes(batch, hidden_channels, height, width, out_h, out_w, 3, 3, stride, band_rows,
+    registers += depthwise_bytes(batch, hidden_channels, height, width, out_h, out_w, 3, 3, stride, block_rows,
                                  budget)["L1"]
     registers += pointwise_bytes(batch, hidden_channels, out_channels, out_h, out_w, 10 ** 9, 10 ** 9, has_residual,
                                  budget)["L1"]

@@ -18,10 +18,10 @@ Layouts (CB = engine.kernels.layout.CB fp32 lanes: 8 on AVX2, 16 on AVX-512)
     zero bias, so padded output lanes are exactly 0 after any clip containing 0.
 
 Work split (all runtime arguments, so changing a tile never recompiles)
-    work item = (pixel tile of about `pixels_per_tile` consecutive pixels of the flattened
-                 N*H*W: the pixels are split into ceil(N*H*W / pixels_per_tile) tiles of
+    work item = (pixel tile of about `pointwise_pixels` consecutive pixels of the flattened
+                 N*H*W: the pixels are split into ceil(N*H*W / pointwise_pixels) tiles of
                  near-equal size, on micro-tile boundaries, so threads get equal work;
-                 channel tile of `channels_per_tile` output channels), distributed by prange
+                 channel tile of `pointwise_channels` output channels), distributed by prange
                  (static schedule: thread t gets the t-th contiguous run of work items).
     Inside a work item, for the part of the pixel tile in each image, every pair of output
     blocks (`BLOCKS`) walks those pixels in micro-tiles of `ROWS`, one micro-kernel call
@@ -47,7 +47,7 @@ Napkin math per 6-pixel x 16-channel micro-tile (CB = 8), per input channel:
     12 FMA (24 FLOP x 8 lanes = 192 FLOP), 2 weight vector loads (64 B), 6 broadcasts (24 B).
     A block pair's weights (Cin * 64 B) are re-read for every micro-tile: from L1 up to
     Cin ~ 400, else from L2 (61 KiB at Cin = 960), 64 B per 6 cycles at peak, well within
-    L2's 32 B/cycle. The inputs of a pixel tile (pixels_per_tile * Cin * 4 B) are re-read
+    L2's 32 B/cycle. The inputs of a pixel tile (pointwise_pixels * Cin * 4 B) are re-read
     once per block pair from L2; their first read comes from L3/DRAM in Cin_blocks
     interleaved streams, which the micro-kernel prefetches two micro-tiles ahead.
     Compulsory traffic of the layer: x once (N*HW*Cin*4 B), weights once per pixel tile,
@@ -92,8 +92,8 @@ WEIGHT_PREFETCH_MAX_PIXEL_TILES = 4
 # layers (bench/kernel_pointwise.py, 2-core Zen 3) this had the lowest summed time at batch 1
 # and batch 8 with 2 threads (two sweeps), and within ~6 % of the best one with 1 thread:
 # small channel tiles give the 7x7 layers (one pixel tile) enough work items to split evenly.
-DEFAULT_PIXELS_PER_TILE = 64
-DEFAULT_CHANNELS_PER_TILE = 16
+DEFAULT_POINTWISE_PIXELS = 64
+DEFAULT_POINTWISE_CHANNELS = 16
 
 # The micro-kernel's arguments, in order (offsets and strides in float32 elements).
 _TILE_ARGUMENTS = (
@@ -304,15 +304,15 @@ _tile = _tile_python if numba.config.DISABLE_JIT else _tile_intrinsic(CB, ROWS, 
 
 
 @njit(cache=True, inline="always")
-def _tile_start(tile, n_tiles, total, pixels_per_tile):
-    # First pixel of pixel tile `tile` of `n_tiles` = ceil(total / pixels_per_tile) tiles:
+def _tile_start(tile, n_tiles, total, pointwise_pixels):
+    # First pixel of pixel tile `tile` of `n_tiles` = ceil(total / pointwise_pixels) tiles:
     # the pixels are shared out evenly (a last tile of 4 pixels after three of 64 would
     # leave one thread of two with twice the work), on multiples of ROWS where tiles are
     # at least ROWS long so that only a tile's last micro-tile can be partial.
     if tile >= n_tiles:
         return total
     start = tile * total // n_tiles
-    if pixels_per_tile >= ROWS:
+    if pointwise_pixels >= ROWS:
         start -= start % ROWS
     return start
 
@@ -330,7 +330,7 @@ def _weight_prefetch(tile_index, cin_blocks, next_pair):
 
 @njit(parallel=True, cache=True)
 def _pointwise_kernel(x, w, bias, out, residual, has_residual, clip_min, clip_max,
-                      pixels_per_tile, blocks_per_tile, ahead_offset, ahead_elements):
+                      pointwise_pixels, pointwise_channels, ahead_offset, ahead_elements):
     # x (N, Cin_blocks, H, W, CB); w (Cout_blocks, Cin_blocks*CB, CB); bias (Cout_blocks, CB);
     # out, residual (N, Cout_blocks, H, W, CB); all C-contiguous, indexed flat by the tile
     low = np.float32(clip_min)
@@ -339,7 +339,8 @@ def _pointwise_kernel(x, w, bias, out, residual, has_residual, clip_min, clip_ma
     cout_blocks = out.shape[1]
     pixels_per_image = height * width
     total_pixels = n_images * pixels_per_image
-    n_pixel_tiles = (total_pixels + pixels_per_tile - 1) // pixels_per_tile
+    n_pixel_tiles = (total_pixels + pointwise_pixels - 1) // pointwise_pixels
+    blocks_per_tile = max(1, pointwise_channels // CB)  # output channel blocks per work item
     n_channel_tiles = (cout_blocks + blocks_per_tile - 1) // blocks_per_tile
     x_block_stride = pixels_per_image * CB          # elements between input channel blocks
     w_block_stride = cin_blocks * CB * CB           # elements between output blocks' weights
@@ -355,8 +356,8 @@ def _pointwise_kernel(x, w, bias, out, residual, has_residual, clip_min, clip_ma
         ahead_end = (item + 1) * ahead_elements // n_items
         pixel_tile = item // n_channel_tiles
         channel_tile = item - pixel_tile * n_channel_tiles
-        pixel = _tile_start(pixel_tile, n_pixel_tiles, total_pixels, pixels_per_tile)
-        pixel_end = _tile_start(pixel_tile + 1, n_pixel_tiles, total_pixels, pixels_per_tile)
+        pixel = _tile_start(pixel_tile, n_pixel_tiles, total_pixels, pointwise_pixels)
+        pixel_end = _tile_start(pixel_tile + 1, n_pixel_tiles, total_pixels, pointwise_pixels)
         block_begin = channel_tile * blocks_per_tile
         block_end = min(cout_blocks, block_begin + blocks_per_tile)
         while pixel < pixel_end:  # one image's part of the pixel tile at a time
@@ -468,8 +469,8 @@ def _positive_int(name: str, value) -> int:
 def pointwise_conv(x: np.ndarray, packed_weight: np.ndarray, packed_bias: np.ndarray,
                    out: np.ndarray, clip_min: float, clip_max: float,
                    residual: np.ndarray | None = None,
-                   pixels_per_tile: int = DEFAULT_PIXELS_PER_TILE,
-                   channels_per_tile: int = DEFAULT_CHANNELS_PER_TILE,
+                   pointwise_pixels: int = DEFAULT_POINTWISE_PIXELS,
+                   pointwise_channels: int = DEFAULT_POINTWISE_CHANNELS,
                    ahead: np.ndarray | None = None) -> None:
     """out = clip(conv1x1(x) + bias [+ residual], clip_min, clip_max), written into `out`.
 
@@ -480,9 +481,9 @@ def pointwise_conv(x: np.ndarray, packed_weight: np.ndarray, packed_bias: np.nda
     weights either (not checked: they are only ever made by pack_pointwise).
     clip (0, 6) is ReLU6, (0, inf) ReLU, (-inf, inf) none; the range must contain 0 so that
     padded output lanes stay exactly 0. Order: bias, then residual add, then clip.
-    pixels_per_tile: output pixels (of the flattened N*H*W) per work item, >= 1 (the pixels are
-        split into ceil(N*H*W / pixels_per_tile) near-equal tiles).
-    channels_per_tile: output channels per work item, a positive multiple of 16 (whole CB
+    pointwise_pixels: output pixels (of the flattened N*H*W) per work item, >= 1 (the pixels are
+        split into ceil(N*H*W / pointwise_pixels) near-equal tiles).
+    pointwise_channels: output channels per work item, a positive multiple of 16 (whole CB
     blocks on AVX2 and AVX-512). Work items = pixel tiles x channel tiles, split over
     numba's threads (numba.set_num_threads). Tile values never trigger a recompile.
     ahead: the packed weights of a later layer (any C-contiguous float32 array) to prefetch
@@ -527,10 +528,10 @@ def pointwise_conv(x: np.ndarray, packed_weight: np.ndarray, packed_bias: np.nda
     if not clip_min <= 0.0 <= clip_max:  # (also False for NaN)
         raise ValueError(f"clip range must satisfy clip_min <= 0 <= clip_max (keeps padded lanes 0), "
                          f"got ({clip_min}, {clip_max})")
-    pixels_per_tile = _positive_int("pixels_per_tile", pixels_per_tile)
-    channels_per_tile = _positive_int("channels_per_tile", channels_per_tile)
-    if channels_per_tile % 16:
-        raise ValueError(f"channels_per_tile must be a positive multiple of 16, got {channels_per_tile}")
+    pointwise_pixels = _positive_int("pointwise_pixels", pointwise_pixels)
+    pointwise_channels = _positive_int("pointwise_channels", pointwise_channels)
+    if pointwise_channels % 16:
+        raise ValueError(f"pointwise_channels must be a positive multiple of 16, got {pointwise_channels}")
     ahead_offset = ahead_elements = 0
     if ahead is not None:
         if not isinstance(ahead, np.ndarray) or ahead.dtype != np.float32 or not ahead.flags.c_contiguous:
@@ -543,11 +544,11 @@ def pointwise_conv(x: np.ndarray, packed_weight: np.ndarray, packed_bias: np.nda
     if n_images * height * width == 0:
         return
     launch(_pointwise_kernel, x, packed_weight, packed_bias, out, residual, has_residual,
-           clip_min, clip_max, pixels_per_tile, max(1, channels_per_tile // CB), ahead_offset, ahead_elements)
+           clip_min, clip_max, pointwise_pixels, pointwise_channels, ahead_offset, ahead_elements)
 
 
 def pointwise_bytes(batch: int, in_channels: int, out_channels: int, height: int, width: int,
-                    pixels_per_tile: int, channels_per_tile: int, has_residual: bool, budget) -> dict[str, int]:
+                    pointwise_pixels: int, pointwise_channels: int, has_residual: bool, budget) -> dict[str, int]:
     """Modelled bytes moved per memory level (engine.traffic), whole batch.
 
     Registers <- L1: each input element is broadcast once per pair of output blocks
@@ -555,9 +556,9 @@ def pointwise_bytes(batch: int, in_channels: int, out_channels: int, height: int
     outputs (and residuals) once. Across a boundary, with work items ordered channel tile
     fastest:
       weights  once if all of them stay resident (they are reused by every pixel tile); else
-               once per pixel tile if one channel tile's slice (channels_per_tile x Cin)
+               once per pixel tile if one channel tile's slice (pointwise_channels x Cin)
                stays resident; else once per micro-tile of ROWS pixels;
-      inputs   once if a pixel tile (pixels_per_tile x Cin) stays resident while its channel
+      inputs   once if a pixel tile (pointwise_pixels x Cin) stays resident while its channel
                tiles are walked; else once per pair of output blocks;
       outputs and residual once.
     """
@@ -573,11 +574,11 @@ def pointwise_bytes(batch: int, in_channels: int, out_channels: int, height: int
     x_bytes = pixels * cin * FLOAT32
     w_bytes = cout * (cin + 1) * FLOAT32
     y_bytes = pixels * cout * FLOAT32 * (2 if has_residual else 1)
-    pixel_tiles = ceil_div(pixels, pixels_per_tile)
+    pixel_tiles = ceil_div(pixels, pointwise_pixels)
     block_pairs = ceil_div(cout_blocks, blocks)
     micro_rows = ceil_div(pixels, rows)
     registers = x_bytes * block_pairs + w_bytes * micro_rows + y_bytes
-    channels = min(channels_per_tile, cout)
+    channels = min(pointwise_channels, cout)
     below = {}
     for boundary in ("L2", "L3", "DRAM"):
         capacity = budget.capacity_above(boundary)
@@ -587,6 +588,6 @@ def pointwise_bytes(batch: int, in_channels: int, out_channels: int, height: int
             w_traffic = w_bytes * pixel_tiles
         else:
             w_traffic = w_bytes * micro_rows
-        x_traffic = x_bytes if fits(min(pixels_per_tile, pixels) * cin * FLOAT32, capacity) else x_bytes * block_pairs
+        x_traffic = x_bytes if fits(min(pointwise_pixels, pixels) * cin * FLOAT32, capacity) else x_bytes * block_pairs
         below[boundary] = x_traffic + w_traffic + y_bytes
     return by_level(registers, below)
