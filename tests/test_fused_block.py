@@ -15,7 +15,8 @@ from engine.kernels import fused_block as fb
 from engine.kernels.depthwise import pack_depthwise
 from engine.kernels.layout import CB, from_blocked, to_blocked
 from engine.kernels.pointwise import pack_pointwise
-from tests.naive.fused_block import inverted_residual_reference
+from engine.kernels._common import _FLOAT32_MAX, bind
+from tests.naive.fused_block import NONE, RELU6, inverted_residual_reference
 
 pytestmark = pytest.mark.lanes     # layouts, packing, plans and bytes depend on the lane width
 
@@ -33,7 +34,7 @@ def _block_weights(rng, cin, hidden, cout, has_expand):
     return expand, depthwise, project
 
 
-def _run_fused(x, expand, depthwise, project, stride, residual, block_rows, threads):
+def _run_fused(x, expand, depthwise, project, stride, residual, block_rows, threads, clips=(RELU6, RELU6, NONE)):
     n, _, h, w = x.shape
     ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
     hidden = depthwise[0].shape[0]
@@ -45,7 +46,7 @@ def _run_fused(x, expand, depthwise, project, stride, residual, block_rows, thre
     try:
         fb.fused_block(to_blocked(x), None if expand is None else pack_pointwise(*expand), pack_depthwise(*depthwise),
                        pack_pointwise(*project), out, None if residual is None else to_blocked(residual), stride,
-                       (0.0, 6.0), (0.0, 6.0), (-math.inf, math.inf), block_rows, *scratch)
+                       *clips, block_rows, *scratch)
     finally:
         numba.set_num_threads(previous)
     return out
@@ -78,6 +79,52 @@ def test_fused_block_matches_the_unfused_reference_for_every_band_height(shape, 
         assert_close_to_reference(got, reference.astype(np.float32), relative=1e-5)
         blocked = out.transpose(0, 1, 4, 2, 3).reshape(3, -1, ho, wo)
         assert np.all(blocked[:, cout:] == 0.0), "padded output channels must stay exactly 0"
+
+
+@pytest.mark.parametrize("threads", THREADS)
+@pytest.mark.parametrize("clips", [(RELU6, NONE, NONE), (NONE, RELU6, (-1.5, 2.0)), (NONE, NONE, NONE)],
+                         ids=["depthwise-none", "expand-none", "all-none"])
+def test_fused_block_with_stages_without_activation_matches_the_reference(clips, threads):
+    for cin, hidden, cout, h, w, stride, has_expand, has_residual in BLOCK_SHAPES[:4]:
+        rng = np.random.default_rng(cin + h)
+        expand, depthwise, project = _block_weights(rng, cin, hidden, cout, has_expand)
+        x = rng.standard_normal((2, cin, h, w)).astype(np.float32)
+        ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+        residual = rng.standard_normal((2, cout, ho, wo)).astype(np.float32) if has_residual else None
+        reference = inverted_residual_reference(x, expand, depthwise, project, stride, residual, clips)
+        for block_rows in (1, 3, ho):
+            out = _run_fused(x, expand, depthwise, project, stride, residual, block_rows, threads, clips)
+            assert_close_to_reference(from_blocked(out, cout), reference.astype(np.float32), relative=1e-5)
+            blocked = out.transpose(0, 1, 4, 2, 3).reshape(2, -1, ho, wo)
+            assert np.all(blocked[:, cout:] == 0.0), "padded output channels must stay exactly 0"
+
+
+def _block_call_arguments(clips):
+    rng = np.random.default_rng(0)
+    expand, depthwise, project = _block_weights(rng, 8, 16, 8, True)
+    x = to_blocked(rng.standard_normal((1, 8, 6, 6)).astype(np.float32))
+    out = np.zeros((1, 1, 6, 6, fb.CB), np.float32)
+    return (x, pack_pointwise(*expand), pack_depthwise(*depthwise), pack_pointwise(*project), out, None, 1, *clips, 2,
+            *fb.make_scratch(1, 16, 6, 6, 2, 1))
+
+
+def test_fused_block_hands_the_fast_math_kernel_finite_clip_bounds():
+    """A stage without activation has clip (-inf, inf); the kernel, built with 'ninf', gets
+    +-float32 max instead (the same result for every finite value)."""
+    call = bind(fb.fused_block, *_block_call_arguments((NONE, NONE, NONE)))
+    bounds = call.args[12:18]               # expand, depthwise, project (low, high)
+    assert all(math.isfinite(b) for b in bounds), bounds
+    assert bounds == (-_FLOAT32_MAX, _FLOAT32_MAX) * 3
+
+
+@pytest.mark.parametrize("stage", [0, 1, 2], ids=["expand_clip", "depthwise_clip", "project_clip"])
+@pytest.mark.parametrize("bad", [(1.0, 6.0), (-6.0, -1.0), (math.nan, 6.0), (0.0, math.nan)])
+def test_fused_block_refuses_a_clip_that_excludes_zero_or_is_nan(stage, bad):
+    clips = [RELU6, RELU6, NONE]
+    clips[stage] = bad
+    name = ("expand_clip", "depthwise_clip", "project_clip")[stage]
+    with pytest.raises(ValueError, match=f"fused_block {name}: clip bounds must satisfy clip_min <= 0 <= clip_max"):
+        fb.fused_block(*_block_call_arguments(clips))
 
 
 def test_fused_block_rejects_bad_arguments():

@@ -39,7 +39,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from engine.kernels._common import FASTMATH, _U, check_array, check_int, launch, register_scratch
+from engine.kernels._common import FASTMATH, _U, check_array, check_clip, check_int, launch, register_scratch
 from engine.kernels.layout import CB, padded_channels
 from engine.kernels.depthwise import depthwise_bytes
 from engine.kernels.pointwise import BLOCKS, PREFETCH_TILES, ROWS, _tile, _weight_prefetch, pointwise_bytes
@@ -325,7 +325,8 @@ def fused_block(x, expand, depthwise, project, out, residual, stride: int, expan
     or None when the block has no expand conv (then Hb == Cin_b); depthwise (packed (Hb, 3, 3, CB),
     bias (Hb, CB)), 3x3 pad 1; project (packed (Cout_b, Hb*CB, CB), bias (Cout_b, CB));
     out and residual (or None) (N, Cout_b, Ho, Wo, CB) with Ho = (H - 1) // stride + 1.
-    *_clip: (low, high) of each stage. block_rows >= 1 output rows per work item; scratch
+    *_clip: (low, high) of each stage, containing 0 (padded lanes stay 0); (-inf, inf) for a
+    stage without activation. block_rows >= 1 output rows per work item; scratch
     arrays from make_scratch(workers, ...) with at least this band's size.
     """
     fn = "fused_block"
@@ -364,10 +365,10 @@ def fused_block(x, expand, depthwise, project, out, residual, stride: int, expan
                 or not scratch.flags.c_contiguous or scratch.shape[0] < 1 or scratch.shape[1] < max(need, 1):
             raise ValueError(f"{fn}: {name} must be a C-contiguous float32 (workers, >= {need}) array, got "
                              f"{getattr(scratch, 'shape', type(scratch).__name__)}")
-    clips = [tuple(np.float32(v) for v in clip) for clip in (expand_clip, depthwise_clip, project_clip)]
-    for low, high in clips:
-        if not low <= 0 <= high:
-            raise ValueError(f"{fn}: clips must contain 0 (padded lanes stay 0), got ({low}, {high})")
+    # finite bounds for every stage, also one without activation (-inf, inf): the kernel is
+    # built with the 'ninf' fast-math flag
+    clips = [check_clip(f"{fn} {name}", *clip) for name, clip in
+             (("expand_clip", expand_clip), ("depthwise_clip", depthwise_clip), ("project_clip", project_clip))]
     launch(_fused_block_kernel, x, ew, eb, expand is not None, dw_weight, dw_bias, pw, pb, out,
                         out if residual is None else residual, residual is not None, stride,
                         clips[0][0], clips[0][1], clips[1][0], clips[1][1], clips[2][0], clips[2][1],

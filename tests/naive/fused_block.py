@@ -7,10 +7,15 @@ from tests.naive.depthwise import depthwise_conv
 from tests.naive.pointwise import pointwise_reference
 
 
-def inverted_residual_reference(x, expand, depthwise, project, stride, residual=None):
+RELU6, NONE = (0.0, 6.0), (-np.inf, np.inf)
+
+
+def inverted_residual_reference(x, expand, depthwise, project, stride, residual=None, clips=(RELU6, RELU6, NONE)):
     """x (N, Cin, H, W); expand (weight (Ch, Cin, 1, 1), bias) or None; depthwise (weight
-    (Ch, 1, 3, 3), bias); project (weight (Cout, Ch, 1, 1), bias); ReLU6 after expand and
-    depthwise, none after project; residual (N, Cout, Ho, Wo) or None -> float64."""
-    hidden = x if expand is None else pointwise_reference(x, expand[0], expand[1], 0.0, 6.0)
-    hidden = depthwise_conv(hidden, depthwise[0], depthwise[1], (stride, stride), (1, 1, 1, 1), (0.0, 6.0))
-    return pointwise_reference(hidden, project[0], project[1], -np.inf, np.inf, residual)
+    (Ch, 1, 3, 3), bias); project (weight (Cout, Ch, 1, 1), bias); clips (low, high) after
+    expand, depthwise and project (MobileNetV2: ReLU6, ReLU6, none), the residual added before
+    the last; residual (N, Cout, Ho, Wo) or None -> float64."""
+    expand_clip, depthwise_clip, project_clip = clips
+    hidden = x if expand is None else pointwise_reference(x, expand[0], expand[1], *expand_clip)
+    hidden = depthwise_conv(hidden, depthwise[0], depthwise[1], (stride, stride), (1, 1, 1, 1), depthwise_clip)
+    return pointwise_reference(hidden, project[0], project[1], *project_clip, residual)
