@@ -12,8 +12,9 @@ from engine.hooks import LayerRecord, Recorder, RunInfo
 from engine.checks import available_cores
 from engine.model import DEFAULT_FUSE_BLOCKS, Model, load
 from engine.perf_counters import PerfCounterHook
-from engine.tiles import Tiles
+from engine.tiles import Tiles, TileSchedule
 from engine import zoo  # noqa: E402
+from engine.tune import TuneResult, tune
 
-__all__ = ["ModelError", "UnsupportedOperatorError", "Tiles", "Model", "load", "available_cores",
-           "DEFAULT_FUSE_BLOCKS", "Recorder", "LayerRecord", "RunInfo", "PerfCounterHook", "zoo"]
+__all__ = ["ModelError", "UnsupportedOperatorError", "Tiles", "TileSchedule", "Model", "load", "available_cores",
+           "DEFAULT_FUSE_BLOCKS", "Recorder", "LayerRecord", "RunInfo", "PerfCounterHook", "zoo", "tune", "TuneResult"]

@@ -16,7 +16,7 @@ import numpy as np
 
 from engine.kernels.layout import CB
 from engine.machine import MachineInfo, machine_info
-from engine.tiles import Tiles
+from engine.tiles import Tiles, TileSchedule
 
 MAX_BATCH = 4096            # images per run; split larger batches
 
@@ -74,12 +74,18 @@ def check_threads(threads) -> int:
     return int(threads)
 
 
-def check_tiles(tiles) -> Tiles:
-    """`tiles`, Tiles() for None, or ValueError unless it is an engine.Tiles."""
+def check_tiles(tiles, tuned_allowed: bool = False):
+    """`tiles`: Tiles() for None, an engine.Tiles (the same for every step), an
+    engine.TileSchedule (tiles per step) or, where `tuned_allowed`, "tuned" (the schedule
+    engine.tune cached for this model and machine); ValueError for anything else."""
     if tiles is None:
         return Tiles()
-    if not isinstance(tiles, Tiles):
-        raise ValueError(f"tiles must be an engine.Tiles, got {type(tiles).__name__}")
+    if tuned_allowed and isinstance(tiles, str) and tiles == "tuned":
+        return tiles
+    if not isinstance(tiles, (Tiles, TileSchedule)):
+        accepted = "an engine.Tiles, an engine.TileSchedule" + (' or "tuned"' if tuned_allowed else "")
+        raise ValueError(f"tiles must be {accepted}, got {tiles!r}" if isinstance(tiles, str)
+                         else f"tiles must be {accepted}, got {type(tiles).__name__}")
     return tiles
 
 

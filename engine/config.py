@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engine.machine import MachineInfo
-from engine.tiles import Tiles
+from engine.tiles import TileSchedule, as_schedule
 from engine.traffic import CacheBudget
 
 
@@ -13,9 +13,13 @@ class RunConfig:
     """What a run may vary without reloading the model."""
 
     threads: int              # numba threads, 1..cores
-    tiles: Tiles              # tile sizes (runtime arguments; never recompile)
+    tiles: TileSchedule       # tile sizes per step (runtime arguments; never recompile); a Tiles
+                              # given here becomes TileSchedule(that Tiles)
     fuse_blocks: bool | str   # False, True (every block) or "auto" (where engine.fusion.fusion_wins)
     machine: MachineInfo      # the caches and lanes every decision and the bytes model assume
+
+    def __post_init__(self):
+        object.__setattr__(self, "tiles", as_schedule(self.tiles))     # a Tiles: the same for every step
 
     @property
     def budget(self) -> CacheBudget:

@@ -70,12 +70,14 @@ def fusion_wins(block, config: RunConfig, batch: int) -> bool:
 
 
 def block_band_rows(block, config: RunConfig, batch: int) -> int:
-    """The band height a fused block runs with: Tiles.block_rows, or 0 -> the cost model's
+    """The band height a fused block runs with: its Tiles.block_rows (the tiles of the block's
+    name, its project layer's, in config.tiles), or 0 -> the cost model's
     (fused_block.auto_band_rows for one core's usable L2 on `config.machine`)."""
-    _, depthwise, _ = block
+    _, depthwise, project = block
     out_h = depthwise.output_shape[1]
-    if config.tiles.block_rows:
-        return min(config.tiles.block_rows, out_h)
+    block_rows = config.tiles.tiles_for(project.name).block_rows
+    if block_rows:
+        return min(block_rows, out_h)
     budget = config.budget
     return fused_block.auto_band_rows(depthwise.output_shape[0], depthwise.input_shape[1], depthwise.input_shape[2],
                                       out_h, depthwise.output_shape[2], depthwise.attrs["strides"][0], config.threads,

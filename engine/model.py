@@ -2,18 +2,19 @@
 packed weights and its cached plans; running a plan is engine.runtime's."""
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import NamedTuple
 
 import numpy as np
 
-from engine import checks, runtime
+from engine import checks, runtime, schedules
 from engine.graph import Graph
 from engine.machine import MachineInfo
 from engine.onnx_import import import_graph, read_model
 from engine.passes import run_passes
 from engine.plan import PackedWeights, Plan, RunConfig, build_plan
-from engine.tiles import Tiles
+from engine.tiles import Tiles, TileSchedule, as_schedule
 
 _FLOAT32 = np.dtype(np.float32)          # native float32; numpy's dtype objects for it are this one
 
@@ -82,16 +83,31 @@ class Model:
 
     # ------------------------------------------------------------ planning
 
-    def plan(self, batch: int, threads: int = 1, tiles: Tiles | None = None,
+    def plan(self, batch: int, threads: int = 1, tiles: Tiles | TileSchedule | None = None,
              fuse_blocks: bool | str = DEFAULT_FUSE_BLOCKS, machine: MachineInfo | None = None) -> Plan:
         """The (cached) plan for a batch size and configuration (arguments as for run)."""
-        return self._plan(checks.check_batch(batch), checks.check_threads(threads), checks.check_tiles(tiles),
+        return self._plan(checks.check_batch(batch), checks.check_threads(threads), checks.check_tiles(tiles, tuned_allowed=True),
                           checks.check_fuse_blocks(fuse_blocks), checks.check_machine(machine))
 
-    def _plan(self, batch: int, threads: int, tiles: Tiles, fuse_blocks, machine: MachineInfo) -> Plan:
-        """plan() for arguments already checked."""
-        config = RunConfig(threads=threads, tiles=tiles, fuse_blocks=fuse_blocks, machine=machine)
+    def _plan(self, batch: int, threads: int, tiles, fuse_blocks, machine: MachineInfo) -> Plan:
+        """plan() for arguments already checked (tiles: Tiles, TileSchedule or "tuned")."""
+        if isinstance(tiles, str):                       # "tuned": this machine's cached schedule, or defaults
+            tiles = schedules.cached(self.schedule_key(batch, threads, machine)) or Tiles()
+        if isinstance(tiles, TileSchedule) and tiles.tuned_for is not None:
+            expected = self.schedule_key(batch, threads, machine)
+            if tiles.tuned_for != expected:
+                raise ValueError(schedules.refusal("this tile schedule", expected, tiles.tuned_for))
+        config = RunConfig(threads=threads, tiles=as_schedule(tiles), fuse_blocks=fuse_blocks, machine=machine)
         return self._plans.get((batch, config), lambda: build_plan(self.graph, self.weights, batch, config))
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """A digest of the graph and its weights (engine.schedules.fingerprint)."""
+        return schedules.fingerprint(self.graph)
+
+    def schedule_key(self, batch: int, threads: int, machine: MachineInfo | None = None) -> schedules.ScheduleKey:
+        """What a schedule tuned for this model at `batch` and `threads` here is keyed by."""
+        return schedules.ScheduleKey.of(self.fingerprint, batch, threads, checks.check_machine(machine))
 
     def _forget_recent(self, evicted: Plan) -> None:
         """The fast path must not keep an evicted plan alive."""
@@ -101,14 +117,18 @@ class Model:
 
     # ------------------------------------------------------------ running
 
-    def run(self, x: np.ndarray, threads: int = 1, tiles: Tiles | None = None,
+    def run(self, x: np.ndarray, threads: int = 1, tiles: Tiles | TileSchedule | None = None,
             fuse_blocks: bool | str = DEFAULT_FUSE_BLOCKS,
             hooks=(), machine: MachineInfo | None = None) -> np.ndarray:
         """Run the network on a batch.
 
         x: float32 (N, C, H, W), NCHW, any N >= 1, any strides (see check_input; NaN/Inf
             make only their own image's outputs unspecified).
-        threads: numba threads, 1..cores. tiles: engine.Tiles (default Tiles()).
+        threads: numba threads, 1..cores. tiles: engine.Tiles (the same for every step;
+            default Tiles()), engine.TileSchedule (tiles per step, fusion per block; one
+            tuned for another model, batch, threads or machine is refused) or "tuned" (the
+            schedule engine.tune cached for this model, batch, threads and machine; the
+            defaults, with a one-time warning, where there is none).
         fuse_blocks: True, False or "auto".
         hooks: a hook or a list of hooks, objects with on_layer(record) (and optional
             on_run_start/on_run_end); a hook that raises stops the run and the error
@@ -140,7 +160,7 @@ class Model:
         x = self.check_input(x)
         threads = checks.check_threads(threads)
         hooks = checks.check_hooks(hooks)
-        plan = self._plan(x.shape[0], threads, checks.check_tiles(tiles), checks.check_fuse_blocks(fuse_blocks),
+        plan = self._plan(x.shape[0], threads, checks.check_tiles(tiles, tuned_allowed=True), checks.check_fuse_blocks(fuse_blocks),
                           checks.check_machine(machine))
         if not hooks and x.flags.c_contiguous and x.dtype is _FLOAT32 and type(arguments[0]) is int:
             self._recent = _RecentRun(x.shape, *arguments, plan)

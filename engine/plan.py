@@ -44,6 +44,7 @@ class Plan:
 def build_plan(graph: Graph, weights: PackedWeights, batch: int, config: RunConfig) -> Plan:
     """Steps, buffers and closures for running `graph` on `batch` images."""
     layouts = _Layouts(graph)
+    _check_schedule_names(graph, config)
     items = _schedule(graph, layouts, config, batch)
     buffers, arena_bytes = _allocate(graph, layouts, items, batch)
     context = StepContext(graph, weights, buffers, layouts.key, config, batch,
@@ -53,6 +54,8 @@ def build_plan(graph: Graph, weights: PackedWeights, batch: int, config: RunConf
     io: dict = {"input": None, "output": None}
     input_buffer = _wire_input(graph, steps, buffers, io)
     _wire_output(graph, steps, buffers, io, batch)
+    for step in steps:                  # what each step ran with, for its records
+        step.tiles = config.tiles.tiles_for(step.name)
     input_bytes = 4 * batch * int(np.prod(graph.input_shape))      # the caller's array or our copy of it
     _credit_l3_residency(steps, weights, arena_bytes + input_bytes, config)
     return Plan(batch=batch, config=config, steps=steps, input_buffer=input_buffer, io=io, arena_bytes=arena_bytes)
@@ -144,12 +147,34 @@ def _schedule(graph: Graph, layouts: _Layouts, config: RunConfig, batch: int) ->
                 converted.add(layouts.key(tensor, layout))
                 items.append(Convert(tensor, layout))
         items.append(LayerItem(layer))
-    if not config.fuse_blocks:
-        return items
-    blocks = find_inverted_residual_blocks(graph)
+    return _group_blocks(items, [block for block in find_inverted_residual_blocks(graph)
+                                 if fused(block, config, batch)])
+
+
+def fused(block, config: RunConfig, batch: int) -> bool:
+    """Whether a plan runs `block` fused: the schedule's choice for it (config.tiles.fused,
+    by the block's name: its project layer's) where it has one, else config.fuse_blocks
+    (True: every block, "auto": where fusion_wins)."""
+    choice = config.tiles.fused_for(block[2].name)
+    if choice is not None:
+        return choice
     if config.fuse_blocks == "auto":
-        blocks = [block for block in blocks if fusion_wins(block, config, batch)]
-    return _group_blocks(items, blocks)
+        return fusion_wins(block, config, batch)
+    return bool(config.fuse_blocks)
+
+
+def _check_schedule_names(graph: Graph, config: RunConfig) -> None:
+    """ValueError naming a step or block of the tile schedule that this graph does not have."""
+    layers = {layer.name for layer in graph.layers}
+    blocks = {block[2].name for block in find_inverted_residual_blocks(graph)}
+    for name, _ in config.tiles.overrides:
+        if name not in layers:
+            raise ValueError(f"tile schedule: no step {name!r} in this model (steps are named after their layers, "
+                             f"a fused block after its project layer; e.g. {sorted(layers)[:3]})")
+    for name, _ in config.tiles.fused:
+        if name not in blocks:
+            raise ValueError(f"tile schedule: no inverted-residual block {name!r} in this model (blocks are named "
+                             f"after their project layer: {sorted(blocks)[:3]} ...)")
 
 
 def _group_blocks(items: list, blocks) -> list:

@@ -121,8 +121,7 @@ def run_hooked(plan: Plan, hooks, run_index: int) -> None:
     """Run with one timestamp between consecutive steps; records are built and handed to
     the hooks after the last step, so the hooks cost the timed steps nothing."""
     config = plan.config
-    tiles = config.tiles.as_dict()      # shared by this run's records: read-only
-    info = RunInfo(run_index=run_index, batch=plan.batch, threads=config.threads, tiles=tiles,
+    info = RunInfo(run_index=run_index, batch=plan.batch, threads=config.threads, tiles=config.tiles.default.as_dict(),
                    fused=config.fuse_blocks, steps=len(plan.steps))
     for hook in hooks:
         start = getattr(hook, "on_run_start", None)
@@ -140,7 +139,7 @@ def run_hooked(plan: Plan, hooks, run_index: int) -> None:
     make = LayerRecord._make
     callbacks = [hook.on_layer for hook in hooks]
     for index, step in enumerate(steps):
-        name, op, input_shape, output_shape, fused, flops, other_flops, moved, members = step.record_fields
+        name, op, input_shape, output_shape, tiles, fused, flops, other_flops, moved, members = step.record_fields
         record = make((run_index, index, name, op, input_shape, output_shape, batch, threads, tiles, fused,
                        stamps[index + 1] - stamps[index], flops, other_flops, moved, members))
         for on_layer in callbacks:

@@ -21,6 +21,7 @@ from engine.graph import Graph, Layer
 from engine.kernels import depthwise, direct_conv, fused_block, linear, pointwise, pooling
 from engine.kernels._common import bind
 from engine.kernels.layout import _nchw_to_nchwc, _nchwc_to_nchw
+from engine.tiles import Tiles
 from engine.traffic import LEVELS
 from engine.weights import PackedWeights
 
@@ -39,6 +40,7 @@ class Step:
     other_flops: int
     call: Callable[[], None]
     bytes: dict                           # modelled bytes per memory level (engine.traffic)
+    tiles: Tiles | None = None            # the tiles this step runs with (build_plan sets them)
     layer: Layer | None = None
     inputs: tuple[str, ...] = ()
     output: str = ""
@@ -56,8 +58,8 @@ class Step:
     @functools.cached_property
     def record_fields(self) -> tuple:
         """What every LayerRecord of this step shares, computed once."""
-        return (self.name, self.op, tuple(self.input_shape), tuple(self.output_shape), self.fused, self.flops,
-                self.other_flops, self.bytes, self.members)
+        return (self.name, self.op, tuple(self.input_shape), tuple(self.output_shape), self.tiles.as_dict(),
+                self.fused, self.flops, self.other_flops, self.bytes, self.members)
 
 
 # ---------------------------------------------------------------- the items of a plan
@@ -157,7 +159,8 @@ def pointwise_role(layer: Layer) -> str:
 
 
 def _pointwise(item: LayerItem, ctx: StepContext, ahead) -> Step:
-    layer, tiles, batch = item.layer, ctx.config.tiles, ctx.batch
+    layer, batch = item.layer, ctx.batch
+    tiles = ctx.config.tiles.tiles_for(layer.name)
     (cin, h, w), (cout, _, _) = layer.input_shape, layer.output_shape
     x = ctx.buffers[ctx.key(layer.inputs[0], "nchwc")]
     residual = ctx.buffers[ctx.key(layer.residual, "nchwc")] if layer.residual else None
@@ -177,7 +180,7 @@ def _depthwise(item: LayerItem, ctx: StepContext, ahead) -> Step:
     kh, kw = layer.attrs["kernel_shape"]
     sh, sw = layer.attrs["strides"]
     top, left = layer.attrs["pads"][:2]
-    rows = ctx.config.tiles.depthwise_rows
+    rows = ctx.config.tiles.tiles_for(layer.name).depthwise_rows
     x = ctx.buffers[ctx.key(layer.inputs[0], "nchwc")]
     packed_w, packed_b = ctx.weights.by_layer[layer.name]
     low, high = layer.clip

@@ -1,8 +1,10 @@
 """`Tiles`: the tile sizes the kernels take at run time. Changing one never recompiles."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 import numpy as np
 
@@ -61,3 +63,114 @@ class Tiles:
     @functools.cached_property
     def _as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class TileSchedule:
+    """Tiles per step: a default `Tiles`, overrides by step name (a layer's name, or a fused
+    block's: its project layer's name), and the fusion choice per inverted-residual block
+    (by block name, the project layer's name; True fused, False not), which wins over the
+    run's fuse_blocks for that block. Hashable and immutable, like Tiles: changing a value
+    never recompiles. Unknown step or block names are refused when a plan is built
+    (ValueError naming the step), since only the model knows its names.
+
+        schedule = TileSchedule(Tiles(), overrides={"/features/features.2/conv/conv.2/Conv":
+                                                    Tiles(block_rows=4)}, fused={...: True})
+    """
+
+    default: Tiles = Tiles()
+    overrides: tuple = ()          # ((step name, Tiles), ...) sorted by name; pass a dict
+    fused: tuple = ()              # ((block name, bool), ...) sorted by name; pass a dict
+    tuned_for: object = None       # engine.schedules.ScheduleKey of a tuned schedule: a run
+                                   # for another model, batch, threads or machine refuses it
+
+    def __post_init__(self):
+        if not isinstance(self.default, Tiles):
+            raise ValueError(f"TileSchedule.default must be an engine.Tiles, got {type(self.default).__name__}")
+        overrides = dict(self.overrides)
+        for name, tiles in overrides.items():
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"TileSchedule.overrides: step names must be non-empty strings, got {name!r}")
+            if not isinstance(tiles, Tiles):
+                raise ValueError(f"TileSchedule.overrides[{name!r}] must be an engine.Tiles, got "
+                                 f"{type(tiles).__name__}")
+        fused = dict(self.fused)
+        for name, value in fused.items():
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"TileSchedule.fused: block names must be non-empty strings, got {name!r}")
+            if not isinstance(value, (bool, np.bool_)):
+                raise ValueError(f"TileSchedule.fused[{name!r}] must be True or False, got {value!r}")
+        object.__setattr__(self, "overrides", tuple(sorted(overrides.items())))
+        object.__setattr__(self, "fused", tuple(sorted((name, bool(value)) for name, value in fused.items())))
+
+    def tiles_for(self, step: str) -> Tiles:
+        """The tiles step `step` runs with: its override, else the default."""
+        return self._overrides.get(step, self.default)
+
+    def fused_for(self, block: str) -> bool | None:
+        """The fusion choice for block `block`, or None: the run's fuse_blocks decides."""
+        return self._fused.get(block)
+
+    @functools.cached_property
+    def _overrides(self) -> dict[str, Tiles]:
+        return dict(self.overrides)
+
+    @functools.cached_property
+    def _fused(self) -> dict[str, bool]:
+        return dict(self.fused)
+
+    def names(self) -> set[str]:
+        """Every step and block name the schedule mentions."""
+        return set(self._overrides) | set(self._fused)
+
+    def with_step(self, step: str, tiles: Tiles) -> "TileSchedule":
+        """This schedule with `step`'s tiles set (and no longer marked as tuned)."""
+        return TileSchedule(self.default, {**self._overrides, step: tiles}, self._fused)
+
+    def with_fused(self, block: str, fused: bool) -> "TileSchedule":
+        """This schedule with `block`'s fusion choice set (and no longer marked as tuned)."""
+        return TileSchedule(self.default, self._overrides, {**self._fused, block: fused})
+
+    def save(self, path) -> "Path":
+        """Write this schedule (with the key it was tuned for, if any) to `path` as JSON."""
+        from engine import schedules      # here: engine.schedules imports this module
+
+        return schedules.save(path, self, self.tuned_for)
+
+    @classmethod
+    def load(cls, path) -> "TileSchedule":
+        """The schedule saved at `path`, marked with the key it was tuned for: a run on
+        another model, batch, thread count, CPU or lane width refuses it."""
+        from engine import schedules      # here: engine.schedules imports this module
+
+        schedule, key = schedules.load(path)
+        return dataclasses.replace(schedule, tuned_for=key)
+
+    def as_dict(self) -> dict:
+        """JSON-ready: {"default": {...}, "overrides": {step: {...}}, "fused": {block: bool}}."""
+        return {"default": self.default.as_dict(),
+                "overrides": {name: tiles.as_dict() for name, tiles in self.overrides},
+                "fused": dict(self.fused)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TileSchedule":
+        """The schedule `as_dict` wrote; ValueError names what is wrong."""
+        if not isinstance(data, dict) or not {"default", "overrides", "fused"} <= set(data):
+            raise ValueError("a tile schedule needs 'default', 'overrides' and 'fused'")
+        try:
+            return cls(Tiles(**data["default"]), {name: Tiles(**tiles) for name, tiles in data["overrides"].items()},
+                       dict(data["fused"]))
+        except (TypeError, AttributeError) as error:
+            raise ValueError(f"not a tile schedule: {error}") from None
+
+
+def as_schedule(tiles) -> TileSchedule:
+    """A TileSchedule from None (defaults), a Tiles (the same for every step) or a
+    TileSchedule; ValueError for anything else."""
+    if tiles is None:
+        return TileSchedule()
+    if isinstance(tiles, TileSchedule):
+        return tiles
+    if isinstance(tiles, Tiles):
+        return TileSchedule(tiles)
+    raise ValueError(f"tiles must be an engine.Tiles or an engine.TileSchedule, got {type(tiles).__name__}")
