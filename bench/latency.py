@@ -51,6 +51,7 @@ from workbench.compare import (ORT_BF16_FASTMATH, PRECISION, onnxruntime_precisi
                                openvino_precision, precision_name)
 
 ENGINE = "engine"                     # the default configuration: the row the ratios use
+TUNED = "engine, tuned (engine.tune)"
 FUSION_ROWS = {"engine, unfused": False, "engine, fuse where it wins": "auto", "engine, every block fused": True}
 DEEPSPARSE = "DeepSparse"
 ONNX_RUNTIME = "ONNX Runtime"
@@ -59,10 +60,13 @@ PAUSE_SECONDS = 0.1     # after each block: ONNX Runtime's idle threads spin ~65
 
 
 def make_engines(model: engine.Model, model_path: Path, threads: int, deepsparse_python: str | None,
-                 openvino_default_precision: bool = False):
+                 openvino_default_precision: bool = False, tuned=None):
     """label -> (callable(x), timed_by_callable) for every engine that is installed. Labels of
-    the other runtimes carry the precision each reports (see the module docstring)."""
+    the other runtimes carry the precision each reports (see the module docstring).
+    tuned: an engine.TileSchedule for this cell (the "tuned" row), or None."""
     engines = {ENGINE: (lambda x: model.run(x, threads=threads), False)}
+    if tuned is not None:
+        engines[TUNED] = (lambda x: model.run(x, threads=threads, tiles=tuned), False)
     for name, fuse in FUSION_ROWS.items():
         if fuse != engine.DEFAULT_FUSE_BLOCKS:
             engines[name] = (lambda x, fuse=fuse: model.run(x, threads=threads, fuse_blocks=fuse), False)
@@ -105,6 +109,19 @@ def make_engines(model: engine.Model, model_path: Path, threads: int, deepsparse
         except RuntimeError as exc:
             print(f"deepsparse failed: {exc}", file=sys.stderr)
     return engines
+
+
+def tuned_schedule(model: engine.Model, batch: int, threads: int, budget_s: float):
+    """The schedule engine.tune cached for this cell, or a new one tuned within `budget_s`."""
+    from engine import schedules
+
+    key = model.schedule_key(batch, threads)
+    if schedules.cache_path(key).exists():
+        return schedules.cached(key)
+    result = engine.tune(model, batch=batch, threads=threads, budget_s=budget_s)
+    print(f"  tuned batch {batch}, {threads} thread(s) in {result.seconds:.1f} s ({result.stopped or 'complete'}): "
+          f"{result.default_seconds * 1e3:.2f} -> {result.tuned_seconds * 1e3:.2f} ms per run", file=sys.stderr)
+    return result.schedule
 
 
 def fp32_row(names: list[str], prefix: str) -> str | None:
@@ -153,6 +170,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--deepsparse-python", default=os.environ.get("ROOFLINE_DEEPSPARSE_PYTHON"),
                         help="python of a venv with deepsparse 1.8 (make deepsparse-venv)")
+    parser.add_argument("--tune-budget", type=float, default=60.0,
+                        help="seconds engine.tune may take per cell for the tuned row (0: no tuned row); a "
+                             "schedule cached for the cell (tiles=\"tuned\") is used as it is")
     parser.add_argument("--openvino-default-precision", action="store_true",
                         help="add an OpenVINO row with its CPU plugin's default precision (bf16 on CPUs with "
                              "AVX512_BF16 or AMX), labelled as such; only where that default is not f32")
@@ -172,7 +192,9 @@ def main(argv=None) -> int:
         x = np.random.default_rng(0).standard_normal((batch, c, h, w), dtype=np.float32)
         block = args.block if batch == 1 else 1
         rounds = args.rounds if batch == 1 else max(3, args.rounds // 2)
-        engines = make_engines(model, args.model, threads, args.deepsparse_python, args.openvino_default_precision)
+        tuned = tuned_schedule(model, batch, threads, args.tune_budget) if args.tune_budget > 0 else None
+        engines = make_engines(model, args.model, threads, args.deepsparse_python, args.openvino_default_precision,
+                               tuned)
         samples = time_cell(engines, x, rounds, block)
         medians[(batch, threads)] = {name: statistics.median(values) for name, values in samples.items()}
         print(f"  measured batch {batch}, {threads} thread(s): {len(samples[ENGINE])} runs per engine", file=sys.stderr)
@@ -196,6 +218,15 @@ def main(argv=None) -> int:
             label = f"engine / {runtime} ({PRECISION}) time"
             print(f"{label:<{width}}" + "".join(f"{medians[c][ENGINE] / medians[c][other]:>20.2f}"
                                            if other in medians[c] else f"{'-':>20}" for c in cells))
+            if TUNED in names:
+                label = f"tuned / {runtime} ({PRECISION}) time"
+                print(f"{label:<{width}}" + "".join(f"{medians[c][TUNED] / medians[c][other]:>20.2f}"
+                                               if other in medians[c] and TUNED in medians[c] else f"{'-':>20}"
+                                               for c in cells))
+    if TUNED in names:
+        label = "tuned / engine default time"
+        print(f"{label:<{width}}" + "".join(f"{medians[c][TUNED] / medians[c][ENGINE]:>20.2f}"
+                                           if TUNED in medians[c] else f"{'-':>20}" for c in cells))
     scaling = []
     for batch, threads in cells:
         one = medians.get((batch, 1), {}).get(ENGINE)
