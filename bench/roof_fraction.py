@@ -8,6 +8,10 @@ the percentage achieved; then the median over those steps and the thread scaling
 whole run (1 thread against --threads, timed alternately).
 
     python bench/roof_fraction.py [--batch 1] [--threads 2] [--fuse-blocks auto] [--repeats 50]
+                                  [--tiles tuned | schedule.json]
+
+--tiles tuned runs the schedule engine.tune cached for this model, batch and threads (the
+defaults, with a warning, where there is none); a path runs a saved TileSchedule.
 """
 from __future__ import annotations
 
@@ -53,12 +57,19 @@ def main(argv=None) -> int:
     parser.add_argument("--fuse-blocks", type=fuse_value, default=engine.DEFAULT_FUSE_BLOCKS,
                         help="true, false or auto (default: the engine's default)")
     parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--tiles", default=None, help='"tuned" or a saved TileSchedule (JSON); default Tiles()')
     args = parser.parse_args(argv)
     model = engine.load(args.model)
     ceilings = measure_ceilings(quick=True)
-    frame = profile(model, batch=args.batch, threads=args.threads, fuse_blocks=args.fuse_blocks,
+    tiles = None
+    if args.tiles == "tuned":
+        from engine import schedules
+        tiles = schedules.cached(model.schedule_key(args.batch, args.threads))
+    elif args.tiles:
+        tiles = engine.TileSchedule.load(args.tiles)
+    frame = profile(model, batch=args.batch, threads=args.threads, fuse_blocks=args.fuse_blocks, tiles=tiles,
                     repeats=args.repeats, warmup=3, ceilings=ceilings)
-    print(f"batch {args.batch}, {args.threads} thread(s), fuse_blocks={args.fuse_blocks}, "
+    print(f"batch {args.batch}, {args.threads} thread(s), fuse_blocks={args.fuse_blocks}, tiles={args.tiles or 'default'}, "
           f"median of {args.repeats} runs; peak {ceilings.peak_gflops(args.threads):.0f} GFLOP/s")
     print(f"{'step':>4} {'op':<10} {'output':<22} {'ms':>7} {'GFLOP/s':>8} {'roof':>7} {'bound by':>9} {'% roof':>7}")
     computing = frame[frame["flops"] > 0]
