@@ -164,7 +164,7 @@ by_batch
 # blocks unfused (whatever the engine's default), so every layer keeps its own point
 batch_one = workbench.profile(model, batch=1, threads=THREADS, repeats=REPEATS, ceilings=ceilings, fuse_blocks=False)
 batch_eight = workbench.profile(model, batch=8, threads=THREADS, repeats=REPEATS, ceilings=ceilings, fuse_blocks=False)
-workbench.compare_figure(batch_one, batch_eight, ceilings, level="L3", labels=("batch 1", "batch 8"))
+workbench.before_after_figure(batch_one, batch_eight, ceilings, level="L3", labels=("batch 1", "batch 8"))
 
 # %%
 with_flops_one, with_flops_eight = batch_one[batch_one["flops"] > 0], batch_eight[batch_eight["flops"] > 0]
@@ -205,7 +205,7 @@ moved
 # %%
 unfused = workbench.profile(model, batch=1, threads=THREADS, repeats=REPEATS, ceilings=ceilings, fuse_blocks=False)
 fused = workbench.profile(model, batch=1, threads=THREADS, repeats=REPEATS, ceilings=ceilings, fuse_blocks=True)
-workbench.compare_figure(unfused, fused, ceilings, level="L3", labels=("unfused", "fused"))
+workbench.before_after_figure(unfused, fused, ceilings, level="L3", labels=("unfused", "fused"))
 
 # %%
 effect = fusion_effect(unfused, fused, levels=ceilings.levels)

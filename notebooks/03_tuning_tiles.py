@@ -154,7 +154,7 @@ display(Markdown(f"Fastest here: **{choice}**, {summary.loc[choice, 'ms']:.2f} m
 summary
 
 # %%
-workbench.compare_figure(unfused, fused, ceilings, level="L3", labels=("best tiles, unfused", "best tiles, fused"))
+workbench.before_after_figure(unfused, fused, ceilings, level="L3", labels=("best tiles, unfused", "best tiles, fused"))
 
 # %% [markdown]
 # The explorer above, set to the best configuration (one measurement for all the changes):

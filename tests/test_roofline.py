@@ -15,8 +15,11 @@ import pytest
 from engine.hooks import LayerRecord
 from workbench.ceilings import Ceilings
 from workbench.profile import records_frame, summarise
-from workbench.roofline import (BOUND_COLORS, MARKER_MIN, OP_COLORS, axis_ranges, compare_figure, figure_html,
-                                roofline_figure, roofline_traces, short_name, time_bars, update_roofline)
+from workbench.before_after import before_after_figure
+from workbench.export import figure_html
+from workbench.figure_parts import MARKER_MIN, OP_COLORS, short_name
+from workbench.roofline import axis_ranges, roofline_figure, roofline_traces, update_roofline
+from workbench.time_bars import BOUND_COLORS, time_bars
 
 LEVELS = ("L1", "L2", "L3", "DRAM")
 
@@ -314,7 +317,7 @@ def arrows_by_name(figure) -> dict:
 def test_compare_draws_one_arrow_per_matched_layer_from_old_to_new(ceilings):
     before = make_profile(threads=1, ceilings=ceilings)
     after = make_profile(threads=2, ceilings=ceilings)
-    figure = compare_figure(before, after, ceilings, level="L2", labels=("1 core", "2 cores"))
+    figure = before_after_figure(before, after, ceilings, level="L2", labels=("1 core", "2 cores"))
     arrows = arrows_by_name(figure)
     with_flops = before[before["flops"] > 0]
     assert sorted(arrows) == sorted(with_flops["layer"]) and len(figure.layout.annotations) == len(with_flops)
@@ -332,7 +335,7 @@ def test_compare_draws_one_arrow_per_matched_layer_from_old_to_new(ceilings):
 def test_compare_matches_a_fused_block_to_its_members_combined_point(ceilings):
     before = make_profile(threads=1, fused=False, ceilings=ceilings)
     after = make_profile(threads=1, fused=True, ceilings=ceilings)
-    arrows = arrows_by_name(compare_figure(before, after, ceilings, level="L3", labels=("unfused", "fused")))
+    arrows = arrows_by_name(before_after_figure(before, after, ceilings, level="L3", labels=("unfused", "fused")))
     assert BLOCK in arrows
     assert not {EXPAND, DEPTHWISE, PROJECT} & arrows.keys()          # members are inside the block's arrow
     assert len(arrows) == int((after["flops"] > 0).sum())
@@ -349,7 +352,7 @@ def test_compare_matches_a_fused_block_to_its_members_combined_point(ceilings):
 def test_compare_markers_are_the_two_profiles_points(ceilings):
     before = make_profile(threads=1, ceilings=ceilings)
     after = make_profile(threads=1, ceilings=ceilings, speedup=2.0)
-    figure = compare_figure(before, after, ceilings, labels=("slow", "fast"))
+    figure = before_after_figure(before, after, ceilings, labels=("slow", "fast"))
     points = traces_by_meta(figure)
     for label, frame in (("slow", before), ("fast", after)):
         rows = frame[frame["flops"] > 0]
@@ -381,8 +384,8 @@ def all_public_calls(profile, ceilings):
         lambda p, level="L2": roofline_figure(p, ceilings, level=level),
         lambda p, level="L2": roofline_traces(p, ceilings, level=level),
         lambda p, level="L2": time_bars(p, ceilings, level=level),
-        lambda p, level="L2": compare_figure(profile, p, ceilings, level=level),
-        lambda p, level="L2": compare_figure(p, profile, ceilings, level=level),
+        lambda p, level="L2": before_after_figure(profile, p, ceilings, level=level),
+        lambda p, level="L2": before_after_figure(p, profile, ceilings, level=level),
     ]
 
 

@@ -221,7 +221,7 @@ def test_fusing_blocks_draws_block_markers_right_of_their_unfused_members_at_L3(
     """Fused, a block's expanded intermediate never crosses into L3, so where the
     intermediate outweighs the weights (the early, wide-image blocks) the block's marker
     sits right of the combined point of its members (their FLOPs over their bytes, the
-    point compare_figure draws its arrow from) and right of its depthwise member's marker.
+    point before_after_figure draws its arrow from) and right of its depthwise member's marker.
     Deep blocks (3x3 to 6x6 images, large weights) are not asserted: a fused block
     re-reads its weights once per band, which can cost more than the intermediate saved.
     (Not at DRAM: at batch 1 the bytes model keeps this small model's activations and

@@ -9,15 +9,16 @@ figures, reports.
 import engine  # noqa: F401  (first: engine sets numba's CPU settings before numba is imported)
 from workbench.ceilings import Ceilings, measure_ceilings
 from workbench.compare import Comparison, compare
-from workbench.export import export_figure
+from workbench.export import export_figure, figure_html
 from workbench.sweep import sweep, sweep_totals
 from workbench.profile import profile
 from workbench.report import write_report
 from workbench.widgets import Explorer, slowest_layers
-from workbench.roofline import compare_figure, figure_html, roofline_figure, roofline_traces, time_bars, \
-    update_roofline
+from workbench.roofline import roofline_figure, roofline_traces, update_roofline
+from workbench.before_after import before_after_figure
+from workbench.time_bars import time_bars
 
 __all__ = ["Ceilings", "measure_ceilings", "profile", "roofline_figure", "roofline_traces", "update_roofline",
-           "time_bars", "compare_figure", "figure_html", "write_report", "Explorer",
+           "time_bars", "before_after_figure", "figure_html", "write_report", "Explorer",
            "slowest_layers", "sweep", "sweep_totals", "compare", "Comparison",
            "export_figure"]

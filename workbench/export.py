@@ -1,6 +1,6 @@
-"""Figures to files: HTML always (plotly.js inline, works offline), PNG and SVG through
-kaleido when it and a Chromium are available (Debian's `chromium` at /usr/bin/chromium is
-used when kaleido finds no browser of its own)."""
+"""Figures to files: HTML always (`figure_html`: plotly.js inline, works offline), PNG and
+SVG through kaleido when it and a Chromium are available (Debian's `chromium` at
+/usr/bin/chromium is used when kaleido finds no browser of its own)."""
 from __future__ import annotations
 
 import os
@@ -10,16 +10,22 @@ from pathlib import Path
 import plotly.graph_objects as go
 
 from workbench.atomic import atomic_path
-from workbench.roofline import figure_html
 
 IMAGE_SUFFIXES = (".png", ".svg")
 SYSTEM_CHROMIUM = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
 
 
+def figure_html(figure: go.Figure) -> str:
+    """A full, self-contained HTML page of `figure`: plotly.js is inlined from the installed
+    plotly package (no CDN, no network needed to view it); MathJax is not included."""
+    return figure.to_html(full_html=True, include_plotlyjs=True, include_mathjax=False,
+                          config={"displaylogo": False, "responsive": True})
+
+
 def image_export_unavailable() -> str | None:
     """None when PNG/SVG export works here, else the reason it does not."""
     try:
-        import kaleido  # noqa: F401
+        import kaleido  # noqa: F401  (may be missing: then image export says why)
     except ImportError:
         return "kaleido is not installed (pip install kaleido)"
     if not (os.environ.get("BROWSER_PATH") or any(Path(p).exists() for p in SYSTEM_CHROMIUM)

@@ -6,8 +6,8 @@ attainable performance under the machine's measured roofs, and what bounds the s
 """
 from __future__ import annotations
 
-import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +18,10 @@ from engine.checks import (check_batch, check_bool, check_fuse_blocks, check_int
                            check_seed, check_threads, check_tiles)
 from engine.machine import MachineInfo, machine_info
 from engine.traffic import LEVELS
-
-CONFIG_COLUMNS = ["batch", "threads", "fuse_blocks"]
+# the module, not its function: measure_ceilings is looked up when called, so a caller (or
+# a test) that replaces workbench.ceilings.measure_ceilings is heard here too
+from workbench import ceilings as ceilings_module
+from workbench.atomic import atomic_path
 
 
 def as_model(model) -> engine.Model:
@@ -95,6 +97,45 @@ def check_ceilings(ceilings, threads: int | None = None):
     return ceilings
 
 
+def default_ceilings(threads: int | None = None):
+    """The ceilings the workbench uses when none are given: this machine's quick
+    measurement (measure_ceilings(quick=True), cached on disk), checked to have roofs for
+    `threads` (ValueError naming the measured thread counts)."""
+    return check_ceilings(ceilings_module.measure_ceilings(quick=True), threads)
+
+
+def check_level(ceilings, level) -> str:
+    """`level` unless it is not one of the ceilings' memory levels (ValueError)."""
+    levels = tuple(ceilings.levels)
+    if not isinstance(level, str) or level not in levels:
+        raise ValueError(f"level must be a memory level of the ceilings, got {level!r}; "
+                         f"they have roofs for {', '.join(levels)}")
+    return level
+
+
+def check_profile(frame, columns: Sequence[str], what: str = "profile") -> pd.DataFrame:
+    """`frame` unless it is not a non-empty DataFrame with `columns` (workbench.profile's
+    output): ValueError naming `what`."""
+    if not isinstance(frame, pd.DataFrame):
+        raise ValueError(f"{what} must be a pandas DataFrame (workbench.profile's output), "
+                         f"got {type(frame).__name__}")
+    if frame.empty:
+        raise ValueError(f"{what} must be a non-empty profile (one row per step), got {len(frame)} rows")
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{what} lacks required columns {missing}; is it workbench.profile's output? "
+                         f"(got columns {list(frame.columns)[:12]})")
+    return frame
+
+
+def profile_threads(frame: pd.DataFrame, what: str = "profile") -> int:
+    """The one thread count a profile ran with (ValueError naming `what` if it mixes several)."""
+    threads = pd.unique(frame["threads"])
+    if len(threads) != 1:
+        raise ValueError(f"{what} mixes thread counts {sorted(threads.tolist())}: plot one configuration at a time")
+    return int(threads[0])
+
+
 def default_threads() -> int:
     """The thread count the workbench runs with unless told: this machine's cores, at most 2
     (a 1-core machine gets 1)."""
@@ -152,8 +193,7 @@ def profile(model, batch: int = 1, threads: int | None = None, tiles: engine.Til
     ceilings = check_ceilings(ceilings, threads)
     model = as_model(model)
     if ceilings is None:
-        from workbench.ceilings import measure_ceilings
-        ceilings = check_ceilings(measure_ceilings(quick=True), threads)
+        ceilings = default_ceilings(threads)
     machine = run_machine(ceilings)
     x = np.random.default_rng(seed).standard_normal((batch, *model.input_shape), dtype=np.float32)
     for _ in range(warmup):
@@ -231,16 +271,35 @@ def summarise(frame: pd.DataFrame, ceilings, run_seconds=(), fuse_blocks=None) -
     return out
 
 
-def is_memory_bound(ai: float, level: str, threads: int, ceilings) -> bool:
-    """A step is memory bound at `level` when its AI there is below the ridge point."""
-    return ai < ceilings.ridge_point(level, threads) if math.isfinite(ai) else False
+def is_memory_bound(ai, level: str, threads: int, ceilings):
+    """The memory-bound rule, the one definition the figures, tables and widgets use: a
+    step is memory bound at `level` when its arithmetic intensity there (FLOP/byte) is
+    below the level's ridge point (peak FLOP/s / the level's bandwidth, at `threads`):
+    even a perfect kernel would wait for that level. A non-finite AI (no bytes modelled
+    at the level) is not memory bound. `ai`: a number (-> bool) or an array (-> bool array).
+
+    (summarise's `bound` column says the same over all levels at once: a step is memory
+    bound when some level's roof, AI x bandwidth, is below the peak.)"""
+    intensity = np.asarray(ai, dtype=float)
+    with np.errstate(invalid="ignore"):
+        memory = np.isfinite(intensity) & (intensity < ceilings.ridge_point(level, threads))
+    return bool(memory) if memory.ndim == 0 else memory
+
+
+def bound_at(frame: pd.DataFrame, ceilings, level: str) -> np.ndarray:
+    """What bounds each step of a profile at `level`: "memory" (is_memory_bound),
+    "compute", or "n/a" for a step without FLOPs; one string per row."""
+    threads = int(frame["threads"].iloc[0])
+    memory = is_memory_bound(frame[f"ai_{level}"].to_numpy(dtype=float), level, threads, ceilings)
+    flops = pd.to_numeric(frame["flops"], errors="coerce").fillna(0).to_numpy()
+    return np.where(flops <= 0, "n/a", np.where(memory, "memory", "compute"))
 
 
 def fuse_blocks_for_disk(column: pd.Series) -> pd.Series:
-    """The fuse_blocks column as written to CSV/Parquet: unchanged (bools, as before "auto"
-    existed) when it holds only bools, else every value as text ("False", "True", "auto"),
-    because Parquet cannot store a column mixing bools and strings. parse_fuse_blocks
-    reads both back."""
+    """The fuse_blocks column as written to CSV/Parquet: bools when it holds only bools (a
+    plain bool column, which every reader of CSV or Parquet takes as it is), else every
+    value as text ("False", "True", "auto"), because Parquet cannot store a column mixing
+    bools and strings. parse_fuse_blocks reads both back."""
     try:
         values = column.map(parse_fuse_blocks)
     except ValueError:          # not values this package writes (NaN from a concat, say): as text
@@ -253,8 +312,6 @@ def fuse_blocks_for_disk(column: pd.Series) -> pd.Series:
 def save_frame(frame: pd.DataFrame, path: Path) -> Path:
     """Write CSV or Parquet (by suffix) atomically. Tuple/list/dict columns are written as
     their str(); fuse_blocks as fuse_blocks_for_disk says."""
-    from workbench.atomic import atomic_path
-
     path = Path(path)
     flat = frame.copy()
     if "fuse_blocks" in flat.columns:

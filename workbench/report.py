@@ -12,9 +12,12 @@ import pandas as pd
 import plotly.io as pio
 
 from engine.checks import check_bool
-from workbench.profile import check_ceilings, describe_fusion, save_frame
 from workbench.atomic import atomic_path
-from workbench.roofline import _check_profile, roofline_figure, time_bars
+from workbench.before_after import before_after_figure
+from workbench.export import export_figure, image_export_unavailable
+from workbench.profile import check_ceilings, check_level, check_profile, default_ceilings, describe_fusion, save_frame
+from workbench.roofline import roofline_figure
+from workbench.time_bars import time_bars
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +37,7 @@ def _table_html(frame: pd.DataFrame) -> str:
 def _check_report_arguments(frame, out, model_name, ceilings, before, level, images) -> None:
     for name, value in (("frame", frame), ("before", before)):
         if value is not None or name == "frame":
-            _check_profile(value, REQUIRED_COLUMNS, name)
+            check_profile(value, REQUIRED_COLUMNS, name)
     if not isinstance(out, (str, os.PathLike)):
         raise ValueError(f"out must be a folder path, got {type(out).__name__}")
     if Path(out).exists() and not Path(out).is_dir():
@@ -43,14 +46,9 @@ def _check_report_arguments(frame, out, model_name, ceilings, before, level, ima
         raise ValueError(f"model_name must be a str, got {type(model_name).__name__}")
     check_bool("images", images)
     if check_ceilings(ceilings) is not None:
-        _check_level(ceilings, level)
+        check_level(ceilings, level)
     elif not isinstance(level, str):
         raise ValueError(f"level must be a memory level name such as 'L2', got {level!r}")
-
-
-def _check_level(ceilings, level) -> None:
-    if not isinstance(level, str) or level not in ceilings.levels:
-        raise ValueError(f"level must be one of {', '.join(ceilings.levels)} (the ceilings' roofs), got {level!r}")
 
 
 def write_report(frame: pd.DataFrame, out: Path, model_name: str = "model", ceilings=None,
@@ -71,16 +69,37 @@ def write_report(frame: pd.DataFrame, out: Path, model_name: str = "model", ceil
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if ceilings is None:
-        from workbench.ceilings import measure_ceilings
-        ceilings = measure_ceilings(quick=True)
-        _check_level(ceilings, level)
+        ceilings = default_ceilings()
+        check_level(ceilings, level)
+    figures = _figures(frame, ceilings, before, level)
+    html_path = out / "report.html"
+    with atomic_path(html_path) as temporary:
+        temporary.write_text(_page(frame, ceilings, figures, model_name), encoding="utf-8")
+    paths = [html_path, save_frame(frame, out / "layers.csv"), save_frame(frame, out / "layers.parquet")]
+    if images:
+        reason = image_export_unavailable()
+        if reason:
+            logger.warning("roofline images not written: %s", reason)
+        else:
+            paths += [export_figure(figures[0], out / f"roofline.{kind}") for kind in ("png", "svg")]
+    return paths
+
+
+def _figures(frame: pd.DataFrame, ceilings, before: pd.DataFrame | None, level: str) -> list:
+    """The report's figures: the roofline, the before/after view when there is a `before`,
+    the time bars."""
     figures = [roofline_figure(frame, ceilings, level=level), time_bars(frame, ceilings, level=level)]
     if before is not None:
-        from workbench.roofline import compare_figure
         labels = (describe_fusion(before), describe_fusion(frame))
         if None in labels or labels[0] == labels[1]:
             labels = ("before", "after")
-        figures.insert(1, compare_figure(before, frame, ceilings, level=level, labels=labels))
+        figures.insert(1, before_after_figure(before, frame, ceilings, level=level, labels=labels))
+    return figures
+
+
+def _page(frame: pd.DataFrame, ceilings, figures: list, model_name: str) -> str:
+    """The report's HTML: a summary line, the figures (plotly.js inlined once, with the
+    first) and the table of layers."""
     parts = []
     for index, figure in enumerate(figures):
         parts.append(pio.to_html(figure, full_html=False, include_plotlyjs="inline" if index == 0 else False))
@@ -91,7 +110,7 @@ def write_report(frame: pd.DataFrame, out: Path, model_name: str = "model", ceil
                f"{total * 1e3:.2f} ms per run "
                f"(sum of step medians), {frame['flops'].sum() / total / 1e9:.1f} GFLOP/s overall; "
                f"{(frame['bound'] == 'memory').sum()} of {(frame['bound'] != 'n/a').sum()} layers memory bound.")
-    page = f"""<!DOCTYPE html>
+    return f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>Roofline report: {html.escape(model_name)}</title>
 <style>body{{font-family:sans-serif;margin:2em}} table.layers{{border-collapse:collapse;font-size:12px}}
 table.layers td,table.layers th{{padding:2px 6px;border-bottom:1px solid #ddd;text-align:right}}</style>
@@ -106,16 +125,3 @@ Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')}.</p>
 <h2>Layers</h2>
 {_table_html(frame)}
 </body></html>"""
-    html_path = out / "report.html"
-    with atomic_path(html_path) as temporary:
-        temporary.write_text(page, encoding="utf-8")
-    paths = [html_path, save_frame(frame, out / "layers.csv"), save_frame(frame, out / "layers.parquet")]
-    if images:
-        from workbench.export import export_figure, image_export_unavailable
-
-        reason = image_export_unavailable()
-        if reason:
-            logger.warning("roofline images not written: %s", reason)
-        else:
-            paths += [export_figure(figures[0], out / f"roofline.{kind}") for kind in ("png", "svg")]
-    return paths

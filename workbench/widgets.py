@@ -41,12 +41,15 @@ import ipywidgets as widgets
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from IPython.display import display
 
 import engine
 from engine import checks
 from engine.checks import check_batch, check_int, check_repeats
-from workbench.profile import as_model, check_ceilings, fusion_label, profile
-from workbench.roofline import roofline_figure, short_name, update_roofline
+from workbench.figure_parts import short_name
+from workbench.profile import (as_model, bound_at, check_ceilings, check_level, default_ceilings, fusion_label,
+                               profile)
+from workbench.roofline import roofline_figure, update_roofline
 
 logger = logging.getLogger(__name__)
 
@@ -71,14 +74,13 @@ def slowest_layers(frame: pd.DataFrame, ceilings, level: str = "L2", count: int 
     threads = int(frame["threads"].iloc[0])
     peak = ceilings.peak_gflops(threads)
     bandwidth = ceilings.bandwidth_gbs(level, threads)
-    ridge = ceilings.ridge_point(level, threads)
     rows = frame.sort_values("seconds", ascending=False, kind="stable").head(count)
     ai = rows[f"ai_{level}"].to_numpy(dtype=float)
     flops = rows["flops"].to_numpy()
     with np.errstate(invalid="ignore", over="ignore"):
         attainable = np.minimum(peak, ai * bandwidth)
         fraction = rows["gflops"].to_numpy(dtype=float) / attainable
-        bound = np.where(flops <= 0, "no FLOPs", np.where(ai < ridge, "memory", "compute"))
+    bound = np.where(flops <= 0, "no FLOPs", bound_at(rows, ceilings, level))
     return pd.DataFrame({
         "layer": [short_name(n) for n in rows["layer"]],
         "op": rows["op"].to_numpy(),
@@ -103,7 +105,8 @@ class Explorer:
     ceilings: workbench.Ceilings (default: measure_ceilings(quick=True), cached on disk).
     batch (images), threads (default: every core), tiles (engine.Tiles, default Tiles()),
     fuse_blocks (False, "auto" or True; default engine.DEFAULT_FUSE_BLOCKS), level (memory
-    level of the x axis, one of ceilings.levels): the controls' initial values. repeats: timed runs per measurement (the median is plotted).
+    level of the x axis, one of ceilings.levels): the controls' initial values.
+    repeats: timed runs per measurement (the median is plotted).
 
     The constructor measures once (so the panel opens on a real roofline); a bad initial
     argument raises ValueError there. Afterwards nothing the controls do raises: errors go
@@ -128,12 +131,8 @@ class Explorer:
         fuse_blocks = checks.check_fuse_blocks(fuse_blocks)
         check_ceilings(ceilings, threads)
         self.model = as_model(model)
-        if ceilings is None:
-            from workbench.ceilings import measure_ceilings
-            ceilings = check_ceilings(measure_ceilings(quick=True), threads)
-        self.ceilings = ceilings
-        if not isinstance(level, str) or level not in ceilings.levels:
-            raise ValueError(f"level must be one of {', '.join(ceilings.levels)} (the ceilings' roofs), got {level!r}")
+        self.ceilings = default_ceilings(threads) if ceilings is None else ceilings
+        check_level(self.ceilings, level)
 
         self.profile: pd.DataFrame | None = None
         self.measurements = 0
@@ -157,7 +156,7 @@ class Explorer:
         self.table = widgets.HTML(value="")
 
         frame = self._measure(self.config())          # the initial config is valid: errors raise here
-        self.figure = go.FigureWidget(roofline_figure(frame, ceilings, level=level, level_buttons=False))
+        self.figure = go.FigureWidget(roofline_figure(frame, self.ceilings, level=level, level_buttons=False))
         self._accept(frame)
         self._show_table()
 
@@ -248,9 +247,7 @@ class Explorer:
     def _check_value(self, name: str, value):
         """`value` for control `name`, or ValueError naming the control, expected and got."""
         if name == "level":
-            if not isinstance(value, str) or value not in self.ceilings.levels:
-                raise ValueError(f"level must be one of {', '.join(self.ceilings.levels)}, got {value!r}")
-            return value
+            return check_level(self.ceilings, value)
         if name == "fuse_blocks":
             return checks.check_fuse_blocks(value)
         if name == "batch":
@@ -408,7 +405,7 @@ class Explorer:
         flops = float(frame["flops"].sum())
         with_flops = frame[frame["flops"] > 0]
         ridge = self.ceilings.ridge_point(level, threads)
-        memory = with_flops[with_flops[f"ai_{level}"] < ridge]
+        memory = frame[bound_at(frame, self.ceilings, level) == "memory"]
         self.summary.value = (
             f"<b>{total * 1e3:.2f} ms</b> per run (sum of the steps' medians), {flops / total / 1e9:.3g} GFLOP/s "
             f"overall. At {html.escape(level)} (ridge point {ridge:.3g} FLOP/byte), {len(memory)} of "
@@ -440,8 +437,6 @@ class Explorer:
 
     def show(self) -> None:
         """Display the panel (in a notebook)."""
-        from IPython.display import display
-
         display(self.panel)
 
     def _ipython_display_(self) -> None:

@@ -1,0 +1,123 @@
+"""What the figures (roofline, before_after, time_bars) share: the colour of each op
+kind, marker sizes by share of time, short layer names, the steps that get a point, number
+formatting for hovers, and a per-figure memo of the ceilings' numbers."""
+from __future__ import annotations
+
+import ast
+import math
+
+import numpy as np
+import pandas as pd
+
+# Colour of each op kind; fixed so a kind keeps its colour across figures. "other" takes
+# any op not listed (a new kernel family) so nothing with FLOPs is left off the plot.
+OP_COLORS = {
+    "stem": "#8c564b",
+    "conv": "#7f7f7f",
+    "depthwise": "#d62728",
+    "expand": "#1f77b4",
+    "project": "#2ca02c",
+    "pointwise": "#9467bd",
+    "block": "#ff7f0e",
+    "pool": "#17becf",
+    "linear": "#e377c2",
+    "other": "#bcbd22",
+}
+MARKER_MIN, MARKER_MAX = 6.0, 60.0   # px diameter at share_of_time 0 and 1 (sqrt scaling)
+
+
+class CeilingsMemo:
+    """The ceilings' numbers, each looked up once per figure (a lookup filters a DataFrame,
+    and a figure asks for the same few numbers hundreds of times)."""
+
+    def __init__(self, ceilings):
+        self.ceilings = ceilings
+        self.levels = tuple(ceilings.levels)
+        self.table = ceilings.table
+        self._values: dict = {}
+
+    def _value(self, method: str, *args) -> float:
+        key = (method, *args)
+        if key not in self._values:
+            self._values[key] = float(getattr(self.ceilings, method)(*args))
+        return self._values[key]
+
+    def peak_gflops(self, threads: int) -> float:
+        return self._value("peak_gflops", threads)
+
+    def bandwidth_gbs(self, level: str, threads: int) -> float:
+        return self._value("bandwidth_gbs", level, threads)
+
+    def ridge_point(self, level: str, threads: int) -> float:
+        return self._value("ridge_point", level, threads)
+
+
+def memoised(ceilings) -> CeilingsMemo:
+    """`ceilings` behind a CeilingsMemo (itself if it already is one)."""
+    return ceilings if isinstance(ceilings, CeilingsMemo) else CeilingsMemo(ceilings)
+
+
+def short_name(name: str) -> str:
+    """A short label for an exporter's layer name, for markers and bars.
+
+    "/features/features.3/conv/conv.0/conv.0.0/Conv" -> "features.3/conv.0.0": drops empty
+    parts, a trailing ONNX op type (capitalised) and every scope that merely prefixes the
+    next one. Names without "/" are returned unchanged; "/Flatten" -> "Flatten".
+    """
+    name = str(name)
+    parts = [p for p in name.split("/") if p]
+    if len(parts) < 2:
+        return parts[0] if parts else name
+    if parts[-1][:1].isupper():
+        parts = parts[:-1]
+    kept = [p for p, following in zip(parts, parts[1:] + [""]) if not (following and following.startswith(p))]
+    return "/".join(kept) or name
+
+
+def step_members(row) -> tuple[str, ...]:
+    """The layers a step computes: `members` (tuple, list or its str() from a CSV) or (layer,)."""
+    value = row.get("members") if hasattr(row, "get") else None
+    if isinstance(value, str):
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            value = (value,)
+    if isinstance(value, (tuple, list, np.ndarray)) and len(value):
+        return tuple(str(v) for v in value)
+    return (str(row["layer"]),)
+
+
+def op_kind(op) -> str:
+    """`op` if it has a colour of its own in OP_COLORS, else "other"."""
+    return op if op in OP_COLORS else "other"
+
+
+def marker_sizes(share) -> list[float]:
+    """Diameter in px: MIN + (MAX - MIN) * sqrt(share), so marker *area* grows with time."""
+    share = np.clip(np.nan_to_num(np.asarray(share, dtype=float), nan=0.0), 0.0, 1.0)
+    return (MARKER_MIN + (MARKER_MAX - MARKER_MIN) * np.sqrt(share)).tolist()
+
+
+def finite_positive(values) -> np.ndarray:
+    values = np.asarray(values, dtype=float)
+    return np.isfinite(values) & (values > 0)
+
+
+def or_none(values) -> list:
+    """Floats with non-finite or non-positive entries as None (a gap: not drawn on log axes)."""
+    values = np.asarray(values, dtype=float)
+    return [float(v) if math.isfinite(v) and v > 0 else None for v in values]
+
+
+def plotted_steps(profile: pd.DataFrame) -> pd.DataFrame:
+    """Steps that get a marker: flops > 0 and a positive finite GFLOP/s."""
+    flops = pd.to_numeric(profile["flops"], errors="coerce").fillna(0).to_numpy()
+    keep = (flops > 0) & finite_positive(profile["gflops"])
+    return profile[keep]
+
+
+def format_value(value: float, unit: str = "") -> str:
+    """Three significant digits and the unit; "inf" for a non-finite value."""
+    if value is None or not math.isfinite(value):
+        return "inf" + (f" {unit}" if unit else "")
+    return f"{value:.3g}" + (f" {unit}" if unit else "")
