@@ -9,7 +9,7 @@ Fused, each work item (image, band of `block_rows` output rows) does:
 
 1. expand the input rows the band needs ((block_rows - 1) * stride + 3, fewer at the image
    edges) and the previous band did not into scratch_expand (hidden_blocks, ring rows, W,
-   CB), ReLU6 applied, with the pointwise micro-kernel (engine.kernels.pointwise._tile);
+   CB), clip applied, with the pointwise micro-kernel (engine.kernels.pointwise.walk_micro_tiles);
 2. depthwise 3x3 (pad 1) from scratch_expand into scratch_depthwise
    (hidden_blocks, band_h, Wo, CB), ReLU6 applied;
 3. project scratch_depthwise into the output rows, bias, residual add, clip.
@@ -42,35 +42,11 @@ from numba import njit, prange
 from engine.kernels._common import FASTMATH, _U, check_array, check_clip, check_int, launch, register_scratch
 from engine.kernels.layout import CB, padded_channels
 from engine.kernels.depthwise import depthwise_bytes
-from engine.kernels.pointwise import BLOCKS, PREFETCH_TILES, ROWS, _tile, _weight_prefetch, pointwise_bytes
+from engine.kernels.pointwise import pointwise_bytes, walk_micro_tiles
 
 _scratch_block = register_scratch(CB)
 _scratch_taps = register_scratch(10 * CB)
 _scratch_mask = register_scratch(2)
-
-
-@njit(cache=True, fastmath=FASTMATH, inline="always")
-def _expand_rows(xf, x_plane_stride, x_offset, cin_blocks, ew, eb, s1, s1_offset, s1_plane_stride, rows_in, width,
-                 hidden_blocks, low, high, no_residual, prefetch_weights):
-    # expand rows_in * width contiguous input pixels of one image into s1: hidden block b's
-    # rows start at s1[b * s1_plane_stride + s1_offset] (consecutive ring slots, no wrap);
-    # prefetch_weights: each block pair prefetches the next one's weights (a worker's first band)
-    pixels = rows_in * width
-    w_block_stride = cin_blocks * CB * CB
-    block = 0
-    while block < hidden_blocks:
-        blocks = min(BLOCKS, hidden_blocks - block)
-        next_pair = blocks * w_block_stride if prefetch_weights and block + blocks < hidden_blocks else 0
-        q = 0
-        while q < pixels:
-            rows = min(ROWS, pixels - q)
-            w_prefetch, w_step = _weight_prefetch(q // ROWS, cin_blocks, next_pair)
-            _tile(rows, blocks, xf, x_offset + q * CB, x_plane_stride,
-                  min(PREFETCH_TILES * ROWS, pixels - q - rows) * CB, ew, block * w_block_stride, w_block_stride, cin_blocks,
-                  eb, block * CB, s1, block * s1_plane_stride + s1_offset + q * CB, s1_plane_stride,
-                  s1, no_residual, low, high, w_prefetch, w_step)
-            q += rows
-        block += blocks
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
@@ -193,7 +169,6 @@ def _fused_block_kernel(x, ew, eb, has_expand, dw, db, pw, pb, out, residual, ha
             row_end = min(out_h, row_start + block_rows)
             in_start = max(0, row_start * stride - 1)
             in_end = min(height, (row_end - 1) * stride + 2)
-            rows_in = in_end - in_start
             # 1. expand (or read the block input directly when there is no expand conv)
             if has_expand:
                 # Input row r is expanded into ring slot r % ring_rows. The rows this band
@@ -205,9 +180,12 @@ def _fused_block_kernel(x, ew, eb, has_expand, dw, db, pw, pb, out, residual, ha
                 while row < in_end:
                     slot = row % ring_rows
                     count = min(in_end - row, ring_rows - slot)
-                    _expand_rows(xf, height * width * CB, (image * cin_blocks * height * width + row * width) * CB,
-                                 cin_blocks, ewf, ebf, s1, slot * width * CB, ring_rows * width * CB, count, width,
-                                 hidden_blocks, e_lo, e_hi, no_residual, item == first)
+                    # `count` rows of this image into consecutive slots; a worker's first band
+                    # brings the weights in: each block pair prefetches the next pair's
+                    walk_micro_tiles(xf, (image * cin_blocks * height * width + row * width) * CB, height * width * CB,
+                                     ewf, cin_blocks, ebf, s1, slot * width * CB, ring_rows * width * CB,
+                                     s1, no_residual, e_lo, e_hi, count * width, 0, hidden_blocks, -1, item == first,
+                                     0, 0, 0)
                     row += count
                 held_image = image
                 held_end = in_end
@@ -217,24 +195,11 @@ def _fused_block_kernel(x, ew, eb, has_expand, dw, db, pw, pb, out, residual, ha
                 _depthwise_rows(xf, image * cin_blocks * height * width * CB, height * width * CB, 0, height, height,
                                 width, dwf, dbf, s2, hidden_blocks, row_start, row_end, out_w, stride, d_lo, d_hi)
             # 3. project the band's depthwise output into the output rows
+            #    (s2 holds the band's pixels contiguously per hidden block; weights prefetched as above)
             pixels = (row_end - row_start) * out_w
-            w_block_stride = hidden_blocks * CB * CB
-            out_base = image * cout_blocks * out_h * out_w + row_start * out_w
-            block = 0
-            while block < cout_blocks:
-                blocks = min(BLOCKS, cout_blocks - block)
-                # a worker's first band brings the weights in: prefetch the next pair's
-                next_pair = blocks * w_block_stride if item == first and block + blocks < cout_blocks else 0
-                q = 0
-                while q < pixels:
-                    rows = min(ROWS, pixels - q)
-                    w_prefetch, w_step = _weight_prefetch(q // ROWS, hidden_blocks, next_pair)
-                    _tile(rows, blocks, s2, q * CB, pixels * CB,
-                          min(PREFETCH_TILES * ROWS, pixels - q - rows) * CB, pwf, block * w_block_stride, w_block_stride, hidden_blocks,
-                          pbf, block * CB, of, (out_base + block * out_h * out_w + q) * CB, out_h * out_w * CB,
-                          rf, has_residual, p_lo, p_hi, w_prefetch, w_step)
-                    q += rows
-                block += blocks
+            walk_micro_tiles(s2, 0, pixels * CB, pwf, hidden_blocks, pbf,
+                             of, (image * cout_blocks * out_h * out_w + row_start * out_w) * CB, out_h * out_w * CB,
+                             rf, has_residual, p_lo, p_hi, pixels, 0, cout_blocks, -1, item == first, 0, 0, 0)
 
 
 # ---------------------------------------------------------------------------- sizes and costs

@@ -300,25 +300,26 @@ def _tile_python(rows, blocks, x, x_offset, x_block_stride, x_prefetch, w, w_off
             out[at:at + CB] = np.minimum(np.maximum(value, clip_min), clip_max)
 
 
-_tile = _tile_python if numba.config.DISABLE_JIT else _tile_intrinsic(CB, ROWS, BLOCKS)
+# the micro-kernel, also called by the fused block (through walk_micro_tiles)
+micro_tile = _tile_python if numba.config.DISABLE_JIT else _tile_intrinsic(CB, ROWS, BLOCKS)
 
 
 @njit(cache=True, inline="always")
-def _tile_start(tile, n_tiles, total, pointwise_pixels):
-    # First pixel of pixel tile `tile` of `n_tiles` = ceil(total / pointwise_pixels) tiles:
+def _tile_start(tile_index, n_tiles, total, pointwise_pixels):
+    # First pixel of pixel tile `tile_index` of `n_tiles` = ceil(total / pointwise_pixels) tiles:
     # the pixels are shared out evenly (a last tile of 4 pixels after three of 64 would
     # leave one thread of two with twice the work), on multiples of ROWS where tiles are
     # at least ROWS long so that only a tile's last micro-tile can be partial.
-    if tile >= n_tiles:
+    if tile_index >= n_tiles:
         return total
-    start = tile * total // n_tiles
+    start = tile_index * total // n_tiles
     if pointwise_pixels >= ROWS:
         start -= start % ROWS
     return start
 
 
 @njit(cache=True, inline="always")
-def _weight_prefetch(tile_index, cin_blocks, next_pair):
+def weight_prefetch(tile_index, cin_blocks, next_pair):
     # (w_prefetch, w_prefetch_step) for micro-tile `tile_index` of a block pair whose next
     # pair's weights start `next_pair` elements after its own: the first
     # WEIGHT_PREFETCH_TILES micro-tiles fetch successive slices of them, the rest nothing
@@ -326,6 +327,49 @@ def _weight_prefetch(tile_index, cin_blocks, next_pair):
     if tile_index < WEIGHT_PREFETCH_TILES and next_pair != 0:
         return next_pair + tile_index * cin_blocks * 16 * W_PREFETCH_LINES, 16 * W_PREFETCH_LINES
     return 0, 0
+
+
+@njit(cache=True, inline="always")
+def walk_micro_tiles(x, x_offset, x_block_stride, w, cin_blocks, bias, out, out_offset, out_block_stride,
+                     residual, has_residual, low, high, pixels, block_begin, block_end, block_after,
+                     prefetch_weights, ahead, ahead_end, ahead_offset):
+    """Output blocks [block_begin, block_end) of `pixels` consecutive pixels: pairs of BLOCKS
+    output blocks, each walking the pixels in micro-tiles of ROWS, one `micro_tile` call each
+    (flat element offsets, as `micro_tile` takes them).
+
+    x_offset: the first pixel's input in channel block 0 (block k at + k * x_block_stride);
+    out_offset: its output (and residual) in output block 0 (block b at + b * out_block_stride);
+    w, bias: packed as by pack_pointwise, cin_blocks input channel blocks.
+    prefetch_weights: a pair's first micro-tiles prefetch the next pair's weights, and the
+    last pair block `block_after`'s (-1: nothing). ahead..ahead_end: elements (from
+    ahead_offset past w[0]) of a later layer's weights still to prefetch, by the full
+    micro-tiles that have nothing else to fetch. Returns the new `ahead`.
+    """
+    w_block_stride = cin_blocks * CB * CB           # elements between output blocks' weights
+    block = block_begin
+    while block < block_end:                        # BLOCKS output blocks ...
+        blocks = min(block_end - block, BLOCKS)
+        next_block = block + blocks
+        if next_block >= block_end:
+            next_block = block_after
+        next_pair = (next_block - block) * w_block_stride if prefetch_weights and next_block >= 0 else 0
+        q = 0
+        while q < pixels:                           # ... times micro-tiles of ROWS pixels
+            rows = min(pixels - q, ROWS)
+            # prefetch PREFETCH_TILES tiles ahead, but not past these pixels
+            x_prefetch = min(PREFETCH_TILES * ROWS, pixels - q - rows) * CB
+            w_prefetch, w_step = weight_prefetch(q // ROWS, cin_blocks, next_pair)
+            if w_step == 0 and ahead < ahead_end and rows == ROWS and blocks == BLOCKS:
+                w_prefetch = ahead_offset + ahead - block * w_block_stride
+                w_step = 16 * W_PREFETCH_LINES
+                ahead += cin_blocks * 16 * W_PREFETCH_LINES
+            micro_tile(rows, blocks, x, x_offset + q * CB, x_block_stride, x_prefetch,
+                       w, block * w_block_stride, w_block_stride, cin_blocks,
+                       bias, block * CB, out, out_offset + block * out_block_stride + q * CB, out_block_stride,
+                       residual, has_residual, low, high, w_prefetch, w_step)
+            q += rows
+        block += blocks
+    return ahead
 
 
 @njit(parallel=True, cache=True)
@@ -342,9 +386,7 @@ def _pointwise_kernel(x, w, bias, out, residual, has_residual, clip_min, clip_ma
     n_pixel_tiles = (total_pixels + pointwise_pixels - 1) // pointwise_pixels
     blocks_per_tile = max(1, pointwise_channels // CB)  # output channel blocks per work item
     n_channel_tiles = (cout_blocks + blocks_per_tile - 1) // blocks_per_tile
-    x_block_stride = pixels_per_image * CB          # elements between input channel blocks
-    w_block_stride = cin_blocks * CB * CB           # elements between output blocks' weights
-    out_block_stride = pixels_per_image * CB        # elements between output channel blocks
+    block_stride = pixels_per_image * CB            # elements between channel blocks of x and of out
     prefetch_weights = n_pixel_tiles <= WEIGHT_PREFETCH_MAX_PIXEL_TILES
     n_items = n_pixel_tiles * n_channel_tiles
     if not prefetch_weights:
@@ -360,37 +402,18 @@ def _pointwise_kernel(x, w, bias, out, residual, has_residual, clip_min, clip_ma
         pixel_end = _tile_start(pixel_tile + 1, n_pixel_tiles, total_pixels, pointwise_pixels)
         block_begin = channel_tile * blocks_per_tile
         block_end = min(cout_blocks, block_begin + blocks_per_tile)
+        # after this item's last pair, the next item's first: the next channel tile's, or the
+        # first of the next pixel tile
+        block_after = block_end if block_end < cout_blocks else 0
         while pixel < pixel_end:  # one image's part of the pixel tile at a time
             image = pixel // pixels_per_image
             q_begin = pixel - image * pixels_per_image
             q_end = min(pixel_end - image * pixels_per_image, pixels_per_image)
-            block = block_begin
-            while block < block_end:  # BLOCKS output blocks ...
-                blocks = min(block_end - block, BLOCKS)
-                # the pair after this one: in this item, else the next item's first
-                # (the next channel tile, or the first of the next pixel tile)
-                next_block = block + blocks
-                if next_block >= block_end:
-                    next_block = block_end if block_end < cout_blocks else 0
-                next_pair = (next_block - block) * w_block_stride if prefetch_weights else 0
-                q = q_begin
-                while q < q_end:  # ... times micro-tiles of ROWS pixels
-                    rows = min(q_end - q, ROWS)
-                    x_offset = (image * cin_blocks * pixels_per_image + q) * CB
-                    out_offset = ((image * cout_blocks + block) * pixels_per_image + q) * CB
-                    # prefetch PREFETCH_TILES tiles ahead, but not past this segment
-                    x_prefetch = min(PREFETCH_TILES * ROWS, q_end - q - rows) * CB
-                    w_prefetch, w_step = _weight_prefetch((q - q_begin) // ROWS, cin_blocks, next_pair)
-                    if w_step == 0 and ahead < ahead_end and rows == ROWS and blocks == BLOCKS:
-                        w_prefetch = ahead_offset + ahead - block * w_block_stride
-                        w_step = 16 * W_PREFETCH_LINES
-                        ahead += cin_blocks * 16 * W_PREFETCH_LINES
-                    _tile(rows, blocks, x, x_offset, x_block_stride, x_prefetch,
-                          w, block * w_block_stride, w_block_stride, cin_blocks,
-                          bias, block * CB, out, out_offset, out_block_stride,
-                          residual, has_residual, low, high, w_prefetch, w_step)
-                    q += rows
-                block += blocks
+            ahead = walk_micro_tiles(x, (image * cin_blocks * pixels_per_image + q_begin) * CB, block_stride,
+                                     w, cin_blocks, bias, out, (image * cout_blocks * pixels_per_image + q_begin) * CB,
+                                     block_stride, residual, has_residual, low, high, q_end - q_begin,
+                                     block_begin, block_end, block_after, prefetch_weights,
+                                     ahead, ahead_end, ahead_offset)
             pixel = image * pixels_per_image + q_end
 
 
