@@ -5,7 +5,6 @@ CPU, own ceilings and one timing at a time per host."""
 from __future__ import annotations
 
 import ast
-import importlib
 import json
 import logging
 import socket
@@ -23,10 +22,8 @@ from engine.config import RunConfig
 from engine.fusion import fusion_wins
 from workbench.profile import run_machine
 from workbench.ceilings import Ceilings, _cache_path, cache_key
+from workbench import sweep_runners
 from workbench.sweep import CONFIG_COLUMNS, config_id, grid, read_table, sweep, sweep_totals
-
-# the module, not the function workbench/__init__.py exports under the same name
-sweep_module = importlib.import_module("workbench.sweep")
 
 LEVELS = ["L1", "L2", "L3", "DRAM"]
 PEAK_PER_THREAD = 123.0   # GFLOP/s: a number no real measurement gives, to recognise these roofs
@@ -151,8 +148,8 @@ def test_resume_reads_a_table_of_booleans_from_before_auto_and_adds_auto_configs
     assert old["fuse_blocks"].dtype == bool
 
     calls = []
-    real_profile = sweep_module.profile
-    monkeypatch.setattr(sweep_module, "profile",
+    real_profile = sweep_runners.profile
+    monkeypatch.setattr(sweep_runners, "profile",
                         lambda *a, **k: (calls.append(k["fuse_blocks"]), real_profile(*a, **k))[1])
     frame = sweep(model_path, batch=[1], threads=[1], fuse_blocks=[False, "auto", True], repeats=1, out=out,
                   resume=True, ceilings=ceilings, progress=False)
@@ -173,7 +170,7 @@ def test_an_interrupted_sweep_keeps_every_finished_config_and_resume_runs_only_t
         model_path, ceilings, tmp_path, monkeypatch):
     out = tmp_path / "sweep.csv"
     calls = []
-    real_profile = sweep_module.profile
+    real_profile = sweep_runners.profile
 
     def interrupted_on_the_third(*args, **kwargs):
         calls.append(kwargs["batch"])
@@ -181,14 +178,14 @@ def test_an_interrupted_sweep_keeps_every_finished_config_and_resume_runs_only_t
             raise KeyboardInterrupt
         return real_profile(*args, **kwargs)
 
-    monkeypatch.setattr(sweep_module, "profile", interrupted_on_the_third)
+    monkeypatch.setattr(sweep_runners, "profile", interrupted_on_the_third)
     with pytest.raises(KeyboardInterrupt):
         sweep(model_path, batch=[1, 2, 3, 4], threads=[1], repeats=1, out=out, ceilings=ceilings, progress=False)
     kept = read_table(out)
     assert sorted(kept["batch"].unique()) == [1, 2]
 
     calls.clear()
-    monkeypatch.setattr(sweep_module, "profile", lambda *a, **k: (calls.append(k["batch"]), real_profile(*a, **k))[1])
+    monkeypatch.setattr(sweep_runners, "profile", lambda *a, **k: (calls.append(k["batch"]), real_profile(*a, **k))[1])
     frame = sweep(model_path, batch=[1, 2, 3, 4], threads=[1], repeats=1, out=out, resume=True, ceilings=ceilings,
                   progress=False)
     assert calls == [3, 4]
