@@ -60,6 +60,7 @@ import numpy as np
 import pandas as pd
 
 from engine.machine import MachineInfo, machine_info
+from engine.traffic import LEVELS
 from workbench import _ceiling_kernels as kernels
 from workbench.atomic import atomic_path
 
@@ -67,16 +68,15 @@ logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2     # of the JSON cache; a file of another schema is re-measured
 PACKAGE_NAME = "roofline-workbench"
-MEMORY_LEVELS = ("L1", "L2", "L3", "DRAM")
-RESOURCES = ("fp32_fma",) + MEMORY_LEVELS
-UNITS = {"fp32_fma": "GFLOP/s", "L1": "GB/s", "L2": "GB/s", "L3": "GB/s", "DRAM": "GB/s"}
+RESOURCES = ("fp32_fma",) + LEVELS
+UNITS = {"fp32_fma": "GFLOP/s", **{level: "GB/s" for level in LEVELS}}
 TABLE_COLUMNS = ["threads", "resource", "value", "unit"]
 DETAIL_COLUMNS = ["threads", "resource", "kernel", "working_set_bytes", "repeats", "samples",
                   "best", "median", "cpu_share", "unit"]
 SWEEP_COLUMNS = ["working_set_bytes", "bandwidth_gbs", "median_gbs", "repeats", "samples", "cpu_share"]
 CACHE_COLUMNS = ["level", "nominal_bytes", "effective_bytes", "plateau_gbs", "next_plateau_gbs", "note"]
 CACHE_TABLE_COLUMNS = ["level", "nominal_bytes", "effective_bytes", "shared_by_cores", "nominal", "effective", "note"]
-CACHE_LEVELS = ("L1", "L2", "L3")
+CACHE_LEVELS = LEVELS[:-1]      # every memory level but DRAM
 BUSY_CPU_SHARE = 0.9   # below this share of its cores during its best sample, a roof is suspect
 
 # Fraction of one cache instance's usable size (the measured effective size, else the
@@ -146,7 +146,7 @@ class Ceilings:
     def levels(self) -> tuple[str, ...]:
         """Memory levels with a bandwidth roof, fastest first: ("L1", "L2", "L3", "DRAM")."""
         present = set(self.table["resource"])
-        return tuple(level for level in MEMORY_LEVELS if level in present)
+        return tuple(level for level in LEVELS if level in present)
 
     @property
     def threads(self) -> list[int]:
@@ -159,8 +159,8 @@ class Ceilings:
 
     def bandwidth_gbs(self, level: str, threads: int) -> float:
         """Triad bandwidth of memory level `level` ("L1", "L2", "L3", "DRAM") with `threads` threads, GB/s."""
-        if level not in MEMORY_LEVELS:
-            raise ValueError(f"level must be one of {MEMORY_LEVELS}, got {level!r}")
+        if level not in LEVELS:
+            raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
         return self._value(level, threads)
 
     def ridge_point(self, level: str, threads: int) -> float:
@@ -316,9 +316,9 @@ def measure_ceilings(quick: bool = True, threads: list[int] | None = None, refre
     level (from a single-thread working-set sweep), from the cache or measured now.
 
     quick: True: 5 samples of >= 20 ms per roof and kernel and 3 of >= 5 ms per working set
-        of the sweep (~10 s on a 2-core machine, plus ~7 s of numba compilation the very
-        first time); False: 15 samples of >= 50 ms and 7 of >= 20 ms (~40 s), steadier. A
-        quick call also accepts a cached full result.
+        of the sweep (the first call in a fresh checkout also compiles the probe kernels);
+        False: 15 samples of >= 50 ms and 7 of >= 20 ms, longer and steadier. A quick
+        call also accepts a cached full result.
     threads: thread counts to measure, each in 1..cores; default every count 1..cores.
     refresh: measure even if a valid cached result exists.
     cache_dir: folder of the JSON cache; default $ROOFLINE_DATA_DIR/ceilings if that
@@ -555,7 +555,7 @@ def _measure_all(machine: MachineInfo, thread_counts: list[int], quick: bool) ->
     probes: list[_Probe] = []
     for threads in thread_counts:
         probes.append(_fma_probe(threads))
-        for level in MEMORY_LEVELS:
+        for level in LEVELS:
             size = working_set_bytes(level, threads, machine)
             probes.append(_triad_probe(buffers, level, threads, size))
             probes.append(_read_probe(buffers, level, threads, size))
