@@ -16,8 +16,8 @@ Napkin math (what a sample does, per thread):
   tests). FLOPs = 2 per lane per FMA (multiply + add).
 - read: sum of n floats; bytes = 4 * n per repeat. LLVM splits the sum over 4 vector
   accumulators, so in L1 it is bound by the add latency (4 x 8 floats per 3 cycles on
-  Zen 3, ~43 B/cycle), not by the two load ports (64 B/cycle): the read roof in L1 is low
-  (~120 GB/s per core here, triad ~180). One reason triad is the reported roof.
+  Zen 3, ~43 B/cycle), not by the two load ports (64 B/cycle): the read roof in L1 comes
+  out below the triad's (Ceilings.detail holds both). One reason triad is the reported roof.
 - triad: a[i] = b[i] + s * c[i] over n floats; bytes = 12 * n per repeat, counting the
   three streams (two loads, one store) of 4 bytes each. The STREAM convention: the extra
   read a write-allocate cache does before overwriting a line of `a` is not counted, as the

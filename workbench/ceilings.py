@@ -440,6 +440,21 @@ def find_effective_sizes(working_set_bytes, bandwidth_gbs, nominal_bytes: dict[s
     (GB/s, NaN where not found), note: why the effective size is the nominal one ("" when
     the fall-off was found below nominal).
     """
+    sizes, rates = _checked_sweep(working_set_bytes, bandwidth_gbs, nominal_bytes)
+    order = np.argsort(sizes, kind="stable")
+    sizes, raw = sizes[order], np.log(rates[order])       # ascending working sets; log bandwidth
+    smooth = _running_median3(raw)
+    levels = list(nominal_bytes.items())
+    plateaus = _plateaus(sizes, smooth, [nominal for _, nominal in levels])
+    rows = []
+    for index, (name, nominal) in enumerate(levels):
+        next_plateau = plateaus[index + 1] if index + 1 < len(levels) else None
+        rows.append(_effective_size(name, int(nominal), plateaus[index], next_plateau, sizes, raw, smooth))
+    return pd.DataFrame(rows, columns=CACHE_COLUMNS)
+
+
+def _checked_sweep(working_set_bytes, bandwidth_gbs, nominal_bytes: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The sweep as two float arrays, unless it or a nominal size is malformed (ValueError)."""
     sizes = np.asarray(working_set_bytes, dtype=float)
     rates = np.asarray(bandwidth_gbs, dtype=float)
     if sizes.ndim != 1 or sizes.shape != rates.shape or sizes.size == 0:
@@ -450,55 +465,52 @@ def find_effective_sizes(working_set_bytes, bandwidth_gbs, nominal_bytes: dict[s
     for name, size in nominal_bytes.items():
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size <= 0:
             raise ValueError(f"nominal size of {name} must be a positive int (bytes), got {size!r}")
-    order = np.argsort(sizes, kind="stable")
-    sizes, log_sizes, raw = sizes[order], np.log(sizes[order]), np.log(rates[order])
-    smooth = _running_median3(raw)
-    levels = list(nominal_bytes.items())
+    return sizes, rates
 
-    plateaus: list[int | None] = []            # index of each level's plateau point
+
+def _plateaus(sizes: np.ndarray, smooth: np.ndarray, nominals: list) -> list[int | None]:
+    """Index of each level's plateau point: the highest smoothed bandwidth between 2x the
+    previous level's nominal size and its own (None: no sweep point lies there)."""
+    plateaus: list[int | None] = []
     previous = 0
-    for _, nominal in levels:
+    for nominal in nominals:
         inside = np.flatnonzero((sizes >= 2 * previous) & (sizes <= nominal))
         plateaus.append(int(inside[np.argmax(smooth[inside])]) if inside.size else None)
         previous = nominal
-    top = format_bytes(sizes[-1])
+    return plateaus
 
-    rows = []
-    for index, (name, nominal) in enumerate(levels):
-        nominal = int(nominal)
-        peak = plateaus[index]
-        if peak is None:
-            rows.append((name, nominal, nominal, math.nan, math.nan, f"no sweep point inside {name}"))
-            continue
-        if index + 1 < len(levels) and plateaus[index + 1] is not None:
-            limit = plateaus[index + 1]        # the search for the fall-off ends at the next plateau
-            next_rate = smooth[limit]
-        else:
-            limit = sizes.size - 1
-            next_rate = float(np.median(raw[max(peak + 1, sizes.size - 3):])) if peak < limit else math.nan
-        plateau, after_plateau = math.exp(smooth[peak]), math.exp(next_rate)
-        if math.isnan(next_rate):
-            rows.append((name, nominal, nominal, plateau, math.nan, f"the sweep ends inside {name}"))
-            continue
-        if smooth[peak] - next_rate < math.log(MIN_FALLOFF_RATIO):
-            rows.append((name, nominal, nominal, plateau, after_plateau,
-                         f"no fall-off visible up to {top} ({plateau:.3g} GB/s in {name}, "
-                         f"{after_plateau:.3g} GB/s after it)"))
-            continue
-        midpoint = (smooth[peak] + next_rate) / 2
-        last_above = peak + int(np.flatnonzero(smooth[peak:limit] >= midpoint)[-1])
-        if smooth[last_above + 1] >= midpoint:        # only possible at the end of the sweep
-            rows.append((name, nominal, nominal, plateau, after_plateau,
-                         f"still above the midpoint at {top}"))
-            continue
-        fraction = (smooth[last_above] - midpoint) / (smooth[last_above] - smooth[last_above + 1])
-        falloff = math.exp(log_sizes[last_above] + fraction * (log_sizes[last_above + 1] - log_sizes[last_above]))
-        if falloff >= nominal:
-            rows.append((name, nominal, nominal, plateau, after_plateau,
-                         f"falls off at {format_bytes(falloff)}: capped at nominal"))
-        else:
-            rows.append((name, nominal, max(1, int(falloff)), plateau, after_plateau, ""))
-    return pd.DataFrame(rows, columns=CACHE_COLUMNS)
+
+def _effective_size(name: str, nominal: int, peak: int | None, next_plateau: int | None, sizes: np.ndarray,
+                    raw: np.ndarray, smooth: np.ndarray) -> tuple:
+    """One row of find_effective_sizes: where the curve falls from the plateau at `peak` to
+    the midpoint towards the next plateau (the next level's at `next_plateau`, else
+    memory's); `raw` and `smooth`: log bandwidth, as measured and smoothed."""
+    top = format_bytes(sizes[-1])
+    if peak is None:
+        return (name, nominal, nominal, math.nan, math.nan, f"no sweep point inside {name}")
+    if next_plateau is not None:
+        limit = next_plateau        # the search for the fall-off ends at the next plateau
+        next_rate = smooth[limit]
+    else:
+        limit = sizes.size - 1
+        next_rate = float(np.median(raw[max(peak + 1, sizes.size - 3):])) if peak < limit else math.nan
+    plateau, after_plateau = math.exp(smooth[peak]), math.exp(next_rate)
+    if math.isnan(next_rate):
+        return (name, nominal, nominal, plateau, math.nan, f"the sweep ends inside {name}")
+    if smooth[peak] - next_rate < math.log(MIN_FALLOFF_RATIO):
+        return (name, nominal, nominal, plateau, after_plateau,
+                f"no fall-off visible up to {top} ({plateau:.3g} GB/s in {name}, {after_plateau:.3g} GB/s after it)")
+    midpoint = (smooth[peak] + next_rate) / 2
+    last_above = peak + int(np.flatnonzero(smooth[peak:limit] >= midpoint)[-1])
+    if smooth[last_above + 1] >= midpoint:        # only possible at the end of the sweep
+        return (name, nominal, nominal, plateau, after_plateau, f"still above the midpoint at {top}")
+    log_sizes = np.log(sizes[last_above:last_above + 2])
+    fraction = (smooth[last_above] - midpoint) / (smooth[last_above] - smooth[last_above + 1])
+    falloff = math.exp(log_sizes[0] + fraction * (log_sizes[1] - log_sizes[0]))
+    if falloff >= nominal:
+        return (name, nominal, nominal, plateau, after_plateau,
+                f"falls off at {format_bytes(falloff)}: capped at nominal")
+    return (name, nominal, max(1, int(falloff)), plateau, after_plateau, "")
 
 
 def _running_median3(values: np.ndarray) -> np.ndarray:
