@@ -143,7 +143,7 @@ def test_every_workbench_default_follows_engine_default_fuse_blocks():
             frame = pd.DataFrame()
             frame.attrs["skipped"] = []
             return frame
-        sweep_module.sweep = fake_sweep
+        cli.sweep = fake_sweep                 # the sweep the CLI calls
         assert cli.main(["sweep", "--no-progress", "--out", "unused.csv"]) == 1
         assert asked == [["auto"]], asked
         print("ok")

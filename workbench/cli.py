@@ -24,6 +24,17 @@ import logging
 import sys
 from pathlib import Path
 
+import engine
+from engine import ModelError
+from engine.zoo import write_default_model
+# the module, not its function: measure_ceilings is looked up when a command runs, as the
+# rest of the workbench does (profile.default_ceilings)
+from workbench import ceilings as ceilings_module
+from workbench.compare import DEFAULT_PRICE_PER_CORE_HOUR, compare
+from workbench.profile import describe_fusion, profile, save_frame
+from workbench.report import write_report
+from workbench.sweep import CONFIG_COLUMNS, sweep, sweep_totals
+
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "data" / "mobilenet_v2.onnx"
 
 
@@ -99,8 +110,6 @@ _FUSE_BLOCKS_HELP = ("auto: fuse only the inverted-residual blocks engine.plan.f
 
 
 def _fuse_blocks_default() -> str:
-    import engine
-
     value = engine.DEFAULT_FUSE_BLOCKS
     return "auto" if value == "auto" else str(bool(value)).lower()
 
@@ -108,8 +117,6 @@ def _fuse_blocks_default() -> str:
 def _tile_value(name: str):
     """argparse type for one value of Tiles.<name>: an int the Tiles field accepts."""
     def parse(text: str) -> int:
-        import engine
-
         try:
             value = int(text)
             engine.Tiles(**{name: value})
@@ -120,20 +127,19 @@ def _tile_value(name: str):
     return parse
 
 
-def _tile_flags(parser: argparse.ArgumentParser) -> None:
-    import engine
-
-    defaults = engine.Tiles()
-    for name, value in defaults.as_dict().items():
+def _tile_flags(parser: argparse.ArgumentParser, several: bool = False) -> None:
+    """One flag per Tiles field (--pointwise-pixels, ...): one value (default the field's
+    default), or with `several` one or more values (default None: the field not swept)."""
+    for name, value in engine.Tiles().as_dict().items():
         low, high, step = engine.Tiles.field_range(name)
-        parser.add_argument(f"--{name.replace('_', '-')}", type=_tile_value(name), default=value, dest=name,
-                            help=f"Tiles.{name} ({low}..{high}{f', multiple of {step}' if step > 1 else ''}; "
+        what = f"values of Tiles.{name}" if several else f"Tiles.{name}"
+        parser.add_argument(f"--{name.replace('_', '-')}", type=_tile_value(name), dest=name,
+                            nargs="+" if several else None, default=None if several else value,
+                            help=f"{what} ({low}..{high}{f', multiple of {step}' if step > 1 else ''}; "
                                  f"default {value})")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    import engine
-
     parser = _Parser(prog="roofline-workbench", description=__doc__,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
@@ -142,7 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     ceilings = commands.add_parser("ceilings", help="measure, print and cache this machine's roofs")
     ceilings.add_argument("--full", action="store_true", help="full (slower, steadier) measurement")
     ceilings.add_argument("--refresh", action="store_true", help="re-measure even if cached")
+    _add_profile_and_report(commands)
+    _add_sweep(commands)
+    _add_compare(commands)
+    return parser
 
+
+def _add_profile_and_report(commands) -> None:
     for name, text in (("profile", "profile one configuration, layers sorted by time"),
                        ("report", "write an HTML report and the records (CSV, Parquet)")):
         sub = commands.add_parser(name, help=text)
@@ -160,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             sub.add_argument("--top", type=_positive_int, default=20, help="rows to print")
 
+
+def _add_sweep(commands) -> None:
     sweep = commands.add_parser("sweep", help="profile a grid of configurations into one table (Parquet or CSV)")
     sweep.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX file")
     sweep.add_argument("--batch", type=_batch, nargs="+", default=[1], help="batch sizes (default 1)")
@@ -170,12 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"with values: each of them (e.g. --fuse-blocks false auto true); alone: true only; "
                             f"without the flag: {_fuse_blocks_default()} (engine.DEFAULT_FUSE_BLOCKS). "
                             f"{_FUSE_BLOCKS_HELP}")
-
-    for name, value in engine.Tiles().as_dict().items():
-        low, high, step = engine.Tiles.field_range(name)
-        sweep.add_argument(f"--{name.replace('_', '-')}", type=_tile_value(name), nargs="+", default=None, dest=name,
-                           help=f"values of Tiles.{name} ({low}..{high}{f', multiple of {step}' if step > 1 else ''};"
-                                f" default {value})")
+    _tile_flags(sweep, several=True)
     sweep.add_argument("--out", type=Path, default=Path("sweep.parquet"),
                        help="table written after every config, .parquet or .csv (default sweep.parquet)")
     sweep.add_argument("--resume", action="store_true", help="skip configs already in --out")
@@ -183,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a Dask scheduler (e.g. tcp://host:8786): run the configs on its workers")
     sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+
+def _add_compare(commands) -> None:
     compare = commands.add_parser("compare", help="our engine next to ONNX Runtime and OpenVINO, cost per inference")
     compare.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX file")
     compare.add_argument("--batch", type=_batch, default=1)
@@ -193,12 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--top", type=_positive_int, default=10, help="ONNX Runtime nodes to print")
     compare.add_argument("--out", type=Path, default=None,
                          help="folder for compare.csv and ort_nodes.csv (default: print only)")
-    return parser
 
 
 def _tiles_from(args):
-    import engine
-
     return engine.Tiles(**{name: getattr(args, name) for name in engine.Tiles().as_dict()})
 
 
@@ -206,7 +214,6 @@ def _model_file(path: Path) -> Path:
     """`path` if it is a file; the default model is written when missing; else a usage error."""
     if not path.is_file():
         if path == DEFAULT_MODEL:
-            from engine.zoo import write_default_model
             write_default_model(path)
         else:
             raise _UsageError(f"roofline-workbench: model file not found: {path}")
@@ -221,9 +228,6 @@ def _output_folder(path: Path) -> Path:
 
 
 def _profile(args):
-    import engine
-    from workbench.profile import profile
-
     _model_file(args.model)
     threads = args.threads or engine.available_cores()
     model = engine.load(args.model)
@@ -244,8 +248,6 @@ def format_layers(frame, top: int | None = None) -> str:
         lines.append(f"{row.layer[-48:]:<48} {row.op:<10} {row.seconds * 1e3:>7.3f} {row.share_of_time:>6.1%} "
                      f"{row.gflops:>8.1f} {row.ai_L2:>7.2f} {row.ai_DRAM:>8.2f} {row.roof_fraction:>6.0%}  {bound}")
     total = frame["seconds"].sum()
-    from workbench.profile import describe_fusion
-
     fusion = describe_fusion(frame)
     fusion = f", {fusion}" if fusion else ""
     lines.append(f"total {total * 1e3:.2f} ms over {len(frame)} steps, "
@@ -255,9 +257,6 @@ def format_layers(frame, top: int | None = None) -> str:
 
 
 def _sweep(args) -> int:
-    import engine
-    from workbench.sweep import CONFIG_COLUMNS, sweep, sweep_totals
-
     _model_file(args.model)
     if args.out.suffix not in (".parquet", ".csv"):
         raise _UsageError(f"roofline-workbench sweep: --out must end in .parquet or .csv, got {str(args.out)!r}")
@@ -286,10 +285,6 @@ def _sweep(args) -> int:
 
 
 def _compare(args) -> int:
-    import engine
-    from workbench.compare import DEFAULT_PRICE_PER_CORE_HOUR, compare
-    from workbench.profile import save_frame
-
     _model_file(args.model)
     if args.out is not None:
         _output_folder(args.out)
@@ -319,9 +314,7 @@ def _compare(args) -> int:
 
 def _run(args) -> int:
     if args.command == "ceilings":
-        from workbench.ceilings import measure_ceilings
-
-        ceilings = measure_ceilings(quick=not args.full, refresh=args.refresh)
+        ceilings = ceilings_module.measure_ceilings(quick=not args.full, refresh=args.refresh)
         table = ceilings.table.pivot(index="threads", columns="resource", values="value")
         print(f"{ceilings.machine['cpu_model']}, {ceilings.machine['cores']} cores "
               "(fp32_fma in GFLOP/s, memory levels in GB/s, triad)")
@@ -337,8 +330,6 @@ def _run(args) -> int:
         print(format_layers(frame, args.top))
         return 0
     if args.command == "report":
-        from workbench.report import write_report
-
         _output_folder(args.out)
         frame = _profile(args)
         paths = write_report(frame, args.out, model_name=args.model.name)
@@ -374,8 +365,6 @@ def main(argv=None) -> int:
         print(f"roofline-workbench: {_one_line(error)}", file=sys.stderr)
         return 2
     except Exception as error:       # ModelError and anything the user can act on
-        from engine import ModelError
-
         if isinstance(error, ModelError):
             print(f"roofline-workbench: {_one_line(error)}", file=sys.stderr)
             return 2
