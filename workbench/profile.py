@@ -24,18 +24,25 @@ from workbench import ceilings as ceilings_module
 from workbench.atomic import atomic_path
 
 
-def as_model(model) -> engine.Model:
-    """An engine.Model from a Model, a path, bytes or an onnx.ModelProto. ValueError for
-    another type or a missing file; engine.ModelError for a file that is not a model."""
-    if isinstance(model, engine.Model):
-        return model
+def check_model(model):
+    """`model` unless as_model could not load it: ValueError for a type other than an
+    engine.Model, a path, bytes or an onnx.ModelProto, and for a missing file (what is in
+    the file is checked when it is loaded)."""
     if isinstance(model, (str, os.PathLike)):
         if not Path(model).is_file():
             raise ValueError(f"model must be an existing ONNX file, got {str(model)!r} (not found)")
-    elif not isinstance(model, (bytes, bytearray, memoryview)) and not hasattr(model, "SerializeToString"):
+    elif not (isinstance(model, (engine.Model, bytes, bytearray, memoryview)) or hasattr(model, "SerializeToString")):
         raise ValueError(f"model must be an engine.Model, an ONNX file path, bytes or an onnx.ModelProto, "
                          f"got {type(model).__name__}")
-    return engine.load(model)
+    return model
+
+
+def as_model(model) -> engine.Model:
+    """An engine.Model from a Model, a path, bytes or an onnx.ModelProto. ValueError for
+    another type or a missing file (check_model); engine.ModelError for a file that is not
+    a model."""
+    check_model(model)
+    return model if isinstance(model, engine.Model) else engine.load(model)
 
 
 def parse_fuse_blocks(value):

@@ -31,7 +31,6 @@ argument are refused with ValueError before anything runs.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -39,7 +38,7 @@ from tqdm.auto import tqdm
 
 import engine
 from engine.checks import check_bool, check_repeats
-from workbench.profile import check_ceilings
+from workbench.profile import check_ceilings, check_model
 from workbench.sweep_grid import CONFIG_COLUMNS, check_config, config_id, config_key, grid
 from workbench.sweep_runners import run_here, run_on_cluster
 from workbench.sweep_table import (SKIPPED_COLUMNS, SweepTable, check_out, plain_records, read_previous, read_table,
@@ -122,15 +121,7 @@ def _check_model_source(model, client) -> None:
     if client is not None and not isinstance(client, str) and not callable(getattr(client, "submit", None)):
         raise ValueError(f"client must be None, a dask.distributed.Client or a scheduler address, "
                          f"got {type(client).__name__}")
-    if isinstance(model, engine.Model):
-        if client is not None:
-            raise ValueError("with a client, model must be a path, bytes or an onnx.ModelProto (workers load "
-                             "it themselves), got an engine.Model")
-        return
-    if isinstance(model, (str, os.PathLike)):
-        if not Path(model).is_file():
-            raise ValueError(f"model must be an existing ONNX file, got {str(model)!r} (not found)")
-        return
-    if not isinstance(model, (bytes, bytearray)) and not hasattr(model, "SerializeToString"):
-        raise ValueError(f"model must be an engine.Model, an ONNX file path, bytes or an onnx.ModelProto, "
-                         f"got {type(model).__name__}")
+    if isinstance(model, engine.Model) and client is not None:
+        raise ValueError("with a client, model must be a path, bytes or an onnx.ModelProto (workers load "
+                         "it themselves), got an engine.Model")
+    check_model(model)

@@ -117,7 +117,7 @@ def run_config_on_worker(model_bytes: bytes, digest: str, config: dict, repeats:
 
 def model_bytes(model) -> bytes:
     """The ONNX bytes to send to workers: from a path, bytes or an onnx.ModelProto."""
-    if isinstance(model, (bytes, bytearray)):
+    if isinstance(model, (bytes, bytearray, memoryview)):
         return bytes(model)
     if isinstance(model, (str, Path)):
         path = Path(model)
