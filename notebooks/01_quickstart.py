@@ -27,34 +27,28 @@
 # Set `ROOFLINE_FAST=1` in the environment for fewer repeats.
 
 # %%
-import os
-from pathlib import Path
-
 import numpy as np
 from IPython.display import Markdown, display
 
-import engine
 import workbench
 from workbench.teaching import bound_summary, explain_bounds
 from workbench.widgets import Explorer
 
-FAST = os.environ.get("ROOFLINE_FAST") == "1"
-REPEATS = 3 if FAST else 7
-THREADS = engine.available_cores()
-
 # The default model; put the path of your own MobileNet ONNX file here to profile it instead.
-MODEL_PATH = Path(workbench.__file__).resolve().parents[1] / "data" / "mobilenet_v2.onnx"
+MODEL_PATH = workbench.DEFAULT_MODEL
 
 # %% [markdown]
 # ## 1. Load the model
 #
-# `write_default_model` writes the default MobileNetV2 (torchvision's topology, synthetic
-# weights: speed depends on shapes, not weight values) only if the file is missing.
+# `setup_notebook` loads the model (writing the default MobileNetV2 first if the file is
+# missing: torchvision's topology, synthetic weights, since speed depends on shapes, not
+# weight values) and this machine's ceilings (section 3), and says how many cores to use
+# and how many timed runs to take per measurement (fewer with `ROOFLINE_FAST=1`).
 
 # %%
-if MODEL_PATH.name == "mobilenet_v2.onnx":
-    engine.zoo.write_default_model(MODEL_PATH)
-model = engine.load(MODEL_PATH)
+setup = workbench.setup_notebook(MODEL_PATH, repeats=7)
+model, ceilings = setup.model, setup.ceilings
+THREADS, REPEATS = setup.threads, setup.repeats
 model
 
 # %% [markdown]
@@ -72,10 +66,10 @@ print(f"input {x.shape} -> logits {logits.shape}, top class {int(logits.argmax()
 # ## 3. This machine's ceilings
 #
 # Peak fp32 FMA throughput and the bandwidth of each memory level, measured with numba
-# kernels for every thread count and cached in `data/ceilings/`.
+# kernels for every thread count (`workbench.measure_ceilings()`, which the set-up called)
+# and cached in `data/ceilings/`.
 
 # %%
-ceilings = workbench.measure_ceilings()
 ceilings.table.pivot(index="resource", columns="threads", values="value").loc[["fp32_fma", *ceilings.levels]]
 
 # %% [markdown]

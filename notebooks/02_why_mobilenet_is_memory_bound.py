@@ -25,26 +25,19 @@
 # Set `ROOFLINE_FAST=1` in the environment for fewer repeats.
 
 # %%
-import os
-from pathlib import Path
-
 import pandas as pd
 import plotly.graph_objects as go
 from IPython.display import Markdown, display
 
 import engine
 import workbench
-from workbench.roofline import OP_COLORS, short_name
+from workbench.figure_parts import OP_COLORS, short_name
 from workbench.teaching import conv_intensity, fusion_effect, intensity_by_kind, model_intensities, ridge_points
 from workbench.widgets import Explorer
 
-FAST = os.environ.get("ROOFLINE_FAST") == "1"
-REPEATS = 3 if FAST else 7
-THREADS = engine.available_cores()
-MODEL_PATH = Path(workbench.__file__).resolve().parents[1] / "data" / "mobilenet_v2.onnx"
-engine.zoo.write_default_model(MODEL_PATH)
-model = engine.load(MODEL_PATH)
-ceilings = workbench.measure_ceilings()
+setup = workbench.setup_notebook(repeats=7)      # the default MobileNetV2, this machine's ceilings
+model, ceilings = setup.model, setup.ceilings
+THREADS, REPEATS = setup.threads, setup.repeats
 
 # %% [markdown]
 # ## 1. Arithmetic intensity from the shapes

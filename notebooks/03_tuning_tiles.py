@@ -26,10 +26,6 @@
 # percent are not meaningful. Set `ROOFLINE_FAST=1` for a smaller sweep.
 
 # %%
-import itertools
-import os
-from pathlib import Path
-
 import pandas as pd
 import plotly.graph_objects as go
 from IPython.display import Markdown, display
@@ -38,13 +34,9 @@ import engine
 import workbench
 from workbench.widgets import Explorer
 
-FAST = os.environ.get("ROOFLINE_FAST") == "1"
-REPEATS = 3 if FAST else 5
-THREADS = engine.available_cores()
-MODEL_PATH = Path(workbench.__file__).resolve().parents[1] / "data" / "mobilenet_v2.onnx"
-engine.zoo.write_default_model(MODEL_PATH)
-model = engine.load(MODEL_PATH)
-ceilings = workbench.measure_ceilings()
+setup = workbench.setup_notebook(repeats=5)      # the default MobileNetV2, this machine's ceilings
+model, ceilings = setup.model, setup.ceilings
+THREADS, REPEATS, FAST = setup.threads, setup.repeats, setup.fast
 print("tile ranges (low, high, step):", {name: engine.Tiles.field_range(name) for name in engine.Tiles().as_dict()})
 
 # %% [markdown]
@@ -62,23 +54,21 @@ explorer
 # ## 2. A small sweep over the pointwise tiles
 #
 # Every combination of a few `pointwise_pixels` and `pointwise_channels` values, blocks
-# unfused, batch 1; the time of the whole network (sum of the steps' medians) and of its
-# pointwise layers alone. (A `workbench.sweep` with progress and checkpointing is planned;
-# this loop is enough for a handful of points.)
+# unfused, batch 1, with `workbench.sweep` (one row per config and step; a progress bar;
+# given `out=` a file it would also write the table as it goes and resume an interrupted
+# sweep); the time of the whole network (sum of the steps' medians) and of its pointwise
+# layers alone, from `workbench.sweep_totals`.
 
 # %%
 pixel_tiles = [16, 128] if FAST else [8, 32, 128, 512]
 channel_tiles = [32, 128] if FAST else [16, 64, 256]
-rows = []
-for pixels, channels in itertools.product(pixel_tiles, channel_tiles):
-    tiles = engine.Tiles(pointwise_pixels=pixels, pointwise_channels=channels)
-    frame = workbench.profile(model, batch=1, threads=THREADS, tiles=tiles, fuse_blocks=False, repeats=REPEATS,
-                              ceilings=ceilings)
-    pointwise = frame["op"].isin(["expand", "project", "pointwise"])
-    rows.append({"pointwise_pixels": pixels, "pointwise_channels": channels,
-                 "ms": frame["seconds"].sum() * 1e3, "pointwise_ms": frame.loc[pointwise, "seconds"].sum() * 1e3,
-                 "pointwise_MB_L2": frame.loc[pointwise, "bytes_L2"].sum() / 1e6})
-sweep = pd.DataFrame(rows)
+table = workbench.sweep(model, batch=1, threads=THREADS, fuse_blocks=False, repeats=REPEATS, ceilings=ceilings,
+                        tiles={"pointwise_pixels": pixel_tiles, "pointwise_channels": channel_tiles})
+totals = workbench.sweep_totals(table).set_index("config_id")
+pointwise = workbench.sweep_totals(table, ops=["expand", "project", "pointwise"]).set_index("config_id")
+sweep = totals[["pointwise_pixels", "pointwise_channels"]].assign(
+    ms=totals["seconds"] * 1e3, pointwise_ms=pointwise["seconds"] * 1e3, pointwise_MB_L2=pointwise["bytes_L2"] / 1e6)
+sweep = sweep.reset_index(drop=True)
 sweep
 
 # %%
@@ -104,17 +94,15 @@ best = sweep.loc[sweep["ms"].idxmin()]
 best_tiles = engine.Tiles(pointwise_pixels=int(best["pointwise_pixels"]),
                           pointwise_channels=int(best["pointwise_channels"]))
 band_rows = [0, 2, 8] if FAST else [0, 1, 2, 4, 8, 16]
-bands = []
-for rows_per_band in band_rows:
-    tiles = engine.Tiles(**{**best_tiles.as_dict(), "block_rows": rows_per_band})
-    frame = workbench.profile(model, batch=1, threads=THREADS, tiles=tiles, fuse_blocks=True, repeats=REPEATS,
-                              ceilings=ceilings)
-    blocks = frame["op"] == "block"
-    bands.append({"block_rows": "auto" if rows_per_band == 0 else str(rows_per_band), "value": rows_per_band,
-                  "ms": frame["seconds"].sum() * 1e3, "block_ms": frame.loc[blocks, "seconds"].sum() * 1e3,
-                  "block_MB_L3": frame.loc[blocks, "bytes_L3"].sum() / 1e6,
-                  "block_MB_DRAM": frame.loc[blocks, "bytes_DRAM"].sum() / 1e6})
-bands = pd.DataFrame(bands)
+table = workbench.sweep(model, batch=1, threads=THREADS, fuse_blocks=True, repeats=REPEATS, ceilings=ceilings,
+                        tiles={**best_tiles.as_dict(), "block_rows": band_rows})
+totals = workbench.sweep_totals(table).set_index("config_id")
+blocks = workbench.sweep_totals(table, ops="block").set_index("config_id")
+bands = totals[["block_rows"]].rename(columns={"block_rows": "value"}).assign(
+    ms=totals["seconds"] * 1e3, block_ms=blocks["seconds"] * 1e3, block_MB_L3=blocks["bytes_L3"] / 1e6,
+    block_MB_DRAM=blocks["bytes_DRAM"] / 1e6)
+bands.insert(0, "block_rows", ["auto" if value == 0 else str(value) for value in bands["value"]])
+bands = bands.reset_index(drop=True)
 bar = go.Figure(go.Bar(x=bands["block_rows"], y=bands["block_ms"], marker_color="#ff7f0e",
                        hovertemplate="block_rows %{x}: %{y:.2f} ms<extra></extra>"))
 bar.update_layout(title="Time of the fused blocks by band height (ms)", xaxis_title="block_rows",

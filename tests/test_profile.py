@@ -1,6 +1,8 @@
 """workbench.profile: one row per step with FLOPs, bytes, intensities and bounds."""
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 
@@ -151,3 +153,28 @@ def test_every_workbench_default_follows_engine_default_fuse_blocks():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
                           cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stdout + done.stderr
+
+
+def test_model_file_writes_the_default_model_when_missing_and_refuses_another_missing_file(tmp_path, monkeypatch):
+    profile_module = importlib.import_module("workbench.profile")   # workbench.profile is the function
+    default = tmp_path / "data" / "mobilenet_v2.onnx"
+    monkeypatch.setattr(profile_module, "DEFAULT_MODEL", default)
+    assert profile_module.model_file(default) == default and default.is_file()
+    assert engine.load(default).input_shape == (3, 224, 224)
+    with pytest.raises(ValueError, match="not found"):
+        profile_module.model_file(tmp_path / "another.onnx")
+
+
+@pytest.mark.parametrize("fast", ["1", ""])
+def test_setup_notebook_loads_the_model_with_this_machines_ceilings_and_fewer_repeats_when_fast(
+        model_path, monkeypatch, fast):
+    ceilings_module = importlib.import_module("workbench.ceilings")
+    monkeypatch.setattr(ceilings_module, "measure_ceilings", lambda **kwargs: hand_made_ceilings())
+    monkeypatch.setenv("ROOFLINE_FAST", fast)
+    setup = workbench.setup_notebook(model_path, repeats=7)
+    assert setup.model_path == model_path and setup.model.input_shape == (3, 64, 64)
+    assert setup.ceilings.peak_gflops(1) == 90.0                   # the hand-made roofs, not measured here
+    assert setup.threads == engine.available_cores()
+    assert (setup.repeats, setup.fast) == ((3, True) if fast else (7, False))
+    with pytest.raises(ValueError, match="not found"):
+        workbench.setup_notebook(model_path.parent / "missing.onnx")

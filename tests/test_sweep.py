@@ -75,6 +75,22 @@ def test_one_row_per_config_and_step_with_config_columns_and_totals(model_path, 
     pd.testing.assert_frame_equal(sweep_totals(frame), totals, check_dtype=False)
 
 
+def test_totals_over_some_ops_count_only_their_steps_and_keep_the_whole_run_time(model_path, ceilings):
+    frame = sweep(model_path, batch=[1], threads=[1], fuse_blocks=[False, True], repeats=1, ceilings=ceilings,
+                  progress=False)
+    whole = sweep_totals(frame).set_index("config_id")
+    pointwise_ops = ["expand", "project", "pointwise"]
+    pointwise = sweep_totals(frame, ops=pointwise_ops).set_index("config_id")
+    assert len(pointwise) == 2
+    for config, rows in frame[frame["op"].isin(pointwise_ops)].groupby("config_id"):
+        assert pointwise.loc[config, "steps"] == len(rows) < whole.loc[config, "steps"]
+        assert pointwise.loc[config, "seconds"] == pytest.approx(rows["seconds"].sum())
+        assert pointwise.loc[config, "bytes_L2"] == pytest.approx(rows["bytes_L2"].sum())
+        assert pointwise.loc[config, "run_seconds"] == whole.loc[config, "run_seconds"]
+    blocks = sweep_totals(frame, ops="block")                       # one op by name; unfused: no block steps
+    assert list(blocks["fuse_blocks"]) == [True] and blocks["steps"].iloc[0] == (frame["op"] == "block").sum()
+
+
 def test_the_table_on_disk_equals_the_returned_one_and_attrs_do_not_break_parquet(model_path, ceilings, tmp_path):
     out = tmp_path / "sweep.parquet"
     frame = sweep(model_path, batch=[1], threads=[1], fuse_blocks=[False, True], repeats=1, out=out,

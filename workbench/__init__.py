@@ -11,14 +11,15 @@ from workbench.ceilings import Ceilings, measure_ceilings
 from workbench.compare import Comparison, compare
 from workbench.export import export_figure, figure_html
 from workbench.sweep import sweep, sweep_totals
-from workbench.profile import profile
+from workbench.profile import DEFAULT_MODEL, profile
 from workbench.report import write_report
 from workbench.widgets import Explorer, slowest_layers
 from workbench.roofline import roofline_figure, roofline_traces, update_roofline
 from workbench.before_after import before_after_figure
 from workbench.time_bars import time_bars
+from workbench.notebook import setup_notebook
 
 __all__ = ["Ceilings", "measure_ceilings", "profile", "roofline_figure", "roofline_traces", "update_roofline",
            "time_bars", "before_after_figure", "figure_html", "write_report", "Explorer",
            "slowest_layers", "sweep", "sweep_totals", "compare", "Comparison",
-           "export_figure"]
+           "export_figure", "setup_notebook", "DEFAULT_MODEL"]

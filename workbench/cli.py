@@ -26,16 +26,13 @@ from pathlib import Path
 
 import engine
 from engine import ModelError
-from engine.zoo import write_default_model
 # the module, not its function: measure_ceilings is looked up when a command runs, as the
 # rest of the workbench does (profile.default_ceilings)
 from workbench import ceilings as ceilings_module
 from workbench.compare import DEFAULT_PRICE_PER_CORE_HOUR, compare
-from workbench.profile import describe_fusion, profile, save_frame
+from workbench.profile import DEFAULT_MODEL, describe_fusion, model_file, profile, save_frame
 from workbench.report import write_report
 from workbench.sweep import CONFIG_COLUMNS, sweep, sweep_totals
-
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "data" / "mobilenet_v2.onnx"
 
 
 class _UsageError(Exception):
@@ -211,13 +208,12 @@ def _tiles_from(args):
 
 
 def _model_file(path: Path) -> Path:
-    """`path` if it is a file; the default model is written when missing; else a usage error."""
-    if not path.is_file():
-        if path == DEFAULT_MODEL:
-            write_default_model(path)
-        else:
-            raise _UsageError(f"roofline-workbench: model file not found: {path}")
-    return path
+    """profile.model_file (the default model is written when missing); another missing file
+    is a usage error."""
+    try:
+        return model_file(path)
+    except ValueError as error:
+        raise _UsageError(f"roofline-workbench: {error}") from None
 
 
 def _output_folder(path: Path) -> Path:

@@ -18,10 +18,15 @@ from engine.checks import (check_batch, check_bool, check_fuse_blocks, check_int
                            check_seed, check_threads, check_tiles)
 from engine.machine import MachineInfo, machine_info
 from engine.traffic import LEVELS
+from engine.zoo import DEFAULT_MODEL_PATH, write_default_model
 # the module, not its function: measure_ceilings is looked up when called, so a caller (or
 # a test) that replaces workbench.ceilings.measure_ceilings is heard here too
 from workbench import ceilings as ceilings_module
 from workbench.atomic import atomic_path
+
+# The default model: engine.zoo's MobileNetV2 (torchvision's topology, synthetic weights)
+# in the repository's data/ folder, written when first asked for (`model_file`).
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / DEFAULT_MODEL_PATH
 
 
 def check_model(model):
@@ -43,6 +48,17 @@ def as_model(model) -> engine.Model:
     a model."""
     check_model(model)
     return model if isinstance(model, engine.Model) else engine.load(model)
+
+
+def model_file(path=DEFAULT_MODEL) -> Path:
+    """`path` if it is a file. DEFAULT_MODEL is written first when it is missing; another
+    missing file is a ValueError."""
+    path = Path(path)
+    if not path.is_file():
+        if path != DEFAULT_MODEL:
+            raise ValueError(f"model file not found: {path}")
+        write_default_model(path)
+    return path
 
 
 def parse_fuse_blocks(value):

@@ -75,16 +75,21 @@ def skipped_row(config: dict, host: str | None, reason: str) -> dict:
     return {"config_id": config_id(config), **config, "host": host, "reason": reason}
 
 
-def sweep_totals(frame: pd.DataFrame) -> pd.DataFrame:
+def sweep_totals(frame: pd.DataFrame, ops=None) -> pd.DataFrame:
     """One row per (config_id, host) of a sweep table.
 
     Columns: config_id, the config columns, host, cpu_model, steps, seconds (sum of the
     step medians, s), run_seconds (median whole run, s), flops, gflops (flops / seconds /
     1e9, GFLOP/s), images_per_second (batch / run_seconds), bytes_<level> (summed) and
     ai_<level> (FLOP/byte over the whole run) for L1, L2, L3, DRAM.
+    ops: only the steps whose op is one of these (say ["expand", "project", "pointwise"])
+    count in steps, seconds, flops, gflops, bytes and ai; run_seconds and
+    images_per_second stay the whole run's; a config without such steps has no row.
     """
     columns = [*KEY_COLUMNS, "steps", "seconds", "run_seconds", "flops", "gflops", "images_per_second",
                *(f"bytes_{level}" for level in LEVELS), *(f"ai_{level}" for level in LEVELS)]
+    if ops is not None and "op" in frame.columns:
+        frame = frame[frame["op"].isin([ops] if isinstance(ops, str) else list(ops))]
     if frame.empty or "config_id" not in frame.columns:
         return pd.DataFrame(columns=columns)
     sums = {"seconds": "sum", "flops": "sum", "run_seconds": "first", "step": "count",
