@@ -107,6 +107,19 @@ def hand_made_ceilings(peak_per_thread: float = 90.0, key: dict | None = None, m
                                 "package_version": "0", "mode": "quick"}, caches=caches)
 
 
+
+def blocks_auto_fuses(model, threads: int, batch: int, ceilings) -> set[tuple[str, ...]]:
+    """The members of every block engine.fusion.fusion_wins picks for fuse_blocks="auto" on
+    the machine the workbench's runs assume with these ceilings."""
+    from engine.config import RunConfig
+    from engine.fusion import fusion_wins
+    from engine.passes import find_inverted_residual_blocks
+    from workbench.profile import run_machine
+
+    config = RunConfig(threads=threads, tiles=engine.Tiles(), fuse_blocks="auto", machine=run_machine(ceilings))
+    return {tuple(layer.name for layer in block if layer is not None)
+            for block in find_inverted_residual_blocks(model.graph) if fusion_wins(block, config, batch)}
+
 # ---------------------------------------------------------------- importer fuzz summary
 # tests/test_fuzz_importer.py appends one line per run here; printed at the end of the session.
 FUZZ_SUMMARY_KEY = pytest.StashKey[list]()

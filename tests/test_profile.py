@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import engine
-from conftest import hand_made_ceilings
+from conftest import blocks_auto_fuses, hand_made_ceilings
 import workbench
 from workbench.profile import run_machine
 
@@ -74,19 +74,6 @@ def test_bad_arguments_are_rejected(small, ceilings, kwargs, match):
         workbench.profile(small, ceilings=ceilings, **kwargs)
 
 
-def _blocks_auto_fuses(model, threads: int, batch: int, ceilings) -> set[tuple[str, ...]]:
-    """The members of every block engine.fusion.fusion_wins picks for fuse_blocks="auto" on
-    the machine the workbench's runs assume with these ceilings."""
-    from engine.passes import find_inverted_residual_blocks
-    from engine.config import RunConfig
-    from engine.fusion import fusion_wins
-    from workbench.profile import run_machine
-
-    config = RunConfig(threads=threads, tiles=engine.Tiles(), fuse_blocks="auto", machine=run_machine(ceilings))
-    return {tuple(layer.name for layer in block if layer is not None)
-            for block in find_inverted_residual_blocks(model.graph) if fusion_wins(block, config, batch)}
-
-
 @pytest.mark.parametrize("threads", sorted({1, min(2, engine.available_cores())}))
 def test_the_fuse_blocks_column_is_the_setting_and_auto_fuses_the_blocks_fusion_wins_picks(small, ceilings, threads):
     frames = {value: workbench.profile(small, batch=2, threads=threads, repeats=1, warmup=0, ceilings=ceilings,
@@ -96,7 +83,7 @@ def test_the_fuse_blocks_column_is_the_setting_and_auto_fuses_the_blocks_fusion_
         assert frame["fuse_blocks"].map(lambda v: (type(v), v)).tolist() == [(type(value), value)] * len(frame)
     blocks = {value: {tuple(m) for m in frame.loc[frame["op"] == "block", "members"]}
               for value, frame in frames.items()}
-    expected = _blocks_auto_fuses(small, threads, 2, ceilings)
+    expected = blocks_auto_fuses(small, threads, 2, ceilings)
     assert blocks[False] == set() and len(blocks[True]) == 17
     assert blocks["auto"] == expected and 0 < len(expected) < 17
     auto = frames["auto"]

@@ -18,8 +18,6 @@ import conftest
 import engine
 from engine.machine import machine_info
 from engine.passes import find_inverted_residual_blocks
-from engine.config import RunConfig
-from engine.fusion import fusion_wins
 from workbench.profile import run_machine
 from workbench.ceilings import Ceilings, _cache_path, cache_key
 from workbench import sweep_runners
@@ -103,14 +101,6 @@ def test_the_table_on_disk_equals_the_returned_one_and_attrs_do_not_break_parque
     assert (frame[frame["fuse_blocks"]]["op"] == "block").sum() == 17
 
 
-def blocks_auto_fuses(model: engine.Model, threads: int, batch: int, ceilings) -> set[tuple[str, ...]]:
-    """The members of every block engine.fusion.fusion_wins picks for fuse_blocks="auto" on
-    the machine the workbench's runs assume with these ceilings."""
-    config = RunConfig(threads=threads, tiles=engine.Tiles(), fuse_blocks="auto", machine=run_machine(ceilings))
-    return {tuple(layer.name for layer in block if layer is not None)
-            for block in find_inverted_residual_blocks(model.graph) if fusion_wins(block, config, batch)}
-
-
 def fused_members(rows: pd.DataFrame) -> set[tuple[str, ...]]:
     """Members of the fused-block rows of a sweep table (stored as the str() of a tuple)."""
     return {tuple(ast.literal_eval(members)) for members in rows.loc[rows["op"] == "block", "members"]}
@@ -131,7 +121,7 @@ def test_a_sweep_over_off_auto_and_all_gives_three_configs_and_auto_fuses_what_f
     model = engine.load(model_path)
     every_block = {tuple(layer.name for layer in block if layer is not None)
                    for block in find_inverted_residual_blocks(model.graph)}
-    expected = blocks_auto_fuses(model, threads, 8, ceilings)
+    expected = conftest.blocks_auto_fuses(model, threads, 8, ceilings)
     assert 0 < len(expected) < len(every_block)          # "auto" differs from both False and True here
     by_value = {value: frame[frame["config_id"] == totals["config_id"][i]] for i, value in
                 enumerate(totals["fuse_blocks"])}

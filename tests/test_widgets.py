@@ -20,7 +20,7 @@ import pytest
 import ipywidgets
 
 import engine
-from conftest import hand_made_machine_and_caches
+from conftest import blocks_auto_fuses, hand_made_machine_and_caches
 from workbench import widgets as widgets_module
 from workbench.ceilings import Ceilings
 from workbench.widgets import Explorer
@@ -100,19 +100,6 @@ def test_fusion_is_a_three_way_selector_off_auto_all_starting_at_the_engines_def
     assert control.value == engine.DEFAULT_FUSE_BLOCKS and explorer.config()["fuse_blocks"] == engine.DEFAULT_FUSE_BLOCKS
     started_auto = Explorer(small_model, ceilings=ceilings, threads=1, repeats=1, fuse_blocks="auto")
     assert started_auto.controls["fuse_blocks"].value == "auto" and set(started_auto.profile["fuse_blocks"]) == {"auto"}
-
-
-def blocks_auto_fuses(model, threads: int, batch: int, ceilings) -> set[tuple[str, ...]]:
-    """The members of every block engine.fusion.fusion_wins picks for fuse_blocks="auto" on
-    the machine the workbench's runs assume with these ceilings."""
-    from engine.passes import find_inverted_residual_blocks
-    from engine.config import RunConfig
-    from engine.fusion import fusion_wins
-    from workbench.profile import run_machine
-
-    config = RunConfig(threads=threads, tiles=engine.Tiles(), fuse_blocks="auto", machine=run_machine(ceilings))
-    return {tuple(layer.name for layer in block if layer is not None)
-            for block in find_inverted_residual_blocks(model.graph) if fusion_wins(block, config, batch)}
 
 
 @pytest.mark.parametrize("threads", sorted({1, min(2, engine.available_cores())}))
