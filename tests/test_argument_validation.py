@@ -261,7 +261,7 @@ CASES = {
         ("cores", 2, "unknown controls"),
     ]),
     "workbench.compare": (_call_compare, [
-        *_ints("batch", 1, 4096), *_ints("threads", 1, CORES), *_ints("repeats", 1, 10_000),
+        *_ints("batch", 1, 4096), *_ints("threads", 1, CORES, none_is_default=True), *_ints("repeats", 1, 10_000),
         *((("price_per_core_hour", value, "price_per_core_hour"))
           for value in (0, -1.0, NAN, float("inf"), "0.05", None, True)),
         ("tiles", {"pointwise_pixels": 8}, "tiles"), *_fuse_blocks(),

@@ -289,7 +289,8 @@ def _compare(args) -> int:
                      repeats=args.repeats, price_per_core_hour=price)
     table = result.table.copy()
     table["ms"] = table["seconds"] * 1e3
-    columns = {"engine": "engine", "version": "version", "ms": "ms/batch", "images_per_second": "images/s",
+    columns = {"engine": "engine", "version": "version", "precision": "precision", "ms": "ms/batch",
+               "images_per_second": "images/s",
                "images_per_second_per_core": "images/s/core",
                "cost_per_million_inferences": f"cost/1M @ {price:g}/core-h"}
     print(f"{args.model.name}: batch {args.batch}, {int(table['threads'].iloc[0])} thread(s), "

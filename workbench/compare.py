@@ -87,7 +87,8 @@ import pandas as pd
 import engine
 from engine import checks
 from engine.traffic import LEVELS
-from workbench.profile import check_batch, check_ceilings, check_repeats, check_seed, profile, summarise
+from engine.checks import check_batch, check_repeats, check_seed
+from workbench.profile import check_ceilings, default_threads, profile, summarise
 
 logger = logging.getLogger(__name__)
 
@@ -467,14 +468,15 @@ def _profile_ort(model_bytes: bytes, x: np.ndarray, threads: int, runs: int, wor
 
 # ---------------------------------------------------------------------------- compare
 
-def compare(model_path, batch: int = 1, threads: int = 2, repeats: int = 20,
+def compare(model_path, batch: int = 1, threads: int | None = None, repeats: int = 20,
             price_per_core_hour: float = DEFAULT_PRICE_PER_CORE_HOUR, ceilings=None, tiles: engine.Tiles | None = None,
             fuse_blocks: bool | str = engine.DEFAULT_FUSE_BLOCKS, seed: int = 0) -> Comparison:
     """Time our engine, ONNX Runtime and OpenVINO (each when installed) on one model, each
     in float32 (OpenVINO with INFERENCE_PRECISION_HINT pinned to f32; see the module docstring).
 
     model_path: an ONNX file (bytes or an onnx.ModelProto also work). batch: images per
-    call, 1..4096. threads: cores each engine may use, 1..this machine's cores. repeats:
+    call, 1..4096. threads: cores each engine may use, 1..this machine's cores; default
+    workbench.profile.default_threads() (the cores, at most 2). repeats:
     timed calls per engine (and ORT profiled runs). price_per_core_hour: USD (or any
     currency) per core-hour, default DEFAULT_PRICE_PER_CORE_HOUR = 0.05. ceilings: the roofs
     for the per-node profiles (default measure_ceilings(quick=True)). tiles, fuse_blocks:
@@ -485,7 +487,7 @@ def compare(model_path, batch: int = 1, threads: int = 2, repeats: int = 20,
     """
     batch = check_batch(batch)
     repeats = check_repeats(repeats)
-    threads = checks.check_threads(threads)
+    threads = checks.check_threads(default_threads() if threads is None else threads)
     price_per_core_hour = _check_price(price_per_core_hour)
     tiles = checks.check_tiles(tiles)
     fuse_blocks = checks.check_fuse_blocks(fuse_blocks)

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 import engine
-from engine.checks import (check_batch, check_bool, check_fuse_blocks, check_int, check_repeats,  # noqa: F401
-                           check_seed, check_threads, check_tiles)
+from engine.checks import (check_batch, check_fuse_blocks, check_int, check_repeats, check_seed, check_threads,
+                           check_tiles)
 from engine.machine import MachineInfo, machine_info
 from engine.traffic import LEVELS
 from engine.zoo import DEFAULT_MODEL_PATH, write_default_model
