@@ -64,9 +64,9 @@ def model_file(path=DEFAULT_MODEL) -> Path:
 def parse_fuse_blocks(value):
     """A fuse_blocks value as read back from a table: False, True or "auto".
 
-    Accepts what the API takes (bools, numpy bools, "auto") and what a CSV or an older
-    file holds ("True"/"False", "true"/"false", "1"/"0", "yes"/"no", 0/1, any case for
-    the strings). ValueError for anything else (a table this package did not write)."""
+    Accepts what the API takes (bools, numpy bools, "auto") and what a CSV or a table
+    edited by hand may hold ("True"/"False", "true"/"false", "1"/"0", "yes"/"no", 0/1, any
+    case for the strings). ValueError for anything else (a table this package did not write)."""
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, (int, np.integer)) and value in (0, 1):
@@ -319,10 +319,9 @@ def bound_at(frame: pd.DataFrame, ceilings, level: str) -> np.ndarray:
 
 
 def fuse_blocks_for_disk(column: pd.Series) -> pd.Series:
-    """The fuse_blocks column as written to CSV/Parquet: bools when it holds only bools (a
-    plain bool column, which every reader of CSV or Parquet takes as it is), else every
-    value as text ("False", "True", "auto"), because Parquet cannot store a column mixing
-    bools and strings. parse_fuse_blocks reads both back."""
+    """The fuse_blocks column as written to CSV/Parquet: a bool column when it holds only
+    bools, else every value as text ("False", "True", "auto"), because Parquet cannot
+    store a column mixing bools and strings. parse_fuse_blocks reads both back."""
     try:
         values = column.map(parse_fuse_blocks)
     except ValueError:          # not values this package writes (NaN from a concat, say): as text
