@@ -3,6 +3,7 @@ network with fuse_blocks=True against ONNX Runtime: every band height, stride 1 
 with and without expand and residual, batch > 1, 1 and 2 threads."""
 from __future__ import annotations
 
+import inspect
 import math
 
 import numba
@@ -12,7 +13,7 @@ import pytest
 import engine
 from conftest import assert_close_to_reference
 from engine.kernels import fused_block as fb
-from engine.kernels.depthwise import pack_depthwise
+from engine.kernels.depthwise import depthwise_conv, pack_depthwise
 from engine.kernels.layout import CB, from_blocked, to_blocked
 from engine.kernels.pointwise import pack_pointwise
 from engine.kernels._common import _FLOAT32_MAX, bind
@@ -99,6 +100,30 @@ def test_fused_block_with_stages_without_activation_matches_the_reference(clips,
             assert np.all(blocked[:, cout:] == 0.0), "padded output channels must stay exactly 0"
 
 
+@pytest.mark.parametrize("threads", THREADS)
+@pytest.mark.parametrize("channels, h, w, stride", [(32, 14, 14, 1), (40, 11, 9, 2), (16, 7, 7, 1), (16, 2, 3, 2)])
+def test_fused_depthwise_stage_is_the_depthwise_kernel_bit_for_bit(channels, h, w, stride, threads):
+    """Both run depthwise.depthwise_3x3_rows. A block without expand conv, one image in one
+    band: the worker that runs it is left with the whole depthwise output in its scratch."""
+    rng = np.random.default_rng(h)
+    x = to_blocked(rng.standard_normal((1, channels, h, w)).astype(np.float32))
+    _, depthwise, project = _block_weights(rng, channels, channels, 8, False)
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    scratch = fb.make_scratch(threads, channels, w, wo, ho, stride)
+    out = np.zeros((1, 1, ho, wo, fb.CB), np.float32)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        fb.fused_block(x, None, pack_depthwise(*depthwise), pack_pointwise(*project), out, None, stride,
+                       RELU6, RELU6, NONE, ho, *scratch)
+        unfused = np.zeros((1, x.shape[1], ho, wo, fb.CB), np.float32)
+        depthwise_conv(x, *pack_depthwise(*depthwise), unfused, stride, stride, 1, 1, *RELU6)
+    finally:
+        numba.set_num_threads(previous)
+    stage = scratch[1][-1, :unfused.size].reshape(unfused.shape)  # one item: the last worker's
+    assert np.array_equal(stage, unfused)
+
+
 def _block_call_arguments(clips):
     rng = np.random.default_rng(0)
     expand, depthwise, project = _block_weights(rng, 8, 16, 8, True)
@@ -112,7 +137,8 @@ def test_fused_block_hands_the_fast_math_kernel_finite_clip_bounds():
     """A stage without activation has clip (-inf, inf); the kernel, built with 'ninf', gets
     +-float32 max instead (the same result for every finite value)."""
     call = bind(fb.fused_block, *_block_call_arguments((NONE, NONE, NONE)))
-    bounds = call.args[12:18]               # expand, depthwise, project (low, high)
+    first = list(inspect.signature(fb._fused_block_kernel.py_func).parameters).index("expand_low")
+    bounds = call.args[first:first + 6]     # expand, depthwise, project (low, high)
     assert all(math.isfinite(b) for b in bounds), bounds
     assert bounds == (-_FLOAT32_MAX, _FLOAT32_MAX) * 3
 

@@ -9,14 +9,16 @@ prange: ceil(Ho / depthwise_rows) bands of near-equal height. The static schedul
 gives each thread a horizontal stripe of the image across all channels, the stripe the
 1x1 conv before it wrote on that thread (its work items are pixel ranges first), so a
 thread reads its input from its own core's caches instead of the other core's.
-A 3x3 item first copies its block's 9 weight vectors and bias to a stack scratch (so they
-live in registers for the whole band), then for each output row:
-- interior pixels (the whole 3x3 window inside the input) take the fast loop: nine taps
-  written out, no checks, flat unsigned indexing (numba then emits no negative-index
-  fix-ups and LLVM sees constant offsets between taps): 9 loads + 9 FMAs per pixel;
-- border pixels (border columns of interior rows, every pixel of a border row) use the same
-  nine taps with clamped addresses, each multiplied by 1.0 or 0.0 (inside / padding): no
-  branches per tap and no out-of-range read.
+A 3x3 item is one call of `depthwise_3x3_rows`, the row core the fused block
+(engine.kernels.fused_block) uses too. It first copies its block's 9 weight vectors and bias
+to a stack scratch (so they live in registers for the whole band), then
+- row by row, the interior columns (the kernel row inside the input): nine taps written
+  out, no checks, flat unsigned indexing (numba then emits no negative-index fix-ups and
+  LLVM sees constant offsets between taps): 9 loads + 9 FMAs per pixel; a kernel row on the
+  padding reads a clamped (valid) row and its sum is multiplied by 0.0;
+- column by column, the border columns: clamped addresses, the column masks (1.0 inside,
+  0.0 on padding) folded into a copy of the taps once per column, not multiplied per tap:
+  no branches per tap and no out-of-range read.
 Kernels other than 3x3 take the generic path: per pixel the tap ranges are clamped to the
 input once, so the tap loops themselves carry no checks (zero padding = skipped taps).
 
@@ -44,7 +46,6 @@ from engine.kernels.layout import CB, channel_blocks
 _scratch_block = register_scratch(CB)      # one channel block of accumulators
 _scratch_taps = register_scratch(10 * CB)  # a 3x3 block's weights and bias
 _scratch_mask = register_scratch(2)        # 0.0, 1.0
-_scratch_row_taps = register_scratch(9 * CB)
 _scratch_col_taps = register_scratch(9 * CB)
 
 DEFAULT_DEPTHWISE_ROWS = 16  # measured: sum of MobileNetV2's 17 layers, 2 threads: 1 -> 835 us, 4 -> 687, 16 -> 644
@@ -81,6 +82,122 @@ def _generic_columns(xf, wf, bf, of, x_plane, o_row, w_base, b_base, height, wid
             of[uo + _U(lane)] = min(max(acc[lane], low), high)
 
 
+@njit(cache=True, inline="always")
+def _ring_slot(iy, first_row, first_slot, ring_rows, height):
+    # slot of input row iy, clamped to [first_row, height - 1], in a ring of ring_rows rows
+    # whose slot first_slot holds row first_row (callers keep the rows they read within one
+    # turn of the ring, so one subtraction wraps; no division)
+    slot = first_slot + min(max(iy, first_row), height - 1) - first_row
+    if slot >= ring_rows:
+        slot -= ring_rows
+    return slot
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def depthwise_3x3_rows(src, plane, first_row, first_slot, ring_rows, height, width, wf, w_base, bf, b_base,
+                       dst, dst_offset, out_w, row_start, row_end, stride_h, stride_w, pad_top, pad_left, low, high):
+    """Output rows [row_start, row_end) of one channel block of a 3x3 depthwise conv:
+    out = clip(conv + bias, low, high), zero padding. Used by the depthwise kernel and the
+    fused block. Offsets are flat element indices into src, wf, bf, dst:
+    - input row iy of the (height x width) plane, clamped into the plane, is at
+      src[plane + slot * width * CB], slot = _ring_slot(iy, first_row, first_slot, ring_rows,
+      height): (0, 0, height) for a whole plane; the fused block keeps a ring of expanded rows;
+    - the block's 9 weight vectors start at wf[w_base], its bias at bf[b_base];
+    - output row oh, column ow is at dst[dst_offset + ((oh - row_start) * out_w + ow) * CB].
+
+    The weights and bias are copied to a stack scratch first (LLVM then keeps them in
+    registers: it cannot prove the stores to dst leave them unchanged). Every tap reads a
+    valid address: rows and columns are clamped into the input, and a tap on the padding is
+    multiplied by 0.0 (a mask read through a run-time index, so LLVM keeps a multiply
+    instead of a mispredicted branch):
+    - interior columns (the kernel row inside the input), row by row: nine taps, no checks,
+      the row masks applied per pixel to the three row sums (a multiply-add in place of an add);
+    - border columns, column by column down the rows: the column masks folded into the taps
+      once per column, the row masks as above.
+    """
+    acc = _scratch_block()
+    taps = _scratch_taps()          # 9 weight vectors, then the bias
+    col_taps = _scratch_col_taps()  # the taps with the current border column's masks folded in
+    mask = _scratch_mask()
+    mask[0] = 0.0
+    mask[1] = 1.0
+    uw = _U(w_base)
+    for k in range(9 * CB):
+        taps[k] = wf[uw + _U(k)]
+    for lane in range(CB):
+        taps[9 * CB + lane] = bf[_U(b_base + lane)]
+    # interior columns [col_lo, col_hi): the whole kernel row lies inside the input
+    col_lo = min(out_w, (pad_left + stride_w - 1) // stride_w)
+    col_hi = max(col_lo, min(out_w, (width - 3 + pad_left) // stride_w + 1))
+    col_stride = _U(stride_w * CB)  # elements between the windows of two output columns
+    row_floats = width * CB
+    for oh in range(row_start, row_end):
+        ih0 = oh * stride_h - pad_top
+        r0 = _U(plane + _ring_slot(ih0, first_row, first_slot, ring_rows, height) * row_floats)
+        r1 = _U(plane + _ring_slot(ih0 + 1, first_row, first_slot, ring_rows, height) * row_floats)
+        r2 = _U(plane + _ring_slot(ih0 + 2, first_row, first_slot, ring_rows, height) * row_floats)
+        m0 = mask[int(0 <= ih0 < height)]
+        m1 = mask[int(0 <= ih0 + 1 < height)]
+        m2 = mask[int(0 <= ih0 + 2 < height)]
+        start = _U(max(col_lo * stride_w - pad_left, 0) * CB)  # (>= 0 whenever col_lo < col_hi)
+        p0 = r0 + start
+        p1 = r1 + start
+        p2 = r2 + start
+        q = _U(dst_offset + ((oh - row_start) * out_w + col_lo) * CB)
+        for _ in range(col_lo, col_hi):
+            for lane in range(CB):
+                u = _U(lane)
+                t0 = (src[p0 + u] * taps[0 * CB + lane] + src[p0 + _U(CB) + u] * taps[1 * CB + lane]
+                      + src[p0 + _U(2 * CB) + u] * taps[2 * CB + lane])
+                t1 = (src[p1 + u] * taps[3 * CB + lane] + src[p1 + _U(CB) + u] * taps[4 * CB + lane]
+                      + src[p1 + _U(2 * CB) + u] * taps[5 * CB + lane])
+                t2 = (src[p2 + u] * taps[6 * CB + lane] + src[p2 + _U(CB) + u] * taps[7 * CB + lane]
+                      + src[p2 + _U(2 * CB) + u] * taps[8 * CB + lane])
+                acc[lane] = min(max(taps[9 * CB + lane] + m0 * t0 + m1 * t1 + m2 * t2, low), high)
+            for lane in range(CB):
+                dst[q + _U(lane)] = acc[lane]
+            p0 += col_stride
+            p1 += col_stride
+            p2 += col_stride
+            q += _U(CB)
+    for part in range(2):           # border columns [0, col_lo) and [col_hi, out_w)
+        start_col = 0 if part == 0 else col_hi
+        end_col = col_lo if part == 0 else out_w
+        for ow in range(start_col, end_col):
+            iw0 = ow * stride_w - pad_left
+            c0 = _U(min(max(iw0, 0), width - 1) * CB)
+            c1 = _U(min(max(iw0 + 1, 0), width - 1) * CB)
+            c2 = _U(min(max(iw0 + 2, 0), width - 1) * CB)
+            n0 = mask[int(0 <= iw0 < width)]
+            n1 = mask[int(0 <= iw0 + 1 < width)]
+            n2 = mask[int(0 <= iw0 + 2 < width)]
+            for i in range(3):
+                for lane in range(CB):
+                    col_taps[(3 * i) * CB + lane] = taps[(3 * i) * CB + lane] * n0
+                    col_taps[(3 * i + 1) * CB + lane] = taps[(3 * i + 1) * CB + lane] * n1
+                    col_taps[(3 * i + 2) * CB + lane] = taps[(3 * i + 2) * CB + lane] * n2
+            for oh in range(row_start, row_end):
+                ih0 = oh * stride_h - pad_top
+                r0 = _U(plane + _ring_slot(ih0, first_row, first_slot, ring_rows, height) * row_floats)
+                r1 = _U(plane + _ring_slot(ih0 + 1, first_row, first_slot, ring_rows, height) * row_floats)
+                r2 = _U(plane + _ring_slot(ih0 + 2, first_row, first_slot, ring_rows, height) * row_floats)
+                m0 = mask[int(0 <= ih0 < height)]
+                m1 = mask[int(0 <= ih0 + 1 < height)]
+                m2 = mask[int(0 <= ih0 + 2 < height)]
+                for lane in range(CB):
+                    u = _U(lane)
+                    t0 = (src[r0 + c0 + u] * col_taps[0 * CB + lane] + src[r0 + c1 + u] * col_taps[1 * CB + lane]
+                          + src[r0 + c2 + u] * col_taps[2 * CB + lane])
+                    t1 = (src[r1 + c0 + u] * col_taps[3 * CB + lane] + src[r1 + c1 + u] * col_taps[4 * CB + lane]
+                          + src[r1 + c2 + u] * col_taps[5 * CB + lane])
+                    t2 = (src[r2 + c0 + u] * col_taps[6 * CB + lane] + src[r2 + c1 + u] * col_taps[7 * CB + lane]
+                          + src[r2 + c2 + u] * col_taps[8 * CB + lane])
+                    acc[lane] = min(max(taps[9 * CB + lane] + m0 * t0 + m1 * t1 + m2 * t2, low), high)
+                uo = _U(dst_offset + ((oh - row_start) * out_w + ow) * CB)
+                for lane in range(CB):
+                    dst[uo + _U(lane)] = acc[lane]
+
+
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def _depthwise_kernel(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left, clip_min, clip_max,
                       depthwise_rows):
@@ -90,27 +207,12 @@ def _depthwise_kernel(x, weight, bias, out, stride_h, stride_w, pad_top, pad_lef
     low = np.float32(clip_min)
     high = np.float32(clip_max)
     bands = (out_h + depthwise_rows - 1) // depthwise_rows
-    # interior columns [col_lo, col_hi): the whole kernel row lies inside the input
-    col_lo = min(out_w, (pad_left + stride_w - 1) // stride_w)
-    col_hi = max(col_lo, min(out_w, (width - kernel_w + pad_left) // stride_w + 1))
     is_3x3 = kernel_h == 3 and kernel_w == 3
     xf = x.reshape(x.size)          # flat views: same memory, no copy
     wf = weight.reshape(weight.size)
     bf = bias.reshape(bias.size)
     of = out.reshape(out.size)
-    # Offsets between taps are written as constants inside the prange body: names defined
-    # out here become run-time arguments of the parallel body and LLVM loses them.
-    col_stride = _U(stride_w * CB)  # elements between the windows of two output columns
     for item in prange(n_images * bands * n_blocks):
-        acc = _scratch_block()
-        taps = _scratch_taps()  # 3x3 weights then bias, in registers
-        # 0.0 / 1.0 read through a run-time index: LLVM cannot see the value, so a multiply
-        # by a mask stays a multiply instead of becoming a (mispredicted) branch
-        mask = _scratch_mask()
-        row_taps = _scratch_row_taps()  # taps with the current output row's kernel-row masks folded in
-        col_taps = _scratch_col_taps()  # taps with the current border column's masks folded in
-        mask[0] = 0.0
-        mask[1] = 1.0
         b = item % n_blocks
         band = (item // n_blocks) % bands
         image_block = (item // (n_blocks * bands)) * n_blocks + b  # n * n_blocks + b
@@ -126,90 +228,9 @@ def _depthwise_kernel(x, weight, bias, out, stride_h, stride_w, pad_top, pad_lef
                                  width, kernel_h, kernel_w, oh * stride_h - pad_top, stride_w, pad_left, 0, out_w,
                                  low, high)
             continue
-        # copy the block's 9 weight vectors and its bias to the stack: LLVM then keeps them in
-        # registers across the row loops (it cannot prove stores to out leave them unchanged)
-        uw = _U(w_base)
-        for k in range(9 * CB):
-            taps[k] = wf[uw + _U(k)]
-        for lane in range(CB):
-            taps[9 * CB + lane] = bf[_U(b_base + lane)]
-        # 1) row by row, the interior columns [col_lo, col_hi): nine taps, no checks. A kernel
-        #    row that falls on padding reads a clamped (valid) input row with its weights
-        #    zeroed: the masks are folded into `row_taps` once per output row.
-        for oh in range(row_start, row_end):
-            ih0 = oh * stride_h - pad_top
-            r0 = _U(x_plane + min(max(ih0, 0), height - 1) * width * CB)
-            r1 = _U(x_plane + min(max(ih0 + 1, 0), height - 1) * width * CB)
-            r2 = _U(x_plane + min(max(ih0 + 2, 0), height - 1) * width * CB)
-            m0 = mask[int(0 <= ih0 < height)]
-            m1 = mask[int(0 <= ih0 + 1 < height)]
-            m2 = mask[int(0 <= ih0 + 2 < height)]
-            for k in range(3 * CB):
-                row_taps[k] = taps[k] * m0
-                row_taps[3 * CB + k] = taps[3 * CB + k] * m1
-                row_taps[6 * CB + k] = taps[6 * CB + k] * m2
-            start = _U(max(col_lo * stride_w - pad_left, 0) * CB)  # (>= 0 whenever col_lo < col_hi)
-            p0 = r0 + start
-            p1 = r1 + start
-            p2 = r2 + start
-            q = _U(o_plane + (oh * out_w + col_lo) * CB)
-            for _ in range(col_lo, col_hi):
-                for lane in range(CB):
-                    u = _U(lane)
-                    a = taps[9 * CB + lane]
-                    a += (xf[p0 + u] * row_taps[0 * CB + lane] + xf[p0 + _U(CB) + u] * row_taps[1 * CB + lane]
-                          + xf[p0 + _U(2 * CB) + u] * row_taps[2 * CB + lane])
-                    a += (xf[p1 + u] * row_taps[3 * CB + lane] + xf[p1 + _U(CB) + u] * row_taps[4 * CB + lane]
-                          + xf[p1 + _U(2 * CB) + u] * row_taps[5 * CB + lane])
-                    a += (xf[p2 + u] * row_taps[6 * CB + lane] + xf[p2 + _U(CB) + u] * row_taps[7 * CB + lane]
-                          + xf[p2 + _U(2 * CB) + u] * row_taps[8 * CB + lane])
-                    acc[lane] = min(max(a, low), high)
-                for lane in range(CB):
-                    of[q + _U(lane)] = acc[lane]
-                p0 += col_stride
-                p1 += col_stride
-                p2 += col_stride
-                q += _U(CB)
-        # 2) column by column, the border columns [0, col_lo) and [col_hi, out_w): clamped
-        #    column addresses, column masks folded into `col_taps` once per column, row masks
-        #    (1.0 inside, 0.0 on padding) applied per pixel to the three row sums.
-        for part in range(2):
-            start_col = 0 if part == 0 else col_hi
-            end_col = col_lo if part == 0 else out_w
-            for ow in range(start_col, end_col):
-                iw0 = ow * stride_w - pad_left
-                c0 = _U(min(max(iw0, 0), width - 1) * CB)
-                c1 = _U(min(max(iw0 + 1, 0), width - 1) * CB)
-                c2 = _U(min(max(iw0 + 2, 0), width - 1) * CB)
-                n0 = mask[int(0 <= iw0 < width)]
-                n1 = mask[int(0 <= iw0 + 1 < width)]
-                n2 = mask[int(0 <= iw0 + 2 < width)]
-                for i in range(3):
-                    for lane in range(CB):
-                        col_taps[(3 * i) * CB + lane] = taps[(3 * i) * CB + lane] * n0
-                        col_taps[(3 * i + 1) * CB + lane] = taps[(3 * i + 1) * CB + lane] * n1
-                        col_taps[(3 * i + 2) * CB + lane] = taps[(3 * i + 2) * CB + lane] * n2
-                for oh in range(row_start, row_end):
-                    ih0 = oh * stride_h - pad_top
-                    r0 = _U(x_plane + min(max(ih0, 0), height - 1) * width * CB)
-                    r1 = _U(x_plane + min(max(ih0 + 1, 0), height - 1) * width * CB)
-                    r2 = _U(x_plane + min(max(ih0 + 2, 0), height - 1) * width * CB)
-                    m0 = mask[int(0 <= ih0 < height)]
-                    m1 = mask[int(0 <= ih0 + 1 < height)]
-                    m2 = mask[int(0 <= ih0 + 2 < height)]
-                    for lane in range(CB):
-                        u = _U(lane)
-                        t0 = (xf[r0 + c0 + u] * col_taps[0 * CB + lane] + xf[r0 + c1 + u] * col_taps[1 * CB + lane]
-                              + xf[r0 + c2 + u] * col_taps[2 * CB + lane])
-                        t1 = (xf[r1 + c0 + u] * col_taps[3 * CB + lane] + xf[r1 + c1 + u] * col_taps[4 * CB + lane]
-                              + xf[r1 + c2 + u] * col_taps[5 * CB + lane])
-                        t2 = (xf[r2 + c0 + u] * col_taps[6 * CB + lane] + xf[r2 + c1 + u] * col_taps[7 * CB + lane]
-                              + xf[r2 + c2 + u] * col_taps[8 * CB + lane])
-                        a = taps[9 * CB + lane] + m0 * t0 + m1 * t1 + m2 * t2
-                        acc[lane] = min(max(a, low), high)
-                    uo = _U(o_plane + (oh * out_w + ow) * CB)
-                    for lane in range(CB):
-                        of[uo + _U(lane)] = acc[lane]
+        depthwise_3x3_rows(xf, x_plane, 0, 0, height, height, width, wf, w_base, bf, b_base,
+                           of, o_plane + row_start * out_w * CB, out_w, row_start, row_end,
+                           stride_h, stride_w, pad_top, pad_left, low, high)
 
 
 # ---------------------------------------------------------------------------- public API

@@ -9,17 +9,20 @@ Fused, each work item (image, band of `block_rows` output rows) does:
 
 1. expand the input rows the band needs ((block_rows - 1) * stride + 3, fewer at the image
    edges) and the previous band did not into scratch_expand (hidden_blocks, ring rows, W,
-   CB), clip applied, with the pointwise micro-kernel (engine.kernels.pointwise.walk_micro_tiles);
-2. depthwise 3x3 (pad 1) from scratch_expand into scratch_depthwise
-   (hidden_blocks, band_h, Wo, CB), ReLU6 applied;
-3. project scratch_depthwise into the output rows, bias, residual add, clip.
+   CB), clip applied: the 1x1 conv's micro-tile walk (engine.kernels.pointwise.walk_micro_tiles);
+2. depthwise 3x3 (pad 1) from scratch_expand (or from x when there is no expand conv) into
+   scratch_depthwise (hidden_blocks, band_h, Wo, CB), clip applied: the depthwise kernel's
+   row core (engine.kernels.depthwise.depthwise_3x3_rows), so the stage gives the unfused
+   depthwise conv's result bit for bit;
+3. project scratch_depthwise into the output rows, bias, residual add, clip: the micro-tile
+   walk again.
 
 Adjacent bands share input rows (2 at stride 1, 1 at stride 2). The expanded rows live in
 a ring of `rows_needed(block_rows, stride)` rows per hidden block: a worker walking down its
 bands of an image expands each input row once and the next band finds its top halo rows
 still in the ring, so only where a worker starts (its first band, a new image) are halo
 rows expanded a second time (`expand_recompute_factor`: 1.07x for a 56-row image on two
-workers; it was (band + 2) / band, 1.5x at band 4, when every band expanded all its rows).
+workers, where expanding every band's rows afresh would be (band + 2) / band, 1.5x at band 4).
 Large bands need more scratch and leave fewer work items for the threads.
 `block_rows` is the knob (engine.Tiles.block_rows; 0 = chosen per block by `auto_band_rows`).
 
@@ -39,97 +42,14 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from engine.kernels._common import FASTMATH, _U, check_array, check_clip, check_int, launch, register_scratch
+from engine.kernels._common import FASTMATH, check_array, check_clip, check_int, launch
+from engine.kernels.depthwise import depthwise_3x3_rows, depthwise_bytes
 from engine.kernels.layout import CB, padded_channels
-from engine.kernels.depthwise import depthwise_bytes
 from engine.kernels.pointwise import pointwise_bytes, walk_micro_tiles
-
-_scratch_block = register_scratch(CB)
-_scratch_taps = register_scratch(10 * CB)
-_scratch_mask = register_scratch(2)
-
-
-@njit(cache=True, fastmath=FASTMATH, inline="always")
-def _depthwise_rows(src, plane_offset, plane_stride, row_base, ring, height, width, dw, db, s2, hidden_blocks,
-                    row_start, row_end, out_w, stride, low, high):
-    # 3x3, pad 1: output rows [row_start, row_end) of every hidden block into s2 (hidden_blocks, band_h, Wo, CB);
-    # input row iy (>= row_base) of a plane lives at src[plane + ((iy % ring) * width + ix) * CB]
-    # (a ring of `ring` rows; ring >= height for a whole plane).
-    # Same scheme as engine.kernels.depthwise: taps and accumulators in stack scratch (so
-    # LLVM keeps them in registers), rows and border columns clamped into the input and
-    # multiplied by a 0.0/1.0 mask read through a run-time index, interior columns unchecked.
-    band_h = row_end - row_start
-    acc = _scratch_block()
-    taps = _scratch_taps()
-    mask = _scratch_mask()
-    mask[0] = 0.0
-    mask[1] = 1.0
-    col_lo = min(out_w, 1)                                   # first column whose taps are all inside
-    col_hi = max(col_lo, min(out_w, (width - 2) // stride + 1))
-    col_stride = _U(stride * CB)
-    for hb in range(hidden_blocks):
-        uw = _U(hb * 9 * CB)
-        for k in range(9 * CB):
-            taps[k] = dw[uw + _U(k)]
-        for lane in range(CB):
-            taps[9 * CB + lane] = db[_U(hb * CB + lane)]
-        plane = plane_offset + hb * plane_stride
-        for oh in range(row_start, row_end):
-            o_row = ((hb * band_h) + (oh - row_start)) * out_w * CB
-            iy0 = oh * stride - 1
-            r0 = _U(plane + (min(max(iy0, row_base), height - 1) % ring) * width * CB)
-            r1 = _U(plane + (min(max(iy0 + 1, row_base), height - 1) % ring) * width * CB)
-            r2 = _U(plane + (min(max(iy0 + 2, row_base), height - 1) % ring) * width * CB)
-            m0 = mask[int(0 <= iy0 < height)]
-            m1 = mask[int(0 <= iy0 + 1 < height)]
-            m2 = mask[int(0 <= iy0 + 2 < height)]
-            for part in range(2):          # border columns, clamped and masked
-                start = 0 if part == 0 else col_hi
-                end = col_lo if part == 0 else out_w
-                for ow in range(start, end):
-                    ix0 = ow * stride - 1
-                    c0 = _U(min(max(ix0, 0), width - 1) * CB)
-                    c1 = _U(min(max(ix0 + 1, 0), width - 1) * CB)
-                    c2 = _U(min(max(ix0 + 2, 0), width - 1) * CB)
-                    n0 = mask[int(0 <= ix0 < width)]
-                    n1 = mask[int(0 <= ix0 + 1 < width)]
-                    n2 = mask[int(0 <= ix0 + 2 < width)]
-                    for lane in range(CB):
-                        u = _U(lane)
-                        t0 = (n0 * src[r0 + c0 + u] * taps[0 * CB + lane] + n1 * src[r0 + c1 + u] * taps[1 * CB + lane]
-                              + n2 * src[r0 + c2 + u] * taps[2 * CB + lane])
-                        t1 = (n0 * src[r1 + c0 + u] * taps[3 * CB + lane] + n1 * src[r1 + c1 + u] * taps[4 * CB + lane]
-                              + n2 * src[r1 + c2 + u] * taps[5 * CB + lane])
-                        t2 = (n0 * src[r2 + c0 + u] * taps[6 * CB + lane] + n1 * src[r2 + c1 + u] * taps[7 * CB + lane]
-                              + n2 * src[r2 + c2 + u] * taps[8 * CB + lane])
-                        acc[lane] = min(max(taps[9 * CB + lane] + m0 * t0 + m1 * t1 + m2 * t2, low), high)
-                    uo = _U(o_row + ow * CB)
-                    for lane in range(CB):
-                        s2[uo + _U(lane)] = acc[lane]
-            p0 = r0 + _U((col_lo * stride - 1) * CB)
-            p1 = r1 + _U((col_lo * stride - 1) * CB)
-            p2 = r2 + _U((col_lo * stride - 1) * CB)
-            q = _U(o_row + col_lo * CB)
-            for _ in range(col_lo, col_hi):  # interior columns: nine taps, rows masked
-                for lane in range(CB):
-                    u = _U(lane)
-                    t0 = (src[p0 + u] * taps[0 * CB + lane] + src[p0 + _U(CB) + u] * taps[1 * CB + lane]
-                          + src[p0 + _U(2 * CB) + u] * taps[2 * CB + lane])
-                    t1 = (src[p1 + u] * taps[3 * CB + lane] + src[p1 + _U(CB) + u] * taps[4 * CB + lane]
-                          + src[p1 + _U(2 * CB) + u] * taps[5 * CB + lane])
-                    t2 = (src[p2 + u] * taps[6 * CB + lane] + src[p2 + _U(CB) + u] * taps[7 * CB + lane]
-                          + src[p2 + _U(2 * CB) + u] * taps[8 * CB + lane])
-                    acc[lane] = min(max(taps[9 * CB + lane] + m0 * t0 + m1 * t1 + m2 * t2, low), high)
-                for lane in range(CB):
-                    s2[q + _U(lane)] = acc[lane]
-                p0 += col_stride
-                p1 += col_stride
-                p2 += col_stride
-                q += _U(CB)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _fused_block_kernel(x, ew, eb, has_expand, dw, db, pw, pb, out, residual, has_residual, stride,
+def _fused_block_kernel(x, ew, eb, has_expand, dw, db, pw, pb, out, residual, has_residual, stride, pad,
                         expand_low, expand_high, dw_low, dw_high, project_low, project_high,
                         block_rows, scratch_expand, scratch_depthwise):
     n_images, cin_blocks, height, width, _ = x.shape
@@ -189,11 +109,26 @@ def _fused_block_kernel(x, ew, eb, has_expand, dw, db, pw, pb, out, residual, ha
                     row += count
                 held_image = image
                 held_end = in_end
-                _depthwise_rows(s1, 0, ring_rows * width * CB, in_start, ring_rows, height, width, dwf, dbf, s2,
-                                hidden_blocks, row_start, row_end, out_w, stride, d_lo, d_hi)
-            else:
-                _depthwise_rows(xf, image * cin_blocks * height * width * CB, height * width * CB, 0, height, height,
-                                width, dwf, dbf, s2, hidden_blocks, row_start, row_end, out_w, stride, d_lo, d_hi)
+                # the depthwise reads the ring: input row in_start is in slot in_start % ring_rows
+                src = s1
+                plane = 0
+                plane_stride = ring_rows * width * CB
+                first_row = in_start
+                first_slot = in_start % ring_rows
+                ring = ring_rows
+            else:                   # the depthwise reads the block input's planes
+                src = xf
+                plane = image * cin_blocks * height * width * CB
+                plane_stride = height * width * CB
+                first_row = 0
+                first_slot = 0
+                ring = height
+            # 2. depthwise 3x3, pad 1, into s2 (hidden_blocks, band rows, Wo, CB)
+            band_h = row_end - row_start
+            for hb in range(hidden_blocks):
+                depthwise_3x3_rows(src, plane + hb * plane_stride, first_row, first_slot, ring, height, width,
+                                   dwf, hb * 9 * CB, dbf, hb * CB, s2, hb * band_h * out_w * CB, out_w,
+                                   row_start, row_end, stride, stride, pad, pad, d_lo, d_hi)
             # 3. project the band's depthwise output into the output rows
             #    (s2 holds the band's pixels contiguously per hidden block; weights prefetched as above)
             pixels = (row_end - row_start) * out_w
@@ -334,10 +269,14 @@ def fused_block(x, expand, depthwise, project, out, residual, stride: int, expan
     # built with the 'ninf' fast-math flag
     clips = [check_clip(f"{fn} {name}", *clip) for name, clip in
              (("expand_clip", expand_clip), ("depthwise_clip", depthwise_clip), ("project_clip", project_clip))]
+    # pad 1 goes in as an argument: were it a constant in the kernel, LLVM would know the
+    # left border column's masks and drop its zero taps, leaving sums of two products whose
+    # FMA contraction differs between numba's in-process build and its cached one (results
+    # would then change by an ulp once the kernel is loaded from the cache)
     launch(_fused_block_kernel, x, ew, eb, expand is not None, dw_weight, dw_bias, pw, pb, out,
-                        out if residual is None else residual, residual is not None, stride,
-                        clips[0][0], clips[0][1], clips[1][0], clips[1][1], clips[2][0], clips[2][1],
-                        block_rows, scratch_expand, scratch_depthwise)
+           out if residual is None else residual, residual is not None, stride, 1,
+           clips[0][0], clips[0][1], clips[1][0], clips[1][1], clips[2][0], clips[2][1],
+           block_rows, scratch_expand, scratch_depthwise)
 
 
 def fused_block_bytes(batch: int, in_channels: int, hidden_channels: int, out_channels: int, height: int,
