@@ -19,7 +19,6 @@ import re
 import tempfile
 import warnings
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -28,17 +27,9 @@ from engine.graph import Graph
 from engine.kernels.layout import CB
 from engine.machine import MachineInfo
 from engine.tiles import TileSchedule
+from engine.version import package_version
 
 SCHEMA_VERSION = 1
-PACKAGE_NAME = "roofline-workbench"
-
-
-def engine_version() -> str:
-    """The installed package's version ("0+unknown" when run from a bare checkout)."""
-    try:
-        return metadata.version(PACKAGE_NAME)
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
 
 
 def fingerprint(graph: Graph) -> str:
@@ -68,7 +59,7 @@ class ScheduleKey:
 
     @classmethod
     def of(cls, graph_fingerprint: str, batch: int, threads: int, machine: MachineInfo) -> "ScheduleKey":
-        return cls(graph_fingerprint, batch, threads, machine.cpu_model, CB, engine_version())
+        return cls(graph_fingerprint, batch, threads, machine.cpu_model, CB, package_version())
 
     def differences(self, other: "ScheduleKey") -> list[str]:
         """Words for each field in which `other` differs from this key."""

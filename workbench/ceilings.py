@@ -51,7 +51,6 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
@@ -59,6 +58,7 @@ import numba
 import numpy as np
 import pandas as pd
 
+from engine.version import package_version
 from engine.machine import MachineInfo, machine_info
 from engine.traffic import LEVELS
 from workbench import _ceiling_kernels as kernels
@@ -67,7 +67,6 @@ from workbench.atomic import atomic_path
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2     # of the JSON cache; a file of another schema is re-measured
-PACKAGE_NAME = "roofline-workbench"
 RESOURCES = ("fp32_fma",) + LEVELS
 UNITS = {"fp32_fma": "GFLOP/s", **{level: "GB/s" for level in LEVELS}}
 TABLE_COLUMNS = ["threads", "resource", "value", "unit"]
@@ -364,12 +363,6 @@ def cache_key(machine: MachineInfo, mode: str) -> dict:
     return {"cpu_model": machine.cpu_model, "cores": machine.cores, "lanes": machine.simd_lanes_fp32,
             "package_version": package_version(), "mode": mode}
 
-
-def package_version() -> str:
-    try:
-        return metadata.version(PACKAGE_NAME)
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
 
 
 def working_set_bytes(level: str, threads: int, machine: MachineInfo) -> int:

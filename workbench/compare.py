@@ -88,7 +88,9 @@ import engine
 from engine import checks
 from engine.traffic import LEVELS
 from engine.checks import check_batch, check_repeats, check_seed
-from workbench.profile import check_ceilings, default_threads, profile, summarise
+from engine.version import package_version
+from workbench.before_after import before_after_figure
+from workbench.profile import check_ceilings, default_ceilings, default_threads, profile, summarise
 
 logger = logging.getLogger(__name__)
 
@@ -146,13 +148,11 @@ class Comparison:
 
     def figure(self, ceilings, level: str = "L2"):
         """Our steps (hollow) and ORT's mapped nodes (filled) on one roofline at `level`,
-        an arrow from our point to ORT's for every layer both ran (workbench.compare_figure)."""
-        from workbench.roofline import compare_figure
-
+        an arrow from our point to ORT's for every layer both ran (before_after_figure)."""
         if self.engine_profile is None or self.ort_nodes.empty:
             raise ValueError("nothing to compare: " + ("; ".join(self.notes) or "no ONNX Runtime profile"))
-        return compare_figure(self.engine_profile, self.ort_nodes, ceilings, level=level,
-                              labels=("our engine", "onnxruntime"))
+        return before_after_figure(self.engine_profile, self.ort_nodes, ceilings, level=level,
+                                   labels=("our engine", "onnxruntime"))
 
 
 # ---------------------------------------------------------------------------- arithmetic
@@ -494,77 +494,100 @@ def compare(model_path, batch: int = 1, threads: int | None = None, repeats: int
     seed = check_seed(seed)
     ceilings = check_ceilings(ceilings, threads)
     proto, path = _read_proto(model_path)
-    model_bytes = proto.SerializeToString()
     model = engine.load(proto)
     if ceilings is None:
-        from workbench.ceilings import measure_ceilings
-        ceilings = check_ceilings(measure_ceilings(quick=True), threads)
+        ceilings = default_ceilings(threads)
     x = np.random.default_rng(seed).standard_normal((batch, *model.input_shape), dtype=np.float32)
-    notes: list[str] = []
-    versions = {ENGINE_NAME: _package_version("roofline-workbench")}
-    precisions = {ENGINE_NAME: PRECISION}     # engine name -> what it ran, from its runtime
-
-    def ours():
-        model.run(x, threads=threads, tiles=tiles, fuse_blocks=fuse_blocks)
-
-    runners = {ENGINE_NAME: ours}
     with tempfile.TemporaryDirectory(prefix="roofline-compare-") as workdir:
+        runners = _Runners(model, proto, path, x, threads, workdir)
+        runners.add_engine(tiles, fuse_blocks)
+        runners.add_onnxruntime()
+        runners.add_openvino()
+        seconds = _time_interleaved(runners.calls, repeats)
+        runners.close()
+        ort_nodes = _ort_nodes(runners, model, proto, x, batch, threads, ceilings, repeats, workdir)
+    table = _table(seconds, runners, batch, threads, price_per_core_hour)
+    engine_profile = profile(model, batch=batch, threads=threads, tiles=tiles, fuse_blocks=fuse_blocks,
+                             repeats=repeats, ceilings=ceilings, seed=seed)
+    engine_profile["engine"] = ENGINE_NAME
+    return Comparison(table=table, ort_nodes=ort_nodes, engine_profile=engine_profile, notes=runners.notes,
+                      price_per_core_hour=price_per_core_hour)
+
+
+class _Runners:
+    """The runtimes being compared: a call per runtime that runs the batch once, with its
+    version, the precision it reports, and notes on what was skipped."""
+
+    def __init__(self, model, proto, path, x: np.ndarray, threads: int, workdir: str):
+        self.model, self.model_bytes, self.path = model, proto.SerializeToString(), path
+        self.x, self.threads, self.workdir = x, threads, workdir
+        self.calls: dict = {}
+        self.versions: dict[str, str] = {}
+        self.precisions: dict[str, str] = {}      # engine name -> what it ran, from its runtime
+        self.notes: list[str] = []
+        self.ort_installed = False
+
+    def add_engine(self, tiles, fuse_blocks) -> None:
+        model, x, threads = self.model, self.x, self.threads
+        self.calls[ENGINE_NAME] = lambda: model.run(x, threads=threads, tiles=tiles, fuse_blocks=fuse_blocks)
+        self.versions[ENGINE_NAME], self.precisions[ENGINE_NAME] = package_version(), PRECISION
+
+    def add_onnxruntime(self) -> None:
         try:
-            import onnxruntime as ort
+            import onnxruntime as ort        # optional: the comparison goes on without it
         except ImportError:
-            ort = None
-            notes.append("onnxruntime is not installed (pip install onnxruntime): skipped, and no per-node profile")
-        if ort is not None:
-            session = _ort_session(model_bytes, threads)
-            feed = {session.get_inputs()[0].name: x}
-            runners["onnxruntime"] = lambda: session.run(None, feed)
-            versions["onnxruntime"] = ort.__version__
-            precisions["onnxruntime"] = onnxruntime_precision(session)
+            self.notes.append("onnxruntime is not installed (pip install onnxruntime): skipped, and no per-node "
+                              "profile")
+            return
+        session = _ort_session(self.model_bytes, self.threads)
+        feed = {session.get_inputs()[0].name: self.x}
+        self.calls["onnxruntime"] = lambda: session.run(None, feed)
+        self.versions["onnxruntime"], self.precisions["onnxruntime"] = ort.__version__, onnxruntime_precision(session)
+        self.ort_installed = True
+
+    def add_openvino(self) -> None:
         try:
-            runners["openvino"], versions["openvino"], precisions["openvino"], openvino_notes = \
-                _openvino_runner(model_bytes, path, x, threads, workdir)
-            notes += openvino_notes
+            self.calls["openvino"], self.versions["openvino"], self.precisions["openvino"], notes = \
+                _openvino_runner(self.model_bytes, self.path, self.x, self.threads, self.workdir)
+            self.notes += notes
         except ImportError:
-            notes.append("openvino is not installed (pip install openvino): skipped")
+            self.notes.append("openvino is not installed (pip install openvino): skipped")
         except Exception as error:     # a model OpenVINO cannot compile is a note, not a failure of the others
-            notes.append(f"openvino could not run the model ({type(error).__name__}: {error}): skipped")
-        seconds = _time_interleaved(runners, repeats)
-        runners.clear()
-        session = feed = None             # ORT's thread pool goes with the session
-        ort_nodes = pd.DataFrame()
-        if ort is not None:
-            raw, run_seconds = _profile_ort(model_bytes, x, threads, 1 + repeats, workdir)
-            ort_nodes = ort_node_profile(raw, model, batch, threads, ceilings, proto=proto, run_seconds=run_seconds)
-            unmapped = ort_nodes[~ort_nodes["mapped"]]
-            if len(unmapped):
-                notes.append(f"{len(unmapped)} ONNX Runtime node(s) match none of our layers "
+            self.notes.append(f"openvino could not run the model ({type(error).__name__}: {error}): skipped")
+
+    def close(self) -> None:
+        """Drop the calls: ORT's thread pool goes with its session."""
+        self.calls.clear()
+
+
+def _ort_nodes(runners: _Runners, model, proto, x, batch: int, threads: int, ceilings, repeats: int,
+               workdir: str) -> pd.DataFrame:
+    """ONNX Runtime's per-node profile on our roofline (empty without onnxruntime); a note
+    on the nodes that match none of our layers."""
+    if not runners.ort_installed:
+        return pd.DataFrame()
+    raw, run_seconds = _profile_ort(runners.model_bytes, x, threads, 1 + repeats, workdir)
+    ort_nodes = ort_node_profile(raw, model, batch, threads, ceilings, proto=proto, run_seconds=run_seconds)
+    unmapped = ort_nodes[~ort_nodes["mapped"]]
+    if len(unmapped):
+        runners.notes.append(f"{len(unmapped)} ONNX Runtime node(s) match none of our layers "
                              f"({', '.join(sorted(set(unmapped['ort_op'])))}; "
                              f"{unmapped['seconds'].sum() * 1e3:.3f} ms, {unmapped['share_of_time'].sum():.1%} "
                              f"of ORT's node time): listed in Comparison.unmapped")
+    return ort_nodes
 
+
+def _table(seconds: dict, runners: _Runners, batch: int, threads: int, price_per_core_hour: float) -> pd.DataFrame:
+    """One row per runtime: median seconds, throughput, cost, what it ran."""
     rows = []
     for name, times in seconds.items():
         median = statistics.median(times)
         images_per_second = batch / median
-        rows.append({"engine": name, "version": versions.get(name, ""), "precision": precisions[name],
+        rows.append({"engine": name, "version": runners.versions.get(name, ""), "precision": runners.precisions[name],
                      "precision_source": PRECISION_SOURCES[name], "batch": batch, "threads": threads,
                      "cores": threads, "seconds": median, "seconds_min": min(times),
                      "images_per_second": images_per_second, "images_per_second_per_core": images_per_second / threads,
                      "cost_per_million_inferences": cost_per_million_inferences(images_per_second, threads,
                                                                                 price_per_core_hour),
                      "repeats": len(times)})
-    table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
-    engine_profile = profile(model, batch=batch, threads=threads, tiles=tiles, fuse_blocks=fuse_blocks,
-                             repeats=repeats, ceilings=ceilings, seed=seed)
-    engine_profile["engine"] = ENGINE_NAME
-    return Comparison(table=table, ort_nodes=ort_nodes, engine_profile=engine_profile, notes=notes,
-                      price_per_core_hour=price_per_core_hour)
-
-
-def _package_version(name: str) -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return ""
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)

@@ -354,14 +354,3 @@ def update_roofline(figure: go.Figure, profile: pd.DataFrame, ceilings, level: s
         figure.update_layout(**base_layout(ranges, level, shown_title))
         if figure.layout.updatemenus:
             figure.update_layout(updatemenus=_level_menu(profile, ceilings, level, label_top, ranges, keys, title))
-
-
-
-
-def __getattr__(name: str):
-    """`compare_figure`: before_after_figure under the name workbench.compare imports it by."""
-    if name == "compare_figure":
-        # lazy: workbench.before_after imports this module
-        from workbench.before_after import before_after_figure
-        return before_after_figure
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
