@@ -5,6 +5,8 @@ figures, reports.
     ceilings = workbench.measure_ceilings()            # cached in data/ceilings/
     frame = workbench.profile("data/mobilenet_v2.onnx", batch=1, threads=2)
     workbench.roofline_figure(frame, ceilings, level="L2").show()
+    tuning = workbench.tune("data/mobilenet_v2.onnx", batch=1, threads=2)   # tiles per step
+    tuning.figure(level="L2")                     # default -> tuned, an arrow per step
 """
 import engine  # noqa: F401  (first: engine sets numba's CPU settings before numba is imported)
 from workbench.ceilings import Ceilings, measure_ceilings
@@ -18,8 +20,9 @@ from workbench.roofline import roofline_figure, roofline_traces, update_roofline
 from workbench.before_after import before_after_figure
 from workbench.time_bars import time_bars
 from workbench.notebook import setup_notebook
+from workbench.tuning import TuningResult, tune
 
 __all__ = ["Ceilings", "measure_ceilings", "profile", "roofline_figure", "roofline_traces", "update_roofline",
            "time_bars", "before_after_figure", "figure_html", "write_report", "Explorer",
            "slowest_layers", "sweep", "sweep_totals", "compare", "Comparison",
-           "export_figure", "setup_notebook", "DEFAULT_MODEL"]
+           "export_figure", "setup_notebook", "DEFAULT_MODEL", "tune", "TuningResult"]

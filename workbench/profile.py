@@ -183,14 +183,16 @@ def run_machine(ceilings) -> MachineInfo:
     return host.with_effective_caches({level.name: level.effective_bytes for level in info.caches})
 
 
-def profile(model, batch: int = 1, threads: int | None = None, tiles: engine.Tiles | None = None,
+def profile(model, batch: int = 1, threads: int | None = None, tiles: engine.Tiles | engine.TileSchedule | None = None,
             fuse_blocks: bool | str = engine.DEFAULT_FUSE_BLOCKS, repeats: int = 5, warmup: int = 1, ceilings=None,
             seed: int = 0) -> pd.DataFrame:
     """Per-step profile of `model` at one configuration.
 
     model: engine.Model, a path, bytes or an onnx.ModelProto.
     batch: images, 1..4096. threads: 1..this machine's cores; default `default_threads()`
-    (the cores, at most 2). tiles: engine.Tiles.
+    (the cores, at most 2). tiles: engine.Tiles (every step's), or an engine.TileSchedule
+    (tiles per step and fusion per block; one tuned for another model, batch, threads or
+    machine is refused with ValueError when it runs).
     fuse_blocks: False (no block fused), True (every inverted-residual block fused) or "auto"
     (only the blocks engine.plan.fusion_wins expects to run faster at these threads and
     batch); default engine.DEFAULT_FUSE_BLOCKS. repeats: timed runs, 1..10000 (the median is kept),
@@ -204,7 +206,8 @@ def profile(model, batch: int = 1, threads: int | None = None, tiles: engine.Til
     s), flops, other_flops, gflops (GFLOP/s), share_of_time, bytes_<level> and ai_<level>
     (FLOP/byte) for L1, L2, L3, DRAM, attainable_gflops, roof_fraction, bound, bound_level,
     plus the config: batch, threads, fuse_blocks (the value the run was made with: False,
-    True or "auto"; `fused` says which steps ended up fused) and one column per Tiles field.
+    True or "auto"; `fused` says which steps ended up fused) and one column per Tiles field
+    (the tiles each step ran with: its own under a TileSchedule).
     """
     batch = check_batch(batch)
     repeats = check_repeats(repeats)
@@ -270,19 +273,11 @@ def summarise(frame: pd.DataFrame, ceilings, run_seconds=(), fuse_blocks=None) -
     out["gflops"] = out["flops"] / out["seconds"] / 1e9
     out["share_of_time"] = out["seconds"] / out["seconds"].sum()
     threads = int(out["threads"].iloc[0])
-    peak = ceilings.peak_gflops(threads)
-    attainable = np.full(len(out), peak)
-    bound_level = np.array(["compute"] * len(out), dtype=object)
+    moved = {level: first[f"bytes_{level}"].to_numpy(dtype=float) for level in LEVELS}
+    attainable, bound_level, intensities = attainable_gflops(out["flops"].to_numpy(), moved, ceilings, threads)
     for level in LEVELS:
-        moved = first[f"bytes_{level}"].to_numpy(dtype=float)
-        out[f"bytes_{level}"] = moved
-        with np.errstate(divide="ignore", invalid="ignore"):
-            intensity = np.where(moved > 0, out["flops"].to_numpy() / moved, np.inf)
-        out[f"ai_{level}"] = intensity
-        roof = intensity * ceilings.bandwidth_gbs(level, threads)
-        lower = roof < attainable
-        attainable = np.where(lower, roof, attainable)
-        bound_level = np.where(lower, level, bound_level)
+        out[f"bytes_{level}"] = moved[level]
+        out[f"ai_{level}"] = intensities[level]
     out["attainable_gflops"] = attainable
     with np.errstate(divide="ignore", invalid="ignore"):
         out["roof_fraction"] = np.where(attainable > 0, out["gflops"] / attainable, np.nan)
@@ -290,8 +285,31 @@ def summarise(frame: pd.DataFrame, ceilings, run_seconds=(), fuse_blocks=None) -
     out["bound"] = np.where(out["flops"] == 0, "n/a", np.where(bound_level == "compute", "compute", "memory"))
     if len(run_seconds):
         out.attrs["run_seconds_median"] = float(np.median(run_seconds))
-    out.attrs["peak_gflops"] = peak
+    out.attrs["peak_gflops"] = ceilings.peak_gflops(threads)
     return out
+
+
+def attainable_gflops(flops, bytes_by_level: dict, ceilings, threads: int):
+    """The roofline of steps: (attainable GFLOP/s, bound level, {level: arithmetic intensity
+    in FLOP/byte}), one entry per step. `flops`: FLOPs per step; `bytes_by_level`: {level:
+    modelled bytes per step} for the levels of engine.traffic.LEVELS. A step's attainable
+    performance is the lowest of the peak and every level's AI x bandwidth at `threads`;
+    its bound level is the level giving it ("compute" for the peak). A level without bytes
+    (0 or NaN) sets no roof (AI inf)."""
+    flops = np.asarray(flops, dtype=float)
+    attainable = np.full(len(flops), ceilings.peak_gflops(threads))
+    bound_level = np.array(["compute"] * len(flops), dtype=object)
+    intensities = {}
+    for level in LEVELS:
+        moved = np.asarray(bytes_by_level[level], dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            intensity = np.where(moved > 0, flops / moved, np.inf)
+        intensities[level] = intensity
+        roof = intensity * ceilings.bandwidth_gbs(level, threads)
+        lower = roof < attainable
+        attainable = np.where(lower, roof, attainable)
+        bound_level = np.where(lower, level, bound_level)
+    return attainable, bound_level, intensities
 
 
 def is_memory_bound(ai, level: str, threads: int, ceilings):
