@@ -8,6 +8,7 @@ import ast
 import json
 import logging
 import socket
+from pathlib import Path
 from datetime import datetime, timezone
 
 import numpy as np
@@ -21,7 +22,7 @@ from engine.passes import find_inverted_residual_blocks
 from workbench.profile import run_machine
 from workbench.ceilings import Ceilings, _cache_path, cache_key
 from workbench import sweep_runners
-from workbench.sweep import CONFIG_COLUMNS, config_id, grid, read_table, sweep, sweep_totals
+from workbench.sweep import CONFIG_COLUMNS, config_id, grid, read_table, schedule_digest, sweep, sweep_totals
 
 LEVELS = ["L1", "L2", "L3", "DRAM"]
 PEAK_PER_THREAD = 123.0   # GFLOP/s: a number no real measurement gives, to recognise these roofs
@@ -241,6 +242,78 @@ def test_invalid_combinations_are_skipped_with_their_reason_and_the_rest_runs(mo
     assert sum("skipped" in r.message for r in caplog.records) == 7
 
 
+# ---------------------------------------------------------------------------- tile schedules
+
+def _project_layers(model_path) -> list[str]:
+    model = engine.load(model_path)
+    return [step.name for step in model.plan(1, fuse_blocks=False).steps if step.op == "project"]
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_a_sweep_over_schedules_runs_each_steps_own_tiles_under_its_label_and_resume_runs_only_new_ones(
+        model_path, ceilings, tmp_path, suffix, monkeypatch):
+    out = tmp_path / f"sweep{suffix}"
+    project = _project_layers(model_path)[3]
+    by_hand = engine.TileSchedule(engine.Tiles(depthwise_rows=4), {project: engine.Tiles(pointwise_pixels=128)},
+                                  {project: True})
+    frame = sweep(model_path, threads=1, fuse_blocks=False, repeats=1, ceilings=ceilings, progress=False, out=out,
+                  tiles={"pointwise_pixels": [32]})                            # a table of tile values first
+    frame = sweep(model_path, threads=1, fuse_blocks=False, repeats=1, ceilings=ceilings, progress=False, out=out,
+                  resume=True, schedules={"by hand": by_hand, "defaults": engine.Tiles()})
+    ids = list(frame.groupby("config_id", sort=False).size().index)
+    assert ids[1:] == ["batch=1,threads=1,fuse_blocks=0,schedule=by hand", "batch=1,threads=1,fuse_blocks=0,"
+                                                                           "schedule=defaults"]
+    hand = frame[frame["schedule"] == "by hand"].set_index("layer")
+    assert hand.loc[project, "op"] == "block" and hand.loc[project, "block_rows"] == 0       # fused by the schedule
+    assert hand.loc[project, "pointwise_pixels"] == 128                                     # its own tiles
+    depthwise = hand[hand["op"] == "depthwise"]
+    assert len(depthwise) and (depthwise["depthwise_rows"] == 4).all() and (depthwise["pointwise_pixels"] == 64).all()
+    defaults = frame[frame["schedule"] == "defaults"]
+    assert (defaults["op"] != "block").all() and (defaults["pointwise_pixels"] == 64).all()
+    assert frame.loc[frame["config_id"] == ids[0], "schedule"].isna().all()
+    totals = sweep_totals(frame).set_index("config_id")
+    assert totals.loc[ids[0], "pointwise_pixels"] == 32 and pd.isna(totals.loc[ids[1], "pointwise_pixels"])
+    assert list(totals["schedule"].iloc[1:]) == ["by hand", "defaults"]
+    pd.testing.assert_frame_equal(read_table(out), frame, check_dtype=False)
+
+    calls = []
+    real = sweep_runners.profile
+    monkeypatch.setattr(sweep_runners, "profile", lambda *a, **k: (calls.append(k["tiles"]), real(*a, **k))[1])
+    again = sweep(model_path, threads=1, fuse_blocks=False, repeats=1, ceilings=ceilings, progress=False, out=out,
+                  resume=True, schedules=[by_hand, engine.Tiles()])
+    # unnamed, a schedule is labelled by a digest of its contents: by_hand is new under it, the defaults too
+    digest = config_id({"batch": 1, "threads": 1, "fuse_blocks": False, "schedule": schedule_digest(by_hand)})
+    assert calls == [by_hand, engine.TileSchedule()] and digest in set(again["config_id"])
+    calls.clear()
+    sweep(model_path, threads=1, fuse_blocks=False, repeats=1, ceilings=ceilings, progress=False, out=out,
+          resume=True, schedules={"by hand": by_hand})
+    assert calls == []                                                 # in the file already: not run again
+
+
+def test_tuned_runs_the_schedule_cached_on_the_machine_and_is_skipped_where_there_is_none(
+        model_path, ceilings, tmp_path, monkeypatch):
+    from engine import schedules
+
+    monkeypatch.setenv("ROOFLINE_DATA_DIR", str(tmp_path))
+    model = engine.load(model_path)
+    project = _project_layers(model_path)[1]
+    key = model.schedule_key(1, 1, run_machine(ceilings))
+    schedules.save(schedules.cache_path(key), engine.TileSchedule(overrides={project: engine.Tiles(
+        pointwise_channels=32)}), key)
+    elsewhere = engine.TileSchedule(tuned_for=schedules.ScheduleKey(key.model, 1, 1, "Another CPU", key.lanes,
+                                                                    key.engine_version))
+    frame = sweep(model_path, batch=[1, 2], threads=1, fuse_blocks=False, repeats=1, ceilings=ceilings,
+                  progress=False, schedules={"tuned": "tuned", "elsewhere": elsewhere})
+    assert list(frame["config_id"].unique()) == ["batch=1,threads=1,fuse_blocks=0,schedule=tuned"]
+    assert frame.set_index("layer").loc[project, "pointwise_channels"] == 32
+    skipped = pd.DataFrame(frame.attrs["skipped"]).set_index("config_id")
+    assert "no tuned schedule" in skipped.loc["batch=2,threads=1,fuse_blocks=0,schedule=tuned", "reason"]
+    for batch in (1, 2):
+        reason = skipped.loc[f"batch={batch},threads=1,fuse_blocks=0,schedule=elsewhere", "reason"]
+        assert "cpu_model 'Another CPU'" in reason
+    assert set(skipped["schedule"]) == {"tuned", "elsewhere"}
+
+
 def test_config_id_is_stable_and_readable():
     config = {"batch": 8, "threads": 2, "fuse_blocks": True, **engine.Tiles(pointwise_pixels=32).as_dict()}
     assert config_id(config) == ("batch=8,threads=2,fuse_blocks=1,pointwise_pixels=32,pointwise_channels=16,"
@@ -263,6 +336,8 @@ def test_the_default_fuse_blocks_is_the_engines():
     (dict(fuse_blocks=[1]), "fuse_blocks"),
     (dict(out="sweep.txt"), "parquet or .csv"),
     (dict(repeats=0), "repeats"),
+    (dict(tiles={"pointwise_pixels": [32]}, schedules=[engine.TileSchedule()]), "not both"),
+    (dict(schedules={"a=b": engine.TileSchedule()}), "label"),
 ])
 def test_bad_arguments_are_refused_before_anything_runs(model_path, ceilings, kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -312,6 +387,31 @@ def test_a_cluster_sweep_runs_on_the_workers_one_timing_per_host_with_their_own_
     windows = frame.groupby("config_id")[["started_at", "finished_at"]].first().sort_values("started_at")
     assert (windows["started_at"].to_numpy()[1:] >= windows["finished_at"].to_numpy()[:-1]).all()
     pd.testing.assert_frame_equal(read_table(out), frame, check_dtype=False)
+
+
+def test_a_cluster_sweep_compares_each_workers_own_tuned_schedule_with_another(cluster, model_path, tmp_path):
+    """"tuned" is looked up on the worker, in its cache (the fixture's ROOFLINE_DATA_DIR,
+    which the workers inherited), keyed to the machine its ceilings describe."""
+    import os
+
+    from distributed import Client
+    from engine import schedules
+
+    model = engine.load(model_path)
+    project = _project_layers(model_path)[2]
+    key = model.schedule_key(1, 1, run_machine(hand_made_ceilings()))
+    path = schedules.cache_path(key, Path(os.environ["ROOFLINE_DATA_DIR"]) / "schedules")
+    schedules.save(path, engine.TileSchedule(overrides={project: engine.Tiles(pointwise_pixels=16)}), key)
+    try:
+        by_hand = engine.TileSchedule(overrides={project: engine.Tiles(pointwise_pixels=256)})
+        with Client(cluster, set_as_default=False) as client:
+            frame = sweep(model_path, threads=1, fuse_blocks=False, repeats=1, client=client, progress=False,
+                          schedules={"tuned": "tuned", "by hand": by_hand})
+    finally:
+        path.unlink()
+    pixels = frame[frame["layer"] == project].set_index("schedule")["pointwise_pixels"]
+    assert pixels.to_dict() == {"tuned": 16, "by hand": 256}
+    assert frame.attrs["skipped"] == []
 
 
 def test_a_cluster_sweep_by_scheduler_address_resumes_from_the_file(cluster, model_path, tmp_path):

@@ -6,6 +6,8 @@
                             out="sweep.parquet")
     workbench.sweep_totals(frame)          # one row per (config, host): run time, images/s, GFLOP/s
     pd.DataFrame(frame.attrs["skipped"])   # configs that could not run, with the reason
+    workbench.sweep(path, threads=2, schedules={"by hand": schedule, "tuned": "tuned"}, client=client)
+                                           # tile schedules: each host's own tuned one next to another
 
 Where the parts live: the grid, config ids and the per-config check in
 `workbench.sweep_grid`; the table (its columns, totals, reading, writing as it goes,
@@ -23,8 +25,10 @@ the returned frame is the whole table in `out` (earlier configs included). Witho
 an existing `out` is overwritten (with a warning) when the first config finishes.
 
 Invalid combinations (a tile value outside its range, batch outside 1..4096, threads above
-the cores of the machine that would run it) are logged with `logging.warning`, listed in
-`frame.attrs["skipped"]` with the reason, and skipped; the sweep goes on. Values of the
+the cores of the machine that would run it, a schedule the engine refuses there: tuned for
+another model, batch, thread count or machine, or naming steps the model does not have;
+"tuned" where that machine has no tuned schedule) are logged with `logging.warning`, listed
+in `frame.attrs["skipped"]` with the reason, and skipped; the sweep goes on. Values of the
 wrong type (a string, None, a float, a bool where an int belongs) and every other bad
 argument are refused with ValueError before anything runs.
 """
@@ -39,19 +43,21 @@ from tqdm.auto import tqdm
 import engine
 from engine.checks import check_bool, check_repeats
 from workbench.profile import check_ceilings, check_model
-from workbench.sweep_grid import CONFIG_COLUMNS, check_config, config_id, config_key, grid
+from workbench.sweep_grid import (CONFIG_COLUMNS, check_config, check_schedules, config_id, config_key, grid,
+                                  schedule_digest)
 from workbench.sweep_runners import run_here, run_on_cluster
 from workbench.sweep_table import (SKIPPED_COLUMNS, SweepTable, check_out, plain_records, read_previous, read_table,
                                    skipped_row, sweep_totals)
 
-__all__ = ["sweep", "sweep_totals", "read_table", "grid", "config_id", "check_config", "CONFIG_COLUMNS"]
+__all__ = ["sweep", "sweep_totals", "read_table", "grid", "config_id", "check_config", "CONFIG_COLUMNS",
+           "schedule_digest"]
 
 logger = logging.getLogger(__name__)
 
 
 def sweep(model, batch=(1,), threads=(1,), tiles: dict | None = None, fuse_blocks=(engine.DEFAULT_FUSE_BLOCKS,),
           repeats: int = 3, out=None, resume: bool = False, client=None, ceilings=None,
-          progress: bool = True) -> pd.DataFrame:
+          progress: bool = True, schedules=None) -> pd.DataFrame:
     """Profile every combination of the given values; one row per (config, step).
 
     model: a path, bytes or onnx.ModelProto (an engine.Model too, but not with a client).
@@ -66,12 +72,18 @@ def sweep(model, batch=(1,), threads=(1,), tiles: dict | None = None, fuse_block
     ceilings: a workbench.Ceilings for the roofs; None: measure_ceilings(quick=True) here,
         or on each worker when run on a cluster.
     progress: show a tqdm.auto progress bar (a widget in notebooks, text in a terminal).
+    schedules: tile schedules to sweep instead of tile values (not with `tiles`): an
+        engine.TileSchedule, engine.Tiles or "tuned" (on each machine, the schedule
+        engine.tune cached there for the model, batch and threads), a list of them, or a
+        dict {label: schedule}; config_id then ends "schedule=<label>" (the label given,
+        "tuned", or "schedule-" and a digest of the schedule: sweep_grid.schedule_digest).
     Returns the table described in workbench.sweep_table, with attrs "totals"
     (`sweep_totals` as a list of row dicts) and "skipped" (row dicts: config_id, the config
     columns, host, reason).
     """
     repeats = check_repeats(repeats)
-    configs = grid(batch, threads, tiles, fuse_blocks)
+    schedules = check_schedules(schedules)
+    configs = grid(batch, threads, tiles, fuse_blocks, schedules)
     out = check_out(out)
     resume = check_bool("resume", resume)
     progress = check_bool("progress", progress)
@@ -94,21 +106,23 @@ def sweep(model, batch=(1,), threads=(1,), tiles: dict | None = None, fuse_block
     bar = tqdm(total=len(todo), desc="sweep", unit="config", disable=not progress)
     try:
         if client is None:
-            run_here(model, todo, repeats, ceilings, table, skip, bar)
+            run_here(model, todo, repeats, ceilings, table, skip, bar, schedules)
         else:
-            run_on_cluster(model, todo, repeats, ceilings, client, table, skip, bar)
+            run_on_cluster(model, todo, repeats, ceilings, client, table, skip, bar, schedules)
     finally:
         bar.close()
 
     frame = table.frame()
     frame.attrs["totals"] = plain_records(sweep_totals(frame))
-    frame.attrs["skipped"] = plain_records(pd.DataFrame(skipped, columns=SKIPPED_COLUMNS))
+    skipped_columns = SKIPPED_COLUMNS + (["schedule"] if schedules else [])
+    frame.attrs["skipped"] = plain_records(pd.DataFrame(skipped, columns=skipped_columns))
     return frame
 
 
 def _not_yet_run(configs: list[dict], previous: pd.DataFrame | None, out: Path | None) -> list[dict]:
     """The configs whose config columns are not in `previous` (the table resumed from)."""
-    done = set() if previous is None else {config_key(row) for row in previous[CONFIG_COLUMNS].to_dict("records")}
+    columns = CONFIG_COLUMNS + (["schedule"] if previous is not None and "schedule" in previous.columns else [])
+    done = set() if previous is None else {config_key(row) for row in previous[columns].to_dict("records")}
     todo = [config for config in configs if config_key(config) not in done]
     if len(todo) < len(configs):
         logger.info("sweep: %d of %d configs already in %s, skipped", len(configs) - len(todo), len(configs), out)

@@ -2,6 +2,12 @@
 one task per config on a Dask cluster (`run_on_cluster`); both profile a config with
 `profile_config` and hand its rows to the SweepTable.
 
+A schedule's config (sweep_grid) runs its engine.TileSchedule; a "tuned" one runs the
+schedule engine.tune cached on the machine that runs it (workbench.tuning.tuned_schedule),
+so one sweep over a cluster compares each host's own tuned schedule; a machine without
+one skips the config with the reason, as the engine's refusal of a schedule tuned for
+another model, batch, thread count or machine is a skip with its reason.
+
 On a Dask cluster: each worker loads the model itself from the bytes broadcast once to
 every worker, and measures (or loads from its disk cache) its own machine's ceilings with
 `measure_ceilings(quick=True)` unless `ceilings` is given. One benchmark at a time per
@@ -24,7 +30,8 @@ import pandas as pd
 import engine
 from engine.machine import machine_info
 from workbench.profile import as_model, default_ceilings, profile
-from workbench.sweep_grid import check_config, config_id
+from workbench.sweep_grid import check_config, config_id, schedule_of
+from workbench.tuning import TUNED, tuned_schedule
 from workbench.sweep_table import SweepTable, config_rows
 
 _WORKER_MODELS: dict[str, engine.Model] = {}
@@ -41,12 +48,16 @@ def _host() -> tuple[str, str]:
     return socket.gethostname(), machine_info().cpu_model
 
 
-def profile_config(model: engine.Model, config: dict, tiles: engine.Tiles, repeats: int, ceilings, host: str,
+def profile_config(model: engine.Model, config: dict, tiles, repeats: int, ceilings, host: str,
                    cpu_model: str) -> tuple[pd.DataFrame | None, str | None]:
-    """Profile one (checked) config: (its sweep rows, None), or (None, the reason) when the
-    engine refuses it (ValueError) or memory runs out."""
+    """Profile one (checked) config with `tiles` (its Tiles, or its schedule: a
+    TileSchedule or TUNED, this machine's tuned one): (its sweep rows, None), or (None,
+    the reason) when the engine refuses it (ValueError), there is no tuned schedule here,
+    or memory runs out."""
     started_at = time.time()
     try:
+        if isinstance(tiles, str) and tiles == TUNED:
+            tiles = tuned_schedule(model, int(config["batch"]), int(config["threads"]), ceilings)
         frame = profile(model, batch=int(config["batch"]), threads=int(config["threads"]), tiles=tiles,
                         fuse_blocks=config["fuse_blocks"], repeats=repeats, ceilings=ceilings)
     except (ValueError, MemoryError) as error:
@@ -56,10 +67,18 @@ def profile_config(model: engine.Model, config: dict, tiles: engine.Tiles, repea
 
 # ---------------------------------------------------------------------------- here
 
-def run_here(model, todo: list[dict], repeats: int, ceilings, table: SweepTable, skip, bar) -> None:
+def _schedule_for(config: dict, schedules: dict | None):
+    """The schedule (TileSchedule or TUNED) a schedule's config runs, else None."""
+    label = schedule_of(config)
+    return None if label is None else schedules[label]
+
+
+def run_here(model, todo: list[dict], repeats: int, ceilings, table: SweepTable, skip, bar,
+             schedules: dict | None = None) -> None:
     """Profile each config of `todo` in this process, in order; skip(config, host, reason)
     for one that cannot run here. The model is loaded, and the ceilings measured, when the
-    first config that can run needs them."""
+    first config that can run needs them. schedules: {label: schedule} of the schedules'
+    configs (sweep_grid.check_schedules)."""
     host, cpu_model = _host()
     cores = engine.available_cores()
     loaded = None
@@ -75,7 +94,8 @@ def run_here(model, todo: list[dict], repeats: int, ceilings, table: SweepTable,
             loaded = as_model(model)
         if ceilings is None:
             ceilings = default_ceilings()
-        rows, reason = profile_config(loaded, config, tiles, repeats, ceilings, host, cpu_model)
+        rows, reason = profile_config(loaded, config, tiles or _schedule_for(config, schedules), repeats, ceilings,
+                                      host, cpu_model)
         if rows is None:
             skip(config, host, reason)
         else:
@@ -93,8 +113,10 @@ def _worker_model(digest: str, model_bytes: bytes) -> engine.Model:
     return model
 
 
-def run_config_on_worker(model_bytes: bytes, digest: str, config: dict, repeats: int, ceilings=None) -> dict:
-    """Profile one config on a Dask worker (the task `run_on_cluster` submits).
+def run_config_on_worker(model_bytes: bytes, digest: str, config: dict, repeats: int, ceilings=None,
+                         schedule=None) -> dict:
+    """Profile one config on a Dask worker (the task `run_on_cluster` submits); schedule:
+    the TileSchedule or TUNED a schedule's config runs.
 
     Returns {"rows": DataFrame} or {"skipped": reason, "host": host}. Times, and measures
     ceilings, only while holding this host's benchmark lock."""
@@ -111,7 +133,7 @@ def run_config_on_worker(model_bytes: bytes, digest: str, config: dict, repeats:
             if not _WORKER_CEILINGS:
                 _WORKER_CEILINGS.append(default_ceilings())
             ceilings = _WORKER_CEILINGS[0]
-        rows, reason = profile_config(model, config, tiles, repeats, ceilings, host, cpu_model)
+        rows, reason = profile_config(model, config, tiles or schedule, repeats, ceilings, host, cpu_model)
     return {"skipped": reason, "host": host} if rows is None else {"rows": rows}
 
 
@@ -164,9 +186,11 @@ def _collect(client, futures: dict, table: SweepTable, skip, bar) -> None:
         client.cancel(list(futures))
 
 
-def run_on_cluster(model, todo: list[dict], repeats: int, ceilings, client, table: SweepTable, skip, bar) -> None:
+def run_on_cluster(model, todo: list[dict], repeats: int, ceilings, client, table: SweepTable, skip, bar,
+                   schedules: dict | None = None) -> None:
     """Profile the configs of `todo` as one task each on the Dask cluster of `client` (a
-    distributed.Client, or a scheduler address: then a client is made and closed here)."""
+    distributed.Client, or a scheduler address: then a client is made and closed here).
+    schedules: {label: schedule} of the schedules' configs, sent with their tasks."""
     from distributed import Client     # lazy: Dask is an optional dependency
 
     sent = model_bytes(model)
@@ -180,7 +204,7 @@ def run_on_cluster(model, todo: list[dict], repeats: int, ceilings, client, tabl
         digest = hashlib.sha256(sent).hexdigest()
         [model_future] = client.scatter([sent], broadcast=True, hash=False)
         futures = {client.submit(run_config_on_worker, model_future, digest, config, repeats, ceilings,
-                                 pure=False): config
+                                 _schedule_for(config, schedules), pure=False): config
                    for config in runnable}
         _collect(client, futures, table, skip, bar)
     finally:

@@ -8,6 +8,9 @@ flops, bytes_<level>, ai_<level>, bound, ...) plus
   (a field not swept keeps its Tiles() default). fuse_blocks holds the value the config
   ran with: False, True or "auto" (the steps' own `fused` column says which blocks "auto"
   fused); a column with only bools is bool, one with "auto" in it holds Python objects;
+- `schedule`, only in a table with tile schedules: the schedule's label (sweep_grid) on
+  its configs' rows (empty on the others); there the tile columns hold the tiles each
+  step ran with, and config_id names the schedule instead of tile values;
 - `host` (socket.gethostname()) and `cpu_model` of the machine that ran it, locally too;
 - `started_at`, `finished_at`: when its timed runs began and ended (s since the epoch), so
   one can check that no two timings on one host overlapped;
@@ -42,7 +45,7 @@ import pandas as pd
 
 from engine.traffic import LEVELS
 from workbench.profile import parse_fuse_blocks, save_frame
-from workbench.sweep_grid import CONFIG_COLUMNS, config_id
+from workbench.sweep_grid import CONFIG_COLUMNS, TILE_FIELDS, config_id, schedule_of
 
 logger = logging.getLogger(__name__)
 
@@ -53,11 +56,15 @@ TUPLE_COLUMNS = ("input_shape", "output_shape", "members")
 
 def config_rows(frame: pd.DataFrame, config: dict, host: str, cpu_model: str, started_at: float = np.nan,
                 finished_at: float = np.nan) -> pd.DataFrame:
-    """A `profile` frame as sweep rows: config_id, config columns, host, cpu_model first;
-    started_at, finished_at (s since the epoch) and run_seconds added; tuple columns as str."""
+    """A `profile` frame as sweep rows: config_id, config columns, host, cpu_model (and a
+    schedule's label) first; started_at, finished_at (s since the epoch) and run_seconds
+    added; tuple columns as str. A schedule's rows keep the tiles each step ran with."""
     rows = frame.copy()
-    for column in CONFIG_COLUMNS:
+    label = schedule_of(config)
+    for column in CONFIG_COLUMNS if label is None else CONFIG_COLUMNS[:3]:
         rows[column] = parse_fuse_blocks(config[column]) if column == "fuse_blocks" else int(config[column])
+    if label is not None:
+        rows["schedule"] = label
     rows["config_id"] = config_id(config)
     rows["host"] = host
     rows["cpu_model"] = cpu_model
@@ -68,25 +75,31 @@ def config_rows(frame: pd.DataFrame, config: dict, host: str, cpu_model: str, st
         if column in rows.columns:
             rows[column] = rows[column].map(str)
     rows.attrs = {}
-    return rows[KEY_COLUMNS + [c for c in rows.columns if c not in KEY_COLUMNS]]
+    first = KEY_COLUMNS + (["schedule"] if label is not None else [])
+    return rows[first + [c for c in rows.columns if c not in first]]
 
 
 def skipped_row(config: dict, host: str | None, reason: str) -> dict:
+    """A skipped config, for frame.attrs["skipped"]: config_id, its config values (and
+    schedule label), host, reason."""
     return {"config_id": config_id(config), **config, "host": host, "reason": reason}
 
 
 def sweep_totals(frame: pd.DataFrame, ops=None) -> pd.DataFrame:
     """One row per (config_id, host) of a sweep table.
 
-    Columns: config_id, the config columns, host, cpu_model, steps, seconds (sum of the
-    step medians, s), run_seconds (median whole run, s), flops, gflops (flops / seconds /
-    1e9, GFLOP/s), images_per_second (batch / run_seconds), bytes_<level> (summed) and
-    ai_<level> (FLOP/byte over the whole run) for L1, L2, L3, DRAM.
+    Columns: config_id, the config columns, host, cpu_model (schedule, in a table with
+    schedules: there a schedule's config has no single tile value, so its tile columns are
+    <NA>), steps, seconds (sum of the step medians, s), run_seconds (median whole run, s),
+    flops, gflops (flops / seconds / 1e9, GFLOP/s), images_per_second (batch /
+    run_seconds), bytes_<level> (summed) and ai_<level> (FLOP/byte over the whole run) for
+    L1, L2, L3, DRAM.
     ops: only the steps whose op is one of these (say ["expand", "project", "pointwise"])
     count in steps, seconds, flops, gflops, bytes and ai; run_seconds and
     images_per_second stay the whole run's; a config without such steps has no row.
     """
-    columns = [*KEY_COLUMNS, "steps", "seconds", "run_seconds", "flops", "gflops", "images_per_second",
+    key_columns = KEY_COLUMNS + (["schedule"] if "schedule" in frame.columns else [])
+    columns = [*key_columns, "steps", "seconds", "run_seconds", "flops", "gflops", "images_per_second",
                *(f"bytes_{level}" for level in LEVELS), *(f"ai_{level}" for level in LEVELS)]
     if ops is not None and "op" in frame.columns:
         frame = frame[frame["op"].isin([ops] if isinstance(ops, str) else list(ops))]
@@ -94,8 +107,12 @@ def sweep_totals(frame: pd.DataFrame, ops=None) -> pd.DataFrame:
         return pd.DataFrame(columns=columns)
     sums = {"seconds": "sum", "flops": "sum", "run_seconds": "first", "step": "count",
             **{f"bytes_{level}": "sum" for level in LEVELS if f"bytes_{level}" in frame.columns}}
-    first = {column: "first" for column in KEY_COLUMNS if column not in ("config_id", "host")}
-    totals = frame.groupby(["config_id", "host"], sort=False).agg({**first, **sums}).reset_index()
+    first = {column: "first" for column in key_columns if column not in ("config_id", "host")}
+    totals = frame.groupby(["config_id", "host"], sort=False, dropna=False).agg({**first, **sums}).reset_index()
+    if "schedule" in totals.columns:
+        scheduled = totals.apply(schedule_of, axis=1).notna()
+        for field in TILE_FIELDS:
+            totals[field] = totals[field].astype("Int64").mask(scheduled)
     totals = totals.rename(columns={"step": "steps"})
     totals["flops"] = totals["flops"].astype(np.int64)
     totals["gflops"] = totals["flops"] / totals["seconds"] / 1e9
