@@ -3,6 +3,7 @@ job on a small model (ceilings measured by a stand-in, so fast and machine-indep
 and bad flags or values end with status 2 and one line on stderr, never a traceback."""
 from __future__ import annotations
 
+import json
 import re
 
 import pandas as pd
@@ -171,6 +172,117 @@ def test_profile_with_fuse_blocks_auto_runs_auto_and_says_so(model_path, capsys)
     assert sum(line.split()[1] == "block" for line in out.strip().splitlines()[1:-1]) == len(picked)
 
 
+# ---------------------------------------------------------------------------- tune and --tiles
+
+@pytest.fixture
+def schedule_cache(tmp_path, monkeypatch):
+    """Tuned schedules are cached under tmp_path, not in the repository's data/."""
+    monkeypatch.setenv("ROOFLINE_DATA_DIR", str(tmp_path / "data"))
+    return tmp_path / "data" / "schedules"
+
+
+def test_tune_writes_a_schedule_keyed_to_its_run_and_caches_it(model_path, tmp_path, capsys, schedule_cache):
+    out = tmp_path / "schedule.json"
+    status, printed, _ = run(["tune", "--model", model_path, "--threads", "1", "--budget", "3", "--repeats", "3",
+                              "--no-progress", "--out", out], capsys)
+    assert status == 0
+    schedule = engine.TileSchedule.load(out)
+    model = engine.load(model_path)
+    assert schedule.tuned_for == model.schedule_key(1, 1)
+    assert schedule.overrides or schedule.fused
+    assert re.search(r"whole run .*: [\d.]+ ms -> [\d.]+ ms", printed) and f"--tiles {out}" in printed
+    assert len(json.loads(out.read_text())["trials"]) > 0
+    assert len(list(schedule_cache.glob("*.json"))) == 1          # model.run(tiles="tuned") finds it
+
+
+def test_profile_and_report_run_a_saved_schedule_step_by_step(model_path, tmp_path, capsys, schedule_cache):
+    model = engine.load(model_path)
+    layers = [s.name for s in model.plan(1, fuse_blocks=False).steps if s.op in ("project", "depthwise")]
+    schedule = engine.TileSchedule(engine.Tiles(pointwise_pixels=32), {layers[0]: engine.Tiles(depthwise_rows=3),
+                                                                      layers[1]: engine.Tiles(pointwise_pixels=128)},
+                                   tuned_for=model.schedule_key(1, 1))
+    path = schedule.save(tmp_path / "schedule.json")
+    assert run(["profile", "--model", model_path, "--threads", "1", "--repeats", "1", "--fuse-blocks", "false",
+                "--tiles", path], capsys)[0] == 0
+    out = tmp_path / "report"
+    status, _, _ = run(["report", "--model", model_path, "--threads", "1", "--repeats", "1", "--fuse-blocks", "false",
+                        "--tiles", path, "--out", out], capsys)
+    assert status == 0
+    rows = pd.read_csv(out / "layers.csv").set_index("layer")
+    for layer in rows.index:
+        tiles = schedule.tiles_for(layer)
+        assert (rows.loc[layer, "pointwise_pixels"], rows.loc[layer, "depthwise_rows"]) == \
+            (tiles.pointwise_pixels, tiles.depthwise_rows), layer
+    assert rows.loc[layers[1], "pointwise_pixels"] == 128 and (rows["pointwise_pixels"] == 32).sum() > 10
+
+
+def test_tiles_tuned_runs_the_cached_schedule_or_says_there_is_none(model_path, tmp_path, capsys, schedule_cache):
+    from engine import schedules
+
+    status, _, err = run(["profile", "--model", model_path, "--threads", "1", "--repeats", "1", "--tiles", "tuned"],
+                         capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1 and "no tuned schedule" in err
+    model = engine.load(model_path)
+    key = model.schedule_key(1, 1)
+    layer = next(s.name for s in model.plan(1, fuse_blocks=False).steps if s.op == "project")
+    schedules.save(schedules.cache_path(key), engine.TileSchedule(overrides={layer: engine.Tiles(pointwise_pixels=8)}),
+                   key)
+    out = tmp_path / "report"
+    assert run(["report", "--model", model_path, "--threads", "1", "--repeats", "1", "--fuse-blocks", "false",
+                "--tiles", "tuned", "--out", out], capsys)[0] == 0
+    assert pd.read_csv(out / "layers.csv").set_index("layer").loc[layer, "pointwise_pixels"] == 8
+
+
+@pytest.mark.parametrize("what, expected", [
+    ("another CPU", "cpu_model 'Another CPU'"), ("another batch", "batch 4 (here 1)"),
+    ("another model", "model"), ("not a schedule", "a tile schedule needs"), ("missing", "not a readable"),
+    ("with a tile flag", "cannot be combined"),
+])
+def test_a_foreign_or_broken_schedule_is_refused_with_one_line_and_status_2(what, expected, model_path, tmp_path,
+                                                                           capsys):
+    from engine import schedules
+
+    model = engine.load(model_path)
+    key = model.schedule_key(1, 1)
+    path = tmp_path / "schedule.json"
+    extra = []
+    if what == "another CPU":
+        schedules.save(path, engine.TileSchedule(), schedules.ScheduleKey(key.model, 1, 1, "Another CPU", key.lanes,
+                                                                           key.engine_version))
+    elif what == "another batch":
+        engine.TileSchedule(tuned_for=model.schedule_key(4, 1)).save(path)
+    elif what == "another model":
+        schedules.save(path, engine.TileSchedule(), schedules.ScheduleKey("0123456789abcdef", 1, 1, key.cpu_model,
+                                                                           key.lanes, key.engine_version))
+    elif what == "not a schedule":
+        path.write_text('{"schema": 1, "key": null, "schedule": {"tiles": 5}}')
+    elif what == "with a tile flag":
+        engine.TileSchedule().save(path)
+        extra = ["--pointwise-pixels", "32"]
+    for command in (["profile"], ["report", "--out", tmp_path / "report"]):
+        status, _, err = run([*command, "--model", model_path, "--threads", "1", "--repeats", "1", "--tiles", path,
+                              *extra], capsys)
+        assert status == 2, err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and err.startswith("roofline-workbench")
+        assert expected in err
+    assert not (tmp_path / "report").exists()                       # refused before anything was written
+
+
+def test_sweep_takes_schedule_files_and_tuned(model_path, tmp_path, capsys, schedule_cache):
+    model = engine.load(model_path)
+    layer = next(s.name for s in model.plan(1, fuse_blocks=False).steps if s.op == "project")
+    engine.TileSchedule(overrides={layer: engine.Tiles(pointwise_pixels=16)}).save(tmp_path / "mine.json")
+    out = tmp_path / "sweep.csv"
+    status, printed, _ = run(["sweep", "--model", model_path, "--threads", "1", "--repeats", "1", "--no-progress",
+                              "--fuse-blocks", "false", "--schedules", tmp_path / "mine.json", "tuned", "--out", out],
+                             capsys)
+    assert status == 0 and "1 configs" in printed and "1 skipped" in printed
+    table = read_table(out)
+    assert set(table["schedule"]) == {"mine"} and table.set_index("layer").loc[layer, "pointwise_pixels"] == 16
+    status, _, err = run(["sweep", "--model", model_path, "--schedules", tmp_path / "missing.json"], capsys)
+    assert status == 2 and "--schedules" in err
+
+
 def test_compare_prints_engines_cost_and_orts_nodes_and_writes_csv(model_path, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     status, out, _ = run(["compare", "--model", model_path, "--threads", "1", "--repeats", "2",
@@ -204,6 +316,15 @@ def test_compare_prints_engines_cost_and_orts_nodes_and_writes_csv(model_path, t
     ["compare", "--price-per-core-hour", "cheap"],
     ["compare", "--model", "{missing}"],
     ["compare", "--model", "{model}", "--threads", "999"],
+    ["tune", "--budget", "0"],
+    ["tune", "--budget", "soon"],
+    ["tune", "--repeats", "2"],
+    ["tune", "--model", "{model}", "--threads", "999", "--out", "{tmp}/s.json"],
+    ["tune", "--model", "{model}", "--out", "{tmp}"],
+    ["tune", "--model", "{model}", "--out", "{tmp}/schedule.txt"],
+    ["tune", "--model", "{missing}"],
+    ["profile", "--model", "{model}", "--tiles", "{tmp}/missing.json"],
+    ["sweep", "--model", "{model}", "--schedules", "{tmp}/missing.json", "--out", "{tmp}/s.csv"],
 ])
 def test_bad_flags_and_values_exit_2_with_one_line_and_no_traceback(argv, model_path, tmp_path, capsys):
     argv = [a.format(model=model_path, missing=tmp_path / "missing.onnx", tmp=tmp_path) for a in argv]

@@ -2,16 +2,23 @@
 
     roofline-workbench ceilings [--full] [--refresh]
     roofline-workbench profile  [--model M] [--batch N] [--threads T] [--pointwise-pixels P] ...
-                                [--fuse-blocks [false|true|auto]]
-    roofline-workbench report   [--model M] [--fuse-blocks [false|true|auto]] --out DIR
+                                [--fuse-blocks [false|true|auto]] [--tiles schedule.json|tuned]
+    roofline-workbench report   [--model M] [--fuse-blocks [false|true|auto]] [--tiles ...] --out DIR
+    roofline-workbench tune     [--model M] [--batch N] [--threads T] [--budget S] [--out schedule.json]
     roofline-workbench sweep    [--model M] [--batch N ...] [--threads T ...] [--pointwise-pixels P ...] ...
-                                [--fuse-blocks [false|true|auto ...]] [--out FILE] [--resume] [--scheduler ADDRESS]
+                                [--fuse-blocks [false|true|auto ...]] [--schedules FILE|tuned ...]
+                                [--out FILE] [--resume] [--scheduler ADDRESS]
     roofline-workbench compare  [--model M] [--batch N] [--threads T] [--price-per-core-hour USD] [--out DIR]
 
 --fuse-blocks: false runs every layer on its own; true fuses every inverted-residual block
 (expand, depthwise, project computed band by band); auto fuses only the blocks the engine
 expects to run faster fused at that thread count and batch (engine.plan.fusion_wins).
 Without the flag: the engine's default (engine.DEFAULT_FUSE_BLOCKS); the flag alone: true.
+
+tune chooses every step's tiles and every block's fusion by measurement (workbench.tune,
+engine.tune) within --budget seconds, writes the schedule to --out and caches it here;
+--tiles then runs a saved schedule (a file) or the cached one ("tuned"). A schedule tuned
+for another model, batch, thread count or machine is refused (status 2, one line).
 
 Bad flags or values (an unknown flag, a value of the wrong type or out of range, a missing
 model, an --out that cannot be written) print one line on stderr and exit with status 2,
@@ -25,14 +32,17 @@ import sys
 from pathlib import Path
 
 import engine
-from engine import ModelError
+from engine import ModelError, schedules
+from engine.checks import check_threads
 # the module, not its function: measure_ceilings is looked up when a command runs, as the
 # rest of the workbench does (profile.default_ceilings)
 from workbench import ceilings as ceilings_module
 from workbench.compare import DEFAULT_PRICE_PER_CORE_HOUR, compare
-from workbench.profile import DEFAULT_MODEL, describe_fusion, model_file, profile, save_frame
+from workbench.profile import (DEFAULT_MODEL, default_ceilings, describe_fusion, model_file, profile, run_machine,
+                               save_frame)
 from workbench.report import write_report
 from workbench.sweep import CONFIG_COLUMNS, sweep, sweep_totals
+from workbench.tuning import TUNED, tune, tuned_schedule
 
 
 class _UsageError(Exception):
@@ -146,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     ceilings.add_argument("--full", action="store_true", help="full (slower, steadier) measurement")
     ceilings.add_argument("--refresh", action="store_true", help="re-measure even if cached")
     _add_profile_and_report(commands)
+    _add_tune(commands)
     _add_sweep(commands)
     _add_compare(commands)
     return parser
@@ -164,10 +175,30 @@ def _add_profile_and_report(commands) -> None:
                          help=f"{_FUSE_BLOCKS_HELP}; the flag alone: true (default: {_fuse_blocks_default()}, "
                               f"engine.DEFAULT_FUSE_BLOCKS)")
         _tile_flags(sub)
+        sub.add_argument("--tiles", metavar="schedule.json|tuned", default=None,
+                         help="a tile schedule: a file `tune` wrote (or engine.TileSchedule.save), or \"tuned\" "
+                              "for the one cached here for this model, batch and threads; refused when tuned for "
+                              "another model, batch, thread count or machine (not with the tile flags)")
         if name == "report":
             sub.add_argument("--out", type=Path, required=True, help="output folder")
         else:
             sub.add_argument("--top", type=_positive_int, default=20, help="rows to print")
+
+
+def _add_tune(commands) -> None:
+    tune = commands.add_parser("tune", help="choose every step's tiles by measurement, write the schedule (JSON)")
+    tune.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX file")
+    tune.add_argument("--batch", type=_batch, default=1)
+    tune.add_argument("--threads", type=_positive_int, default=None, help="default: all cores")
+    tune.add_argument("--budget", type=_positive_float, default=60.0, metavar="SECONDS",
+                      help="seconds the search may take (default 60)")
+    tune.add_argument("--repeats", type=_int_in(3, 100), default=5, help="runs per candidate (3..100, default 5)")
+    tune.add_argument("--fuse-blocks", type=_fuse_blocks, nargs="?", const=True, default=engine.DEFAULT_FUSE_BLOCKS,
+                      metavar="false|true|auto", help=f"the fusion the search starts from; {_FUSE_BLOCKS_HELP}")
+    tune.add_argument("--out", type=Path, default=Path("schedule.json"),
+                      help="the schedule, JSON (default schedule.json); --tiles takes it")
+    tune.add_argument("--top", type=_positive_int, default=20, help="changed steps to print")
+    tune.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _add_sweep(commands) -> None:
@@ -182,6 +213,9 @@ def _add_sweep(commands) -> None:
                             f"without the flag: {_fuse_blocks_default()} (engine.DEFAULT_FUSE_BLOCKS). "
                             f"{_FUSE_BLOCKS_HELP}")
     _tile_flags(sweep, several=True)
+    sweep.add_argument("--schedules", nargs="+", default=None, metavar="FILE|tuned",
+                       help="tile schedules to sweep instead of tile values: files (labelled by their name) or "
+                            "\"tuned\" (each machine's own tuned schedule)")
     sweep.add_argument("--out", type=Path, default=Path("sweep.parquet"),
                        help="table written after every config, .parquet or .csv (default sweep.parquet)")
     sweep.add_argument("--resume", action="store_true", help="skip configs already in --out")
@@ -207,6 +241,40 @@ def _tiles_from(args):
     return engine.Tiles(**{name: getattr(args, name) for name in engine.Tiles().as_dict()})
 
 
+def _load_schedule(path_text: str, flag: str) -> engine.TileSchedule:
+    """A saved TileSchedule (with the key it was tuned for); a usage error naming the flag
+    when the file is missing or not a schedule."""
+    try:
+        return engine.TileSchedule.load(path_text)
+    except ValueError as error:
+        raise _UsageError(f"roofline-workbench: {flag} {path_text}: {error}") from None
+
+
+def _tiles_or_schedule(args, model: engine.Model, threads: int, ceilings):
+    """What --tiles or the tile flags ask for: a Tiles, a saved schedule, or the tuned one
+    cached here. Usage errors: --tiles with a tile flag, an unreadable file, no tuned
+    schedule, a schedule tuned for another model, batch, thread count or machine."""
+    if args.tiles is None:
+        return _tiles_from(args)
+    flags = [f"--{name.replace('_', '-')}" for name, value in engine.Tiles().as_dict().items()
+             if getattr(args, name) != value]
+    if flags:
+        raise _UsageError(f"roofline-workbench: --tiles and {', '.join(flags)} cannot be combined: a schedule "
+                          f"carries every step's tiles")
+    try:
+        if args.tiles == TUNED:
+            return tuned_schedule(model, args.batch, threads, ceilings)
+        schedule = _load_schedule(args.tiles, "--tiles")
+        key = schedule.tuned_for
+        if key is not None:
+            expected = model.schedule_key(args.batch, threads, run_machine(ceilings))
+            if key != expected:
+                raise ValueError(schedules.refusal(f"the schedule in {args.tiles}", expected, key))
+        return schedule
+    except ValueError as error:
+        raise _UsageError(f"roofline-workbench: --tiles: {error}") from None
+
+
 def _model_file(path: Path) -> Path:
     """profile.model_file (the default model is written when missing); another missing file
     is a usage error."""
@@ -225,10 +293,33 @@ def _output_folder(path: Path) -> Path:
 
 def _profile(args):
     _model_file(args.model)
-    threads = args.threads or engine.available_cores()
+    threads = check_threads(args.threads or engine.available_cores())
     model = engine.load(args.model)
-    return profile(model, batch=args.batch, threads=threads, tiles=_tiles_from(args),
-                   fuse_blocks=args.fuse_blocks, repeats=args.repeats)
+    ceilings = default_ceilings(threads)
+    return profile(model, batch=args.batch, threads=threads, tiles=_tiles_or_schedule(args, model, threads, ceilings),
+                   fuse_blocks=args.fuse_blocks, repeats=args.repeats, ceilings=ceilings)
+
+
+def _tune(args) -> int:
+    _model_file(args.model)
+    if args.out.suffix != ".json" or args.out.is_dir():
+        raise _UsageError(f"roofline-workbench tune: --out must be a .json file path, got {str(args.out)!r}")
+    threads = args.threads or engine.available_cores()
+    result = tune(args.model, batch=args.batch, threads=threads, budget_s=args.budget, repeats=args.repeats,
+                  fuse_blocks=args.fuse_blocks, progress=not args.no_progress)
+    engine_result = result.result
+    path = schedules.save(args.out, result.schedule, result.schedule.tuned_for, engine_result.trials)
+    changed = result.changed_steps()
+    print(f"{args.model.name}: batch {args.batch}, {threads} thread(s); tuned in {engine_result.seconds:.1f} s "
+          f"({engine_result.stopped or 'search complete'}), {len(engine_result.trials)} candidates measured")
+    print(f"whole run (median, default and tuned side by side): {engine_result.default_seconds * 1e3:.3f} ms -> "
+          f"{engine_result.tuned_seconds * 1e3:.3f} ms")
+    if not changed.empty:
+        shown = changed.head(args.top).copy()
+        shown["step"] = shown["step"].str[-48:]
+        print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"{len(changed)} steps changed; schedule written to {path} (run it: --tiles {path})")
+    return 0
 
 
 def format_layers(frame, top: int | None = None) -> str:
@@ -259,10 +350,17 @@ def _sweep(args) -> int:
     fuse_blocks = [engine.DEFAULT_FUSE_BLOCKS] if args.fuse_blocks is None else (args.fuse_blocks or [True])
     tiles = {name: getattr(args, name) for name in engine.Tiles().as_dict() if getattr(args, name) is not None}
     threads = args.threads or [engine.available_cores()]
+    named = None
+    if args.schedules:
+        if tiles:
+            raise _UsageError("roofline-workbench sweep: --schedules and tile flags cannot be combined: a schedule "
+                              "carries every step's tiles")
+        named = {text if text == TUNED else Path(text).stem: text if text == TUNED
+                 else _load_schedule(text, "--schedules") for text in args.schedules}
     try:
         frame = sweep(args.model, batch=args.batch, threads=threads, tiles=tiles, fuse_blocks=fuse_blocks,
                       repeats=args.repeats, out=args.out, resume=args.resume, client=args.scheduler,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, schedules=named)
     except OSError as error:          # an unreachable scheduler, an unwritable --out
         raise _UsageError(f"roofline-workbench sweep: {error}") from None
     skipped = len(frame.attrs["skipped"])      # each one was logged as a warning with its reason
@@ -270,7 +368,8 @@ def _sweep(args) -> int:
     if totals.empty:
         print("roofline-workbench: no configuration could run", file=sys.stderr)
         return 1
-    varying = [c for c in CONFIG_COLUMNS if totals[c].nunique() > 1] or ["batch", "threads"]
+    varying = [c for c in CONFIG_COLUMNS + ["schedule"] if c in totals and totals[c].nunique() > 1] \
+        or ["batch", "threads"]
     shown = totals[varying + ["host", "run_seconds", "images_per_second", "gflops", "ai_L2"]].copy()
     shown["run_seconds"] = (shown["run_seconds"] * 1e3).round(3)
     shown = shown.rename(columns={"run_seconds": "ms/run", "images_per_second": "images/s", "gflops": "GFLOP/s",
@@ -333,6 +432,8 @@ def _run(args) -> int:
         for path in paths:
             print(path)
         return 0
+    if args.command == "tune":
+        return _tune(args)
     if args.command == "sweep":
         return _sweep(args)
     if args.command == "compare":
