@@ -80,3 +80,20 @@ class Recorder:
 
     def __len__(self) -> int:
         return len(self.records)
+
+
+class HookHandle:
+    """What Model.register_hook returns: `handle.remove()` unregisters the hook (once; again
+    does nothing); `with model.register_hook(hook): ...` registers it for the block."""
+
+    def __init__(self, model, hook):
+        self._model, self.hook = model, hook
+
+    def remove(self) -> None:
+        self._model._remove_hook(self.hook)
+
+    def __enter__(self) -> "HookHandle":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.remove()

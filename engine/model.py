@@ -10,6 +10,7 @@ import numpy as np
 
 from engine import checks, runtime, schedules
 from engine.graph import Graph
+from engine.hooks import HookHandle
 from engine.machine import MachineInfo
 from engine.onnx_import import import_graph, read_model
 from engine.passes import run_passes
@@ -47,6 +48,7 @@ class Model:
         self._plans = runtime.PlanCache(self._PLAN_CACHE_SIZE, on_evict=self._forget_recent)
         self._recent: _RecentRun | None = None
         self._run_indices = itertools.count(1)        # RunInfo.run_index of hooked runs
+        self._hooks: tuple = ()                         # registered with register_hook: every run
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -80,6 +82,18 @@ class Model:
         Inf saturates in ReLU6); other images of the batch are not affected
         (tests/test_argument_validation.py checks this bit for bit)."""
         return checks.check_input(x, self.input_shape)
+
+    def register_hook(self, hook) -> HookHandle:
+        """Call `hook` (an object with on_layer(record), and optional on_run_start/end) on
+        every run of this model until the returned handle's remove() (or the end of its
+        `with` block), besides any hooks= given to a run. Runs without hooks take no
+        timestamps; a registered hook makes every run a hooked one."""
+        (hook,) = checks.check_hooks((hook,))
+        self._hooks += (hook,)
+        return HookHandle(self, hook)
+
+    def _remove_hook(self, hook) -> None:
+        self._hooks = tuple(h for h in self._hooks if h is not hook)
 
     # ------------------------------------------------------------ planning
 
@@ -151,7 +165,7 @@ class Model:
         # interpreter's code and data are out of cache, and the full checks cost a few
         # per cent of a batch-1 run before the first kernel; this test costs microseconds.
         recent = self._recent
-        if (recent is not None and type(hooks) is tuple and not hooks and type(x) is np.ndarray
+        if (recent is not None and type(hooks) is tuple and not hooks and not self._hooks and type(x) is np.ndarray
                 and x.dtype is _FLOAT32 and type(threads) is int and threads == recent.threads
                 and tiles is recent.tiles and fuse_blocks is recent.fuse_blocks and machine is recent.machine
                 and x.shape == recent.shape and x.flags.c_contiguous):
@@ -159,10 +173,12 @@ class Model:
         arguments = (threads, tiles, fuse_blocks, machine)
         x = self.check_input(x)
         threads = checks.check_threads(threads)
-        hooks = checks.check_hooks(hooks)
-        plan = self._plan(x.shape[0], threads, checks.check_tiles(tiles, tuned_allowed=True), checks.check_fuse_blocks(fuse_blocks),
-                          checks.check_machine(machine))
-        if not hooks and x.flags.c_contiguous and x.dtype is _FLOAT32 and type(arguments[0]) is int:
+        hooks = self._hooks + checks.check_hooks(hooks)
+        plan = self._plan(x.shape[0], threads, checks.check_tiles(tiles, tuned_allowed=True),
+                          checks.check_fuse_blocks(fuse_blocks), checks.check_machine(machine))
+        # "tuned" is looked up again on every checked run: a new tuning result takes effect
+        if not hooks and x.flags.c_contiguous and x.dtype is _FLOAT32 and type(arguments[0]) is int \
+                and not isinstance(tiles, str):
             self._recent = _RecentRun(x.shape, *arguments, plan)
         return runtime.run(plan, x, threads, hooks, next(self._run_indices) if hooks else 0)
 

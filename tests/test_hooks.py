@@ -110,3 +110,26 @@ def test_flops_of_the_default_model_sum_to_601_5_mflop(mobilenet):
     assert sum(r.other_flops for r in recorder.records) > 0
     pool = [r for r in recorder.records if r.op == "pool"]
     assert pool and pool[0].flops == 0 and pool[0].other_flops == 1280 * 7 * 7
+
+
+def test_a_registered_hook_sees_every_run_until_its_handle_removes_it(small):
+    x = np.zeros((1, *small.input_shape), np.float32)
+    recorder = engine.Recorder()
+    handle = small.register_hook(recorder)
+    small.run(x)
+    small.run(x)                                   # the same arguments: not the hook-free fast path
+    steps = len(small.plan(1).steps)
+    assert len(recorder.runs) == 2 and len(recorder.records) == 2 * steps
+    other = engine.Recorder()
+    small.run(x, hooks=[other])                    # given hooks and registered ones both see the run
+    assert len(other.runs) == 1 and len(recorder.runs) == 3
+    handle.remove()
+    handle.remove()                                # a second remove does nothing
+    small.run(x)
+    assert len(recorder.runs) == 3
+    with small.register_hook(recorder):
+        small.run(x)
+    small.run(x)
+    assert len(recorder.runs) == 4
+    with pytest.raises(ValueError, match="on_layer"):
+        small.register_hook(object())
