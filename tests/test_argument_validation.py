@@ -162,6 +162,11 @@ def _call_sweep(ctx, **kwargs):
                                                      **kwargs})
 
 
+def _call_tune(ctx, **kwargs):
+    return workbench.tune(kwargs.pop("model", ctx.model), **{"threads": 1, "budget_s": 1, "ceilings": ctx.ceilings,
+                                                         "progress": False, "save": False, **kwargs})
+
+
 def _call_explorer(ctx, **kwargs):
     return Explorer(kwargs.pop("model", ctx.model), **{"ceilings": ctx.ceilings, "threads": 1, "repeats": 1, **kwargs})
 
@@ -244,6 +249,19 @@ CASES = {
         ("client", 5, "client"),
         ("ceilings", "quick", "ceilings"),
         ("model", None, "model"), ("model", 12345, "model"), ("model", "/no/such/model.onnx", "not found"),
+        ("schedules", 5, "schedules"), ("schedules", [], "schedules"), ("schedules", ["fast"], "schedules"),
+        ("schedules", [engine.TileSchedule(), None], "schedules"), ("schedules", {}, "schedules"),
+        ("schedules", {"a,b": engine.TileSchedule()}, "label"), ("schedules", {"": engine.TileSchedule()}, "label"),
+        ("schedules", {5: engine.TileSchedule()}, "label"), ("schedules", {"x": "Tuned"}, "schedules"),
+    ]),
+    "workbench.tune": (_call_tune, [
+        *_ints("batch", 1, 4096), *_ints("threads", 1, CORES, none_is_default=True), *_ints("repeats", 3, 100),
+        *_ints("profile_repeats", 1, 10_000),
+        *(("budget_s", value, "budget_s") for value in (0, -1.0, NAN, float("inf"), "60", None, True)),
+        *(("roof_margin", value, "roof_margin") for value in (-0.1, 1, 2.0, NAN, "0.05", None, True)),
+        ("progress", "yes", "progress"), ("progress", 1, "progress"), ("progress", None, "progress"),
+        *_fuse_blocks(), *_bools("save"), ("ceilings", "quick", "ceilings"),
+        ("model", 12345, "model"), ("model", None, "model"), ("model", "/no/such/model.onnx", "model"),
     ]),
     "workbench.Explorer": (_call_explorer, [
         *_ints("batch", 1, 4096), *(case for case in _ints("threads", 1, CORES) if case[1] is not None),  # None: all
@@ -258,6 +276,7 @@ CASES = {
         ("pointwise_channels", 20, "pointwise_channels"),
         *_fuse_blocks(),
         ("level", "L4", "level"), ("level", None, "level"),
+        ("step", "no such step", "step"), ("step", 5, "step"),
         ("cores", 2, "unknown controls"),
     ]),
     "workbench.compare": (_call_compare, [
@@ -309,7 +328,8 @@ def test_the_table_covers_every_argument_of_every_entry():
     exempt = {"self"}
     signatures = {
         "Model.run": engine.Model.run, "Model.plan": engine.Model.plan, "workbench.profile": workbench.profile,
-        "workbench.sweep": sweep, "workbench.Explorer": Explorer.__init__, "workbench.compare": compare,
+        "workbench.sweep": sweep, "workbench.tune": workbench.tune, "workbench.Explorer": Explorer.__init__,
+        "workbench.compare": compare,
         "workbench.write_report": write_report,
     }
     for entry, function in signatures.items():
@@ -318,7 +338,7 @@ def test_the_table_covers_every_argument_of_every_entry():
         missing = arguments - tested
         assert not missing, f"{entry}: no bad-value rows for {sorted(missing)}"
     assert set(engine.Tiles().as_dict()) <= {a for a, _, _ in CASES["engine.Tiles"][1]}
-    explorer_controls = {"threads", "batch", "fuse_blocks", "level", *engine.Tiles().as_dict()}
+    explorer_controls = {"threads", "batch", "fuse_blocks", "level", "step", *engine.Tiles().as_dict()}
     assert explorer_controls <= {a for a, _, _ in CASES["Explorer.set"][1]}
 
 

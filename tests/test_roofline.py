@@ -274,6 +274,32 @@ def test_update_roofline_in_place_equals_a_fresh_figure(ceilings, figure_class):
     assert figure.layout.updatemenus[0].active == LEVELS.index("L3")
 
 
+def test_update_roofline_leaves_an_overlay_after_the_roofline_traces_alone(ceilings):
+    """A figure's owner may add traces after roofline_figure's (the Explorer's selection
+    ring); update_roofline redraws the roofline's and keeps the rest, and the level buttons
+    restyle only the roofline's traces."""
+    before = make_profile(threads=1, ceilings=ceilings)
+    after = make_profile(threads=2, fused=True, ceilings=ceilings)
+    figure = go.FigureWidget(roofline_figure(before, ceilings, level="L2"))
+    count = len(figure.data)
+    figure.add_trace(go.Scatter(meta="selection", x=[1.0], y=[2.0], mode="markers"))
+    update_roofline(figure, after, ceilings, level="L3")
+    assert (figure.data[-1].meta, tuple(figure.data[-1].x), tuple(figure.data[-1].y)) == ("selection", (1.0,), (2.0,))
+    fresh = roofline_figure(after, ceilings, level="L3")
+    assert [t.x for t in figure.data[:count]] == [t.x for t in fresh.data]
+    for button in figure.layout.updatemenus[0].buttons:
+        restyle, _, indices = button.args
+        assert list(indices) == list(range(count)) and len(restyle["x"]) == count
+    with pytest.raises(ValueError, match="not those of roofline_figure"):
+        update_roofline(go.Figure([go.Scatter(meta="selection"), *fresh.data]), after, ceilings)
+
+
+def test_each_marker_carries_its_steps_name_for_a_click(profile, ceilings):
+    figure = roofline_figure(profile, ceilings, level="L2")
+    names = [name for t in figure.data if t.meta.startswith("ops:") for name in (t.customdata or ())]
+    assert sorted(names) == sorted(profile.loc[(profile["flops"] > 0) & (profile["gflops"] > 0), "layer"])
+
+
 def test_roofline_traces_keys_do_not_depend_on_the_profile(ceilings):
     one = roofline_traces(make_profile(threads=1, ceilings=ceilings), ceilings)
     two = roofline_traces(make_profile(threads=2, fused=True, ceilings=ceilings), ceilings, level="DRAM")

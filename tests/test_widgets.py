@@ -23,6 +23,7 @@ import engine
 from conftest import blocks_auto_fuses, hand_made_machine_and_caches
 from workbench import widgets as widgets_module
 from workbench.ceilings import Ceilings
+from workbench.figure_parts import short_name
 from workbench.widgets import Explorer
 
 PEAK_PER_THREAD = 90.0                                                  # GFLOP/s
@@ -76,9 +77,9 @@ def points(figure, kind: str) -> dict[str, tuple[float, float]]:
 
 # ---------------------------------------------------------------------------- the controls
 
-def test_controls_are_threads_batch_fusion_level_and_one_slider_per_tile_field(explorer, ceilings):
+def test_controls_are_threads_batch_fusion_level_step_and_one_slider_per_tile_field(explorer, ceilings):
     tile_fields = list(engine.Tiles().as_dict())
-    assert set(explorer.controls) == {"threads", "batch", "fuse_blocks", "level", *tile_fields}
+    assert set(explorer.controls) == {"threads", "batch", "fuse_blocks", "level", "step", *tile_fields}
     threads = explorer.controls["threads"]
     assert (threads.min, threads.max) == (1, engine.available_cores())
     assert list(explorer.controls["level"].options) == list(ceilings.levels)
@@ -348,6 +349,248 @@ def test_slowest_layers_lists_the_slowest_steps_first(explorer, ceilings):
     assert len(table) == 5
     assert list(table["ms"]) == sorted(table["ms"], reverse=True)
     assert table["ms"].iloc[0] == pytest.approx(explorer.profile["seconds"].max() * 1e3)
+
+
+# ---------------------------------------------------------------------------- per-layer mode
+
+def steps_of(explorer, *ops) -> list[str]:
+    frame = explorer.profile
+    return list(frame.loc[frame["op"].isin(ops) & (frame["flops"] > 0), "layer"])
+
+
+def click(explorer, name: str) -> tuple[float, float]:
+    """Click the point of step `name` as plotly's front end reports it: a plotly_click
+    message in the FigureWidget's _js2py_pointsCallback (trace and point indexes, x, y and
+    the mouse state), which the widget dispatches to every trace's on_click callbacks.
+    Returns the point's (x, y)."""
+    for index, trace in enumerate(explorer.figure.data):
+        if trace.meta.startswith("ops:") and trace.customdata and name in trace.customdata:
+            point = list(trace.customdata).index(name)
+            x, y = trace.x[point], trace.y[point]
+            explorer.figure._js2py_pointsCallback = {
+                "event_type": "plotly_click",
+                "points": {"trace_indexes": [index], "point_indexes": [point], "xs": [x], "ys": [y]},
+                "device_state": {"alt": False, "ctrl": False, "meta": False, "shift": False, "button": 0,
+                                 "buttons": 1},
+                "selector": None}
+            return x, y
+    raise AssertionError(f"no point for {name}")
+
+
+def ring(explorer) -> tuple:
+    selection = trace(explorer.figure, "selection")
+    return tuple(zip(selection.x or (), selection.y or ()))
+
+
+def test_the_step_picker_lists_the_steps_with_flops_by_short_name_every_step_first(explorer):
+    options = [tuple(option) for option in explorer.controls["step"].options]
+    assert options[0] == ("every step", "")
+    frame = explorer.profile[explorer.profile["flops"] > 0]
+    assert [value for _, value in options[1:]] == list(frame["layer"])
+    for (label, value), op in zip(options[1:], frame["op"]):
+        assert label == f"{short_name(value)} · {op}"
+    assert explorer.selected_step is None and ring(explorer) == ()
+
+
+def test_picking_a_step_measures_nothing_and_then_the_sliders_set_that_steps_tiles_only(explorer,
+                                                                                        count_measurements):
+    project = steps_of(explorer, "project")[2]
+    explorer.controls["step"].value = project
+    assert count_measurements == [] and explorer.selected_step == project
+    assert [explorer.controls[f].disabled for f in engine.Tiles().as_dict()] == [False, False, True, True]
+    point = points(explorer.figure, "project")[project]
+    assert ring(explorer) == (pytest.approx(point),)
+    explorer.controls["pointwise_pixels"].value = 128
+    (call,) = count_measurements
+    assert call["tiles"] == engine.TileSchedule(engine.Tiles(), {project: engine.Tiles(pointwise_pixels=128)})
+    frame = explorer.profile.set_index("layer")
+    assert frame.loc[project, "pointwise_pixels"] == 128
+    assert (frame.drop(index=project)["pointwise_pixels"] == 64).all()
+    # back on every step, the sliders show and set the default tiles; the step keeps its own
+    explorer.controls["step"].value = ""
+    assert explorer.controls["pointwise_pixels"].value == 64 and not explorer.controls["block_rows"].disabled
+    explorer.controls["pointwise_pixels"].value = 32
+    frame = explorer.profile.set_index("layer")
+    assert frame.loc[project, "pointwise_pixels"] == 128
+    assert set(frame.drop(index=project)["pointwise_pixels"]) == {32}
+    assert explorer.schedule.default == engine.Tiles(pointwise_pixels=32)
+    assert "1 step has tiles of its own" in explorer.step_note.value and ring(explorer) == ()
+
+
+def test_clicking_a_point_selects_its_step_and_the_ring_moves_to_it(explorer, count_measurements):
+    depthwise, project = steps_of(explorer, "depthwise")[3], steps_of(explorer, "project")[5]
+    x, y = click(explorer, depthwise)
+    assert explorer.controls["step"].value == depthwise == explorer.selected_step
+    assert ring(explorer) == ((x, y),)
+    assert [explorer.controls[f].disabled for f in engine.Tiles().as_dict()] == [True, True, False, True]
+    x2, y2 = click(explorer, project)
+    assert explorer.selected_step == project and ring(explorer) == ((x2, y2),) != ((x, y),)
+    assert count_measurements == []
+    explorer.controls["pointwise_channels"].value = 64             # that step's tiles only
+    assert count_measurements[-1]["tiles"].overrides == ((project, engine.Tiles(pointwise_channels=64)),)
+    assert explorer.profile.set_index("layer").loc[project, "pointwise_channels"] == 64
+    assert ring(explorer) == ((points(explorer.figure, "project")[project]),)      # the ring follows the point
+    # a click plotly reports on no point (on a roof line, say) changes nothing
+    explorer.figure._js2py_pointsCallback = {"event_type": "plotly_click", "points": {
+        "trace_indexes": [1], "point_indexes": [0], "xs": [1.0], "ys": [1.0]}, "device_state": None, "selector": None}
+    assert explorer.selected_step == project
+
+
+def test_a_level_change_moves_the_ring_with_its_point(explorer):
+    project = steps_of(explorer, "project")[1]
+    explorer.set(step=project)
+    explorer.set(level="L3")
+    assert ring(explorer) == (pytest.approx(points(explorer.figure, "project")[project]),)
+    assert ring(explorer)[0][0] == pytest.approx(explorer.profile.set_index("layer").loc[project, "ai_L3"])
+
+
+def test_set_selects_the_step_first_and_a_step_fusion_takes_away_follows_into_its_block(small_model, ceilings,
+                                                                                       count_measurements):
+    explorer = Explorer(small_model, ceilings=ceilings, threads=1, repeats=1, fuse_blocks=False)
+    count_measurements.clear()
+    expand = steps_of(explorer, "expand")[4]
+    explorer.set(step=expand, pointwise_pixels=16)
+    assert len(count_measurements) == 1 and explorer.schedule.tiles_for(expand).pointwise_pixels == 16
+    explorer.set(fuse_blocks=True)
+    (block,) = [row.layer for row in explorer.profile.itertuples() if row.op == "block" and expand in row.members]
+    assert explorer.selected_step == block == explorer.controls["step"].value
+    assert [explorer.controls[f].disabled for f in engine.Tiles().as_dict()] == [True, True, True, False]
+    assert ring(explorer) == (pytest.approx(points(explorer.figure, "block")[block]),)
+    explorer.set(block_rows=2)
+    assert explorer.profile.set_index("layer").loc[block, "block_rows"] == 2
+    assert explorer.schedule.tiles_for(expand).pointwise_pixels == 16           # kept, for when it is unfused
+    with pytest.raises(ValueError, match="step"):
+        explorer.set(step=expand)                                                  # not a step now
+
+
+def test_a_tile_one_step_refuses_is_shown_and_nothing_jams(explorer):
+    project = steps_of(explorer, "project")[0]
+    explorer.set(step=project)
+    frame = explorer.profile
+    explorer.controls["pointwise_channels"].value = 24
+    assert "pointwise_channels" in explorer.message.value and explorer.profile is frame
+    explorer.controls["pointwise_channels"].value = 48
+    assert explorer.message.value == "" and explorer.profile.set_index("layer").loc[project, "pointwise_channels"] == 48
+
+
+def test_set_schedule_runs_a_schedule_and_refuses_one_tuned_elsewhere_or_naming_other_steps(explorer,
+                                                                                            count_measurements):
+    from engine import schedules
+
+    project = steps_of(explorer, "project")[1]
+    schedule = engine.TileSchedule(engine.Tiles(depthwise_rows=2), {project: engine.Tiles(pointwise_pixels=16)})
+    explorer.set_schedule(schedule)
+    assert explorer.schedule == schedule and explorer.controls["depthwise_rows"].value == 2
+    assert explorer.profile.set_index("layer").loc[project, "pointwise_pixels"] == 16
+    key = explorer.model.schedule_key(1, 1)
+    elsewhere = engine.TileSchedule(tuned_for=schedules.ScheduleKey(key.model, 1, 1, "Another CPU", key.lanes,
+                                                                    key.engine_version))
+    count_measurements.clear()
+    with pytest.raises(ValueError, match="cpu_model 'Another CPU'"):
+        explorer.set_schedule(elsewhere)
+    with pytest.raises(ValueError, match="no step 'conv99'"):
+        explorer.set_schedule(engine.TileSchedule(overrides={"conv99": engine.Tiles()}))
+    assert count_measurements == [] and explorer.schedule == schedule
+
+
+# ---------------------------------------------------------------------------- the Tune button
+
+@pytest.fixture
+def schedule_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ROOFLINE_DATA_DIR", str(tmp_path))
+    return tmp_path / "schedules"
+
+
+def test_the_tune_button_tunes_with_a_progress_bar_then_draws_default_to_tuned_arrows(small_model, ceilings,
+                                                                                     schedule_cache):
+    explorer = Explorer(small_model, ceilings=ceilings, threads=1, repeats=1)
+    explorer.tune_budget.value = 3
+    progress, statuses = [], []
+    explorer.tune_progress.observe(lambda change: progress.append((change["new"], explorer.tune_progress.max,
+                                                                   explorer.tune_progress.description)),
+                                   names="value")
+    explorer.status.observe(lambda change: statuses.append(change["new"]), names="value")
+    explorer.tune_button.click()
+    tuning = explorer.tuning
+    assert tuning is not None and explorer.message.value == ""
+    assert tuning.result.seconds <= 3 * 1.1 + 0.5
+    # the bar followed both phases to their end, the status named the steps as they were tuned
+    assert {description for *_, description in progress} == {"blocks", "steps"}
+    for phase in ("blocks", "steps"):
+        values = [(value, top) for value, top, description in progress if description == phase]
+        assert values[-1][0] == values[-1][1] > 1
+    assert explorer.tune_progress.value == explorer.tune_progress.max and explorer.tune_progress.bar_style == "success"
+    assert any(status.startswith("tuning blocks: features.") for status in statuses)
+    assert "tuned in" in explorer.status.value and not explorer.tune_button.disabled
+    # the Explorer now runs the tuned schedule, and draws its default points and arrows
+    assert explorer.schedule == tuning.schedule and explorer.profile is tuning.after
+    assert list(schedule_cache.glob("*.json"))                      # cached, as engine.tune does
+    before = trace(explorer.figure, "tuning:before")
+    arrows = explorer.figure.layout.annotations
+    assert len(before.x) > 20 and len(arrows) > 20
+    after_points = {name: xy for kind in ("block", "project", "expand", "depthwise", "stem", "conv", "linear")
+                    for name, xy in points(explorer.figure, kind).items()}
+    default_points = dict(zip(before.customdata, zip(before.x, before.y)))
+    checked = 0
+    for arrow in arrows:
+        if arrow.name in after_points and arrow.name in default_points:
+            assert (arrow.x, arrow.y) == pytest.approx(tuple(np.log10(after_points[arrow.name])))
+            assert (arrow.ax, arrow.ay) == pytest.approx(tuple(np.log10(default_points[arrow.name])))
+            checked += 1
+    assert checked > 20
+    # clicking a default point selects its step too
+    index = next(i for i, t in enumerate(explorer.figure.data) if t.meta == "tuning:before")
+    name = before.customdata[3]
+    explorer.figure._js2py_pointsCallback = {"event_type": "plotly_click", "points": {
+        "trace_indexes": [index], "point_indexes": [3], "xs": [before.x[3]], "ys": [before.y[3]]},
+        "device_state": None, "selector": None}
+    assert explorer.selected_step == name
+    # the arrows follow a level change; another batch drops them and keeps the tiles, as hand-made
+    explorer.set(level="L3")
+    assert len(explorer.figure.layout.annotations) > 20
+    assert [a.ax for a in explorer.figure.layout.annotations] != [a.ax for a in arrows]
+    explorer.set(batch=2)
+    assert explorer.message.value == "" and set(explorer.profile["batch"]) == {2}
+    assert explorer.figure.layout.annotations == () and not trace(explorer.figure, "tuning:before").x
+    assert explorer.schedule.tuned_for is None and explorer.schedule.overrides == tuning.schedule.overrides
+    explorer.set(batch=1)
+    assert len(explorer.figure.layout.annotations) > 20                # the tuning's batch again
+    # the fusion selector speaks for every block again once touched
+    explorer.set(fuse_blocks=False)
+    assert explorer.schedule.fused == () and (explorer.profile["op"] != "block").all()
+
+
+def test_tune_while_a_measurement_runs_is_refused_as_busy(explorer, monkeypatch):
+    entered, release = threading.Event(), threading.Event()
+    real = widgets_module.profile
+
+    def slow(*args, **kwargs):
+        entered.set()
+        release.wait(30)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(widgets_module, "profile", slow)
+    called = []
+    monkeypatch.setattr(widgets_module.tuning, "tune", lambda *a, **k: called.append(1))
+    worker = threading.Thread(target=explorer.run)
+    worker.start()
+    try:
+        assert entered.wait(30)
+        assert explorer.tune_button.disabled
+        assert explorer.tune(budget_s=1) is None and "busy" in explorer.message.value
+    finally:
+        release.set()
+        worker.join(60)
+    assert called == [] and not explorer.tune_button.disabled
+
+
+def test_a_tuning_the_engine_refuses_is_shown_not_raised(explorer, monkeypatch):
+    def refusing(*args, **kwargs):
+        raise ValueError("the tuner refused")
+    monkeypatch.setattr(widgets_module.tuning, "tune", refusing)
+    frame = explorer.profile
+    assert explorer.tune(budget_s=1) is None
+    assert "the tuner refused" in explorer.message.value and explorer.profile is frame
+    assert explorer.tune_progress.bar_style == "danger" and not explorer.run_button.disabled
 
 
 # ---------------------------------------------------------------------------- speed

@@ -126,7 +126,7 @@ def _unit_trace(units: list[_Unit], label: str, level: str, hollow: bool) -> go.
                     line=dict(color=colors, width=2.0) if hollow else dict(color="white", width=0.8)))
 
 
-def _arrow(name: str, old: _Unit, new: _Unit) -> dict | None:
+def step_arrow(name: str, old: _Unit, new: _Unit) -> dict | None:
     """A layout annotation from `old`'s point to `new`'s (log10 coordinates, as plotly wants
     on log axes); None when either point is not on the log axes."""
     ends = (old.ai, old.gflops, new.ai, new.gflops)
@@ -177,7 +177,7 @@ def before_after_figure(before: pd.DataFrame, after: pd.DataFrame, ceilings, lev
     figure = go.Figure(_roof_traces(ceilings, threads, level, ranges, labels))
     figure.add_trace(_unit_trace([b for _, b, _ in matched] + only_before, labels[0], level, hollow=True))
     figure.add_trace(_unit_trace([a for _, _, a in matched] + only_after, labels[1], level, hollow=False))
-    arrows = [arrow for arrow in (_arrow(name, old, new) for name, old, new in matched) if arrow is not None]
+    arrows = [arrow for arrow in (step_arrow(name, old, new) for name, old, new in matched) if arrow is not None]
     if title is None:
         total_before, total_after = before["seconds"].sum() * 1e3, after["seconds"].sum() * 1e3
         title = (f"{labels[0]} → {labels[1]} at {level}: {total_before:.2f} ms → {total_after:.2f} ms of steps "

@@ -207,7 +207,7 @@ def _marker_specs(profile: pd.DataFrame, ceilings, threads: int, level: str, lab
         specs[f"ops:{kind}"] = dict(
             name=kind, x=or_none([records[i][f"ai_{level}"] for i in these]),
             y=[float(records[i]["gflops"]) for i in these],
-            mode="markers+text",
+            mode="markers+text", customdata=[records[i]["layer"] for i in these],
             text=[short_name(records[i]["layer"]) if i in labelled else "" for i in these],
             textposition="top center", textfont=dict(size=10, color=color),
             marker=dict(color=color, size=[sizes[i] for i in these], sizemode="diameter",
@@ -228,7 +228,8 @@ def roofline_traces(profile: pd.DataFrame, ceilings, level: str = "L2", label_to
       "roof:peak"       the peak fp32 FMA roof for the profile's threads, GFLOP/s;
       "roof:<level>"    one bandwidth roof per ceilings level, y = AI x GB/s, up to its ridge;
       "ops:<kind>"      markers of the steps of that op kind (every kind of OP_COLORS, empty
-                        ones with showlegend=False): x = ai_<level> (FLOP/byte), y = gflops.
+                        ones with showlegend=False): x = ai_<level> (FLOP/byte), y = gflops,
+                        customdata = the step's name (its `layer`: what a click selects).
     The set of keys depends only on the ceilings' levels, never on the profile, so a widget
     can do `with fig.batch_update(): trace.update(specs[trace.meta])` for each trace (or
     simply call `update_roofline`). `ranges`: axis_ranges(...) to draw the region and roofs
@@ -271,16 +272,19 @@ def _get(spec: dict, path: str):
     return value
 
 
-def _level_menu(profile, ceilings, level, label_top, ranges, keys, title: str | None) -> list[dict]:
+def _level_menu(profile, ceilings, level, label_top, ranges, keys, title: str | None,
+                indices: list[int] | None = None) -> list[dict]:
     """Buttons that restyle every trace to another level, client side (no Python needed).
-    title: the caller's fixed title, or None for each level's default title."""
+    title: the caller's fixed title, or None for each level's default title. indices: the
+    traces `keys` are (default: every trace of the figure, in order)."""
     buttons = []
     for other in ceilings.levels:
         specs = roofline_traces(profile, ceilings, other, label_top, ranges)
         restyle = {path: [_get(specs[key], path) for key in keys] for path in _LEVEL_DEPENDENT}
         relayout = {"xaxis.title.text": _x_title(other),
                     "title.text": title if title is not None else _default_title(profile, other)}
-        buttons.append(dict(label=f"AI at {other}", method="update", args=[restyle, relayout]))
+        args = [restyle, relayout] if indices is None else [restyle, relayout, indices]
+        buttons.append(dict(label=f"AI at {other}", method="update", args=args))
     return [dict(type="buttons", direction="right", active=list(ceilings.levels).index(level), buttons=buttons,
                  x=1.0, xanchor="right", y=1.02, yanchor="bottom", pad=dict(r=0, t=0), showactive=True,
                  font=dict(size=11))]
@@ -340,17 +344,21 @@ def update_roofline(figure: go.Figure, profile: pd.DataFrame, ceilings, level: s
                     title: str | None = None, label_top: int = LABEL_TOP) -> None:
     """Redraw a `roofline_figure` (a Figure or FigureWidget) for another profile or level in
     place, inside `figure.batch_update()`: trace data by `trace.meta` key, axis ranges,
-    title, axis title and the level buttons (if the figure has them). ValueError if the
-    figure's traces are not those of roofline_figure for these ceilings."""
+    title, axis title and the level buttons (if the figure has them). Traces added after
+    roofline_figure's (an overlay its owner draws, as the Explorer's selection ring) and
+    layout annotations are left as they are. ValueError if the figure's traces do not
+    begin with those of roofline_figure for these ceilings."""
     ceilings, ranges, specs = _checked_traces(profile, ceilings, level, label_top)
     keys = [trace.meta for trace in figure.data]
-    if keys != list(specs):
+    if keys[:len(specs)] != list(specs):
         raise ValueError(f"figure traces {keys} are not those of roofline_figure for these ceilings "
                          f"({list(specs)}); build a new figure with roofline_figure")
     with figure.batch_update():
-        for trace in figure.data:
+        for trace in figure.data[:len(specs)]:
             trace.update(specs[trace.meta])
         shown_title = title if title is not None else _default_title(profile, level)
         figure.update_layout(**base_layout(ranges, level, shown_title))
         if figure.layout.updatemenus:
-            figure.update_layout(updatemenus=_level_menu(profile, ceilings, level, label_top, ranges, keys, title))
+            indices = list(range(len(specs))) if len(keys) > len(specs) else None
+            figure.update_layout(updatemenus=_level_menu(profile, ceilings, level, label_top, ranges, list(specs),
+                                                         title, indices))

@@ -1,6 +1,6 @@
 """`Explorer`: an ipywidgets panel around a live roofline (a plotly FigureWidget) that
 moves as you change core count, batch size, block fusion (off / auto / all blocks) and
-tile sizes.
+tile sizes, for every step at once or for one step, and that runs the tuner.
 
     import engine, workbench
     explorer = workbench.Explorer(engine.load("data/mobilenet_v2.onnx"))
@@ -8,11 +8,32 @@ tile sizes.
     explorer.controls["threads"].value = 1          # re-measures, redraws in place
     explorer.set(batch=8, pointwise_pixels=32)      # several controls, one measurement
     explorer.set(fuse_blocks="auto")                # False, "auto" or True
+    explorer.set(step=name, pointwise_pixels=128)   # that step's tiles only (per-layer mode)
+    explorer.tune(budget_s=30)                      # the Tune button: engine.tune, then before/after
     frame = explorer.run()                          # measure now (synchronous): a profile
 
 Built like plotly's FigureWidget app (doc/python/figurewidget-app.md): widgets first; one
 callback observing every control's "value"; the figure changed only in place
-(`update_roofline` inside `figure.batch_update()`), never rebuilt; layout last.
+(`update_roofline` inside `figure.batch_update()`, the Explorer's own overlay traces after
+the roofline's), never rebuilt; layout last.
+
+Per-layer mode. The Explorer holds an engine.TileSchedule (`schedule`): default tiles and
+tiles per step. The step picker (`controls["step"]`: "every step", or one step of the last
+profile, labelled with its short name and op) says what the tile sliders set: on "every
+step" the default tiles (what every step without tiles of its own runs: today's behaviour
+while no step has its own), on a step that step's tiles only; the sliders a step's kernel
+does not read are disabled (a 1x1 conv reads the pointwise tiles, a depthwise conv
+depthwise_rows, a fused block block_rows). Clicking a point of the roofline selects its
+step in the picker. The selected step is ringed on the figure. Choosing a step measures
+nothing; moving a slider then measures as ever.
+
+Tune. The Tune button (or `tune()`) runs workbench.tune with the controls' batch, threads
+and fusion, from the default tiles, within the budget box's seconds, with a progress bar;
+then the Explorer holds the tuned schedule and draws the tuned profile, each step's
+default point (hollow) and an arrow from it to its tuned point, as before_after_figure
+does. The default points stay while the profile has the tuning's batch and threads. The
+tuned schedule chooses each block's fusion; touching the fusion selector hands every
+block back to it. Changing batch or threads keeps the tuned tiles, as a hand-made schedule.
 
 - A measurement is `workbench.profile` with the controls' values: one warm-up run and
   `repeats` timed runs, synchronously, in the kernel's thread. While it runs the progress
@@ -21,13 +42,13 @@ callback observing every control's "value"; the figure changed only in place
 - Changing only `level` redraws the last profile at the other level (no measurement).
 - A value the engine rejects (pointwise_channels not a multiple of 16, say) or any error
   from a measurement is shown in the message area; the previous figure and table stay.
-- One measurement at a time. While one is in progress (so only from another thread, or
-  from code the measurement itself calls), a control change is queued: the message area
-  says "busy", and when the running measurement ends it measures again, once, with the
-  controls' values by then (a `level` change only redraws), so the figure always ends up
-  showing what the controls say. An explicit `run()` or a Run click at that moment is
-  refused with a "busy" message and returns None. Nothing waits on a lock, so a callback
-  can never deadlock against a measurement.
+- One measurement (or tuning) at a time. While one is in progress (so only from another
+  thread, or from code the measurement itself calls), a control change is queued: the
+  message area says "busy", and when the running measurement ends it measures again,
+  once, with the controls' values by then (a `level` or step change only redraws), so the
+  figure always ends up showing what the controls say. An explicit `run()`, `tune()` or a
+  Run or Tune click at that moment is refused with a "busy" message and returns None.
+  Nothing waits on a lock, so a callback can never deadlock against a measurement.
 """
 from __future__ import annotations
 
@@ -46,9 +67,13 @@ from IPython.display import display
 import engine
 from engine import checks
 from engine.checks import check_batch, check_int, check_repeats
-from workbench.figure_parts import short_name
+from engine import schedules
+from engine.tiles import as_schedule
+from workbench import tuning
+from workbench.before_after import match_steps, step_arrow
+from workbench.figure_parts import OP_COLORS, marker_sizes, op_kind, or_none, plotted_steps, short_name, step_members
 from workbench.profile import (as_model, bound_at, check_ceilings, check_level, default_ceilings, fusion_label,
-                               profile)
+                               profile, run_machine)
 from workbench.roofline import roofline_figure, update_roofline
 
 logger = logging.getLogger(__name__)
@@ -64,6 +89,15 @@ SLOWEST_SHOWN = 8                           # rows of the slowest-steps table
 MESSAGE_COLORS = {"error": "#b00020", "warning": "#8a5a00", "info": "#333333"}
 # What a measurement may raise because of a configuration (shown, not raised).
 CONFIG_ERRORS = (ValueError, engine.ModelError)
+TILE_FIELDS = tuple(engine.Tiles().as_dict())
+# The tile fields each step's kernel reads, by op (the other ops' kernels read none).
+TILE_FIELDS_OF_OP = {"expand": ("pointwise_pixels", "pointwise_channels"),
+                     "project": ("pointwise_pixels", "pointwise_channels"),
+                     "pointwise": ("pointwise_pixels", "pointwise_channels"),
+                     "depthwise": ("depthwise_rows",), "block": ("block_rows",)}
+EVERY_STEP = ""                             # the step picker's value for "every step"
+TUNE_BUDGET_SECONDS = 60.0                  # the Tune budget box's first value
+BEFORE_TRACE, SELECTION_TRACE = "tuning:before", "selection"   # the Explorer's overlay traces
 
 
 def slowest_layers(frame: pd.DataFrame, ceilings, level: str = "L2", count: int = SLOWEST_SHOWN) -> pd.DataFrame:
@@ -103,27 +137,31 @@ class Explorer:
 
     model: engine.Model, a path to an ONNX file, bytes or an onnx.ModelProto.
     ceilings: workbench.Ceilings (default: measure_ceilings(quick=True), cached on disk).
-    batch (images), threads (default: every core), tiles (engine.Tiles, default Tiles()),
+    batch (images), threads (default: every core), tiles (engine.Tiles, the same for every
+    step, default Tiles(); or an engine.TileSchedule: tiles per step and fusion per block),
     fuse_blocks (False, "auto" or True; default engine.DEFAULT_FUSE_BLOCKS), level (memory
     level of the x axis, one of ceilings.levels): the controls' initial values.
     repeats: timed runs per measurement (the median is plotted).
 
     The constructor measures once (so the panel opens on a real roofline); a bad initial
-    argument raises ValueError there. Afterwards nothing the controls do raises: errors go
-    to the message area.
+    argument raises ValueError there (a schedule tuned for another model, batch, thread
+    count or machine too). Afterwards nothing the controls do raises: errors go to the
+    message area.
 
     Attributes: controls (dict name -> widget: threads, batch, fuse_blocks (ToggleButtons
-    "off" / "auto" / "all blocks", values False / "auto" / True), level and one IntSlider
-    per engine.Tiles field, named as the field), run_button, progress, status,
-    message, summary, table, figure (the plotly FigureWidget), panel (the top-level
-    ipywidgets container), profile (the last measured DataFrame), measurements (how many
-    measurements have completed), last_seconds ({"measure": s, "draw": s} of the last run).
+    "off" / "auto" / "all blocks", values False / "auto" / True), level, step (the step
+    picker: EVERY_STEP or a step's name) and one IntSlider per engine.Tiles field, named as
+    the field), run_button, progress, status, tune_button, tune_budget (seconds),
+    tune_progress, message, summary, table, figure (the plotly FigureWidget), panel (the
+    top-level ipywidgets container), profile (the last measured DataFrame), schedule (the
+    TileSchedule of the last measurement), tuning (the last workbench.tuning.TuningResult,
+    or None), measurements (how many measurements have completed), last_seconds
+    ({"measure": s, "draw": s} of the last run).
     """
 
     def __init__(self, model, ceilings=None, batch: int = 1, threads: int | None = None,
-                 tiles: engine.Tiles | None = None, fuse_blocks: bool | str = engine.DEFAULT_FUSE_BLOCKS,
-                 level: str = "L2",
-                 repeats: int = 3):
+                 tiles: engine.Tiles | engine.TileSchedule | None = None,
+                 fuse_blocks: bool | str = engine.DEFAULT_FUSE_BLOCKS, level: str = "L2", repeats: int = 3):
         self.repeats = check_repeats(repeats)
         batch = check_batch(batch)
         threads = engine.available_cores() if threads is None else checks.check_threads(threads)
@@ -135,8 +173,12 @@ class Explorer:
         check_level(self.ceilings, level)
 
         self.profile: pd.DataFrame | None = None
+        self.schedule: engine.TileSchedule = as_schedule(tiles)
+        self.tuning: tuning.TuningResult | None = None
+        self._tuned_now: tuning.TuningResult | None = None   # what the running tune() returns
         self.measurements = 0
         self.last_seconds: dict[str, float] = {}
+        self._target: str | None = None   # the step the tile sliders set (None: every step)
         self._busy = threading.Lock()     # held for the whole of a measurement and its redraw
         self._pending_measure = False     # a control changed while busy: measure again after
         self._pending_draw = False        # the level changed while busy: redraw after
@@ -144,26 +186,43 @@ class Explorer:
         self._held = 0                    # > 0: control changes do not trigger the callback
 
         # ---- widgets first
-        self.controls = self._make_controls(batch, threads, tiles, fuse_blocks, level)
+        self.controls = self._make_controls(batch, threads, self.schedule.default, fuse_blocks, level)
         self.run_button = widgets.Button(description="Run", icon="play", button_style="primary",
                                          tooltip="measure again with the current values",
                                          layout=widgets.Layout(width="110px"))
         self.progress = widgets.IntProgress(value=0, min=0, max=2, description="",
                                             layout=widgets.Layout(width="160px"))
         self.status = widgets.Label(value="")
+        self.tune_button = widgets.Button(description="Tune", icon="sliders", button_style="warning",
+                                          tooltip="choose every step's tiles and every block's fusion by "
+                                                  "measurement (engine.tune), then show default → tuned",
+                                          layout=widgets.Layout(width="110px"))
+        self.tune_budget = widgets.BoundedFloatText(value=TUNE_BUDGET_SECONDS, min=1.0, max=3600.0, step=5.0,
+                                                    description="budget (s)", style={"description_width": "initial"},
+                                                    layout=widgets.Layout(width="150px"))
+        self.tune_progress = widgets.IntProgress(value=0, min=0, max=1, description="",
+                                                 layout=widgets.Layout(width="220px"))
+        self.step_note = widgets.HTML(value="")
         self.message = widgets.HTML(value="")
         self.summary = widgets.HTML(value="")
         self.table = widgets.HTML(value="")
 
         frame = self._measure(self.config())          # the initial config is valid: errors raise here
         self.figure = go.FigureWidget(roofline_figure(frame, self.ceilings, level=level, level_buttons=False))
-        self._accept(frame)
+        self.figure.add_trace(go.Scatter(**_overlay_spec(BEFORE_TRACE)))
+        self.figure.add_trace(go.Scatter(**_overlay_spec(SELECTION_TRACE)))
+        self._accept(frame, self.config()["tiles"])
+        self._draw_overlays()
         self._show_table()
 
         # ---- one callback
         for control in self.controls.values():
             control.observe(self._on_change, names="value")
         self.run_button.on_click(self._on_click)
+        self.tune_button.on_click(self._on_tune_click)
+        for trace in self.figure.data:
+            if trace.meta.startswith("ops:") or trace.meta == BEFORE_TRACE:
+                trace.on_click(self._on_point_click)
 
         # ---- layout last
         self.panel = self._layout()
@@ -186,6 +245,8 @@ class Explorer:
                                                                        width="auto")),
             "level": widgets.Dropdown(options=list(self.ceilings.levels), value=level, description="AI at",
                                       style=wide, layout=widgets.Layout(width="130px")),
+            "step": widgets.Dropdown(options=[("every step", EVERY_STEP)], value=EVERY_STEP,
+                                     description="tiles of", style=wide, layout=widgets.Layout(width="420px")),
         }
         for name, value in tiles.as_dict().items():
             low, high, step = engine.Tiles.field_range(name)
@@ -196,52 +257,104 @@ class Explorer:
         return controls
 
     def _layout(self) -> widgets.VBox:
-        tile_names = list(engine.Tiles().as_dict())
         config_row = widgets.HBox([self.controls[n] for n in ("threads", "batch", "fuse_blocks", "level")])
-        tile_rows = [widgets.HBox([self.controls[n] for n in tile_names[i:i + 2]])
-                     for i in range(0, len(tile_names), 2)]
+        step_row = widgets.HBox([self.controls["step"], self.step_note])
+        tile_rows = [widgets.HBox([self.controls[n] for n in TILE_FIELDS[i:i + 2]])
+                     for i in range(0, len(TILE_FIELDS), 2)]
         action_row = widgets.HBox([self.run_button, self.progress, self.status])
-        return widgets.VBox([config_row, *tile_rows, action_row, self.message, self.figure, self.summary,
-                             self.table])
+        tune_row = widgets.HBox([self.tune_button, self.tune_budget, self.tune_progress])
+        return widgets.VBox([config_row, step_row, *tile_rows, action_row, tune_row, self.message, self.figure,
+                             self.summary, self.table])
 
     # ------------------------------------------------------------------ the configuration
 
     def config(self) -> dict:
         """The controls' current values as workbench.profile arguments: batch, threads,
-        tiles (an engine.Tiles: ValueError if the tile sliders hold a value it rejects),
-        fuse_blocks (False, "auto" or True)."""
-        values = {name: int(self.controls[name].value) for name in engine.Tiles().as_dict()}
-        return {"batch": int(self.controls["batch"].value), "threads": int(self.controls["threads"].value),
-                "tiles": engine.Tiles(**values),
+        tiles, fuse_blocks (False, "auto" or True). tiles: `schedule` with the tile sliders'
+        values set for the selected step (or as the default tiles, on "every step"); an
+        engine.Tiles while every step runs the same tiles and no block has a fusion of its
+        own, else the engine.TileSchedule (a tuned one keeps its mark only at the batch and
+        threads it was tuned for). ValueError if the tile sliders hold a value Tiles rejects."""
+        tiles = engine.Tiles(**{name: int(self.controls[name].value) for name in TILE_FIELDS})
+        batch, threads = int(self.controls["batch"].value), int(self.controls["threads"].value)
+        schedule = self._schedule_with(tiles)
+        key = schedule.tuned_for
+        if key is not None and (key.batch, key.threads) != (batch, threads):
+            schedule = tuning.untuned(schedule)
+        plain = not schedule.overrides and not schedule.fused and schedule.tuned_for is None
+        return {"batch": batch, "threads": threads, "tiles": schedule.default if plain else schedule,
                 "fuse_blocks": checks.check_fuse_blocks(self.controls["fuse_blocks"].value)}
+
+    def _schedule_with(self, tiles: engine.Tiles) -> engine.TileSchedule:
+        """`schedule` with `tiles` for the selected step (the default tiles on every step);
+        the same object when nothing changes."""
+        schedule, step = self.schedule, self._target
+        if tiles == (schedule.default if step is None else schedule.tiles_for(step)):
+            return schedule
+        if step is None:
+            return engine.TileSchedule(tiles, dict(schedule.overrides), dict(schedule.fused))
+        return schedule.with_step(step, tiles)
 
     @property
     def level(self) -> str:
         return self.controls["level"].value
 
+    @property
+    def selected_step(self) -> str | None:
+        """The step the tile sliders set, or None on "every step"."""
+        return self._target
+
     def set(self, **values):
         """Set several controls at once (names as in `controls`) and measure once, not once
-        per control; if only `level` changes, just redraw. Returns what `run()` returns (or
-        the current profile after a redraw); None when a measurement is in progress, which
-        then measures these values when it ends.
+        per control; if only `level` and `step` change, just redraw. `step` is set first,
+        so `set(step=name, pointwise_pixels=32)` sets that step's tiles. Returns what `run()`
+        returns (or the current profile after a redraw); None when a measurement is in
+        progress, which then measures these values when it ends.
 
         Every value is checked before any control changes: ValueError for an unknown
         control, and for a value the control or the engine would refuse or silently clamp
         (threads outside 1..cores, a tile outside its range or step, batch < 1, a
-        fuse_blocks other than False, True or "auto", a level without a roof). A batch not in the dropdown is added."""
+        fuse_blocks other than False, True or "auto", a level without a roof, a step that
+        is not one of the last profile's (None: every step)). A batch not in the dropdown
+        is added."""
         unknown = sorted(set(values) - set(self.controls))
         if unknown:
             raise ValueError(f"unknown controls {unknown}; the controls are {list(self.controls)}")
         values = {name: self._check_value(name, value) for name, value in values.items()}
+        if "step" in values:
+            self._select(values.pop("step"))
         with self.hold():
             for name, value in values.items():
                 control = self.controls[name]
                 if name == "batch" and value not in control.options:
                     control.options = sorted(set(control.options) | {value})
                 control.value = value
+        if "fuse_blocks" in values:
+            self._fusion_selector_used()
         if set(values) <= {"level"}:
             self._serve(measure=False, queue=True)
             return self.profile
+        return self._serve(measure=True, queue=True)
+
+    def set_schedule(self, tiles: engine.Tiles | engine.TileSchedule):
+        """Hold `tiles` (an engine.Tiles for every step, or a TileSchedule, say a
+        TuningResult's) and measure with it once; the sliders show it. Returns what `run()`
+        returns. ValueError for anything else (checked before anything changes)."""
+        schedule = as_schedule(checks.check_tiles(tiles))
+        config = {**self.config(), "tiles": schedule}
+        key = schedule.tuned_for
+        if key is not None:          # tuned elsewhere: refused; here but at another batch: kept as hand-made
+            expected = self.model.schedule_key(key.batch, key.threads, run_machine(self.ceilings))
+            if key != expected:
+                raise ValueError(schedules.refusal("this tile schedule", expected, key))
+            if (key.batch, key.threads) != (config["batch"], config["threads"]):
+                config["tiles"] = tuning.untuned(schedule)
+        # names the model does not have are refused here, as the engine would at every measurement
+        self.model.plan(config["batch"], config["threads"], config["tiles"], config["fuse_blocks"],
+                        run_machine(self.ceilings))
+        with self.hold():
+            self.schedule = schedule
+            self._show_target_tiles()
         return self._serve(measure=True, queue=True)
 
     def _check_value(self, name: str, value):
@@ -254,6 +367,13 @@ class Explorer:
             return check_batch(value)
         if name == "threads":
             return checks.check_threads(value)
+        if name == "step":
+            names = [v for _, v in self.controls["step"].options]
+            value = EVERY_STEP if value is None else value
+            if not isinstance(value, str) or value not in names:
+                raise ValueError(f"step must be None (every step) or the name of a step of the last profile, "
+                                 f"got {value!r}; e.g. {names[1:4]}")
+            return value
         low, high, _ = engine.Tiles.field_range(name)
         value = check_int(name, value, low, high)
         engine.Tiles(**{name: value})            # the step (a multiple of 16, say)
@@ -274,11 +394,16 @@ class Explorer:
         if self._held:
             return
         try:
-            if change["owner"] is self.controls["level"]:
+            owner = change["owner"]
+            if owner is self.controls["level"]:
                 self._serve(measure=False, queue=True)
-            elif change["owner"] is self.run_button:
+            elif owner is self.controls["step"]:
+                self._select(change["new"])
+            elif owner is self.run_button:
                 self.run()
             else:
+                if owner is self.controls["fuse_blocks"]:
+                    self._fusion_selector_used()
                 self._serve(measure=True, queue=True)
         except Exception as error:     # a callback must never raise into the widget machinery
             logger.debug("explorer callback failed", exc_info=True)
@@ -286,6 +411,100 @@ class Explorer:
 
     def _on_click(self, _button) -> None:
         self._on_change({"owner": self.run_button})
+
+    def _on_tune_click(self, _button) -> None:
+        try:
+            self.tune()
+        except Exception as error:     # a callback must never raise into the widget machinery
+            logger.debug("explorer tune failed", exc_info=True)
+            self._say(f"unexpected error: {type(error).__name__}: {error}", "error")
+
+    def _on_point_click(self, trace, points, _state) -> None:
+        """A click on the roofline (plotly calls this for every trace with the points of the
+        click on it, usually none): select the clicked step in the picker."""
+        try:
+            if not points.point_inds or not trace.customdata:
+                return
+            name = trace.customdata[points.point_inds[0]]
+            if name in [v for _, v in self.controls["step"].options]:
+                self.controls["step"].value = name      # the observer selects it
+        except Exception as error:     # a callback must never raise into the widget machinery
+            logger.debug("explorer click failed", exc_info=True)
+            self._say(f"unexpected error: {type(error).__name__}: {error}", "error")
+
+    # ------------------------------------------------------------------ selecting a step
+
+    def _select(self, name: str) -> None:
+        """Make `name` (EVERY_STEP: none) the step the tile sliders set: the sliders' values
+        for the step selected until now are kept in `schedule` (when Tiles accepts them),
+        then the sliders show the new step's tiles. Measures nothing; redraws the ring."""
+        step = None if name in (EVERY_STEP, None) else name
+        try:
+            self.schedule = self._schedule_with(
+                engine.Tiles(**{field: int(self.controls[field].value) for field in TILE_FIELDS}))
+        except ValueError:             # a slider holds a value Tiles refuses: it is dropped
+            pass
+        self._target = step
+        with self.hold():
+            if self.controls["step"].value != (name or EVERY_STEP):
+                self.controls["step"].value = name or EVERY_STEP
+            self._show_target_tiles()
+        self._draw_overlays()
+
+    def _show_target_tiles(self) -> None:
+        """Set the tile sliders to the selected step's tiles (the default tiles on every
+        step), enable those its kernel reads, and say what they set (the caller holds)."""
+        step = self._target
+        tiles = self.schedule.default if step is None else self.schedule.tiles_for(step)
+        for field, value in tiles.as_dict().items():
+            self.controls[field].value = value
+        own = len(self.schedule.overrides)
+        if step is None:
+            read = TILE_FIELDS
+            note = ("the sliders set every step's tiles" if not own else
+                    f"the sliders set the default tiles; {own} step{'s have' if own != 1 else ' has'} tiles of "
+                    f"{'their' if own != 1 else 'its'} own")
+        else:
+            op = self._op_of(step)
+            read = TILE_FIELDS_OF_OP.get(op, ())
+            note = (f"the sliders set the tiles of <b>{html.escape(short_name(step))}</b> ({html.escape(op)}) only"
+                    if read else f"{html.escape(short_name(step))} ({html.escape(op)}): its kernel takes no tiles")
+        for field in TILE_FIELDS:
+            self.controls[field].disabled = field not in read
+        self.step_note.value = f'<span style="font-size:12px">{note}</span>'
+
+    def _op_of(self, step: str) -> str:
+        rows = self.profile[self.profile["layer"] == step] if self.profile is not None else ()
+        return str(rows["op"].iloc[0]) if len(rows) else "?"
+
+    def _fusion_selector_used(self) -> None:
+        """The fusion selector speaks for every block: forget the blocks' own choices (a
+        tuned schedule's)."""
+        if self.schedule.fused:
+            self.schedule = engine.TileSchedule(self.schedule.default, dict(self.schedule.overrides), {})
+
+    def _update_step_picker(self) -> None:
+        """The picker lists the steps of the profile (those with FLOPs). A selected step the
+        new profile no longer has stays selected as the step that computes it (a fused
+        block), else the picker falls back to every step."""
+        rows = plotted_steps(self.profile)
+        options = [("every step", EVERY_STEP)] + [(f"{short_name(layer)} · {op}", layer)
+                                                  for layer, op in zip(rows["layer"], rows["op"])]
+        picker = self.controls["step"]
+        if [tuple(o) for o in picker.options] == options:
+            if self._target is not None:
+                with self.hold():
+                    self._show_target_tiles()       # its op may have changed
+            return
+        target = self._target
+        if target is not None and target not in set(rows["layer"]):
+            holders = [r["layer"] for r in rows.to_dict("records") if target in step_members(r)]
+            target = holders[0] if holders else None
+        with self.hold():
+            picker.options = options
+            picker.value = EVERY_STEP if target is None else target
+            self._target = target
+            self._show_target_tiles()
 
     # ------------------------------------------------------------------ measuring and drawing
 
@@ -303,19 +522,37 @@ class Explorer:
         returned)."""
         return self._serve(measure=True, queue=False)
 
+    def tune(self, budget_s: float | None = None, repeats: int = 5, save: bool = True):
+        """Run the tuner (workbench.tune) for the controls' batch, threads and fusion, from
+        the default tiles, within `budget_s` seconds (default: the budget box's), with
+        `repeats` runs per candidate; save: cache the schedule (engine.tune's save). The
+        tune progress bar follows each phase (blocks, then steps) and the status line names
+        the step being tuned; the kernel is busy meanwhile, and says so. Then the Explorer
+        holds the tuned schedule and draws its profile with the default points and arrows.
+
+        Synchronous. Returns the workbench.tuning.TuningResult (also `self.tuning`), or
+        None when it did not run (a slider value Tiles refuses, a bad argument, the engine
+        refused, another measurement in progress): the message area says which."""
+        budget_s = float(self.tune_budget.value) if budget_s is None else budget_s
+        self._tuned_now = None
+        self._serve(measure=False, queue=False, tune=dict(budget_s=budget_s, repeats=repeats, save=save))
+        return self._tuned_now
+
     def redraw(self) -> None:
         """Redraw the last profile at the level control's level (no measurement). While a
         measurement is in progress it is queued: that measurement redraws when it ends."""
         self._serve(measure=False, queue=True)
 
-    def _serve(self, measure: bool, queue: bool) -> pd.DataFrame | None:
-        """Measure (or only redraw), then whatever was queued meanwhile, holding `_busy`.
+    def _serve(self, measure: bool, queue: bool, tune: dict | None = None) -> pd.DataFrame | None:
+        """Measure (or only redraw, or tune first), then whatever was queued meanwhile,
+        holding `_busy`.
 
         Busy: with queue, leave a pending flag that the running measurement reads when it
         ends (and say so); without, refuse with a message. Never waits for `_busy`."""
         if not self._busy.acquire(blocking=False):
             if not queue:
-                self._say("busy: a measurement is already running; this one was not started "
+                what = "tuning" if tune is not None else "this one"
+                self._say(f"busy: a measurement is already running; {what} was not started "
                           "(the engine runs one model at a time). Try again when it has finished.", "warning")
                 return None
             if measure:   # the message before the flag: whichever measurement serves the flag clears it
@@ -328,10 +565,14 @@ class Explorer:
                 return None
             measure, draw = self._take_pending()
         else:
-            draw = not measure
+            draw = not measure and tune is None
         result = None
         while True:
             try:
+                if tune is not None:
+                    self._tune_and_draw(**tune)
+                    tune = None
+                    measure, draw = self._take_pending()
                 while measure or draw:
                     if measure:
                         result = self._measure_and_draw()      # draws at the current level
@@ -361,6 +602,7 @@ class Explorer:
 
     def _measure_and_draw(self) -> pd.DataFrame | None:
         """One measurement with the controls' values and its redraw (the caller holds _busy)."""
+        basis = self.schedule
         try:
             config = self.config()
         except ValueError as error:
@@ -373,7 +615,7 @@ class Explorer:
             frame = self._measure(config)
         except CONFIG_ERRORS as error:
             self._say(f"could not measure batch {config['batch']}, {config['threads']} thread(s), "
-                      f"{config['tiles']}: {error}", "error")
+                      f"{_describe_tiles(config['tiles'])}: {error}", "error")
             self._finish(False, "failed; the figure shows the previous result")
             return None
         except BaseException:
@@ -381,7 +623,9 @@ class Explorer:
             raise
         measured = time.perf_counter() - started
         started = time.perf_counter()
-        self._accept(frame)
+        # the measured tiles become the schedule, unless a step was selected meanwhile (from
+        # another thread): that kept the sliders' values in the schedule already
+        self._accept(frame, config["tiles"] if self.schedule is basis else self.schedule)
         self._draw()
         drawn = time.perf_counter() - started
         self.last_seconds = {"measure": measured, "draw": drawn}
@@ -389,14 +633,115 @@ class Explorer:
                            f"drawn in {drawn:.2f} s")
         return frame
 
-    def _accept(self, frame: pd.DataFrame) -> None:
+    def _tune_and_draw(self, budget_s: float, repeats: int, save: bool) -> None:
+        """Run workbench.tune with the controls' values, then hold and draw its result (the
+        caller holds _busy). Errors go to the message area."""
+        try:
+            config = self.config()
+        except ValueError as error:
+            self._say(f"invalid value: {error}", "error")
+            return
+        self._say("")
+        self.run_button.disabled = self.tune_button.disabled = True
+        self.tune_button.description = "Tuning…"
+        self.tune_progress.value, self.tune_progress.max, self.tune_progress.bar_style = 0, 1, "info"
+        self.tune_progress.description = ""
+        self.status.value = (f"tuning batch {config['batch']}, {config['threads']} thread(s) for up to "
+                             f"{budget_s:g} s; the kernel is busy until it ends")
+        try:
+            result = tuning.tune(self.model, batch=config["batch"], threads=config["threads"], budget_s=budget_s,
+                                 ceilings=self.ceilings, progress=self._tune_progress, repeats=repeats,
+                                 fuse_blocks=config["fuse_blocks"], profile_repeats=self.repeats, save=save)
+        except CONFIG_ERRORS as error:
+            self._say(f"could not tune: {error}", "error")
+            self.tune_progress.bar_style = "danger"
+            self.status.value = "tuning failed; the figure shows the previous result"
+            return
+        finally:
+            self.run_button.disabled = self.tune_button.disabled = False
+            self.tune_button.description = "Tune"
+        self.tuning = self._tuned_now = result
+        self.schedule = result.schedule
+        self._accept(result.after, result.schedule)
+        with self.hold():
+            self._show_target_tiles()
+        self._draw()
+        self.tune_progress.value = self.tune_progress.max
+        self.tune_progress.bar_style = "success"
+        engine_result = result.result
+        changed = len(result.changed_steps())
+        self.status.value = (f"tuned in {engine_result.seconds:.1f} s ({engine_result.stopped or 'search complete'}): "
+                             f"{engine_result.default_seconds * 1e3:.2f} → {engine_result.tuned_seconds * 1e3:.2f} ms "
+                             f"per run (median, side by side); {changed} step{'s' if changed != 1 else ''} changed")
+
+    def _tune_progress(self, done: int, total: int, label: str) -> None:
+        """engine.tune's progress: the bar follows the phase, the status names the step."""
+        phase, _, step = label.partition(": ")
+        bar = self.tune_progress
+        if bar.description != phase:          # a new phase starts from an empty bar
+            bar.description, bar.value = phase, 0
+        bar.max = max(total, 1)
+        bar.value = min(done, bar.max)
+        if step:
+            self.status.value = f"tuning {phase}: {short_name(step)} ({done + 1} of {total}); the kernel is busy"
+
+    def _accept(self, frame: pd.DataFrame, tiles) -> None:
+        """`frame`, measured with `tiles`, is now the profile (and `tiles` the schedule)."""
         self.profile = frame
+        self.schedule = as_schedule(tiles)
         self.measurements += 1
+        self._update_step_picker()
 
     def _draw(self) -> None:
         with self.figure.batch_update():
             update_roofline(self.figure, self.profile, self.ceilings, level=self.level)
+            self._draw_overlays()
         self._show_table()
+
+    def _draw_overlays(self) -> None:
+        """The Explorer's own traces and arrows, at the current level: the selected step's
+        ring, and, while the profile has the last tuning's batch and threads, each step's
+        default point and an arrow from it to the step's point now."""
+        level, frame = self.level, self.profile
+        with self.figure.batch_update():
+            before = _overlay_spec(BEFORE_TRACE)
+            arrows = []
+            baseline = self.tuning.before if self.tuning is not None else None
+            if baseline is not None and _same_run_shape(baseline, frame):
+                matched, _, _ = match_steps(baseline, frame, level)
+                now = set(frame["layer"])
+                units = [(name if name in now else new.layers[-1], old) for name, old, new in matched]
+                colors = [OP_COLORS[op_kind(old.op)] for _, old in units]
+                before.update(x=or_none([old.ai for _, old in units]), y=or_none([old.gflops for _, old in units]),
+                              customdata=[name for name, _ in units], showlegend=True,
+                              hovertext=[f"<b>{html.escape(name)}</b>, default tiles<br>"
+                                         f"time {old.seconds * 1e3:.3f} ms<br>{old.gflops:.3g} GFLOP/s"
+                                         for name, old in units],
+                              marker=dict(color="white", size=marker_sizes([old.share for _, old in units]),
+                                          line=dict(color=colors, width=2.0), opacity=0.9))
+                arrows = [arrow for arrow in (step_arrow(name, old, new) for name, old, new in matched)
+                          if arrow is not None]
+            self._trace(BEFORE_TRACE).update(before)
+            self.figure.layout.annotations = arrows
+            self._trace(SELECTION_TRACE).update(self._selection_spec(level))
+
+    def _selection_spec(self, level: str) -> dict:
+        spec = _overlay_spec(SELECTION_TRACE)
+        if self._target is None:
+            return spec
+        rows = self.profile[self.profile["layer"] == self._target]
+        if not len(rows):
+            return spec
+        row = rows.iloc[0]
+        size = marker_sizes([row["share_of_time"]])[0] + 12
+        spec.update(x=or_none([row[f"ai_{level}"]]), y=or_none([row["gflops"]]),
+                    text=[short_name(self._target)], customdata=[self._target],
+                    marker=dict(symbol="circle-open", size=[size], color="#111111", line=dict(width=3.0),
+                                opacity=1.0))
+        return spec
+
+    def _trace(self, key: str):
+        return next(trace for trace in self.figure.data if trace.meta == key)
 
     def _show_table(self) -> None:
         frame, level = self.profile, self.level
@@ -406,21 +751,31 @@ class Explorer:
         with_flops = frame[frame["flops"] > 0]
         ridge = self.ceilings.ridge_point(level, threads)
         memory = frame[bound_at(frame, self.ceilings, level) == "memory"]
+        own = len(self.schedule.overrides)
+        tiles_note = ""
+        if self.schedule.tuned_for is not None:
+            tiles_note = " Tiles and fusion: the tuned schedule."
+        elif own or self.schedule.fused:
+            tiles_note = (f" {own} step{'s have' if own != 1 else ' has'} tiles of "
+                          f"{'their' if own != 1 else 'its'} own" + (", blocks their own fusion" if self.schedule.fused
+                                                                       else "") + ".")
         self.summary.value = (
             f"<b>{total * 1e3:.2f} ms</b> per run (sum of the steps' medians), {flops / total / 1e9:.3g} GFLOP/s "
             f"overall. At {html.escape(level)} (ridge point {ridge:.3g} FLOP/byte), {len(memory)} of "
             f"{len(with_flops)} steps with FLOPs are memory bound: "
-            f"{float(memory['seconds'].sum()) / total:.0%} of the time. Slowest steps:")
+            f"{float(memory['seconds'].sum()) / total:.0%} of the time.{tiles_note} Slowest steps:")
         self.table.value = _table_html(slowest_layers(frame, self.ceilings, level))
 
     def _start(self, config: dict) -> None:
         self.run_button.disabled, self.run_button.description = True, "Measuring…"
+        self.tune_button.disabled = True
         self.progress.value, self.progress.bar_style = 1, "info"
         self.status.value = (f"measuring… batch {config['batch']}, {config['threads']} thread(s), "
                              f"{fusion_label(config['fuse_blocks'])}")
 
     def _finish(self, ok: bool, note: str) -> None:
         self.run_button.disabled, self.run_button.description = False, "Run"
+        self.tune_button.disabled = False
         self.progress.value = self.progress.max if ok else 0
         self.progress.bar_style = "success" if ok else "danger"
         self.status.value = note
@@ -448,3 +803,27 @@ class Explorer:
     def __repr__(self) -> str:
         values = {name: control.value for name, control in self.controls.items()}
         return f"<workbench.Explorer of {self.model!r}: {values}>"
+
+
+def _overlay_spec(key: str) -> dict:
+    """An empty overlay trace of the Explorer: the default points of the last tuning
+    (hollow, clickable) or the selected step's ring (not hoverable, so a click goes to the
+    point under it)."""
+    if key == BEFORE_TRACE:
+        return dict(meta=key, name="default tiles (before tuning)", mode="markers", x=[], y=[], customdata=[],
+                    hoverinfo="text", hovertext=[], showlegend=False,
+                    marker=dict(color="white", symbol="circle", size=[], line=dict(color=[], width=2.0)))
+    return dict(meta=key, name="selected step", mode="markers+text", x=[], y=[], text=[], customdata=[],
+                textposition="bottom center", textfont=dict(size=11, color="#111111"), hoverinfo="skip",
+                showlegend=False, marker=dict(symbol="circle-open", size=[], color="#111111", line=dict(width=3.0)))
+
+
+def _same_run_shape(before: pd.DataFrame, after: pd.DataFrame) -> bool:
+    """Both profiles ran the same batch and thread count."""
+    return all(int(before[c].iloc[0]) == int(after[c].iloc[0]) for c in ("batch", "threads"))
+
+
+def _describe_tiles(tiles) -> str:
+    if isinstance(tiles, engine.TileSchedule):
+        return f"a tile schedule ({len(tiles.overrides)} steps with tiles of their own, default {tiles.default})"
+    return str(tiles)
