@@ -1,5 +1,6 @@
 """End to end in a real browser: JupyterLab, in headless Chromium, runs notebook 01 and
-the Explorer's roofline moves when its core-count slider moves.
+the Explorer's roofline moves when its core-count slider moves; and a click on a point of
+the Explorer's roofline selects that step (the step picker and the ring on the figure).
 
 What headless tests of the widget cannot see: that the JupyterLab front end has the
 ipywidgets, anywidget and plotly extensions and renders the panel (not "Error displaying
@@ -184,20 +185,13 @@ def _slider_value(handle, bound: str = "now") -> int:
     return int(float(handle.get_attribute(f"aria-value{bound}")))
 
 
-@pytest.mark.timeout(300)
-def test_quickstart_runs_in_jupyterlab_and_the_roofline_moves_with_the_core_slider(browser_available, warm_engine,
-                                                                                    tmp_path):
-    from playwright.sync_api import expect, sync_playwright
-
-    started = time.monotonic()
-    deadline = Deadline(TEST_SECONDS)
-    ARTIFACTS.mkdir(exist_ok=True)
-    for old in ARTIFACTS.glob("browser_*.png"):
-        old.unlink()
-    root = tmp_path / "root"
-    root.mkdir()
-    prepare_root(root, [NOTEBOOK])
-    phases = {}                             # seconds since start at the end of each phase
+@contextlib.contextmanager
+def _lab_page(root: Path, tmp_path: Path, deadline: Deadline, phases: dict, started: float):
+    """A JupyterLab serving `root` (ROOFLINE_FAST=1 in its kernels) and a Chromium page on
+    it that may reach nothing but that server. Yields (lab, page). On a failure inside, a
+    screenshot and the server's log tail are added to the error; the page, browser and
+    server are closed in any case."""
+    from playwright.sync_api import sync_playwright
 
     with jupyter_lab(root, tmp_path / "jupyter", env={"ROOFLINE_FAST": "1"},
                      start_seconds=deadline.left(STEP_SECONDS)) as lab, sync_playwright() as playwright:
@@ -220,74 +214,7 @@ def test_quickstart_runs_in_jupyterlab_and_the_roofline_moves_with_the_core_slid
             page_errors = []
             page.on("pageerror", lambda error: page_errors.append(str(error)))
             try:
-                # ---- open the notebook; it starts in the venv's default kernel (python3)
-                page.goto(f"{lab.url}/lab/tree/{NOTEBOOK}.ipynb?token={lab.token}",
-                          timeout=deadline.ms(STEP_SECONDS))
-                with _waiting_for("the notebook to open and its kernel to be idle"):
-                    page.locator(".jp-Notebook .jp-CodeCell").first.wait_for(timeout=deadline.ms(STEP_SECONDS))
-                    page.locator(".jp-StatusBar-TextItem", has_text="Python 3 (ipykernel) | Idle").wait_for(
-                        timeout=deadline.ms(STEP_SECONDS))
-                (session,) = lab.api("/api/sessions")
-                assert session["path"] == f"{NOTEBOOK}.ipynb"
-                assert session["kernel"]["name"] == lab.api("/api/kernelspecs")["default"] == "python3"
-                kernels = _kernel_command_lines(lab)
-                assert len(kernels) == 1 and _is_this_venvs_python(kernels[0][0]), \
-                    f"the kernel is not this venv's python ({sys.executable}): {kernels}"
-                phases["notebook open"] = time.monotonic() - started
-
-                # ---- Run > Run All Cells; every code cell runs, none fails
-                page.locator("li.lm-MenuBar-item", has_text="Run").click()
-                page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-                _wait_for_run(page, deadline, "running all cells")
-                assert page.locator(".jp-Notebook .jp-CodeCell").count() >= 8
-                phases["all cells run"] = time.monotonic() - started
-
-                # ---- the static figures, the Explorer's panel and its live figure are drawn
-                with _waiting_for("the notebook's static plotly figures to be drawn"):
-                    page.wait_for_function(JS_STATIC_FIGURES_DRAWN, timeout=deadline.ms(STEP_SECONDS), polling=250)
-                panel = page.locator(PANEL)
-                with _waiting_for("the Explorer panel (ipywidgets VBox with a plotly FigureWidget) to render; "
-                                  "is @jupyter-widgets/jupyterlab-manager enabled?"):
-                    panel.wait_for(timeout=deadline.ms(STEP_SECONDS))
-                    page.locator(f"{FIGURE} .main-svg").first.wait_for(timeout=deadline.ms(STEP_SECONDS))
-                    page.wait_for_function(JS_FIGURE_DATA, arg=FIGURE, timeout=deadline.ms(STEP_SECONDS))
-                assert panel.count() == 1, "expected one Explorer panel"
-                assert panel.locator(".widget-slider").count() == 5       # threads and the four tiles
-                assert not _problems(page), "\n".join(_problems(page))
-                before = _figure_data(page)
-
-                # the threads slider starts at every core; on a 1-core machine it cannot
-                # move, so a tile slider (depthwise rows, 16 by default) moves instead
-                moved = "threads"
-                handle = _slider_handle(page, moved)
-                assert _slider_value(handle) == _slider_value(handle, "max")
-                if _slider_value(handle) == _slider_value(handle, "min"):
-                    moved = "depthwise rows"
-                    handle = _slider_handle(page, moved)
-                value = _slider_value(handle)
-                panel.scroll_into_view_if_needed()
-                panel.screenshot(path=ARTIFACTS / "browser_explorer_before.png")
-
-                # ---- one step down with the keyboard: the kernel measures again, the figure moves
-                handle.focus()
-                handle.press("ArrowLeft")
-                expect(handle).to_have_attribute("aria-valuenow", re.compile(rf"^{value - 1}(\.0*)?$"),
-                                                 timeout=deadline.ms(10))
-                with _waiting_for(f"the roofline's data to change after moving {moved} from {value} to {value - 1}"):
-                    page.wait_for_function(f"([selector, before]) => ({JS_FIGURE_DATA})(selector) !== before",
-                                           arg=[FIGURE, before], timeout=deadline.ms(STEP_SECONDS), polling=250)
-                _wait_for_run(page, deadline, f"measuring again with {moved} = {value - 1}")
-                with _waiting_for("the Explorer's status line to report the new measurement"):
-                    panel.locator(".widget-label", has_text="measured in").wait_for(timeout=deadline.ms(STEP_SECONDS))
-                after = _figure_data(page)
-                assert after is not None and after != before
-                message = panel.locator(".widget-html-content").first.inner_text()
-                assert "error" not in message.lower(), f"the Explorer's message area: {message}"
-                if moved == "threads":        # the figure's title names the thread count
-                    assert f"{value - 1} thread" in json.loads(after)["title"], json.loads(after)["title"]
-                panel.scroll_into_view_if_needed()
-                panel.screenshot(path=ARTIFACTS / "browser_explorer_after.png")
-                phases["slider moved, figure redrawn"] = time.monotonic() - started
+                yield lab, page
                 assert not outside, f"the page tried to reach beyond the server: {outside}"
             except Exception as error:
                 with contextlib.suppress(Exception):
@@ -298,6 +225,210 @@ def test_quickstart_runs_in_jupyterlab_and_the_roofline_moves_with_the_core_slid
                                      f"{lab.log_tail()}") from error
         finally:
             browser.close()
+
+
+def _open_and_run_all(lab, page, deadline: Deadline, notebook: str, phases: dict, started: float):
+    """Open `notebook` (it starts in the venv's default kernel, python3), check the kernel is
+    this venv's python, Run All Cells and wait until every cell has run without a failure;
+    then wait for the Explorer's panel and its figure. Returns the panel's locator."""
+    page.goto(f"{lab.url}/lab/tree/{notebook}.ipynb?token={lab.token}", timeout=deadline.ms(STEP_SECONDS))
+    with _waiting_for("the notebook to open and its kernel to be idle"):
+        page.locator(".jp-Notebook .jp-CodeCell").first.wait_for(timeout=deadline.ms(STEP_SECONDS))
+        page.locator(".jp-StatusBar-TextItem", has_text="Python 3 (ipykernel) | Idle").wait_for(
+            timeout=deadline.ms(STEP_SECONDS))
+    (session,) = lab.api("/api/sessions")
+    assert session["path"] == f"{notebook}.ipynb"
+    assert session["kernel"]["name"] == lab.api("/api/kernelspecs")["default"] == "python3"
+    kernels = _kernel_command_lines(lab)
+    assert len(kernels) == 1 and _is_this_venvs_python(kernels[0][0]), \
+        f"the kernel is not this venv's python ({sys.executable}): {kernels}"
+    phases["notebook open"] = time.monotonic() - started
+
+    # ---- Run > Run All Cells; every code cell runs, none fails
+    page.locator("li.lm-MenuBar-item", has_text="Run").click()
+    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+    _wait_for_run(page, deadline, "running all cells")
+    phases["all cells run"] = time.monotonic() - started
+
+    panel = page.locator(PANEL)
+    with _waiting_for("the Explorer panel (ipywidgets VBox with a plotly FigureWidget) to render; "
+                      "is @jupyter-widgets/jupyterlab-manager enabled?"):
+        panel.wait_for(timeout=deadline.ms(STEP_SECONDS))
+        page.locator(f"{FIGURE} .main-svg").first.wait_for(timeout=deadline.ms(STEP_SECONDS))
+        page.wait_for_function(JS_FIGURE_DATA, arg=FIGURE, timeout=deadline.ms(STEP_SECONDS))
+    assert panel.count() == 1, "expected one Explorer panel"
+    assert not _problems(page), "\n".join(_problems(page))
+    return panel
+
+
+def _fresh_artifacts(pattern: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    for old in ARTIFACTS.glob(pattern):
+        old.unlink()
+
+
+@pytest.mark.timeout(300)
+def test_quickstart_runs_in_jupyterlab_and_the_roofline_moves_with_the_core_slider(browser_available, warm_engine,
+                                                                                    tmp_path):
+    from playwright.sync_api import expect
+
+    started = time.monotonic()
+    deadline = Deadline(TEST_SECONDS)
+    _fresh_artifacts("browser_explorer_*.png")
+    root = tmp_path / "root"
+    root.mkdir()
+    prepare_root(root, [NOTEBOOK])
+    phases = {}                             # seconds since start at the end of each phase
+
+    with _lab_page(root, tmp_path, deadline, phases, started) as (lab, page):
+        panel = _open_and_run_all(lab, page, deadline, NOTEBOOK, phases, started)
+        assert page.locator(".jp-Notebook .jp-CodeCell").count() >= 8
+        # ---- the static figures are drawn too
+        with _waiting_for("the notebook's static plotly figures to be drawn"):
+            page.wait_for_function(JS_STATIC_FIGURES_DRAWN, timeout=deadline.ms(STEP_SECONDS), polling=250)
+        assert panel.locator(".widget-slider").count() == 5       # threads and the four tiles
+        before = _figure_data(page)
+
+        # the threads slider starts at every core; on a 1-core machine it cannot
+        # move, so a tile slider (depthwise rows, 16 by default) moves instead
+        moved = "threads"
+        handle = _slider_handle(page, moved)
+        assert _slider_value(handle) == _slider_value(handle, "max")
+        if _slider_value(handle) == _slider_value(handle, "min"):
+            moved = "depthwise rows"
+            handle = _slider_handle(page, moved)
+        value = _slider_value(handle)
+        panel.scroll_into_view_if_needed()
+        panel.screenshot(path=ARTIFACTS / "browser_explorer_before.png")
+
+        # ---- one step down with the keyboard: the kernel measures again, the figure moves
+        handle.focus()
+        handle.press("ArrowLeft")
+        expect(handle).to_have_attribute("aria-valuenow", re.compile(rf"^{value - 1}(\.0*)?$"),
+                                         timeout=deadline.ms(10))
+        with _waiting_for(f"the roofline's data to change after moving {moved} from {value} to {value - 1}"):
+            page.wait_for_function(f"([selector, before]) => ({JS_FIGURE_DATA})(selector) !== before",
+                                   arg=[FIGURE, before], timeout=deadline.ms(STEP_SECONDS), polling=250)
+        _wait_for_run(page, deadline, f"measuring again with {moved} = {value - 1}")
+        with _waiting_for("the Explorer's status line to report the new measurement"):
+            panel.locator(".widget-label", has_text="measured in").wait_for(timeout=deadline.ms(STEP_SECONDS))
+        after = _figure_data(page)
+        assert after is not None and after != before
+        message = panel.locator(".widget-html-content").first.inner_text()
+        assert "error" not in message.lower(), f"the Explorer's message area: {message}"
+        if moved == "threads":        # the figure's title names the thread count
+            assert f"{value - 1} thread" in json.loads(after)["title"], json.loads(after)["title"]
+        panel.scroll_into_view_if_needed()
+        panel.screenshot(path=ARTIFACTS / "browser_explorer_after.png")
+        phases["slider moved, figure redrawn"] = time.monotonic() - started
     phases["server and browser stopped"] = time.monotonic() - started
     print("browser test phases (s since start): " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items())
           + f"; killed by force at shutdown: {lab.forced or 'nothing'}")
+
+
+# In the page: where on the screen (CSS pixels) the Explorer's step markers are, and the
+# one farthest from any other (so the click cannot land on a neighbour): its step's name
+# (the marker's customdata) and position.
+JS_LONELIEST_POINT = """(selector) => {
+  const plot = document.querySelector(selector);
+  const layout = plot._fullLayout, box = plot.getBoundingClientRect();
+  const points = [];
+  for (const trace of plot.data) {
+    if (typeof trace.meta !== 'string' || !trace.meta.startsWith('ops:') || !trace.x) continue;
+    Array.from(trace.x).forEach((x, i) => {
+      if (x == null || trace.y[i] == null) return;
+      points.push({layer: trace.customdata[i],
+                   x: box.left + layout.xaxis._offset + layout.xaxis.c2p(x),
+                   y: box.top + layout.yaxis._offset + layout.yaxis.c2p(trace.y[i])});
+    });
+  }
+  let best = null, bestGap = -1;
+  for (const p of points) {
+    const inside = p.x > box.left + layout.xaxis._offset + 20 && p.x < box.left + layout.xaxis._offset
+                   + layout.xaxis._length - 20 && p.y > box.top + layout.yaxis._offset + 20
+                   && p.y < box.top + layout.yaxis._offset + layout.yaxis._length - 20;
+    if (!inside) continue;
+    const gap = Math.min(...points.filter(q => q !== p).map(q => Math.hypot(q.x - p.x, q.y - p.y)));
+    if (gap > bestGap) { best = p; bestGap = gap; }
+  }
+  return best && {...best, gap: bestGap};
+}"""
+
+# The label of the option the Explorer's step picker (the dropdown labelled "tiles of") shows.
+JS_PICKED = """(selector) => {
+  const picker = [...document.querySelectorAll(selector + ' .widget-dropdown')]
+    .find(d => (d.querySelector('label') || {}).textContent === 'tiles of');
+  const select = picker && picker.querySelector('select');
+  // ipywidgets writes the labels' spaces as no-break spaces
+  return select && select.selectedOptions.length ? select.selectedOptions[0].textContent.replace(/\u00a0/g, ' ') : '';
+}"""
+
+# The Explorer's selection ring (the "selection" trace): its x and y, or null when empty.
+JS_RING = """(selector) => {
+  const plot = document.querySelector(selector);
+  const ring = plot && plot.data.find(t => t.meta === 'selection');
+  if (!ring || !ring.x || ring.x.length === 0) return null;
+  return JSON.stringify([Array.from(ring.x), Array.from(ring.y), ring.customdata ? Array.from(ring.customdata) : []]);
+}"""
+
+# A notebook of two cells: an Explorer of the default model (one thread, one timed run per
+# measurement, this machine's cached ceilings), displayed.
+CLICK_NOTEBOOK = "explorer_click"
+CLICK_CELLS = [
+    "import workbench\nfrom workbench.widgets import Explorer\n"
+    "explorer = Explorer(workbench.DEFAULT_MODEL, ceilings=workbench.measure_ceilings(), threads=1, repeats=1)",
+    "explorer",
+]
+
+
+@pytest.mark.timeout(300)
+def test_a_click_on_a_point_of_the_explorers_roofline_selects_its_step(browser_available, warm_engine, tmp_path):
+    import nbformat
+
+    from workbench.figure_parts import short_name
+
+    started = time.monotonic()
+    deadline = Deadline(TEST_SECONDS)
+    _fresh_artifacts("browser_click_*.png")
+    root = tmp_path / "root"
+    root.mkdir()
+    kernel = {"kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}}
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CLICK_CELLS], metadata=kernel),
+                   root / f"{CLICK_NOTEBOOK}.ipynb")
+    phases = {}
+
+    with _lab_page(root, tmp_path, deadline, phases, started) as (lab, page):
+        panel = _open_and_run_all(lab, page, deadline, CLICK_NOTEBOOK, phases, started)
+        picker = panel.locator(".widget-dropdown").filter(has=page.locator("label", has_text="tiles of"))
+        select = picker.locator("select")
+        assert select.count() == 1, "expected one step picker"
+        assert page.evaluate(JS_PICKED, PANEL) == "every step"
+        assert page.evaluate(JS_RING, FIGURE) is None
+        panel.scroll_into_view_if_needed()
+        target = page.evaluate(JS_LONELIEST_POINT, FIGURE)
+        assert target is not None and target["gap"] > 8, f"no point clear of its neighbours to click: {target}"
+        panel.screenshot(path=ARTIFACTS / "browser_click_before.png")
+
+        # ---- hover (plotly picks the point under the mouse), then click it
+        page.mouse.move(target["x"] - 3, target["y"] - 3)
+        page.mouse.move(target["x"], target["y"])
+        page.mouse.click(target["x"], target["y"])
+        with _waiting_for(f"the step picker to show {target['layer']} after the click"):
+            page.wait_for_function(f"([selector, label]) => ({JS_PICKED})(selector).startsWith(label + ' · ')",
+                                   arg=[PANEL, short_name(target["layer"])], timeout=deadline.ms(STEP_SECONDS),
+                                   polling=250)
+        with _waiting_for("the ring to be drawn on the clicked point"):
+            page.wait_for_function(f"(selector) => ({JS_RING})(selector) !== null", arg=FIGURE,
+                                   timeout=deadline.ms(STEP_SECONDS), polling=250)
+        ring_x, ring_y, ring_names = json.loads(page.evaluate(JS_RING, FIGURE))
+        assert ring_names == [target["layer"]]
+        moved_to = page.evaluate("""([selector, x, y]) => { const plot = document.querySelector(selector);
+            const layout = plot._fullLayout, box = plot.getBoundingClientRect();
+            return [box.left + layout.xaxis._offset + layout.xaxis.c2p(x),
+                    box.top + layout.yaxis._offset + layout.yaxis.c2p(y)]; }""", [FIGURE, ring_x[0], ring_y[0]])
+        assert abs(moved_to[0] - target["x"]) < 1 and abs(moved_to[1] - target["y"]) < 1, (moved_to, target)
+        assert "tiles of" in picker.inner_text()
+        assert not _problems(page), "\n".join(_problems(page))
+        panel.screenshot(path=ARTIFACTS / "browser_click_after.png")
+        phases["point clicked, step selected"] = time.monotonic() - started
+    print("browser click test phases (s since start): " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()))
