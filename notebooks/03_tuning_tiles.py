@@ -12,18 +12,20 @@
 # ---
 
 # %% [markdown]
-# # 03 · Tuning tiles
+# # 03 · Tuning tiles, layer by layer
 #
-# The engine's kernels take their tile sizes at run time (`engine.Tiles`), so trying a new
-# tile never recompiles anything. A tile decides how often an operand is re-read: the
-# weights of a 1×1 conv once per tile of `pointwise_pixels` pixels, its input once per tile
-# of `pointwise_channels` output channels; `block_rows` is the band height of a fused
-# inverted-residual block (0 lets the cost model choose per block). Re-reads are bytes, and
-# bytes move a layer left on the roofline.
+# The engine's kernels take their tile sizes at run time, so trying another tile never
+# recompiles anything, and every step of the network can have tiles of its own: an
+# `engine.TileSchedule` holds default `engine.Tiles` plus overrides by step name, and for
+# each inverted-residual block whether it runs fused. A tile decides how often an operand is
+# re-read: re-reads are bytes, and bytes move a layer left on the roofline.
 #
-# First by hand with the explorer, then a small sweep, then the best configuration found
-# with fusion off, automatic and on. Timings on a shared machine are noisy: differences of a few
-# percent are not meaningful. Set `ROOFLINE_FAST=1` for a smaller sweep.
+# The story: why one layer's best tile is not another's (its shape against this machine's
+# caches); one layer tuned by hand, measured with `workbench.sweep`; then the tuner
+# (`workbench.tune`), which does that for every step within a time budget; then the whole
+# network before and after on one roofline. Timings on a shared machine are noisy:
+# differences of a few per cent are not meaningful. `ROOFLINE_FAST=1` makes every step
+# smaller (fewer tiles tried, a 10 s tuning budget).
 
 # %%
 import pandas as pd
@@ -32,121 +34,164 @@ from IPython.display import Markdown, display
 
 import engine
 import workbench
+from workbench.figure_parts import short_name
+from workbench.profile import run_machine
+from workbench.teaching import model_intensities
 from workbench.widgets import Explorer
 
 setup = workbench.setup_notebook(repeats=5)      # the default MobileNetV2, this machine's ceilings
 model, ceilings = setup.model, setup.ceilings
 THREADS, REPEATS, FAST = setup.threads, setup.repeats, setup.fast
-print("tile ranges (low, high, step):", {name: engine.Tiles.field_range(name) for name in engine.Tiles().as_dict()})
+machine = run_machine(ceilings)                  # the caches the engine's runs assume: measured, where measured
+KIB = 1024
+caches = {level.name: level.usable_bytes for level in machine.caches}
+display(Markdown(f"{machine.cpu_model}: L1 {caches['L1'] // KIB} KiB and L2 {caches['L2'] // KIB} KiB per core, "
+                 f"L3 {caches['L3'] // KIB // KIB} MiB shared (effective sizes where the ceilings measured them); "
+                 f"{THREADS} thread(s)."))
 
 # %% [markdown]
-# ## 1. By hand
+# ## 1. Why a layer's best tile depends on its shape and the caches
 #
-# Move `pointwise pixels` down to 8 and watch the pointwise markers (blue expand, green
-# project) slide left at L2: their weights are now re-read for every 8 pixels. The table
-# under the figure lists the slowest steps.
+# A 1×1 conv is a matrix multiply, `out[pixels, Cout] = x[pixels, Cin] @ W.T[Cin, Cout]`,
+# cut into work items of `pointwise_pixels` pixels × `pointwise_channels` output channels.
+# The engine's bytes model (`engine/kernels/pointwise.py`, `pointwise_bytes`) says what crosses
+# each cache boundary: the weights once if they all stay in the cache, else once per pixel
+# tile (so fewer, larger pixel tiles re-read them less); a pixel tile's inputs
+# (`pointwise_pixels × Cin × 4` bytes) once if they stay in the cache while its channel
+# tiles are walked, else once per pair of output-channel blocks (so they must fit).
+#
+# MobileNetV2's 1×1 convs are nothing alike. An early expand sees a large image through few
+# channels: its weights are a few KiB and fit anywhere, its pixel tiles are small. The last
+# 1×1 convs see 7×7 pixels through hundreds of channels: their weights are hundreds of KiB,
+# larger than L1 and a good part of L2, and a single 64-pixel tile of their input is tens
+# of KiB. No one `Tiles` suits both.
 
 # %%
-explorer = Explorer(model, ceilings=ceilings, level="L2", repeats=REPEATS)
+layers = model_intensities(model, batches=(1,), dense_comparison=False)
+pointwise = layers[layers["kind"] == "pointwise"].copy()
+pointwise["pixels"] = pointwise["height"] * pointwise["width"]
+pointwise["weights KiB"] = pointwise["in_channels"] * pointwise["out_channels"] * 4 / KIB
+pointwise["64-pixel input tile KiB"] = 64 * pointwise["in_channels"] * 4 / KIB
+pointwise["weights fit L1"] = pointwise["weights KiB"] * KIB <= caches["L1"]
+pointwise["weights fit L2"] = pointwise["weights KiB"] * KIB <= caches["L2"]
+EARLY = pointwise.loc[pointwise["pixels"].idxmax(), "layer"]          # the widest image
+LATE = pointwise.loc[pointwise["weights KiB"].idxmax(), "layer"]      # the largest weights
+shown = pointwise.assign(layer=pointwise["layer"].map(short_name))
+shown[["layer", "op", "in_channels", "out_channels", "height", "width", "weights KiB", "64-pixel input tile KiB",
+       "weights fit L1", "weights fit L2"]].round(1).iloc[[0, 1, 2, len(shown) // 2, -3, -2, -1]]
+
+# %% [markdown]
+# ## 2. One layer by hand
+#
+# Two layers at the two ends of that table, the widest image and the largest weights, each
+# with `pointwise_pixels` overridden in a `TileSchedule` (every other step keeps the
+# defaults). `workbench.sweep` runs one configuration per schedule (`schedules=`, a label
+# each) and keeps each step's time and modelled bytes; both layers change in each schedule,
+# and each is read from its own rows. Blocks unfused, so the early expand is a step of its
+# own (fused, it would be part of its block's kernel, which reads `block_rows` instead).
+
+# %%
+pixel_tiles = [16, 64, 256] if FAST else [8, 16, 32, 64, 128, 256, 512]
+by_pixels = {f"{pixels} pixels": engine.TileSchedule(overrides={EARLY: engine.Tiles(pointwise_pixels=pixels),
+                                                                LATE: engine.Tiles(pointwise_pixels=pixels)})
+             for pixels in pixel_tiles}
+table = workbench.sweep(model, batch=1, threads=THREADS, fuse_blocks=False, repeats=REPEATS, ceilings=ceilings,
+                        schedules=by_pixels)
+two = table[table["layer"].isin([EARLY, LATE])]
+two = two.assign(layer=two["layer"].map(short_name), ms=two["seconds"] * 1e3, MB_L2=two["bytes_L2"] / 1e6)
+by_hand = two.pivot_table(index="pointwise_pixels", columns="layer", values=["ms", "MB_L2"])
+by_hand
+
+# %%
+figure = go.Figure()
+for layer, rows in two.groupby("layer"):
+    rows = rows.sort_values("pointwise_pixels")
+    figure.add_trace(go.Scatter(x=rows["pointwise_pixels"], y=rows["ms"] / rows["ms"].min(), mode="lines+markers",
+                                name=layer, customdata=rows[["ms", "MB_L2"]].to_numpy(),
+                                hovertemplate="pointwise_pixels %{x}: %{customdata[0]:.3f} ms, "
+                                              "%{customdata[1]:.2f} MB across L2 (modelled)<extra></extra>"))
+figure.update_layout(title="One layer's time by pointwise_pixels, relative to its best (lower is better)",
+                     xaxis=dict(title="pointwise_pixels", type="log"), yaxis_title="time / best time", height=400)
+figure
+
+# %% [markdown]
+# Each layer's best pixel tile, as one schedule: that is tuning by hand. The Explorer below
+# runs it in its per-layer mode, with the large-weights layer selected (ringed): its tile
+# sliders now set that step's tiles only. Click any point of the roofline to select its
+# step, or pick one from the list; "every step" sets the default tiles again.
+
+# %%
+best = two.loc[two.groupby("layer")["ms"].idxmin()].set_index("layer")["pointwise_pixels"]
+hand_schedule = engine.TileSchedule(overrides={EARLY: engine.Tiles(pointwise_pixels=int(best[short_name(EARLY)])),
+                                               LATE: engine.Tiles(pointwise_pixels=int(best[short_name(LATE)]))})
+display(Markdown(f"Best here: `{short_name(EARLY)}` with {best[short_name(EARLY)]} pixels per tile, "
+                 f"`{short_name(LATE)}` with {best[short_name(LATE)]}."))
+explorer = Explorer(model, ceilings=ceilings, fuse_blocks=False, tiles=hand_schedule, level="L2", repeats=REPEATS)
+explorer.set(step=LATE)
 explorer
 
 # %% [markdown]
-# ## 2. A small sweep over the pointwise tiles
+# ## 3. The tuner
 #
-# Every combination of a few `pointwise_pixels` and `pointwise_channels` values, blocks
-# unfused, batch 1, with `workbench.sweep` (one row per config and step; a progress bar;
-# given `out=` a file it would also write the table as it goes and resume an interrupted
-# sweep); the time of the whole network (sum of the steps' medians) and of its pointwise
-# layers alone, from `workbench.sweep_totals`.
+# Doing that for every step, with the depthwise rows, each block's band height and whether
+# it runs fused at all, is the tuner's job: `workbench.tune` runs `engine.tune` greedily,
+# the slowest steps first, each candidate timed inside whole runs (caches warm as in a real
+# run), interleaved and repeated, a candidate kept only if it wins by more than its spread.
+# It leaves alone a step already within 5 % of its roof on this machine's roofline, and
+# stops when its budget is spent. The tuned schedule is keyed to this model, batch, thread
+# count and CPU; it is cached, so `model.run(x, tiles="tuned")` and
+# `roofline-workbench profile --tiles tuned` find it (not in a `ROOFLINE_FAST` test run,
+# which must not replace this machine's schedule with a 10-second one). The Explorer's Tune
+# button does the same and draws the result on its roofline.
 
 # %%
-pixel_tiles = [16, 128] if FAST else [8, 32, 128, 512]
-channel_tiles = [32, 128] if FAST else [16, 64, 256]
-table = workbench.sweep(model, batch=1, threads=THREADS, fuse_blocks=False, repeats=REPEATS, ceilings=ceilings,
-                        tiles={"pointwise_pixels": pixel_tiles, "pointwise_channels": channel_tiles})
-totals = workbench.sweep_totals(table).set_index("config_id")
-pointwise = workbench.sweep_totals(table, ops=["expand", "project", "pointwise"]).set_index("config_id")
-sweep = totals[["pointwise_pixels", "pointwise_channels"]].assign(
-    ms=totals["seconds"] * 1e3, pointwise_ms=pointwise["seconds"] * 1e3, pointwise_MB_L2=pointwise["bytes_L2"] / 1e6)
-sweep = sweep.reset_index(drop=True)
-sweep
-
-# %%
-grid = sweep.pivot(index="pointwise_channels", columns="pointwise_pixels", values="pointwise_ms")
-heatmap = go.Figure(go.Heatmap(
-    z=grid.to_numpy(), x=[str(v) for v in grid.columns], y=[str(v) for v in grid.index], colorscale="Viridis_r",
-    colorbar=dict(title="ms"), text=grid.map(lambda v: f"{v:.2f}").to_numpy(), texttemplate="%{text}",
-    hovertemplate="pixels %{x}, channels %{y}: %{z:.2f} ms<extra></extra>"))
-heatmap.update_layout(title="Time of the pointwise layers (ms, lower is better), blocks unfused, batch 1",
-                      xaxis_title="pointwise_pixels", yaxis_title="pointwise_channels", height=420)
-heatmap
+BUDGET = 10 if FAST else 60
+tuning = workbench.tune(model, batch=1, threads=THREADS, budget_s=BUDGET, ceilings=ceilings,
+                        repeats=3 if FAST else 5, profile_repeats=REPEATS, save=not FAST)
+result = tuning.result
+display(Markdown(
+    f"Tuned in {result.seconds:.1f} s ({result.stopped or 'search complete'}), {len(tuning.trials)} candidates "
+    f"measured. Whole runs, default and tuned side by side (medians): **{result.default_seconds * 1e3:.2f} ms → "
+    f"{result.tuned_seconds * 1e3:.2f} ms**."))
+changed = tuning.changed_steps()
+changed.assign(step=changed["step"].map(short_name)).round(3)
 
 # %% [markdown]
-# ## 3. The band height of fused blocks
-#
-# With fusion on, `block_rows` sets how many output rows a block computes per band: small
-# bands re-read the weights more often and do more per-band set-up (each thread keeps the
-# halo rows it already expanded, so the expand is not re-computed), large ones make the
-# per-thread scratch buffer outgrow L2. 0 is the cost model's choice.
+# What it measured for one step (one row per candidate: its tiles, the median and spread
+# of that step's time over the repeats; `chosen` is what it kept): the large-weights layer
+# of section 2 if the budget reached it, else the first step it tuned (the slowest: blocks
+# come first, fused or not, and a block's layers are tuned as the block).
 
 # %%
-best = sweep.loc[sweep["ms"].idxmin()]
-best_tiles = engine.Tiles(pointwise_pixels=int(best["pointwise_pixels"]),
-                          pointwise_channels=int(best["pointwise_channels"]))
-band_rows = [0, 2, 8] if FAST else [0, 1, 2, 4, 8, 16]
-table = workbench.sweep(model, batch=1, threads=THREADS, fuse_blocks=True, repeats=REPEATS, ceilings=ceilings,
-                        tiles={**best_tiles.as_dict(), "block_rows": band_rows})
-totals = workbench.sweep_totals(table).set_index("config_id")
-blocks = workbench.sweep_totals(table, ops="block").set_index("config_id")
-bands = totals[["block_rows"]].rename(columns={"block_rows": "value"}).assign(
-    ms=totals["seconds"] * 1e3, block_ms=blocks["seconds"] * 1e3, block_MB_L3=blocks["bytes_L3"] / 1e6,
-    block_MB_DRAM=blocks["bytes_DRAM"] / 1e6)
-bands.insert(0, "block_rows", ["auto" if value == 0 else str(value) for value in bands["value"]])
-bands = bands.reset_index(drop=True)
-bar = go.Figure(go.Bar(x=bands["block_rows"], y=bands["block_ms"], marker_color="#ff7f0e",
-                       hovertemplate="block_rows %{x}: %{y:.2f} ms<extra></extra>"))
-bar.update_layout(title="Time of the fused blocks by band height (ms)", xaxis_title="block_rows",
-                  yaxis_title="ms", height=360, xaxis_type="category")
-display(bands)
-bar
+trials = tuning.trials
+if trials.empty:
+    display(Markdown("The tuner searched no step: each ran within 5 % of its roof already."))
+else:
+    step = LATE if (trials["step"] == LATE).any() else trials["step"].iloc[0]
+    display(Markdown(f"`{short_name(step)}`:"))
+    display(trials[trials["step"] == step][["kind", "candidate", "median_s", "spread_s", "repeats", "chosen"]])
 
 # %% [markdown]
-# ## 4. The best configuration found, fusion off, auto and on
+# ## 4. The whole network, before and after
 #
-# `fuse_blocks="auto"` fuses only the blocks `engine.plan.fusion_wins` expects to run faster
-# fused at this core count and batch; "default" is default tiles with the engine's default
-# fusion (`engine.DEFAULT_FUSE_BLOCKS`).
+# Every step's default point (hollow) and its tuned point, an arrow between them. Right is
+# fewer bytes per FLOP at L2, up is faster. Then the three schedules as whole runs, with
+# `workbench.sweep` (on a Dask cluster, `schedules={"tuned": "tuned"}` runs each host's own
+# tuned schedule, so one table compares them across machines).
 
 # %%
-best_band = int(bands.loc[bands["ms"].idxmin(), "value"])
-best_tiles = engine.Tiles(**{**best_tiles.as_dict(), "block_rows": best_band})
-unfused = workbench.profile(model, batch=1, threads=THREADS, tiles=best_tiles, fuse_blocks=False, repeats=REPEATS,
-                            ceilings=ceilings)
-auto = workbench.profile(model, batch=1, threads=THREADS, tiles=best_tiles, fuse_blocks="auto", repeats=REPEATS,
-                         ceilings=ceilings)
-fused = workbench.profile(model, batch=1, threads=THREADS, tiles=best_tiles, fuse_blocks=True, repeats=REPEATS,
-                          ceilings=ceilings)
-default = workbench.profile(model, batch=1, threads=THREADS, fuse_blocks=engine.DEFAULT_FUSE_BLOCKS, repeats=REPEATS,
-                            ceilings=ceilings)
-configs = {"default": (engine.Tiles(), default), "best tiles, unfused": (best_tiles, unfused),
-           "best tiles, auto": (best_tiles, auto), "best tiles, fused": (best_tiles, fused)}
-summary = pd.DataFrame([{**tiles.as_dict(), "fuse_blocks": frame["fuse_blocks"].iloc[0],
-                         "blocks fused": int((frame["op"] == "block").sum()), "ms": frame["seconds"].sum() * 1e3,
-                         "MB at L3 (modelled)": frame["bytes_L3"].sum() / 1e6,
-                         "MB at DRAM (modelled)": frame["bytes_DRAM"].sum() / 1e6}
-                        for tiles, frame in configs.values()], index=list(configs))
-choice = summary["ms"].idxmin()
-display(Markdown(f"Fastest here: **{choice}**, {summary.loc[choice, 'ms']:.2f} ms per image "
-                 f"(default tiles and fusion: {summary.loc['default', 'ms']:.2f} ms). "
-                 f"Best tiles: `{best_tiles}`."))
-summary
+tuning.figure(level="L2")
 
 # %%
-workbench.before_after_figure(unfused, fused, ceilings, level="L3", labels=("best tiles, unfused", "best tiles, fused"))
+runs = workbench.sweep(model, batch=1, threads=THREADS, repeats=REPEATS, ceilings=ceilings,
+                       schedules={"default": engine.Tiles(), "by hand": hand_schedule, "tuned": tuning.schedule})
+totals = workbench.sweep_totals(runs).set_index("schedule")
+totals.assign(ms_per_run=totals["run_seconds"] * 1e3)[["ms_per_run", "images_per_second", "gflops", "ai_L2"]].round(2)
 
 # %% [markdown]
-# The explorer above, set to the best configuration (one measurement for all the changes):
+# The Explorer above, running the tuned schedule (one measurement):
 
 # %%
-explorer.set(**best_tiles.as_dict(), fuse_blocks=summary.loc[choice, "fuse_blocks"])
-explorer.profile[["layer", "op", "seconds", "gflops", "ai_L2", "ai_L3", "bound", "bound_level"]].head()
+explorer.set_schedule(tuning.schedule)
+explorer.profile[["layer", "op", "seconds", "gflops", "ai_L2", "pointwise_pixels", "depthwise_rows",
+                  "block_rows"]].head()
