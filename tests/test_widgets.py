@@ -436,6 +436,34 @@ def test_clicking_a_point_selects_its_step_and_the_ring_moves_to_it(explorer, co
     assert explorer.selected_step == project
 
 
+def test_a_step_picked_while_a_measurement_runs_is_drawn_when_it_ends(explorer, monkeypatch):
+    entered, release = threading.Event(), threading.Event()
+    real = widgets_module.profile
+
+    def slow(*args, **kwargs):
+        entered.set()
+        release.wait(30)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(widgets_module, "profile", slow)
+    draws = []
+    real_draw = explorer._draw_overlays
+    monkeypatch.setattr(explorer, "_draw_overlays", lambda: (draws.append(entered.is_set() and not release.is_set()),
+                                                             real_draw())[1])
+    project = steps_of(explorer, "project")[2]
+    worker = threading.Thread(target=explorer.run)
+    worker.start()
+    try:
+        assert entered.wait(30)
+        explorer.controls["step"].value = project           # the picker answers at once, the figure waits
+        assert explorer.selected_step == project and explorer.controls["pointwise_pixels"].value == 64
+        assert draws == [] and ring(explorer) == ()
+    finally:
+        release.set()
+        worker.join(60)
+    assert ring(explorer) == (pytest.approx(points(explorer.figure, "project")[project]),)
+    assert True not in draws                                 # nothing drew while the measurement ran
+
+
 def test_a_level_change_moves_the_ring_with_its_point(explorer):
     project = steps_of(explorer, "project")[1]
     explorer.set(step=project)

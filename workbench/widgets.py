@@ -322,7 +322,7 @@ class Explorer:
             raise ValueError(f"unknown controls {unknown}; the controls are {list(self.controls)}")
         values = {name: self._check_value(name, value) for name, value in values.items()}
         if "step" in values:
-            self._select(values.pop("step"))
+            self._select(values.pop("step"), draw=False)      # drawn below, with the rest
         with self.hold():
             for name, value in values.items():
                 control = self.controls[name]
@@ -434,10 +434,11 @@ class Explorer:
 
     # ------------------------------------------------------------------ selecting a step
 
-    def _select(self, name: str) -> None:
+    def _select(self, name: str, draw: bool = True) -> None:
         """Make `name` (EVERY_STEP: none) the step the tile sliders set: the sliders' values
         for the step selected until now are kept in `schedule` (when Tiles accepts them),
-        then the sliders show the new step's tiles. Measures nothing; redraws the ring."""
+        then the sliders show the new step's tiles. Measures nothing; with `draw`, redraws
+        (the ring moves), or queues the redraw while a measurement runs."""
         step = None if name in (EVERY_STEP, None) else name
         try:
             self.schedule = self._schedule_with(
@@ -449,7 +450,8 @@ class Explorer:
             if self.controls["step"].value != (name or EVERY_STEP):
                 self.controls["step"].value = name or EVERY_STEP
             self._show_target_tiles()
-        self._draw_overlays()
+        if draw:
+            self._serve(measure=False, queue=True)
 
     def _show_target_tiles(self) -> None:
         """Set the tile sliders to the selected step's tiles (the default tiles on every
