@@ -16,7 +16,6 @@ import pytest
 import engine
 import workbench
 from conftest import hand_made_ceilings
-from engine import schedules
 from engine.zoo import mobilenet_v2
 from workbench import tuning
 from workbench.profile import run_machine

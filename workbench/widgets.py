@@ -670,10 +670,10 @@ class Explorer:
         self._draw()
         self.tune_progress.value = self.tune_progress.max
         self.tune_progress.bar_style = "success"
-        engine_result = result.result
+        tuned = result.result
         changed = len(result.changed_steps())
-        self.status.value = (f"tuned in {engine_result.seconds:.1f} s ({engine_result.stopped or 'search complete'}): "
-                             f"{engine_result.default_seconds * 1e3:.2f} → {engine_result.tuned_seconds * 1e3:.2f} ms "
+        self.status.value = (f"tuned in {tuned.seconds:.1f} s ({tuned.stopped or 'search complete'}): "
+                             f"{tuned.default_seconds * 1e3:.2f} → {tuned.tuned_seconds * 1e3:.2f} ms "
                              f"per run (median, side by side); {changed} step{'s' if changed != 1 else ''} changed")
 
     def _tune_progress(self, done: int, total: int, label: str) -> None:
