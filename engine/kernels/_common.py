@@ -15,7 +15,8 @@ from numba.extending import intrinsic
 
 # LLVM fast-math flags every kernel here compiles with: contract lets a*b+c become one
 # FMA, nnan/ninf/nsz let min/max become vminps/vmaxps. No 'reassoc': a sum keeps the order
-# the code gives it (full fastmath was slower in the spike and breaks bit-stability).
+# the code gives it, so results do not depend on how LLVM vectorised it (and full fastmath
+# was not faster: bench/README, "Kernel design figures").
 FASTMATH = {"nnan", "ninf", "nsz", "arcp", "contract", "afn"}
 
 _U = np.uint64  # flat indices are unsigned: numba then skips the negative-index wrap-around
@@ -53,7 +54,8 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 def check_array(function: str, name: str, array, shape: tuple, dtype=_FLOAT32) -> None:
     """Raise ValueError unless `array` is a C-contiguous ndarray of `dtype` with `shape`
     (an entry None matches any size). The message names the function, expected and got.
-    Cheap when the array is right (~0.3 us): the runtime calls it on every kernel call."""
+    The right array takes the first test and returns: the wrappers call this on every
+    kernel call that is not bound (`bind`)."""
     if type(array) is np.ndarray and array.dtype == dtype and array.ndim == len(shape) and array.flags.c_contiguous:
         # fast path for the common case; the checks below name what is wrong
         got = array.shape
@@ -128,7 +130,8 @@ def bind(wrapper, *args, **kwargs):
     callable that runs the kernel on exactly these arrays without re-checking them.
 
     The runtime's plans use this: their buffers and packed weights never change after the
-    plan is built, so checking shapes on every run (about 4 us per call) is wasted."""
+    plan is built, so checking shapes again on every run would be wasted (a wrapper's checks
+    cost microseconds per call, against tens for a small layer: bench/README)."""
     captured: list = []
     _capture.target = captured
     try:

@@ -24,7 +24,7 @@ input once, so the tap loops themselves carry no checks (zero padding = skipped 
 
 Why a stack scratch for the accumulators: numba cannot prove that `out` does not alias
 `x` or the weights, so LLVM will not vectorise a lane loop that loads x and stores out
-(the spike measured 10x slower scalar code). Accumulating into a fixed-size `alloca`
+(it stays scalar code, one lane at a time). Accumulating into a fixed-size `alloca`
 (`register_scratch`) first, then storing, lets SROA keep the accumulators in registers and
 the SLP vectoriser turn each lane loop into one ymm/zmm instruction.
 
@@ -48,7 +48,10 @@ _scratch_taps = register_scratch(10 * CB)  # a 3x3 block's weights and bias
 _scratch_mask = register_scratch(2)        # 0.0, 1.0
 _scratch_col_taps = register_scratch(9 * CB)
 
-DEFAULT_DEPTHWISE_ROWS = 16  # measured: sum of MobileNetV2's 17 layers, 2 threads: 1 -> 835 us, 4 -> 687, 16 -> 644
+# Default band height: the lowest summed time over MobileNetV2's 17 layers in the sweep of
+# bench/kernel_depthwise.py (figures in bench/README); taller bands share the per-item
+# set-up (taps to registers, border columns) over more rows.
+DEFAULT_DEPTHWISE_ROWS = 16
 
 # ---------------------------------------------------------------------------- kernels
 
@@ -285,9 +288,9 @@ def depthwise_conv(x: np.ndarray, packed_weight: np.ndarray, packed_bias: np.nda
 
 
 def _looks_valid(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left, depthwise_rows) -> bool:
-    """The common case in one expression (~1.5 us instead of ~6 us for `_validate`, which
-    this runs before on every call of every depthwise layer). False sends the call through
-    `_validate`, which names what is wrong, or passes it when only this shortcut declined."""
+    """The common case in one expression, a fraction of `_validate`'s cost (bench/README),
+    run before it on every unbound call. False sends the call through `_validate`, which
+    names what is wrong, or passes it when only this shortcut declined."""
     if not (type(x) is np.ndarray and type(weight) is np.ndarray and type(bias) is np.ndarray
             and type(out) is np.ndarray and x.dtype is _FLOAT32 and weight.dtype is _FLOAT32
             and bias.dtype is _FLOAT32 and out.dtype is _FLOAT32 and x.flags.c_contiguous

@@ -10,17 +10,17 @@ Work items. (image, group of four output blocks, output row), spread by prange (
 has 1 x 1 x 112 = 112 of them: each input pixel is read once for all 32 channels). In an
 interior row, interior columns (the whole window inside the input) go three pixels at a
 time for the four blocks: 12 register accumulators (`register_scratch`) = 12 independent
-FMA chains; per tap 4 weight-vector loads and 3 broadcast input scalars feed 12 FMAs (the
-old 2-block x 4-pixel tile fed 8 FMAs from 6 loads and read the input twice: 0.286 ->
-0.257 ms for the stem on 2 threads, 0.376 -> 0.367 on 1). The taps (ci, i, j) are one flat
-loop over a table of input offsets built once per call. Border rows and columns go one
+FMA chains; per tap 4 weight-vector loads and 3 broadcast input scalars feed 12 FMAs (a
+2-block x 4-pixel tile feeds 8 FMAs from 6 loads and reads the input twice, once per pair
+of blocks; bench/README has both timed). The taps (ci, i, j) are one flat loop over a
+table of input offsets built once per call. Border rows and columns go one
 pixel and one block at a time with the kernel-row and -column ranges clamped to the input.
 No per-tap checks anywhere. Blocks past the last of a group of four repeat the last block
 (same values, same place).
 
 Napkin math for the stem (3 -> 32, 3x3, stride 2, 224 -> 112): 27 taps x 4 blocks per
-pixel = 108 vector FMAs, 21.7 MFLOP in all: 0.26 ms at one Zen 3 core's measured FMA peak
-(83 GFLOP/s at 2.6 GHz), half that on two. It reads 0.6 MB and writes 1.6 MB: ~10 FLOP/byte,
+pixel = 108 vector FMAs, 21.7 MFLOP in all: 0.26 ms at 83 GFLOP/s (one Zen 3 core's FMA
+peak at 2.6 GHz), half that on two. It reads 0.6 MB and writes 1.6 MB: ~10 FLOP/byte,
 compute bound, unlike everything else in the network -- in isolation. At batch 1 inside the
 network its output region is usually out of cache (the run streams 14 MB of weights through
 a smaller share of L3), so writing it costs a DRAM read for ownership and a write back:

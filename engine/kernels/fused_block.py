@@ -241,7 +241,7 @@ def fused_block(x, expand, depthwise, project, out, residual, stride: int, expan
             raise ValueError(f"{fn}: without an expand conv the depthwise must have {cin_blocks} channel blocks, "
                              f"got {hidden_blocks}")
         # unused placeholders with the expand weights' types (3-d, 2-d): another type would
-        # compile a second specialisation of the whole kernel (~45 s)
+        # compile a second specialisation of the whole kernel, which takes long
         ew, eb = dw_weight.reshape(hidden_blocks, 9, CB), dw_bias
     else:
         ew, eb = expand

@@ -25,23 +25,24 @@ Work split (all runtime arguments, so changing a tile never recompiles)
                  (static schedule: thread t gets the t-th contiguous run of work items).
     Inside a work item, for the part of the pixel tile in each image, every pair of output
     blocks (`BLOCKS`) walks those pixels in micro-tiles of `ROWS`, one micro-kernel call
-    each. Edge micro-tiles (fewer pixels or blocks) have their own code paths.
+    each (`walk_micro_tiles`, which the fused block's expand and project use too). Edge
+    micro-tiles (fewer pixels or blocks) have their own code paths.
 
 Micro-kernel (why it is written in LLVM IR)
     A ROWS x BLOCKS micro-tile keeps ROWS*BLOCKS vector accumulators in registers for the
     whole input-channel loop: per input channel it loads BLOCKS weight vectors, broadcasts
     ROWS input scalars and issues ROWS*BLOCKS FMAs. With 16 ymm registers on AVX2 that is
     6 x 2 = 12 accumulators + 2 weight vectors + 1 broadcast = 15 registers.
-    numba has no SIMD vector type, and the plain-Python alternatives measured badly here:
-    an accumulator array lives in L1 (about a third of peak); 96 scalar accumulators left to
-    LLVM's SLP vectoriser compiled for 55-75 s (numba's front end on thousands of statements),
-    and negative-index wrap-around selects on every load stopped the vectoriser unless all
-    indices were uint64, after which it still spilled (about 40 GFLOP/s of ~90). So the
-    micro-kernel is a numba `@intrinsic` that emits the vector loop directly
-    (`<CB x float>` loads, `llvm.fma`, broadcasts, `llvm.prefetch`): 75-90 GFLOP/s on one
-    Zen 3 core (peak ~93), about 6 s to compile, and numba's cache stores it like any other
-    code. Edge tiles with fewer than 8 accumulators split the input channels over several
-    partial sums so the FMA latency stays hidden.
+    numba has no SIMD vector type, and the plain-Python alternatives fall short of that: an
+    accumulator array lives in L1, not in registers (every FMA a load and a store); scalar
+    accumulators left to LLVM's SLP vectoriser (96 of them) make numba's front end compile
+    thousands of statements, need every index uint64 (a negative-index wrap-around select on
+    a load stops the vectoriser) and still spill. So the micro-kernel is a numba `@intrinsic`
+    that emits the vector loop directly (`<CB x float>` loads, `llvm.fma`, broadcasts,
+    `llvm.prefetch`), which keeps the accumulators in registers, compiles in seconds, and
+    numba's cache stores like any other code (figures: bench/README). Edge tiles with
+    fewer than 8 accumulators split the input channels over several partial sums so the FMA
+    latency stays hidden.
 
 Napkin math per 6-pixel x 16-channel micro-tile (CB = 8), per input channel:
     12 FMA (24 FLOP x 8 lanes = 192 FLOP), 2 weight vector loads (64 B), 6 broadcasts (24 B).
@@ -88,10 +89,9 @@ W_PREFETCH_LINES = max(1, CB // 4)
 WEIGHT_PREFETCH_TILES = BLOCKS * CB * CB // (16 * W_PREFETCH_LINES)
 WEIGHT_PREFETCH_MAX_PIXEL_TILES = 4
 
-# Default work item: 64 output pixels x 16 output channels. Measured on MobileNetV2's 1x1
-# layers (bench/kernel_pointwise.py, 2-core Zen 3) this had the lowest summed time at batch 1
-# and batch 8 with 2 threads (two sweeps), and within ~6 % of the best one with 1 thread:
-# small channel tiles give the 7x7 layers (one pixel tile) enough work items to split evenly.
+# Default work item: 64 output pixels x 16 output channels, the best summed time over
+# MobileNetV2's 1x1 layers in the sweeps of bench/kernel_pointwise.py (bench/README): small
+# channel tiles give the 7x7 layers (one pixel tile) enough work items to split evenly.
 DEFAULT_POINTWISE_PIXELS = 64
 DEFAULT_POINTWISE_CHANNELS = 16
 
