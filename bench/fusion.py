@@ -25,7 +25,7 @@ import engine  # noqa: E402
 from engine.machine import machine_info  # noqa: E402
 from engine.passes import find_inverted_residual_blocks  # noqa: E402
 from engine.config import RunConfig  # noqa: E402
-from engine.fusion import block_band_rows, fusion_wins  # noqa: E402
+from engine.fusion import block_rows_for, fusion_wins  # noqa: E402
 
 
 def step_times(model, x, threads, runs_per_config, configs_order):
@@ -81,7 +81,7 @@ def main(argv=None) -> int:
                 name = project.name.split("/")[2] if project.name.count("/") >= 2 else project.name
                 decision = "fuse" if fusion_wins(block, config, batch) else "-"
                 print(f"{name:<14}{depthwise.attrs['strides'][0]:>7}{unfused * 1e3:9.3f}" + "".join(f"{c:>12}" for c in cells)
-                      + f"{block_band_rows(block, config, batch):>10}{decision:>8}")
+                      + f"{block_rows_for(block, config, batch):>10}{decision:>8}")
             line = f"{'whole run':<14}{'':>7}{totals['unfused'] * 1e3:9.3f}"
             line += "".join(f"{totals[label] * 1e3:6.3f} {totals['unfused'] / totals[label]:4.2f}" .rjust(12)
                             for label, _, _ in configs[1:])

@@ -23,13 +23,13 @@ import engine  # noqa: E402
 from engine.zoo import mobilenet_v2  # noqa: E402
 from engine.passes import find_inverted_residual_blocks  # noqa: E402
 from engine.config import RunConfig  # noqa: E402
-from engine.fusion import block_band_rows, fusion_wins, intermediates_level  # noqa: E402
+from engine.fusion import block_rows_for, fusion_wins, intermediates_level  # noqa: E402
 from machines import DESCRIBED  # noqa: E402
 
 
 def decision(block, config: RunConfig, batch: int) -> str:
     level = intermediates_level(block, config, batch)
-    fused = f"F{block_band_rows(block, config, batch)}" if fusion_wins(block, config, batch) else "-"
+    fused = f"F{block_rows_for(block, config, batch)}" if fusion_wins(block, config, batch) else "-"
     return f"{fused} {level}"
 
 

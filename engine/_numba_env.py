@@ -13,7 +13,7 @@ A variable the user already set is never overridden.
 
 It also makes numba's on-disk cache notice edits to the files a kernel imports from. numba
 keys a cached function on a hash of its own source file only, so after an edit to a helper
-in another file (pointwise._tile, which fused_block calls; a constant in _common or layout)
+in another file (pointwise.micro_tile, which fused_block calls; a constant in _common or layout)
 it would load the stale machine code. `install_dependency_stamps` adds to every engine
 function's stamp a digest of the engine modules its file imports (transitively): change
 one and exactly the kernels that depend on it recompile.

@@ -63,23 +63,23 @@ def fusion_wins(block, config: RunConfig, batch: int) -> bool:
             return True
         _, height, _ = depthwise.input_shape
         out_h = depthwise.output_shape[1]
-        band = block_band_rows(block, config, batch)
+        band = block_rows_for(block, config, batch)
         recompute = fused_block.expand_recompute_factor(height, out_h, band, stride, config.threads, batch)
         return recompute <= FUSE_MAX_RECOMPUTE_FROM_DRAM
     return stride == 2 or expand is None
 
 
-def block_band_rows(block, config: RunConfig, batch: int) -> int:
+def block_rows_for(block, config: RunConfig, batch: int) -> int:
     """The band height a fused block runs with: its Tiles.block_rows (the tiles of the block's
     name, its project layer's, in config.tiles), or 0 -> the cost model's
-    (fused_block.auto_band_rows for one core's usable L2 on `config.machine`)."""
+    (fused_block.auto_block_rows for one core's usable L2 on `config.machine`)."""
     _, depthwise, project = block
     out_h = depthwise.output_shape[1]
     block_rows = config.tiles.tiles_for(project.name).block_rows
     if block_rows:
         return min(block_rows, out_h)
     budget = config.budget
-    return fused_block.auto_band_rows(depthwise.output_shape[0], depthwise.input_shape[1], depthwise.input_shape[2],
+    return fused_block.auto_block_rows(depthwise.output_shape[0], depthwise.input_shape[1], depthwise.input_shape[2],
                                       out_h, depthwise.output_shape[2], depthwise.attrs["strides"][0], config.threads,
                                       budget.L2, batch, budget.lanes)
 
@@ -91,7 +91,7 @@ def block_scratch(blocks, config: RunConfig, batch: int) -> tuple[np.ndarray, np
     for block in blocks:
         _, depthwise, _ = block
         expand, dw = fused_block.scratch_floats(depthwise.output_shape[0], depthwise.input_shape[2],
-                                                depthwise.output_shape[2], block_band_rows(block, config, batch),
+                                                depthwise.output_shape[2], block_rows_for(block, config, batch),
                                                 depthwise.attrs["strides"][0])
         need_expand, need_depthwise = max(need_expand, expand), max(need_depthwise, dw)
     if not blocks:

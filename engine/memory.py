@@ -198,7 +198,7 @@ def scratch_bytes(plan: Plan) -> int:
             continue
         project = step.layer
         expand, depthwise = fused_block.scratch_floats(project.input_shape[0], step.input_shape[3],
-                                                       step.output_shape[3], step.band_rows,
+                                                       step.output_shape[3], step.block_rows,
                                                        step.stride)
         need_expand, need_depthwise = max(need_expand, expand), max(need_depthwise, depthwise)
     if need_expand == need_depthwise == 0:

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from engine.config import RunConfig
-from engine.fusion import block_band_rows
+from engine.fusion import block_rows_for
 from engine.graph import Graph, Layer
 from engine.kernels import depthwise, direct_conv, fused_block, linear, pointwise, pooling
 from engine.kernels._common import bind
@@ -46,7 +46,7 @@ class Step:
     output: str = ""
     members: tuple[str, ...] = ()         # the layers it runs: (name,) unless a fused block
     fused: bool = False                   # a fused inverted-residual block
-    band_rows: int | None = None          # fused block: output rows per band
+    block_rows: int | None = None          # fused block: output rows per band
     stride: int | None = None             # fused block: the depthwise's stride
     expand_recompute: float | None = None  # fused block: expanded rows computed / input rows
     ahead: np.ndarray | None = None       # 1x1 conv: the later weights it prefetches while it runs
@@ -257,24 +257,24 @@ def _block(block: Block, ctx: StepContext, ahead) -> Step:
     x, out = ctx.buffers[ctx.key(first.inputs[0], "nchwc")], ctx.buffers[project.output]
     residual = ctx.buffers[ctx.key(project.residual, "nchwc")] if project.residual else None
     stride = dw_layer.attrs["strides"][0]
-    band_rows = block_band_rows(block.layers, config, batch)
+    block_rows = block_rows_for(block.layers, config, batch)
     weights = ctx.weights.by_layer
     call = bind(fused_block.fused_block, x, weights[expand.name] if expand else None, weights[dw_layer.name],
                 weights[project.name], out, residual, stride, *(_clip_of(layer) for layer in block.layers),
-                band_rows, *ctx.scratch)
+                block_rows, *ctx.scratch)
     (cin, h, w), hidden, (cout, ho, wo) = first.input_shape, dw_layer.output_shape[0], project.output_shape
     kh, kw = dw_layer.attrs["kernel_shape"]
     flops = ((pointwise.pointwise_flops(batch, cin, hidden, h, w) if expand else 0)
              + depthwise.depthwise_flops(batch, hidden, ho, wo, kh, kw)
              + pointwise.pointwise_flops(batch, hidden, cout, ho, wo))
-    moved = fused_block.fused_block_bytes(batch, cin, hidden, cout, h, w, stride, band_rows, expand is not None,
+    moved = fused_block.fused_block_bytes(batch, cin, hidden, cout, h, w, stride, block_rows, expand is not None,
                                           project.residual is not None, config.threads, config.budget)
     return Step(name=project.name, op="block", input_shape=x.shape, output_shape=out.shape, flops=flops,
                 other_flops=sum(_epilogue_flops(layer, batch) for layer in block.layers if layer is not None),
                 call=call, bytes=moved, layer=project, inputs=tuple(first.inputs), output=project.output,
                 members=tuple(layer.name for layer in block.layers if layer is not None), fused=True,
-                band_rows=band_rows, stride=stride,
-                expand_recompute=fused_block.expand_recompute_factor(h, ho, band_rows, stride, config.threads, batch))
+                block_rows=block_rows, stride=stride,
+                expand_recompute=fused_block.expand_recompute_factor(h, ho, block_rows, stride, config.threads, batch))
 
 
 # One builder per item kind (item_kind): adding an op is one importer handler

@@ -37,6 +37,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from engine.kernels.layout import padded_channels
+
 LEVELS = ("L1", "L2", "L3", "DRAM")
 FLOAT32 = 4           # bytes per element
 FIT_FRACTION = 0.5    # share of a level's capacity one reused operand may count on
@@ -67,7 +69,7 @@ class CacheBudget:
 
     def padded(self, channels: int) -> int:
         """`channels` rounded up to whole channel blocks of `lanes`."""
-        return -(-channels // self.lanes) * self.lanes
+        return padded_channels(channels, self.lanes)
 
     def capacity_above(self, boundary: str) -> float:
         """Capacity deciding re-reads across `boundary` ("L2": L1's, "L3": L2's, "DRAM": L3's)."""

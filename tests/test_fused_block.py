@@ -171,19 +171,19 @@ def test_fused_block_rejects_bad_arguments():
         fb.fused_block(*args, out, None, 1, *clips, 6, *fb.make_scratch(1, 16, 6, 6, 1, 1))
 
 
-def test_auto_band_rows_fits_the_scratch_in_l2_and_keeps_threads_busy():
-    band = fb.auto_band_rows(144, 56, 56, 56, 56, 1, threads=2, l2_bytes=512 * 1024, batch=1, lanes=8)
+def test_auto_block_rows_fits_the_scratch_in_l2_and_keeps_threads_busy():
+    band = fb.auto_block_rows(144, 56, 56, 56, 56, 1, threads=2, l2_bytes=512 * 1024, batch=1, lanes=8)
     expand, depthwise = fb.scratch_floats(144, 56, 56, band, 1, lanes=8)
     assert 4 * (expand + depthwise) <= fb.SCRATCH_SHARE * 512 * 1024
     taller_expand, taller_depthwise = fb.scratch_floats(144, 56, 56, band + 1, 1, lanes=8)
     assert 4 * (taller_expand + taller_depthwise) > fb.SCRATCH_SHARE * 512 * 1024   # the tallest that fits
     assert -(-56 // band) >= 4
     # 7 rows on 2 threads: two bands (4 + 3 rows), not one band that leaves a thread idle
-    assert fb.auto_band_rows(960, 7, 7, 7, 7, 1, threads=2, l2_bytes=512 * 1024, batch=1, lanes=8) == 4
+    assert fb.auto_block_rows(960, 7, 7, 7, 7, 1, threads=2, l2_bytes=512 * 1024, batch=1, lanes=8) == 4
     # with 64 images there is work for every thread without splitting the image: no recompute
-    assert fb.auto_band_rows(576, 7, 7, 7, 7, 1, threads=2, l2_bytes=512 * 1024, batch=64, lanes=8) == 7
+    assert fb.auto_block_rows(576, 7, 7, 7, 7, 1, threads=2, l2_bytes=512 * 1024, batch=64, lanes=8) == 7
     # 14 rows on 2 threads at batch 1: two equal bands, not three (one thread would do two)
-    assert fb.auto_band_rows(384, 14, 14, 14, 14, 1, threads=2, l2_bytes=512 * 1024, batch=1, lanes=8) == 7
+    assert fb.auto_block_rows(384, 14, 14, 14, 14, 1, threads=2, l2_bytes=512 * 1024, batch=1, lanes=8) == 7
 
 
 def test_expand_recompute_factor_counts_the_halo_rows_only_where_a_worker_starts():

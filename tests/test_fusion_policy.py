@@ -9,7 +9,7 @@ from engine.kernels import fused_block as fb
 from engine.kernels.layout import CB
 from engine.passes import find_inverted_residual_blocks
 from engine.config import RunConfig
-from engine.fusion import block_band_rows, fusion_wins, intermediates_level
+from engine.fusion import block_rows_for, fusion_wins, intermediates_level
 from engine.traffic import FIT_FRACTION
 from machines import DESCRIBED, EMERALD_RAPIDS, ONE_CORE, ZEN3, ZEN5, described, with_lanes
 
@@ -53,7 +53,7 @@ def test_auto_fuses_by_where_the_unfused_intermediates_would_live(blocks, name, 
         elif level == "L3":
             expected = stride == 2 or expand is None
         else:
-            band = block_band_rows(block, config, batch)
+            band = block_rows_for(block, config, batch)
             recompute = fb.expand_recompute_factor(depthwise.input_shape[1], depthwise.output_shape[1], band,
                                                    stride, threads, batch) if expand is not None else 1.0
             expected = recompute <= 1.5
@@ -101,7 +101,7 @@ def test_auto_band_height_keeps_each_blocks_scratch_in_one_cores_l2_and_every_th
             hidden, out_h, out_w = depthwise.output_shape
             _, height, width = depthwise.input_shape
             stride = depthwise.attrs["strides"][0]
-            band = block_band_rows(block, config, batch)
+            band = block_rows_for(block, config, batch)
             assert 1 <= band <= out_h
             expand, dw = fb.scratch_floats(hidden, width, out_w, band, stride, machine.simd_lanes_fp32)
             if band > 1:       # the fallback of one row may exceed a tiny L2; a taller band never does
@@ -112,7 +112,7 @@ def test_auto_band_height_keeps_each_blocks_scratch_in_one_cores_l2_and_every_th
 def test_a_tile_setting_overrides_the_band_height_on_every_machine(blocks):
     for machine in DESCRIBED.values():
         config = RunConfig(threads=1, tiles=engine.Tiles(block_rows=3), fuse_blocks=True, machine=machine)
-        assert {block_band_rows(block, config, 1) for block in blocks} == {3}
+        assert {block_rows_for(block, config, 1) for block in blocks} == {3}
 
 
 def test_a_plan_follows_the_machine_it_is_given_not_the_host(mobilenet, blocks):

@@ -86,7 +86,7 @@ def test_the_schedule_chooses_each_blocks_fusion_over_fuse_blocks(model, x):
     assert fused == [b for b in blocks if b != blocks[1]]
     banded = TileSchedule(overrides={blocks[1]: Tiles(block_rows=3)}, fused={blocks[1]: True})
     step = next(s for s in model.plan(2, fuse_blocks=False, tiles=banded).steps if s.fused)
-    assert step.band_rows == 3
+    assert step.block_rows == 3
     np.testing.assert_allclose(model.run(x, tiles=banded, fuse_blocks=False), model.run(x, fuse_blocks=False),
                                rtol=1e-5, atol=1e-5)
 

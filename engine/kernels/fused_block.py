@@ -24,7 +24,7 @@ still in the ring, so only where a worker starts (its first band, a new image) a
 rows expanded a second time (`expand_recompute_factor`: 1.07x for a 56-row image on two
 workers, where expanding every band's rows afresh would be (band + 2) / band, 1.5x at band 4).
 Large bands need more scratch and leave fewer work items for the threads.
-`block_rows` is the knob (engine.Tiles.block_rows; 0 = chosen per block by `auto_band_rows`).
+`block_rows` is the knob (engine.Tiles.block_rows; 0 = chosen per block by `auto_block_rows`).
 
 Layouts as everywhere: x, out, residual NCHWc (N, Cb, H, W, CB) float32 C-contiguous;
 weights as packed by pack_pointwise / pack_depthwise. Work is split into one contiguous run
@@ -185,7 +185,7 @@ def scratch_stays_in(scratch_bytes: int, capacity: int) -> bool:
     return scratch_bytes <= SCRATCH_SHARE * capacity
 
 
-def auto_band_rows(hidden_channels: int, height: int, width: int, out_height: int, out_width: int, stride: int,
+def auto_block_rows(hidden_channels: int, height: int, width: int, out_height: int, out_width: int, stride: int,
                    threads: int, l2_bytes: int, batch: int, lanes: int) -> int:
     """Band height chosen from the cost model: the tallest band (the fewest bands, each with
     its per-band overheads) whose scratch (expanded rows + depthwise rows, one worker)
