@@ -151,8 +151,10 @@ def check_input(x, input_shape: tuple[int, int, int]) -> np.ndarray:
         raise ValueError(f"x must be float32, got {x.dtype} (convert with x.astype(np.float32))")
     if x.ndim != 4:
         raise ValueError(f"x must have rank 4 (N, C, H, W) = (N, {shape_text}), got shape {x.shape}")
-    if not 1 <= x.shape[0] <= MAX_BATCH:
-        raise ValueError(f"x must hold 1..{MAX_BATCH} images, got batch {x.shape[0]}")
+    if x.shape[0] < 1:
+        raise ValueError(f"x must hold at least one image, got batch {x.shape[0]}")
+    if x.shape[0] > MAX_BATCH:
+        raise ValueError(f"x must hold at most {MAX_BATCH} images (split larger batches), got batch {x.shape[0]}")
     for axis, got, want in zip("CHW", x.shape[1:], input_shape):
         if got != want:
             raise ValueError(f"x has {axis} = {got}, the model expects {axis} = {want} "

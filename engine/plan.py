@@ -52,8 +52,9 @@ def build_plan(graph: Graph, weights: PackedWeights, batch: int, config: RunConf
     steps = [build_step(item, context, _later_weights(items, index, weights))
              for index, item in enumerate(items) if not layouts.is_view(item)]
     io: dict = {"input": None, "output": None}
-    input_buffer = _wire_input(graph, steps, buffers, io)
-    _wire_output(graph, steps, buffers, io, batch)
+    output_buffer = buffers[graph.output_name]          # the input's own buffer when the graph returns its input
+    input_buffer = _wire_input(graph, steps, buffers.pop(graph.input_name), output_buffer, io)
+    _wire_output(graph, steps, output_buffer, io, batch)
     for step in steps:                  # what each step ran with, for its records
         step.tiles = config.tiles.tiles_for(step.name)
     input_bytes = 4 * batch * int(np.prod(graph.input_shape))      # the caller's array or our copy of it
@@ -240,13 +241,13 @@ def _later_weights(items: list, index: int, weights: PackedWeights) -> np.ndarra
 
 # ---------------------------------------------------------------- 4. io
 
-def _wire_input(graph: Graph, steps: list[Step], buffers: dict, io: dict) -> np.ndarray | None:
+def _wire_input(graph: Graph, steps: list[Step], input_buffer: np.ndarray, output_buffer: np.ndarray,
+                io: dict) -> np.ndarray | None:
     """The steps that read the network's input read the caller's batch itself (Model.run
     hands over a C-contiguous float32 array of the plan's shape in io["input"]); only when
     one of them cannot is the batch copied into the plan's input buffer first, by a step
     of its own. Returns that buffer, or None."""
-    input_buffer = buffers.pop(graph.input_name)
-    if buffers[graph.output_name] is not input_buffer and _read_input_directly(steps, input_buffer, io):
+    if output_buffer is not input_buffer and _read_input_directly(steps, input_buffer, io):
         return None                         # bound for validation only; freed with this frame
 
     def copy_in():
@@ -257,12 +258,11 @@ def _wire_input(graph: Graph, steps: list[Step], buffers: dict, io: dict) -> np.
     return input_buffer
 
 
-def _wire_output(graph: Graph, steps: list[Step], buffers: dict, io: dict, batch: int) -> None:
+def _wire_output(graph: Graph, steps: list[Step], output_buffer: np.ndarray, io: dict, batch: int) -> None:
     """The last step writes each run's result into a new array itself where it can (a
     classifier writing the whole output); otherwise a copy-out step (hooks see it like any
     other step) puts the result in io["output"]."""
-    output_buffer = buffers[graph.output_name]
-    if _write_output_directly(steps[-1], output_buffer, io):
+    if steps and _write_output_directly(steps[-1], output_buffer, io):
         return
     features = graph.output_shape[0]
     if _Layouts(graph).of(graph.output_name) == "nchwc":
