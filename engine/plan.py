@@ -21,6 +21,7 @@ from engine.arena import Arena
 from engine.config import RunConfig
 from engine.fusion import block_scratch, fusion_wins
 from engine.graph import Graph, Layer
+from engine.kernels import pointwise
 from engine.kernels.layout import CB, _nchwc_to_nchw, channel_blocks
 from engine.passes import find_inverted_residual_blocks
 from engine.steps import Block, Convert, LayerItem, Step, StepContext, build_step
@@ -339,15 +340,20 @@ def _credit_l3_residency(steps: list[Step], weights: PackedWeights, activation_m
 
 
 def _charge_prefetched_weights(steps: list[Step], weights: PackedWeights) -> None:
-    """A 1x1 conv prefetches the next weighted step's weights while it runs (its `ahead`):
-    when they come from DRAM, that traffic is the prefetching step's, and the step that
-    uses them finds them in cache. Move those bytes of DRAM traffic from the one to the other."""
+    """A 1x1 conv with few pixel tiles prefetches the next weighted step's weights while it
+    runs (its `ahead`; pointwise.prefetches_weights says which do): when they come from
+    DRAM, that traffic is the prefetching step's, and the step that uses them finds them in
+    cache. Move those bytes (the prefetched array's, at most the user's DRAM bytes) from
+    the one to the other."""
     owner = {id(weights.by_layer[name][0]): step for step in steps for name in step.members
              if name in weights.by_layer}
     for step in steps:
         consumer = owner.get(id(step.ahead)) if step.ahead is not None else None
         if consumer is None or consumer is step:
             continue
-        shifted = min(weights.of(consumer.members), consumer.bytes["DRAM"])
+        batch, _, height, width, _ = step.input_shape
+        if not pointwise.prefetches_weights(batch * height * width, step.tiles.pointwise_pixels):
+            continue
+        shifted = min(step.ahead.nbytes, consumer.bytes["DRAM"])
         consumer.bytes = {**consumer.bytes, "DRAM": consumer.bytes["DRAM"] - shifted}
         step.bytes = {**step.bytes, "DRAM": step.bytes["DRAM"] + shifted}

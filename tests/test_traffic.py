@@ -155,10 +155,22 @@ def test_weights_a_1x1_conv_prefetches_cross_dram_in_that_conv_not_in_the_step_u
     plan = mobilenet.plan(1, threads=1, fuse_blocks=False, machine=with_lanes(ZEN3, CB))
     classifier, before, two_before = plan.steps[-1], plan.steps[-3], plan.steps[-4]
     assert classifier.op == "linear" and before.op == "expand" and before.ahead is not None
-    classifier_weights = sum(a.nbytes for a in mobilenet.weights.by_layer[classifier.name])
-    own_weights = sum(a.nbytes for a in mobilenet.weights.by_layer[before.name])
+    classifier_weights = mobilenet.weights.by_layer[classifier.name][0].nbytes     # the array prefetched
+    own_weights = mobilenet.weights.by_layer[before.name][0].nbytes
     assert classifier.bytes["DRAM"] < 0.01 * classifier_weights
     assert classifier_weights <= before.bytes["DRAM"] < classifier_weights + own_weights   # its own came before
     assert two_before.bytes["DRAM"] >= own_weights              # ... prefetched by the 1x1 conv before it
     weighted = sum(a.nbytes for pair in mobilenet.weights.by_layer.values() for a in pair)
     assert sum(step.bytes["DRAM"] for step in plan.steps) >= weighted
+
+
+def test_a_1x1_conv_with_many_pixel_tiles_prefetches_nothing_so_nothing_is_charged_to_it(mobilenet):
+    """At batch 8 the last 1x1 conv has 392 pixels, 7 tiles of 64: more than the kernel
+    prefetches with (pointwise.prefetches_weights), so the classifier's weights stay its own."""
+    from engine.kernels import pointwise
+
+    plan = mobilenet.plan(8, threads=1, fuse_blocks=False, machine=with_lanes(ZEN3, CB))
+    classifier, before = plan.steps[-1], plan.steps[-3]
+    assert not pointwise.prefetches_weights(8 * 7 * 7, before.tiles.pointwise_pixels)
+    classifier_weights = sum(a.nbytes for a in mobilenet.weights.by_layer[classifier.name])
+    assert classifier.bytes["DRAM"] >= classifier_weights

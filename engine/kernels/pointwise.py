@@ -372,6 +372,15 @@ def walk_micro_tiles(x, x_offset, x_block_stride, w, cin_blocks, bias, out, out_
     return ahead
 
 
+@njit(cache=True, inline="always")
+def prefetches_weights(total_pixels, pointwise_pixels):
+    """Whether a 1x1 conv over `total_pixels` (batch x H x W) in tiles of `pointwise_pixels`
+    prefetches weights: its next block pair's and a later layer's (`ahead`). Only layers with
+    at most WEIGHT_PREFETCH_MAX_PIXEL_TILES pixel tiles do (the small late layers, whose
+    weights are the traffic); the bytes model asks the same question."""
+    return (total_pixels + pointwise_pixels - 1) // pointwise_pixels <= WEIGHT_PREFETCH_MAX_PIXEL_TILES
+
+
 @njit(parallel=True, cache=True)
 def _pointwise_kernel(x, w, bias, out, residual, has_residual, clip_min, clip_max,
                       pointwise_pixels, pointwise_channels, ahead_offset, ahead_elements):
@@ -387,7 +396,7 @@ def _pointwise_kernel(x, w, bias, out, residual, has_residual, clip_min, clip_ma
     blocks_per_tile = max(1, pointwise_channels // CB)  # output channel blocks per work item
     n_channel_tiles = (cout_blocks + blocks_per_tile - 1) // blocks_per_tile
     block_stride = pixels_per_image * CB            # elements between channel blocks of x and of out
-    prefetch_weights = n_pixel_tiles <= WEIGHT_PREFETCH_MAX_PIXEL_TILES
+    prefetch_weights = prefetches_weights(total_pixels, pointwise_pixels)
     n_items = n_pixel_tiles * n_channel_tiles
     if not prefetch_weights:
         ahead_elements = 0
