@@ -190,9 +190,13 @@ def dependency_digest(path, package_dir: Path = PACKAGE_DIR) -> str:
     return digest
 
 
-def install_dependency_stamps(package_dir: Path = PACKAGE_DIR) -> bool:
+def install_dependency_stamps(package_dir: Path = PACKAGE_DIR,
+                              lane_dirs: tuple[Path, ...] = (PACKAGE_DIR.parent / "workbench",)) -> bool:
     """Put a locator in front of numba's own that, for functions defined in `package_dir`,
-    keeps numba's choice of cache folder and adds `dependency_digest` to its source stamp.
+    keeps numba's choice of cache folder and adds `dependency_digest` to its source stamp;
+    for those and for functions defined in `lane_dirs` (the workbench's ceiling kernels,
+    which fold in CB too), it adds the lane width to the cache file names, so code built
+    for one width is never loaded for the other, whatever the CPU features say.
     Returns False (numba's plain behaviour stays) if numba's cache internals are not the
     ones this was written against (numba 0.60-0.68: (_)CacheImpl._locator_classes)."""
     try:
@@ -204,6 +208,7 @@ def install_dependency_stamps(package_dir: Path = PACKAGE_DIR) -> bool:
     except (ImportError, AttributeError):  # pragma: no cover - depends on numba's version
         return False
     root = str(package_dir.resolve()) + os.sep
+    roots = (root, *(str(Path(d).resolve()) + os.sep for d in lane_dirs))
 
     class DependencyStampLocator(base):
         """numba's locator for the function, with the engine modules its file imports in the stamp."""
@@ -220,14 +225,16 @@ def install_dependency_stamps(package_dir: Path = PACKAGE_DIR) -> bool:
             return self._inner.get_cache_path()
 
         def get_source_stamp(self):
+            if not os.path.abspath(self._py_file).startswith(root):
+                return self._inner.get_source_stamp()
             return self._inner.get_source_stamp(), dependency_digest(self._py_file, package_dir)
 
         def get_disambiguator(self):
-            return self._inner.get_disambiguator()
+            return f"{self._inner.get_disambiguator()}-{LANES}lanes"
 
         @classmethod
         def from_function(cls, py_func, py_file):
-            if not os.path.abspath(py_file).startswith(root) or not os.path.isfile(py_file):
+            if not os.path.abspath(py_file).startswith(roots) or not os.path.isfile(py_file):
                 return None
             for locator_class in defaults:
                 inner = locator_class.from_function(py_func, py_file)

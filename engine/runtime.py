@@ -175,5 +175,15 @@ class PlanCache:
                 self._plans.move_to_end(key)
         return plan
 
-    def values(self):
-        return self._plans.values()
+    def values(self) -> list[Plan]:
+        with self._lock:
+            return list(self._plans.values())
+
+    def resize(self, size: int) -> int:
+        """Keep at most `size` (>= 1) plans from now on; returns the size before."""
+        with self._lock:
+            previous, self.size = self.size, max(1, int(size))
+            while len(self._plans) > self.size:
+                _, evicted = self._plans.popitem(last=False)
+                self._on_evict(evicted)
+        return previous

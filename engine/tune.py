@@ -18,7 +18,6 @@ its time the fused step's or the sum of its three steps'.
 """
 from __future__ import annotations
 
-import logging
 import random
 import statistics
 import time
@@ -33,7 +32,6 @@ from engine.hooks import Recorder
 from engine.passes import find_inverted_residual_blocks
 from engine.tiles import Tiles, TileSchedule
 
-logger = logging.getLogger(__name__)
 
 POINTWISE_PIXELS = (16, 32, 64, 128, 256, 512)
 POINTWISE_CHANNELS = (16, 32, 64, 128)
@@ -93,6 +91,16 @@ def tune(model, batch: int = 1, threads: int = 1, budget_s: float = 60.0, repeat
     deadline = started + budget_s
     x = np.random.default_rng(seed).standard_normal((batch, *model.input_shape), dtype=np.float32)
     session = _Session(model, x, threads, fuse_blocks, machine)
+    try:
+        return _search(model, session, batch, threads, budget_s, started, deadline, repeats, roof_margin,
+                       floor_seconds, machine, progress, save, seed)
+    finally:
+        session.close()
+
+
+def _search(model, session, batch, threads, budget_s, started, deadline, repeats, roof_margin, floor_seconds,
+            machine, progress, save, seed) -> TuneResult:
+    """The two greedy phases, the final comparison and the saving (tune's docstring)."""
     schedule = session.starting_schedule()
     # keep back the time of the final side-by-side comparison (2 x repeats runs)
     run_seconds = statistics.median(session.run(schedule)["<run>"] for _ in range(3))
@@ -152,8 +160,15 @@ class _Session:
         plan = model.plan(x.shape[0], threads, Tiles(), False, machine)        # every layer as a step
         self.kinds = {step.name: _kind(step) for step in plan.steps}
         self.steps = {step.name: step for step in plan.steps}
-        # keep every candidate's plan while a step is tuned, if their arenas fit in memory
-        model._plans.size = max(model._plans.size, min(16, PLAN_MEMORY_BYTES // max(1, plan.arena_bytes)))
+        # keep every candidate's plan while a step is tuned, if their arenas fit in memory;
+        # where they do not, each candidate's plan is built afresh and run once untimed
+        self._cache_size = model._plans.resize(max(model._plans.size,
+                                                   min(16, PLAN_MEMORY_BYTES // max(1, plan.arena_bytes))))
+        self.cached_plans = model._plans.size
+
+    def close(self) -> None:
+        """Give the model's plan cache its size back."""
+        self.model._plans.resize(self._cache_size)
 
     def starting_schedule(self) -> TileSchedule:
         """The defaults, with each block's fusion made explicit (what fuse_blocks decided)."""
@@ -216,7 +231,10 @@ class _Session:
                 break                   # out of time: decide on the rounds measured
             order = list(range(len(choices)))
             rng.shuffle(order)
+            warm_up = len(choices) + 1 > self.cached_plans      # plans evicted between turns: build untimed
             for index in order:
+                if warm_up:
+                    self.run(trial_schedules[index])
                 samples[index].append(self.run(trial_schedules[index])[unit])
         stats = [(statistics.median(s), _spread(s)) for s in samples]
         best = min(range(len(choices)), key=lambda i: stats[i][0])

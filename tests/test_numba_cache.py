@@ -296,3 +296,17 @@ def test_a_writable_package_keeps_its_cache_next_to_the_kernels(package, tmp_pat
     assert _cache_files(package / "engine" / "kernels" / "__pycache__")
     assert not (home / ".cache").exists()
     assert _events(_run([], package, home, POOLING)[1], KERNEL) == {"loaded"}
+
+
+def test_cache_files_of_engine_and_ceiling_kernels_are_named_by_lane_width():
+    """CB is folded into the kernels: code built for 8 lanes must never be loaded for 16,
+    whatever numba's CPU features say, so the lane width is in the cache files' names."""
+    from numba.core import caching
+
+    from engine._numba_env import LANES
+    from engine.kernels import layout
+    from workbench import _ceiling_kernels
+
+    impl = getattr(caching, "CacheImpl", None) or caching._CacheImpl
+    for function in (layout._nchw_to_nchwc, _ceiling_kernels._fma_kernel):
+        assert impl(function.py_func).locator.get_disambiguator().endswith(f"-{LANES}lanes")
