@@ -169,6 +169,9 @@ def test_fused_block_rejects_bad_arguments():
         fb.fused_block(*args, out, None, 1, *clips, 0, *scratch)
     with pytest.raises(ValueError, match="scratch_expand"):
         fb.fused_block(*args, out, None, 1, *clips, 6, *fb.make_scratch(1, 16, 6, 6, 1, 1))
+    two_workers, _ = fb.make_scratch(2, 16, 6, 6, 2, 1)
+    with pytest.raises(ValueError, match="scratch_depthwise needs a row per worker"):
+        fb.fused_block(*args, out, None, 1, *clips, 2, two_workers, scratch[1])     # 2 workers, 1 depthwise row
 
 
 def test_auto_block_rows_fits_the_scratch_in_l2_and_keeps_threads_busy():

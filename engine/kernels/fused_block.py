@@ -265,6 +265,11 @@ def fused_block(x, expand, depthwise, project, out, residual, stride: int, expan
                 or not scratch.flags.c_contiguous or scratch.shape[0] < 1 or scratch.shape[1] < max(need, 1):
             raise ValueError(f"{fn}: {name} must be a C-contiguous float32 (workers, >= {need}) array, got "
                              f"{getattr(scratch, 'shape', type(scratch).__name__)}")
+    if scratch_depthwise.shape[0] < scratch_expand.shape[0]:     # the kernel runs one worker per row of expand's
+        raise ValueError(f"{fn}: scratch_depthwise needs a row per worker (scratch_expand has "
+                         f"{scratch_expand.shape[0]}), got {scratch_depthwise.shape[0]}")
+    if min(n_images, height, width) < 1:
+        raise ValueError(f"{fn}: x must hold at least one image of at least one pixel, got shape {x.shape}")
     # finite bounds for every stage, also one without activation (-inf, inf): the kernel is
     # built with the 'ninf' fast-math flag
     clips = [check_clip(f"{fn} {name}", *clip) for name, clip in
