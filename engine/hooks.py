@@ -90,7 +90,7 @@ class HookHandle:
         self._model, self.hook = model, hook
 
     def remove(self) -> None:
-        self._model._remove_hook(self.hook)
+        self._model._remove_hook(self)
 
     def __enter__(self) -> "HookHandle":
         return self

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import threading
 from typing import NamedTuple
 
 import numpy as np
@@ -48,7 +49,8 @@ class Model:
         self._plans = runtime.PlanCache(self._PLAN_CACHE_SIZE, on_evict=self._forget_recent)
         self._recent: _RecentRun | None = None
         self._run_indices = itertools.count(1)        # RunInfo.run_index of hooked runs
-        self._hooks: tuple = ()                         # registered with register_hook: every run
+        self._hooks: tuple = ()                         # HookHandles of register_hook: every run
+        self._hooks_lock = threading.Lock()
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -89,11 +91,14 @@ class Model:
         `with` block), besides any hooks= given to a run. Runs without hooks take no
         timestamps; a registered hook makes every run a hooked one."""
         (hook,) = checks.check_hooks((hook,))
-        self._hooks += (hook,)
-        return HookHandle(self, hook)
+        handle = HookHandle(self, hook)
+        with self._hooks_lock:                          # runs read self._hooks without it: a new tuple each change
+            self._hooks += (handle,)
+        return handle
 
-    def _remove_hook(self, hook) -> None:
-        self._hooks = tuple(h for h in self._hooks if h is not hook)
+    def _remove_hook(self, handle) -> None:
+        with self._hooks_lock:
+            self._hooks = tuple(h for h in self._hooks if h is not handle)
 
     # ------------------------------------------------------------ planning
 
@@ -108,9 +113,7 @@ class Model:
         if isinstance(tiles, str):                       # "tuned": this machine's cached schedule, or defaults
             tiles = schedules.cached(self.schedule_key(batch, threads, machine)) or Tiles()
         if isinstance(tiles, TileSchedule) and tiles.tuned_for is not None:
-            expected = self.schedule_key(batch, threads, machine)
-            if tiles.tuned_for != expected:
-                raise ValueError(schedules.refusal("this tile schedule", expected, tiles.tuned_for))
+            schedules.check_key(tiles, self.schedule_key(batch, threads, machine))
         config = RunConfig(threads=threads, tiles=as_schedule(tiles), fuse_blocks=fuse_blocks, machine=machine)
         return self._plans.get((batch, config), lambda: build_plan(self.graph, self.weights, batch, config))
 
@@ -173,7 +176,7 @@ class Model:
         arguments = (threads, tiles, fuse_blocks, machine)
         x = self.check_input(x)
         threads = checks.check_threads(threads)
-        hooks = self._hooks + checks.check_hooks(hooks)
+        hooks = tuple(handle.hook for handle in self._hooks) + checks.check_hooks(hooks)
         plan = self._plan(x.shape[0], threads, checks.check_tiles(tiles, tuned_allowed=True),
                           checks.check_fuse_blocks(fuse_blocks), checks.check_machine(machine))
         # "tuned" is looked up again on every checked run: a new tuning result takes effect

@@ -60,11 +60,11 @@ RUN_LOCK = RunLock()
 
 class CollectorPaused:
     """`with CollectorPaused():` -- Python's cyclic garbage collector waits while the kernels
-    run: a full collection of a process with numba loaded (~110,000 tracked objects) takes
-    tens of milliseconds and would otherwise land inside a run now and then. It runs at the
-    next allocation after the run instead; the collector is left as found. A plain class: a
-    generator-based context manager costs tens of microseconds when the interpreter's
-    caches are cold after a run (bench/README.md, "cold Python around a run")."""
+    run: a full collection of a process with numba loaded (every compiled function's
+    objects) is long against a batch-1 run and would otherwise land inside one now and
+    then. It runs at the next allocation after the run instead; the collector is left as
+    found. A plain class: a generator-based context manager costs more when the
+    interpreter's caches are cold after a run (bench/README.md, "cold Python around a run")."""
 
     __slots__ = ("collecting",)
 
@@ -82,7 +82,7 @@ def numba_threads() -> int:
     """numba.get_num_threads() for the calling thread. Once numba's threads are running,
     read straight from the threading layer (the ctypes getter numba.get_num_threads
     itself ends with): the public function first takes two initialisation locks, which
-    costs tens of microseconds when the interpreter's caches are cold after a run. Falls
+    is slow when the interpreter's caches are cold after a run. Falls
     back to the public function before the threads start or if numba's internals differ."""
     getter = getattr(_numba_parallel, "_get_num_threads", None)
     if getter is not None and getattr(_numba_parallel, "_is_initialized", False):

@@ -106,6 +106,14 @@ def load(path, expected: ScheduleKey | None = None) -> tuple[TileSchedule, Sched
     return schedule, key
 
 
+def check_key(schedule: TileSchedule, expected: ScheduleKey, what: str = "this tile schedule") -> TileSchedule:
+    """`schedule` unless it was tuned for another key than `expected` (ValueError naming each
+    field that differs); a hand-made schedule (no key) passes."""
+    if schedule.tuned_for is not None and schedule.tuned_for != expected:
+        raise ValueError(refusal(what, expected, schedule.tuned_for))
+    return schedule
+
+
 def refusal(what: str, expected: ScheduleKey, key: ScheduleKey) -> str:
     """The error message for a schedule tuned for `key` asked to run as `expected`."""
     return (f"{what} was tuned for another model or machine: " + "; ".join(expected.differences(key))
@@ -133,13 +141,23 @@ def cached(key: ScheduleKey) -> TileSchedule | None:
     """The cached tuned schedule for `key`, or None with a one-time warning per key (the
     defaults are used then). An unreadable or foreign cache file is also warned about."""
     path = cache_path(key)
-    if not path.exists():
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError:
         return _warn_once(key, f"no tuned schedule for this model, batch {key.batch} and {key.threads} threads "
                                f"here ({path}); running the default tiles. engine.tune(...) makes one.")
+    remembered = _loaded.get(path)
+    if remembered is not None and remembered[0] == stamp:     # read once per version of the file
+        return remembered[1]
     try:
-        return dataclasses.replace(load(path, key)[0], tuned_for=key)
+        schedule = dataclasses.replace(load(path, key)[0], tuned_for=key)
     except ValueError as error:
         return _warn_once(key, f"{error}; running the default tiles")
+    _loaded[path] = (stamp, schedule)
+    return schedule
+
+
+_loaded: dict[Path, tuple[int, TileSchedule]] = {}
 
 
 def _warn_once(key: ScheduleKey, message: str) -> None:

@@ -22,7 +22,8 @@ class Tiles:
         pixels of a tile are re-read once per output-channel tile.
     depthwise_rows: output rows per work item of a depthwise conv.
     block_rows: band height (output rows) of a fused inverted-residual block; 0 picks
-        it per block from the cost model. Only used with fuse_blocks=True.
+        it per block from the cost model. Used by the blocks that run fused (fuse_blocks
+        True, "auto" where it fuses, or a TileSchedule's fused choice).
     """
 
     pointwise_pixels: int = 64        # pixels, 1..4096
@@ -130,6 +131,11 @@ class TileSchedule:
     def with_fused(self, block: str, fused: bool) -> "TileSchedule":
         """This schedule with `block`'s fusion choice set (and no longer marked as tuned)."""
         return TileSchedule(self.default, self._overrides, {**self._fused, block: fused})
+
+    def untuned(self) -> "TileSchedule":
+        """This schedule without the mark of what it was tuned for: a hand-made one with the
+        same tiles and fusion, which runs at any batch, thread count and machine."""
+        return dataclasses.replace(self, tuned_for=None)
 
     def save(self, path) -> "Path":
         """Write this schedule (with the key it was tuned for, if any) to `path` as JSON."""

@@ -5,7 +5,8 @@ measurement on the machine at hand.
     model.run(x, threads=2, tiles=result.schedule)         # or tiles="tuned": it is cached
     result.trials                                          # every candidate measured
 
-Greedy, one step at a time, the steps that take longest first: for a step, each candidate
+First the fusion of every block at once (as it starts, all fused, none fused: measured on
+whole runs), then greedy, one step at a time, the steps that take longest first: for a step, each candidate
 tile setting (`candidates`) is measured inside whole runs of the network with a Recorder
 (caches warm as in a real run, not the step alone), the candidates of a round in turn and
 `repeats` rounds, and the step's median seconds compared. A candidate replaces the step's
@@ -18,6 +19,7 @@ its time the fused step's or the sum of its three steps'.
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 import statistics
 import time
@@ -108,7 +110,17 @@ def _search(model, session, batch, threads, budget_s, started, deadline, repeats
     trials: list[dict] = []
     stopped = None
     rng = random.Random(seed)
-    # blocks first (fused or not, band height), then the 1x1 and depthwise steps that are not
+    def at_floor(unit, seconds: float) -> bool:
+        floor = (floor_seconds or {}).get(_name(unit))
+        return bool(floor) and seconds <= floor * (1 + roof_margin)
+
+    # the fusion of every block at once first (the start, all fused, none): the largest
+    # single choice, settled within the first seconds of any budget (unless every block
+    # already runs at its floor)
+    blocks = session.unit_seconds(schedule, 3, "blocks")
+    if not all(at_floor(unit, seconds) for unit, seconds in blocks.items()):
+        schedule = session.tune_fusion(schedule, repeats, trials, rng)
+    # then blocks (fused or not, band height), then the 1x1 and depthwise steps that are not
     # inside a fused block; each phase longest first
     for phase in ("blocks", "steps"):
         baseline = session.unit_seconds(schedule, 3, phase)
@@ -119,14 +131,13 @@ def _search(model, session, batch, threads, budget_s, started, deadline, repeats
                 stopped = stopped or f"budget of {budget_s:g} s spent in the {phase} phase ({done} of {len(order)} done)"
                 break
             report(done, _name(unit))
-            floor = (floor_seconds or {}).get(_name(unit))
-            if floor and baseline[unit] <= floor * (1 + roof_margin):
+            if at_floor(unit, baseline[unit]):
                 continue
             schedule = session.tune_unit(schedule, unit, repeats, deadline, trials, rng)
         report(len(order), "")
     default_seconds, tuned_seconds = session.compare(session.starting_schedule(), schedule, repeats)
     key = model.schedule_key(batch, threads, machine)
-    result = TuneResult(TileSchedule(schedule.default, dict(schedule.overrides), dict(schedule.fused), key), trials,
+    result = TuneResult(dataclasses.replace(schedule, tuned_for=key), trials,
                         default_seconds, tuned_seconds, time.perf_counter() - started, stopped)
     if save:
         schedules.save(schedules.cache_path(key), result.schedule, key, trials)
@@ -218,6 +229,30 @@ class _Session:
         channels = step.output_shape[1] * step.output_shape[-1]
         return ([_Choice(current)] + [_Choice(_replace(current, pointwise_pixels=p)) for p in POINTWISE_PIXELS]
                 + [_Choice(_replace(current, pointwise_channels=c)) for c in POINTWISE_CHANNELS if c <= channels])
+
+    def tune_fusion(self, schedule: TileSchedule, repeats: int, trials: list, rng: random.Random) -> TileSchedule:
+        """`schedule`, or every block fused, or none, whichever runs fastest whole (kept only
+        if it wins by more than its spread)."""
+        choices = {"start": schedule,
+                   "every block fused": TileSchedule(schedule.default, dict(schedule.overrides),
+                                                     {name: True for name in self.blocks}),
+                   "no block fused": TileSchedule(schedule.default, dict(schedule.overrides),
+                                                  {name: False for name in self.blocks})}
+        samples = {label: [] for label in choices}
+        for _ in range(repeats):
+            order = list(choices)
+            rng.shuffle(order)
+            for label in order:
+                self.run(choices[label])                         # untimed: its plan may be new
+                samples[label].append(self.run(choices[label])["<run>"])
+        stats = {label: (statistics.median(s), _spread(s)) for label, s in samples.items()}
+        best = min(stats, key=lambda label: stats[label][0])
+        chosen = "start" if stats[best][0] >= stats["start"][0] - stats[best][1] else best
+        for label in choices:
+            trials.append({"step": "<every block>", "kind": "fusion", "candidate": {"fusion": label},
+                           "median_s": stats[label][0], "spread_s": stats[label][1], "repeats": len(samples[label]),
+                           "chosen": label == chosen})
+        return choices[chosen]
 
     def tune_unit(self, schedule: TileSchedule, unit, repeats: int, deadline: float, trials: list,
                   rng: random.Random) -> TileSchedule:

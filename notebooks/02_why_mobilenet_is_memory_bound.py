@@ -193,7 +193,7 @@ moved
 # fusion can cost bytes. The point of each
 # block moves right where it saves bytes, left where it costs them. (Between the two,
 # `fuse_blocks="auto"` fuses only the blocks the engine expects to run *faster* fused at
-# the run's core count and batch: `engine.plan.fusion_wins`.)
+# the run's core count and batch: `engine.fusion.fusion_wins`.)
 
 # %%
 unfused = workbench.profile(model, batch=1, threads=THREADS, repeats=REPEATS, ceilings=ceilings, fuse_blocks=False)

@@ -139,7 +139,7 @@ def test_a_progress_bar_by_default(model, ceilings, cache, monkeypatch):
 
 def test_untuned_keeps_tiles_and_fusion_and_drops_the_mark(tuned):
     result, _, _ = tuned
-    plain = tuning.untuned(result.schedule)
+    plain = result.schedule.untuned()
     assert plain.tuned_for is None
     assert (plain.default, plain.overrides, plain.fused) == (result.schedule.default, result.schedule.overrides,
                                                              result.schedule.fused)

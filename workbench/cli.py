@@ -12,7 +12,7 @@
 
 --fuse-blocks: false runs every layer on its own; true fuses every inverted-residual block
 (expand, depthwise, project computed band by band); auto fuses only the blocks the engine
-expects to run faster fused at that thread count and batch (engine.plan.fusion_wins).
+expects to run faster fused at that thread count and batch (engine.fusion.fusion_wins).
 Without the flag: the engine's default (engine.DEFAULT_FUSE_BLOCKS); the flag alone: true.
 
 tune chooses every step's tiles and every block's fusion by measurement (workbench.tune,
@@ -112,7 +112,7 @@ def _fuse_blocks(text: str):
         raise argparse.ArgumentTypeError(f"expected false, true or auto, got {text!r}") from None
 
 
-_FUSE_BLOCKS_HELP = ("auto: fuse only the inverted-residual blocks engine.plan.fusion_wins expects to run faster "
+_FUSE_BLOCKS_HELP = ("auto: fuse only the inverted-residual blocks engine.fusion.fusion_wins expects to run faster "
                      "fused at this thread count and batch; true: every block; false: none")
 
 
@@ -265,12 +265,8 @@ def _tiles_or_schedule(args, model: engine.Model, threads: int, ceilings):
         if args.tiles == TUNED:
             return tuned_schedule(model, args.batch, threads, ceilings)
         schedule = _load_schedule(args.tiles, "--tiles")
-        key = schedule.tuned_for
-        if key is not None:
-            expected = model.schedule_key(args.batch, threads, run_machine(ceilings))
-            if key != expected:
-                raise ValueError(schedules.refusal(f"the schedule in {args.tiles}", expected, key))
-        return schedule
+        return schedules.check_key(schedule, model.schedule_key(args.batch, threads, run_machine(ceilings)),
+                                   f"the schedule in {args.tiles}")
     except ValueError as error:
         raise _UsageError(f"roofline-workbench: --tiles: {error}") from None
 

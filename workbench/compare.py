@@ -12,8 +12,8 @@ Timing. Every engine runs the same float32 batch (N, C, H, W) with `threads` thr
 with `threads` numba threads (default tiles and engine.DEFAULT_FUSE_BLOCKS unless asked), ONNX Runtime on
 the CPU execution provider with intra_op_num_threads=threads, inter_op_num_threads=1, all
 graph optimisations and "session.force_spinning_stop" = "1" (its workers spin while a run
-lasts but stop when it ends: left spinning, they keep a core busy long after the run, 50 ms
-and more, and a 2-thread run of our engine next to them took 3.5x as long), OpenVINO on
+lasts but stop when it ends: left spinning, they keep a core busy long after the run and
+slow whichever engine runs next; bench/README.md, "Spinning threads"), OpenVINO on
 "CPU" with INFERENCE_NUM_THREADS=threads, one stream, the LATENCY hint and
 INFERENCE_PRECISION_HINT=f32 (openvino_config). The engines take turns: in each of
 `repeats` rounds each engine, in an order rotated every round, does one untimed call (it
@@ -198,7 +198,7 @@ def _ort_session(model_bytes: bytes, threads: int, profile_prefix: str | None = 
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # Idle intra-op workers otherwise keep spinning on the cores after a run, and the next
-    # engine's threads get half the machine (measured here: our engine 2.0 -> 7 ms).
+    # engine's threads get only part of the machine.
     options.add_session_config_entry("session.force_spinning_stop", "1")
     options.add_session_config_entry(ORT_BF16_FASTMATH, "0")   # float32 GEMMs stay float32
     if profile_prefix is not None:

@@ -180,7 +180,10 @@ def run_machine(ceilings) -> MachineInfo:
         return host
     if not isinstance(info, MachineInfo) or (info.cpu_model, info.cores) != (host.cpu_model, host.cores):
         return host
-    return host.with_effective_caches({level.name: level.effective_bytes for level in info.caches})
+    try:
+        return host.with_effective_caches({level.name: level.effective_bytes for level in info.caches})
+    except ValueError:                              # a measured size that is no size: the nominal ones
+        return host
 
 
 def profile(model, batch: int = 1, threads: int | None = None, tiles: engine.Tiles | engine.TileSchedule | None = None,
@@ -194,7 +197,7 @@ def profile(model, batch: int = 1, threads: int | None = None, tiles: engine.Til
     (tiles per step and fusion per block; one tuned for another model, batch, threads or
     machine is refused with ValueError when it runs).
     fuse_blocks: False (no block fused), True (every inverted-residual block fused) or "auto"
-    (only the blocks engine.plan.fusion_wins expects to run faster at these threads and
+    (only the blocks engine.fusion.fusion_wins expects to run faster at these threads and
     batch); default engine.DEFAULT_FUSE_BLOCKS. repeats: timed runs, 1..10000 (the median is kept),
     after `warmup` (0..10000) untimed ones. seed: of the random input (int >= 0 or None).
     ceilings: a workbench.Ceilings (default: measure_ceilings(quick=True), cached on disk)

@@ -63,7 +63,7 @@ def sweep(model, batch=(1,), threads=(1,), tiles: dict | None = None, fuse_block
     model: a path, bytes or onnx.ModelProto (an engine.Model too, but not with a client).
     batch, threads: a value or a list of values. tiles: {Tiles field: list of values}; a
         field not given keeps its Tiles() default. fuse_blocks: a value or a list of values
-        among False, True and "auto" (fuse only where engine.plan.fusion_wins expects a
+        among False, True and "auto" (fuse only where engine.fusion.fusion_wins expects a
         win at that config's threads and batch); default [engine.DEFAULT_FUSE_BLOCKS].
     repeats: timed runs per config (the median is kept), after one warm-up run.
     out: a .parquet or .csv path written after every finished config (atomically).

@@ -217,9 +217,3 @@ def tuned_schedule(model: engine.Model, batch: int, threads: int, ceilings) -> e
                          f"`roofline-workbench tune` makes one")
     schedule, _ = schedules.load(path, key)
     return dataclasses.replace(schedule, tuned_for=key)
-
-
-def untuned(schedule: engine.TileSchedule) -> engine.TileSchedule:
-    """`schedule` without the mark of what it was tuned for: a hand-made schedule with the
-    same tiles and fusion, which runs at any batch and thread count."""
-    return engine.TileSchedule(schedule.default, dict(schedule.overrides), dict(schedule.fused))

@@ -83,7 +83,7 @@ BATCH_CHOICES = (1, 2, 4, 8, 16, 32, 64)   # images; the batch dropdown's option
 FUSE_BLOCKS_OPTIONS = (("off", False), ("auto", "auto"), ("all blocks", True))
 FUSE_BLOCKS_TOOLTIPS = ("every layer on its own",
                         "fuse only the blocks the engine expects to run faster fused at these threads and batch "
-                        "(engine.plan.fusion_wins)",
+                        "(engine.fusion.fusion_wins)",
                         "fuse every inverted-residual block: expand, depthwise and project band by band")
 SLOWEST_SHOWN = 8                           # rows of the slowest-steps table
 MESSAGE_COLORS = {"error": "#b00020", "warning": "#8a5a00", "info": "#333333"}
@@ -280,7 +280,7 @@ class Explorer:
         schedule = self._schedule_with(tiles)
         key = schedule.tuned_for
         if key is not None and (key.batch, key.threads) != (batch, threads):
-            schedule = tuning.untuned(schedule)
+            schedule = schedule.untuned()
         plain = not schedule.overrides and not schedule.fused and schedule.tuned_for is None
         return {"batch": batch, "threads": threads, "tiles": schedule.default if plain else schedule,
                 "fuse_blocks": checks.check_fuse_blocks(self.controls["fuse_blocks"].value)}
@@ -344,11 +344,9 @@ class Explorer:
         config = {**self.config(), "tiles": schedule}
         key = schedule.tuned_for
         if key is not None:          # tuned elsewhere: refused; here but at another batch: kept as hand-made
-            expected = self.model.schedule_key(key.batch, key.threads, run_machine(self.ceilings))
-            if key != expected:
-                raise ValueError(schedules.refusal("this tile schedule", expected, key))
+            schedules.check_key(schedule, self.model.schedule_key(key.batch, key.threads, run_machine(self.ceilings)))
             if (key.batch, key.threads) != (config["batch"], config["threads"]):
-                config["tiles"] = tuning.untuned(schedule)
+                config["tiles"] = schedule.untuned()
         # names the model does not have are refused here, as the engine would at every measurement
         self.model.plan(config["batch"], config["threads"], config["tiles"], config["fuse_blocks"],
                         run_machine(self.ceilings))

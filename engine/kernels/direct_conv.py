@@ -19,8 +19,8 @@ No per-tap checks anywhere. Blocks past the last of a group of four repeat the l
 (same values, same place).
 
 Napkin math for the stem (3 -> 32, 3x3, stride 2, 224 -> 112): 27 taps x 4 blocks per
-pixel = 108 vector FMAs, 21.7 MFLOP in all: 0.26 ms at 83 GFLOP/s (one Zen 3 core's FMA
-peak at 2.6 GHz), half that on two. It reads 0.6 MB and writes 1.6 MB: ~10 FLOP/byte,
+pixel = 108 vector FMAs, 21.7 MFLOP in all: 21.7 MFLOP / (the core's FMA peak), half that
+on two cores. It reads 0.6 MB and writes 1.6 MB: ~10 FLOP/byte,
 compute bound, unlike everything else in the network -- in isolation. At batch 1 inside the
 network its output region is usually out of cache (the run streams 14 MB of weights through
 a smaller share of L3), so writing it costs a DRAM read for ownership and a write back:
