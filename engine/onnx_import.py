@@ -129,6 +129,23 @@ def _pair(node, attrs, key, default, length=2):
 
 # ---------------------------------------------------------------- compute ops
 
+def _auto_pads(node, auto_pad: str, pads: tuple, size_hw: tuple, strides: tuple, effective: list) -> tuple:
+    """The (top, left, bottom, right) pads ONNX's auto_pad gives ("NOTSET": `pads` as given)."""
+    if auto_pad == "NOTSET":
+        return pads
+    if auto_pad == "VALID":
+        return (0, 0, 0, 0)
+    if auto_pad not in ("SAME_UPPER", "SAME_LOWER"):
+        raise ModelError(f"node {node.name!r} (Conv): unknown auto_pad {auto_pad!r}")
+    padding = []
+    for size, stride, eff in zip(size_hw, strides, effective):
+        out = -(-size // stride)
+        total = max(0, (out - 1) * stride + eff - size)
+        small, large = total // 2, total - total // 2
+        padding.append((small, large) if auto_pad == "SAME_UPPER" else (large, small))
+    return (padding[0][0], padding[1][0], padding[0][1], padding[1][1])
+
+
 def Conv(ctx: _Context, node):
     name, shape = ctx.activation(node)
     if len(shape) != 3:
@@ -161,18 +178,7 @@ def Conv(ctx: _Context, node):
     if auto_pad != "NOTSET" and "pads" in attrs:
         raise ModelError(f"node {node.name!r} (Conv): auto_pad={auto_pad} and pads are both given; "
                          "ONNX allows one or the other")
-    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        padding = []
-        for size, stride, eff in zip((height, width), strides, effective):
-            out = -(-size // stride)
-            total = max(0, (out - 1) * stride + eff - size)
-            small, large = total // 2, total - total // 2
-            padding.append((small, large) if auto_pad == "SAME_UPPER" else (large, small))
-        pads = (padding[0][0], padding[1][0], padding[0][1], padding[1][1])
-    elif auto_pad == "VALID":
-        pads = (0, 0, 0, 0)
-    elif auto_pad != "NOTSET":
-        raise ModelError(f"node {node.name!r} (Conv): unknown auto_pad {auto_pad!r}")
+    pads = _auto_pads(node, auto_pad, pads, (height, width), strides, effective)
     out_h = (height + pads[0] + pads[2] - effective[0]) // strides[0] + 1
     out_w = (width + pads[1] + pads[3] - effective[1]) // strides[1] + 1
     if out_h < 1 or out_w < 1:

@@ -546,7 +546,7 @@ def test_the_tune_button_tunes_with_a_progress_bar_then_draws_default_to_tuned_a
     assert {description for *_, description in progress} == {"blocks", "steps"}
     for phase in ("blocks", "steps"):
         values = [(value, top) for value, top, description in progress if description == phase]
-        assert values[-1][0] == values[-1][1] > 1
+        assert values[-1][0] == values[-1][1] >= 1       # every block fused leaves few steps
     assert explorer.tune_progress.value == explorer.tune_progress.max and explorer.tune_progress.bar_style == "success"
     assert any(status.startswith("tuning blocks: features.") for status in statuses)
     assert "tuned in" in explorer.status.value and not explorer.tune_button.disabled
@@ -555,7 +555,7 @@ def test_the_tune_button_tunes_with_a_progress_bar_then_draws_default_to_tuned_a
     assert list(schedule_cache.glob("*.json"))                      # cached, as engine.tune does
     before = trace(explorer.figure, "tuning:before")
     arrows = explorer.figure.layout.annotations
-    assert len(before.x) > 20 and len(arrows) > 20
+    assert len(before.x) > 10 and len(arrows) > 10           # a point and an arrow per step (fewer when fused)
     after_points = {name: xy for kind in ("block", "project", "expand", "depthwise", "stem", "conv", "linear")
                     for name, xy in points(explorer.figure, kind).items()}
     default_points = dict(zip(before.customdata, zip(before.x, before.y)))
@@ -565,7 +565,7 @@ def test_the_tune_button_tunes_with_a_progress_bar_then_draws_default_to_tuned_a
             assert (arrow.x, arrow.y) == pytest.approx(tuple(np.log10(after_points[arrow.name])))
             assert (arrow.ax, arrow.ay) == pytest.approx(tuple(np.log10(default_points[arrow.name])))
             checked += 1
-    assert checked > 20
+    assert checked > 10
     # clicking a default point selects its step too
     index = next(i for i, t in enumerate(explorer.figure.data) if t.meta == "tuning:before")
     name = before.customdata[3]

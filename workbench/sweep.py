@@ -89,12 +89,7 @@ def sweep(model, batch=(1,), threads=(1,), tiles: dict | None = None, fuse_block
     progress = check_bool("progress", progress)
     ceilings = check_ceilings(ceilings)
     _check_model_source(model, client)
-    previous = None
-    if out is not None and out.exists():
-        if resume:
-            previous = read_previous(out)
-        else:
-            logger.warning("sweep: %s exists and resume=False: it will be overwritten", out)
+    previous = _previous(out, resume)
     todo = _not_yet_run(configs, previous, out)
     table = SweepTable(out, previous)
     skipped: list[dict] = []
@@ -117,6 +112,16 @@ def sweep(model, batch=(1,), threads=(1,), tiles: dict | None = None, fuse_block
     skipped_columns = SKIPPED_COLUMNS + (["schedule"] if schedules else [])
     frame.attrs["skipped"] = plain_records(pd.DataFrame(skipped, columns=skipped_columns))
     return frame
+
+
+def _previous(out: Path | None, resume: bool) -> pd.DataFrame | None:
+    """The table already in `out` when resuming (None otherwise; a warning when it will be overwritten)."""
+    if out is None or not out.exists():
+        return None
+    if resume:
+        return read_previous(out)
+    logger.warning("sweep: %s exists and resume=False: it will be overwritten", out)
+    return None
 
 
 def _not_yet_run(configs: list[dict], previous: pd.DataFrame | None, out: Path | None) -> list[dict]:

@@ -187,25 +187,7 @@ class Explorer:
 
         # ---- widgets first
         self.controls = self._make_controls(batch, threads, self.schedule.default, fuse_blocks, level)
-        self.run_button = widgets.Button(description="Run", icon="play", button_style="primary",
-                                         tooltip="measure again with the current values",
-                                         layout=widgets.Layout(width="110px"))
-        self.progress = widgets.IntProgress(value=0, min=0, max=2, description="",
-                                            layout=widgets.Layout(width="160px"))
-        self.status = widgets.Label(value="")
-        self.tune_button = widgets.Button(description="Tune", icon="sliders", button_style="warning",
-                                          tooltip="choose every step's tiles and every block's fusion by "
-                                                  "measurement (engine.tune), then show default → tuned",
-                                          layout=widgets.Layout(width="110px"))
-        self.tune_budget = widgets.BoundedFloatText(value=TUNE_BUDGET_SECONDS, min=1.0, max=3600.0, step=5.0,
-                                                    description="budget (s)", style={"description_width": "initial"},
-                                                    layout=widgets.Layout(width="150px"))
-        self.tune_progress = widgets.IntProgress(value=0, min=0, max=1, description="",
-                                                 layout=widgets.Layout(width="220px"))
-        self.step_note = widgets.HTML(value="")
-        self.message = widgets.HTML(value="")
-        self.summary = widgets.HTML(value="")
-        self.table = widgets.HTML(value="")
+        self._make_buttons_and_outputs()
 
         frame = self._measure(self.config())          # the initial config is valid: errors raise here
         self.figure = go.FigureWidget(roofline_figure(frame, self.ceilings, level=level, level_buttons=False))
@@ -226,6 +208,28 @@ class Explorer:
 
         # ---- layout last
         self.panel = self._layout()
+
+    def _make_buttons_and_outputs(self) -> None:
+        """Run and Tune with their progress bars and budget, and the panel's text outputs."""
+        self.run_button = widgets.Button(description="Run", icon="play", button_style="primary",
+                                         tooltip="measure again with the current values",
+                                         layout=widgets.Layout(width="110px"))
+        self.progress = widgets.IntProgress(value=0, min=0, max=2, description="",
+                                            layout=widgets.Layout(width="160px"))
+        self.status = widgets.Label(value="")
+        self.tune_button = widgets.Button(description="Tune", icon="sliders", button_style="warning",
+                                          tooltip="choose every step's tiles and every block's fusion by "
+                                                  "measurement (engine.tune), then show default → tuned",
+                                          layout=widgets.Layout(width="110px"))
+        self.tune_budget = widgets.BoundedFloatText(value=TUNE_BUDGET_SECONDS, min=1.0, max=3600.0, step=5.0,
+                                                    description="budget (s)", style={"description_width": "initial"},
+                                                    layout=widgets.Layout(width="150px"))
+        self.tune_progress = widgets.IntProgress(value=0, min=0, max=1, description="",
+                                                 layout=widgets.Layout(width="220px"))
+        self.step_note = widgets.HTML(value="")
+        self.message = widgets.HTML(value="")
+        self.summary = widgets.HTML(value="")
+        self.table = widgets.HTML(value="")
 
     # ------------------------------------------------------------------ building
 

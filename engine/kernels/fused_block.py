@@ -232,6 +232,8 @@ def fused_block(x, expand, depthwise, project, out, residual, stride: int, expan
     fn = "fused_block"
     check_array(fn, "x", x, (None, None, None, None, CB))
     n_images, cin_blocks, height, width, _ = x.shape
+    if min(n_images, height, width) < 1:
+        raise ValueError(f"{fn}: x must hold at least one image of at least one pixel, got shape {x.shape}")
     dw_weight, dw_bias = depthwise
     check_array(fn, "depthwise weight", dw_weight, (None, 3, 3, CB))
     hidden_blocks = dw_weight.shape[0]
@@ -258,18 +260,8 @@ def fused_block(x, expand, depthwise, project, out, residual, stride: int, expan
     if residual is not None:
         check_array(fn, "residual", residual, out.shape)
     block_rows = min(check_int(fn, "block_rows", block_rows, 1), out_h)
-    need_expand, need_depthwise = scratch_floats(hidden_blocks * CB, width, out_w, block_rows, stride)
-    for name, scratch, need in (("scratch_expand", scratch_expand, need_expand if expand is not None else 0),
-                                ("scratch_depthwise", scratch_depthwise, need_depthwise)):
-        if not isinstance(scratch, np.ndarray) or scratch.ndim != 2 or scratch.dtype != np.float32 \
-                or not scratch.flags.c_contiguous or scratch.shape[0] < 1 or scratch.shape[1] < max(need, 1):
-            raise ValueError(f"{fn}: {name} must be a C-contiguous float32 (workers, >= {need}) array, got "
-                             f"{getattr(scratch, 'shape', type(scratch).__name__)}")
-    if scratch_depthwise.shape[0] < scratch_expand.shape[0]:     # the kernel runs one worker per row of expand's
-        raise ValueError(f"{fn}: scratch_depthwise needs a row per worker (scratch_expand has "
-                         f"{scratch_expand.shape[0]}), got {scratch_depthwise.shape[0]}")
-    if min(n_images, height, width) < 1:
-        raise ValueError(f"{fn}: x must hold at least one image of at least one pixel, got shape {x.shape}")
+    _check_scratch(fn, scratch_expand, scratch_depthwise, expand is not None,
+                   scratch_floats(hidden_blocks * CB, width, out_w, block_rows, stride))
     # finite bounds for every stage, also one without activation (-inf, inf): the kernel is
     # built with the 'ninf' fast-math flag
     clips = [check_clip(f"{fn} {name}", *clip) for name, clip in
@@ -282,6 +274,23 @@ def fused_block(x, expand, depthwise, project, out, residual, stride: int, expan
            out if residual is None else residual, residual is not None, stride, 1,
            clips[0][0], clips[0][1], clips[1][0], clips[1][1], clips[2][0], clips[2][1],
            block_rows, scratch_expand, scratch_depthwise)
+
+
+
+def _check_scratch(fn: str, scratch_expand, scratch_depthwise, has_expand: bool, need: tuple[int, int]) -> None:
+    """ValueError unless both scratch arrays are C-contiguous float32 (workers, >= floats
+    needed) with a depthwise row for every worker (the kernel runs one worker per row of
+    scratch_expand)."""
+    need_expand, need_depthwise = need
+    for name, scratch, need in (("scratch_expand", scratch_expand, need_expand if has_expand else 0),
+                                ("scratch_depthwise", scratch_depthwise, need_depthwise)):
+        if not isinstance(scratch, np.ndarray) or scratch.ndim != 2 or scratch.dtype != np.float32 \
+                or not scratch.flags.c_contiguous or scratch.shape[0] < 1 or scratch.shape[1] < max(need, 1):
+            raise ValueError(f"{fn}: {name} must be a C-contiguous float32 (workers, >= {need}) array, got "
+                             f"{getattr(scratch, 'shape', type(scratch).__name__)}")
+    if scratch_depthwise.shape[0] < scratch_expand.shape[0]:     # the kernel runs one worker per row of expand's
+        raise ValueError(f"{fn}: scratch_depthwise needs a row per worker (scratch_expand has "
+                         f"{scratch_expand.shape[0]}), got {scratch_depthwise.shape[0]}")
 
 
 def fused_block_bytes(batch: int, in_channels: int, hidden_channels: int, out_channels: int, height: int,

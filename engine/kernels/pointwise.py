@@ -65,7 +65,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from engine.kernels._common import launch
+from engine.kernels._common import check_clip, launch
 from engine.kernels.layout import CB, channel_blocks
 
 # Micro-tile shape per lane width: (pixels, output blocks). 6 x 2 fills AVX2's 16 ymm
@@ -526,6 +526,23 @@ def pointwise_conv(x: np.ndarray, packed_weight: np.ndarray, packed_bias: np.nda
     same order, thread by thread). It never changes a value.
     Raises ValueError naming the problem for any inconsistent argument.
     """
+    residual, has_residual = _check_operands(x, packed_weight, packed_bias, out, residual)
+    clip_min, clip_max = check_clip("pointwise_conv", clip_min, clip_max)
+    pointwise_pixels = _positive_int("pointwise_pixels", pointwise_pixels)
+    pointwise_channels = _positive_int("pointwise_channels", pointwise_channels)
+    if pointwise_channels % 16:
+        raise ValueError(f"pointwise_channels must be a positive multiple of 16, got {pointwise_channels}")
+    ahead_offset, ahead_elements = _ahead_span(ahead, packed_weight)
+    n_images, _, height, width, _ = x.shape
+    if n_images * height * width == 0:
+        return
+    launch(_pointwise_kernel, x, packed_weight, packed_bias, out, residual, has_residual,
+           clip_min, clip_max, pointwise_pixels, pointwise_channels, ahead_offset, ahead_elements)
+
+
+def _check_operands(x, packed_weight, packed_bias, out, residual) -> tuple[np.ndarray, bool]:
+    """ValueError unless the arrays are consistent (pointwise_conv's docstring); returns the
+    residual to pass the kernel (`out` itself when there is none) and whether there is one."""
     _check_array("x", x, ndim=5)
     if x.shape[4] != CB:
         raise ValueError(f"x must be NCHWc with CB={CB} lanes, got shape {x.shape}")
@@ -552,31 +569,19 @@ def pointwise_conv(x: np.ndarray, packed_weight: np.ndarray, packed_bias: np.nda
             raise ValueError("residual must be out itself or not overlap out")
     else:
         residual = out  # never read when has_residual is False
-    try:
-        clip_min = float(clip_min)
-        clip_max = float(clip_max)
-    except (TypeError, ValueError):
-        raise ValueError(f"clip_min and clip_max must be numbers, got {clip_min!r}, {clip_max!r}") from None
-    if not clip_min <= 0.0 <= clip_max:  # (also False for NaN)
-        raise ValueError(f"clip range must satisfy clip_min <= 0 <= clip_max (keeps padded lanes 0), "
-                         f"got ({clip_min}, {clip_max})")
-    pointwise_pixels = _positive_int("pointwise_pixels", pointwise_pixels)
-    pointwise_channels = _positive_int("pointwise_channels", pointwise_channels)
-    if pointwise_channels % 16:
-        raise ValueError(f"pointwise_channels must be a positive multiple of 16, got {pointwise_channels}")
-    ahead_offset = ahead_elements = 0
-    if ahead is not None:
-        if not isinstance(ahead, np.ndarray) or ahead.dtype != np.float32 or not ahead.flags.c_contiguous:
-            raise ValueError(f"ahead must be a C-contiguous float32 array or None, got "
-                             f"{getattr(ahead, 'dtype', type(ahead).__name__)}")
-        # elements from packed_weight's first to ahead's first: prefetch addresses are
-        # formed from the weights' pointer (a prefetch never faults, wherever it points)
-        ahead_offset = (ahead.ctypes.data - packed_weight.ctypes.data) // 4
-        ahead_elements = ahead.size
-    if n_images * height * width == 0:
-        return
-    launch(_pointwise_kernel, x, packed_weight, packed_bias, out, residual, has_residual,
-           clip_min, clip_max, pointwise_pixels, pointwise_channels, ahead_offset, ahead_elements)
+    return residual, has_residual
+
+
+def _ahead_span(ahead, packed_weight: np.ndarray) -> tuple[int, int]:
+    """(elements from packed_weight's first to ahead's first, ahead's elements), (0, 0) for
+    None: prefetch addresses are formed from the weights' pointer (a prefetch never
+    faults, wherever it points)."""
+    if ahead is None:
+        return 0, 0
+    if not isinstance(ahead, np.ndarray) or ahead.dtype != np.float32 or not ahead.flags.c_contiguous:
+        raise ValueError(f"ahead must be a C-contiguous float32 array or None, got "
+                         f"{getattr(ahead, 'dtype', type(ahead).__name__)}")
+    return (ahead.ctypes.data - packed_weight.ctypes.data) // 4, ahead.size
 
 
 def pointwise_bytes(batch: int, in_channels: int, out_channels: int, height: int, width: int,
