@@ -575,14 +575,14 @@ def test_the_tune_button_tunes_with_a_progress_bar_then_draws_default_to_tuned_a
     assert explorer.selected_step == name
     # the arrows follow a level change; another batch drops them and keeps the tiles, as hand-made
     explorer.set(level="L3")
-    assert len(explorer.figure.layout.annotations) > 20
+    assert len(explorer.figure.layout.annotations) == len(arrows)
     assert [a.ax for a in explorer.figure.layout.annotations] != [a.ax for a in arrows]
     explorer.set(batch=2)
     assert explorer.message.value == "" and set(explorer.profile["batch"]) == {2}
     assert explorer.figure.layout.annotations == () and not trace(explorer.figure, "tuning:before").x
     assert explorer.schedule.tuned_for is None and explorer.schedule.overrides == tuning.schedule.overrides
     explorer.set(batch=1)
-    assert len(explorer.figure.layout.annotations) > 20                # the tuning's batch again
+    assert len(explorer.figure.layout.annotations) == len(arrows)      # the tuning's batch again
     # the fusion selector speaks for every block again once touched
     explorer.set(fuse_blocks=False)
     assert explorer.schedule.fused == () and (explorer.profile["op"] != "block").all()
