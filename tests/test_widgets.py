@@ -436,7 +436,8 @@ def test_clicking_a_point_selects_its_step_and_the_ring_moves_to_it(explorer, co
     assert explorer.selected_step == project
 
 
-def test_a_step_picked_while_a_measurement_runs_is_drawn_when_it_ends(explorer, monkeypatch):
+def hold_measurements(monkeypatch) -> tuple[threading.Event, threading.Event]:
+    """Make the Explorer's measurements wait: (entered: one has started, release: let it go)."""
     entered, release = threading.Event(), threading.Event()
     real = widgets_module.profile
 
@@ -445,6 +446,11 @@ def test_a_step_picked_while_a_measurement_runs_is_drawn_when_it_ends(explorer, 
         release.wait(30)
         return real(*args, **kwargs)
     monkeypatch.setattr(widgets_module, "profile", slow)
+    return entered, release
+
+
+def test_a_step_picked_while_a_measurement_runs_is_drawn_when_it_ends(explorer, monkeypatch):
+    entered, release = hold_measurements(monkeypatch)
     draws = []
     real_draw = explorer._draw_overlays
     monkeypatch.setattr(explorer, "_draw_overlays", lambda: (draws.append(entered.is_set() and not release.is_set()),
@@ -589,14 +595,7 @@ def test_the_tune_button_tunes_with_a_progress_bar_then_draws_default_to_tuned_a
 
 
 def test_tune_while_a_measurement_runs_is_refused_as_busy(explorer, monkeypatch):
-    entered, release = threading.Event(), threading.Event()
-    real = widgets_module.profile
-
-    def slow(*args, **kwargs):
-        entered.set()
-        release.wait(30)
-        return real(*args, **kwargs)
-    monkeypatch.setattr(widgets_module, "profile", slow)
+    entered, release = hold_measurements(monkeypatch)
     called = []
     monkeypatch.setattr(widgets_module.tuning, "tune", lambda *a, **k: called.append(1))
     worker = threading.Thread(target=explorer.run)
