@@ -13,6 +13,13 @@ import numpy as np
 
 NO_CLIP = (-math.inf, math.inf)
 
+# How the plan stores a tensor (engine.plan; engine.kernels.layout for the blocked layout):
+# "nchw" the graph input as the caller gives it, (N, C, H, W); "nchwc" a conv's output, channels
+# in blocks of the SIMD width, (N, C_blocks, H, W, CB); "flat" everything else, rows of features
+# (N, width): pooled vectors, flattened and linear outputs. IMAGE_LAYOUTS are the two an image
+# (C, H, W) can be read in: the plan converts between them, never from "flat".
+IMAGE_LAYOUTS = ("nchw", "nchwc")
+
 
 @dataclass
 class Layer:
@@ -87,6 +94,13 @@ class Graph:
             if layer.output == tensor:
                 return layer
         return None
+
+    def layout_of(self, tensor: str) -> str:
+        """How the plan stores `tensor`: "nchw", "nchwc" or "flat" (IMAGE_LAYOUTS' comment)."""
+        if tensor == self.input_name:
+            return "nchw"
+        producer = self.producer_of(tensor)
+        return "nchwc" if producer is not None and producer.op == "Conv" else "flat"
 
     def consumers_of(self, tensor: str) -> list[Layer]:
         return [layer for layer in self.layers

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.errors import ModelError, UnsupportedOperatorError
-from engine.graph import NO_CLIP, Graph, Layer
+from engine.graph import IMAGE_LAYOUTS, NO_CLIP, Graph, Layer
 
 EXECUTABLE_OPS = ("Conv", "GlobalAveragePool", "Flatten", "Linear")
 
@@ -126,6 +126,24 @@ def check_executable(graph: Graph) -> None:
             raise UnsupportedOperatorError(layer.name, layer.op, EXECUTABLE_OPS, "left over after the passes")
 
 
+def check_layouts(graph: Graph) -> None:
+    """Every image a Conv or GlobalAveragePool reads (its input, a conv's residual) is stored
+    as an image (Graph.layout_of: the graph input or a conv's output), so the plan can hand it
+    to the kernel in the layout that kernel reads; a pooled (C, 1, 1) vector is stored flat,
+    and the plan has no conversion from flat to an image (a squeeze-and-excitation's 1x1 conv
+    reads one)."""
+    for layer in graph.layers:
+        if layer.op not in ("Conv", "GlobalAveragePool"):
+            continue
+        for tensor in (layer.inputs[0], layer.residual):
+            if tensor is not None and graph.layout_of(tensor) not in IMAGE_LAYOUTS:
+                producer = graph.producer_of(tensor)
+                raise UnsupportedOperatorError(
+                    layer.name, layer.op, EXECUTABLE_OPS,
+                    f"it reads {tensor!r}, the pooled vector of {producer.name!r} ({producer.op}): a {layer.op} "
+                    "is only supported on the graph input or a Conv's output")
+
+
 def check_finite_weights(graph: Graph) -> None:
     """Every weight and bias (BatchNormalization folded in) is finite: the kernels are compiled
     with fast-math flags that assume it, so a NaN or Inf would give unspecified outputs (and a
@@ -141,7 +159,8 @@ def check_finite_weights(graph: Graph) -> None:
 def run_passes(graph: Graph) -> Graph:
     """The standard pipeline: fold BN and Pad, then fuse residual adds and activations
     (alternating, since a Clip after an Add fuses once the Add has), then check that every
-    layer has a kernel and finite weights."""
+    layer has a kernel, reads its inputs in a layout the plan can give it, and has finite
+    weights."""
     fold_batchnorm(graph)
     fold_pad(graph)
     while fuse_activation(graph, strict=False) | fuse_residual_add(graph, strict=False):
@@ -149,6 +168,7 @@ def run_passes(graph: Graph) -> Graph:
     fuse_activation(graph)
     fuse_residual_add(graph)
     check_executable(graph)
+    check_layouts(graph)
     check_finite_weights(graph)
     return graph
 

@@ -22,7 +22,7 @@ from engine.config import RunConfig
 from engine.fusion import block_scratch, fusion_wins
 from engine.graph import Graph, Layer
 from engine.kernels import pointwise
-from engine.kernels.layout import CB, _nchwc_to_nchw, channel_blocks
+from engine.kernels.layout import CB, channel_blocks, nchwc_to_nchw
 from engine.passes import find_inverted_residual_blocks
 from engine.steps import Block, Convert, LayerItem, Step, StepContext, build_step
 from engine.traffic import LEVELS, credit_l3_residency, fits
@@ -66,18 +66,19 @@ def build_plan(graph: Graph, weights: PackedWeights, batch: int, config: RunConf
 # ---------------------------------------------------------------- layouts
 
 class _Layouts:
-    """How each tensor is stored and read. Dense convs read plain NCHW, the other convs
-    NCHWc (their residual too); a tensor read in a layout other than its own gets a copy
-    named `key(tensor, layout)`. A Flatten of a pooled vector is a view, not a step."""
+    """How each tensor is stored (Graph.layout_of: the graph input NCHW, a conv's output NCHWc,
+    the rest flat) and read. Dense convs read plain NCHW, the other convs and the pool NCHWc
+    (a conv's residual too); a tensor read in a layout other than its own gets a copy named
+    `key(tensor, layout)`. A Flatten is a view of its input, not a step, unless that input is
+    blocked (NCHWc: its channel order must be undone first). engine.passes.check_layouts
+    refuses at load a layer that would read a flat tensor as an image."""
 
     def __init__(self, graph: Graph):
         self.graph = graph
 
     def of(self, tensor: str) -> str:
         """How a tensor is stored: "nchw" (graph input), "nchwc" (a conv's output) or "flat"."""
-        if tensor == self.graph.input_name:
-            return "nchw"
-        return "nchwc" if self.graph.producer_of(tensor).op == "Conv" else "flat"
+        return self.graph.layout_of(tensor)
 
     def key(self, tensor: str, layout: str) -> str:
         """The buffer name of `tensor` in `layout`: itself, or its converted copy."""
@@ -86,6 +87,8 @@ class _Layouts:
     @staticmethod
     def reads(layer: Layer) -> list[tuple[str, str | None]]:
         """(tensor, layout the kernel reads it in) for each input of a layer; None: as stored."""
+        if layer.op == "GlobalAveragePool":
+            return [(layer.inputs[0], "nchwc")]
         if layer.op != "Conv":
             return [(layer.inputs[0], None)]
         reads = [(layer.inputs[0], "nchw" if layer.conv_kind == "direct" else "nchwc")]
@@ -104,11 +107,11 @@ class _Layouts:
         return [self.key(tensor, layout) if layout else tensor for tensor, layout in self.reads(item.layer)]
 
     def is_view(self, item) -> bool:
-        """A Flatten of a pooled (C, 1, 1) vector: the pool already wrote (N, C_padded)."""
+        """A Flatten of a tensor that is not blocked: the graph input (N, C, H, W), a pooled
+        vector (the pool wrote (N, C_padded)) or a flat one already."""
         if not isinstance(item, LayerItem) or item.layer.op != "Flatten":
             return False
-        producer = self.graph.producer_of(item.layer.inputs[0])
-        return producer is not None and producer.op != "Conv"
+        return self.of(item.layer.inputs[0]) != "nchwc"
 
     def written_shape(self, item, batch: int) -> tuple[int, ...]:
         """Buffer shape of what an item writes."""
@@ -269,11 +272,11 @@ def _wire_output(graph: Graph, steps: list[Step], output_buffer: np.ndarray, io:
     if _Layouts(graph).of(graph.output_name) == "nchwc":
         def copy_out():
             out = np.empty((batch, *graph.output_shape), np.float32)
-            _nchwc_to_nchw(output_buffer, out)
+            nchwc_to_nchw(output_buffer, out)
             io["output"] = out
     else:
-        def copy_out():
-            io["output"] = output_buffer[:, :features].copy()
+        def copy_out():         # (N, width) rows -> (N, *output_shape): a pool's (C, 1, 1) keeps its 1, 1
+            io["output"] = output_buffer[:, :features].reshape(batch, *graph.output_shape).copy()
     moved = 2 * 4 * batch * int(np.prod(graph.output_shape))
     steps.append(Step(name="output", op="layout", input_shape=output_buffer.shape,
                       output_shape=(batch, *graph.output_shape), flops=0, other_flops=0, call=copy_out,

@@ -20,7 +20,7 @@ from engine.fusion import block_rows_for
 from engine.graph import Graph, Layer
 from engine.kernels import depthwise, direct_conv, fused_block, linear, pointwise, pooling
 from engine.kernels._common import bind
-from engine.kernels.layout import _nchw_to_nchwc, _nchwc_to_nchw
+from engine.kernels.layout import nchw_to_nchwc, nchwc_to_nchw
 from engine.tiles import Tiles
 from engine.traffic import LEVELS
 from engine.weights import PackedWeights
@@ -128,7 +128,7 @@ def build_step(item, context: StepContext, ahead: np.ndarray | None) -> Step:
 
 def _convert(item: Convert, ctx: StepContext, ahead) -> Step:
     source, target = ctx.buffers[item.tensor], ctx.buffers[ctx.key(item.tensor, item.layout)]
-    call = functools.partial(_nchw_to_nchwc if item.layout == "nchwc" else _nchwc_to_nchw, source, target)
+    call = bind(nchw_to_nchwc if item.layout == "nchwc" else nchwc_to_nchw, source, target)
     moved = 4 * (source.size + target.size)
     return Step(name=f"{item.tensor} to {item.layout}", op="layout", input_shape=source.shape,
                 output_shape=target.shape, flops=0, other_flops=0, call=call, bytes={lv: moved for lv in LEVELS},
@@ -209,7 +209,7 @@ def _direct(item: LayerItem, ctx: StepContext, ahead) -> Step:
 
 def _global_average_pool(item: LayerItem, ctx: StepContext, ahead) -> Step:
     layer, batch = item.layer, ctx.batch
-    x, out = ctx.buffers[layer.inputs[0]], ctx.buffers[layer.output]
+    x, out = ctx.buffers[ctx.key(layer.inputs[0], "nchwc")], ctx.buffers[layer.output]
     channels, height, width = layer.input_shape
     call = bind(pooling.global_average_pool, x, out.reshape(batch, -1))
     return Step(name=layer.name, op="pool", input_shape=x.shape, output_shape=out.shape, flops=0,
@@ -223,9 +223,10 @@ def _flatten(item: LayerItem, ctx: StepContext, ahead) -> Step:
     layer = item.layer
     source, out = ctx.buffers[layer.inputs[0]], ctx.buffers[layer.output]
     planar = np.empty((ctx.batch, *layer.input_shape), np.float32)
+    to_planar = bind(nchwc_to_nchw, source, planar)
 
-    def call(source=source, planar=planar, out=out):
-        _nchwc_to_nchw(source, planar)
+    def call(to_planar=to_planar, planar=planar, out=out):
+        to_planar()
         out[...] = planar.reshape(out.shape)
     moved = 4 * (source.size + 2 * planar.size + out.size)
     return Step(name=layer.name, op="flatten", input_shape=source.shape, output_shape=out.shape, flops=0,

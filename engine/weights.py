@@ -57,7 +57,7 @@ class PackedWeights:
 def flat_width(graph: Graph, producer: Layer | None, features: int) -> int:
     """Width of the (N, F) buffer `producer` writes (or, for a Flatten, views): pooled
     vectors keep the channel padding, everything else is `features` wide."""
-    if producer is not None and producer.op == "Flatten":
+    while producer is not None and producer.op == "Flatten":        # a view of a view ... of the pool
         producer = graph.producer_of(producer.inputs[0])
     if producer is not None and producer.op == "GlobalAveragePool":
         return padded_channels(producer.output_shape[0])

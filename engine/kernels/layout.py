@@ -65,6 +65,36 @@ def _nchwc_to_nchw(x, out):
                 out[n, c, h, w] = x[n, b, h, w, lane]
 
 
+def nchw_to_nchwc(x: np.ndarray, out: np.ndarray) -> None:
+    """Write x (N, C, H, W) float32 into out (N, ceil(C/CB), H, W, CB) float32, padded lanes 0.
+    Both C-contiguous; checked here, since an array of another rank in the kernel is a numba
+    typing error and one of another size an out-of-bounds write."""
+    # imported here, not at the top: a module-level import would put _common.py in this file's
+    # numba cache stamp (engine._numba_env), and every edit to it would recompile these kernels
+    from engine.kernels._common import check_array, launch
+
+    fn = "nchw_to_nchwc"
+    check_array(fn, "x", x, (None, None, None, None))
+    n, c, h, w = x.shape
+    check_array(fn, "out", out, (n, channel_blocks(c), h, w, CB))
+    launch(_nchw_to_nchwc, x, out)
+
+
+def nchwc_to_nchw(x: np.ndarray, out: np.ndarray) -> None:
+    """Write x (N, Cb, H, W, CB) float32 into out (N, C, H, W) float32 (C <= Cb * CB; the
+    padded lanes are dropped). Both C-contiguous; checked here, as nchw_to_nchwc."""
+    from engine.kernels._common import check_array, launch     # here: as in nchw_to_nchwc
+
+    fn = "nchwc_to_nchw"
+    check_array(fn, "x", x, (None, None, None, None, CB))
+    n, blocks, h, w, _ = x.shape
+    check_array(fn, "out", out, (n, None, h, w))
+    if channel_blocks(out.shape[1]) != blocks:
+        raise ValueError(f"{fn}: out has {out.shape[1]} channels, which x's {blocks} blocks of {CB} do not hold "
+                         "exactly")
+    launch(_nchwc_to_nchw, x, out)
+
+
 def to_blocked(x: np.ndarray) -> np.ndarray:
     """(N, C, H, W) float32 -> (N, ceil(C/CB), H, W, CB) float32, padded lanes 0."""
     if x.ndim != 4 or x.dtype != np.float32:
