@@ -165,3 +165,30 @@ def test_setup_notebook_loads_the_model_with_this_machines_ceilings_and_fewer_re
     assert (setup.repeats, setup.fast) == ((3, True) if fast else (7, False))
     with pytest.raises(ValueError, match="not found"):
         workbench.setup_notebook(model_path.parent / "missing.onnx")
+
+
+@pytest.mark.parametrize("fuse_blocks", [False, True])
+def test_shapes_are_nchw_with_the_models_channels_never_the_blocked_layout(small, ceilings, fuse_blocks):
+    frame = workbench.profile(small, batch=2, threads=1, repeats=1, ceilings=ceilings, fuse_blocks=fuse_blocks)
+    layers = {layer.name: layer for layer in small.layers}
+    checked = 0
+    for row in frame.to_dict("records"):
+        assert len(row["input_shape"]) <= 4 and len(row["output_shape"]) <= 4, row["layer"]
+        members = row["members"]
+        if members[0] in layers:
+            assert row["input_shape"] == (2, *layers[members[0]].input_shape)
+            assert row["output_shape"] == (2, *layers[members[-1]].output_shape)
+            checked += 1
+    assert checked >= len(frame) - 2
+    # the blocked buffers are still there, under their own name: 5-d somewhere
+    assert any(len(shape) == 5 for shape in frame["output_layout_shape"])
+    channels = {row["output_shape"][1] for row in frame.to_dict("records") if len(row["output_shape"]) == 4}
+    assert 24 in channels            # not a multiple of 16: logical, not padded to a channel block
+
+
+def test_each_step_has_its_p10_and_p90_over_the_repeats_around_the_median(small, ceilings):
+    frame = workbench.profile(small, batch=1, threads=1, repeats=5, ceilings=ceilings)
+    assert (frame["seconds_p10"] <= frame["seconds"]).all() and (frame["seconds"] <= frame["seconds_p90"]).all()
+    timed = frame[frame["flops"] > 0]
+    np.testing.assert_allclose(timed["gflops_p90"], timed["flops"] / timed["seconds_p10"] / 1e9)
+    np.testing.assert_allclose(timed["gflops_p10"], timed["flops"] / timed["seconds_p90"] / 1e9)

@@ -23,6 +23,8 @@ from engine.zoo import DEFAULT_MODEL_PATH, write_default_model
 # a test) that replaces workbench.ceilings.measure_ceilings is heard here too
 from workbench import ceilings as ceilings_module
 from workbench.atomic import atomic_path
+from workbench.shapes import logical_shapes
+from workbench.spread import percentile_columns
 
 # The default model: engine.zoo's MobileNetV2 (torchvision's topology, synthetic weights)
 # in the repository's data/ folder, written when first asked for (`model_file`).
@@ -205,8 +207,11 @@ def profile(model, batch: int = 1, threads: int | None = None, tiles: engine.Til
     and bytes model assume (`run_machine`).
     Every argument is checked (ValueError naming expected and got) before the model is
     loaded, the ceilings measured or anything run.
-    Columns: step, layer, op, input_shape, output_shape, members, fused, seconds (median,
-    s), flops, other_flops, gflops (GFLOP/s), share_of_time, bytes_<level> and ai_<level>
+    Columns: step, layer, op, input_shape, output_shape (NCHW, the model's channels:
+    workbench.shapes), input_layout_shape, output_layout_shape (the engine's blocked buffers),
+    members, fused, seconds (median, s), seconds_p10, seconds_p90 (percentiles over the
+    repeats), flops, other_flops, gflops (GFLOP/s; gflops_p10, gflops_p90 from the slow and
+    fast percentiles: workbench.spread), share_of_time, bytes_<level> and ai_<level>
     (FLOP/byte) for L1, L2, L3, DRAM, attainable_gflops, roof_fraction, bound, bound_level,
     plus the config: batch, threads, fuse_blocks (the value the run was made with: False,
     True or "auto"; `fused` says which steps ended up fused) and one column per Tiles field
@@ -231,7 +236,8 @@ def profile(model, batch: int = 1, threads: int | None = None, tiles: engine.Til
     for _ in range(repeats):
         model.run(x, threads=threads, tiles=tiles, fuse_blocks=fuse_blocks, hooks=[recorder], machine=machine)
     frame = records_frame(recorder.records)
-    return summarise(frame, ceilings, run_seconds=[r.seconds for r in recorder.runs], fuse_blocks=fuse_blocks)
+    summary = summarise(frame, ceilings, run_seconds=[r.seconds for r in recorder.runs], fuse_blocks=fuse_blocks)
+    return logical_shapes(summary, model)
 
 
 def records_frame(records) -> pd.DataFrame:
@@ -270,10 +276,13 @@ def summarise(frame: pd.DataFrame, ceilings, run_seconds=(), fuse_blocks=None) -
     out["fuse_blocks"] = bool(frame["fused"].any()) if fuse_blocks is None else parse_fuse_blocks(fuse_blocks)
     for column in tile_columns:
         out[column.removeprefix("tile_")] = first[column].to_numpy()
-    out["seconds"] = frame.groupby("step_index", sort=True)["seconds"].median().to_numpy()
+    seconds_by_step = frame.groupby("step_index", sort=True)["seconds"]
+    out["seconds"] = seconds_by_step.median().to_numpy()
     out["flops"] = first["flops"].to_numpy().astype(np.int64)
     out["other_flops"] = first["other_flops"].to_numpy().astype(np.int64)
     out["gflops"] = out["flops"] / out["seconds"] / 1e9
+    for column, values in percentile_columns(seconds_by_step, out["flops"].to_numpy()).items():
+        out[column] = values
     out["share_of_time"] = out["seconds"] / out["seconds"].sum()
     threads = int(out["threads"].iloc[0])
     moved = {level: first[f"bytes_{level}"].to_numpy(dtype=float) for level in LEVELS}
