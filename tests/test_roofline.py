@@ -1,6 +1,7 @@
-"""The roofline figures: roofs equal the ceilings, markers sit at the profile's numbers,
-axes come from the ceilings, arrows go old -> new, HTML is self-contained, bad input is
-refused. Profiles are synthetic but go through workbench.profile's own summarise, so
+"""The roofline figures: roofs equal the ceilings and are labelled on their lines, markers
+sit at the profile's numbers coloured by their bound, axes fit the data, arrows go old ->
+new inside the axes, time bars agree with their title at every level, HTML is
+self-contained, bad input is refused. Profiles are synthetic but go through workbench.profile's own summarise, so
 they have exactly the columns the engine's profiles have."""
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from workbench.profile import records_frame, summarise
 from workbench.before_after import before_after_figure
 from workbench.export import figure_html
 from workbench.figure_parts import MARKER_MIN, OP_COLORS, short_name
-from workbench.roofline import axis_ranges, roofline_figure, roofline_traces, update_roofline
+from workbench.profile import bound_at
+from workbench.roofline import DATA_DECADES, axis_ranges, roofline_figure, roofline_traces, update_roofline
 from workbench.time_bars import BOUND_COLORS, time_bars
 
 LEVELS = ("L1", "L2", "L3", "DRAM")
@@ -118,7 +120,8 @@ def marker_points(figure) -> list[tuple]:
 def test_figure_has_region_then_roofs_then_one_marker_trace_per_op_kind(profile, ceilings):
     figure = roofline_figure(profile, ceilings)
     expected = (["region", "roof:peak"] + [f"roof:{level}" for level in LEVELS]
-                + [f"ops:{kind}" for kind in OP_COLORS])
+                + [f"ops:{kind}" for kind in OP_COLORS]
+                + ["legend:memory", "legend:compute", "size:1%", "size:10%", "size:30%"])
     assert [t.meta for t in figure.data] == expected
     assert figure.layout.xaxis.type == "log" and figure.layout.yaxis.type == "log"
     names = {t.meta: t.name for t in figure.data}
@@ -185,7 +188,7 @@ def test_hover_names_the_layer_and_says_memory_or_compute_bound_at_the_level(pro
         hover = next(h for x, _, h in points if h.startswith(f"<b>{row['layer']}</b>"))
         expected = "memory bound" if row["ai_L2"] < ridge else "compute bound"
         assert expected in hover
-        assert f"{row['seconds'] * 1e3:.3f} ms" in hover and "GFLOP/s" in hover and "FLOP/byte" in hover
+        assert f"{row['seconds'] * 1e3:.3g} ms" in hover and "GFLOP/s" in hover and "FLOP/byte" in hover
         attainable = min(ceilings.peak_gflops(1), row["ai_L2"] * ceilings.bandwidth_gbs("L2", 1))
         assert f"{row['gflops'] / attainable:.0%} of it" in hover
     # both kinds occur, so the check above could fail either way
@@ -215,17 +218,127 @@ def test_shaded_region_ends_at_the_ridge_point_of_the_level(figures, ceilings, l
     assert min(region.x) == pytest.approx(10 ** figure.layout.xaxis.range[0])
 
 
-def test_axis_ranges_are_the_same_for_two_profiles_with_the_same_ceilings(ceilings):
-    one = roofline_figure(make_profile(threads=1, ceilings=ceilings), ceilings, level="L2")
-    two = roofline_figure(make_profile(threads=2, fused=True, ceilings=ceilings), ceilings, level="DRAM")
-    assert tuple(one.layout.xaxis.range) == tuple(two.layout.xaxis.range) == pytest.approx((-2.0, 3.0))
-    assert tuple(one.layout.yaxis.range) == tuple(two.layout.yaxis.range)
-    assert tuple(one.layout.yaxis.range) == pytest.approx((-1.0, math.log10(2 * ceilings.peak_gflops(2))))
+def _within_decades(axis_range, values, decades=DATA_DECADES) -> bool:
+    lo, hi = (10 ** v for v in axis_range)
+    return lo >= min(values) / 10 ** decades * 0.999 and hi <= max(values) * 10 ** decades * 1.001
 
 
-def test_axis_range_widens_by_decades_to_show_a_point_outside(ceilings):
-    ranges = axis_ranges(ceilings, [make_profile(ceilings=ceilings, outlier_ai=5000.0)])
-    assert ranges["x"] == pytest.approx((0.01, 1e4))
+PROFILES = {"1 thread": dict(threads=1), "2 threads fused": dict(threads=2, fused=True),
+            "an outlier at AI 5000": dict(outlier_ai=5000.0), "4x faster": dict(speedup=4.0)}
+
+
+@pytest.mark.parametrize("name", PROFILES)
+@pytest.mark.parametrize("level", LEVELS)
+def test_axes_fit_the_data_within_two_decades_and_clip_no_marker(ceilings, name, level):
+    profile = make_profile(ceilings=ceilings, **PROFILES[name])
+    figure = roofline_figure(profile, ceilings, level=level)
+    xs, ys = zip(*[(x, y) for x, y, _ in marker_points(figure) if x is not None])
+    assert _within_decades(figure.layout.yaxis.range, ys) and _within_decades(figure.layout.xaxis.range, xs)
+    x_lo, x_hi = figure.layout.xaxis.range
+    y_lo, y_hi = figure.layout.yaxis.range
+    for x, y in zip(xs, ys):          # every marker inside, with room for its size
+        assert x_lo < math.log10(x) < x_hi and y_lo < math.log10(y) < y_hi
+    peak = ceilings.peak_gflops(profile_threads_of(profile))
+    assert y_lo < math.log10(peak) < y_hi          # the peak roof is in view
+
+
+def profile_threads_of(profile) -> int:
+    return int(profile["threads"].iloc[0])
+
+
+def test_axis_ranges_are_fitted_per_level_and_the_level_buttons_set_them(profile, ceilings, figures):
+    ranges = {level: axis_ranges(ceilings, [profile], level) for level in LEVELS}
+    assert ranges["L1"]["x"] != ranges["DRAM"]["x"]        # each level its own view of the data
+    for level, button in zip(LEVELS, figures["L2"].layout.updatemenus[0].buttons):
+        _, relayout = button.args
+        assert relayout["xaxis.range"] == pytest.approx([math.log10(v) for v in ranges[level]["x"]])
+        assert tuple(figures[level].layout.xaxis.range) == pytest.approx(relayout["xaxis.range"])
+        assert tuple(figures[level].layout.yaxis.range) == pytest.approx(relayout["yaxis.range"])
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_every_roof_is_labelled_with_its_value_on_its_line_inside_the_axes(ceilings, level):
+    profile = make_profile(ceilings=ceilings)
+    figure = roofline_figure(profile, ceilings, level=level)
+    x_lo, x_hi = (10 ** v for v in figure.layout.xaxis.range)
+    y_lo, y_hi = (10 ** v for v in figure.layout.yaxis.range)
+    labelled = 0
+    for trace in figure.data:
+        if not trace.meta.startswith("roof:"):
+            continue
+        (index,) = [i for i, text in enumerate(trace.text) if text]
+        x, y, text = trace.x[index], trace.y[index], trace.text[index]
+        assert min(trace.x) < x < max(trace.x), trace.meta          # on the line, not at an end
+        assert x_lo < x < x_hi and y_lo < y < y_hi, trace.meta
+        roof = trace.meta.removeprefix("roof:")
+        if roof == "peak":
+            assert text.startswith(f"peak {ceilings.peak_gflops(1):.3g} GFLOP/s")
+        else:
+            assert text == f"{roof} {ceilings.bandwidth_gbs(roof, 1):.3g} GB/s"
+            assert y == pytest.approx(x * ceilings.bandwidth_gbs(roof, 1))     # on the line y = AI x GB/s
+        labelled += 1
+    assert labelled == 1 + len(LEVELS)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_no_annotation_or_text_sits_outside_the_axis_range(ceilings, level):
+    before = make_profile(threads=1, ceilings=ceilings)
+    after = make_profile(threads=2, fused=True, ceilings=ceilings, speedup=1.5)
+    for figure in (before_after_figure(before, after, ceilings, level=level),
+                   roofline_figure(after, ceilings, level=level)):
+        (x_lo, x_hi), (y_lo, y_hi) = figure.layout.xaxis.range, figure.layout.yaxis.range
+        for note in figure.layout.annotations:     # arrows: log10 data coordinates
+            for x, y in ((note.x, note.y), (note.ax, note.ay)):
+                assert x_lo <= x <= x_hi and y_lo <= y <= y_hi, note.name
+        for trace in figure.data:
+            for x, y, text in zip(trace.x or (), trace.y or (), trace.text or ()):
+                if text and x is not None and y is not None:
+                    assert x_lo <= math.log10(x) <= x_hi and y_lo <= math.log10(y) <= y_hi, (trace.meta, text)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_markers_are_coloured_by_their_bound_at_the_level(profile, ceilings, figures, level):
+    bounds = dict(zip(profile["layer"], bound_at(profile, ceilings, level)))
+    seen = set()
+    for trace in figures[level].data:
+        if trace.meta.startswith("ops:"):
+            for name, color in zip(trace.customdata or (), trace.marker.color or ()):
+                assert color == BOUND_COLORS[bounds[name]], name
+                seen.add(bounds[name])
+    assert seen == {"memory", "compute"} or level != "L2"      # at L2 both kinds occur: a wrong colour shows
+
+
+def test_error_bars_span_p10_to_p90_of_the_repeats(profile, figures):
+    rows = profile.set_index("layer")
+    checked = 0
+    for trace in figures["L2"].data:
+        if trace.meta.startswith("ops:") and trace.customdata:
+            assert trace.error_y.visible
+            for name, y, plus, minus in zip(trace.customdata, trace.y, trace.error_y.array, trace.error_y.arrayminus):
+                assert y + plus == pytest.approx(rows.loc[name, "gflops_p90"])
+                assert y - minus == pytest.approx(rows.loc[name, "gflops_p10"])
+                checked += 1
+    assert checked and (rows["gflops_p90"] > rows["gflops_p10"]).any()   # the repeats do differ
+
+
+def test_a_point_above_its_roof_says_why_in_its_hover(ceilings):
+    # 4x faster than the fixture: the classifier (AI 0.5 FLOP/byte) beats its DRAM roof of 7.5 GFLOP/s
+    profile = make_profile(ceilings=ceilings, speedup=4.0)
+    figure = roofline_figure(profile, ceilings, level="DRAM")
+    attainable = np.minimum(ceilings.peak_gflops(1), profile["ai_DRAM"] * ceilings.bandwidth_gbs("DRAM", 1))
+    above = set(profile.loc[(profile["flops"] > 0) & (profile["gflops"] > attainable), "layer"])
+    assert "/classifier/classifier.1/Gemm" in above
+    for x, y, hover in marker_points(figure):
+        name = re.match(r"<b>(.*?)</b>", hover).group(1)
+        assert ("above roof: the bytes model undercounts this step" in hover) == (name in above), name
+
+
+def test_the_title_warns_when_the_repeats_spread_widely(ceilings):
+    quiet = make_profile(ceilings=ceilings)
+    noisy = quiet.copy()
+    noisy["seconds_p90"] = noisy["seconds_p10"] * 2.0
+    assert "noisy" not in roofline_figure(quiet, ceilings).layout.title.text
+    assert "noisy measurement" in roofline_figure(noisy, ceilings).layout.title.text
 
 
 def test_more_threads_raise_the_peak_roof(ceilings):
@@ -332,6 +445,29 @@ def test_time_bars_colour_each_step_by_its_bound(profile, ceilings, use_ceilings
         assert got[label][0] == kind and got[label][1] == pytest.approx(ms)
     assert {kind for kind, _ in got.values()} == {"memory", "compute", "n/a"}
     assert list(figure.layout.yaxis.categoryarray) == [short_name(n) for n in profile["layer"]]
+
+
+def _memory_bars(restyle_or_figure) -> int:
+    """Bars in the memory-bound trace of time_bars (a figure, or a level button's restyle)."""
+    if isinstance(restyle_or_figure, dict):
+        return len(restyle_or_figure["y"][list(BOUND_COLORS).index("memory")])
+    return len(traces_by_meta(restyle_or_figure)["bound:memory"].y)
+
+
+def test_time_bars_level_buttons_recolour_the_bars_and_the_title_counts_them(profile, ceilings):
+    figure = time_bars(profile, ceilings, level="L2")
+    (menu,) = figure.layout.updatemenus
+    assert [b.label for b in menu.buttons] == [f"bound at {level}" for level in LEVELS]
+    counts = set()
+    for level, button in zip(LEVELS, menu.buttons):
+        restyle, relayout = button.args
+        fresh = time_bars(profile, ceilings, level=level)
+        expected = int((bound_at(profile, ceilings, level) == "memory").sum())
+        assert _memory_bars(restyle) == _memory_bars(fresh) == expected
+        assert relayout["title.text"] == fresh.layout.title.text
+        assert f"{expected} of {int((profile['flops'] > 0).sum())} steps memory bound" in fresh.layout.title.text
+        counts.add(expected)
+    assert len(counts) > 1          # the levels disagree, so a stale colouring would be caught
 
 
 # ---------------------------------------------------------------------------- before / after

@@ -171,7 +171,7 @@ def before_after_figure(before: pd.DataFrame, after: pd.DataFrame, ceilings, lev
     check_profile(before, roofline_columns(ceilings), "before")
     check_profile(after, roofline_columns(ceilings), "after")
     threads = (profile_threads(before, "before"), profile_threads(after, "after"))
-    ranges = axis_ranges(ceilings, [before, after])
+    ranges = axis_ranges(ceilings, [before, after], level)
     matched, only_before, only_after = match_steps(before, after, level)
 
     figure = go.Figure(_roof_traces(ceilings, threads, level, ranges, labels))

@@ -1,6 +1,9 @@
 """Figures to files: HTML always (`figure_html`: plotly.js inline, works offline), PNG and
 SVG through kaleido when it and a Chromium are available (Debian's `chromium` at
-/usr/bin/chromium is used when kaleido finds no browser of its own)."""
+/usr/bin/chromium is used when kaleido finds no browser of its own).
+
+An image is for pasting in a slide (`for_image`): IMAGE_WIDTH px wide, without the
+figure's buttons (updatemenus: they do nothing in an image), the title inside the canvas."""
 from __future__ import annotations
 
 import os
@@ -13,6 +16,8 @@ from workbench.atomic import atomic_path
 
 IMAGE_SUFFIXES = (".png", ".svg")
 SYSTEM_CHROMIUM = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
+IMAGE_WIDTH = 1600            # px: a slide's width
+IMAGE_HEIGHT = 900            # px, unless the figure sets its own height
 
 
 def figure_html(figure: go.Figure) -> str:
@@ -20,6 +25,18 @@ def figure_html(figure: go.Figure) -> str:
     plotly package (no CDN, no network needed to view it); MathJax is not included."""
     return figure.to_html(full_html=True, include_plotlyjs=True, include_mathjax=False,
                           config={"displaylogo": False, "responsive": True})
+
+
+def for_image(fig: go.Figure, width: int = IMAGE_WIDTH) -> go.Figure:
+    """A copy of `fig` as an image shows it: `width` px wide (its own height, else
+    IMAGE_HEIGHT), no updatemenus (buttons), the title anchored a few px inside the left
+    edge so no letter is cut off."""
+    image = go.Figure(fig)
+    height = image.layout.height or IMAGE_HEIGHT
+    image.layout.updatemenus = ()           # update_layout(updatemenus=[]) would keep them
+    image.update_layout(width=width, height=height, autosize=False)
+    image.update_layout(title=dict(x=0.01, xref="container", xanchor="left"))
+    return image
 
 
 def image_export_unavailable() -> str | None:
@@ -35,7 +52,8 @@ def image_export_unavailable() -> str | None:
 
 
 def export_figure(fig: go.Figure, path) -> Path:
-    """Write `fig` to `path` by its suffix (.html, .png or .svg), atomically.
+    """Write `fig` to `path` by its suffix (.html, .png or .svg), atomically; an image as
+    `for_image` draws it (IMAGE_WIDTH px wide, no buttons).
 
     Raises ValueError for another suffix and RuntimeError naming what is missing when an
     image is asked for where kaleido or Chromium is not available."""
@@ -55,5 +73,7 @@ def export_figure(fig: go.Figure, path) -> Path:
         if suffix == ".html":
             temporary.write_text(figure_html(fig), encoding="utf-8")
         else:
-            fig.write_image(str(temporary), format=suffix[1:])
+            image = for_image(fig)
+            image.write_image(str(temporary), format=suffix[1:], width=image.layout.width,
+                              height=image.layout.height)
     return path

@@ -1,6 +1,7 @@
-"""What the figures (roofline, before_after, time_bars) share: the colour of each op
-kind, marker sizes by share of time, short layer names, the steps that get a point, number
-formatting for hovers, and a per-figure memo of the ceilings' numbers."""
+"""What the figures (roofline, before_after, time_bars) share: the colour and symbol of
+each op kind, the colour of each bound, marker sizes by share of time, short layer names,
+the steps that get a point, number and shape formatting for hovers and tables, and a
+per-figure memo of the ceilings' numbers."""
 from __future__ import annotations
 
 import ast
@@ -23,6 +24,22 @@ OP_COLORS = {
     "linear": "#e377c2",
     "other": "#bcbd22",
 }
+# Marker symbol of each op kind on the roofline (the colour says what bounds the step).
+OP_SYMBOLS = {
+    "stem": "star",
+    "conv": "hexagon",
+    "depthwise": "diamond",
+    "expand": "triangle-up",
+    "project": "triangle-down",
+    "pointwise": "square",
+    "block": "circle",
+    "pool": "cross",
+    "linear": "pentagon",
+    "other": "x",
+}
+# Colour of what bounds a step, the same in every figure and table (profile.bound_at).
+BOUND_COLORS = {"memory": "#e45756", "compute": "#4c78a8", "n/a": "#bab0ac"}
+NOISE_COLOR = "#8a5a00"              # the noise warning's text
 MARKER_MIN, MARKER_MAX = 6.0, 60.0   # px diameter at share_of_time 0 and 1 (sqrt scaling)
 
 
@@ -121,3 +138,22 @@ def format_value(value: float, unit: str = "") -> str:
     if value is None or not math.isfinite(value):
         return "inf" + (f" {unit}" if unit else "")
     return f"{value:.3g}" + (f" {unit}" if unit else "")
+
+
+def format_ms(seconds: float) -> str:
+    """Seconds as milliseconds with 3 significant digits: 0.000122 -> "0.122 ms"."""
+    if seconds is None or not math.isfinite(float(seconds)):
+        return ""
+    return f"{float(seconds) * 1e3:.3g} ms"
+
+
+def shape_text(shape) -> str:
+    """A shape as "(1, 384, 14, 14)": a tuple, list or its str() from a CSV."""
+    if isinstance(shape, str):
+        try:
+            shape = ast.literal_eval(shape)
+        except (ValueError, SyntaxError):
+            return shape
+    if isinstance(shape, (tuple, list, np.ndarray)):
+        return "(" + ", ".join(str(int(v)) for v in shape) + ")"
+    return str(shape)

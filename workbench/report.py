@@ -1,5 +1,10 @@
 """Headless reports: one self-contained HTML page (plotly.js inline, works offline) plus
-the per-layer records as CSV and Parquet."""
+the per-layer records as CSV and Parquet, and the roofline as a 1600 px PNG and an SVG.
+
+The page says one thing one way: its header counts the steps memory bound at the chosen
+level (profile.bound_at, the rule the time bars colour by), and at every other level (what
+the bars' level buttons show); its table is workbench.layer_table's, sortable (click a
+header) and filterable (the box above it)."""
 from __future__ import annotations
 
 import html
@@ -15,23 +20,77 @@ from engine.checks import check_bool
 from workbench.atomic import atomic_path
 from workbench.before_after import before_after_figure
 from workbench.export import export_figure, image_export_unavailable
-from workbench.profile import check_ceilings, check_level, check_profile, default_ceilings, describe_fusion, save_frame
+from workbench.layer_table import formatted, layer_table
+from workbench.profile import (bound_at, check_ceilings, check_level, check_profile, default_ceilings, describe_fusion,
+                               save_frame)
+from workbench.roof_notes import above_roof_note
 from workbench.roofline import roofline_figure
+from workbench.spread import noise_warning
 from workbench.time_bars import time_bars
 
 logger = logging.getLogger(__name__)
 
-# What the report reads from a profile (besides the table's columns, shown when present).
+# What the report reads from a profile.
 REQUIRED_COLUMNS = ["layer", "op", "seconds", "flops", "batch", "threads", "bound"]
-TABLE_COLUMNS = ["layer", "op", "seconds", "share_of_time", "flops", "gflops", "ai_L1", "ai_L2", "ai_L3",
-                 "ai_DRAM", "attainable_gflops", "roof_fraction", "bound", "bound_level"]
+
+# Sorting (click a header; numbers by their data-value) and filtering (rows containing the
+# box's text) of the layers table, without any library.
+TABLE_SCRIPT = """<script>
+(function () {
+  var table = document.getElementById("layers"), box = document.getElementById("layers-filter");
+  box.addEventListener("input", function () {
+    var text = box.value.toLowerCase();
+    Array.prototype.forEach.call(table.tBodies[0].rows, function (row) {
+      row.style.display = row.textContent.toLowerCase().indexOf(text) >= 0 ? "" : "none";
+    });
+  });
+  Array.prototype.forEach.call(table.tHead.rows[0].cells, function (cell, column) {
+    cell.style.cursor = "pointer";
+    cell.addEventListener("click", function () {
+      var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
+      var down = cell.getAttribute("data-order") !== "down";
+      cell.setAttribute("data-order", down ? "down" : "up");
+      rows.sort(function (a, b) {
+        var x = a.cells[column].getAttribute("data-value"), y = b.cells[column].getAttribute("data-value");
+        var nx = parseFloat(x), ny = parseFloat(y);
+        var order = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : String(x).localeCompare(String(y));
+        return down ? -order : order;
+      });
+      rows.forEach(function (row) { body.appendChild(row); });
+    });
+  });
+})();
+</script>"""
 
 
-def _table_html(frame: pd.DataFrame) -> str:
-    shown = frame[[c for c in TABLE_COLUMNS if c in frame.columns]].copy()
-    shown["seconds"] = (shown["seconds"] * 1e3).round(3)
-    shown = shown.rename(columns={"seconds": "ms"})
-    return shown.to_html(index=False, float_format=lambda v: f"{v:.3g}", classes="layers", border=0)
+def memory_bound_counts(frame: pd.DataFrame, ceilings) -> dict[str, int]:
+    """{level: steps memory bound there (profile.bound_at)} for every level of the ceilings."""
+    return {level: int((bound_at(frame, ceilings, level) == "memory").sum()) for level in ceilings.levels}
+
+
+def _table_html(frame: pd.DataFrame, ceilings, level: str) -> str:
+    """The layers table: formatted cells, each with its number (or text) to sort by."""
+    table = layer_table(frame, ceilings, level)
+    shown = formatted(table, level)
+    keys = {"ms": table["ms"], "% time": table["share"], "GFLOP/s": table["gflops"], f"AI at {level}": table["ai"],
+            f"GB/s at {level}": table["gbs"], f"% of roof at {level}": table["roof"]}
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in shown.columns)
+    body = []
+    for index, row in shown.iterrows():
+        cells = []
+        for column, text in row.items():
+            value = keys[column].iloc[index] if column in keys else text
+            value = "" if isinstance(value, float) and value != value else value
+            title = f' title="{html.escape(table["note"].iloc[index])}"' if column.startswith("% of roof") and \
+                table["note"].iloc[index] else ""
+            cells.append(f'<td data-value="{html.escape(str(value))}"{title}>{html.escape(str(text))}</td>')
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    notes = sorted(set(n for n in table["note"] if n))
+    footnote = "".join(f"<p class='note'>* {html.escape(n)}</p>" for n in notes)
+    return (f'<p><input id="layers-filter" placeholder="filter rows (e.g. depthwise, memory)" size="40"> '
+            f'click a column header to sort</p>'
+            f'<table id="layers" class="layers"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+            f"{footnote}{TABLE_SCRIPT}")
 
 
 def _check_report_arguments(frame, out, model_name, ceilings, before, level, images) -> None:
@@ -53,8 +112,9 @@ def _check_report_arguments(frame, out, model_name, ceilings, before, level, ima
 
 def write_report(frame: pd.DataFrame, out: Path, model_name: str = "model", ceilings=None,
                  before: pd.DataFrame | None = None, level: str = "L2", images: bool = True) -> list[Path]:
-    """Write report.html, layers.csv and layers.parquet into `out`, and roofline.png and
-    roofline.svg when kaleido and a Chromium are available (images=True); returns the paths.
+    """Write report.html, layers.csv and layers.parquet into `out`, and roofline.png (1600
+    px wide) and roofline.svg, without the level buttons (workbench.export.for_image), when
+    kaleido and a Chromium are available (images=True); returns the paths.
 
     frame: a workbench.profile DataFrame. out: a folder (created if missing; an existing
     file there is refused). before: optionally a second profile shown as a before/after view
@@ -74,7 +134,7 @@ def write_report(frame: pd.DataFrame, out: Path, model_name: str = "model", ceil
     figures = _figures(frame, ceilings, before, level)
     html_path = out / "report.html"
     with atomic_path(html_path) as temporary:
-        temporary.write_text(_page(frame, ceilings, figures, model_name), encoding="utf-8")
+        temporary.write_text(_page(frame, ceilings, figures, model_name, level), encoding="utf-8")
     paths = [html_path, save_frame(frame, out / "layers.csv"), save_frame(frame, out / "layers.parquet")]
     if images:
         reason = image_export_unavailable()
@@ -97,31 +157,49 @@ def _figures(frame: pd.DataFrame, ceilings, before: pd.DataFrame | None, level: 
     return figures
 
 
-def _page(frame: pd.DataFrame, ceilings, figures: list, model_name: str) -> str:
-    """The report's HTML: a summary line, the figures (plotly.js inlined once, with the
-    first) and the table of layers."""
+def summary_line(frame: pd.DataFrame, ceilings, level: str, model_name: str = "model") -> str:
+    """The report's header sentence (plain text): the configuration, the time and GFLOP/s,
+    and how many steps are memory bound at `level` (what the time bars show) and at each
+    other level."""
+    total = float(frame["seconds"].sum())
+    fusion = describe_fusion(frame)
+    counts = memory_bound_counts(frame, ceilings)
+    with_flops = int((pd.to_numeric(frame["flops"]) > 0).sum())
+    others = ", ".join(f"{lv}: {n}" for lv, n in counts.items() if lv != level)
+    return (f"{model_name}: batch {int(frame['batch'].iloc[0])}, {int(frame['threads'].iloc[0])} thread(s)"
+            f"{f', {fusion}' if fusion else ''}, {total * 1e3:.3g} ms per run (sum of step medians), "
+            f"{frame['flops'].sum() / total / 1e9:.3g} GFLOP/s overall; "
+            f"{counts[level]} of {with_flops} steps memory bound at {level} (AI below its ridge point; "
+            f"at {others}).")
+
+
+def _page(frame: pd.DataFrame, ceilings, figures: list, model_name: str, level: str) -> str:
+    """The report's HTML: a summary line, a noise warning when the repeats spread widely,
+    the figures (plotly.js inlined once, with the first, each as wide as the page) and the
+    table of layers."""
     parts = []
     for index, figure in enumerate(figures):
-        parts.append(pio.to_html(figure, full_html=False, include_plotlyjs="inline" if index == 0 else False))
-    total = frame["seconds"].sum()
-    fusion = describe_fusion(frame)
-    summary = (f"{html.escape(model_name)}: batch {int(frame['batch'].iloc[0])}, "
-               f"{int(frame['threads'].iloc[0])} thread(s){f', {fusion}' if fusion else ''}, "
-               f"{total * 1e3:.2f} ms per run "
-               f"(sum of step medians), {frame['flops'].sum() / total / 1e9:.1f} GFLOP/s overall; "
-               f"{(frame['bound'] == 'memory').sum()} of {(frame['bound'] != 'n/a').sum()} layers memory bound.")
+        parts.append(pio.to_html(figure, full_html=False, include_plotlyjs="inline" if index == 0 else False,
+                                 config={"responsive": True, "displaylogo": False}, default_width="100%"))
+    warning = noise_warning(frame)
+    warning_html = f'<p class="warning">{html.escape(warning)}</p>' if warning else ""
+    above = int(sum(bool(above_roof_note(r, op)) for r, op in zip(frame.get("roof_fraction", []), frame["op"])))
+    above_html = (f"<p>{above} step(s) measured above their tightest roof: the bytes model undercounts "
+                  f"them (see the * notes under the table).</p>" if above else "")
     return f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>Roofline report: {html.escape(model_name)}</title>
 <style>body{{font-family:sans-serif;margin:2em}} table.layers{{border-collapse:collapse;font-size:12px}}
-table.layers td,table.layers th{{padding:2px 6px;border-bottom:1px solid #ddd;text-align:right}}</style>
+table.layers td,table.layers th{{padding:2px 6px;border-bottom:1px solid #ddd;text-align:right}}
+p.warning{{color:#8a5a00;font-weight:bold}} p.note{{font-size:12px;color:#555}}</style>
 </head><body>
 <h1>Roofline report: {html.escape(model_name)}</h1>
-<p>{summary}</p>
-<p>Time is measured (median over runs); FLOPs are counted exactly (2 per multiply-accumulate);
-bytes moved are modelled per memory level (see engine/traffic.py). Roofs are this machine's
-measured ceilings ({html.escape(str(ceilings.machine.get('cpu_model', '')))}).
+<p id="summary">{html.escape(summary_line(frame, ceilings, level, model_name))}</p>
+{warning_html}{above_html}
+<p>Time is measured (median over runs; error bars p10-p90); FLOPs are counted exactly (2 per
+multiply-accumulate); bytes moved are modelled per memory level (see engine/traffic.py). Roofs
+are this machine's measured ceilings ({html.escape(str(ceilings.machine.get('cpu_model', '')))}).
 Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')}.</p>
 {''.join(parts)}
-<h2>Layers</h2>
-{_table_html(frame)}
+<h2>Layers at {html.escape(level)}</h2>
+{_table_html(frame, ceilings, level)}
 </body></html>"""

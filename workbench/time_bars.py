@@ -3,7 +3,7 @@ execution order, coloured by what bounds the step.
 
     from workbench import time_bars
     time_bars(frame)                      # bound: each step's tightest roof over all levels
-    time_bars(frame, ceilings, "L2")      # bound at L2 (profile.is_memory_bound)
+    time_bars(frame, ceilings, "L2")      # bound at L2 (profile.is_memory_bound), buttons for every level
 """
 from __future__ import annotations
 
@@ -13,10 +13,9 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from workbench.figure_parts import format_value, memoised, short_name
+from workbench.figure_parts import BOUND_COLORS, format_ms, format_value, memoised, short_name
 from workbench.profile import bound_at, check_level, check_profile, profile_threads
 
-BOUND_COLORS = {"memory": "#e45756", "compute": "#4c78a8", "n/a": "#bab0ac"}
 BOUND_LABELS = {"memory": "memory bound", "compute": "compute bound", "n/a": "no FLOPs"}
 
 
@@ -33,32 +32,59 @@ def _bar_labels(profile: pd.DataFrame) -> list[str]:
 def _bar_hover(row, kind: str, level: str | None) -> str:
     """Hover text of one bar; `level`: where the bound was decided (None: over all levels)."""
     text = (f"<b>{html.escape(str(row['layer']))}</b> ({html.escape(str(row['op']))})<br>"
-            f"time {float(row['seconds']) * 1e3:.3f} ms ({float(row['share_of_time']):.1%})<br>"
+            f"time {format_ms(float(row['seconds']))} ({float(row['share_of_time']):.1%})<br>"
             f"{float(row['gflops']):.3g} GFLOP/s<br>{BOUND_LABELS[kind]}")
     if level is not None and kind != "n/a":
         text += f" at {level} (AI {format_value(float(row[f'ai_{level}']), 'FLOP/byte')})"
     return text
 
 
-def _bound_trace(frame: pd.DataFrame, labels: np.ndarray, bound: np.ndarray, kind: str,
-                 level: str | None) -> go.Bar:
-    """The bars of the steps whose bound is `kind`, as one trace (meta "bound:<kind>")."""
-    mask = bound == kind
-    rows = frame[mask]
-    hover = [_bar_hover(row, kind, level) for _, row in rows.iterrows()]
-    return go.Bar(
-        name=BOUND_LABELS[kind], meta=f"bound:{kind}", orientation="h",
-        y=list(labels[mask]), x=(rows["seconds"].astype(float) * 1e3).tolist(),
-        marker=dict(color=BOUND_COLORS[kind]), hoverinfo="text", hovertext=hover, showlegend=bool(mask.any()))
+def _bound_specs(frame: pd.DataFrame, labels: np.ndarray, bound: np.ndarray, level: str | None) -> list[dict]:
+    """The bars of each bound class as one trace spec each (meta "bound:<kind>", in
+    BOUND_COLORS order): y the steps' labels, x their time in ms."""
+    specs = []
+    for kind in BOUND_COLORS:
+        mask = bound == kind
+        rows = frame[mask]
+        specs.append(dict(
+            name=BOUND_LABELS[kind], meta=f"bound:{kind}", orientation="h",
+            y=list(labels[mask]), x=(rows["seconds"].astype(float) * 1e3).tolist(),
+            marker=dict(color=BOUND_COLORS[kind]), hoverinfo="text",
+            hovertext=[_bar_hover(row, kind, level) for _, row in rows.iterrows()], showlegend=bool(mask.any())))
+    return specs
 
 
-def time_bars(profile: pd.DataFrame, ceilings=None, level: str = "L2") -> go.Figure:
+def _title(frame: pd.DataFrame, bound: np.ndarray, level: str | None) -> str:
+    basis = "each step's tightest roof over all levels" if level is None else \
+        f"at {level}: AI below the ridge point is memory bound"
+    memory, with_flops = int((bound == "memory").sum()), int((bound != "n/a").sum())
+    return f"Time per step: {memory} of {with_flops} steps memory bound ({basis})"
+
+
+def _level_menu(frame: pd.DataFrame, labels: np.ndarray, ceilings, level: str) -> list[dict]:
+    """Buttons that recolour the bars at another level, client side (no Python needed)."""
+    buttons = []
+    for other in ceilings.levels:
+        bound = bound_at(frame, ceilings, other)
+        specs = _bound_specs(frame, labels, bound, other)
+        restyle = {key: [spec[key] for spec in specs] for key in ("x", "y", "hovertext", "showlegend")}
+        buttons.append(dict(label=f"bound at {other}", method="update",
+                            args=[restyle, {"title.text": _title(frame, bound, other)}]))
+    return [dict(type="buttons", direction="right", active=list(ceilings.levels).index(level), buttons=buttons,
+                 x=1.0, xanchor="right", y=1.0, yanchor="bottom", pad=dict(r=0, t=0, b=24), showactive=True,
+                 font=dict(size=11))]
+
+
+def time_bars(profile: pd.DataFrame, ceilings=None, level: str = "L2", level_buttons: bool = True) -> go.Figure:
     """Horizontal bars of each step's time (ms), in execution order (top to bottom),
     coloured by what bounds it: one trace per class ("memory bound", "compute bound",
-    "no FLOPs"), colours BOUND_COLORS.
+    "no FLOPs"; meta "bound:<kind>"), colours BOUND_COLORS. The title counts the memory
+    bound steps, so it agrees with the bars.
 
-    With `ceilings`, bound means at `level` (AI < ridge point => memory bound); without,
-    the profile's own `bound` column (its tightest roof over all levels) is used.
+    With `ceilings`, bound means at `level` (profile.bound_at: AI < ridge point => memory
+    bound), and level_buttons recolour the bars at each level of the ceilings in the
+    browser; without, the profile's own `bound` column (its tightest roof over all levels)
+    is used.
     """
     ceilings = None if ceilings is None else memoised(ceilings)
     columns = ["layer", "op", "seconds", "share_of_time", "flops", "gflops"]
@@ -66,25 +92,24 @@ def time_bars(profile: pd.DataFrame, ceilings=None, level: str = "L2") -> go.Fig
         columns.append("bound")
     else:
         check_level(ceilings, level)
-        columns += ["threads", f"ai_{level}"]
+        columns += ["threads"] + [f"ai_{lv}" for lv in ceilings.levels]
     check_profile(profile, columns)
     frame = profile.sort_values("step", kind="stable") if "step" in profile.columns else profile
     if ceilings is None:
         bound, shown_level = frame["bound"].astype(str).to_numpy(), None
-        basis = "each step's tightest roof over all levels"
     else:
         profile_threads(frame)
         bound, shown_level = bound_at(frame, ceilings, level), level
-        basis = f"at {level}: AI below the ridge point is memory bound"
-    labels = _bar_labels(frame)
-    figure = go.Figure([_bound_trace(frame, np.asarray(labels, dtype=object), bound, kind, shown_level)
-                        for kind in BOUND_COLORS])
+    labels = np.asarray(_bar_labels(frame), dtype=object)
+    figure = go.Figure([go.Bar(**spec) for spec in _bound_specs(frame, labels, bound, shown_level)])
     figure.update_layout(
-        title=dict(text=f"Time per step, coloured by bound ({basis})", x=0.0, xanchor="left"),
-        barmode="overlay", plot_bgcolor="white", hovermode="closest",
+        title=dict(text=_title(frame, bound, shown_level), x=0.01, xanchor="left"),
+        barmode="overlay", plot_bgcolor="white", hovermode="closest", autosize=True,
         xaxis=dict(title=dict(text="time (ms)"), showgrid=True, gridcolor="#e5e5e5"),
-        yaxis=dict(categoryorder="array", categoryarray=labels, autorange="reversed", automargin=True,
+        yaxis=dict(categoryorder="array", categoryarray=list(labels), autorange="reversed", automargin=True,
                    tickfont=dict(size=10)),
-        height=max(400, 16 * len(frame) + 140), margin=dict(l=10, r=20, t=60, b=50),
+        height=max(400, 16 * len(frame) + 160), margin=dict(l=10, r=20, t=90, b=50),
         legend=dict(orientation="h", x=0.0, y=1.0, yanchor="bottom"))
+    if ceilings is not None and level_buttons:
+        figure.update_layout(updatemenus=_level_menu(frame, labels, ceilings, level))
     return figure

@@ -1,0 +1,49 @@
+"""The word on a roof fraction above 100 %.
+
+A step cannot beat its roof; when its measured GFLOP/s is above min(peak, AI x bandwidth),
+the AI is overstated: the bytes model (engine/traffic.py) counted fewer bytes than the
+step moved, most often because its operands were already in a faster cache (the step
+before prefetched its weights, or just wrote its input). Every figure, table, the report
+and the CLI say so with `above_roof_note`; `format_roof_fraction` is the "% of roof" cell.
+"""
+from __future__ import annotations
+
+import math
+
+# Ops whose kernels read weights, which the step before may have prefetched (engine.traffic:
+# a 1x1 conv prefetches the next weighted step's weights while it runs).
+WEIGHTED_OPS = frozenset({"stem", "conv", "expand", "project", "pointwise", "block", "linear"})
+
+
+def is_above_roof(fraction) -> bool:
+    """True when a roof fraction (measured / attainable GFLOP/s) is a finite number above 1."""
+    try:
+        value = float(fraction)
+    except (TypeError, ValueError):
+        return False
+    return math.isfinite(value) and value > 1.0
+
+
+def above_roof_note(fraction, op: str | None = None) -> str:
+    """"" for a fraction <= 1 (or not a number); else the sentence that says why a step sits
+    above its roof, naming the likely cause for the step's op."""
+    if not is_above_roof(fraction):
+        return ""
+    cause = ("weights prefetched by the step before" if op in WEIGHTED_OPS
+             else "its input still in cache from the step before")
+    return f"above roof: the bytes model undercounts this step ({cause})"
+
+
+def format_roof_fraction(fraction, op: str | None = None, short: bool = False) -> str:
+    """A roof fraction as a table cell: "64%", "172% (above roof*)" with short, else with
+    the whole note; "" for a missing value."""
+    try:
+        value = float(fraction)
+    except (TypeError, ValueError):
+        return ""
+    if not math.isfinite(value):
+        return ""
+    text = f"{value:.0%}"
+    if is_above_roof(value):
+        text += " (above roof*)" if short else f" ({above_roof_note(value, op)})"
+    return text
