@@ -1,5 +1,6 @@
 # Roofline Workbench — set-up, notebooks, headless report and tests.
-#   make lab      set up .venv, build data/, open JupyterLab on notebooks/
+#   make lab      set up .venv, build data/, start JupyterLab on notebooks/ (127.0.0.1, as root
+#                 too) and print the URL to open
 #   make report   the headless main job: profile the default model, write reports/
 #   make test     set up, then run the whole test suite (notebooks included), and the
 #                 lane-width-dependent tests again with the other width forced
@@ -12,9 +13,14 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 MODEL  := data/mobilenet_v2.onnx
 CHROMIUM := /usr/bin/chromium
+# The project's JupyterLab settings, installed into the venv (a labconfig folder of its Jupyter
+# config path): a double-click opens the jupytext .py notebooks as notebooks.
+LAB_SETTINGS := $(VENV)/etc/jupyter/labconfig/default_setting_overrides.json
+# `make lab`'s command (tests/test_lab.py runs it as root and as a normal user).
+LAB_COMMAND := $(PY) lab/launch.py --notebook-dir notebooks
 PYTEST_ARGS ?=
 
-.PHONY: setup lab report test bench data clean deepsparse-venv
+.PHONY: setup lab lab-settings report test bench data clean deepsparse-venv
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,7 +28,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -e '.[test,distributed]'
 	touch $@
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed $(LAB_SETTINGS)
+
+$(LAB_SETTINGS): lab/default_setting_overrides.json $(VENV)/.installed
+	mkdir -p $(dir $@)
+	cp lab/default_setting_overrides.json $@
+
+lab-settings: $(LAB_SETTINGS)
 
 $(MODEL): $(VENV)/.installed engine/zoo.py
 	rm -f $@
@@ -30,8 +42,8 @@ $(MODEL): $(VENV)/.installed engine/zoo.py
 
 data: $(MODEL)
 
-lab: data
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+lab: data $(LAB_SETTINGS)
+	$(LAB_COMMAND)
 
 report: data
 	$(PY) -m workbench.cli report --model $(MODEL) --out reports
@@ -53,7 +65,7 @@ $(CHROMIUM):
 # host 8-lane ones.
 OTHER_LANES = $(PY) -c "from engine._numba_env import HOST_LANES; print(8 if HOST_LANES == 16 else 16)"
 
-test: data $(CHROMIUM)
+test: data $(LAB_SETTINGS) $(CHROMIUM)
 	$(PY) -m pytest $(PYTEST_ARGS)
 	ROOFLINE_LANES=$$($(OTHER_LANES)) $(PY) -m pytest -m lanes $(PYTEST_ARGS)
 
