@@ -39,6 +39,63 @@ def test_jupyterlab_lists_the_widget_anywidget_and_plotly_extensions_enabled():
         assert "enabled" in lines[0] and "OK" in lines[0], lines[0]
 
 
+def _save_as_jupyterlab_does(root: Path, name: str) -> None:
+    """Open notebooks/<name> through the jupytext contents manager JupyterLab's server uses,
+    give it what a session adds (outputs, execution counts, the kernel's language_info and
+    widget state, JupyterLab's cell metadata) and save it."""
+    from jupyter_server.services.contents.largefilemanager import LargeFileManager
+    from jupytext.sync_contentsmanager import build_sync_jupytext_contents_manager_class
+
+    manager = build_sync_jupytext_contents_manager_class(LargeFileManager)(root_dir=str(root))
+    model = manager.get(name)
+    notebook = model["content"]
+    notebook.metadata["language_info"] = {"name": "python", "version": sys.version.split()[0]}
+    notebook.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
+    for cell in notebook.cells:
+        cell.metadata.update({"scrolled": True, "execution": {"iopub.status.idle": "2026-01-01T00:00:00Z"}})
+        if cell.cell_type == "code":
+            cell.execution_count = 7
+            cell.outputs = [{"output_type": "stream", "name": "stdout", "text": "ran\n"}]
+    manager.save(model, name)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_running_and_saving_a_notebook_leaves_its_py_file_byte_for_byte(path, tmp_path):
+    """The jupytext header's filters (cell_metadata_filter -all, no jupytext or format
+    version) make a save in JupyterLab write back exactly the tracked file."""
+    copy = tmp_path / path.name
+    copy.write_bytes(path.read_bytes())
+    _save_as_jupyterlab_does(tmp_path, path.name)
+    assert copy.read_text() == path.read_text()
+
+
+def test_the_save_check_sees_a_notebook_without_the_filters_change():
+    """Without the header's filters, jupytext writes its version into the file on save."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        copy = Path(folder) / "plain.py"
+        text = NOTEBOOKS[0].read_text()
+        text = "".join(line for line in text.splitlines(keepends=True) if "metadata_filter" not in line)
+        copy.write_text(text)
+        _save_as_jupyterlab_does(Path(folder), copy.name)
+        assert "jupytext_version" in copy.read_text()
+
+
+def test_notebook_outputs_and_new_notebooks_are_kept_out_of_git():
+    """A .ipynb (a pairing, a "Save As", the launcher's Untitled.ipynb) and JupyterLab's
+    side files in notebooks/ are ignored, so running a session leaves `git status` clean."""
+    names = ["notebooks/Untitled.ipynb", "notebooks/Untitled1.ipynb", "notebooks/01_quickstart.ipynb",
+             "notebooks/untitled.py", "notebooks/Untitled.py", "notebooks/.ipynb_checkpoints/01_quickstart-checkpoint.py",
+             "notebooks/.virtual_documents/01_quickstart.py"]
+    result = subprocess.run(["git", "check-ignore", "--no-index", *names], cwd=ROOT, capture_output=True, text=True,
+                            timeout=60)
+    assert sorted(result.stdout.split()) == sorted(names), result.stdout + result.stderr
+    tracked = subprocess.run(["git", "check-ignore", "--no-index", *map(str, NOTEBOOKS)], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+    assert tracked.stdout.strip() == ""
+
+
 @pytest.fixture(scope="module")
 def kernel_name():
     """A kernel that runs this interpreter: the venv's own "python3" kernelspec if it runs
