@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import external_data_helper, numpy_helper
 
 from engine.errors import ModelError, UnsupportedOperatorError
 from engine.graph import Graph, Layer
@@ -545,9 +545,23 @@ HANDLERS = {
 # ---------------------------------------------------------------- entry point
 
 def read_model(source) -> onnx.ModelProto:
-    """A path, bytes or ModelProto -> ModelProto, with ModelError for anything unreadable."""
+    """A path, bytes or ModelProto -> ModelProto holding every tensor's data, with ModelError
+    for anything unreadable.
+
+    External data (model.onnx beside model.onnx.data, as torch's dynamo exporter writes it)
+    is read from the model file's folder, wherever the working directory is. Bytes and a
+    ModelProto have no folder of their own: their external data is looked up in the working
+    directory, as ONNX Runtime does, and a file not found there is a ModelError naming it
+    (load the path instead, or onnx.load(path), which reads the data). A given ModelProto is
+    not modified (one with external data is copied first)."""
     if isinstance(source, onnx.ModelProto):
-        return source
+        if not any(external_data_helper.uses_external_data(tensor) for _, tensor in _tensors(source)):
+            return source
+        model = onnx.ModelProto()
+        model.CopyFrom(source)
+        _read_external_data(model, Path.cwd(), "the given onnx.ModelProto")
+        return model
+    folder = Path.cwd()
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
         where = "the given bytes"
@@ -557,6 +571,7 @@ def read_model(source) -> onnx.ModelProto:
             raise ModelError(f"model file not found: {str(path)!r}")
         data = path.read_bytes()
         where = repr(str(path))
+        folder = Path(os.path.abspath(path)).parent     # as onnx.load and ONNX Runtime: symlinks not followed
     else:
         raise ModelError(f"expected a path, bytes or onnx.ModelProto, got {type(source).__name__}")
     if not data:
@@ -568,7 +583,42 @@ def read_model(source) -> onnx.ModelProto:
         raise ModelError(f"{where} is not an ONNX model (protobuf parse failed: {exc})") from None
     if not model.HasField("graph") or not model.graph.node:
         raise ModelError(f"{where} is not an ONNX model (no graph or no nodes)")
+    _read_external_data(model, folder, None if isinstance(source, (str, os.PathLike)) else where)
     return model
+
+
+def _tensors(model: onnx.ModelProto):
+    """(what, tensor) for every tensor of the main graph the importer reads: initializers and
+    the tensors of node attributes (a Constant's value)."""
+    for tensor in model.graph.initializer:
+        yield "initializer", tensor
+    for node in model.graph.node:
+        for attribute in node.attribute:
+            for tensor in (attribute.t, *attribute.tensors) if attribute.HasField("t") else attribute.tensors:
+                yield f"tensor of node {node.name!r} ({node.op_type})", tensor
+
+
+def _read_external_data(model: onnx.ModelProto, folder: Path, without_folder: str | None) -> None:
+    """Read every external tensor's data into `model` (ours to change) from `folder`; onnx
+    refuses a location outside it, absolute, or past the end of its file. `without_folder`:
+    what was given instead of a file ("the given bytes"), whose folder is the working one."""
+    for what, tensor in _tensors(model):
+        if not external_data_helper.uses_external_data(tensor):
+            continue
+        location = next((entry.value for entry in tensor.external_data if entry.key == "location"), "")
+        try:
+            external_data_helper.load_external_data_for_tensor(tensor, str(folder))   # ValueError: a bad offset
+        except (onnx.checker.ValidationError, OSError, ValueError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if without_folder is None:
+                of, where, hint = "", "the model's folder", ""
+            else:
+                of, where = f" of {without_folder}", ("the working directory (bytes and a ModelProto have no folder "
+                                                      "of their own; ONNX Runtime looks there too)")
+                hint = ("; load the model from its path (engine.load('folder/model.onnx')), or pass "
+                        "onnx.load('folder/model.onnx'), which reads the data")
+            raise ModelError(f"{what} {tensor.name!r}{of} keeps its data in the external file {location!r}, which "
+                             f"cannot be read from {where}: {str(folder / location)!r} ({reason}){hint}") from None
 
 
 def _default_opset(model: onnx.ModelProto) -> int:

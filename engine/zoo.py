@@ -18,6 +18,9 @@ What is here:
   them.
 - `mobilenet_v1(...)`: the MobileNetV1 family (ReLU instead of ReLU6), to exercise the Relu
   path and a network without residual adds.
+- `save_model(model, path, external_data=...)`: writes a model as one file, or as torch's
+  default exporter today writes it (`torch.onnx.export(..., dynamo=True)`, opset 18+): the
+  graph in `model.onnx`, the initializers' bytes in `model.onnx.data` beside it.
 - `write_default_model(path)`: writes `mobilenet_v2()` atomically if the file is missing;
   `python -m engine.zoo [path]` does the same (the Makefile calls it).
 
@@ -44,7 +47,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, external_data_helper, helper, numpy_helper
 
 MIN_OPSET = 9
 MAX_OPSET = 18
@@ -53,6 +56,9 @@ DEFAULT_MODEL_PATH = "data/mobilenet_v2.onnx"
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 BATCH_DIM_NAME = "N"  # symbolic batch dimension when dynamic_batch=True
+# save_model(external_data=True): initializers of this many bytes or more go to the data file
+# (onnx_ir.save's default size_threshold_bytes, which torch's dynamo exporter saves through)
+EXTERNAL_DATA_THRESHOLD = 256
 
 # torchvision's inverted-residual table: expansion t, output channels c, repeats n, stride s
 MOBILENET_V2_SETTINGS: tuple[tuple[int, int, int, int], ...] = (
@@ -451,6 +457,30 @@ def mobilenet_v1(width_mult: float = 1.0, resolution: int = 224, num_classes: in
     writer.linear(x, "fc", fc_weight, fc_bias, "gemm")
     doc = f"MobileNetV1, width_mult={width_mult}. " + _SYNTHETIC_NOTE.format(seed=seed)
     return writer.model("mobilenet_v1", resolution, num_classes, True, doc)
+
+
+def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool = False) -> pathlib.Path:
+    """Write `model` to `path` (its folder made if missing); return the path.
+
+    external_data=True writes it as torch's dynamo exporter does (opset 18+, through
+    onnx_ir.save): every initializer of EXTERNAL_DATA_THRESHOLD bytes or more moves to one
+    file named `<path's name>.data` in the same folder (`model.onnx` + `model.onnx.data`),
+    which the graph names by that relative name with each tensor's offset and length; smaller
+    initializers (Clip bounds, axes, shapes) and Constant nodes stay in the graph. A data file
+    already there is replaced, not appended to. `model` itself is not modified."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not external_data:
+        path.write_bytes(model.SerializeToString())
+        return path
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    data_path = path.with_name(path.name + ".data")
+    data_path.unlink(missing_ok=True)          # onnx appends to an existing data file
+    external_data_helper.convert_model_to_external_data(copy, all_tensors_to_one_file=True, location=data_path.name,
+                                                        size_threshold=EXTERNAL_DATA_THRESHOLD, convert_attribute=False)
+    onnx.save_model(copy, str(path))
+    return path
 
 
 def write_default_model(path: str | os.PathLike = DEFAULT_MODEL_PATH) -> pathlib.Path:

@@ -3,10 +3,12 @@ says what was wrong."""
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import engine
+from conftest import assert_close_to_reference, ort_session
 from engine.zoo import mobilenet_v2
 
 
@@ -161,3 +163,103 @@ def test_a_failed_run_leaves_the_model_usable(small_model):
     with pytest.raises(ValueError):
         small_model.run(x[:, :2])
     np.testing.assert_array_equal(small_model.run(x), before)
+
+
+# ---------------------------------------------------------------- external data
+# model.onnx + model.onnx.data, as torch.onnx.export(..., dynamo=True) writes it. ONNX Runtime
+# refuses what the engine refuses (checked: the refusals are not gaps of the engine's own) and
+# loads bytes whose data file is in the working directory, as the engine does.
+
+def _ort_refuses(source) -> bool:
+    import onnxruntime as ort      # here, as in conftest: only these tests need it
+
+    try:
+        ort.InferenceSession(source, providers=["CPUExecutionProvider"])
+    except Exception:  # noqa: BLE001  (ORT raises its own Fail/InvalidArgument types)
+        return True
+    return False
+
+
+@pytest.fixture
+def external_model(tmp_path):
+    """A small MobileNetV2 saved as models/model.onnx + models/model.onnx.data; the working
+    directory is another folder, tmp_path/elsewhere."""
+    from engine.zoo import save_model
+
+    return save_model(mobilenet_v2(resolution=32, num_classes=10, opset=18), tmp_path / "models" / "model.onnx",
+                      external_data=True)
+
+
+@pytest.fixture
+def elsewhere(tmp_path, monkeypatch):
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    return tmp_path / "elsewhere"
+
+
+def test_a_missing_data_file_is_named_with_the_folder_it_was_looked_for_in(external_model, elsewhere):
+    (external_model.parent / "model.onnx.data").unlink()
+    expected = str(external_model.parent / "model.onnx.data")
+    with pytest.raises(engine.ModelError, match=f"external file 'model.onnx.data'.*{expected}"):
+        engine.load("../models/model.onnx")
+    assert _ort_refuses(str(external_model))
+
+
+def test_a_data_file_in_the_working_directory_is_not_used_for_a_model_elsewhere(external_model, elsewhere):
+    (external_model.parent / "model.onnx.data").rename(elsewhere / "model.onnx.data")
+    with pytest.raises(engine.ModelError, match="external file 'model.onnx.data'.*models"):
+        engine.load(external_model)
+
+
+def test_bytes_with_external_data_not_in_the_working_directory_are_refused_naming_the_file(external_model, elsewhere):
+    data = external_model.read_bytes()
+    expected = str(elsewhere / "model.onnx.data")
+    with pytest.raises(engine.ModelError, match=f"of the given bytes keeps its data in the external file "
+                                                f"'model.onnx.data'.*working directory.*{expected}.*load the model "
+                                                "from its path"):
+        engine.load(data)
+    assert _ort_refuses(data)
+
+
+def test_a_model_proto_with_unresolved_external_data_is_refused_naming_the_file(external_model, elsewhere):
+    proto = onnx.load(str(external_model), load_external_data=False)
+    before = proto.SerializeToString()
+    with pytest.raises(engine.ModelError, match="of the given onnx.ModelProto keeps its data in the external file "
+                                                "'model.onnx.data'.*working directory.*onnx.load"):
+        engine.load(proto)
+    assert proto.SerializeToString() == before         # not modified
+    assert _ort_refuses(before)
+    assert engine.load(onnx.load(str(external_model))).output_shape == (10,)   # resolved by onnx.load: loads
+
+
+@pytest.mark.parametrize("given", ["bytes", "proto"])
+def test_bytes_or_a_proto_whose_data_file_is_in_the_working_directory_load_as_onnxruntime_does(
+        external_model, elsewhere, given):
+    (external_model.parent / "model.onnx.data").rename(elsewhere / "model.onnx.data")
+    data = external_model.read_bytes()
+    proto = onnx.load(str(external_model), load_external_data=False)
+    model = engine.load(data if given == "bytes" else proto)
+    assert proto.SerializeToString() == data            # the given proto is not modified
+    session = ort_session(proto)                        # ONNX Runtime loads these bytes from here too
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32), dtype=np.float32)
+    assert_close_to_reference(model.run(x), session.run(None, {"input": x})[0])
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("location", "../escape.data", "points outside the directory"),
+    ("location", "/tmp/model.onnx.data", "should be a relative path"),
+    ("offset", str(2 ** 40), "exceeds file size"),
+    ("offset", "-1", "must be non-negative"),
+    ("length", str(2 ** 40), "exceeds available data"),
+])
+def test_external_data_outside_the_folder_or_past_its_file_is_refused(external_model, elsewhere, key, value, match):
+    proto = onnx.load(str(external_model), load_external_data=False)
+    for entry in proto.graph.initializer[0].external_data:
+        if entry.key == key:
+            entry.value = value
+    (elsewhere.parent / "escape.data").write_bytes((external_model.parent / "model.onnx.data").read_bytes())
+    external_model.write_bytes(proto.SerializeToString())
+    with pytest.raises(engine.ModelError, match=f"initializer '{proto.graph.initializer[0].name}' keeps its data in "
+                                                f"the external file .*{match}"):
+        engine.load(external_model)
+    assert _ort_refuses(str(external_model))

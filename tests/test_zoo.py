@@ -285,3 +285,48 @@ def test_module_command_writes_the_default_model(tmp_path):
     assert result.returncode == 0, result.stderr
     onnx.checker.check_model(onnx.load(str(target)), full_check=True)
     assert _op_histogram(onnx.load(str(target)))["Conv"] == 52
+
+
+# ----------------------------------------------------------------------------- external data
+# torch.onnx.export(..., dynamo=True) (opset 18+) writes model.onnx + model.onnx.data
+
+def test_save_model_with_external_data_writes_the_graph_and_one_data_file_as_torch_does(tmp_path):
+    model = zoo.mobilenet_v2(resolution=32, num_classes=10, opset=18, flatten_style="reshape_shape_chain")
+    path = zoo.save_model(model, tmp_path / "sub" / "model.onnx", external_data=True)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model.onnx", "model.onnx.data"]
+    large = {tensor.name for tensor in model.graph.initializer if len(tensor.raw_data) >= zoo.EXTERNAL_DATA_THRESHOLD}
+    weight_bytes = sum(len(tensor.raw_data) for tensor in model.graph.initializer if tensor.name in large)
+    assert (path.parent / "model.onnx.data").stat().st_size == weight_bytes
+    assert path.stat().st_size < weight_bytes / 20        # the graph file holds no weights
+    written = onnx.load(str(path), load_external_data=False)
+    assert {"relu6.min", "relu6.max"} <= {t.name for t in written.graph.initializer} - large   # scalars stay
+    for tensor in written.graph.initializer:              # 256 bytes or more: external, as onnx_ir.save does
+        if tensor.name in large:
+            assert tensor.data_location == TensorProto.EXTERNAL and not tensor.raw_data
+            assert {entry.key: entry.value for entry in tensor.external_data}["location"] == "model.onnx.data"
+        else:
+            assert tensor.data_location == TensorProto.DEFAULT and tensor.raw_data
+    constants = [node for node in written.graph.node if node.op_type == "Constant"]
+    assert constants and all(node.attribute[0].t.data_location == TensorProto.DEFAULT for node in constants)
+    # the given model is unchanged, and the files hold the same model
+    assert all(tensor.data_location == TensorProto.DEFAULT for tensor in model.graph.initializer)
+    loaded = _initializers(onnx.load(str(path)))
+    assert loaded.keys() == _initializers(model).keys()
+    for name, array in _initializers(model).items():
+        np.testing.assert_array_equal(loaded[name], array)
+
+
+def test_save_model_again_replaces_the_data_file_instead_of_appending(tmp_path):
+    model = zoo.mobilenet_v1(width_mult=0.25, resolution=32, num_classes=10)
+    path = zoo.save_model(model, tmp_path / "m.onnx", external_data=True)
+    size = (tmp_path / "m.onnx.data").stat().st_size
+    zoo.save_model(model, path, external_data=True)
+    assert (tmp_path / "m.onnx.data").stat().st_size == size
+    np.testing.assert_array_equal(_run(onnx.load(str(path)), _input(resolution=32)), _run(model, _input(resolution=32)))
+
+
+def test_save_model_without_external_data_writes_one_self_contained_file(tmp_path):
+    model = zoo.mobilenet_v1(width_mult=0.25, resolution=32, num_classes=10)
+    path = zoo.save_model(model, tmp_path / "m.onnx")
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
+    assert path.read_bytes() == model.SerializeToString()
