@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from workbench.teaching import (bound_summary, conv_intensity, explain_bounds, fusion_effect, intensity_by_kind,
-                                model_intensities, ridge_points)
+                                model_intensities, ridge_point_figure, ridge_points)
 from tests.test_widgets import synthetic_ceilings
 
 
@@ -127,3 +127,50 @@ def test_fusion_effect_keeps_flops_and_compares_bytes(small_model, ceilings):
     assert effect.loc[effect.index[0], "input_hw"] == "48x48"
     with pytest.raises(ValueError):
         fusion_effect(unfused, fused.drop(columns="members"))
+
+
+def _outside_the_axes(figure) -> list[str]:
+    """Annotations and horizontal lines of `figure` whose y lies outside its y axis range
+    (on a log axis, an annotation's y is log10 of the value; a shape's y is the value)."""
+    import math
+
+    layout = figure.layout
+    low, high = layout.yaxis.range
+    log = layout.yaxis.type == "log"
+    outside = []
+    for annotation in layout.annotations:
+        if annotation.yref == "y" and not low <= annotation.y <= high:
+            outside.append(f"annotation {annotation.text!r} at y={annotation.y}")
+    for shape in layout.shapes:
+        y = math.log10(shape.y0) if log else shape.y0
+        if shape.yref == "y" and not low <= y <= high:
+            outside.append(f"line at y={shape.y0}")
+    return outside
+
+
+def test_the_ridge_chart_labels_every_ridge_on_its_line_inside_an_axis_that_fits_the_data(small_model, ceilings):
+    import math
+
+    intensities = model_intensities(small_model)
+    figure = ridge_point_figure(intensities, ceilings, threads=2)
+    ridges = {level: ceilings.ridge_point(level, 2) for level in ceilings.levels}
+    assert _outside_the_axes(figure) == []
+    labels = {a.text.split()[0]: a for a in figure.layout.annotations}
+    assert set(labels) == set(ridges)
+    for level, ridge in ridges.items():
+        assert labels[level].y == pytest.approx(math.log10(ridge))          # on its line
+        assert f"{ridge:.3g} FLOP/byte" in labels[level].text
+    # the axis spans the data and the ridges, with well under a decade to spare either side
+    values = list(intensities["ai_batch1"]) + list(ridges.values())
+    low, high = figure.layout.yaxis.range
+    assert low <= math.log10(min(values)) and high >= math.log10(max(values))
+    assert math.log10(min(values)) - low < 0.5 and high - math.log10(max(values)) < 0.5
+    assert sum(len(trace.x) for trace in figure.data) == len(intensities)
+
+
+def test_the_axis_check_catches_add_hline_labels_on_a_log_axis(small_model, ceilings):
+    """The notebook's old chart: add_hline's annotation lands at y = value on a log axis."""
+    figure = ridge_point_figure(model_intensities(small_model), ceilings, threads=2)
+    figure.layout.annotations = []
+    figure.add_hline(y=ceilings.ridge_point("DRAM", 2), annotation_text="DRAM ridge")
+    assert any("DRAM ridge" in problem for problem in _outside_the_axes(figure))

@@ -161,6 +161,57 @@ def ridge_points(ceilings) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("threads")
 
 
+RIDGE_COLORS = {"L1": "#54a24b", "L2": "#4c78a8", "L3": "#b279a2", "DRAM": "#e45756"}
+AXIS_MARGIN_DECADES = 0.15     # the log y axis reaches this far beyond the data and the ridges
+
+
+def ridge_point_figure(intensities: pd.DataFrame, ceilings, threads: int, column: str = "ai_batch1"):
+    """Every convolution's compulsory intensity (y, FLOP/byte, log axis; x: execution
+    order), coloured by op, against each memory level's ridge point at `threads` (a dotted
+    line labelled on the line with the level and its value).
+
+    intensities: model_intensities' table; column: its intensity column to plot. The y
+    axis spans the data and the ridge points with a small margin, and every label sits on
+    its line: plotly's add_hline puts an annotation at y = value on a log axis (where
+    annotation y is log10(value)), so the labels are placed here in log units.
+    """
+    # plotly only when a figure is asked for: the rest of the module is plain pandas
+    import plotly.graph_objects as go
+
+    from workbench.figure_parts import OP_COLORS, short_name
+
+    if column not in intensities.columns:
+        raise ValueError(f"no column {column!r}; have {list(intensities.columns)}")
+    ridges = {level: ceilings.ridge_point(level, threads) for level in ceilings.levels}
+    figure = go.Figure()
+    for op, rows in intensities.groupby("op", sort=False):
+        figure.add_trace(go.Scatter(
+            x=rows.index, y=rows[column], mode="markers", name=op,
+            marker=dict(color=OP_COLORS.get(op, OP_COLORS["other"]), size=9),
+            customdata=[short_name(n) for n in rows["layer"]],
+            hovertemplate="%{customdata}: %{y:.3g} FLOP/byte<extra>" + op + "</extra>"))
+    values = [float(v) for v in intensities[column] if v > 0] + [v for v in ridges.values() if v > 0]
+    low, high = math.log10(min(values)), math.log10(max(values))
+    last = max(len(intensities) - 1, 1)
+    for position, (level, ridge) in enumerate(sorted(ridges.items(), key=lambda item: item[1])):
+        color = RIDGE_COLORS.get(level, "#555555")
+        figure.add_shape(type="line", xref="x domain", x0=0, x1=1, yref="y", y0=ridge, y1=ridge,
+                         line=dict(color=color, dash="dot", width=1.5))
+        # alternate ends, so two ridge points close together do not print over each other
+        left = position % 2 == 1
+        figure.add_annotation(x=0 if left else last, xanchor="left" if left else "right", xref="x",
+                              y=math.log10(ridge), yref="y", yanchor="bottom", showarrow=False,
+                              text=f"{level} ridge {ridge:.3g} FLOP/byte", font=dict(color=color, size=12))
+    figure.update_layout(
+        title=f"Compulsory arithmetic intensity of every convolution, batch {column.removeprefix('ai_batch')}, "
+              f"against the ridge points ({threads} thread{'s' if threads != 1 else ''})",
+        xaxis=dict(title="convolution (execution order)", range=[-1, last + 1]),
+        yaxis=dict(title="compulsory arithmetic intensity (FLOP/byte)", type="log",
+                   range=[low - AXIS_MARGIN_DECADES, high + 2 * AXIS_MARGIN_DECADES]),
+        height=450, plot_bgcolor="white", legend=dict(title="op"))
+    return figure
+
+
 # ---------------------------------------------------------------------------- reading a profile
 
 def bound_summary(frame: pd.DataFrame) -> pd.DataFrame:
