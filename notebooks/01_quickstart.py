@@ -33,6 +33,7 @@ import numpy as np
 from IPython.display import Markdown, display
 
 import workbench
+from workbench.tables import format_table, roofs_table
 from workbench.teaching import bound_summary, explain_bounds
 from workbench.widgets import Explorer
 
@@ -72,7 +73,8 @@ print(f"input {x.shape} -> logits {logits.shape}, top class {int(logits.argmax()
 # and cached in `data/ceilings/`.
 
 # %%
-ceilings.table.pivot(index="resource", columns="threads", values="value").loc[["fp32_fma", *ceilings.levels]]
+roofs = roofs_table(ceilings)           # memory levels in GB/s, fastest first, then the FMA peak in GFLOP/s
+format_table(roofs, {column: "number" for column in roofs.columns}, index=True)
 
 # %% [markdown]
 # The same probe sweeps one thread's bandwidth over growing working sets to find each
@@ -95,8 +97,12 @@ ceilings.cache_table()[["level", "nominal", "effective", "shared_by_cores", "not
 frame = workbench.profile(model, batch=1, threads=THREADS, repeats=REPEATS, ceilings=ceilings)
 print(f"{frame['seconds'].sum() * 1e3:.2f} ms per image (sum of the steps' medians), "
       f"{frame['flops'].sum() / frame['seconds'].sum() / 1e9:.1f} GFLOP/s overall, {len(frame)} steps")
-frame[["layer", "op", "output_shape", "seconds", "gflops", "ai_L1", "ai_L2", "ai_L3", "ai_DRAM", "bound",
-       "bound_level"]].head(10)
+AI_UNITS = {f"ai_{level}": "FLOP/byte" for level in ceilings.levels}
+AI_NAMES = {f"ai_{level}": f"AI {level}" for level in ceilings.levels}
+format_table(frame[["layer", "op", "output_shape", "seconds", "share_of_time", "gflops", *AI_UNITS, "bound",
+                    "bound_level"]].head(10),
+             {"seconds": "s→ms", "share_of_time": "%", "gflops": "GFLOP/s", **AI_UNITS},
+             names={"seconds": "time", "share_of_time": "share", **AI_NAMES})
 
 # %% [markdown]
 # ## 5. The roofline
@@ -126,7 +132,12 @@ workbench.time_bars(frame)
 
 # %%
 display(Markdown(explain_bounds(frame, ceilings)))
-bound_summary(frame)
+format_table(bound_summary(frame).reset_index(),
+             {"steps": "count", "ms": "ms", "share_of_time": "%", "memory_bound": "count", "median_ai": "FLOP/byte",
+              "median_roof_fraction": "%"},
+             names={"ms": "time", "share_of_time": "share of time", "memory_bound": "memory bound",
+                    "memory_level": "at level", "median_ai": "median AI there",
+                    "median_roof_fraction": "median % of roof"})
 
 # %% [markdown]
 # The memory-bound steps that cost the most time, with the level whose roof is tightest
@@ -134,9 +145,12 @@ bound_summary(frame)
 
 # %%
 memory_bound = frame[frame["bound"] == "memory"].nlargest(8, "seconds")
-memory_bound.assign(ms=memory_bound["seconds"] * 1e3)[
-    ["layer", "op", "ms", "gflops", "bound_level", "ai_L1", "ai_L2", "ai_L3", "ai_DRAM", "attainable_gflops",
-     "roof_fraction"]]
+format_table(memory_bound[["layer", "op", "seconds", "gflops", "bound_level", *AI_UNITS, "attainable_gflops",
+                          "roof_fraction"]],
+             {"seconds": "s→ms", "gflops": "GFLOP/s", **AI_UNITS, "attainable_gflops": "GFLOP/s",
+              "roof_fraction": "%"},
+             names={"seconds": "time", "gflops": "achieved", "bound_level": "tightest roof", **AI_NAMES,
+                    "attainable_gflops": "roof", "roof_fraction": "% of roof"})
 
 # %% [markdown]
 # ## 7. Explore

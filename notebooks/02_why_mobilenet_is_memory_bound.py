@@ -28,13 +28,14 @@
 
 # %%
 import pandas as pd
-import plotly.graph_objects as go
 from IPython.display import Markdown, display
 
 import engine
 import workbench
-from workbench.figure_parts import OP_COLORS, short_name
-from workbench.teaching import conv_intensity, fusion_effect, intensity_by_kind, model_intensities, ridge_points
+from workbench.figure_parts import short_name
+from workbench.tables import format_table
+from workbench.teaching import (conv_intensity, fusion_effect, intensity_by_kind, model_intensities, ridge_point_figure,
+                                ridge_points)
 from workbench.widgets import Explorer
 
 setup = workbench.setup_notebook(repeats=7)      # the default MobileNetV2, this machine's ceilings
@@ -86,13 +87,17 @@ display(Markdown(
     f"{rows[f'depthwise 3×3, {c} ch']['bytes']:,} bytes, **{depthwise_ai:.2f} FLOP/byte**; a dense 3×3 "
     f"of the same width would do {dense_ai / depthwise_ai:.0f}× more arithmetic per byte "
     f"(**{dense_ai:.0f} FLOP/byte**)."))
-table.astype({"arithmetic_intensity": float}).round({"arithmetic_intensity": 2})
+format_table(table, {"flops": "FLOP", "input_bytes": "bytes", "weight_bytes": "bytes", "output_bytes": "bytes",
+                     "bytes": "bytes", "arithmetic_intensity": "FLOP/byte"},
+             names={"flops": "FLOPs", "input_bytes": "input", "weight_bytes": "weights", "output_bytes": "output",
+                    "arithmetic_intensity": "AI"}, index=True)
 
 # %% [markdown]
 # Every convolution of the network, batch 1, by kind (FLOP/byte, compulsory traffic):
 
 # %%
-intensity_by_kind(intensities, "ai_batch1")
+by_kind = intensity_by_kind(intensities, "ai_batch1")
+format_table(by_kind, {"layers": "count", "min": "FLOP/byte", "median": "FLOP/byte", "max": "FLOP/byte"}, index=True)
 
 # %% [markdown]
 # ## 2. This machine's ridge points
@@ -102,7 +107,10 @@ intensity_by_kind(intensities, "ai_batch1")
 
 # %%
 ridges = ridge_points(ceilings)
-ridges
+format_table(ridges, {"peak_gflops": "GFLOP/s", **{f"{level}_gbs": "GB/s" for level in ceilings.levels},
+                      **{level: "FLOP/byte" for level in ceilings.levels}},
+             names={"peak_gflops": "peak", **{f"{level}_gbs": f"{level} bandwidth" for level in ceilings.levels},
+                    **{level: f"{level} ridge" for level in ceilings.levels}}, index=True)
 
 # %%
 ridge = ridges.loc[THREADS, list(ceilings.levels)]
@@ -119,18 +127,7 @@ display(Markdown(
     f"credits activations that stay there between layers. Every convolution, its compulsory intensity against "
     f"the ridge points:"))
 
-figure = go.Figure()
-for op, rows_of_op in intensities.groupby("op", sort=False):
-    figure.add_trace(go.Scatter(x=rows_of_op.index, y=rows_of_op["ai_batch1"], mode="markers", name=op,
-                                marker=dict(color=OP_COLORS.get(op, OP_COLORS["other"]), size=9),
-                                hovertext=[short_name(n) for n in rows_of_op["layer"]]))
-for level in ceilings.levels:
-    figure.add_hline(y=ridges.loc[THREADS, level], line_dash="dot",
-                     annotation_text=f"{level} ridge ({THREADS} thr.)", annotation_position="top left")
-figure.update_layout(title="Compulsory arithmetic intensity of every convolution, batch 1, against the ridge points",
-                     yaxis_type="log", xaxis_title="convolution (execution order)",
-                     yaxis_title="compulsory AI, batch 1 (FLOP/byte)", height=450, plot_bgcolor="white")
-figure
+ridge_point_figure(intensities, ceilings, THREADS)
 
 # %% [markdown]
 # ## 3. Batch size moves pointwise layers right, not depthwise ones
@@ -142,13 +139,13 @@ figure
 
 # %%
 ratio = intensities["ai_batch8"] / intensities["ai_batch1"]
-by_batch = ratio.groupby(intensities["op"], sort=False).agg(["min", "median", "max"])
+by_batch = ratio.groupby(intensities["op"], sort=False).agg(["min", "median", "max"])   # batch 8 over batch 1
 display(Markdown(f"Compulsory intensity at batch 8 over batch 1: depthwise layers gain at most "
                  f"×{by_batch.loc['depthwise', 'max']:.2f}; pointwise layers a median ×"
                  f"{ratio[intensities['kind'] == 'pointwise'].median():.2f} and up to "
                  f"×{ratio[intensities['kind'] == 'pointwise'].max():.2f} (the deep ones, whose weights "
                  f"outweigh their small activations)."))
-by_batch
+format_table(by_batch, {"min": "×", "median": "×", "max": "×"}, index=True)
 
 # %% [markdown]
 # And measured: profile batch 1 and batch 8 and draw one over the other at L3 (hollow:
@@ -178,7 +175,8 @@ display(Markdown(
     f"batch 8" + (" (the weights are amortised over more images, but the activations of a larger batch stop "
                   "fitting in L3)." if dram_per_image[8] > dram_per_image[1] else
                   " (the weights are amortised over more images).")))
-moved
+format_table(moved, {"AI at L3, batch 1": "FLOP/byte", "AI at L3, batch 8": "FLOP/byte", "GFLOP/s, batch 1": "GFLOP/s",
+                     "GFLOP/s, batch 8": "GFLOP/s", "AI ratio": "×"}, index=True)
 
 # %% [markdown]
 # ## 4. Fusion changes the bytes
@@ -221,8 +219,14 @@ for level in ("L2", "L3", "DRAM"):
 lines.append(f"- Time of the blocks: {effect['ms_unfused'].sum():.2f} ms unfused, {effect['ms_fused'].sum():.2f} ms fused "
              f"(whole run: {unfused['seconds'].sum() * 1e3:.2f} ms unfused, {fused['seconds'].sum() * 1e3:.2f} ms fused).")
 display(Markdown("\n".join(lines)))
-effect[["input_hw", "ms_unfused", "ms_fused", "MB_L3_unfused", "MB_L3_fused", "ai_L3_unfused", "ai_L3_fused",
-        "MB_DRAM_unfused", "MB_DRAM_fused"]].round(3)
+format_table(effect[["input_hw", "ms_unfused", "ms_fused", "MB_L3_unfused", "MB_L3_fused", "ai_L3_unfused",
+                     "ai_L3_fused", "MB_DRAM_unfused", "MB_DRAM_fused"]],
+             {"ms_unfused": "ms", "ms_fused": "ms", "MB_L3_unfused": "MB", "MB_L3_fused": "MB",
+              "ai_L3_unfused": "FLOP/byte", "ai_L3_fused": "FLOP/byte", "MB_DRAM_unfused": "MB", "MB_DRAM_fused": "MB"},
+             names={"input_hw": "input", "ms_unfused": "time unfused", "ms_fused": "time fused",
+                    "MB_L3_unfused": "L3 unfused", "MB_L3_fused": "L3 fused", "ai_L3_unfused": "AI L3 unfused",
+                    "ai_L3_fused": "AI L3 fused", "MB_DRAM_unfused": "DRAM unfused", "MB_DRAM_fused": "DRAM fused"},
+             index=True)
 
 # %% [markdown]
 # ## 5. Try it

@@ -38,6 +38,7 @@ import engine
 import workbench
 from workbench.figure_parts import short_name
 from workbench.profile import run_machine
+from workbench.tables import format_table
 from workbench.teaching import model_intensities
 from workbench.widgets import Explorer
 
@@ -79,8 +80,12 @@ pointwise["weights fit L2"] = pointwise["weights KiB"] * KIB <= caches["L2"]
 EARLY = pointwise.loc[pointwise["pixels"].idxmax(), "layer"]          # the widest image
 LATE = pointwise.loc[pointwise["weights KiB"].idxmax(), "layer"]      # the largest weights
 shown = pointwise.assign(layer=pointwise["layer"].map(short_name))
-shown[["layer", "op", "in_channels", "out_channels", "height", "width", "weights KiB", "64-pixel input tile KiB",
-       "weights fit L1", "weights fit L2"]].round(1).iloc[[0, 1, 2, len(shown) // 2, -3, -2, -1]]
+format_table(shown[["layer", "op", "in_channels", "out_channels", "height", "width", "weights KiB",
+                    "64-pixel input tile KiB", "weights fit L1", "weights fit L2"]].iloc[[0, 1, 2, len(shown) // 2,
+                                                                                          -3, -2, -1]],
+             {"weights KiB": "KiB", "64-pixel input tile KiB": "KiB"},
+             names={"in_channels": "Cin", "out_channels": "Cout", "weights KiB": "weights",
+                    "64-pixel input tile KiB": "64-pixel input tile"})
 
 # %% [markdown]
 # ## 2. One layer by hand
@@ -102,7 +107,9 @@ table = workbench.sweep(model, batch=1, threads=THREADS, fuse_blocks=False, repe
 two = table[table["layer"].isin([EARLY, LATE])]
 two = two.assign(layer=two["layer"].map(short_name), ms=two["seconds"] * 1e3, MB_L2=two["bytes_L2"] / 1e6)
 by_hand = two.pivot_table(index="pointwise_pixels", columns="layer", values=["ms", "MB_L2"])
-by_hand
+by_hand.columns = [f"{layer}: {'time' if value == 'ms' else 'across L2'}" for value, layer in by_hand.columns]
+format_table(by_hand.reset_index(), {column: ("ms" if column.endswith("time") else "MB")
+                                     for column in by_hand.columns})
 
 # %%
 figure = go.Figure()
@@ -113,7 +120,9 @@ for layer, rows in two.groupby("layer"):
                                 hovertemplate="pointwise_pixels %{x}: %{customdata[0]:.3f} ms, "
                                               "%{customdata[1]:.2f} MB across L2 (modelled)<extra></extra>"))
 figure.update_layout(title="One layer's time by pointwise_pixels, relative to its best (lower is better)",
-                     xaxis=dict(title="pointwise_pixels", type="log"), yaxis_title="time / best time", height=400)
+                     xaxis=dict(title="pointwise_pixels", type="log"), height=400,
+                     # a log scale: one measurement a busy machine slowed tenfold does not flatten the rest
+                     yaxis=dict(title="time / best time (log scale)", type="log"))
 figure
 
 # %% [markdown]
@@ -156,7 +165,8 @@ display(Markdown(
     f"measured. Whole runs, default and tuned side by side (medians): **{result.default_seconds * 1e3:.2f} ms → "
     f"{result.tuned_seconds * 1e3:.2f} ms**."))
 changed = tuning.changed_steps()
-changed.assign(step=changed["step"].map(short_name)).round(3)
+format_table(changed.assign(step=changed["step"].map(short_name)), {"default ms": "ms", "tuned ms": "ms"},
+             names={"default ms": "default", "tuned ms": "tuned"})
 
 # %% [markdown]
 # What it measured for one step (one row per candidate: its tiles, the median and spread
@@ -171,7 +181,10 @@ if trials.empty:
 else:
     step = LATE if (trials["step"] == LATE).any() else trials["step"].iloc[0]
     display(Markdown(f"`{short_name(step)}`:"))
-    display(trials[trials["step"] == step][["kind", "candidate", "median_s", "spread_s", "repeats", "chosen"]])
+    display(format_table(trials[trials["step"] == step][["kind", "candidate", "median_s", "spread_s", "repeats",
+                                                         "chosen"]],
+                         {"median_s": "s→ms", "spread_s": "s→ms", "repeats": "count"},
+                         names={"median_s": "median", "spread_s": "spread"}))
 
 # %% [markdown]
 # ## 4. The whole network, before and after
@@ -188,12 +201,16 @@ tuning.figure(level="L2")
 runs = workbench.sweep(model, batch=1, threads=THREADS, repeats=REPEATS, ceilings=ceilings,
                        schedules={"default": engine.Tiles(), "by hand": hand_schedule, "tuned": tuning.schedule})
 totals = workbench.sweep_totals(runs).set_index("schedule")
-totals.assign(ms_per_run=totals["run_seconds"] * 1e3)[["ms_per_run", "images_per_second", "gflops", "ai_L2"]].round(2)
+format_table(totals[["run_seconds", "images_per_second", "gflops", "ai_L2"]],
+             {"run_seconds": "s→ms", "images_per_second": "number", "gflops": "GFLOP/s", "ai_L2": "FLOP/byte"},
+             names={"run_seconds": "whole run", "images_per_second": "images/s", "ai_L2": "AI L2"}, index=True)
 
 # %% [markdown]
 # The Explorer above, running the tuned schedule (one measurement):
 
 # %%
 explorer.set_schedule(tuning.schedule)
-explorer.profile[["layer", "op", "seconds", "gflops", "ai_L2", "pointwise_pixels", "depthwise_rows",
-                  "block_rows"]].head()
+format_table(explorer.profile[["layer", "op", "seconds", "gflops", "ai_L2", "pointwise_pixels", "depthwise_rows",
+                                "block_rows"]].head(),
+             {"seconds": "s→ms", "gflops": "GFLOP/s", "ai_L2": "FLOP/byte"},
+             names={"seconds": "time", "ai_L2": "AI L2"})

@@ -3,6 +3,7 @@ job on a small model (ceilings measured by a stand-in, so fast and machine-indep
 and bad flags or values end with status 2 and one line on stderr, never a traceback."""
 from __future__ import annotations
 
+import argparse
 import json
 import re
 
@@ -55,6 +56,10 @@ def test_ceilings_prints_the_roofs_per_thread_count(capsys, no_measuring):
     assert status == 0
     assert "Hand-made CPU" in out and "fp32_fma" in out and "DRAM" in out
     assert re.search(r"^\s*2\s+.*180\.0", out, re.M)           # threads 2: peak 180 GFLOP/s
+    header = next(line for line in out.splitlines() if "L1" in line and "fp32_fma" in line)
+    assert [column.split()[0] for column in re.split(r"\s{2,}", header.strip())] == \
+        ["L1", "L2", "L3", "DRAM", "fp32_fma"]                  # memory-hierarchy order, then the FMA peak
+    assert "L1 (GB/s)" in header and "fp32_fma (GFLOP/s)" in header
     assert no_measuring == [{"quick": True, "refresh": True}]
 
 
@@ -66,6 +71,53 @@ def test_profile_prints_the_slowest_layers_and_a_total(model_path, capsys):
     assert lines[-1].startswith("total ") and "batch 1, threads 1" in lines[-1]
     times = [float(line.split()[2]) for line in lines[1:-1]]
     assert times == sorted(times, reverse=True)
+
+
+@pytest.mark.parametrize("command", ["ceilings", "profile", "report", "tune", "sweep", "compare"])
+def test_every_option_of_every_command_has_help_and_every_value_option_its_default(command, capsys):
+    parser = build_parser()
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args([command, "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    subparser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    assert subparser.description and subparser.description in text
+    for action in subparser._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        flag = action.option_strings[-1]
+        assert action.help, f"{command} {flag} has no help"
+        if action.nargs != 0 and not action.required:          # it takes a value: say what happens without it
+            shown = " ".join(subparser._get_formatter()._get_help_string(action).split())
+            assert "default" in shown, f"{command} {flag}: {shown!r}"
+            assert shown in text
+
+
+def test_profile_help_says_the_defaults_of_model_batch_repeats_and_top(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["profile", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for flag, default in (("--batch BATCH", "(default 1)"), ("--repeats REPEATS", "(default 5)"),
+                          ("--top TOP", "(default 20)"), ("--threads THREADS", "default: all cores"),
+                          ("--model MODEL", "mobilenet_v2.onnx)")):
+        start = text.index(flag, text.index("options:"))
+        assert default in text[start:start + 160], (flag, text[start:start + 160])
+
+
+def test_profile_table_shows_the_ai_at_the_level_its_bound_column_names(model_path, capsys):
+    status, out, _ = run(["profile", "--model", model_path, "--threads", "1", "--repeats", "1", "--top", "1000",
+                          "--fuse-blocks", "false"], capsys)
+    assert status == 0
+    lines = out.strip().splitlines()
+    header = lines[0]
+    bound_levels = {m.group(1) for line in lines[1:-1] for m in [re.search(r"memory \((\w+)\)$", line)] if m}
+    assert bound_levels, "no memory-bound row to check"
+    for level in LEVELS:
+        assert f"AI {level}" in header
+    # ms with 3 significant digits, shares and roof fractions in per cent
+    first = lines[1].split()
+    assert re.fullmatch(r"\d+(\.\d+)?", first[2]) and len(first[2].replace(".", "").lstrip("0")) >= 3
+    assert first[3].endswith("%") and re.search(r"\d%$", lines[1].split("  ")[-2].strip() or "0%")
 
 
 def test_report_writes_self_contained_html_and_the_records(model_path, tmp_path, capsys):

@@ -31,6 +31,8 @@ import logging
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 import engine
 from engine import ModelError, schedules
 from engine.checks import check_threads
@@ -38,10 +40,12 @@ from engine.checks import check_threads
 # rest of the workbench does (profile.default_ceilings)
 from workbench import ceilings as ceilings_module
 from workbench.compare import DEFAULT_PRICE_PER_CORE_HOUR, compare
+from workbench.figure_parts import short_name
 from workbench.profile import (DEFAULT_MODEL, default_ceilings, describe_fusion, model_file, profile, run_machine,
                                save_frame)
 from workbench.report import write_report
 from workbench.sweep import CONFIG_COLUMNS, sweep, sweep_totals
+from workbench.tables import roofs_table, significant
 from workbench.tuning import TUNED, tune, tuned_schedule
 
 
@@ -49,7 +53,28 @@ class _UsageError(Exception):
     """A bad flag or value: one line on stderr and exit status 2."""
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every option that takes a value says its default in --help: "(default X)" is added
+    where the help text does not already say it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (action.nargs == 0 or action.required or action.default in (None, argparse.SUPPRESS)
+                or "default" in text):
+            return text
+        default = action.default
+        if isinstance(default, (list, tuple)):
+            default = " ".join(str(v) for v in default)
+        elif isinstance(default, bool):
+            default = str(default).lower()
+        return f"{text} (default {str(default).replace('%', '%%')})".strip()
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message):
         raise _UsageError(f"{self.prog}: {message}")
 
@@ -147,12 +172,12 @@ def _tile_flags(parser: argparse.ArgumentParser, several: bool = False) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="roofline-workbench", description=__doc__,
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="roofline-workbench", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    ceilings = commands.add_parser("ceilings", help="measure, print and cache this machine's roofs")
+    text = "measure, print and cache this machine's roofs"
+    ceilings = commands.add_parser("ceilings", help=text, description=text)
     ceilings.add_argument("--full", action="store_true", help="full (slower, steadier) measurement")
     ceilings.add_argument("--refresh", action="store_true", help="re-measure even if cached")
     _add_profile_and_report(commands)
@@ -165,11 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_profile_and_report(commands) -> None:
     for name, text in (("profile", "profile one configuration, layers sorted by time"),
                        ("report", "write an HTML report and the records (CSV, Parquet)")):
-        sub = commands.add_parser(name, help=text)
+        sub = commands.add_parser(name, help=text, description=text)
         sub.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX file")
-        sub.add_argument("--batch", type=_batch, default=1)
-        sub.add_argument("--threads", type=_positive_int, default=None, help="default: all cores")
-        sub.add_argument("--repeats", type=_repeats, default=5)
+        sub.add_argument("--batch", type=_batch, default=1, help="images per run (1..4096)")
+        sub.add_argument("--threads", type=_positive_int, default=None, help="threads (default: all cores)")
+        sub.add_argument("--repeats", type=_repeats, default=5,
+                         help="timed runs after a warm-up; each layer's median is kept")
         sub.add_argument("--fuse-blocks", type=_fuse_blocks, nargs="?", const=True, default=engine.DEFAULT_FUSE_BLOCKS,
                          metavar="false|true|auto",
                          help=f"{_FUSE_BLOCKS_HELP}; the flag alone: true (default: {_fuse_blocks_default()}, "
@@ -178,18 +204,20 @@ def _add_profile_and_report(commands) -> None:
         sub.add_argument("--tiles", metavar="schedule.json|tuned", default=None,
                          help="a tile schedule: a file `tune` wrote (or engine.TileSchedule.save), or \"tuned\" "
                               "for the one cached here for this model, batch and threads; refused when tuned for "
-                              "another model, batch, thread count or machine (not with the tile flags)")
+                              "another model, batch, thread count or machine (not with the tile flags; default: none, "
+                              "the tile flags set every step)")
         if name == "report":
             sub.add_argument("--out", type=Path, required=True, help="output folder")
         else:
-            sub.add_argument("--top", type=_positive_int, default=20, help="rows to print")
+            sub.add_argument("--top", type=_positive_int, default=20, help="rows to print, slowest first")
 
 
 def _add_tune(commands) -> None:
-    tune = commands.add_parser("tune", help="choose every step's tiles by measurement, write the schedule (JSON)")
+    text = "choose every step's tiles by measurement, write the schedule (JSON)"
+    tune = commands.add_parser("tune", help=text, description=text)
     tune.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX file")
-    tune.add_argument("--batch", type=_batch, default=1)
-    tune.add_argument("--threads", type=_positive_int, default=None, help="default: all cores")
+    tune.add_argument("--batch", type=_batch, default=1, help="images per run (1..4096)")
+    tune.add_argument("--threads", type=_positive_int, default=None, help="threads (default: all cores)")
     tune.add_argument("--budget", type=_positive_float, default=60.0, metavar="SECONDS",
                       help="seconds the search may take (default 60)")
     tune.add_argument("--repeats", type=_int_in(3, 100), default=5, help="runs per candidate (3..100, default 5)")
@@ -202,32 +230,35 @@ def _add_tune(commands) -> None:
 
 
 def _add_sweep(commands) -> None:
-    sweep = commands.add_parser("sweep", help="profile a grid of configurations into one table (Parquet or CSV)")
+    text = "profile a grid of configurations into one table (Parquet or CSV)"
+    sweep = commands.add_parser("sweep", help=text, description=text)
     sweep.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX file")
     sweep.add_argument("--batch", type=_batch, nargs="+", default=[1], help="batch sizes (default 1)")
     sweep.add_argument("--threads", type=_positive_int, nargs="+", default=None,
                        help="thread counts (default: all cores); above a machine's cores: skipped")
-    sweep.add_argument("--repeats", type=_repeats, default=3, help="timed runs per config")
+    sweep.add_argument("--repeats", type=_repeats, default=3, help="timed runs per config (default 3)")
     sweep.add_argument("--fuse-blocks", type=_fuse_blocks, nargs="*", default=None, metavar="false|true|auto",
                        help=f"with values: each of them (e.g. --fuse-blocks false auto true); alone: true only; "
-                            f"without the flag: {_fuse_blocks_default()} (engine.DEFAULT_FUSE_BLOCKS). "
+                            f"default (without the flag): {_fuse_blocks_default()} (engine.DEFAULT_FUSE_BLOCKS). "
                             f"{_FUSE_BLOCKS_HELP}")
     _tile_flags(sweep, several=True)
     sweep.add_argument("--schedules", nargs="+", default=None, metavar="FILE|tuned",
                        help="tile schedules to sweep instead of tile values: files (labelled by their name) or "
-                            "\"tuned\" (each machine's own tuned schedule)")
+                            "\"tuned\" (each machine's own tuned schedule); default: none, the tile values")
     sweep.add_argument("--out", type=Path, default=Path("sweep.parquet"),
                        help="table written after every config, .parquet or .csv (default sweep.parquet)")
     sweep.add_argument("--resume", action="store_true", help="skip configs already in --out")
     sweep.add_argument("--scheduler", metavar="ADDRESS", default=None,
-                       help="a Dask scheduler (e.g. tcp://host:8786): run the configs on its workers")
+                       help="a Dask scheduler (e.g. tcp://host:8786): run the configs on its workers "
+                            "(default: run them here)")
     sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _add_compare(commands) -> None:
-    compare = commands.add_parser("compare", help="our engine next to ONNX Runtime and OpenVINO, cost per inference")
+    text = "our engine next to ONNX Runtime and OpenVINO, cost per inference"
+    compare = commands.add_parser("compare", help=text, description=text)
     compare.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX file")
-    compare.add_argument("--batch", type=_batch, default=1)
+    compare.add_argument("--batch", type=_batch, default=1, help="images per call (1..4096)")
     compare.add_argument("--threads", type=_positive_int, default=None, help="cores per engine (default: all)")
     compare.add_argument("--repeats", type=_repeats, default=20, help="timed calls per engine")
     compare.add_argument("--price-per-core-hour", type=_positive_float, default=None, metavar="USD",
@@ -319,22 +350,28 @@ def _tune(args) -> int:
 
 
 def format_layers(frame, top: int | None = None) -> str:
-    """Layers sorted by time: time, share, GFLOP/s, AI at each level, bound; then a total
-    line with the batch, threads and fusion setting."""
+    """Layers sorted by time: time (ms, 3 significant digits), share of the run, GFLOP/s,
+    arithmetic intensity at every memory level (so the level the bound column names is
+    always among them), % of the attainable roof, and what bounds the layer (its tightest
+    roof: "memory (L3)" is read against "AI L3"); then a total line with the batch,
+    threads and fusion setting."""
     shown = frame.sort_values("seconds", ascending=False)
     if top:
         shown = shown.head(top)
-    lines = [f"{'layer':<48} {'op':<10} {'ms':>7} {'share':>6} {'GFLOP/s':>8} "
-             f"{'AI L2':>7} {'AI DRAM':>8} {'roof%':>6}  bound"]
+    levels = [level for level in ("L1", "L2", "L3", "DRAM") if f"ai_{level}" in frame.columns]
+    lines = [f"{'layer':<32} {'op':<10} {'ms':>7} {'share':>6} {'GFLOP/s':>8} "
+             + " ".join(f"{'AI ' + level:>7}" for level in levels) + f" {'roof%':>6}  bound"]
     for row in shown.itertuples():
         bound = row.bound if row.bound != "memory" else f"memory ({row.bound_level})"
-        lines.append(f"{row.layer[-48:]:<48} {row.op:<10} {row.seconds * 1e3:>7.3f} {row.share_of_time:>6.1%} "
-                     f"{row.gflops:>8.1f} {row.ai_L2:>7.2f} {row.ai_DRAM:>8.2f} {row.roof_fraction:>6.0%}  {bound}")
+        intensities = " ".join(f"{significant(getattr(row, f'ai_{level}')):>7}" for level in levels)
+        lines.append(f"{short_name(row.layer)[-32:]:<32} {row.op:<10} {significant(row.seconds * 1e3):>7} "
+                     f"{significant(row.share_of_time * 100) + '%':>6} {significant(row.gflops):>8} {intensities} "
+                     f"{significant(row.roof_fraction * 100) + '%':>6}  {bound}")
     total = frame["seconds"].sum()
     fusion = describe_fusion(frame)
     fusion = f", {fusion}" if fusion else ""
-    lines.append(f"total {total * 1e3:.2f} ms over {len(frame)} steps, "
-                 f"{frame['flops'].sum() / total / 1e9:.1f} GFLOP/s; batch {frame['batch'].iloc[0]}, "
+    lines.append(f"total {significant(total * 1e3)} ms over {len(frame)} steps, "
+                 f"{significant(frame['flops'].sum() / total / 1e9)} GFLOP/s; batch {frame['batch'].iloc[0]}, "
                  f"threads {frame['threads'].iloc[0]}{fusion}")
     return "\n".join(lines)
 
@@ -407,10 +444,10 @@ def _compare(args) -> int:
 def _run(args) -> int:
     if args.command == "ceilings":
         ceilings = ceilings_module.measure_ceilings(quick=not args.full, refresh=args.refresh)
-        table = ceilings.table.pivot(index="threads", columns="resource", values="value")
-        print(f"{ceilings.machine['cpu_model']}, {ceilings.machine['cores']} cores "
-              "(fp32_fma in GFLOP/s, memory levels in GB/s, triad)")
-        print(table.round(1).to_string())
+        table = roofs_table(ceilings).T            # L1, L2, L3, DRAM (GB/s, triad), then fp32_fma (GFLOP/s)
+        table.index = pd.Index(ceilings.threads, name="threads")
+        print(f"{ceilings.machine['cpu_model']}, {ceilings.machine['cores']} cores")
+        print(table.to_string(float_format=lambda v: f"{v:.1f}"))
         caches = ceilings.cache_table()
         if not caches.empty:
             print("\ncaches, one instance each: nominal (sysfs) and effective (where the 1-thread triad's "

@@ -32,6 +32,7 @@ UNITS = {
     "bytes": (1.0, "bytes", "count"),
     "count": (1.0, "", "count"),
     "×": (1.0, "", "ratio"),
+    "number": (1.0, "", "significant"),          # the unit is elsewhere (say, in the row's label)
 }
 
 

@@ -300,7 +300,8 @@ def fusion_effect(unfused: pd.DataFrame, fused: pd.DataFrame, levels: Sequence[s
             raise ValueError(f"block {block['layer']}: members {missing} are not steps of the unfused profile")
         parts = by_layer.loc[members]
         shape = tuple(block["input_shape"])
-        row = {"members": len(members), "input_hw": f"{shape[-3]}x{shape[-2]}" if len(shape) == 5 else str(shape),
+        # (N, C, H, W) or the blocked (N, C/c, H, W, c): H and W are the third and fourth
+        row = {"members": len(members), "input_hw": f"{shape[2]}x{shape[3]}" if len(shape) in (4, 5) else str(shape),
                "ms_unfused": 1e3 * float(parts["seconds"].sum()), "ms_fused": 1e3 * float(block["seconds"])}
         flops = float(parts["flops"].sum())
         for level in levels:
