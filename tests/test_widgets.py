@@ -18,13 +18,16 @@ import pandas as pd
 import pytest
 
 import ipywidgets
+from traitlets import TraitError
 
 import engine
 from conftest import blocks_auto_fuses, hand_made_machine_and_caches
 from workbench import widgets as widgets_module
 from workbench.ceilings import Ceilings
 from workbench.figure_parts import short_name
-from workbench.widgets import Explorer
+from workbench.profile import bound_at, fusion_label
+from workbench.tile_controls import choice_label, tile_choices
+from workbench.widgets import TILE_FIELDS, Explorer
 
 PEAK_PER_THREAD = 90.0                                                  # GFLOP/s
 BANDWIDTH_PER_THREAD = {"L1": 180.0, "L2": 90.0, "L3": 60.0, "DRAM": 10.0}   # GB/s
@@ -85,13 +88,20 @@ def test_controls_are_threads_batch_fusion_level_step_and_one_slider_per_tile_fi
     assert list(explorer.controls["level"].options) == list(ceilings.levels)
     for name in tile_fields:
         slider = explorer.controls[name]
-        assert (slider.min, slider.max, slider.step) == engine.Tiles.field_range(name)
-        assert slider.value == getattr(engine.Tiles(), name)
+        assert isinstance(slider, ipywidgets.SelectionSlider)
+        values = [v for _, v in slider.options]
+        assert values == tile_choices(name) and slider.value == getattr(engine.Tiles(), name)
+        low, high, step = engine.Tiles.field_range(name)
+        assert values[0] == low and values[-1] == high
+        for value in values:                       # every notch is a value the engine takes
+            engine.Tiles(**{name: value})
+            assert value in (0, 3 * 16 * 2 ** 20) or value & (value - 1) == 0 or value % 16 == 0
+        assert len(values) <= 25                   # a notch per allowed value, not 4096 of them
     for control in explorer.controls.values():
         if hasattr(control, "continuous_update"):
             assert control.continuous_update is False
-    assert explorer.controls["pointwise_channels"].step == 16
-    assert explorer.controls["block_rows"].min == 0
+    assert [v for _, v in explorer.controls["pointwise_channels"].options][:4] == [16, 32, 48, 64]
+    assert explorer.controls["block_rows"].options[0] == ("auto", 0)
 
 
 def test_fusion_is_a_three_way_selector_off_auto_all_starting_at_the_engines_default(explorer, small_model, ceilings):
@@ -155,11 +165,11 @@ def test_run_measures_the_controls_values_and_returns_the_profile(explorer):
     with explorer.hold():
         explorer.controls["batch"].value = 2
         explorer.controls["pointwise_pixels"].value = 32
-        explorer.controls["depthwise_rows"].value = 3
+        explorer.controls["depthwise_rows"].value = 4
     frame = explorer.run()
     assert frame is explorer.profile
     assert set(frame["batch"]) == {2} and set(frame["threads"]) == {1}
-    assert set(frame["pointwise_pixels"]) == {32} and set(frame["depthwise_rows"]) == {3}
+    assert set(frame["pointwise_pixels"]) == {32} and set(frame["depthwise_rows"]) == {4}
     assert set(frame["fuse_blocks"]) == {engine.DEFAULT_FUSE_BLOCKS}
     assert np.isfinite(frame["seconds"]).all() and (frame["seconds"] > 0).all()
 
@@ -249,7 +259,8 @@ def test_changing_only_the_level_redraws_without_measuring(explorer, count_measu
     assert {name: xy[0] for name, xy in after.items()} == pytest.approx(expected.to_dict())
     assert [xy[0] for xy in after.values()] != [xy[0] for xy in before.values()]
     assert "L3" in explorer.figure.layout.xaxis.title.text
-    assert "AI at L3" in explorer.table.value
+    assert "At L3" in explorer.summary.value
+    assert "bound at L3" in explorer.layers.header.value and explorer.layers.rows.options   # the table refilled
 
 
 def test_figure_is_updated_in_place(explorer):
@@ -263,18 +274,57 @@ def test_figure_is_updated_in_place(explorer):
 
 # ---------------------------------------------------------------------------- errors and busy
 
-def test_a_tile_the_engine_rejects_is_shown_and_the_previous_figure_stays(explorer):
+def test_a_slider_cannot_hold_a_tile_the_engine_refuses(explorer):
     frame = explorer.profile
-    x_before = list(trace(explorer.figure, "ops:project").x)
-    explorer.controls["pointwise_channels"].value = 24      # the slider allows it; Tiles wants a multiple of 16
-    assert explorer.controls["pointwise_channels"].value == 24
-    assert "pointwise_channels" in explorer.message.value and "error" in explorer.message.value
+    with pytest.raises(TraitError):
+        explorer.controls["pointwise_channels"].value = 24      # not a multiple of 16: not a notch
+    assert explorer.controls["pointwise_channels"].value == engine.Tiles().pointwise_channels
     assert explorer.profile is frame
-    assert list(trace(explorer.figure, "ops:project").x) == x_before
-    assert explorer.run() is None                         # run() says so too, without raising
-    explorer.controls["pointwise_channels"].value = 32
-    assert explorer.message.value == ""
-    assert set(explorer.profile["pointwise_channels"]) == {32}
+
+
+def test_a_typed_tile_the_engine_refuses_snaps_back_and_says_why(explorer, count_measurements):
+    frame = explorer.profile
+    box, default = explorer.typed["pointwise_channels"], engine.Tiles().pointwise_channels
+    box.value = 20
+    assert box.value == default and explorer.controls["pointwise_channels"].value == default     # snapped back
+    assert "pointwise channels 20 refused" in explorer.message.value and "multiple of 16" in explorer.message.value
+    assert count_measurements == [] and explorer.profile is frame
+    allowed = 64 if default != 64 else 32
+    box.value = allowed                                       # allowed: the slider goes there and measures
+    assert explorer.controls["pointwise_channels"].value == allowed and len(count_measurements) == 1
+    assert set(explorer.profile["pointwise_channels"]) == {allowed}
+    explorer.typed["pointwise_pixels"].value = 20             # allowed, not a notch: becomes one
+    assert 20 in [v for _, v in explorer.controls["pointwise_pixels"].options]
+    assert set(explorer.profile["pointwise_pixels"]) == {20} and len(count_measurements) == 2
+
+
+def _expected_in_title(explorer) -> list[str]:
+    """What the figure's title must say for the controls' values."""
+    controls = explorer.controls
+    threads = controls["threads"].value
+    parts = [f"Roofline at {controls['level'].value}", f"batch {controls['batch'].value}",
+             f"{threads} thread{'s' if threads != 1 else ''}", fusion_label(controls["fuse_blocks"].value)]
+    parts += [f"{field.replace('_', ' ')} {choice_label(field, controls[field].value)}" for field in TILE_FIELDS]
+    return parts
+
+
+def test_after_a_refused_entry_every_control_still_redraws_and_the_title_matches_the_controls(small_model, ceilings):
+    explorer = Explorer(small_model, ceilings=ceilings, threads=1, repeats=1, fuse_blocks=False)
+    explorer.typed["pointwise_channels"].value = 20          # refused
+    assert "refused" in explorer.message.value
+    moves = [("threads", min(2, engine.available_cores())), ("batch", 2), ("fuse_blocks", "auto"), ("level", "L3"),
+             ("pointwise_pixels", 32), ("pointwise_channels", 64), ("depthwise_rows", 8), ("block_rows", 4),
+             ("fuse_blocks", True), ("batch", 1), ("level", "L2")]
+    for name, value in moves:
+        explorer.controls[name].value = value
+        title = explorer.figure.layout.title.text
+        for part in _expected_in_title(explorer):
+            assert part in title, (name, value, part, title)
+        assert explorer.controls[name].value == value
+        frame = explorer.profile
+        assert int(frame["batch"].iloc[0]) == explorer.controls["batch"].value
+        assert int(frame["threads"].iloc[0]) == explorer.controls["threads"].value
+        assert "error" not in explorer.message.value
 
 
 def test_an_engine_error_during_measurement_is_shown_not_raised(explorer, monkeypatch):
@@ -283,10 +333,16 @@ def test_an_engine_error_during_measurement_is_shown_not_raised(explorer, monkey
     def failing(*args, **kwargs):
         raise ValueError("the engine refused this configuration")
     monkeypatch.setattr(widgets_module, "profile", failing)
-    explorer.controls["depthwise_rows"].value = 5
+    explorer.controls["depthwise_rows"].value = 8
     assert "the engine refused this configuration" in explorer.message.value
     assert explorer.profile is frame
     assert explorer.progress.bar_style == "danger" and not explorer.run_button.disabled
+    # refused: the control is back at what the figure shows, never accepted and then ignored
+    default = engine.Tiles().depthwise_rows
+    assert explorer.controls["depthwise_rows"].value == default and explorer.typed["depthwise_rows"].value == default
+    monkeypatch.undo()
+    explorer.controls["batch"].value = 2                     # and the next change measures and draws
+    assert set(explorer.profile["batch"]) == {2} and "batch 2" in explorer.figure.layout.title.text
 
 
 def test_a_run_while_another_is_in_progress_is_refused_as_busy(explorer, monkeypatch):
@@ -338,10 +394,10 @@ def test_the_panel_is_what_a_notebook_displays(explorer):
         for child in getattr(widget, "children", ()):
             yield from descendants(child)
     shown = list(descendants(explorer.panel))
-    for part in (explorer.figure, explorer.run_button, explorer.progress, explorer.message, explorer.table,
-                 *explorer.controls.values()):
+    for part in (explorer.figure, explorer.run_button, explorer.progress, explorer.message, explorer.layers.rows,
+                 explorer.detail, explorer.width_probe, *explorer.controls.values(), *explorer.typed.values()):
         assert any(part is w for w in shown)
-    assert "<table" in explorer.table.value and explorer.table.value.count("<tr>") >= 2
+    assert len(explorer.layers.rows.options) == len(explorer.profile)
 
 
 def test_slowest_layers_lists_the_slowest_steps_first(explorer, ceilings):
@@ -501,10 +557,11 @@ def test_a_tile_one_step_refuses_is_shown_and_nothing_jams(explorer):
     project = steps_of(explorer, "project")[0]
     explorer.set(step=project)
     frame = explorer.profile
-    explorer.controls["pointwise_channels"].value = 24
-    assert "pointwise_channels" in explorer.message.value and explorer.profile is frame
-    explorer.controls["pointwise_channels"].value = 48
-    assert explorer.message.value == "" and explorer.profile.set_index("layer").loc[project, "pointwise_channels"] == 48
+    explorer.typed["pointwise_channels"].value = 24
+    assert "pointwise channels 24 refused" in explorer.message.value and explorer.profile is frame
+    other = 64 if explorer.controls["pointwise_channels"].value != 64 else 32
+    explorer.controls["pointwise_channels"].value = other
+    assert explorer.message.value == "" and explorer.profile.set_index("layer").loc[project, "pointwise_channels"] == other
 
 
 def test_set_schedule_runs_a_schedule_and_refuses_one_tuned_elsewhere_or_naming_other_steps(explorer,
@@ -634,3 +691,60 @@ def test_a_tile_change_at_batch_1_redraws_within_3_seconds(mobilenet, ceilings):
         durations.append(time.perf_counter() - started)
         assert explorer.message.value == "" and set(explorer.profile["pointwise_pixels"]) == {pixels}
     assert min(durations) < 3.0, durations
+
+
+# ---------------------------------------------------------------------------- table and detail panel
+
+def test_a_click_on_a_point_opens_its_detail_panel_and_marks_its_table_row(explorer, count_measurements):
+    project = steps_of(explorer, "project")[1]
+    assert "click a point" in explorer.detail.value
+    click(explorer, project)
+    detail = explorer.detail.value
+    row = explorer.profile.set_index("layer").loc[project]
+    assert project in detail and "at every level" in detail and "bytes moved" in detail
+    for level in ("L1", "L2", "L3", "DRAM"):
+        assert f"<td>{level}</td>" in detail                    # a bytes bar and a row per level
+    assert f"pointwise pixels {int(row['pointwise_pixels'])}" in detail
+    assert f"{row['bytes_L2'] / 1e6:.3g} MB" in detail
+    assert explorer.layers.rows.value == project and count_measurements == []
+
+
+def test_picking_a_table_row_selects_its_step_and_rings_its_point(explorer):
+    depthwise = steps_of(explorer, "depthwise")[3]
+    explorer.layers.rows.value = depthwise
+    assert explorer.selected_step == depthwise
+    assert ring(explorer) == (pytest.approx(points(explorer.figure, "depthwise")[depthwise]),)
+    assert depthwise in explorer.detail.value
+
+
+def test_the_table_sorts_filters_and_shows_memory_bound_only(explorer, ceilings):
+    layers = explorer.layers
+    layers.sort.value = "time"
+    ms = explorer.profile.set_index("layer")["seconds"]
+    shown = layers.shown()
+    assert [ms[n] for n in shown] == sorted((ms[n] for n in shown), reverse=True) and len(shown) == len(ms)
+    layers.filter_box.value = "depthwise"
+    assert layers.shown() and all(explorer.profile.set_index("layer").loc[n, "op"] == "depthwise"
+                                  for n in layers.shown())
+    layers.filter_box.value = ""
+    layers.sort.value = "execution order"
+    assert layers.shown() == list(explorer.profile.sort_values("step")["layer"])
+    assert re.search(r"\d\.\d+%", layers.rows.options[0][0])      # shares as %, not 0.3725
+    # memory bound only: the table and the figure keep only the steps memory bound at the level
+    memory = set(explorer.profile.loc[bound_at(explorer.profile, ceilings, explorer.level) == "memory", "layer"])
+    assert memory and len(memory) < (explorer.profile["flops"] > 0).sum()
+    layers.memory_only.value = True
+    assert set(layers.shown()) == memory
+    drawn = {name for t in explorer.figure.data if t.meta.startswith("ops:") for name in (t.customdata or ())}
+    assert drawn == memory and "memory bound only" in explorer.figure.layout.title.text
+    layers.memory_only.value = False
+    drawn = {name for t in explorer.figure.data if t.meta.startswith("ops:") for name in (t.customdata or ())}
+    assert drawn > memory
+
+
+def test_the_figure_takes_the_width_the_page_reports(explorer):
+    assert explorer.figure.layout.width is None and explorer.figure.layout.autosize
+    explorer.width_probe.width = 1168                # what the front end sends from its ResizeObserver
+    assert explorer.figure.layout.width == 1168
+    explorer.width_probe.width = 0                   # a hidden panel: the figure keeps its width
+    assert explorer.figure.layout.width == 1168

@@ -1,9 +1,9 @@
 """The table of layers every view shows (the Explorer, the report): one row per step,
 numbers at one memory level, and the same numbers formatted for reading.
 
-`layer_table` holds numbers (to sort and filter on); `formatted` turns them into text: ms
-with 3 significant digits, shares and roof fractions in %, GB/s, shapes in NCHW; a roof
-fraction above 100 % carries its note (workbench.roof_notes).
+`layer_table` holds numbers (to sort and filter on); `formatted` turns them into text by
+workbench.tables' rule (ms with 3 significant digits, shares and roof fractions in %),
+shapes in NCHW; a roof fraction above 100 % carries its note (workbench.roof_notes).
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pandas as pd
 from workbench.figure_parts import shape_text, short_name
 from workbench.profile import bound_at
 from workbench.roof_notes import above_roof_note
+from workbench.tables import format_number, significant
 
 
 def layer_table(frame: pd.DataFrame, ceilings, level: str) -> pd.DataFrame:
@@ -59,10 +60,6 @@ def _column(rows: pd.DataFrame, name: str) -> np.ndarray:
     return rows[name].to_numpy(dtype=float) if name in rows.columns else np.full(len(rows), np.nan)
 
 
-def _number(value: float, text: str) -> str:
-    return text if np.isfinite(value) else ""
-
-
 def formatted(table: pd.DataFrame, level: str) -> pd.DataFrame:
     """`layer_table`'s rows as text columns a person reads: layer (short name), op, input,
     output, ms (3 significant digits), % time, GFLOP/s, AI at <level>, GB/s at <level>,
@@ -72,12 +69,12 @@ def formatted(table: pd.DataFrame, level: str) -> pd.DataFrame:
         "op": table["op"],
         "input": table["input"],
         "output": table["output"],
-        "ms": [_number(v, f"{v:.3g}") for v in table["ms"]],
-        "% time": [_number(v, f"{v:.1%}") for v in table["share"]],
-        "GFLOP/s": [_number(v, f"{v:.3g}") for v in table["gflops"]],
-        f"AI at {level}": [_number(v, f"{v:.3g}") for v in table["ai"]],
-        f"GB/s at {level}": [_number(v, f"{v:.3g}") for v in table["gbs"]],
-        f"% of roof at {level}": [_number(v, f"{v:.0%}" + (" (above roof*)" if note else ""))
+        "ms": [significant(v) for v in table["ms"]],
+        "% time": [format_number(v, "%") for v in table["share"]],
+        "GFLOP/s": [significant(v) for v in table["gflops"]],
+        f"AI at {level}": [significant(v) for v in table["ai"]],
+        f"GB/s at {level}": [significant(v) for v in table["gbs"]],
+        f"% of roof at {level}": [format_number(v, "%") + (" (above roof*)" if note else "") if pd.notna(v) else ""
                                  for v, note in zip(table["roof"], table["note"])],
         f"bound at {level}": table["bound"].replace({"n/a": "no FLOPs"}),
     })

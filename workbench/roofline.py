@@ -232,7 +232,7 @@ def roof_specs(ceilings, threads: int, level: str, ranges, key_suffix: str = "",
     return specs
 
 
-def _hover(row: dict, level: str, threads: int, ceilings) -> str:
+def hover_text(row: dict, level: str, threads: int, ceilings) -> str:
     """Hover text of one step (a profile row as a dict) at `level`."""
     peak = ceilings.peak_gflops(threads)
     bandwidth = ceilings.bandwidth_gbs(level, threads)
@@ -310,7 +310,7 @@ def _marker_specs(profile: pd.DataFrame, ceilings, threads: int, level: str, lab
             error_y=_error_bars([records[i] for i in these]),
             line=dict(width=0, dash="solid"), opacity=1.0, legendgroup="op kind",
             legendgrouptitle=dict(text="op kind (click to hide)"),
-            hoverinfo="text", hovertext=[_hover(records[i], level, threads, ceilings) for i in these],
+            hoverinfo="text", hovertext=[hover_text(records[i], level, threads, ceilings) for i in these],
             showlegend=len(these) > 0)
     return specs
 
@@ -367,7 +367,9 @@ def roofline_traces(profile: pd.DataFrame, ceilings, level: str = "L2", label_to
 
 # ---------------------------------------------------------------------------- the figure
 
-def _default_title(profile: pd.DataFrame, level: str) -> str:
+def default_title(profile: pd.DataFrame, level: str) -> str:
+    """The title a roofline of `profile` at `level` gets unless told: level, batch, threads,
+    fusion and total step time, and a noise warning when the repeats spread widely."""
     parts = []
     if "batch" in profile.columns:
         parts.append(f"batch {int(profile['batch'].iloc[0])}")
@@ -409,7 +411,7 @@ def _level_menu(profile, ceilings, level, label_top, ranges, keys, title: str | 
         specs = roofline_traces(profile, ceilings, other, label_top, other_ranges)
         restyle = {path: [_get(specs[key], path) for key in keys] for path in _LEVEL_DEPENDENT}
         relayout = {"xaxis.title.text": _x_title(other),
-                    "title.text": title if title is not None else _default_title(profile, other)}
+                    "title.text": title if title is not None else default_title(profile, other)}
         if other_ranges is not None:
             relayout.update({"xaxis.range": _log_range(other_ranges["x"]),
                              "yaxis.range": _log_range(other_ranges["y"])})
@@ -465,7 +467,7 @@ def roofline_figure(profile: pd.DataFrame, ceilings, level: str = "L2", title: s
     ceilings, ranges, specs = _checked_traces(profile, ceilings, level, label_top)
     figure = go.Figure([go.Scatter(**spec) for spec in specs.values()])
     figure.update_layout(**base_layout(ranges[level], level,
-                                       title if title is not None else _default_title(profile, level)))
+                                       title if title is not None else default_title(profile, level)))
     if level_buttons:
         figure.update_layout(updatemenus=_level_menu(profile, ceilings, level, label_top, ranges,
                                                      list(specs), title))
@@ -488,7 +490,7 @@ def update_roofline(figure: go.Figure, profile: pd.DataFrame, ceilings, level: s
     with figure.batch_update():
         for trace in figure.data[:len(specs)]:
             trace.update(specs[trace.meta])
-        shown_title = title if title is not None else _default_title(profile, level)
+        shown_title = title if title is not None else default_title(profile, level)
         figure.update_layout(**base_layout(ranges[level], level, shown_title))
         if figure.layout.updatemenus:
             indices = list(range(len(specs))) if len(keys) > len(specs) else None

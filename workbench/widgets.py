@@ -72,9 +72,13 @@ from engine.tiles import as_schedule
 from workbench import tuning
 from workbench.before_after import match_steps, step_arrow
 from workbench.figure_parts import OP_COLORS, marker_sizes, op_kind, or_none, plotted_steps, short_name, step_members
+from workbench.layer_list import LayerList
 from workbench.profile import (as_model, bound_at, check_ceilings, check_level, default_ceilings, fusion_label,
-                               profile, run_machine)
-from workbench.roofline import roofline_figure, update_roofline
+                               parse_fuse_blocks, profile, run_machine)
+from workbench.roofline import default_title, roofline_figure, update_roofline
+from workbench.step_detail import step_detail_html
+from workbench.tile_controls import choice_label, ensure_choice, make_tile_slider, make_typed_box
+from workbench.width_probe import WidthProbe
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +100,8 @@ TILE_FIELDS_OF_OP = {"expand": ("pointwise_pixels", "pointwise_channels"),
                      "pointwise": ("pointwise_pixels", "pointwise_channels"),
                      "depthwise": ("depthwise_rows",), "block": ("block_rows",)}
 EVERY_STEP = ""                             # the step picker's value for "every step"
+MIN_FIGURE_WIDTH = 400                      # px; below this the figure keeps its width (a hidden panel reports 0)
+DETAIL_HINT = "<i>click a point of the roofline, or a row of the table, to see its step here</i>"
 TUNE_BUDGET_SECONDS = 60.0                  # the Tune budget box's first value
 BEFORE_TRACE, SELECTION_TRACE = "tuning:before", "selection"   # the Explorer's overlay traces
 
@@ -184,6 +190,7 @@ class Explorer:
         self._pending_draw = False        # the level changed while busy: redraw after
         self._pending_lock = threading.Lock()   # guards the two flags only (held for no call)
         self._held = 0                    # > 0: control changes do not trigger the callback
+        self._memory_only = False         # the figure shows only the steps memory bound at the level
 
         # ---- widgets first
         self.controls = self._make_controls(batch, threads, self.schedule.default, fuse_blocks, level)
@@ -194,14 +201,14 @@ class Explorer:
         self.figure.add_trace(go.Scatter(**_overlay_spec(BEFORE_TRACE)))
         self.figure.add_trace(go.Scatter(**_overlay_spec(SELECTION_TRACE)))
         self._accept(frame, self.config()["tiles"])
-        self._draw_overlays()
-        self._show_table()
+        self._draw()
 
         # ---- one callback
         for control in self.controls.values():
             control.observe(self._on_change, names="value")
         self.run_button.on_click(self._on_click)
         self.tune_button.on_click(self._on_tune_click)
+        self.width_probe.observe(self._fit_width, names="width")
         for trace in self.figure.data:
             if trace.meta.startswith("ops:") or trace.meta == BEFORE_TRACE:
                 trace.on_click(self._on_point_click)
@@ -229,7 +236,11 @@ class Explorer:
         self.step_note = widgets.HTML(value="")
         self.message = widgets.HTML(value="")
         self.summary = widgets.HTML(value="")
-        self.table = widgets.HTML(value="")
+        self.layers = LayerList(on_pick=self._on_table_pick, on_memory_only=self._on_memory_only)
+        self.detail = widgets.HTML(value=DETAIL_HINT)
+        self.typed = {field: make_typed_box(field, self.controls[field], self._refused, self.hold)
+                      for field in TILE_FIELDS}
+        self.width_probe = WidthProbe()       # the output area's width, for the figure (width_probe.py)
 
     # ------------------------------------------------------------------ building
 
@@ -253,22 +264,24 @@ class Explorer:
                                      description="tiles of", style=wide, layout=widgets.Layout(width="420px")),
         }
         for name, value in tiles.as_dict().items():
-            low, high, step = engine.Tiles.field_range(name)
-            label = name.replace("_", " ") + (" (0 = auto)" if name == "block_rows" else "")
-            controls[name] = widgets.IntSlider(value=value, min=low, max=high, step=step, description=label,
-                                               continuous_update=False, style=wide,
-                                               layout=widgets.Layout(width="420px"))
+            controls[name] = make_tile_slider(name, value, name.replace("_", " "))
         return controls
 
     def _layout(self) -> widgets.VBox:
         config_row = widgets.HBox([self.controls[n] for n in ("threads", "batch", "fuse_blocks", "level")])
         step_row = widgets.HBox([self.controls["step"], self.step_note])
-        tile_rows = [widgets.HBox([self.controls[n] for n in TILE_FIELDS[i:i + 2]])
+        tile_rows = [widgets.HBox([item for n in TILE_FIELDS[i:i + 2] for item in (self.controls[n], self.typed[n])])
                      for i in range(0, len(TILE_FIELDS), 2)]
         action_row = widgets.HBox([self.run_button, self.progress, self.status])
         tune_row = widgets.HBox([self.tune_button, self.tune_budget, self.tune_progress])
-        return widgets.VBox([config_row, step_row, *tile_rows, action_row, tune_row, self.message, self.figure,
-                             self.summary, self.table])
+        detail_box = widgets.VBox([widgets.HTML("<b>Selected step</b> (click a point or a row)"), self.detail],
+                                  layout=widgets.Layout(width="38%", padding="0 0 0 12px"))
+        # the figure straight in the panel, as wide as the output area (its width follows the
+        # container: autosize); the table and the detail panel share the row under it
+        return widgets.VBox([config_row, step_row, *tile_rows, action_row, tune_row, self.message, self.width_probe,
+                             self.figure,
+                             self.summary, widgets.HBox([self.layers.box, detail_box])],
+                            layout=widgets.Layout(width="100%"))
 
     # ------------------------------------------------------------------ the configuration
 
@@ -332,6 +345,8 @@ class Explorer:
                 control = self.controls[name]
                 if name == "batch" and value not in control.options:
                     control.options = sorted(set(control.options) | {value})
+                if name in TILE_FIELDS:
+                    ensure_choice(control, name, value)
                 control.value = value
         if "fuse_blocks" in values:
             self._fusion_selector_used()
@@ -461,6 +476,7 @@ class Explorer:
         step = self._target
         tiles = self.schedule.default if step is None else self.schedule.tiles_for(step)
         for field, value in tiles.as_dict().items():
+            ensure_choice(self.controls[field], field, value)
             self.controls[field].value = value
         own = len(self.schedule.overrides)
         if step is None:
@@ -610,7 +626,8 @@ class Explorer:
         try:
             config = self.config()
         except ValueError as error:
-            self._say(f"invalid value: {error}", "error")
+            self._snap_back()
+            self._say(f"invalid value: {error}; the controls are back at what the figure shows", "error")
             return None
         self._say("")
         self._start(config)
@@ -618,9 +635,11 @@ class Explorer:
         try:
             frame = self._measure(config)
         except CONFIG_ERRORS as error:
+            self._snap_back()
             self._say(f"could not measure batch {config['batch']}, {config['threads']} thread(s), "
-                      f"{_describe_tiles(config['tiles'])}: {error}", "error")
-            self._finish(False, "failed; the figure shows the previous result")
+                      f"{_describe_tiles(config['tiles'])}: {error}; refused: the controls are back at "
+                      f"what the figure shows", "error")
+            self._finish(False, "refused; the figure and the controls show the previous result")
             return None
         except BaseException:
             self._finish(False, "failed")
@@ -698,9 +717,82 @@ class Explorer:
 
     def _draw(self) -> None:
         with self.figure.batch_update():
-            update_roofline(self.figure, self.profile, self.ceilings, level=self.level)
+            update_roofline(self.figure, self._shown_profile(), self.ceilings, level=self.level,
+                            title=self.title())
             self._draw_overlays()
         self._show_table()
+        self.layers.refresh(self.profile, self.ceilings, self.level)
+        self.layers.show(self._target)
+        self._show_detail()
+
+    def title(self) -> str:
+        """The figure's title: what the last profile ran with (batch, threads, fusion, the
+        level) and the tiles it ran with, as the controls name them."""
+        schedule = self.schedule
+        tiles = ", ".join(f"{field.replace('_', ' ')} {choice_label(field, value)}"
+                          for field, value in schedule.default.as_dict().items())
+        own = len(schedule.overrides)
+        extra = f"; {own} step{'s' if own != 1 else ''} with tiles of {'their' if own != 1 else 'its'} own" if own else ""
+        heading, _, warning = default_title(self.profile, self.level).partition("<br>")
+        shown = " (memory bound only)" if self._memory_only else ""
+        return f"{heading}{shown}<br><span style='font-size:12px'>tiles: {tiles}{extra}</span>" + \
+            (f"<br>{warning}" if warning else "")
+
+    def _shown_profile(self) -> pd.DataFrame:
+        """The profile as drawn: with "memory bound only", its steps memory bound at the
+        level (all of them when none is)."""
+        if not self._memory_only:
+            return self.profile
+        memory = self.profile[bound_at(self.profile, self.ceilings, self.level) == "memory"]
+        return memory if len(memory) else self.profile
+
+    def _show_detail(self) -> None:
+        """The detail panel: the selected step's facts (a hint when none is selected)."""
+        if self._target is None:
+            self.detail.value = DETAIL_HINT
+            return
+        fields = TILE_FIELDS_OF_OP.get(self._op_of(self._target), ())
+        self.detail.value = step_detail_html(self.profile, self._target, self.ceilings, self.level, fields) \
+            or DETAIL_HINT
+
+    def _snap_back(self) -> None:
+        """Put the controls back at what the last profile ran with (threads, batch, fusion,
+        tiles of the held schedule): a refused value never stays on a control."""
+        frame = self.profile
+        with self.hold():
+            self.controls["threads"].value = int(frame["threads"].iloc[0])
+            self.controls["batch"].value = int(frame["batch"].iloc[0])
+            self.controls["fuse_blocks"].value = parse_fuse_blocks(frame["fuse_blocks"].iloc[0])
+            self._show_target_tiles()
+
+    def _refused(self, field: str, value, kept, reason: str) -> None:
+        """A typed tile value Tiles refuses: the box snapped back; say why."""
+        self._say(f"{field.replace('_', ' ')} {value} refused: {reason}. It stays at {choice_label(field, kept)}.",
+                  "error")
+
+    def _on_table_pick(self, name: str) -> None:
+        """A row of the layer table picked: select its step (the ring and the detail panel)."""
+        try:
+            if name in [v for _, v in self.controls["step"].options]:
+                self.controls["step"].value = name      # the observer selects it
+            else:                                        # a step without FLOPs: details only
+                self._target_detail(name)
+        except Exception as error:     # a callback must never raise into the widget machinery
+            logger.debug("explorer table pick failed", exc_info=True)
+            self._say(f"unexpected error: {type(error).__name__}: {error}", "error")
+
+    def _target_detail(self, name: str) -> None:
+        self.detail.value = step_detail_html(self.profile, name, self.ceilings, self.level) or DETAIL_HINT
+
+    def _fit_width(self, change) -> None:
+        """The panel's width changed (WidthProbe, CSS px): the figure takes all of it."""
+        width = int(change["new"])
+        if width >= MIN_FIGURE_WIDTH and width != self.figure.layout.width:
+            self.figure.layout.width = width
+
+    def _on_memory_only(self, value: bool) -> None:
+        self._memory_only = bool(value)
+        self.redraw()
 
     def _draw_overlays(self) -> None:
         """The Explorer's own traces and arrows, at the current level: the selected step's
@@ -748,6 +840,7 @@ class Explorer:
         return next(trace for trace in self.figure.data if trace.meta == key)
 
     def _show_table(self) -> None:
+        """The summary line over the layer table: time, GFLOP/s, steps memory bound at the level."""
         frame, level = self.profile, self.level
         threads = int(frame["threads"].iloc[0])
         total = float(frame["seconds"].sum())
@@ -764,11 +857,10 @@ class Explorer:
                           f"{'their' if own != 1 else 'its'} own" + (", blocks their own fusion" if self.schedule.fused
                                                                        else "") + ".")
         self.summary.value = (
-            f"<b>{total * 1e3:.2f} ms</b> per run (sum of the steps' medians), {flops / total / 1e9:.3g} GFLOP/s "
+            f"<b>{total * 1e3:.3g} ms</b> per run (sum of the steps' medians), {flops / total / 1e9:.3g} GFLOP/s "
             f"overall. At {html.escape(level)} (ridge point {ridge:.3g} FLOP/byte), {len(memory)} of "
             f"{len(with_flops)} steps with FLOPs are memory bound: "
-            f"{float(memory['seconds'].sum()) / total:.0%} of the time.{tiles_note} Slowest steps:")
-        self.table.value = _table_html(slowest_layers(frame, self.ceilings, level))
+            f"{float(memory['seconds'].sum()) / total:.0%} of the time.{tiles_note}")
 
     def _start(self, config: dict) -> None:
         self.run_button.disabled, self.run_button.description = True, "Measuring…"
