@@ -81,8 +81,9 @@ class Layer:
         pointwise_conv(self.x, self.packed_weight, self.packed_bias, self.out, 0.0, 6.0,
                        None, pointwise_pixels, pointwise_channels)
 
-    def check(self) -> None:
-        self.run(DEFAULT_POINTWISE_PIXELS, DEFAULT_POINTWISE_CHANNELS)
+    def check(self, pointwise_pixels: int = DEFAULT_POINTWISE_PIXELS,
+              pointwise_channels: int = DEFAULT_POINTWISE_CHANNELS) -> None:
+        self.run(pointwise_pixels, pointwise_channels)
         reference = pointwise_reference(self.x_nchw, self.weight, self.bias, 0.0, 6.0)
         got = from_blocked(self.out, self.shape[2])
         error = np.abs(got - reference).max() / max(1.0, np.abs(reference).max())

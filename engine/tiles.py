@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.kernels.micro_tile import DEFAULT_POINTWISE_CHANNELS, DEFAULT_POINTWISE_PIXELS
+
 
 @dataclass(frozen=True)
 class Tiles:
@@ -19,15 +21,16 @@ class Tiles:
         weights more often; large ones leave fewer work items for the threads.
     pointwise_channels: output channels per work item of a 1x1 conv (a multiple of 16,
         so it is a whole number of channel blocks on AVX2 and AVX-512 hosts). The input
-        pixels of a tile are re-read once per output-channel tile.
+        pixels of a tile are re-read once per output-channel tile. Default: one micro-tile's
+        width for the lane width the kernels are built for (16 on AVX2, 48 on AVX-512).
     depthwise_rows: output rows per work item of a depthwise conv.
     block_rows: band height (output rows) of a fused inverted-residual block; 0 picks
         it per block from the cost model. Used by the blocks that run fused (fuse_blocks
         True, "auto" where it fuses, or a TileSchedule's fused choice).
     """
 
-    pointwise_pixels: int = 64        # pixels, 1..4096
-    pointwise_channels: int = 16      # output channels, 16..4096, multiple of 16
+    pointwise_pixels: int = DEFAULT_POINTWISE_PIXELS        # pixels, 1..4096
+    pointwise_channels: int = DEFAULT_POINTWISE_CHANNELS    # output channels, 16..4096, multiple of 16
     depthwise_rows: int = 16          # rows, 1..1024
     block_rows: int = 0               # rows, 0 (auto) or 1..1024
 

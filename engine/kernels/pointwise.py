@@ -67,11 +67,9 @@ from numba.extending import intrinsic
 
 from engine.kernels._common import check_clip, launch
 from engine.kernels.layout import CB, channel_blocks
+from engine.kernels.micro_tile import (BLOCKS, DEFAULT_POINTWISE_CHANNELS, DEFAULT_POINTWISE_PIXELS,  # noqa: F401
+                                       MICRO_TILE, ROWS)
 
-# Micro-tile shape per lane width: (pixels, output blocks). 6 x 2 fills AVX2's 16 ymm
-# registers (12 accumulators); AVX-512 has 32 zmm registers, 8 x 2 leaves room to spare.
-MICRO_TILE: dict[int, tuple[int, int]] = {8: (6, 2), 16: (8, 2)}
-ROWS, BLOCKS = MICRO_TILE[CB]
 MIN_ACCUMULATORS = 8  # FMA latency (4 cycles) x FMA issue rate (2 per cycle) on Zen 3
 PREFETCH_TILES = 2    # software-prefetch the inputs of the micro-tile this many tiles ahead
 # Weight prefetch: while a pair of output blocks walks its micro-tiles, the first
@@ -89,11 +87,6 @@ W_PREFETCH_LINES = max(1, CB // 4)
 WEIGHT_PREFETCH_TILES = BLOCKS * CB * CB // (16 * W_PREFETCH_LINES)
 WEIGHT_PREFETCH_MAX_PIXEL_TILES = 4
 
-# Default work item: 64 output pixels x 16 output channels, the best summed time over
-# MobileNetV2's 1x1 layers in the sweeps of bench/kernel_pointwise.py (bench/README): small
-# channel tiles give the 7x7 layers (one pixel tile) enough work items to split evenly.
-DEFAULT_POINTWISE_PIXELS = 64
-DEFAULT_POINTWISE_CHANNELS = 16
 
 # The micro-kernel's arguments, in order (offsets and strides in float32 elements).
 _TILE_ARGUMENTS = (
