@@ -27,7 +27,7 @@ from engine.graph import Graph
 from engine.kernels.layout import CB
 from engine.machine import MachineInfo
 from engine.tiles import TileSchedule
-from engine.version import package_version
+from engine.version import engine_version
 
 SCHEMA_VERSION = 1
 
@@ -55,11 +55,11 @@ class ScheduleKey:
     threads: int
     cpu_model: str
     lanes: int              # fp32 lanes per channel block the kernels were built for
-    engine_version: str
+    engine_version: str     # package version + digest of the kernels' sources (engine.version)
 
     @classmethod
     def of(cls, graph_fingerprint: str, batch: int, threads: int, machine: MachineInfo) -> "ScheduleKey":
-        return cls(graph_fingerprint, batch, threads, machine.cpu_model, CB, package_version())
+        return cls(graph_fingerprint, batch, threads, machine.cpu_model, CB, engine_version())
 
     def differences(self, other: "ScheduleKey") -> list[str]:
         """Words for each field in which `other` differs from this key."""
