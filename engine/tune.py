@@ -31,12 +31,13 @@ import numpy as np
 from engine import schedules
 from engine.checks import check_batch, check_int, check_machine, check_threads
 from engine.hooks import Recorder
+from engine.kernels.micro_tile import DEFAULT_POINTWISE_CHANNELS
 from engine.passes import find_inverted_residual_blocks
 from engine.tiles import Tiles, TileSchedule
 
 
 POINTWISE_PIXELS = (16, 32, 64, 128, 256, 512)
-POINTWISE_CHANNELS = (16, 32, 64, 128)
+POINTWISE_CHANNELS = tuple(k * DEFAULT_POINTWISE_CHANNELS for k in (1, 2, 4, 8))   # micro-tile widths: 16.. on AVX2, 48.. on AVX-512
 DEPTHWISE_ROWS = (1, 2, 4, 7, 8, 14, 16, 28, 56)
 BLOCK_ROWS = (0, 2, 4, 7, 14, 28)               # 0: the cost model's band height
 PLAN_MEMORY_BYTES = 1 << 30                      # plans kept at once while tuning, at most this much arena
