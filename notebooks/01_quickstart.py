@@ -33,6 +33,7 @@ import numpy as np
 from IPython.display import Markdown, display
 
 import workbench
+from workbench.figure_parts import short_name
 from workbench.tables import format_table, roofs_table
 from workbench.teaching import bound_summary, explain_bounds
 from workbench.widgets import Explorer
@@ -99,8 +100,9 @@ print(f"{frame['seconds'].sum() * 1e3:.2f} ms per image (sum of the steps' media
       f"{frame['flops'].sum() / frame['seconds'].sum() / 1e9:.1f} GFLOP/s overall, {len(frame)} steps")
 AI_UNITS = {f"ai_{level}": "FLOP/byte" for level in ceilings.levels}
 AI_NAMES = {f"ai_{level}": f"AI {level}" for level in ceilings.levels}
-format_table(frame[["layer", "op", "output_shape", "seconds", "share_of_time", "gflops", *AI_UNITS, "bound",
-                    "bound_level"]].head(10),
+format_table(frame.assign(layer=frame["layer"].map(short_name))[
+                 ["layer", "op", "output_shape", "seconds", "share_of_time", "gflops", *AI_UNITS, "bound",
+                  "bound_level"]].head(10),
              {"seconds": "s→ms", "share_of_time": "%", "gflops": "GFLOP/s", **AI_UNITS},
              names={"seconds": "time", "share_of_time": "share", **AI_NAMES})
 
@@ -145,8 +147,8 @@ format_table(bound_summary(frame).reset_index(),
 
 # %%
 memory_bound = frame[frame["bound"] == "memory"].nlargest(8, "seconds")
-format_table(memory_bound[["layer", "op", "seconds", "gflops", "bound_level", *AI_UNITS, "attainable_gflops",
-                          "roof_fraction"]],
+format_table(memory_bound.assign(layer=memory_bound["layer"].map(short_name))[
+                 ["layer", "op", "seconds", "gflops", "bound_level", *AI_UNITS, "attainable_gflops", "roof_fraction"]],
              {"seconds": "s→ms", "gflops": "GFLOP/s", **AI_UNITS, "attainable_gflops": "GFLOP/s",
               "roof_fraction": "%"},
              names={"seconds": "time", "gflops": "achieved", "bound_level": "tightest roof", **AI_NAMES,

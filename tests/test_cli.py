@@ -55,7 +55,7 @@ def test_ceilings_prints_the_roofs_per_thread_count(capsys, no_measuring):
     status, out, _ = run(["ceilings", "--refresh"], capsys)
     assert status == 0
     assert "Hand-made CPU" in out and "fp32_fma" in out and "DRAM" in out
-    assert re.search(r"^\s*2\s+.*180\.0", out, re.M)           # threads 2: peak 180 GFLOP/s
+    assert re.search(r"^\s*2\s+.*\b180\b", out, re.M)           # threads 2: peak 180 GFLOP/s
     header = next(line for line in out.splitlines() if "L1" in line and "fp32_fma" in line)
     assert [column.split()[0] for column in re.split(r"\s{2,}", header.strip())] == \
         ["L1", "L2", "L3", "DRAM", "fp32_fma"]                  # memory-hierarchy order, then the FMA peak

@@ -344,7 +344,7 @@ def _tune(args) -> int:
     if not changed.empty:
         shown = changed.head(args.top).copy()
         shown["step"] = shown["step"].str[-48:]
-        print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        print(shown.to_string(index=False, float_format=significant))
     print(f"{len(changed)} steps changed; schedule written to {path} (run it: --tiles {path})")
     return 0
 
@@ -404,10 +404,10 @@ def _sweep(args) -> int:
     varying = [c for c in CONFIG_COLUMNS + ["schedule"] if c in totals and totals[c].nunique() > 1] \
         or ["batch", "threads"]
     shown = totals[varying + ["host", "run_seconds", "images_per_second", "gflops", "ai_L2"]].copy()
-    shown["run_seconds"] = (shown["run_seconds"] * 1e3).round(3)
+    shown["run_seconds"] = shown["run_seconds"] * 1e3
     shown = shown.rename(columns={"run_seconds": "ms/run", "images_per_second": "images/s", "gflops": "GFLOP/s",
                                   "ai_L2": "AI L2"})
-    print(shown.sort_values("ms/run").to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    print(shown.sort_values("ms/run").to_string(index=False, float_format=significant))
     print(f"{len(totals)} configs, {len(frame)} rows in {args.out}" + (f"; {skipped} skipped" if skipped else ""))
     return 0
 
@@ -427,7 +427,7 @@ def _compare(args) -> int:
                "cost_per_million_inferences": f"cost/1M @ {price:g}/core-h"}
     print(f"{args.model.name}: batch {args.batch}, {int(table['threads'].iloc[0])} thread(s), "
           f"median of {args.repeats} interleaved calls")
-    print(table[list(columns)].rename(columns=columns).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(table[list(columns)].rename(columns=columns).to_string(index=False, float_format=significant))
     for note in result.notes:
         print(f"note: {note}")
     if not result.ort_nodes.empty:
@@ -447,7 +447,7 @@ def _run(args) -> int:
         table = roofs_table(ceilings).T            # L1, L2, L3, DRAM (GB/s, triad), then fp32_fma (GFLOP/s)
         table.index = pd.Index(ceilings.threads, name="threads")
         print(f"{ceilings.machine['cpu_model']}, {ceilings.machine['cores']} cores")
-        print(table.to_string(float_format=lambda v: f"{v:.1f}"))
+        print(table.to_string(float_format=significant))
         caches = ceilings.cache_table()
         if not caches.empty:
             print("\ncaches, one instance each: nominal (sysfs) and effective (where the 1-thread triad's "
