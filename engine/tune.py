@@ -128,7 +128,9 @@ def _search(model, session, batch, threads, budget_s, started, deadline, repeats
         order = sorted(baseline, key=baseline.get, reverse=True)
         report = _progress(progress, len(order), phase)
         for done, unit in enumerate(order):
-            if time.perf_counter() > deadline:
+            # a unit, once started, measures every candidate at least once: start it only
+            # if that first round fits in what is left
+            if time.perf_counter() + session.first_round_seconds(schedule, unit, run_seconds) > deadline:
                 stopped = stopped or f"budget of {budget_s:g} s spent in the {phase} phase ({done} of {len(order)} done)"
                 break
             report(done, _name(unit))
@@ -254,6 +256,12 @@ class _Session:
                            "median_s": stats[label][0], "spread_s": stats[label][1], "repeats": len(samples[label]),
                            "chosen": label == chosen})
         return choices[chosen]
+
+    def first_round_seconds(self, schedule: TileSchedule, unit, run_seconds: float) -> float:
+        """Seconds of one round over `unit`'s candidates (whole runs of `run_seconds`; twice
+        that where plans are built untimed first), which tune_unit spends even past the deadline."""
+        choices = len(dict.fromkeys(self.candidates(schedule, unit)))
+        return choices * run_seconds * (2 if choices + 1 > self.cached_plans else 1)
 
     def tune_unit(self, schedule: TileSchedule, unit, repeats: int, deadline: float, trials: list,
                   rng: random.Random) -> TileSchedule:
