@@ -46,6 +46,8 @@ class CacheLevel:
     line_bytes: int         # coherency line size, bytes
     effective_bytes: int | None = None   # measured capacity of one instance, bytes (where the
                                          # ceilings probe's bandwidth falls off); None: not measured
+    ways: int | None = None              # associativity (sysfs ways_of_associativity); None: not known
+                                         # (the cache simulation, engine.trace, then assumes DEFAULT_WAYS)
 
     @property
     def usable_bytes(self) -> int:
@@ -171,6 +173,7 @@ def _read_sysfs_caches(cache_dir: Path) -> tuple[dict[str, CacheLevel], list[str
             size = _parse_size((entry / "size").read_text())
             shared = _count_cpus((entry / "shared_cpu_list").read_text())
             line = int((entry / "coherency_line_size").read_text().strip())
+            ways = _read_ways(entry)
             if not 1 <= level <= 3:
                 continue  # an L4 (eDRAM) is not modelled
             if not (16 <= line <= 1024 and line & (line - 1) == 0):
@@ -180,8 +183,18 @@ def _read_sysfs_caches(cache_dir: Path) -> tuple[dict[str, CacheLevel], list[str
             continue
         name = f"L{level}"
         if name not in found:  # the first data/unified entry of a level is the one cpu0 uses
-            found[name] = CacheLevel(name, size, shared, line)
+            found[name] = CacheLevel(name, size, shared, line, ways=ways)
     return found, problems
+
+
+def _read_ways(entry: Path) -> int | None:
+    """A sysfs cache entry's associativity, or None where it is absent or not a positive
+    number (0 is how some kernels say "fully associative" or "unknown")."""
+    try:
+        ways = int((entry / "ways_of_associativity").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return ways if ways > 0 else None
 
 
 def _parse_size(text: str) -> int:

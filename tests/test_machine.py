@@ -8,7 +8,7 @@ import warnings
 import pytest
 
 from engine.kernels.layout import CB
-from engine.machine import (DEFAULT_CACHE_BYTES, CacheLevel, _count_cpus, _parse_size, _read_machine_info,
+from engine.machine import (DEFAULT_CACHE_BYTES, CacheLevel, MachineInfo, _count_cpus, _parse_size, _read_machine_info,
                             machine_info)
 
 ZEN3_CACHES = [  # (index, level, type, size, shared_cpu_list, line size), as this VM's sysfs
@@ -153,3 +153,14 @@ def test_numba_imported_before_engine_still_builds_for_the_engines_lane_width(la
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**env, "ROOFLINE_LANES": lanes}).stdout.split()
     assert out == [lanes, "-prefer-256-bit" if lanes == "16" else "+prefer-256-bit"]
+
+
+def test_associativity_is_read_from_sysfs_where_given_and_none_where_not(tmp_path):
+    root = make_sysfs(tmp_path / "cpu", ZEN3_CACHES)
+    (root / "cpu0" / "cache" / "index0" / "ways_of_associativity").write_text("12\n")
+    (root / "cpu0" / "cache" / "index2" / "ways_of_associativity").write_text("0\n")   # "unknown" on some kernels
+    info = read_without_warnings(root, make_cpuinfo(tmp_path / "cpuinfo"))
+    assert info.cache("L1").ways == 12
+    assert info.cache("L2").ways is None
+    assert info.cache("L3").ways is None
+    assert MachineInfo.from_dict(info.to_dict()) == info
