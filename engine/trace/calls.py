@@ -1,0 +1,145 @@
+"""From a bound kernel call (the `functools.partial(kernel, *args)` a plan step holds:
+engine.kernels._common.bind) to its access trace: one tracer per kernel, in a registry
+keyed by the kernel (`TRACERS`), like the plan's STEP_BUILDERS.
+
+A tracer is `tracer(args, thread, threads) -> records` (engine.trace.records): the accesses
+of thread `thread`'s share of the kernel's work items, split as numba's static prange
+schedule splits them (thread t of T gets items [t * n // T, (t + 1) * n // T)), or of the
+workers the kernel makes itself (the fused block: one contiguous run of items per worker).
+`threads=1` traces the whole call in the order one thread runs it.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import numpy as np
+
+from engine.kernels import depthwise, direct_conv, fused_block, linear, pointwise, pooling
+from engine.kernels.layout import _nchw_to_nchwc, _nchwc_to_nchw
+from engine.trace import depthwise as trace_dw
+from engine.trace import direct_conv as trace_direct
+from engine.trace import fused_block as trace_fused
+from engine.trace import layout as trace_layout
+from engine.trace import linear as trace_linear
+from engine.trace import pointwise as trace_pw
+from engine.trace import pooling as trace_pool
+from engine.trace.records import address_of, collect
+
+
+def share(items: int, thread: int, threads: int) -> tuple[int, int]:
+    """[begin, end) of the `items` work items that thread `thread` of `threads` runs."""
+    return thread * items // threads, (thread + 1) * items // threads
+
+
+def _pointwise(args, thread: int, threads: int) -> np.ndarray:
+    (x, w, bias, out, residual, has_residual, _low, _high, pointwise_pixels, pointwise_channels,
+     ahead_offset, ahead_elements) = args
+    cout_blocks = out.shape[1]
+    items = trace_pw.pointwise_items(x.shape, cout_blocks, pointwise_pixels, pointwise_channels)
+    begin, end = share(items, thread, threads)
+    return collect(trace_pw.trace_pointwise, address_of(x), x.shape[:4], address_of(w), address_of(bias),
+                   address_of(out), cout_blocks, address_of(residual), bool(has_residual), pointwise_pixels,
+                   pointwise_channels, ahead_offset, ahead_elements, begin, end)
+
+
+def _depthwise(args, thread: int, threads: int) -> np.ndarray:
+    x, w, bias, out, stride_h, stride_w, pad_top, pad_left, _low, _high, depthwise_rows = args
+    out_h, out_w = out.shape[2:4]
+    begin, end = share(trace_dw.depthwise_items(x.shape, out_h, depthwise_rows), thread, threads)
+    return collect(trace_dw.trace_depthwise, address_of(x), x.shape[:4], address_of(w), w.shape[1], w.shape[2],
+                   address_of(bias), address_of(out), out_h, out_w, stride_h, stride_w, pad_top, pad_left,
+                   depthwise_rows, begin, end)
+
+
+def _direct(args, thread: int, threads: int) -> np.ndarray:
+    x, w, bias, out, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, _low, _high = args
+    out_h, out_w = out.shape[2:4]
+    begin, end = share(trace_direct.direct_items(x.shape, w.shape[0], out_h), thread, threads)
+    return collect(trace_direct.trace_direct, address_of(x), x.shape, address_of(w), w.shape[:4], address_of(bias),
+                   address_of(out), out_h, out_w, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w,
+                   begin, end)
+
+
+def _fused(args, thread: int, threads: int) -> np.ndarray:
+    (x, ew, eb, has_expand, dw, db, pw, pb, out, residual, has_residual, stride, pad, *_clips, block_rows,
+     scratch_expand, scratch_depthwise) = args
+    workers = scratch_expand.shape[0]
+    begin, end = share(workers, thread, threads)
+    return collect(trace_fused.trace_fused, address_of(x), x.shape[:4], address_of(ew), address_of(eb),
+                   bool(has_expand), address_of(dw), address_of(db), dw.shape[0], address_of(pw), address_of(pb),
+                   address_of(out), out.shape[1:4], address_of(residual), bool(has_residual), stride, pad, block_rows,
+                   address_of(scratch_expand), scratch_expand.shape[1], address_of(scratch_depthwise),
+                   scratch_depthwise.shape[1], workers, begin, end)
+
+
+def _pool(args, thread: int, threads: int) -> np.ndarray:
+    x, out = args
+    n_images, n_blocks, height, width, _ = x.shape
+    begin, end = share(n_images * n_blocks, thread, threads)
+    return collect(trace_pool.trace_pool, address_of(x), height * width, address_of(out), begin, end)
+
+
+def _linear(args, thread: int, threads: int) -> np.ndarray:
+    x, w, bias, out = args
+    begin, end = share(w.shape[0], thread, threads)
+    return collect(trace_linear.trace_linear, address_of(x), x.shape[0], x.shape[1], address_of(w),
+                   address_of(bias), address_of(out), out.shape[1], begin, end)
+
+
+def _to_blocked(args, thread: int, threads: int) -> np.ndarray:
+    x, out = args
+    n_images, channels, height, width = x.shape
+    n_blocks = out.shape[1]
+    begin, end = share(n_images * n_blocks, thread, threads)
+    return collect(trace_layout.trace_to_blocked, address_of(x), channels, height * width, address_of(out), n_blocks,
+                   begin, end)
+
+
+def _from_blocked(args, thread: int, threads: int) -> np.ndarray:
+    x, out = args
+    n_images, channels, height, width = out.shape
+    begin, end = share(n_images * channels, thread, threads)
+    return collect(trace_layout.trace_from_blocked, address_of(x), x.shape[1], height * width, address_of(out),
+                   channels, begin, end)
+
+
+TRACERS: dict[Callable, Callable] = {
+    pointwise._pointwise_kernel: _pointwise,
+    depthwise._depthwise_kernel: _depthwise,
+    direct_conv._direct_kernel: _direct,
+    fused_block._fused_block_kernel: _fused,
+    pooling._global_average_pool_kernel: _pool,
+    linear._linear_kernel: _linear,
+    _nchw_to_nchwc: _to_blocked,
+    _nchwc_to_nchw: _from_blocked,
+}
+
+
+def trace_call(kernel, args, thread: int = 0, threads: int = 1) -> np.ndarray:
+    """Records of thread `thread` of `threads` running `kernel(*args)` (a kernel of TRACERS).
+    KeyError names the kernels that have a tracer."""
+    tracer = TRACERS.get(kernel)
+    if tracer is None:
+        raise KeyError(f"no access trace for {getattr(kernel, '__name__', kernel)!r}; traced kernels: "
+                       f"{sorted(k.__name__ for k in TRACERS)}")
+    return tracer(args, thread, threads)
+
+
+def kernel_and_arguments(call) -> tuple[Callable, tuple] | None:
+    """(kernel, its arguments) of a plan step's call, or None for a call that runs no
+    kernel of TRACERS (a copy in numpy). Besides a plain bound partial, a plan rebinds the
+    first steps to read the caller's input (`_read_input_directly`: the kernel, the
+    arguments before and after the input, as defaults; the input is then a fresh array of
+    the bound one's shape) and the classifier to write a new output each run (the kernel
+    and the arguments before the output, in its closure)."""
+    if isinstance(call, functools.partial) and not call.keywords:
+        return call.func, tuple(call.args)
+    defaults = getattr(call, "__defaults__", None) or ()
+    closure = dict(zip(call.__code__.co_freevars, (cell.cell_contents for cell in call.__closure__ or ())))
+    if len(defaults) == 3 and call.__code__.co_varnames[:3] == ("kernel", "before", "after"):
+        kernel, before, after = defaults
+        return kernel, (*before, None, *after)         # None: the caller's input, filled by the caller
+    if {"kernel", "before", "shape"} <= closure.keys():
+        return closure["kernel"], (*closure["before"], np.empty(closure["shape"], np.float32))
+    return None
