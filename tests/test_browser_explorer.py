@@ -71,7 +71,8 @@ JS_LONELIEST_POINT = """(selector) => {
   }
   return best && {...best, gap: bestGap};
 }"""
-JS_IDLE = """() => [...document.querySelectorAll('.jp-StatusBar-TextItem')].some(e => /\\| Idle$/.test(e.textContent.trim()))"""
+JS_IDLE = """() => [...document.querySelectorAll('.jp-StatusBar-TextItem')]
+  .some(e => /\\| Idle$/.test(e.textContent.trim()))"""
 
 
 @pytest.fixture(scope="module")
@@ -232,8 +233,42 @@ def test_the_explorer_fills_the_width_snaps_back_a_refused_tile_redraws_after_an
         assert target["layer"] in text and "at every level" in text and "bytes moved" in text
         assert re.search(r"DRAM", text)
         row = panel.locator(".roofline-layer-rows select")
-        assert short_name(target["layer"]) in row.evaluate("s => s.selectedOptions.length ? s.selectedOptions[0].text : ''")
+        picked = row.evaluate("s => s.selectedOptions.length ? s.selectedOptions[0].text : ''")
+        assert short_name(target["layer"]) in picked
         page.screenshot(path=ARTIFACTS / "browser_explorer_wide_clicked.png")
         detail.scroll_into_view_if_needed()
         page.screenshot(path=ARTIFACTS / "browser_explorer_wide_detail.png")
         assert not _problems(page), _problems(page)
+
+
+@pytest.mark.timeout(120)
+def test_in_the_report_the_rooflines_level_buttons_recolour_the_time_bars_as_the_header_counts(
+        browser_available, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    from test_roofline import LEVELS, make_ceilings, make_profile
+    from workbench.report import memory_bound_counts, write_report
+
+    ceilings = make_ceilings()
+    profile = make_profile(ceilings=ceilings)
+    write_report(profile, tmp_path, ceilings=ceilings, level="L2", images=False)
+    counts = memory_bound_counts(profile, ceilings)
+    assert len(set(counts.values())) > 1
+    memory_bars = """() => { const bars = document.getElementById('time-bars');
+      const trace = bars.data.find(t => t.meta === 'bound:memory'); return trace.y ? trace.y.length : 0; }"""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport=VIEWPORT)
+            page.goto((tmp_path / "report.html").as_uri())
+            page.wait_for_function("() => document.getElementById('time-bars') && "
+                                   "document.getElementById('time-bars').data", timeout=30_000)
+            assert page.evaluate(memory_bars) == counts["L2"]
+            for level in LEVELS:
+                page.locator("#roofline .updatemenu-button", has_text=f"AI at {level}").click()
+                page.wait_for_function(f"() => ({memory_bars})() === {counts[level]}", timeout=10_000)
+                title = page.evaluate("() => document.getElementById('time-bars').layout.title.text")
+                assert f"{counts[level]} of " in title and f"at {level}" in title
+            page.screenshot(path=ARTIFACTS / "browser_report_bars_at_DRAM.png", full_page=True)
+        finally:
+            browser.close()

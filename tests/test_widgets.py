@@ -561,7 +561,8 @@ def test_a_tile_one_step_refuses_is_shown_and_nothing_jams(explorer):
     assert "pointwise channels 24 refused" in explorer.message.value and explorer.profile is frame
     other = 64 if explorer.controls["pointwise_channels"].value != 64 else 32
     explorer.controls["pointwise_channels"].value = other
-    assert explorer.message.value == "" and explorer.profile.set_index("layer").loc[project, "pointwise_channels"] == other
+    assert explorer.message.value == ""
+    assert explorer.profile.set_index("layer").loc[project, "pointwise_channels"] == other
 
 
 def test_set_schedule_runs_a_schedule_and_refuses_one_tuned_elsewhere_or_naming_other_steps(explorer,

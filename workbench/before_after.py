@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from workbench.figure_parts import (OP_COLORS, format_value, marker_sizes, memoised, op_kind, or_none, plotted_steps,
-                                    short_name, step_members)
+from workbench.figure_parts import (OP_COLORS, format_ms, format_value, marker_sizes, memoised, op_kind, or_none,
+                                    plotted_steps, short_name, step_members)
 from workbench.profile import check_level, check_profile, profile_threads
 from workbench.roofline import axis_ranges, base_layout, region_spec, roof_specs, roofline_columns
 
@@ -110,7 +110,7 @@ def _unit_hover(unit: _Unit, label: str, level: str) -> str:
     lines = [f"<b>{html.escape(name)}</b> ({html.escape(unit.op)}), {html.escape(label)}"]
     if unit.name is None:
         lines.append(", ".join(html.escape(short_name(n)) for n in unit.layers))
-    lines += [f"time {unit.seconds * 1e3:.3f} ms ({unit.share:.1%} of the run)",
+    lines += [f"time {format_ms(unit.seconds)} ({unit.share:.1%} of the run)",
               f"{unit.gflops:.3g} GFLOP/s", f"AI at {level}: {format_value(unit.ai, 'FLOP/byte')}"]
     return "<br>".join(lines)
 
@@ -138,7 +138,7 @@ def step_arrow(name: str, old: _Unit, new: _Unit) -> dict | None:
         arrowhead=2, arrowsize=1.0, arrowwidth=1.3, arrowcolor=OP_COLORS[op_kind(new.op)], opacity=0.8,
         standoff=2, hovertext=(f"{html.escape(name)}: {old.gflops:.3g} → {new.gflops:.3g} GFLOP/s, "
                                f"AI {format_value(old.ai)} → {format_value(new.ai)} FLOP/byte, "
-                               f"{old.seconds * 1e3:.3f} → {new.seconds * 1e3:.3f} ms"))
+                               f"{format_ms(old.seconds)} → {format_ms(new.seconds)}"))
 
 
 def _roof_traces(ceilings, threads: tuple[int, int], level: str, ranges, labels: tuple[str, str]) -> list[go.Scatter]:
@@ -180,7 +180,7 @@ def before_after_figure(before: pd.DataFrame, after: pd.DataFrame, ceilings, lev
     arrows = [arrow for arrow in (step_arrow(name, old, new) for name, old, new in matched) if arrow is not None]
     if title is None:
         total_before, total_after = before["seconds"].sum() * 1e3, after["seconds"].sum() * 1e3
-        title = (f"{labels[0]} → {labels[1]} at {level}: {total_before:.2f} ms → {total_after:.2f} ms of steps "
+        title = (f"{labels[0]} → {labels[1]} at {level}: {total_before:.3g} ms → {total_after:.3g} ms of steps "
                  f"({len(arrows)} matched steps)")
     figure.update_layout(**base_layout(ranges, level, title), annotations=arrows)
     return figure

@@ -63,6 +63,24 @@ TABLE_SCRIPT = """<script>
 </script>"""
 
 
+# The roofline's level buttons also recolour the time bars (their own button of that level).
+LINK_SCRIPT = """<script>
+window.addEventListener("load", function () {
+  var roof = document.getElementById("roofline"), bars = document.getElementById("time-bars");
+  if (!roof || !bars || !roof.on) return;
+  roof.on("plotly_buttonclicked", function (event) {
+    var level = event.button.label.replace("AI at ", "");
+    var menu = bars.layout.updatemenus && bars.layout.updatemenus[0];
+    if (!menu) return;
+    var index = menu.buttons.findIndex(function (b) { return b.label === "bound at " + level; });
+    if (index < 0) return;
+    var args = menu.buttons[index].args;
+    Plotly.update(bars, args[0], Object.assign({}, args[1], {"updatemenus[0].active": index}));
+  });
+});
+</script>"""
+
+
 def memory_bound_counts(frame: pd.DataFrame, ceilings) -> dict[str, int]:
     """{level: steps memory bound there (profile.bound_at)} for every level of the ceilings."""
     return {level: int((bound_at(frame, ceilings, level) == "memory").sum()) for level in ceilings.levels}
@@ -175,12 +193,14 @@ def summary_line(frame: pd.DataFrame, ceilings, level: str, model_name: str = "m
 
 def _page(frame: pd.DataFrame, ceilings, figures: list, model_name: str, level: str) -> str:
     """The report's HTML: a summary line, a noise warning when the repeats spread widely,
-    the figures (plotly.js inlined once, with the first, each as wide as the page) and the
-    table of layers."""
+    the figures (plotly.js inlined once, with the first, each as wide as the page; the
+    roofline's level buttons recolour the time bars too) and the table of layers."""
     parts = []
     for index, figure in enumerate(figures):
+        div_id = {0: "roofline", len(figures) - 1: "time-bars"}.get(index)
         parts.append(pio.to_html(figure, full_html=False, include_plotlyjs="inline" if index == 0 else False,
-                                 config={"responsive": True, "displaylogo": False}, default_width="100%"))
+                                 config={"responsive": True, "displaylogo": False}, default_width="100%",
+                                 div_id=div_id))
     warning = noise_warning(frame)
     warning_html = f'<p class="warning">{html.escape(warning)}</p>' if warning else ""
     above = int(sum(bool(above_roof_note(r, op)) for r, op in zip(frame.get("roof_fraction", []), frame["op"])))
@@ -200,6 +220,7 @@ multiply-accumulate); bytes moved are modelled per memory level (see engine/traf
 are this machine's measured ceilings ({html.escape(str(ceilings.machine.get('cpu_model', '')))}).
 Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')}.</p>
 {''.join(parts)}
+{LINK_SCRIPT}
 <h2>Layers at {html.escape(level)}</h2>
 {_table_html(frame, ceilings, level)}
 </body></html>"""

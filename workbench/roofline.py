@@ -250,14 +250,16 @@ def hover_text(row: dict, level: str, threads: int, ceilings) -> str:
         f"time {format_ms(float(row['seconds']))} ({float(row['share_of_time']):.1%} of the run)",
         f"{gflops:.3g} GFLOP/s achieved" + _spread_text(row),
         f"AI at {level}: {format_value(ai, 'FLOP/byte')}",
-        f"{level} roof here: {attainable:.3g} GFLOP/s → {format_roof_fraction(gflops / attainable)} of it",
+        f"{level} roof here: {attainable:.3g} GFLOP/s → "
+        f"{format_roof_fraction(gflops / attainable, short=True)} of it",
     ]
     note = above_roof_note(gflops / attainable, row["op"])
     if note:
         lines.append(f"<i>{html.escape(note)}</i>")
     lines.append(f"<b>{bound} bound</b> at {level} (ridge {ridge:.3g} FLOP/byte)")
     if "bound_level" in row and "roof_fraction" in row and pd.notna(row["roof_fraction"]):
-        lines.append(f"tightest roof of all: {row['bound_level']} ({format_roof_fraction(row['roof_fraction'])} of it)")
+        lines.append(f"tightest roof of all: {row['bound_level']} "
+                     f"({format_roof_fraction(row['roof_fraction'], short=True)} of it)")
     return "<br>".join(lines)
 
 

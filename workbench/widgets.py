@@ -40,8 +40,15 @@ block back to it. Changing batch or threads keeps the tuned tiles, as a hand-mad
   bar and status line say so and the Run button is disabled; the panel does not block the
   kernel silently.
 - Changing only `level` redraws the last profile at the other level (no measurement).
-- A value the engine rejects (pointwise_channels not a multiple of 16, say) or any error
-  from a measurement is shown in the message area; the previous figure and table stay.
+- The controls never disagree with the figure. A tile slider steps through allowed values
+  only (workbench.tile_controls); a value typed in its box that Tiles refuses
+  (pointwise_channels 20) snaps back at once and the message area says why; a
+  measurement the engine refuses puts every control back at what the figure shows. The
+  figure's title names what it shows: level, batch, threads, fusion and tiles.
+- The figure is as wide as the output area (workbench.width_probe); below it the summary,
+  the layer table (workbench.layer_list: sortable, filterable, "memory bound only", which
+  filters the figure too) and the detail panel of the selected step (a click on a point or
+  a row; workbench.step_detail).
 - One measurement (or tuning) at a time. While one is in progress (so only from another
   thread, or from code the measurement itself calls), a control change is queued: the
   message area says "busy", and when the running measurement ends it measures again,
@@ -71,7 +78,8 @@ from engine import schedules
 from engine.tiles import as_schedule
 from workbench import tuning
 from workbench.before_after import match_steps, step_arrow
-from workbench.figure_parts import OP_COLORS, marker_sizes, op_kind, or_none, plotted_steps, short_name, step_members
+from workbench.figure_parts import (OP_COLORS, format_ms, marker_sizes, op_kind, or_none, plotted_steps, short_name,
+                                    step_members)
 from workbench.layer_list import LayerList
 from workbench.profile import (as_model, bound_at, check_ceilings, check_level, default_ceilings, fusion_label,
                                parse_fuse_blocks, profile, run_machine)
@@ -156,9 +164,11 @@ class Explorer:
 
     Attributes: controls (dict name -> widget: threads, batch, fuse_blocks (ToggleButtons
     "off" / "auto" / "all blocks", values False / "auto" / True), level, step (the step
-    picker: EVERY_STEP or a step's name) and one IntSlider per engine.Tiles field, named as
-    the field), run_button, progress, status, tune_button, tune_budget (seconds),
-    tune_progress, message, summary, table, figure (the plotly FigureWidget), panel (the
+    picker: EVERY_STEP or a step's name) and one SelectionSlider per engine.Tiles field,
+    named as the field), typed (field -> the box to type a tile value), run_button,
+    progress, status, tune_button, tune_budget (seconds), tune_progress, message, summary,
+    layers (the layer table: workbench.layer_list.LayerList), detail (the selected step's
+    panel, HTML), width_probe, figure (the plotly FigureWidget), panel (the
     top-level ipywidgets container), profile (the last measured DataFrame), schedule (the
     TileSchedule of the last measurement), tuning (the last workbench.tuning.TuningResult,
     or None), measurements (how many measurements have completed), last_seconds
@@ -732,7 +742,8 @@ class Explorer:
         tiles = ", ".join(f"{field.replace('_', ' ')} {choice_label(field, value)}"
                           for field, value in schedule.default.as_dict().items())
         own = len(schedule.overrides)
-        extra = f"; {own} step{'s' if own != 1 else ''} with tiles of {'their' if own != 1 else 'its'} own" if own else ""
+        extra = (f"; {own} step{'s' if own != 1 else ''} with tiles of {'their' if own != 1 else 'its'} own"
+                 if own else "")
         heading, _, warning = default_title(self.profile, self.level).partition("<br>")
         shown = " (memory bound only)" if self._memory_only else ""
         return f"{heading}{shown}<br><span style='font-size:12px'>tiles: {tiles}{extra}</span>" + \
@@ -811,7 +822,7 @@ class Explorer:
                 before.update(x=or_none([old.ai for _, old in units]), y=or_none([old.gflops for _, old in units]),
                               customdata=[name for name, _ in units], showlegend=True,
                               hovertext=[f"<b>{html.escape(name)}</b>, default tiles<br>"
-                                         f"time {old.seconds * 1e3:.3f} ms<br>{old.gflops:.3g} GFLOP/s"
+                                         f"time {format_ms(old.seconds)}<br>{old.gflops:.3g} GFLOP/s"
                                          for name, old in units],
                               marker=dict(color="white", size=marker_sizes([old.share for _, old in units]),
                                           line=dict(color=colors, width=2.0), opacity=0.9))
