@@ -579,3 +579,14 @@ def test_profile_mixing_thread_counts_is_refused(ceilings):
 def test_update_roofline_refuses_a_figure_it_did_not_make(profile, ceilings):
     with pytest.raises(ValueError, match="not those of roofline_figure"):
         update_roofline(time_bars(profile), profile, ceilings)
+
+
+def test_update_roofline_fits_the_axes_to_the_profiles_an_overlay_draws_too(ceilings):
+    profile = make_profile(ceilings=ceilings)
+    overlay = make_profile(ceilings=ceilings, outlier_ai=5000.0)      # drawn by the figure's owner
+    figure = go.Figure(roofline_figure(profile, ceilings, level="L2"))
+    assert figure.layout.xaxis.range[1] < math.log10(5000.0)
+    update_roofline(figure, profile, ceilings, level="L2", fit_also=[overlay])
+    assert figure.layout.xaxis.range[1] > math.log10(5000.0)
+    marker_x = [x for x, _, _ in marker_points(figure)]
+    assert max(marker_x) < 1000                                     # the profile's own points are unchanged

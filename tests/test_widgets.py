@@ -630,6 +630,7 @@ def test_the_tune_button_tunes_with_a_progress_bar_then_draws_default_to_tuned_a
             assert (arrow.ax, arrow.ay) == pytest.approx(tuple(np.log10(default_points[arrow.name])))
             checked += 1
     assert checked > 10
+    assert_inside_the_axes(explorer.figure)         # the axes fit the default points and the arrows too
     # clicking a default point selects its step too
     index = next(i for i, t in enumerate(explorer.figure.data) if t.meta == "tuning:before")
     name = before.customdata[3]
@@ -641,6 +642,7 @@ def test_the_tune_button_tunes_with_a_progress_bar_then_draws_default_to_tuned_a
     explorer.set(level="L3")
     assert len(explorer.figure.layout.annotations) == len(arrows)
     assert [a.ax for a in explorer.figure.layout.annotations] != [a.ax for a in arrows]
+    assert_inside_the_axes(explorer.figure)
     explorer.set(batch=2)
     assert explorer.message.value == "" and set(explorer.profile["batch"]) == {2}
     assert explorer.figure.layout.annotations == () and not trace(explorer.figure, "tuning:before").x
@@ -650,6 +652,19 @@ def test_the_tune_button_tunes_with_a_progress_bar_then_draws_default_to_tuned_a
     # the fusion selector speaks for every block again once touched
     explorer.set(fuse_blocks=False)
     assert explorer.schedule.fused == () and (explorer.profile["op"] != "block").all()
+
+
+def assert_inside_the_axes(figure) -> None:
+    """Every arrow's ends and every point with a finite position lie within the axis ranges."""
+    (x_lo, x_hi), (y_lo, y_hi) = figure.layout.xaxis.range, figure.layout.yaxis.range
+    for arrow in figure.layout.annotations:
+        for x, y in ((arrow.x, arrow.y), (arrow.ax, arrow.ay)):
+            assert x_lo <= x <= x_hi and y_lo <= y <= y_hi, arrow.name
+    for shown in figure.data:
+        if shown.meta.startswith("ops:") or shown.meta == "tuning:before":
+            for x, y in zip(shown.x or (), shown.y or ()):
+                if x is not None and y is not None:
+                    assert x_lo < np.log10(x) < x_hi and y_lo < np.log10(y) < y_hi, shown.meta
 
 
 def test_tune_while_a_measurement_runs_is_refused_as_busy(explorer, monkeypatch):

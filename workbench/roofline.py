@@ -441,14 +441,17 @@ def base_layout(ranges, level: str, title: str) -> dict:
         hoverlabel=dict(align="left"))
 
 
-def _checked_traces(profile: pd.DataFrame, ceilings, level: str, label_top: int):
+def _checked_traces(profile: pd.DataFrame, ceilings, level: str, label_top: int, fit_also: Sequence = ()):
     """(memoised ceilings, {level: axis ranges fitted at that level}, roofline_traces at
-    `level`) of a profile, after the checks every entry point makes (level, then columns)."""
+    `level`) of a profile, after the checks every entry point makes (level, then columns).
+    fit_also: more profiles the axes must show (an owner's overlay of them)."""
     ceilings = memoised(ceilings)
     check_level(ceilings, level)
     check_profile(profile, roofline_columns(ceilings))
     profile_threads(profile)
-    ranges = {lv: axis_ranges(ceilings, [profile], lv) for lv in ceilings.levels}
+    for other in fit_also:
+        check_profile(other, roofline_columns(ceilings), "fit_also profile")
+    ranges = {lv: axis_ranges(ceilings, [profile, *fit_also], lv) for lv in ceilings.levels}
     return ceilings, ranges, roofline_traces(profile, ceilings, level, label_top, ranges[level])
 
 
@@ -477,14 +480,15 @@ def roofline_figure(profile: pd.DataFrame, ceilings, level: str = "L2", title: s
 
 
 def update_roofline(figure: go.Figure, profile: pd.DataFrame, ceilings, level: str = "L2",
-                    title: str | None = None, label_top: int = LABEL_TOP) -> None:
+                    title: str | None = None, label_top: int = LABEL_TOP, fit_also: Sequence = ()) -> None:
     """Redraw a `roofline_figure` (a Figure or FigureWidget) for another profile or level in
     place, inside `figure.batch_update()`: trace data by `trace.meta` key, axis ranges,
     title, axis title and the level buttons (if the figure has them). Traces added after
     roofline_figure's (an overlay its owner draws, as the Explorer's selection ring) and
-    layout annotations are left as they are. ValueError if the figure's traces do not
-    begin with those of roofline_figure for these ceilings."""
-    ceilings, ranges, specs = _checked_traces(profile, ceilings, level, label_top)
+    layout annotations are left as they are; fit_also: the profiles such an overlay draws,
+    so the axes show their points too. ValueError if the figure's traces do not begin with
+    those of roofline_figure for these ceilings."""
+    ceilings, ranges, specs = _checked_traces(profile, ceilings, level, label_top, fit_also)
     keys = [trace.meta for trace in figure.data]
     if keys[:len(specs)] != list(specs):
         raise ValueError(f"figure traces {keys} are not those of roofline_figure for these ceilings "

@@ -728,7 +728,7 @@ class Explorer:
     def _draw(self) -> None:
         with self.figure.batch_update():
             update_roofline(self.figure, self._shown_profile(), self.ceilings, level=self.level,
-                            title=self.title())
+                            title=self.title(), fit_also=self._baseline_shown())
             self._draw_overlays()
         self._show_table()
         self.layers.refresh(self.profile, self.ceilings, self.level)
@@ -748,6 +748,12 @@ class Explorer:
         shown = " (memory bound only)" if self._memory_only else ""
         return f"{heading}{shown}<br><span style='font-size:12px'>tiles: {tiles}{extra}</span>" + \
             (f"<br>{warning}" if warning else "")
+
+    def _baseline_shown(self) -> list[pd.DataFrame]:
+        """[the last tuning's default-tiles profile] while its points and arrows are drawn
+        (the profile has the tuning's batch and threads), else []."""
+        baseline = self.tuning.before if self.tuning is not None else None
+        return [baseline] if baseline is not None and _same_run_shape(baseline, self.profile) else []
 
     def _shown_profile(self) -> pd.DataFrame:
         """The profile as drawn: with "memory bound only", its steps memory bound at the
