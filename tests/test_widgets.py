@@ -26,6 +26,7 @@ from workbench import widgets as widgets_module
 from workbench.ceilings import Ceilings
 from workbench.figure_parts import short_name
 from workbench.profile import bound_at, fusion_label
+from workbench.tables import significant
 from workbench.tile_controls import choice_label, tile_choices
 from workbench.widgets import TILE_FIELDS, Explorer
 
@@ -721,7 +722,7 @@ def test_a_click_on_a_point_opens_its_detail_panel_and_marks_its_table_row(explo
     for level in ("L1", "L2", "L3", "DRAM"):
         assert f"<td>{level}</td>" in detail                    # a bytes bar and a row per level
     assert f"pointwise pixels {int(row['pointwise_pixels'])}" in detail
-    assert f"{row['bytes_L2'] / 1e6:.3g} MB" in detail
+    assert f"{significant(row['bytes_L2'] / 1e6)} MB" in detail
     assert explorer.layers.rows.value == project and count_measurements == []
 
 

@@ -62,7 +62,7 @@ Y_HEADROOM = 2.0             # top of the y axis without points = this x the pea
 AXIS_MARGIN = 2.0            # axes end this factor (0.3 decade) beyond the outermost point, ridge or peak
 DATA_DECADES = 2.0           # ... but never more than this many decades beyond the outermost point
 LABEL_AT = 0.3               # a bandwidth roof's label sits this far (in log x) along its visible part,
-LABEL_CLEAR = 0.15           # and this many decades right of the left edge (half a label's width)
+LABEL_CLEAR = 0.08           # and this share of the x axis' width right of its left edge (half a label)
 LABEL_TOP = 6                # steps labelled with their name on the plot (the slowest ones)
 FIGURE_HEIGHT = 640          # px; the width follows the output area (autosize)
 SIZE_LEGEND_SHARES = (0.01, 0.1, 0.3)   # shares of the run time shown in the size legend
@@ -185,9 +185,18 @@ def roof_label_x(bandwidth: float, x_end: float, ranges) -> float | None:
     if not right > left:
         return None
     left_log, right_log = math.log10(left), math.log10(right)
-    # centred on its point: at least LABEL_CLEAR decade from the left edge when the line is that long
-    at = max(left_log + LABEL_AT * (right_log - left_log), min(math.log10(x_lo) + LABEL_CLEAR, right_log))
+    # centred on its point: at least LABEL_CLEAR of the axis' width from its left edge (half
+    # a label) when the line is that long
+    clear = math.log10(x_lo) + LABEL_CLEAR * (math.log10(x_hi) - math.log10(x_lo))
+    at = max(left_log + LABEL_AT * (right_log - left_log), min(clear, right_log))
     return 10.0 ** min(at, right_log)
+
+
+def roof_label_position(label_x: float, ranges) -> str:
+    """Where a roof's label sits around its point: centred above it, or below and to the
+    right when the point is too near the left edge for half a label (a short visible roof)."""
+    x_lo, x_hi = (math.log10(v) for v in ranges["x"])
+    return "top center" if math.log10(label_x) >= x_lo + 0.99 * LABEL_CLEAR * (x_hi - x_lo) else "bottom right"
 
 
 def roof_specs(ceilings, threads: int, level: str, ranges, key_suffix: str = "", label_suffix: str = "",
@@ -224,7 +233,7 @@ def roof_specs(ceilings, threads: int, level: str, ranges, key_suffix: str = "",
         specs[f"roof:{lv}{key_suffix}"] = dict(
             name=f"{lv} roof: {bandwidth:.3g} GB/s{label_suffix}",
             x=[x_lo, middle, ridge], y=[x_lo * bandwidth, middle * bandwidth, ridge * bandwidth],
-            mode="lines+text", text=["", label, ""], textposition="top center",
+            mode="lines+text", text=["", label, ""], textposition=roof_label_position(middle, ranges),
             textfont=dict(size=13 if chosen else 11, color=ROOF_COLORS.get(lv, "#555555")),
             line=dict(color=ROOF_COLORS.get(lv, "#555555"), width=3.5 if chosen else 1.5,
                       dash="dot" if faded else ("solid" if chosen else "dash")),

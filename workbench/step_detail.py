@@ -16,6 +16,7 @@ from workbench.figure_parts import BOUND_COLORS
 from workbench.profile import bound_at
 from workbench.roof_notes import above_roof_note, format_roof_fraction
 from workbench.roofline import hover_text
+from workbench.tables import significant
 
 BAR_WIDTH = 220                 # px of the longest bytes bar
 
@@ -27,7 +28,7 @@ def _bytes_chart(row: dict, levels) -> str:
     lines = []
     for level, value in moved.items():
         width = int(BAR_WIDTH * value / largest) if largest > 0 and math.isfinite(value) else 0
-        text = f"{value / 1e6:.3g} MB" if math.isfinite(value) else "not modelled"
+        text = f"{significant(value / 1e6)} MB" if math.isfinite(value) else "not modelled"
         lines.append(f'<tr><td>{html.escape(level)}</td><td><div class="bytes-bar" style="width:{width}px;height:10px;'
                      f'background:#1f6f9f"></div></td><td>{text}</td></tr>')
     return "<table class='step-bytes'>" + "".join(lines) + "</table>"
@@ -44,7 +45,7 @@ def _levels_table(frame_row: pd.DataFrame, ceilings, threads: int) -> str:
         fraction = float(row["gflops"]) / roof if roof > 0 else float("nan")
         bound = str(bound_at(frame_row, ceilings, level)[0])
         note = above_roof_note(fraction, str(row["op"]))
-        lines.append(f"<tr><td>{html.escape(level)}</td><td>{ai:.3g}</td><td>{roof:.3g}</td>"
+        lines.append(f"<tr><td>{html.escape(level)}</td><td>{significant(ai)}</td><td>{significant(roof)}</td>"
                      f"<td title='{html.escape(note)}'>{html.escape(format_roof_fraction(fraction, short=True))}</td>"
                      f"<td style='color:{BOUND_COLORS[bound]}'>{html.escape(bound)}</td></tr>")
     return "<table class='step-levels'>" + "".join(lines) + "</table>"
