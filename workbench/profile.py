@@ -207,9 +207,8 @@ def profile(model, batch: int = 1, threads: int | None = None, tiles: engine.Til
     and bytes model assume (`run_machine`).
     Every argument is checked (ValueError naming expected and got) before the model is
     loaded, the ceilings measured or anything run.
-    Columns: step, layer, op, input_shape, output_shape (NCHW, the model's channels:
-    workbench.shapes), input_layout_shape, output_layout_shape (the engine's blocked buffers),
-    members, fused, seconds (median, s), seconds_p10, seconds_p90 (percentiles over the
+    Columns: step, layer, op, input_shape, output_shape (NCHW, the model's channels, not
+    the engine's blocked buffers: workbench.shapes), members, fused, seconds (median, s), seconds_p10, seconds_p90 (percentiles over the
     repeats), flops, other_flops, gflops (GFLOP/s; gflops_p10, gflops_p90 from the slow and
     fast percentiles: workbench.spread), share_of_time, bytes_<level> and ai_<level>
     (FLOP/byte) for L1, L2, L3, DRAM, attainable_gflops, roof_fraction, bound, bound_level,

@@ -25,12 +25,10 @@ def logical_shapes(frame: pd.DataFrame, model) -> pd.DataFrame:
     """`frame` (profile rows: layer, members, batch, input_shape, output_shape) with
     input_shape and output_shape in NCHW with the model's logical channels: a step's input
     is its first member's, its output its last member's (a fused block). A step the graph
-    does not name (the input's layout step) gets its buffer shape unblocked. The buffer
-    shapes are kept as input_layout_shape and output_layout_shape."""
+    does not name (the input's layout step) gets its buffer shape unblocked. (The columns
+    stay those of every profile, ONNX Runtime's in workbench.compare too.)"""
     layers = {layer.name: layer for layer in model.layers}
     out = frame.copy()
-    out["input_layout_shape"] = frame["input_shape"]
-    out["output_layout_shape"] = frame["output_shape"]
     inputs, outputs = [], []
     for row in frame.to_dict("records"):
         members = tuple(row.get("members") or (row["layer"],))
