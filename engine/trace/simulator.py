@@ -23,7 +23,9 @@ evicts it, which may be a later one (as hardware counters would).
 What the simulation does not see (and the model may): hardware prefetchers (only the
 kernels' software prefetches are traced), non-temporal stores (the kernels have none),
 replacement policies other than LRU, other processes sharing L3, the victim-cache L3 of
-AMD CPUs. A run is simulated after `warm_runs` unrecorded runs, so a weight that stays in
+AMD CPUs. Addresses are the real buffers', so which sets they map to depends on where the allocator
+put them: two simulations of one plan may differ by a few lines (so may two machines). A run
+is simulated after `warm_runs` unrecorded runs, so a weight that stays in
 L3 from run to run is found there, as in a benchmark's repeated runs.
 
 Speed: the traces are generated in numba and fed record by record to pycachesim's C
