@@ -41,13 +41,14 @@ CELLS = [
 ]
 PROBLEMS = ("Error displaying widget", "Failed to load model class", "Traceback")
 
-# Widths (CSS px) of the output area that holds the panel and of the plotly figure in it.
+# Widths (CSS px) of the output area that holds the panel, of the plotly figure in it and of
+# the figure's plotting area (between the axes' ends).
 JS_WIDTHS = """(selector) => {
   const plot = document.querySelector(selector);
   const output = plot.closest('.jp-OutputArea-output');
   const svg = plot.querySelector('.main-svg');
   return {output: output.getBoundingClientRect().width, figure: svg.getBoundingClientRect().width,
-          layout: plot._fullLayout.width};
+          layout: plot._fullLayout.width, axes: plot._fullLayout.xaxis._length};
 }"""
 JS_TITLE = """(selector) => { const plot = document.querySelector(selector);
   return plot && plot.layout && plot.layout.title ? (plot.layout.title.text || '') : ''; }"""
@@ -192,6 +193,7 @@ def test_the_explorer_fills_the_width_snaps_back_a_refused_tile_redraws_after_an
         # ---- the figure fills the output area's width
         widths = page.evaluate(JS_WIDTHS, FIGURE)
         assert widths["figure"] >= 0.85 * widths["output"], widths
+        assert widths["axes"] >= 0.85 * widths["output"], widths        # the plotting area itself, too
         assert widths["output"] > 1000, widths           # at 1600 px the output area is wide
 
         # ---- a refused typed tile snaps back and says why

@@ -64,7 +64,7 @@ DATA_DECADES = 2.0           # ... but never more than this many decades beyond 
 LABEL_AT = 0.3               # a bandwidth roof's label sits this far (in log x) along its visible part,
 LABEL_CLEAR = 0.08           # and this share of the x axis' width right of its left edge (half a label)
 LABEL_TOP = 6                # steps labelled with their name on the plot (the slowest ones)
-FIGURE_HEIGHT = 640          # px; the width follows the output area (autosize)
+FIGURE_HEIGHT = 760          # px (the legend under the plot takes ~120); the width follows the output area
 SIZE_LEGEND_SHARES = (0.01, 0.1, 0.3)   # shares of the run time shown in the size legend
 
 # Columns every figure needs; the ai_<level> column of each ceilings level is added.
@@ -445,7 +445,9 @@ def base_layout(ranges, level: str, title: str) -> dict:
         yaxis=dict(type="log", range=_log_range(ranges["y"]), title=dict(text="performance (GFLOP/s)"),
                    showgrid=True, gridcolor="#e5e5e5", zeroline=False),
         plot_bgcolor="white", hovermode="closest", height=FIGURE_HEIGHT, autosize=True,
-        legend=dict(x=1.01, y=1.0, xanchor="left", font=dict(size=11), groupclick="toggleitem"),
+        # the legend under the plot, so the axes take the figure's whole width
+        legend=dict(orientation="h", x=0.0, xanchor="left", y=-0.14, yanchor="top", font=dict(size=11),
+                    groupclick="toggleitem", tracegroupgap=12),
         margin=dict(l=70, r=20, t=95, b=60),
         hoverlabel=dict(align="left"))
 
