@@ -25,7 +25,7 @@ from engine.kernels import pointwise
 from engine.kernels.layout import CB, channel_blocks, nchwc_to_nchw
 from engine.passes import find_inverted_residual_blocks
 from engine.steps import Block, Convert, LayerItem, Step, StepContext, build_step
-from engine.traffic import LEVELS, credit_l3_residency, fits
+from engine.traffic import LEVELS, charge_write_allocate, credit_l2_residency, credit_l3_residency, fits
 from engine.weights import PackedWeights, flat_width
 
 __all__ = ["Plan", "RunConfig", "PackedWeights", "Step", "build_plan"]
@@ -327,17 +327,28 @@ def _read_input_directly(steps: list[Step], input_buffer: np.ndarray, io: dict) 
 
 def _credit_l3_residency(steps: list[Step], weights: PackedWeights, activation_memory: int,
                          config: RunConfig) -> None:
-    """Between steps, data that fits the shared L3 stays there (engine.traffic docstring)."""
+    """Between steps, data that fits the shared L3 (or the L2s) stays there, and outputs are
+    written with a line fill first (engine.traffic docstring)."""
     l3_bytes = config.machine.cache("L3").usable_bytes
+    l2 = config.machine.cache("L2")
+    l2_bytes = l2.usable_bytes * -(-config.threads // max(1, l2.shared_by_cores))    # the writers' L2s together
     weights_resident = fits(weights.nbytes + activation_memory, l3_bytes)
+    previous = None
     for step in steps:
         if not step.bytes:
+            previous = step
             continue
         output = int(np.prod(step.output_shape))
         residual = output if step.layer is not None and step.layer.residual else 0
-        activation_bytes = 4 * (int(np.prod(step.input_shape)) + output + residual)
+        input_bytes = 4 * int(np.prod(step.input_shape))
+        activation_bytes = input_bytes + 4 * (output + residual)
+        step.bytes = charge_write_allocate(step.bytes, 4 * output)
+        # the output's fill stays in L3 with the rest of the activations where they fit
         step.bytes = credit_l3_residency(step.bytes, activation_bytes, weights.of(step.members), weights_resident,
-                                         l3_bytes)
+                                         l3_bytes, fill_bytes=4 * output)
+        if previous is not None and previous.output and previous.output in step.inputs:
+            step.bytes = credit_l2_residency(step.bytes, input_bytes, l2_bytes)
+        previous = step
     if not weights_resident:
         _charge_prefetched_weights(steps, weights)
 

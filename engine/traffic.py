@@ -8,11 +8,11 @@ model, said out loud:
   `bytes["L3"]` between L2 and L3, `bytes["DRAM"]` between L3 and memory. The arithmetic
   intensity at a level is FLOPs / bytes at that level, set against that level's measured
   bandwidth.
-- Per step, cold, except for L3. Every step is charged as if its operands start in the
-  level below the one considered: compulsory traffic (inputs, weights, outputs once) at
+- Per step, cold, except for L2 and L3. Every step is charged as if its operands start in the
+  level below the one considered: compulsory traffic (inputs, weights, outputs) at
   L1, L2 and L3. Reuse *inside* a fused block is credited (its intermediate never leaves
-  the per-thread scratch). Between steps only the last-level cache is credited, because it
-  is shared and large: a step's activations (input, output, residual) do not cross DRAM
+  the per-thread scratch). Between steps the last-level cache is credited, because it
+  is shared and large (and the L2s, for an input just written: below): a step's activations (input, output, residual) do not cross DRAM
   when together they fit half of L3 (the previous step just wrote them there, the next
   one reads them from there), and the weights do not cross DRAM when the whole model's
   weights plus its largest activations fit half of L3 (they stay there from run to run).
@@ -20,6 +20,18 @@ model, said out loud:
   its activations do. Where the weights do cross DRAM, a 1x1 conv prefetches the next
   weighted step's weights while it runs (`pointwise_conv(ahead=)`): that DRAM traffic is
   charged to the prefetching step, not to the step that then finds them in cache.
+- Writes. A store to a line not in cache first reads the line in (write-allocate), and the
+  dirty line is written back when it is evicted: an output that crosses a boundary crosses
+  it twice, once in each direction (`charge_write_allocate`). The kernels have no
+  non-temporal stores that would skip the read.
+- Between steps, L2 too. A step's input that the step before it wrote does not cross the
+  L3 boundary when it fits half of the L2s of the threads that wrote it (each thread reads
+  the rows it wrote: the kernels split work items in the same order; `credit_l2_residency`).
+  Its output is charged there (fill and write-back): whether the arena's region for it is
+  still in L2 from an earlier step depends on the arena's layout, which the model does not
+  follow (the simulation does: bench/README, "Bytes model against a cache simulation").
+  The cache simulation (engine.trace) showed both: without them the model charged the L3
+  boundary up to 80x the simulated traffic at batch 1 and the L2 boundary 0.6x.
 - Re-reads. An operand that the kernel walks several times (weights once per pixel tile,
   inputs once per output-channel tile, input rows once per band) is charged once if the set
   that must stay resident between two passes fits in half the capacity of the level above
@@ -98,18 +110,40 @@ def by_level(register_level: float, below: dict[str, float]) -> dict[str, int]:
 
 
 def credit_l3_residency(moved: dict[str, int], activation_bytes: int, weight_bytes: int,
-                        weights_resident: bool, l3_bytes: int) -> dict[str, int]:
+                        weights_resident: bool, l3_bytes: int, fill_bytes: int = 0) -> dict[str, int]:
     """Apply the between-steps L3 credit (see the module docstring) to a step's DRAM bytes.
 
     activation_bytes: the step's compulsory activation traffic (inputs + outputs + residual),
-    weight_bytes: its weights and biases; l3_bytes: the whole shared L3."""
+    weight_bytes: its weights and biases; l3_bytes: the whole shared L3; fill_bytes: its
+    output's line fills (charge_write_allocate), credited with the activations."""
     credit = 0
     if fits(activation_bytes, l3_bytes):
-        credit += activation_bytes
+        credit += activation_bytes + fill_bytes
     if weights_resident:
         credit += weight_bytes
     out = dict(moved)
     out["DRAM"] = max(0, int(moved["DRAM"]) - credit)
+    return out
+
+
+def charge_write_allocate(moved: dict[str, int], output_bytes: int) -> dict[str, int]:
+    """A step's bytes with its output's line fills added at every boundary it crosses (L2,
+    L3, DRAM): the kernels' `*_bytes` count an output once, the write-back; a store miss
+    reads the line first (module docstring, "Writes"). output_bytes: the buffer it writes."""
+    out = dict(moved)
+    for boundary in ("L2", "L3", "DRAM"):
+        out[boundary] = int(moved[boundary]) + output_bytes
+    return out
+
+
+def credit_l2_residency(moved: dict[str, int], input_bytes: int, l2_bytes: int) -> dict[str, int]:
+    """A step's bytes with its input taken off the L3 boundary when the step before wrote it
+    and it fits half of `l2_bytes` (the L2s of the threads that wrote it, together): it is
+    read from L2 (module docstring, "Between steps, L2 too"). Never below the DRAM bytes."""
+    if not fits(input_bytes, l2_bytes):
+        return dict(moved)
+    out = dict(moved)
+    out["L3"] = max(int(moved["DRAM"]), int(moved["L3"]) - input_bytes)
     return out
 
 

@@ -1,6 +1,7 @@
 """The bytes-moved model on hand-computed cases (engine/traffic.py states the model)."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from engine.kernels import depthwise, fused_block, linear, pointwise
@@ -174,3 +175,37 @@ def test_a_1x1_conv_with_many_pixel_tiles_prefetches_nothing_so_nothing_is_charg
     assert not pointwise.prefetches_weights(8 * 7 * 7, before.tiles.pointwise_pixels)
     classifier_weights = sum(a.nbytes for a in mobilenet.weights.by_layer[classifier.name])
     assert classifier.bytes["DRAM"] >= classifier_weights
+
+
+def test_an_output_crosses_each_boundary_twice_a_line_fill_and_a_write_back():
+    from engine.traffic import charge_write_allocate
+
+    moved = {"L1": 900, "L2": 700, "L3": 500, "DRAM": 500}
+    assert charge_write_allocate(moved, output_bytes=100) == {"L1": 900, "L2": 800, "L3": 600, "DRAM": 600}
+
+
+def test_an_input_the_step_before_wrote_into_the_l2s_does_not_cross_l3():
+    from engine.traffic import credit_l2_residency
+
+    moved = {"L1": 900, "L2": 700, "L3": 500, "DRAM": 100}
+    assert credit_l2_residency(moved, input_bytes=300, l2_bytes=600)["L3"] == 200        # fits half of the L2s
+    assert credit_l2_residency(moved, input_bytes=301, l2_bytes=600)["L3"] == 500        # does not
+    assert credit_l2_residency(moved, input_bytes=450, l2_bytes=1000)["L3"] == 100       # never below DRAM
+
+
+def test_plan_credits_l2_residency_to_a_step_whose_input_the_previous_step_wrote(mobilenet):
+    """At batch 1 on Zen 3 (two 512 KiB L2s) a 14x14 depthwise reads its 576-channel input
+    (452 KB) from the L2s its expand conv just wrote: at the L3 boundary the plan charges the
+    kernel's model plus its output's line fill, less the input."""
+    machine = with_lanes(ZEN3, CB)
+    plan = mobilenet.plan(1, threads=2, fuse_blocks=False, machine=machine)
+    index, dw = next((i, s) for i, s in enumerate(plan.steps)
+                     if s.op == "depthwise" and s.input_shape[2] == 14 and s.input_shape[1] * CB >= 576)
+    assert plan.steps[index - 1].output in dw.inputs
+    (_, h, w), (channels, ho, wo) = dw.layer.input_shape, dw.layer.output_shape
+    kernel = depthwise.depthwise_bytes(1, channels, h, w, ho, wo, 3, 3, 1, dw.tiles.depthwise_rows,
+                                       plan.config.budget)
+    input_bytes, output_bytes = 4 * int(np.prod(dw.input_shape)), 4 * int(np.prod(dw.output_shape))
+    assert dw.bytes["L2"] == kernel["L2"] + output_bytes
+    assert dw.bytes["L3"] == max(dw.bytes["DRAM"], kernel["L3"] + output_bytes - input_bytes)
+    assert dw.bytes["L3"] < kernel["L3"] + output_bytes        # the credit took the input off
