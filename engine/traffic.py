@@ -12,8 +12,8 @@ model, said out loud:
   level below the one considered: compulsory traffic (inputs, weights, outputs) at
   L1, L2 and L3. Reuse *inside* a fused block is credited (its intermediate never leaves
   the per-thread scratch). Between steps the last-level cache is credited, because it
-  is shared and large (and the L2s, for an input just written: below): a step's activations (input, output, residual) do not cross DRAM
-  when together they fit half of L3 (the previous step just wrote them there, the next
+  is shared and large (and the L2s, for an input just written: below): a step's
+  activations (input, output, residual) do not cross DRAM when together they fit half of L3 (the previous step just wrote them there, the next
   one reads them from there), and the weights do not cross DRAM when the whole model's
   weights plus its largest activations fit half of L3 (they stay there from run to run).
   So at batch 1 on a 32 MiB L3 MobileNetV2 moves almost nothing from DRAM, and at batch 64
