@@ -141,11 +141,6 @@ def slowest_layers(frame: pd.DataFrame, ceilings, level: str = "L2", count: int 
     })
 
 
-def _table_html(table: pd.DataFrame) -> str:
-    return table.to_html(index=False, border=0, na_rep="", float_format=lambda v: f"{v:.3g}",
-                         classes="roofline-slowest")
-
-
 class Explorer:
     """An interactive roofline of `model` on this machine.
 
