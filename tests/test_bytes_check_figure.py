@@ -1,0 +1,91 @@
+"""workbench.bytes_check_figure: the model-vs-simulated scatter and table, and a profile's
+points placed by the simulated bytes."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from workbench.bytes_check_figure import bytes_check_figure, bytes_check_table, placed_by_simulated_bytes
+from workbench.ceilings import Ceilings
+
+LEVELS = ("L1", "L2", "L3", "DRAM")
+MB = 1e6
+
+
+def make_ceilings() -> Ceilings:
+    """Peak 60 GFLOP/s; L1 200, L2 100, L3 50, DRAM 15 GB/s (one thread)."""
+    rows = [(1, "fp32_fma", 60.0, "GFLOP/s")] + [(1, level, bw, "GB/s")
+                                                  for level, bw in zip(LEVELS, (200.0, 100.0, 50.0, 15.0))]
+    return Ceilings(pd.DataFrame(rows, columns=["threads", "resource", "value", "unit"]), machine={},
+                    measured_at="test", key={})
+
+
+def frame(rows):
+    """A profile-like frame from (op, flops, gflops, {level: (model, simulated)})."""
+    out = []
+    for index, (op, flops, gflops, levels) in enumerate(rows):
+        row = {"step": index, "layer": f"/features/features.{index}/Conv", "op": op, "flops": flops,
+               "gflops": gflops, "batch": 1, "threads": 1, "traced": True}
+        for level in LEVELS:
+            modelled, simulated = levels.get(level, (0.0, 0.0))
+            row[f"bytes_{level}"], row[f"bytes_sim_{level}"] = modelled, simulated
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+SAMPLE = frame([("expand", 1e8, 10.0, {"L1": (8 * MB, 8 * MB), "L2": (2 * MB, 4 * MB), "DRAM": (0.0, 1 * MB)}),
+                ("depthwise", 1e7, 5.0, {"L1": (6 * MB, 6 * MB), "L2": (3 * MB, 3 * MB)})])
+
+
+def test_scatter_has_a_point_per_step_and_level_at_simulated_across_and_modelled_up():
+    figure = bytes_check_figure(SAMPLE)
+    by_key = {trace.meta: trace for trace in figure.data}
+    assert set(by_key) == {"level:L1", "level:L2", "agreement", "over", "under"}
+    l2 = by_key["level:L2"]
+    assert list(l2.x) == [4 * MB, 3 * MB] and list(l2.y) == [2 * MB, 3 * MB]
+    assert "×0.5" in l2.hovertext[0] and "features.0" in l2.hovertext[0]
+    agreement = by_key["agreement"]
+    assert agreement.x[0] == agreement.y[0] and agreement.x[1] == agreement.y[1]
+    assert by_key["over"].y[1] == pytest.approx(1.25 * by_key["over"].x[1])
+    # the DRAM point has 0 modelled bytes: off a log axis, and said so
+    assert "1 with 0 bytes on one side not shown" in figure.layout.title.text
+    assert figure.layout.xaxis.type == "log" and figure.layout.yaxis.type == "log"
+
+
+def test_scatter_refuses_a_frame_without_simulated_bytes_or_without_points():
+    with pytest.raises(ValueError, match="bytes_sim_L1"):
+        bytes_check_figure(SAMPLE.drop(columns=["bytes_sim_L1"]))
+    empty = frame([("expand", 1.0, 1.0, {})])
+    with pytest.raises(ValueError, match="nothing to draw"):
+        bytes_check_figure(empty)
+
+
+def test_table_names_each_family_and_level_with_its_ratios():
+    shown = bytes_check_table(SAMPLE)
+    data = shown.data
+    assert list(data.columns)[:4] == ["family", "level", "steps", "median model/simulated"]
+    row = data[(data["family"] == "1x1") & (data["level"] == "L2")].iloc[0]
+    assert row["median model/simulated"] == 0.5 and row["worst step"] == "features.0"
+    html = shown.to_html()
+    assert "×0.5" in html and "100%" in html
+
+
+def test_roofline_points_placed_by_simulated_bytes():
+    ceilings = make_ceilings()
+    profile = SAMPLE.copy()
+    profile.loc[1, "bytes_sim_L3"] = math.nan              # a step the simulation did not trace keeps the model's
+    placed = placed_by_simulated_bytes(profile, ceilings)
+    assert placed.loc[0, "ai_L2"] == pytest.approx(1e8 / (4 * MB))
+    assert placed.loc[0, "bytes_model_L2"] == 2 * MB and placed.loc[0, "bytes_L2"] == 4 * MB
+    # DRAM: 1 MB simulated (the model said 0) sets a roof of 1e8 / 1e6 x 15 GB/s = 1500 GFLOP/s, above the peak;
+    # L2: 25 FLOP/byte x 100 GB/s = 2500; the peak (60) bounds it
+    assert placed.loc[0, "bound"] == "compute"
+    # the depthwise: 1e7 FLOP / 3 MB at L2 x 100 GB/s = 333 > 60, L1 1e7 / 6e6 x 200 = 333: compute
+    assert placed.loc[1, "bytes_L3"] == profile.loc[1, "bytes_L3"]
+    assert placed.attrs["bytes"] == "simulated"
+    assert np.isfinite(placed["roof_fraction"]).all()
+    with pytest.raises(ValueError, match="bytes='simulated'"):
+        placed_by_simulated_bytes(profile.drop(columns=["bytes_sim_L2"]), ceilings)
