@@ -60,7 +60,8 @@ def test_the_report_table_is_formatted_sortable_and_flags_steps_above_their_roof
     assert all(s.endswith("%") for s in shares)
     assert "above roof*" in table and "the bytes model undercounts this step" in page
     assert "layers-filter" in page and "localeCompare" in page            # filter box and sorting script
-    assert "(1, 3, 224, 224)" in table
+    assert "(1, 3, 224, 224)" in table and "(1, 32, 112, 112)" in table      # NCHW, never blocked
+    assert "(1, 4, 112, 112, 8)" not in table
 
 
 def test_the_report_header_and_bars_agree_at_the_level_it_was_asked_for(profile, ceilings, tmp_path):

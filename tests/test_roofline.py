@@ -191,6 +191,7 @@ def test_hover_names_the_layer_and_says_memory_or_compute_bound_at_the_level(pro
         assert f"{row['seconds'] * 1e3:.3g} ms" in hover and "GFLOP/s" in hover and "FLOP/byte" in hover
         attainable = min(ceilings.peak_gflops(1), row["ai_L2"] * ceilings.bandwidth_gbs("L2", 1))
         assert f"{row['gflops'] / attainable:.0%} of it" in hover
+        assert "(1, 3, 224, 224) → (1, 32, 112, 112)" in hover          # NCHW, never the blocked layout
     # both kinds occur, so the check above could fail either way
     assert (profile.loc[profile["flops"] > 0, "ai_L2"] < ridge).any()
     assert (profile.loc[profile["flops"] > 0, "ai_L2"] >= ridge).any()

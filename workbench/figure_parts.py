@@ -10,6 +10,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from workbench.shapes import unblocked
+
 # Colour of each op kind; fixed so a kind keeps its colour across figures. "other" takes
 # any op not listed (a new kernel family) so nothing with FLOPs is left off the plot.
 OP_COLORS = {
@@ -148,12 +150,14 @@ def format_ms(seconds: float) -> str:
 
 
 def shape_text(shape) -> str:
-    """A shape as "(1, 384, 14, 14)": a tuple, list or its str() from a CSV."""
+    """A shape as "(1, 384, 14, 14)": a tuple, list or its str() from a CSV. A blocked
+    buffer shape (N, C/lanes, H, W, lanes), from records that did not go through
+    workbench.profile, is shown unblocked (its padded channels): never the layout."""
     if isinstance(shape, str):
         try:
             shape = ast.literal_eval(shape)
         except (ValueError, SyntaxError):
             return shape
     if isinstance(shape, (tuple, list, np.ndarray)):
-        return "(" + ", ".join(str(int(v)) for v in shape) + ")"
+        return "(" + ", ".join(str(int(v)) for v in unblocked(shape)) + ")"
     return str(shape)
