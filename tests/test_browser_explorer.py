@@ -2,7 +2,7 @@
 panel with its roofline filling the output area's width (>= 85 %), a typed tile value the
 engine refuses snaps back with the reason and a later threads (or batch) change still
 redraws, with the figure's title naming what the controls say, and a click on a point
-opens its detail panel. Screenshots go to artifacts/browser_explorer_wide_*.png.
+opens its detail panel. Screenshots go to artifacts/explorer_wide_*.png.
 
 Servers and kernels come from tests/browser_support.py (a throw-away JupyterLab on
 127.0.0.1); the page may reach nothing but that server. Requirements as tests/test_browser.py:
@@ -133,7 +133,7 @@ def _page(root, tmp_path, deadline: Deadline):
                 assert not outside, f"the page tried to reach beyond the server: {outside}"
             except Exception as error:
                 with contextlib.suppress(Exception):
-                    page.screenshot(path=ARTIFACTS / "browser_explorer_wide_failure.png")
+                    page.screenshot(path=ARTIFACTS / "explorer_wide_failure.png")
                 raise AssertionError(f"{error}\n\njupyter lab log (tail):\n{lab.log_tail()}") from error
         finally:
             browser.close()
@@ -188,7 +188,7 @@ def test_the_explorer_fills_the_width_snaps_back_a_refused_tile_redraws_after_an
         assert not _problems(page), _problems(page)
         time.sleep(1.0)                                  # let the figure settle at its final size
         panel.scroll_into_view_if_needed()
-        page.screenshot(path=ARTIFACTS / "browser_explorer_wide_start.png")
+        page.screenshot(path=ARTIFACTS / "explorer_wide_start.png")
 
         # ---- the figure fills the output area's width
         widths = page.evaluate(JS_WIDTHS, FIGURE)
@@ -208,7 +208,7 @@ def test_the_explorer_fills_the_width_snaps_back_a_refused_tile_redraws_after_an
         message = panel.locator(".widget-html-content", has_text="refused").first
         message.wait_for(timeout=deadline.ms(30))
         assert "multiple of 16" in message.inner_text()
-        page.screenshot(path=ARTIFACTS / "browser_explorer_wide_refused.png")
+        page.screenshot(path=ARTIFACTS / "explorer_wide_refused.png")
 
         # ---- a later change still redraws: threads (when there are two cores), then batch
         if engine.available_cores() >= 2:
@@ -237,9 +237,9 @@ def test_the_explorer_fills_the_width_snaps_back_a_refused_tile_redraws_after_an
         row = panel.locator(".roofline-layer-rows select")
         picked = row.evaluate("s => s.selectedOptions.length ? s.selectedOptions[0].text : ''")
         assert short_name(target["layer"]) in picked
-        page.screenshot(path=ARTIFACTS / "browser_explorer_wide_clicked.png")
+        page.screenshot(path=ARTIFACTS / "explorer_wide_clicked.png")
         detail.scroll_into_view_if_needed()
-        page.screenshot(path=ARTIFACTS / "browser_explorer_wide_detail.png")
+        page.screenshot(path=ARTIFACTS / "explorer_wide_detail.png")
         assert not _problems(page), _problems(page)
 
 
@@ -271,6 +271,6 @@ def test_in_the_report_the_rooflines_level_buttons_recolour_the_time_bars_as_the
                 page.wait_for_function(f"() => ({memory_bars})() === {counts[level]}", timeout=10_000)
                 title = page.evaluate("() => document.getElementById('time-bars').layout.title.text")
                 assert f"{counts[level]} of " in title and f"at {level}" in title
-            page.screenshot(path=ARTIFACTS / "browser_report_bars_at_DRAM.png", full_page=True)
+            page.screenshot(path=ARTIFACTS / "report_bars_at_DRAM.png", full_page=True)
         finally:
             browser.close()

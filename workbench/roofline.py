@@ -439,7 +439,7 @@ def _x_title(level: str) -> str:
 
 def base_layout(ranges, level: str, title: str) -> dict:
     return dict(
-        title=dict(text=title, x=0.0, xanchor="left"),
+        title=dict(text=title, x=0.01, xref="container", xanchor="left"),   # a few px in: no letter cut off
         xaxis=dict(type="log", range=_log_range(ranges["x"]), title=dict(text=_x_title(level)),
                    showgrid=True, gridcolor="#e5e5e5", zeroline=False, exponentformat="power"),
         yaxis=dict(type="log", range=_log_range(ranges["y"]), title=dict(text="performance (GFLOP/s)"),
