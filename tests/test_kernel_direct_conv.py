@@ -25,6 +25,7 @@ needs_jit = pytest.mark.skipif(numba.config.DISABLE_JIT, reason="full-size shape
 # (N, Cin, Cout, H, W, (kh, kw), (sh, sw), (top, left, bottom, right), (dh, dw))
 CASES = [
     (1, 3, 32, 17, 15, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),   # the stem, odd sizes
+    (2, 3, 32, 20, 21, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),   # at 16 lanes: 6-pixel pairs, then 4 x 3, then borders
     (3, 3, 20, 9, 10, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),    # batch 3, 3 blocks (odd block count)
     (1, 1, 9, 6, 7, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1)),      # 1x1, Cin 1
     (1, 4, 5, 8, 9, (1, 1), (2, 2), (0, 0, 0, 0), (1, 1)),      # 1x1 stride 2: output shrinks

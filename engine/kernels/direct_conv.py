@@ -10,7 +10,8 @@ Work items. (image, group of four output blocks, output row), spread by prange (
 has 1 x 1 x 112 = 112 of them: each input pixel is read once for all 32 channels). In an
 interior row, interior columns (the whole window inside the input) go three pixels at a
 time for the four blocks: 12 register accumulators (`register_scratch`) = 12 independent
-FMA chains; per tap 4 weight-vector loads and 3 broadcast input scalars feed 12 FMAs (a
+FMA chains (a group of at most two real blocks, as the stem at 16 lanes, six pixels at a
+time for its two: `_pair_columns`); per tap 4 weight-vector loads and 3 broadcast input scalars feed 12 FMAs (a
 2-block x 4-pixel tile feeds 8 FMAs from 6 loads and reads the input twice, once per pair
 of blocks; bench/README has both timed). The taps (ci, i, j) are one flat loop over a
 table of input offsets built once per call. Border rows and columns go one
@@ -38,6 +39,10 @@ from engine.kernels.layout import CB, channel_blocks
 PIXELS = 3  # output pixels per step of the interior loop (x0..x2 below are written out for 3)
 BLOCKS = 4  # output blocks per work item (b0..b3 below): all 32 channels of a MobileNet stem
 _scratch_tile = register_scratch(BLOCKS * PIXELS * CB)  # 4 output blocks x 3 pixels of accumulators
+# A group with at most two real blocks (the 32-channel stem at 16 lanes is two blocks) takes
+# 2 blocks x PAIR_PIXELS pixels instead: the same 12 accumulators, none spent on a repeated
+# block (4 x 3 would compute the second block three times over).
+PAIR_PIXELS = 6
 _scratch_block = register_scratch(CB)
 
 
@@ -67,6 +72,58 @@ def _border_columns(xf, wf, bf, of, x_image, o_row, w_block, b_base, in_channels
         uo = _U(o_row + ow * CB)
         for lane in range(CB):
             of[uo + _U(lane)] = min(max(acc[lane], low), high)
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")  # one call site
+def _pair_columns(xf, wf, bf, of, acc, x_image, ih0, width, stride_w, pad_left, tap_offset, n_taps,
+                  b0, b1, block_weights, o_row0, o_row1, col_lo, col_hi, low, high):
+    """Interior columns col_lo.. of one interior output row for blocks b0 and b1 (b1 may be
+    b0 again), PAIR_PIXELS pixels at a time: acc[(blk * PAIR_PIXELS + p) * CB + lane], 12
+    independent FMA chains fed by 2 weight vectors and 6 broadcast inputs per tap. Returns
+    the first column not done."""
+    ow = col_lo
+    us = _U(stride_w)
+    while ow + PAIR_PIXELS <= col_hi:
+        for lane in range(CB):
+            bias0 = bf[_U(b0 * CB + lane)]
+            bias1 = bf[_U(b1 * CB + lane)]
+            for p in range(PAIR_PIXELS):
+                acc[p * CB + lane] = bias0
+                acc[(PAIR_PIXELS + p) * CB + lane] = bias1
+        x_window = x_image + ih0 * width + ow * stride_w - pad_left
+        for t in range(n_taps):
+            ux = _U(x_window + tap_offset[t])
+            x0 = xf[ux]
+            x1 = xf[ux + us]
+            x2 = xf[ux + _U(2) * us]
+            x3 = xf[ux + _U(3) * us]
+            x4 = xf[ux + _U(4) * us]
+            x5 = xf[ux + _U(5) * us]
+            uw0 = _U(b0 * block_weights + t * CB)
+            uw1 = _U(b1 * block_weights + t * CB)
+            for lane in range(CB):
+                w0 = wf[uw0 + _U(lane)]
+                w1 = wf[uw1 + _U(lane)]
+                acc[lane] += x0 * w0
+                acc[CB + lane] += x1 * w0
+                acc[2 * CB + lane] += x2 * w0
+                acc[3 * CB + lane] += x3 * w0
+                acc[4 * CB + lane] += x4 * w0
+                acc[5 * CB + lane] += x5 * w0
+                acc[6 * CB + lane] += x0 * w1
+                acc[7 * CB + lane] += x1 * w1
+                acc[8 * CB + lane] += x2 * w1
+                acc[9 * CB + lane] += x3 * w1
+                acc[10 * CB + lane] += x4 * w1
+                acc[11 * CB + lane] += x5 * w1
+        uo0 = _U(o_row0 + ow * CB)
+        uo1 = _U(o_row1 + ow * CB)
+        for k in range(PAIR_PIXELS * CB):
+            of[uo0 + _U(k)] = min(max(acc[k], low), high)
+        for k in range(PAIR_PIXELS * CB):
+            of[uo1 + _U(k)] = min(max(acc[PAIR_PIXELS * CB + k], low), high)
+        ow += PAIR_PIXELS
+    return ow
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -118,6 +175,10 @@ def _direct_kernel(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left, 
         i_hi = max(i_hi, i_lo)
         interior_row = i_lo == 0 and i_hi == kernel_h
         ow = col_lo
+        if n_blocks - b0 <= 2 and interior_row:
+            ow = _pair_columns(xf, wf, bf, of, acc, x_image, ih0, width, stride_w, pad_left, tap_offset, n_taps,
+                               b0, b1, block_weights, o_row0, o_row1, col_lo, col_hi, low, high)
+            # the columns left (fewer than PAIR_PIXELS) by the 4 x 3 loop and the borders below
         while interior_row and ow + PIXELS <= col_hi:
             # acc[(blk * PIXELS + p) * CB + lane]: 4 blocks x 3 pixels = 12 independent FMA chains
             for lane in range(CB):
