@@ -136,7 +136,7 @@ def _search(model, session, batch, threads, budget_s, started, deadline, repeats
             report(done, _name(unit))
             if at_floor(unit, baseline[unit]):
                 continue
-            schedule = session.tune_unit(schedule, unit, repeats, deadline, trials, rng)
+            schedule = session.tune_unit(schedule, unit, repeats, deadline, trials, rng, run_seconds)
         report(len(order), "")
     default_seconds, tuned_seconds = session.compare(session.starting_schedule(), schedule, repeats)
     key = model.schedule_key(batch, threads, machine)
@@ -264,14 +264,17 @@ class _Session:
         return choices * run_seconds * (2 if choices + 1 > self.cached_plans else 1)
 
     def tune_unit(self, schedule: TileSchedule, unit, repeats: int, deadline: float, trials: list,
-                  rng: random.Random) -> TileSchedule:
-        """`schedule` with `unit` set to its best candidate (or as it was)."""
+                  rng: random.Random, run_seconds: float = 0.0) -> TileSchedule:
+        """`schedule` with `unit` set to its best candidate (or as it was). After the first
+        round over the candidates, a round starts only if it fits before `deadline`
+        (`first_round_seconds` with whole runs of `run_seconds`)."""
+        round_seconds = self.first_round_seconds(schedule, unit, run_seconds)
         name = _name(unit)
         choices = list(dict.fromkeys(self.candidates(schedule, unit)))
         trial_schedules = [_apply(schedule, name, choice) for choice in choices]
         samples: list[list[float]] = [[] for _ in choices]
         for _ in range(repeats):
-            if time.perf_counter() > deadline and all(samples):
+            if all(samples) and time.perf_counter() + round_seconds > deadline:
                 break                   # out of time: decide on the rounds measured
             order = list(range(len(choices)))
             rng.shuffle(order)
