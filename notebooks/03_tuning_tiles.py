@@ -211,6 +211,7 @@ format_table(totals[["run_seconds", "images_per_second", "gflops", "ai_L2"]],
 # %%
 explorer.set_schedule(tuning.schedule)
 format_table(explorer.profile.assign(layer=explorer.profile["layer"].map(short_name))[
-                 ["layer", "op", "seconds", "gflops", "ai_L2", "pointwise_pixels", "depthwise_rows", "block_rows"]].head(),
+                 ["layer", "op", "seconds", "gflops", "ai_L2", "pointwise_pixels", "depthwise_rows",
+                  "block_rows"]].head(),
              {"seconds": "s→ms", "gflops": "GFLOP/s", "ai_L2": "FLOP/byte"},
              names={"seconds": "time", "ai_L2": "AI L2"})

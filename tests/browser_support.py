@@ -7,6 +7,9 @@
   folder, and with the news feed, the update check and the PyPI extension manager off, so
   nothing reaches the network. On exit it shuts the server and its kernels down and kills
   whatever is left of them (process group, then every descendant recorded while it ran).
+- `make_lab` runs `make lab`'s own command (lab/launch.py: the repository's notebooks/,
+  127.0.0.1, the project's JupyterLab settings installed in the venv) with the same
+  isolation, and checks it printed the URL it serves.
 - `Deadline` bounds a sequence of waits by one overall budget and a cap per wait.
 """
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -29,6 +33,11 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
+LAUNCHER = ROOT / "lab" / "launch.py"         # `make lab`'s command (Makefile: LAB_COMMAND)
+# Flags for a test's JupyterLab: nothing reaches the network
+OFFLINE_FLAGS = ["--LabApp.news_url=None",                                        # no announcements feed
+                 "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+                 "--LabApp.extension_manager=readonly"]                           # no PyPI queries
 
 # Front-end settings of the throw-away Lab (user-settings files, JSON): no news or update
 # check (both would fetch from the internet), no notification toasts over the page, no
@@ -168,11 +177,9 @@ def _stop(server: LabServer) -> list[str]:
     return forced
 
 
-@contextlib.contextmanager
-def jupyter_lab(root: Path, workdir: Path, env: dict[str, str] | None = None, start_seconds: float = 120.0):
-    """Run `jupyter lab` (this interpreter's) serving `root`, with its Jupyter directories
-    under `workdir`; yields a LabServer once /api/status answers (at most `start_seconds`).
-    `env` adds to (and overrides) the environment the server and its kernels get."""
+def _isolated(workdir: Path, env: dict[str, str] | None) -> tuple[list[str], dict[str, str]]:
+    """Jupyter directories under `workdir` (the test's user settings written there): the
+    jupyter lab flags and the environment that use them."""
     config_dir, data_dir, runtime_dir = workdir / "config", workdir / "data", workdir / "runtime"
     settings_dir, workspaces_dir = workdir / "user-settings", workdir / "workspaces"
     for folder in (config_dir, data_dir, runtime_dir, settings_dir, workspaces_dir):
@@ -181,29 +188,74 @@ def jupyter_lab(root: Path, workdir: Path, env: dict[str, str] | None = None, st
         path = settings_dir / f"{plugin}.jupyterlab-settings"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(values))
-
-    port, token = free_port(), secrets.token_hex(24)
-    command = [
-        str(Path(sys.executable).parent / "jupyter"), "lab", "--no-browser",
-        "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-        "--LabApp.news_url=None",                                        # no announcements feed
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-        "--LabApp.extension_manager=readonly",                           # no PyPI queries
-        f"--LabApp.user_settings_dir={settings_dir}", f"--LabApp.workspaces_dir={workspaces_dir}",
-    ]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        command.append("--allow-root")                                  # CI runs as root
+    flags = [*OFFLINE_FLAGS, f"--LabApp.user_settings_dir={settings_dir}",
+             f"--LabApp.workspaces_dir={workspaces_dir}"]
     full_env = {**os.environ, "JUPYTER_CONFIG_DIR": str(config_dir), "JUPYTER_DATA_DIR": str(data_dir),
                 "JUPYTER_RUNTIME_DIR": str(runtime_dir), "JUPYTER_PLATFORM_DIRS": "0",
                 "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})}
-    log = workdir / "jupyter-lab.log"
-    with open(log, "wb") as log_file:
-        process = subprocess.Popen(command, cwd=root, env=full_env, stdin=subprocess.DEVNULL, stdout=log_file,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-    server = LabServer(url=f"http://127.0.0.1:{port}", token=token, process=process, log=log)
+    return flags, full_env
+
+
+@contextlib.contextmanager
+def _serving(server: LabServer, start_seconds: float):
     try:
         _wait_until_serving(server, start_seconds)
         yield server
     finally:
         server.forced = _stop(server)
+
+
+@contextlib.contextmanager
+def jupyter_lab(root: Path, workdir: Path, env: dict[str, str] | None = None, start_seconds: float = 120.0):
+    """Run `jupyter lab` (this interpreter's) serving `root`, with its Jupyter directories
+    under `workdir`; yields a LabServer once /api/status answers (at most `start_seconds`).
+    `env` adds to (and overrides) the environment the server and its kernels get."""
+    flags, full_env = _isolated(workdir, env)
+    port, token = free_port(), secrets.token_hex(24)
+    command = [
+        str(Path(sys.executable).parent / "jupyter"), "lab", "--no-browser",
+        "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", *flags,
+    ]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        command.append("--allow-root")                                  # CI runs as root
+    log = workdir / "jupyter-lab.log"
+    with open(log, "wb") as log_file:
+        process = subprocess.Popen(command, cwd=root, env=full_env, stdin=subprocess.DEVNULL, stdout=log_file,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    server = LabServer(url=f"http://127.0.0.1:{port}", token=token, process=process, log=log)
+    with _serving(server, start_seconds) as served:
+        yield served
+
+
+@contextlib.contextmanager
+def make_lab(workdir: Path, env: dict[str, str] | None = None, start_seconds: float = 120.0,
+             notebook_dir: Path = NOTEBOOK_DIR):
+    """Run `make lab`'s command (lab/launch.py, from the repository root, serving
+    `notebook_dir`: the repository's notebooks/ unless told otherwise) with its Jupyter
+    directories under `workdir`; yields a LabServer once /api/status answers and the
+    launcher has printed the URL it serves. The project's JupyterLab settings come from the
+    venv (`make` installs them), not from the test."""
+    flags, full_env = _isolated(workdir, env)
+    token = secrets.token_hex(24)
+    full_env["JUPYTER_TOKEN"] = token                    # the launcher serves with this token
+    command = [sys.executable, str(LAUNCHER), "--notebook-dir", str(notebook_dir), "--port", str(free_port()),
+               "--", *flags]
+    log = workdir / "make-lab.log"
+    with open(log, "wb") as log_file:
+        process = subprocess.Popen(command, cwd=ROOT, env=full_env, stdin=subprocess.DEVNULL, stdout=log_file,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    # the launcher prints the URL once the server answers; the port is the one it chose
+    server = LabServer(url="", token=token, process=process, log=log)
+    url = re.compile(rf"http://127\.0\.0\.1:(\d+)/lab\?token={token}")
+    ends = time.monotonic() + start_seconds
+    while not url.search(server.log_tail(200_000)) and process.poll() is None and time.monotonic() < ends:
+        time.sleep(0.25)
+    found = url.search(server.log_tail(200_000))
+    if found is None:
+        server.forced = _stop(server)
+        raise RuntimeError(f"make lab's command printed no URL within {start_seconds:.0f} s "
+                           f"(exit {process.poll()}):\n{server.log_tail()}")
+    server.url = f"http://127.0.0.1:{found.group(1)}"
+    with _serving(server, 30.0) as served:
+        yield served

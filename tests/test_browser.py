@@ -1,6 +1,10 @@
 """End to end in a real browser: JupyterLab, in headless Chromium, runs notebook 01 and
-the Explorer's roofline moves when its core-count slider moves; and a click on a point of
-the Explorer's roofline selects that step (the step picker and the ring on the figure).
+the Explorer's roofline moves when its core-count slider moves; a click on a point of
+the Explorer's roofline selects that step (the step picker and the ring on the figure);
+and each notebook, opened by a double-click in `make lab`'s own JupyterLab (lab/launch.py
+on the repository's notebooks/, with the settings `make` installs), runs clean with Run
+All, its figures are saved as screenshots (artifacts/notebook_<name>_figure<n>.png), and
+a save leaves the tracked file and `git status --porcelain` as they were.
 
 What headless tests of the widget cannot see: that the JupyterLab front end has the
 ipywidgets, anywidget and plotly extensions and renders the panel (not "Error displaying
@@ -27,6 +31,7 @@ import importlib.util
 import json
 import os
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,7 +40,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 
-from browser_support import ROOT, Deadline, jupyter_lab, prepare_root
+from browser_support import ROOT, Deadline, jupyter_lab, make_lab, prepare_root
 
 pytestmark = pytest.mark.browser
 
@@ -186,20 +191,32 @@ def _slider_value(handle, bound: str = "now") -> int:
 
 
 @contextlib.contextmanager
-def _lab_page(root: Path, tmp_path: Path, deadline: Deadline, phases: dict, started: float):
-    """A JupyterLab serving `root` (ROOFLINE_FAST=1 in its kernels) and a Chromium page on
-    it that may reach nothing but that server. Yields (lab, page). On a failure inside, a
-    screenshot and the server's log tail are added to the error; the page, browser and
-    server are closed in any case."""
+def _lab_page(root: Path | None, tmp_path: Path, deadline: Deadline, phases: dict, started: float,
+              viewport: dict = VIEWPORT, intercept: bool = True):
+    """A JupyterLab serving `root` (ROOFLINE_FAST=1 in its kernels; root None: `make lab`'s
+    own command on the repository's notebooks/) and a Chromium page on it that may reach
+    nothing but that server. Yields (lab, page). On a failure inside, a screenshot and the
+    server's log tail are added to the error; the page, browser and server are closed in
+    any case.
+
+    With `intercept`, every request passes through Playwright, which aborts any not for the
+    server. Without it (for a test that saves a notebook: Playwright's interception loses
+    the large body of a save after Run All, and the save never completes), Chromium cannot
+    resolve any host name (--host-resolver-rules) and every request not for the server is
+    recorded and fails the test all the same."""
     from playwright.sync_api import sync_playwright
 
-    with jupyter_lab(root, tmp_path / "jupyter", env={"ROOFLINE_FAST": "1"},
-                     start_seconds=deadline.left(STEP_SECONDS)) as lab, sync_playwright() as playwright:
+    server = make_lab(tmp_path / "jupyter", env={"ROOFLINE_FAST": "1"}, start_seconds=deadline.left(STEP_SECONDS)) \
+        if root is None else jupyter_lab(root, tmp_path / "jupyter", env={"ROOFLINE_FAST": "1"},
+                                         start_seconds=deadline.left(STEP_SECONDS))
+    with server as lab, sync_playwright() as playwright:
         phases["server up"] = time.monotonic() - started
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS,
+        flags = CHROMIUM_FLAGS if intercept else \
+            [*CHROMIUM_FLAGS, "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]     # no host name resolves
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=flags,
                                              timeout=deadline.ms(STEP_SECONDS))
         try:
-            context = browser.new_context(viewport=VIEWPORT)
+            context = browser.new_context(viewport=viewport)
             outside = []                    # requests the page tried to send past the server
 
             def only_the_server(route):
@@ -208,7 +225,15 @@ def _lab_page(root: Path, tmp_path: Path, deadline: Deadline, phases: dict, star
                 else:
                     outside.append(route.request.url)
                     route.abort()
-            context.route("**/*", only_the_server)
+
+            def note_outside(request):
+                if urlsplit(request.url).scheme in ("http", "https", "ws", "wss") and \
+                        urlsplit(request.url).netloc != urlsplit(lab.url).netloc:
+                    outside.append(request.url)
+            if intercept:
+                context.route("**/*", only_the_server)
+            else:
+                context.on("request", note_outside)
             page = context.new_page()
             page.set_default_timeout(STEP_SECONDS * 1000)
             page_errors = []
@@ -432,3 +457,105 @@ def test_a_click_on_a_point_of_the_explorers_roofline_selects_its_step(browser_a
         panel.screenshot(path=ARTIFACTS / "browser_click_after.png")
         phases["point clicked, step selected"] = time.monotonic() - started
     print("browser click test phases (s since start): " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()))
+
+
+# ---------------------------------------------------------------------------- every notebook, as a user runs it
+
+NOTEBOOK_FILES = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
+USER_VIEWPORT = {"width": 1600, "height": 1000}     # the issue's screen
+NOTEBOOK_SECONDS = 560                               # every wait of one notebook's test together
+PLOTS = ".jp-OutputArea-output.js-plotly-plot, .jp-OutputArea-output .js-plotly-plot"   # static figures, the Explorer
+
+
+def _git_status() -> list[str]:
+    result = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60, check=True)
+    return result.stdout.splitlines()
+
+
+def _double_click_open(lab, page, deadline: Deadline, name: str) -> None:
+    """Open `name` as a user does in `make lab`'s JupyterLab: a double-click in the file
+    browser. It must open as a notebook (the project's default viewer for .py files), in
+    this venv's python3 kernel."""
+    page.goto(f"{lab.url}/lab?token={lab.token}", timeout=deadline.ms(STEP_SECONDS))
+    item = page.locator(".jp-DirListing-item").filter(
+        has=page.locator(".jp-DirListing-itemText", has_text=re.compile(rf"^{re.escape(name)}$")))
+    with _waiting_for(f"{name} in the file browser"):
+        item.wait_for(timeout=deadline.ms(STEP_SECONDS))
+    item.dblclick()
+    with _waiting_for(f"{name} to open as a notebook on double-click (jupytext's default viewer for .py "
+                      f"files, installed by make into .venv/etc/jupyter/labconfig/)"):
+        page.locator(".jp-NotebookPanel .jp-Notebook .jp-CodeCell").first.wait_for(timeout=deadline.ms(STEP_SECONDS))
+    assert page.locator(".jp-FileEditor").count() == 0, f"{name} also opened in the text editor"
+    with _waiting_for("the kernel to be idle"):
+        page.locator(".jp-StatusBar-TextItem", has_text="Python 3 (ipykernel) | Idle").wait_for(
+            timeout=deadline.ms(STEP_SECONDS))
+    (session,) = lab.api("/api/sessions")
+    assert session["path"] == name, session          # (its "type" is "file": jupytext serves the .py)
+    kernels = _kernel_command_lines(lab)
+    assert len(kernels) == 1 and _is_this_venvs_python(kernels[0][0]), \
+        f"the kernel is not this venv's python ({sys.executable}): {kernels}"
+
+
+def _save(page, deadline: Deadline, path: Path, modified_before: int) -> None:
+    """File > Save (labelled after the document's file type: "Save Notebook", or "Save
+    Python File" for a jupytext .py); wait until the file on disk was written and the tab
+    is clean."""
+    page.locator("li.lm-MenuBar-item", has_text="File").click()
+    page.get_by_role("menuitem", name=re.compile(r"^Save(?! As| All| and)")).first.click(
+        timeout=deadline.ms(30))
+    ends = time.monotonic() + deadline.left(60)
+    while path.stat().st_mtime_ns == modified_before and time.monotonic() < ends:
+        time.sleep(0.25)
+    assert path.stat().st_mtime_ns != modified_before, f"saving did not write {path.name}"
+    with _waiting_for("the notebook's tab to show it saved (not dirty)"):
+        page.wait_for_function("() => !document.querySelector('.lm-TabBar-tab.jp-mod-dirty')",
+                               timeout=deadline.ms(30), polling=250)
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("notebook", NOTEBOOK_FILES, ids=[p.stem for p in NOTEBOOK_FILES])
+def test_each_notebook_opens_by_double_click_in_make_lab_runs_clean_and_saving_changes_no_tracked_file(
+        notebook, browser_available, warm_engine, tmp_path):
+    """`make lab`'s JupyterLab on the repository's notebooks/: double-click the notebook,
+    Run All (no error, no stderr, no widget failure; its figures and the Explorer drawn),
+    screenshot each figure into artifacts/, save, stop the server; then the file is byte
+    for byte what it was (and was written: the save happened) and `git status --porcelain`
+    shows nothing new (empty, on a tree that was clean; on a tree with work in progress,
+    the same entries as before)."""
+    started = time.monotonic()
+    deadline = Deadline(NOTEBOOK_SECONDS)
+    _fresh_artifacts(f"notebook_{notebook.stem}_*.png")
+    status_before, text_before = _git_status(), notebook.read_bytes()
+    modified_before = notebook.stat().st_mtime_ns
+    phases = {}
+
+    with _lab_page(None, tmp_path, deadline, phases, started, viewport=USER_VIEWPORT, intercept=False) as (lab, page):
+        _double_click_open(lab, page, deadline, notebook.name)
+        phases["opened by double-click"] = time.monotonic() - started
+        page.locator("li.lm-MenuBar-item", has_text="Run").click()
+        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+        _wait_for_run(page, deadline, f"running all cells of {notebook.name}")
+        phases["all cells run"] = time.monotonic() - started
+        with _waiting_for("the notebook's static plotly figures to be drawn"):
+            page.wait_for_function(JS_STATIC_FIGURES_DRAWN, timeout=deadline.ms(STEP_SECONDS), polling=250)
+        with _waiting_for("the Explorer's panel and figure"):
+            page.locator(f"{FIGURE} .main-svg").first.wait_for(timeout=deadline.ms(STEP_SECONDS))
+        assert not _problems(page), "\n".join(_problems(page))
+        plots = page.locator(PLOTS)
+        assert plots.count() >= 3, f"expected at least two figures and the Explorer, saw {plots.count()}"
+        for index in range(plots.count()):
+            plot = plots.nth(index)
+            plot.scroll_into_view_if_needed()
+            plot.screenshot(path=ARTIFACTS / f"notebook_{notebook.stem}_figure{index + 1}.png")
+        phases["figures saved"] = time.monotonic() - started
+        _save(page, deadline, notebook, modified_before)
+        phases["saved"] = time.monotonic() - started
+
+    assert notebook.read_bytes() == text_before, f"saving in JupyterLab changed {notebook.name}"
+    status_after = _git_status()
+    if not status_before:
+        assert status_after == [], f"git status after a run and a save:\n" + "\n".join(status_after)
+    else:
+        assert sorted(set(status_after) - set(status_before)) == [], "new in git status after a run and a save"
+    print(f"{notebook.name} phases (s since start): " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()))

@@ -86,7 +86,8 @@ def test_notebook_outputs_and_new_notebooks_are_kept_out_of_git():
     """A .ipynb (a pairing, a "Save As", the launcher's Untitled.ipynb) and JupyterLab's
     side files in notebooks/ are ignored, so running a session leaves `git status` clean."""
     names = ["notebooks/Untitled.ipynb", "notebooks/Untitled1.ipynb", "notebooks/01_quickstart.ipynb",
-             "notebooks/untitled.py", "notebooks/Untitled.py", "notebooks/.ipynb_checkpoints/01_quickstart-checkpoint.py",
+             "notebooks/untitled.py", "notebooks/Untitled.py",
+             "notebooks/.ipynb_checkpoints/01_quickstart-checkpoint.py",
              "notebooks/.virtual_documents/01_quickstart.py"]
     result = subprocess.run(["git", "check-ignore", "--no-index", *names], cwd=ROOT, capture_output=True, text=True,
                             timeout=60)
