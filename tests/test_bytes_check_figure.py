@@ -89,3 +89,33 @@ def test_roofline_points_placed_by_simulated_bytes():
     assert np.isfinite(placed["roof_fraction"]).all()
     with pytest.raises(ValueError, match="bytes='simulated'"):
         placed_by_simulated_bytes(profile.drop(columns=["bytes_sim_L2"]), ceilings)
+
+
+def test_profile_with_simulated_bytes_and_its_roofline():
+    import engine
+    from engine.kernels.layout import CB
+    from workbench.bytes_check_figure import roofline_by_bytes
+    from workbench.simulated_bytes import profile_with_bytes
+
+    model = engine.load(engine.zoo.mobilenet_v2(width_mult=0.35, resolution=32, num_classes=10))
+    ceilings = make_ceilings()
+    both = profile_with_bytes(model, "both", batch=1, threads=1, ceilings=ceilings, repeats=1, progress=False)
+    for level in LEVELS:
+        assert both[f"bytes_sim_{level}"].notna().all() and f"ai_sim_{level}" in both.columns
+    simulated = profile_with_bytes(model, "simulated", batch=1, threads=1, ceilings=ceilings, repeats=1,
+                                   progress=False)
+    np.testing.assert_allclose(simulated["bytes_L2"], both["bytes_sim_L2"], rtol=0.01, atol=4096)
+    np.testing.assert_array_equal(simulated["bytes_model_L2"], both["bytes_L2"])
+    model_only = profile_with_bytes(model, "model", batch=1, threads=1, ceilings=ceilings, repeats=1)
+    assert not any(c.startswith("bytes_sim_") for c in model_only.columns)
+    figure = roofline_by_bytes(both, ceilings, level="L2", bytes="simulated")
+    assert "cache simulation" in figure.layout.title.text
+    depthwise = next(t for t in figure.data if t.meta == "ops:depthwise")
+    expected = both[both["op"] == "depthwise"]["ai_sim_L2"].to_numpy()
+    np.testing.assert_allclose(np.array(depthwise.x, float), expected)        # placed by the simulated bytes
+    modelled = roofline_by_bytes(both, ceilings, level="L2", bytes="model")
+    assert "cache simulation" not in modelled.layout.title.text
+    np.testing.assert_allclose(np.array(next(t for t in modelled.data if t.meta == "ops:depthwise").x, float),
+                               both[both["op"] == "depthwise"]["ai_L2"].to_numpy())
+    with pytest.raises(ValueError, match="once"):
+        roofline_by_bytes(both, ceilings, bytes="both")

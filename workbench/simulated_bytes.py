@@ -148,3 +148,28 @@ def agreement_table(frame: pd.DataFrame, small_bytes: int = SMALL_BYTES) -> pd.D
     order = {level: i for i, level in enumerate(LEVELS)}
     return table.sort_values(["family", "level"], key=lambda c: c.map(order) if c.name == "level" else c,
                              ignore_index=True)
+
+
+def profile_with_bytes(model, bytes: str = "both", batch: int = 1, threads: int | None = None, tiles=None,
+                       fuse_blocks=engine.DEFAULT_FUSE_BLOCKS, ceilings=None, progress: bool | None = None,
+                       **profile_arguments) -> pd.DataFrame:
+    """workbench.profile with the bytes it places points by chosen (`bytes`, BYTES_CHOICES):
+    "model" is workbench.profile's frame; "both" adds bytes_sim_<level> and ai_sim_<level>
+    (a cache simulation of the same plan on the machine the run assumed: workbench.profile.
+    run_machine); "simulated" also takes bytes_<level>, ai_<level>, the roofs and bounds
+    from the simulation (the model's bytes kept as bytes_model_<level>). Other arguments as
+    workbench.profile's (repeats, warmup, seed)."""
+    from workbench.bytes_check_figure import placed_by_simulated_bytes     # here: that module imports this one
+    from workbench.profile import as_model, default_ceilings, default_threads, profile, run_machine
+
+    bytes = check_bytes_choice(bytes)
+    model = as_model(model)
+    threads = default_threads() if threads is None else threads
+    ceilings = default_ceilings(threads) if ceilings is None else ceilings
+    frame = profile(model, batch=batch, threads=threads, tiles=tiles, fuse_blocks=fuse_blocks, ceilings=ceilings,
+                    **profile_arguments)
+    if bytes == "model":
+        return frame
+    frame = add_simulated_columns(frame, model, run_machine(ceilings), tiles, fuse_blocks, progress)
+    frame.attrs["bytes"] = bytes
+    return placed_by_simulated_bytes(frame, ceilings) if bytes == "simulated" else frame
