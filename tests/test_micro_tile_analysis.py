@@ -49,6 +49,7 @@ def test_the_chosen_micro_tile_keeps_its_accumulators_in_registers_and_near_the_
     assert result["fmas"] == rows * blocks * lanes          # one input-channel block, fully unrolled
     assert result["spills"] == 0
     predicted = result["fma_bound_cycles"] / result["cycles_per_iteration"]
-    # AVX-512 targets: the FMA ports bind; LLVM 14's Zen 3 model also puts the broadcasts on
-    # an FMA pipe and predicts half the bound (measured on Zen 3: 75-90 % of peak)
+    # AVX-512 targets: the FMA ports bind. LLVM 14's Zen 3 model takes both FP0 and FP1 for
+    # each 256-bit FMA (one per cycle, half the real rate), so it predicts half the
+    # 2-per-cycle bound for any loop of FMAs (measured on Zen 3: 75-90 % of peak)
     assert predicted >= (0.95 if lanes == 16 else 0.45), result
