@@ -455,6 +455,7 @@ def test_picking_a_step_measures_nothing_and_then_the_sliders_set_that_steps_til
     explorer.controls["step"].value = project
     assert count_measurements == [] and explorer.selected_step == project
     assert [explorer.controls[f].disabled for f in engine.Tiles().as_dict()] == [False, False, True, True]
+    assert [explorer.typed[f].disabled for f in engine.Tiles().as_dict()] == [False, False, True, True]
     point = points(explorer.figure, "project")[project]
     assert ring(explorer) == (pytest.approx(point),)
     explorer.controls["pointwise_pixels"].value = 128

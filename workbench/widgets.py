@@ -495,7 +495,7 @@ class Explorer:
             note = (f"the sliders set the tiles of <b>{html.escape(short_name(step))}</b> ({html.escape(op)}) only"
                     if read else f"{html.escape(short_name(step))} ({html.escape(op)}): its kernel takes no tiles")
         for field in TILE_FIELDS:
-            self.controls[field].disabled = field not in read
+            self.controls[field].disabled = self.typed[field].disabled = field not in read
         self.step_note.value = f'<span style="font-size:12px">{note}</span>'
 
     def _op_of(self, step: str) -> str:
