@@ -244,7 +244,7 @@ def test_the_explorer_fills_the_width_snaps_back_a_refused_tile_redraws_after_an
 
 
 @pytest.mark.timeout(120)
-def test_in_the_report_the_rooflines_level_buttons_recolour_the_time_bars_as_the_header_counts(
+def test_in_the_report_the_level_buttons_recolour_the_bars_as_the_header_counts_and_the_table_sorts_and_filters(
         browser_available, tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -272,5 +272,15 @@ def test_in_the_report_the_rooflines_level_buttons_recolour_the_time_bars_as_the
                 title = page.evaluate("() => document.getElementById('time-bars').layout.title.text")
                 assert f"{counts[level]} of " in title and f"at {level}" in title
             page.screenshot(path=ARTIFACTS / "report_bars_at_DRAM.png", full_page=True)
+            # the layers table: the filter box keeps matching rows, a header click sorts by its numbers
+            page.fill("#layers-filter", "depthwise")
+            shown_ops = page.evaluate("""() => [...document.querySelectorAll('#layers tbody tr')]
+                .filter(r => r.style.display !== 'none').map(r => r.cells[1].textContent)""")
+            assert shown_ops and set(shown_ops) == {"depthwise"}
+            page.fill("#layers-filter", "")
+            page.locator("#layers th", has_text="ms").first.click()
+            ms = page.evaluate("""() => [...document.querySelectorAll('#layers tbody tr')]
+                .map(r => parseFloat(r.cells[4].getAttribute('data-value')))""")
+            assert ms == sorted(ms, reverse=True) and len(ms) == len(profile)
         finally:
             browser.close()
