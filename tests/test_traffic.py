@@ -150,17 +150,22 @@ def test_batch_64_moves_activations_through_dram_and_batch_1_does_not(mobilenet)
 
 def test_weights_a_1x1_conv_prefetches_cross_dram_in_that_conv_not_in_the_step_using_them(mobilenet):
     """On a machine whose L3 does not hold the weights (Zen 3: 14 MB of weights and the
-    activations exceed half of 32 MiB), the last 1x1 conv prefetches the classifier's 5 MB
-    of weights: the classifier moves no weight bytes from DRAM, the conv moves them, and the
-    network's DRAM total is unchanged by where they are charged."""
+    activations exceed half of 32 MiB), the last 1x1 conv prefetches part of the
+    classifier's 5 MB of weights (`ahead`): the lines its access trace prefetches cross DRAM
+    in the conv, the rest in the classifier, and the network's DRAM total is unchanged by
+    where they are charged."""
+    from engine.plan import _prefetched_bytes
+
     plan = mobilenet.plan(1, threads=1, fuse_blocks=False, machine=with_lanes(ZEN3, CB))
-    classifier, before, two_before = plan.steps[-1], plan.steps[-3], plan.steps[-4]
+    classifier, before = plan.steps[-1], plan.steps[-3]
     assert classifier.op == "linear" and before.op == "expand" and before.ahead is not None
-    classifier_weights = mobilenet.weights.by_layer[classifier.name][0].nbytes     # the array prefetched
-    own_weights = mobilenet.weights.by_layer[before.name][0].nbytes
-    assert classifier.bytes["DRAM"] < 0.01 * classifier_weights
-    assert classifier_weights <= before.bytes["DRAM"] < classifier_weights + own_weights   # its own came before
-    assert two_before.bytes["DRAM"] >= own_weights              # ... prefetched by the 1x1 conv before it
+    classifier_weights = mobilenet.weights.of([classifier.name])
+    prefetched = _prefetched_bytes(before)
+    assert 0 <= prefetched <= mobilenet.weights.by_layer[classifier.name][0].nbytes
+    if CB == 8:
+        assert prefetched > 0.2 * classifier_weights          # traced: 31 % at 8 lanes
+    assert classifier.bytes["DRAM"] == pytest.approx(classifier_weights - prefetched, rel=0.01)
+    assert before.bytes["DRAM"] >= prefetched
     weighted = sum(a.nbytes for pair in mobilenet.weights.by_layer.values() for a in pair)
     assert sum(step.bytes["DRAM"] for step in plan.steps) >= weighted
 
