@@ -274,3 +274,15 @@ def test_pointwise_trace_follows_the_input_channel_chunks_of_wide_layers():
         assert stores > out.nbytes          # partial sums stored, then read back and stored again
     else:
         assert stores == out.nbytes
+
+
+def test_layout_change_traces_touch_what_the_conversions_read_and_write():
+    from engine.kernels.layout import nchw_to_nchwc, nchwc_to_nchw
+
+    rng = np.random.default_rng(8)
+    x = positive(rng, 2, 2 * CB, 3, 2)                        # whole channel blocks: the traced lines are exact
+    blocked = np.empty((2, 2, 3, 2, CB), np.float32)
+    assert_footprint(nchw_to_nchwc, (x, blocked), {"x": x}, {"out": blocked})
+    planar = np.empty(x.shape, np.float32)
+    source = positive(rng, *blocked.shape)
+    assert_footprint(nchwc_to_nchw, (source, planar), {"x": source}, {"out": planar})
