@@ -8,6 +8,7 @@ on any error, any traceback and any output written to stderr (warnings included)
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -141,6 +142,49 @@ def _problems(notebook) -> list[str]:
     return problems
 
 
+TABLE_CELL = re.compile(r"<td[^>]*>\s*([^<]*?)\s*</td>")
+NUMBER = re.compile(r"^[-×]?(\d+\.?\d*)%?$")
+MOST_DIGITS = 4          # 3 significant digits, 4 for a time of 1000 ms or more ("1234")
+
+
+def _raw_numbers(notebook) -> list[str]:
+    """Numbers in the notebook's HTML tables with more significant digits than a person
+    reads (pandas' raw 0.015100 or 12345678), by cell and value. Counts with thousands
+    separators and values that are not numbers are left alone; an integer's trailing
+    zeros are not significant ("26700")."""
+    found = []
+    for index, cell in enumerate(notebook.cells):
+        for output in cell.get("outputs", []):
+            html = str(output.get("data", {}).get("text/html", ""))
+            if "<table" not in html:
+                continue
+            for text in TABLE_CELL.findall(html):
+                match = NUMBER.match(text.strip())
+                digits = match.group(1) if match else ""
+                digits = digits.replace(".", "").lstrip("0") if "." in digits else digits.strip("0")
+                if len(digits) > MOST_DIGITS:
+                    found.append(f"cell {index}: {text}")
+    return found
+
+
+def test_the_table_check_catches_raw_pandas_numbers_and_passes_formatted_ones():
+    import nbformat
+    import pandas as pd
+
+    from workbench.tables import format_table
+
+    frame = pd.DataFrame({"layer": ["a", "b"], "seconds": [0.000122134, 0.0151], "share": [0.3725, 0.6275],
+                          "flops": [12_345_678, 9]})
+    raw = nbformat.v4.new_code_cell("t", outputs=[nbformat.v4.new_output(
+        "execute_result", data={"text/html": frame.to_html()}, execution_count=1)])
+    formatted = nbformat.v4.new_code_cell("t", outputs=[nbformat.v4.new_output(
+        "execute_result", data={"text/html": format_table(frame, {"seconds": "s→ms", "share": "%",
+                                                                  "flops": "FLOP"}).to_html()},
+        execution_count=1)])
+    assert sorted(_raw_numbers(nbformat.v4.new_notebook(cells=[raw]))) == ["cell 0: 0.015100", "cell 0: 12345678"]
+    assert _raw_numbers(nbformat.v4.new_notebook(cells=[formatted])) == []
+
+
 def test_the_output_check_catches_errors_stderr_tracebacks_and_cdn_plotly():
     import nbformat
 
@@ -174,6 +218,7 @@ def test_notebook_runs_top_to_bottom_without_errors(path, kernel_name, warm_ceil
     client.execute()
     elapsed = time.perf_counter() - started
     assert not _problems(notebook), "\n".join(_problems(notebook))
+    assert not _raw_numbers(notebook), "tables with raw numbers:\n" + "\n".join(_raw_numbers(notebook)[:20])
     shown = [o for c in notebook.cells for o in c.get("outputs", [])]
     mimetypes = {m for o in shown for m in o.get("data", {})}
     assert "application/vnd.plotly.v1+json" in mimetypes, "no plotly figure was displayed"

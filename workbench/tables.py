@@ -6,7 +6,7 @@
 
 One rule for every table the notebooks and the CLI show: times in milliseconds and
 quantities with a unit (GFLOP/s, GB/s, FLOP/byte, MB, KiB) with 3 significant digits and
-no exponent ("0.122", "12.3", "1235"), shares and roof fractions in per cent ("37.3%",
+no exponent ("0.122", "12.3", "1230"), shares and roof fractions in per cent ("37.3%",
 "172%"), counts with thousands separators, ratios as "×1.23". The numbers underneath stay
 numbers (a pandas Styler), so a table can still be sorted or exported.
 """
@@ -37,9 +37,9 @@ UNITS = {
 
 
 def significant(value, digits: int = 3) -> str:
-    """`value` with at least `digits` significant digits and no exponent for everyday
-    magnitudes: 0.000122 -> "0.000122", 0.12345 -> "0.123", 12.345 -> "12.3", 1234.5 ->
-    "1235"; "" for a missing value, "inf" for an infinite one."""
+    """`value` with `digits` significant digits and no exponent for everyday magnitudes:
+    0.000122 -> "0.000122", 0.12345 -> "0.123", 12.345 -> "12.3", 1234.5 -> "1230",
+    26667 -> "26700"; "" for a missing value, "inf" for an infinite one."""
     if value is None or pd.isna(value):
         return ""
     value = float(value)
@@ -51,6 +51,8 @@ def significant(value, digits: int = 3) -> str:
     if magnitude < -6 or magnitude > 12:
         return f"{value:.{digits - 1}e}"
     decimals = max(digits - 1 - magnitude, 0)
+    if magnitude >= digits:                        # 26667 -> 26700: round the integer part too
+        value = round(value, digits - 1 - magnitude)
     text = f"{value:.{decimals}f}"
     if float(text) != 0 and math.floor(math.log10(abs(float(text)))) > magnitude:   # 9.996 -> "10.00"
         text = f"{value:.{max(decimals - 1, 0)}f}"
