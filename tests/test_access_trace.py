@@ -286,3 +286,24 @@ def test_layout_change_traces_touch_what_the_conversions_read_and_write():
     planar = np.empty(x.shape, np.float32)
     source = positive(rng, *blocked.shape)
     assert_footprint(nchwc_to_nchw, (source, planar), {"x": source}, {"out": planar})
+
+
+@pytest.mark.parametrize("cout_blocks", [1, 2, 4])
+def test_direct_conv_trace_register_bytes_follow_the_kernels_interior_paths(cout_blocks):
+    """A 1x1 dense conv over a 1 x 12 row (every column interior), one input channel: a group
+    of at most two real blocks runs 2 blocks x PAIR_PIXELS (where the kernel has that path),
+    else BLOCKS x PIXELS; per step of the loop the bias vectors, per tap one input scalar per
+    pixel and one weight vector per block, then the outputs (repeated blocks included)."""
+    pair = getattr(direct_conv, "PAIR_PIXELS", 0)
+    rng = np.random.default_rng(9)
+    x = positive(rng, 1, 1, 1, 12)
+    w = positive(rng, cout_blocks, 1, 1, 1, CB)
+    b = positive(rng, cout_blocks, CB)
+    out = np.empty((1, cout_blocks, 1, 12, CB), np.float32)
+    trace = trace_call(*kernel_and_arguments(bind(direct_conv.direct_conv, x, w, b, out, 1, 1, 0, 0, 1, 1,
+                                                  -np.inf, np.inf)))
+    vector = 4 * CB
+    blocks, pixels = (2, pair) if pair and cout_blocks <= 2 else (direct_conv.BLOCKS, direct_conv.PIXELS)
+    steps = 12 // pixels
+    expected = steps * (blocks * vector + pixels * 4 + blocks * vector + blocks * pixels * vector)
+    assert register_bytes(trace) == expected
