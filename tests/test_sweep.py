@@ -315,7 +315,8 @@ def test_tuned_runs_the_schedule_cached_on_the_machine_and_is_skipped_where_ther
 
 
 def test_config_id_is_stable_and_readable():
-    config = {"batch": 8, "threads": 2, "fuse_blocks": True, **engine.Tiles(pointwise_pixels=32).as_dict()}
+    config = {"batch": 8, "threads": 2, "fuse_blocks": True,
+              **engine.Tiles(pointwise_pixels=32, pointwise_channels=16).as_dict()}
     assert config_id(config) == ("batch=8,threads=2,fuse_blocks=1,pointwise_pixels=32,pointwise_channels=16,"
                                  "depthwise_rows=16,block_rows=0")
     assert config_id({**config, "fuse_blocks": "auto"}).split(",")[2] == "fuse_blocks=auto"
