@@ -106,6 +106,8 @@ def test_profile_with_simulated_bytes_and_its_roofline():
                                    progress=False)
     np.testing.assert_allclose(simulated["bytes_L2"], both["bytes_sim_L2"], rtol=0.01, atol=4096)
     np.testing.assert_array_equal(simulated["bytes_model_L2"], both["bytes_L2"])
+    again = placed_by_simulated_bytes(simulated, ceilings)                  # placing twice changes nothing
+    np.testing.assert_array_equal(again["bytes_model_L2"], both["bytes_L2"])
     model_only = profile_with_bytes(model, "model", batch=1, threads=1, ceilings=ceilings, repeats=1)
     assert not any(c.startswith("bytes_sim_") for c in model_only.columns)
     figure = roofline_by_bytes(both, ceilings, level="L2", bytes="simulated")

@@ -99,6 +99,8 @@ def placed_by_simulated_bytes(profile: pd.DataFrame, ceilings) -> pd.DataFrame:
     bytes_model_<level>). A step the simulation did not trace keeps the model's bytes."""
     from workbench.profile import attainable_gflops          # here: profile imports this module's neighbours
 
+    if profile.attrs.get("bytes") == "simulated" and "bytes_model_L1" in profile.columns:
+        return profile.copy()                               # placed already (profile(..., bytes="simulated"))
     missing = [f"bytes_sim_{level}" for level in LEVELS if f"bytes_sim_{level}" not in profile.columns]
     if missing:
         raise ValueError(f"no simulated bytes in this profile (missing {missing}): profile it with "
