@@ -142,3 +142,34 @@ def test_a_whole_plan_is_simulated_step_after_step_with_progress():
             assert moved["L1"] == pytest.approx(step.bytes["L1"], rel=0.05)   # kernel in ring runs: more edge tiles
     # the network's weights (~0.2 MB at width 0.35) do not fit TINY's L3 and come from memory every run
     assert sum(r.bytes["DRAM"] for r in results) > model.weights.nbytes
+
+
+@pytest.mark.lanes
+def test_the_order_of_lines_inside_a_record_changes_no_level_by_more_than_a_few_lines():
+    """engine/trace/records.py walks a record's lines in address order where the kernel
+    interleaves them lane by lane: a 1x1 conv of MobileNetV2's size traced both ways (each
+    record's lines reversed) moves the same bytes at every level, to within 1 %."""
+    from engine.kernels import pointwise
+    from engine.kernels._common import bind
+    from engine.kernels.layout import CB
+    from engine.trace.calls import kernel_and_arguments, trace_call
+
+    rng = np.random.default_rng(0)
+    x = rng.random((1, 96 // CB, 28, 28, CB), dtype=np.float32)
+    w = rng.random((48 // CB, 96, CB), dtype=np.float32)
+    b = rng.random((48 // CB, CB), dtype=np.float32)
+    out = np.empty((1, 48 // CB, 28, 28, CB), np.float32)
+    records = trace_call(*kernel_and_arguments(bind(pointwise.pointwise_conv, x, w, b, out, 0.0, 6.0)))
+    reversed_lines = []
+    for address, length, kind, register in records.tolist():
+        first, last = address // LINE, (address + length - 1) // LINE
+        lines = list(range(last, first - 1, -1))
+        for i, line in enumerate(lines):
+            reversed_lines.append((line * LINE, LINE, kind, register if i == 0 else 0))
+    reversed_lines = np.array(reversed_lines, np.int64)
+    machine = with_lanes(EMERALD_RAPIDS, CB)
+    as_traced = Hierarchy.for_machine(machine, 1).run([records])
+    reordered = Hierarchy.for_machine(machine, 1).run([reversed_lines])
+    assert as_traced["L2"] > 100 * LINE
+    for level in ("L1", "L2", "L3", "DRAM"):
+        assert reordered[level] == pytest.approx(as_traced[level], rel=0.01), level
