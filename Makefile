@@ -6,6 +6,7 @@
 #                 lane-width-dependent tests again with the other width forced
 #   make bench    the side-by-side benchmarks in bench/ (installs the compare extra)
 #   make deepsparse-venv  DeepSparse 1.8 in a venv of its own outside the repo, for bench/
+#   make mca-tools  llvm-mca (Debian llvm) for bench/micro_tiles.py analyse; make test installs it
 
 PYTHON ?= python3
 VENV   := .venv
@@ -13,6 +14,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 MODEL  := data/mobilenet_v2.onnx
 CHROMIUM := /usr/bin/chromium
+LLVM_MCA := /usr/bin/llvm-mca
 # The project's JupyterLab settings, installed into the venv (a labconfig folder of its Jupyter
 # config path): a double-click opens the jupytext .py notebooks as notebooks.
 LAB_SETTINGS := $(VENV)/etc/jupyter/labconfig/default_setting_overrides.json
@@ -20,7 +22,7 @@ LAB_SETTINGS := $(VENV)/etc/jupyter/labconfig/default_setting_overrides.json
 LAB_COMMAND := $(PY) lab/launch.py --notebook-dir notebooks
 PYTEST_ARGS ?=
 
-.PHONY: setup lab lab-settings report test bench data clean deepsparse-venv
+.PHONY: setup lab lab-settings report test bench data clean deepsparse-venv mca-tools
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -59,13 +61,25 @@ $(CHROMIUM):
 	  echo "$(CHROMIUM) is missing: sudo apt-get install chromium (the browser test needs it)" >&2; \
 	fi
 
+# bench/micro_tiles.py's in-core analysis and tests/test_micro_tile_analysis.py run LLVM's
+# machine-code analyser on the 1x1 micro-kernel built for other CPUs: Debian's llvm package.
+$(LLVM_MCA):
+	@if [ "$$(id -u)" = 0 ]; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y llvm \
+	  || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y llvm; }; \
+	else \
+	  echo "$(LLVM_MCA) is missing: sudo apt-get install llvm (the micro-tile analysis needs it)" >&2; \
+	fi
+
+mca-tools: $(LLVM_MCA)
+
 # The whole suite at this host's lane width, then the tests whose results depend on it
 # (marker "lanes": kernels, packing, plans, bytes, fusion, engine vs ONNX Runtime) again
 # with the other width forced, so an AVX2 host also tests 16-lane blocks and an AVX-512
 # host 8-lane ones.
 OTHER_LANES = $(PY) -c "from engine._numba_env import HOST_LANES; print(8 if HOST_LANES == 16 else 16)"
 
-test: data $(LAB_SETTINGS) $(CHROMIUM)
+test: data $(LAB_SETTINGS) $(CHROMIUM) $(LLVM_MCA)
 	$(PY) -m pytest $(PYTEST_ARGS)
 	ROOFLINE_LANES=$$($(OTHER_LANES)) $(PY) -m pytest -m lanes $(PYTEST_ARGS)
 
