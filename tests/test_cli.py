@@ -384,3 +384,17 @@ def test_bad_flags_and_values_exit_2_with_one_line_and_no_traceback(argv, model_
     assert status == 2
     assert len(err.strip().splitlines()) == 1, err
     assert "Traceback" not in err and err.startswith("roofline-workbench")
+
+
+def test_profile_table_marks_a_step_above_its_roof_and_says_why_below():
+    import pandas as pd
+
+    from workbench.cli import format_layers
+
+    row = dict(layer="/classifier/classifier.1/Gemm", seconds=2e-4, share_of_time=0.1, gflops=50.0, flops=1e7,
+               ai_L1=1.0, ai_L2=1.0, ai_L3=1.0, ai_DRAM=1.0, bound="memory", bound_level="DRAM", batch=1, threads=1)
+    frame = pd.DataFrame([dict(row, op="linear", roof_fraction=1.72),
+                          dict(row, layer="/features/features.1/conv/conv.1/Conv", op="depthwise", roof_fraction=0.5)])
+    lines = format_layers(frame).splitlines()
+    assert "172% (above roof*)" in lines[1] and "50%" in lines[2] and "above roof" not in lines[2]
+    assert lines[3] == "* above roof: the bytes model undercounts this step (weights prefetched by the step before)"

@@ -45,6 +45,7 @@ from workbench.profile import (DEFAULT_MODEL, default_ceilings, describe_fusion,
                                save_frame)
 from workbench.report import write_report
 from workbench.sweep import CONFIG_COLUMNS, sweep, sweep_totals
+from workbench.roof_notes import above_roof_note, format_roof_fraction
 from workbench.tables import roofs_table, significant
 from workbench.tuning import TUNED, tune, tuned_schedule
 
@@ -366,7 +367,9 @@ def format_layers(frame, top: int | None = None) -> str:
         intensities = " ".join(f"{significant(getattr(row, f'ai_{level}')):>7}" for level in levels)
         lines.append(f"{short_name(row.layer)[-32:]:<32} {row.op:<10} {significant(row.seconds * 1e3):>7} "
                      f"{significant(row.share_of_time * 100) + '%':>6} {significant(row.gflops):>8} {intensities} "
-                     f"{significant(row.roof_fraction * 100) + '%':>6}  {bound}")
+                     f"{format_roof_fraction(row.roof_fraction, row.op, short=True):>6}  {bound}")
+    notes = {above_roof_note(row.roof_fraction, row.op) for row in shown.itertuples()} - {""}
+    lines += [f"* {note}" for note in sorted(notes)]
     total = frame["seconds"].sum()
     fusion = describe_fusion(frame)
     fusion = f", {fusion}" if fusion else ""
