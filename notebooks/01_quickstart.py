@@ -121,11 +121,11 @@ print(f"x axis: arithmetic intensity at {LEVEL}")
 workbench.roofline_figure(frame, ceilings, level=LEVEL)
 
 # %% [markdown]
-# Where the time goes, each bar coloured by what bounds the layer (its tightest roof over
-# all the levels):
+# Where the time goes, each bar coloured by what bounds the layer at the same level as the
+# roofline above (the buttons recolour the bars at every other level):
 
 # %%
-workbench.time_bars(frame)
+workbench.time_bars(frame, ceilings, level=LEVEL)
 
 # %% [markdown]
 # ## 6. Which layers are memory bound, and why
