@@ -122,7 +122,7 @@ def main() -> None:
     x = rng.standard_normal((1, 3, 224, 224)).astype(np.float32)
     weight, bias = direct_conv.pack_direct(rng.standard_normal((32, 3, 3, 3)).astype(np.float32),
                                            rng.standard_normal(32).astype(np.float32))
-    out = np.empty((1, 4, 112, 112, CB), np.float32)
+    out = np.empty((1, channel_blocks(32), 112, 112, CB), np.float32)   # 4 blocks at 8 lanes, 2 at 16
     flops = direct_conv.direct_conv_flops(1, 3, 32, 112, 112, 3, 3)
     nbytes = x.nbytes + out.nbytes + weight.nbytes + bias.nbytes
     for threads in args.threads:
