@@ -121,3 +121,31 @@ def test_profile_with_simulated_bytes_and_its_roofline():
                                both[both["op"] == "depthwise"]["ai_L2"].to_numpy())
     with pytest.raises(ValueError, match="once"):
         roofline_by_bytes(both, ceilings, bytes="both")
+
+
+def test_roofline_toggle_switches_points_between_modelled_and_simulated_bytes():
+    from workbench.bytes_check_figure import roofline_bytes_toggle, roofline_by_bytes
+
+    ceilings = make_ceilings()
+    profile = SAMPLE.assign(seconds=[1e-3, 1e-3], share_of_time=[0.5, 0.5], other_flops=0,
+                            gflops_p10=[10.0, 5.0], gflops_p90=[10.0, 5.0], input_shape=[(1,)] * 2,
+                            output_shape=[(1,)] * 2, members=[("a",), ("b",)], fused=False)
+    from workbench.profile import attainable_gflops
+    moved = {lv: profile[f"bytes_{lv}"].to_numpy(float) for lv in LEVELS}
+    attainable, bound_level, intensities = attainable_gflops(profile["flops"].to_numpy(), moved, ceilings, 1)
+    for lv in LEVELS:
+        profile[f"ai_{lv}"] = intensities[lv]
+    profile["attainable_gflops"], profile["bound_level"] = attainable, bound_level
+    profile["roof_fraction"] = profile["gflops"] / attainable
+    profile["bound"] = np.where(bound_level == "compute", "compute", "memory")
+    figure = roofline_bytes_toggle(profile, ceilings, level="L2")
+    model_button, simulated_button = figure.layout.updatemenus[0].buttons
+    keys = [trace.meta for trace in figure.data]
+    expand = [i for i, index in enumerate(simulated_button.args[2]) if keys[index] == "ops:expand"][0]
+    assert list(model_button.args[0]["x"][expand]) == [1e8 / (2 * MB)]
+    assert list(simulated_button.args[0]["x"][expand]) == [1e8 / (4 * MB)]
+    assert "simulated bytes" in simulated_button.args[1]["xaxis.title.text"]
+    # the figure starts on the model's placing
+    assert list(figure.data[keys.index("ops:expand")].x) == [1e8 / (2 * MB)]
+    simulated = roofline_by_bytes(profile, ceilings, level="L2", bytes="simulated")
+    assert "simulated bytes" in simulated.layout.xaxis.title.text

@@ -11,6 +11,7 @@ the roofline draws like any profile.
 """
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -139,4 +140,59 @@ def roofline_by_bytes(profile: pd.DataFrame, ceilings, level: str = "L2", bytes:
         return roofline_figure(profile, ceilings, level=level, **options)
     placed = placed_by_simulated_bytes(profile, ceilings)
     title = options.pop("title", None) or default_title(placed, level) + " · bytes: cache simulation"
-    return roofline_figure(placed, ceilings, level=level, title=title, **options)
+    return _simulated_axis_titles(roofline_figure(placed, ceilings, level=level, title=title, **options))
+
+
+def _simulated_axis_titles(figure: go.Figure) -> go.Figure:
+    """Say "simulated bytes" where roofline's axis titles say "modelled bytes" (the axis and
+    the level buttons' relayouts)."""
+    title = figure.layout.xaxis.title.text or ""
+    figure.update_layout(xaxis_title_text=title.replace("modelled bytes", "simulated bytes"))
+    menus = figure.to_plotly_json()["layout"].get("updatemenus")
+    if menus:
+        text = json.dumps(menus).replace("modelled bytes", "simulated bytes")
+        figure.update_layout(updatemenus=json.loads(text))
+    return figure
+
+
+def roofline_bytes_toggle(profile: pd.DataFrame, ceilings, level: str = "L2", title: str | None = None) -> go.Figure:
+    """A roofline of `profile` (with bytes_sim_<level> columns) at `level` with two buttons:
+    points placed by the modelled bytes or by the simulated ones (the markers' x, colour by
+    bound and hover switch; the roofs stay). The axes fit both placings."""
+    from workbench.roofline import axis_ranges, base_layout, default_title, roofline_traces
+
+    placed = placed_by_simulated_bytes(profile, ceilings)
+    model_view = profile
+    if profile.attrs.get("bytes") == "simulated":              # placed already: the model's view back
+        model_view = profile.copy()
+        for lv in LEVELS:
+            model_view[f"bytes_{lv}"] = profile[f"bytes_model_{lv}"]
+        from workbench.profile import attainable_gflops         # here: profile imports this module's neighbours
+        moved = {lv: model_view[f"bytes_{lv}"].to_numpy(dtype=float) for lv in LEVELS}
+        attainable, bound_level, intensities = attainable_gflops(model_view["flops"].to_numpy(), moved, ceilings,
+                                                                 int(model_view["threads"].iloc[0]))
+        for lv in LEVELS:
+            model_view[f"ai_{lv}"] = intensities[lv]
+        model_view["attainable_gflops"], model_view["bound_level"] = attainable, bound_level
+        model_view["bound"] = np.where(model_view["flops"] == 0, "n/a",
+                                       np.where(bound_level == "compute", "compute", "memory"))
+    ranges = axis_ranges(ceilings, [model_view, placed], level)
+    views = {"model": roofline_traces(model_view, ceilings, level, ranges=ranges),
+             "simulated": roofline_traces(placed, ceilings, level, ranges=ranges)}
+    keys = list(views["model"])
+    figure = go.Figure([go.Scatter(**spec) for spec in views["model"].values()])
+    shown = title if title is not None else default_title(model_view, level)
+    figure.update_layout(**base_layout(ranges, level, shown))
+    points = [i for i, key in enumerate(keys) if key.startswith("ops:")]
+    buttons = []
+    for name, label in (("model", "modelled bytes"), ("simulated", "simulated bytes")):
+        specs = views[name]
+        data = {"x": [specs[keys[i]]["x"] for i in points],
+                "hovertext": [specs[keys[i]]["hovertext"] for i in points],
+                "marker.color": [specs[keys[i]]["marker"]["color"] for i in points]}
+        axis = f"arithmetic intensity at {level} (FLOP/byte, {label})"
+        buttons.append(dict(label=f"points by {label}", method="update",
+                            args=[data, {"xaxis.title.text": axis}, points]))
+    figure.update_layout(updatemenus=[dict(type="buttons", direction="right", buttons=buttons, showactive=True,
+                                           active=0, x=1.0, xanchor="right", y=1.12, yanchor="bottom")])
+    return figure
