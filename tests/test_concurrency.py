@@ -356,7 +356,7 @@ def test_a_level_change_during_a_measurement_is_drawn_when_it_ends(explorer, gat
 
     run_threads([measure, change_level])
     assert len(gated_profile["calls"]) == 1                        # a level change never measures
-    assert "L3" in explorer.figure.layout.xaxis.title.text and "AI at L3" in explorer.table.value
+    assert "L3" in explorer.figure.layout.xaxis.title.text and "bound at L3" in explorer.layers.header.value
 
 
 def test_a_control_changed_from_inside_the_measurement_itself_is_queued_not_deadlocked(explorer, monkeypatch):
