@@ -445,8 +445,9 @@ def base_layout(ranges, level: str, title: str) -> dict:
         yaxis=dict(type="log", range=_log_range(ranges["y"]), title=dict(text="performance (GFLOP/s)"),
                    showgrid=True, gridcolor="#e5e5e5", zeroline=False),
         plot_bgcolor="white", hovermode="closest", height=FIGURE_HEIGHT, autosize=True,
-        # the legend under the plot, so the axes take the figure's whole width
-        legend=dict(orientation="h", x=0.0, xanchor="left", y=-0.14, yanchor="top", font=dict(size=11),
+        # the legend under the plot, so the axes take the figure's whole width; far enough below
+        # the axis title for a short plot (the Explorer's) too
+        legend=dict(orientation="h", x=0.0, xanchor="left", y=-0.19, yanchor="top", font=dict(size=11),
                     groupclick="toggleitem", tracegroupgap=12),
         margin=dict(l=70, r=20, t=95, b=60),
         hoverlabel=dict(align="left"))
