@@ -156,6 +156,10 @@ def test_make_labs_command_starts_jupyterlab_on_loopback_as_root_and_as_a_user(i
         psutil.wait_procs([lab], timeout=30)
         assert not lab.is_running(), "JupyterLab outlived its launcher"
     finally:
-        if launcher.poll() is None:
+        # the whole process group, even if the launcher is gone: JupyterLab may have outlived it
+        try:
             os.killpg(launcher.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if launcher.poll() is None:
             launcher.wait(timeout=30)
