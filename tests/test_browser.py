@@ -530,32 +530,37 @@ def test_each_notebook_opens_by_double_click_in_make_lab_runs_clean_and_saving_c
     modified_before = notebook.stat().st_mtime_ns
     phases = {}
 
-    with _lab_page(None, tmp_path, deadline, phases, started, viewport=USER_VIEWPORT, intercept=False) as (lab, page):
-        _double_click_open(lab, page, deadline, notebook.name)
-        phases["opened by double-click"] = time.monotonic() - started
-        page.locator("li.lm-MenuBar-item", has_text="Run").click()
-        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-        _wait_for_run(page, deadline, f"running all cells of {notebook.name}")
-        phases["all cells run"] = time.monotonic() - started
-        with _waiting_for("the notebook's static plotly figures to be drawn"):
-            page.wait_for_function(JS_STATIC_FIGURES_DRAWN, timeout=deadline.ms(STEP_SECONDS), polling=250)
-        with _waiting_for("the Explorer's panel and figure"):
-            page.locator(f"{FIGURE} .main-svg").first.wait_for(timeout=deadline.ms(STEP_SECONDS))
-        assert not _problems(page), "\n".join(_problems(page))
-        plots = page.locator(PLOTS)
-        assert plots.count() >= 3, f"expected at least two figures and the Explorer, saw {plots.count()}"
-        for index in range(plots.count()):
-            plot = plots.nth(index)
-            plot.scroll_into_view_if_needed()
-            plot.screenshot(path=ARTIFACTS / f"notebook_{notebook.stem}_figure{index + 1}.png")
-        phases["figures saved"] = time.monotonic() - started
-        _save(page, deadline, notebook, modified_before)
-        phases["saved"] = time.monotonic() - started
+    try:
+        with _lab_page(None, tmp_path, deadline, phases, started, viewport=USER_VIEWPORT,
+                       intercept=False) as (lab, page):
+            _double_click_open(lab, page, deadline, notebook.name)
+            phases["opened by double-click"] = time.monotonic() - started
+            page.locator("li.lm-MenuBar-item", has_text="Run").click()
+            page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+            _wait_for_run(page, deadline, f"running all cells of {notebook.name}")
+            phases["all cells run"] = time.monotonic() - started
+            with _waiting_for("the notebook's static plotly figures to be drawn"):
+                page.wait_for_function(JS_STATIC_FIGURES_DRAWN, timeout=deadline.ms(STEP_SECONDS), polling=250)
+            with _waiting_for("the Explorer's panel and figure"):
+                page.locator(f"{FIGURE} .main-svg").first.wait_for(timeout=deadline.ms(STEP_SECONDS))
+            assert not _problems(page), "\n".join(_problems(page))
+            plots = page.locator(PLOTS)
+            assert plots.count() >= 3, f"expected at least two figures and the Explorer, saw {plots.count()}"
+            for index in range(plots.count()):
+                plot = plots.nth(index)
+                plot.scroll_into_view_if_needed()
+                plot.screenshot(path=ARTIFACTS / f"notebook_{notebook.stem}_figure{index + 1}.png")
+            phases["figures saved"] = time.monotonic() - started
+            _save(page, deadline, notebook, modified_before)
+            phases["saved"] = time.monotonic() - started
 
-    assert notebook.read_bytes() == text_before, f"saving in JupyterLab changed {notebook.name}"
-    status_after = _git_status()
-    if not status_before:
-        assert status_after == [], f"git status after a run and a save:\n" + "\n".join(status_after)
-    else:
-        assert sorted(set(status_after) - set(status_before)) == [], "new in git status after a run and a save"
+        assert notebook.read_bytes() == text_before, f"saving in JupyterLab changed {notebook.name}"
+        status_after = _git_status()
+        if not status_before:
+            assert status_after == [], f"git status after a run and a save:\n" + "\n".join(status_after)
+        else:
+            assert sorted(set(status_after) - set(status_before)) == [], "new in git status after a run and a save"
+    finally:
+        if notebook.read_bytes() != text_before:      # a failed check never leaves the tracked file changed
+            notebook.write_bytes(text_before)
     print(f"{notebook.name} phases (s since start): " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()))
