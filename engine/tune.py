@@ -230,8 +230,11 @@ class _Session:
             return [_Choice(current)] + [_Choice(_replace(current, depthwise_rows=r)) for r in DEPTHWISE_ROWS
                                          if r <= step.output_shape[2]]
         channels = step.output_shape[1] * step.output_shape[-1]
+        # the micro-tile multiples below the layer's width, and all its channels in one tile
+        # (work items split by pixels only: even shares where the blocks split unevenly)
+        widths = [c for c in POINTWISE_CHANNELS if c < channels] + [-(-channels // 16) * 16]
         return ([_Choice(current)] + [_Choice(_replace(current, pointwise_pixels=p)) for p in POINTWISE_PIXELS]
-                + [_Choice(_replace(current, pointwise_channels=c)) for c in POINTWISE_CHANNELS if c <= channels])
+                + [_Choice(_replace(current, pointwise_channels=c)) for c in widths])
 
     def tune_fusion(self, schedule: TileSchedule, repeats: int, trials: list, rng: random.Random) -> TileSchedule:
         """`schedule`, or every block fused, or none, whichever runs fastest whole (kept only
