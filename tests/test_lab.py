@@ -45,7 +45,10 @@ def _launcher_module():
 
 
 def test_make_lab_installs_the_lab_settings_and_runs_the_launcher():
-    recipe = subprocess.run(["make", "-n", "-B", "lab"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    # as a user types it: not as a sub-make of `make test` (whose MAKEFLAGS print "make[1]: ...")
+    environment = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    recipe = subprocess.run(["make", "--no-print-directory", "-n", "-B", "lab"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60, env=environment)
     assert recipe.returncode == 0, recipe.stderr
     lines = recipe.stdout.strip().splitlines()
     assert lines[-1] == ".venv/bin/python lab/launch.py --notebook-dir notebooks", lines[-3:]
