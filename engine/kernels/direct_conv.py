@@ -318,8 +318,10 @@ def direct_conv_bytes(batch: int, in_channels: int, out_channels: int, height: i
                       out_w: int, kh: int, kw: int, stride_h: int, budget) -> dict[str, int]:
     """Modelled bytes moved per memory level (engine.traffic), whole batch.
 
-    Registers <- L1: per output pixel and group of BLOCKS output blocks, Cin*kh*kw input broadcasts
-    and as many weight vectors per block. Across a boundary: the input once if the kh input
+    Registers <- L1: per output pixel and group of BLOCKS output blocks, Cin*kh*kw input
+    broadcasts; weight vectors per tap once per step of the interior loop: 4 per PIXELS pixels
+    for a group of 3-4 real blocks, 2 per PAIR_PIXELS pixels for one of at most two (border
+    pixels, one at a time, are not counted apart). Across a boundary: the input once if the kh input
     rows a row of outputs needs stay resident (they are reused by the next output row), else
     once per kernel row (kh / stride times); weights and outputs once.
     """
@@ -328,12 +330,15 @@ def direct_conv_bytes(batch: int, in_channels: int, out_channels: int, height: i
     from engine.traffic import FLOAT32, by_level, fits
 
     cout = budget.padded(out_channels)
-    groups = -(-(cout // budget.lanes) // BLOCKS)
+    blocks = cout // budget.lanes
+    groups = -(-blocks // BLOCKS)
     x_bytes = batch * in_channels * height * width * FLOAT32
     w_bytes = cout * (in_channels * kh * kw + 1) * FLOAT32
     y_bytes = batch * cout * out_h * out_w * FLOAT32
     taps = batch * out_h * out_w * in_channels * kh * kw
-    registers = taps * groups * FLOAT32 + taps * cout * FLOAT32 + y_bytes
+    # weight vectors per tap and output pixel, summed over the groups (the kernel's two tiles)
+    vectors = sum(2 / PAIR_PIXELS if blocks - g * BLOCKS <= 2 else BLOCKS / PIXELS for g in range(groups))
+    registers = taps * groups * FLOAT32 + round(taps * vectors * budget.lanes * FLOAT32) + y_bytes
     rows = kh * width * in_channels * FLOAT32
     below = {}
     for boundary in ("L2", "L3", "DRAM"):
