@@ -320,8 +320,9 @@ def fused_block_bytes(batch: int, in_channels: int, hidden_channels: int, out_ch
     w_bytes = ((hidden * (cin + 1) if has_expand else 0) + hidden * 10 + cout * (hidden + 1)) * FLOAT32
     expand_floats, depthwise_floats = scratch_floats(hidden_channels, width, out_w, block_rows, stride, budget.lanes)
     scratch_bytes = (expand_floats * has_expand + depthwise_floats) * FLOAT32
-    # intermediates: written once and read once per band (the depthwise reads its 3x3 window from L1)
-    intermediate = bands * 2 * scratch_bytes
+    # intermediates, per band: written (a line fill, then the write-back: write-allocate,
+    # engine.traffic) and read once (the depthwise reads its 3x3 window from L1)
+    intermediate = bands * 3 * scratch_bytes
     # registers: each stage's register-level traffic on the band's shapes, summed over bands
     rows_in = height * recompute / (bands / batch)
     registers = 0.0
