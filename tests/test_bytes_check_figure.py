@@ -111,12 +111,12 @@ def test_profile_with_simulated_bytes_and_its_roofline():
     model_only = profile_with_bytes(model, "model", batch=1, threads=1, ceilings=ceilings, repeats=1)
     assert not any(c.startswith("bytes_sim_") for c in model_only.columns)
     figure = roofline_by_bytes(both, ceilings, level="L2", bytes="simulated")
-    assert "cache simulation" in figure.layout.title.text
+    assert "simulated bytes" in figure.layout.xaxis.title.text
     depthwise = next(t for t in figure.data if t.meta == "ops:depthwise")
     expected = both[both["op"] == "depthwise"]["ai_sim_L2"].to_numpy()
     np.testing.assert_allclose(np.array(depthwise.x, float), expected)        # placed by the simulated bytes
     modelled = roofline_by_bytes(both, ceilings, level="L2", bytes="model")
-    assert "cache simulation" not in modelled.layout.title.text
+    assert "modelled bytes" in modelled.layout.xaxis.title.text
     np.testing.assert_allclose(np.array(next(t for t in modelled.data if t.meta == "ops:depthwise").x, float),
                                both[both["op"] == "depthwise"]["ai_L2"].to_numpy())
     with pytest.raises(ValueError, match="once"):
@@ -149,3 +149,22 @@ def test_roofline_toggle_switches_points_between_modelled_and_simulated_bytes():
     assert list(figure.data[keys.index("ops:expand")].x) == [1e8 / (2 * MB)]
     simulated = roofline_by_bytes(profile, ceilings, level="L2", bytes="simulated")
     assert "simulated bytes" in simulated.layout.xaxis.title.text
+
+
+def test_profile_and_roofline_take_the_bytes_choice():
+    import engine
+    import workbench
+
+    model = engine.load(engine.zoo.mobilenet_v2(width_mult=0.35, resolution=32, num_classes=10))
+    ceilings = make_ceilings()
+    both = workbench.profile(model, batch=1, threads=1, repeats=1, ceilings=ceilings, bytes="both")
+    assert {f"bytes_sim_{level}" for level in LEVELS} <= set(both.columns)
+    simulated = workbench.profile(model, batch=1, threads=1, repeats=1, ceilings=ceilings, bytes="simulated")
+    np.testing.assert_allclose(simulated["bytes_L2"], both["bytes_sim_L2"], rtol=0.02, atol=64 * 1024)  # two simulations
+    assert "bytes_sim_L1" not in workbench.profile(model, batch=1, threads=1, repeats=1, ceilings=ceilings).columns
+    with pytest.raises(ValueError, match="bytes"):
+        workbench.profile(model, ceilings=ceilings, bytes="measured")
+    figure = workbench.roofline_figure(both, ceilings, level="L2", bytes="simulated")
+    assert "simulated bytes" in figure.layout.xaxis.title.text
+    with pytest.raises(ValueError, match="bytes"):
+        workbench.roofline_figure(both, ceilings, bytes="both")

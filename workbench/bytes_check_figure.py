@@ -131,16 +131,12 @@ def roofline_by_bytes(profile: pd.DataFrame, ceilings, level: str = "L2", bytes:
     """workbench.roofline_figure of `profile` with its points placed by the modelled
     (bytes="model") or the simulated bytes (bytes="simulated": the profile needs
     bytes_sim_<level> columns; `placed_by_simulated_bytes`). options: roofline_figure's."""
-    from workbench.roofline import default_title, roofline_figure
+    from workbench.roofline import roofline_figure
     from workbench.simulated_bytes import check_bytes_choice
 
     if check_bytes_choice(bytes) == "both":
         raise ValueError("a roofline places each point once: bytes must be 'model' or 'simulated'")
-    if bytes == "model":
-        return roofline_figure(profile, ceilings, level=level, **options)
-    placed = placed_by_simulated_bytes(profile, ceilings)
-    title = options.pop("title", None) or default_title(placed, level) + " · bytes: cache simulation"
-    return _simulated_axis_titles(roofline_figure(placed, ceilings, level=level, title=title, **options))
+    return roofline_figure(profile, ceilings, level=level, bytes=bytes, **options)
 
 
 def _simulated_axis_titles(figure: go.Figure) -> go.Figure:

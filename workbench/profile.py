@@ -24,6 +24,7 @@ from engine.zoo import DEFAULT_MODEL_PATH, write_default_model
 from workbench import ceilings as ceilings_module
 from workbench.atomic import atomic_path
 from workbench.shapes import logical_shapes
+from workbench.simulated_bytes import check_bytes_choice
 from workbench.spread import percentile_columns
 
 # The default model: engine.zoo's MobileNetV2 (torchvision's topology, synthetic weights)
@@ -190,7 +191,7 @@ def run_machine(ceilings) -> MachineInfo:
 
 def profile(model, batch: int = 1, threads: int | None = None, tiles: engine.Tiles | engine.TileSchedule | None = None,
             fuse_blocks: bool | str = engine.DEFAULT_FUSE_BLOCKS, repeats: int = 5, warmup: int = 1, ceilings=None,
-            seed: int = 0) -> pd.DataFrame:
+            seed: int = 0, bytes: str = "model") -> pd.DataFrame:
     """Per-step profile of `model` at one configuration.
 
     model: engine.Model, a path, bytes or an onnx.ModelProto.
@@ -215,7 +216,14 @@ def profile(model, batch: int = 1, threads: int | None = None, tiles: engine.Til
     plus the config: batch, threads, fuse_blocks (the value the run was made with: False,
     True or "auto"; `fused` says which steps ended up fused) and one column per Tiles field
     (the tiles each step ran with: its own under a TileSchedule).
+    bytes: what the points stand on. "model" (default): the bytes model (engine.traffic);
+    "both": also bytes_sim_<level> and ai_sim_<level> from a cache simulation of the same
+    plan (engine.trace: the kernels' own access traces through this machine's caches;
+    workbench.simulated_bytes, a progress bar while it runs); "simulated": as "both", with
+    bytes_<level>, ai_<level>, the roofs and bounds taken from the simulation and the model's
+    bytes kept as bytes_model_<level>.
     """
+    bytes = check_bytes_choice(bytes)
     batch = check_batch(batch)
     repeats = check_repeats(repeats)
     warmup = check_int("warmup", warmup, 0, 10_000)
@@ -236,7 +244,16 @@ def profile(model, batch: int = 1, threads: int | None = None, tiles: engine.Til
         model.run(x, threads=threads, tiles=tiles, fuse_blocks=fuse_blocks, hooks=[recorder], machine=machine)
     frame = records_frame(recorder.records)
     summary = summarise(frame, ceilings, run_seconds=[r.seconds for r in recorder.runs], fuse_blocks=fuse_blocks)
-    return logical_shapes(summary, model)
+    shaped = logical_shapes(summary, model)
+    if bytes == "model":
+        return shaped
+    # here, not at the top: the bytes-check modules import this one's helpers
+    from workbench.bytes_check_figure import placed_by_simulated_bytes
+    from workbench.simulated_bytes import add_simulated_columns
+
+    checked = add_simulated_columns(shaped, model, machine, tiles, fuse_blocks)
+    checked.attrs["bytes"] = bytes
+    return placed_by_simulated_bytes(checked, ceilings) if bytes == "simulated" else checked
 
 
 def records_frame(records) -> pd.DataFrame:

@@ -468,7 +468,7 @@ def _checked_traces(profile: pd.DataFrame, ceilings, level: str, label_top: int,
 
 
 def roofline_figure(profile: pd.DataFrame, ceilings, level: str = "L2", title: str | None = None,
-                    level_buttons: bool = True, label_top: int = LABEL_TOP) -> go.Figure:
+                    level_buttons: bool = True, label_top: int = LABEL_TOP, bytes: str = "model") -> go.Figure:
     """The roofline of one profile (workbench.profile's DataFrame) on `ceilings`.
 
     level: memory level whose arithmetic intensity is the x axis ("L1", "L2", "L3", "DRAM";
@@ -478,9 +478,18 @@ def roofline_figure(profile: pd.DataFrame, ceilings, level: str = "L2", title: s
     level_buttons: add buttons that switch the level in the browser (x data, hover, shaded
         region and emphasised roof). A widget with its own level control may turn them off.
     label_top: the slowest this-many steps are labelled with their (short) name.
+    bytes: place the points by the modelled bytes ("model") or by the cache simulation's
+        ("simulated": a profile made with bytes="both" or "simulated";
+        workbench.bytes_check_figure.placed_by_simulated_bytes), said on the x axis.
     Raises ValueError for an unknown level, an empty profile, a profile missing columns,
     or one that mixes thread counts.
     """
+    if bytes not in ("model", "simulated"):
+        raise ValueError(f"bytes must be 'model' or 'simulated', got {bytes!r}")
+    if bytes == "simulated":
+        from workbench.bytes_check_figure import placed_by_simulated_bytes    # here: it imports profile's helpers
+
+        profile = placed_by_simulated_bytes(profile, ceilings)
     ceilings, ranges, specs = _checked_traces(profile, ceilings, level, label_top)
     figure = go.Figure([go.Scatter(**spec) for spec in specs.values()])
     figure.update_layout(**base_layout(ranges[level], level,
@@ -488,6 +497,10 @@ def roofline_figure(profile: pd.DataFrame, ceilings, level: str = "L2", title: s
     if level_buttons:
         figure.update_layout(updatemenus=_level_menu(profile, ceilings, level, label_top, ranges,
                                                      list(specs), title))
+    if bytes == "simulated":
+        from workbench.bytes_check_figure import _simulated_axis_titles     # here: as above
+
+        _simulated_axis_titles(figure)
     return figure
 
 
