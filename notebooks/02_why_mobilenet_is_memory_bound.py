@@ -22,17 +22,20 @@
 # pushes layers left of the ridge point, where bytes, not FLOPs, set the pace. This
 # notebook derives that from the shapes, puts this machine's numbers on it (which layers
 # really end up memory bound depends on its caches and bandwidths), and shows what batch
-# size and block fusion change.
+# size and block fusion change, and how we know the bytes it all rests on.
 #
 # Set `ROOFLINE_FAST=1` in the environment for fewer repeats.
 
 # %%
+import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
 import engine
 import workbench
+from workbench.bytes_check_figure import bytes_check_figure, bytes_check_table
 from workbench.figure_parts import short_name
+from workbench.simulated_bytes import model_vs_simulated
 from workbench.tables import format_table
 from workbench.teaching import (conv_intensity, fusion_effect, intensity_by_kind, model_intensities, ridge_point_figure,
                                 ridge_points)
@@ -229,7 +232,51 @@ format_table(effect[["input_hw", "ms_unfused", "ms_fused", "MB_L3_unfused", "MB_
              index=True)
 
 # %% [markdown]
-# ## 5. Try it
+# ## 5. How do we know the bytes?
+#
+# Time is measured and FLOPs are counted exactly, but every arithmetic intensity above
+# divides by *modelled* bytes: `engine/traffic.py` says, per step and level, what must
+# cross into that level given the tiles and the cache sizes (compulsory traffic, re-reads
+# when a working set does not fit, an input the step before left in L2, what stays in L3).
+# These machines have no hardware counters to check it against, so the workbench checks it
+# against a **cache simulation**: every kernel has a trace generator that walks its own
+# loops (the same work items, tiles and prefetches) and lists the cache lines it loads and
+# stores, and the steps run in order through a simulated L1/L2/L3 of this machine's sizes
+# (pycachesim), so what one step leaves in cache the next one finds.
+#
+# `profile(..., bytes="both")` puts both side by side. On the scatter each point is one
+# step at one level: on the diagonal model and simulation agree; above it the model counts
+# more bytes than the simulated caches move (its points sit too far left on the roofline),
+# below it fewer (too far right: a point *above its roof* is often one whose bytes the
+# model undercounts).
+
+# %%
+checked = workbench.profile(model, batch=1, threads=THREADS, repeats=REPEATS, ceilings=ceilings, bytes="both")
+bytes_check_figure(checked)
+
+# %%
+pairs = model_vs_simulated(checked)
+pairs = pairs[(pairs["level"] != "L1") & (pairs[["model_bytes", "simulated_bytes"]].max(axis=1) >= 64 * 1024)]
+within = pairs["ratio"].between(0.8, 1.25)
+worst = pairs.assign(off=abs(np.log(pairs["ratio"].where(pairs["ratio"] > 0)))).nlargest(3, "off")
+display(Markdown(
+    f"Beyond the registers (where model and trace count nearly the same loads), {within.mean():.0%} of the "
+    f"{len(pairs)} step-and-level pairs that move over 64 KiB agree within 25 %. Furthest apart: "
+    + "; ".join(f"{short_name(r.layer)} at {r.level} (model ×{r.ratio:.2g} the simulation)" for r in worst.itertuples())
+    + ". bench/README.md (\"Bytes model against a cache simulation\") says why they differ: an output whose "
+    "buffer is still in L2 from an earlier step, a fused block's scratch that an LRU L2 does not keep, weights a "
+    "prefetch did not bring in. The simulation has its own blind spots: no hardware prefetcher, LRU only."))
+bytes_check_table(checked)
+
+# %% [markdown]
+# The same profile with its points placed by the simulated bytes: where the two rooflines
+# differ, the model's bytes decided which roof a step sits under.
+
+# %%
+workbench.roofline_figure(checked, ceilings, level="L3", bytes="simulated")
+
+# %% [markdown]
+# ## 6. Try it
 #
 # The explorer starts at L3 with every block fused; switch fusion off or to auto, raise
 # the batch, switch the level, or move `block rows`, and watch the points move.
