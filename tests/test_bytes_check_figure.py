@@ -149,6 +149,20 @@ def test_roofline_toggle_switches_points_between_modelled_and_simulated_bytes():
     assert list(figure.data[keys.index("ops:expand")].x) == [1e8 / (2 * MB)]
     simulated = roofline_by_bytes(profile, ceilings, level="L2", bytes="simulated")
     assert "simulated bytes" in simulated.layout.xaxis.title.text
+    # a profile placed by the simulated bytes already: the model's view has the model's
+    # intensities, bound and roof fraction again, not the simulation's
+    profile.loc[0, "bytes_sim_L2"] = 400 * MB        # simulated: L2-bound at 25 of the peak's 60 GFLOP/s
+    placed = placed_by_simulated_bytes(profile, ceilings)
+    again = roofline_bytes_toggle(placed, ceilings, level="L2")
+    model_again, simulated_again = again.layout.updatemenus[0].buttons
+    assert list(model_again.args[0]["x"][expand]) == [1e8 / (2 * MB)]
+    assert list(simulated_again.args[0]["x"][expand]) == [1e8 / (400 * MB)]
+    model_fraction = f"{profile['roof_fraction'].iloc[0]:.0%}"
+    simulated_fraction = f"{placed['roof_fraction'].iloc[0]:.0%}"
+    assert model_fraction != simulated_fraction
+    assert f"tightest roof of all: compute ({model_fraction} of it)" in model_again.args[0]["hovertext"][expand][0]
+    assert (f"tightest roof of all: L2 ({simulated_fraction} of it)"
+            in simulated_again.args[0]["hovertext"][expand][0])
 
 
 def test_profile_and_roofline_take_the_bytes_choice():

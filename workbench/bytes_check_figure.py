@@ -98,7 +98,7 @@ def placed_by_simulated_bytes(profile: pd.DataFrame, ceilings) -> pd.DataFrame:
     attainable_gflops, roof_fraction, bound_level and bound taken from the simulated bytes,
     so a roofline of it places every point by the simulation (the model's are kept as
     bytes_model_<level>). A step the simulation did not trace keeps the model's bytes."""
-    from workbench.profile import attainable_gflops          # here: profile imports this module's neighbours
+    from workbench.profile import place_by_bytes             # here: profile imports this module's neighbours
 
     if profile.attrs.get("bytes") == "simulated" and "bytes_model_L1" in profile.columns:
         return profile.copy()                               # placed already (profile(..., bytes="simulated"))
@@ -107,21 +107,12 @@ def placed_by_simulated_bytes(profile: pd.DataFrame, ceilings) -> pd.DataFrame:
         raise ValueError(f"no simulated bytes in this profile (missing {missing}): profile it with "
                          "bytes='simulated' or 'both'")
     out = profile.copy()
-    threads = int(out["threads"].iloc[0])
     moved = {}
     for level in LEVELS:
         out[f"bytes_model_{level}"] = profile[f"bytes_{level}"]
         simulated = profile[f"bytes_sim_{level}"].to_numpy(dtype=float)
         moved[level] = np.where(np.isnan(simulated), profile[f"bytes_{level}"].to_numpy(dtype=float), simulated)
-        out[f"bytes_{level}"] = moved[level]
-    attainable, bound_level, intensities = attainable_gflops(out["flops"].to_numpy(), moved, ceilings, threads)
-    for level in LEVELS:
-        out[f"ai_{level}"] = intensities[level]
-    out["attainable_gflops"] = attainable
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out["roof_fraction"] = np.where(attainable > 0, out["gflops"] / attainable, np.nan)
-    out["bound_level"] = bound_level
-    out["bound"] = np.where(out["flops"] == 0, "n/a", np.where(bound_level == "compute", "compute", "memory"))
+    place_by_bytes(out, moved, ceilings)
     out.attrs.update(profile.attrs)
     out.attrs["bytes"] = "simulated"
     return out
@@ -160,18 +151,9 @@ def roofline_bytes_toggle(profile: pd.DataFrame, ceilings, level: str = "L2", ti
     placed = placed_by_simulated_bytes(profile, ceilings)
     model_view = profile
     if profile.attrs.get("bytes") == "simulated":              # placed already: the model's view back
-        model_view = profile.copy()
-        for lv in LEVELS:
-            model_view[f"bytes_{lv}"] = profile[f"bytes_model_{lv}"]
-        from workbench.profile import attainable_gflops         # here: profile imports this module's neighbours
-        moved = {lv: model_view[f"bytes_{lv}"].to_numpy(dtype=float) for lv in LEVELS}
-        attainable, bound_level, intensities = attainable_gflops(model_view["flops"].to_numpy(), moved, ceilings,
-                                                                 int(model_view["threads"].iloc[0]))
-        for lv in LEVELS:
-            model_view[f"ai_{lv}"] = intensities[lv]
-        model_view["attainable_gflops"], model_view["bound_level"] = attainable, bound_level
-        model_view["bound"] = np.where(model_view["flops"] == 0, "n/a",
-                                       np.where(bound_level == "compute", "compute", "memory"))
+        from workbench.profile import place_by_bytes             # here: profile imports this module's neighbours
+        model_view = place_by_bytes(profile.copy(), {lv: profile[f"bytes_model_{lv}"].to_numpy(dtype=float)
+                                                     for lv in LEVELS}, ceilings)
     ranges = axis_ranges(ceilings, [model_view, placed], level)
     views = {"model": roofline_traces(model_view, ceilings, level, ranges=ranges),
              "simulated": roofline_traces(placed, ceilings, level, ranges=ranges)}

@@ -301,20 +301,29 @@ def summarise(frame: pd.DataFrame, ceilings, run_seconds=(), fuse_blocks=None) -
         out[column] = values
     out["share_of_time"] = out["seconds"] / out["seconds"].sum()
     threads = int(out["threads"].iloc[0])
-    moved = {level: first[f"bytes_{level}"].to_numpy(dtype=float) for level in LEVELS}
-    attainable, bound_level, intensities = attainable_gflops(out["flops"].to_numpy(), moved, ceilings, threads)
-    for level in LEVELS:
-        out[f"bytes_{level}"] = moved[level]
-        out[f"ai_{level}"] = intensities[level]
-    out["attainable_gflops"] = attainable
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out["roof_fraction"] = np.where(attainable > 0, out["gflops"] / attainable, np.nan)
-    out["bound_level"] = bound_level
-    out["bound"] = np.where(out["flops"] == 0, "n/a", np.where(bound_level == "compute", "compute", "memory"))
+    place_by_bytes(out, {level: first[f"bytes_{level}"].to_numpy(dtype=float) for level in LEVELS}, ceilings)
     if len(run_seconds):
         out.attrs["run_seconds_median"] = float(np.median(run_seconds))
     out.attrs["peak_gflops"] = ceilings.peak_gflops(threads)
     return out
+
+
+def place_by_bytes(frame: pd.DataFrame, moved: dict, ceilings) -> pd.DataFrame:
+    """Set, in place, a profile's bytes_<level> to `moved` ({level: bytes per step}) and
+    everything that follows from them under `ceilings` at the profile's thread count:
+    ai_<level>, attainable_gflops, roof_fraction (gflops / attainable), bound_level, bound.
+    The one place a profile is placed by a set of bytes (modelled or simulated)."""
+    threads = int(frame["threads"].iloc[0])
+    attainable, bound_level, intensities = attainable_gflops(frame["flops"].to_numpy(), moved, ceilings, threads)
+    for level in LEVELS:
+        frame[f"bytes_{level}"] = moved[level]
+        frame[f"ai_{level}"] = intensities[level]
+    frame["attainable_gflops"] = attainable
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frame["roof_fraction"] = np.where(attainable > 0, frame["gflops"] / attainable, np.nan)
+    frame["bound_level"] = bound_level
+    frame["bound"] = np.where(frame["flops"] == 0, "n/a", np.where(bound_level == "compute", "compute", "memory"))
+    return frame
 
 
 def attainable_gflops(flops, bytes_by_level: dict, ceilings, threads: int):
