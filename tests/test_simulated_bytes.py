@@ -81,6 +81,10 @@ def test_simulated_columns_join_a_profile_step_by_step(small_model):
     np.testing.assert_allclose(with_flops["ai_sim_L1"], with_flops["flops"] / with_flops["bytes_sim_L1"])
     with pytest.raises(ValueError, match="steps"):
         add_simulated_columns(profile_like.iloc[:-1], small_model, machine, progress=False)
+    swapped = profile_like.copy()                       # as many steps, not the same ones
+    swapped.loc[[0, 1], "layer"] = swapped.loc[[1, 0], "layer"].to_numpy()
+    with pytest.raises(ValueError, match="same configuration"):
+        add_simulated_columns(swapped, small_model, machine, progress=False)
 
 
 def test_bench_script_prints_a_table_per_batch(small_model, tmp_path, capsys):

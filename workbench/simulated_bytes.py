@@ -39,8 +39,8 @@ def check_bytes_choice(value) -> str:
 
 
 def simulate_plan_bytes(plan, machine=None, threads=None, progress: bool | None = None) -> list:
-    """engine.trace.simulator.simulate_plan with a tqdm progress bar (progress=None: when
-    logging at INFO or a notebook shows it; True always; False never)."""
+    """engine.trace.simulator.simulate_plan with a tqdm progress bar (progress None or True:
+    shown, tqdm.auto picks the console or the notebook form; False: none)."""
     from engine.trace.simulator import simulate_plan      # here: loads pycachesim and compiles its feed on first use
 
     bar = None
@@ -92,8 +92,10 @@ def add_simulated_columns(frame: pd.DataFrame, model, machine, tiles=None, fuse_
     no traced kernel gets NaN. Returns a new frame."""
     batch, threads = int(frame["batch"].iloc[0]), int(frame["threads"].iloc[0])
     simulated = simulated_frame(model, batch, threads, tiles, fuse_blocks, machine, progress)
-    if len(simulated) != len(frame):
-        raise ValueError(f"the simulated plan has {len(simulated)} steps, the profile {len(frame)}")
+    if len(simulated) != len(frame) or ("layer" in frame.columns
+                                        and list(simulated["layer"]) != list(frame["layer"])):
+        raise ValueError(f"the simulated plan's {len(simulated)} steps are not the profile's {len(frame)} "
+                         "(another fusion or tiles): profile and simulate the same configuration")
     out = frame.copy()
     flops = out["flops"].to_numpy(dtype=float)
     for level in LEVELS:
