@@ -231,6 +231,7 @@ CASES = {
         ("tiles", {"pointwise_pixels": 8}, "tiles"), *_fuse_blocks(),
         ("ceilings", "quick", "ceilings"), ("ceilings", {"L2": 90}, "ceilings"),
         ("model", 12345, "model"), ("model", None, "model"), ("model", "/no/such/model.onnx", "model"),
+        ("bytes", "modelled", "bytes"), ("bytes", None, "bytes"), ("bytes", 1, "bytes"), ("bytes", "Both", "bytes"),
     ]),
     "workbench.sweep": (_call_sweep, [
         *((name, value, name) for name in ("batch", "threads")
