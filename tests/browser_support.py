@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import re
@@ -29,7 +30,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import psutil
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
@@ -259,3 +262,73 @@ def make_lab(workdir: Path, env: dict[str, str] | None = None, start_seconds: fl
     server.url = f"http://127.0.0.1:{found.group(1)}"
     with _serving(server, 30.0) as served:
         yield served
+
+
+# ---------------------------------------------------------------------------- what both browser tests share
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--no-first-run", "--disable-quic", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser_available():
+    """Skip (locally) or fail (in CI: CI set and not "0"/"false") when Chromium or
+    Playwright is missing."""
+    reasons = []
+    if not os.access(CHROMIUM, os.X_OK):
+        reasons.append(f"{CHROMIUM} is missing: `make test` installs it (apt-get install -y chromium, as root)")
+    if importlib.util.find_spec("playwright") is None:
+        reasons.append("playwright is not installed: pip install -e '.[test]'")
+    if reasons:
+        message = "browser test cannot run: " + "; ".join(reasons)
+        if os.environ.get("CI", "").lower() not in ("", "0", "false"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def warm_engine():
+    """Compile (or load from numba's cache) the engine's kernels and measure (or load) the
+    ceilings here, before the server starts, so the notebook's kernel neither compiles for
+    a minute nor measures ceilings (which warns on stderr on a busy machine)."""
+    import engine
+    import workbench
+
+    ceilings = workbench.measure_ceilings()
+    path = ROOT / "data" / "mobilenet_v2.onnx"
+    engine.zoo.write_default_model(path)
+    model = engine.load(path)
+    x = np.zeros((1, *model.input_shape), dtype=np.float32)
+    for threads in sorted({1, engine.available_cores()}):
+        model.run(x, threads=threads)
+    return ceilings
+
+
+# In the page: where on the screen (CSS pixels) the Explorer's step markers are, and the
+# one farthest from any other (so the click cannot land on a neighbour): its step's name
+# (the marker's customdata) and position.
+JS_LONELIEST_POINT = """(selector) => {
+  const plot = document.querySelector(selector);
+  const layout = plot._fullLayout, box = plot.getBoundingClientRect();
+  const points = [];
+  for (const trace of plot.data) {
+    if (typeof trace.meta !== 'string' || !trace.meta.startsWith('ops:') || !trace.x) continue;
+    Array.from(trace.x).forEach((x, i) => {
+      if (x == null || trace.y[i] == null) return;
+      points.push({layer: trace.customdata[i],
+                   x: box.left + layout.xaxis._offset + layout.xaxis.c2p(x),
+                   y: box.top + layout.yaxis._offset + layout.yaxis.c2p(trace.y[i])});
+    });
+  }
+  let best = null, bestGap = -1;
+  for (const p of points) {
+    const inside = p.x > box.left + layout.xaxis._offset + 20 && p.x < box.left + layout.xaxis._offset
+                   + layout.xaxis._length - 20 && p.y > box.top + layout.yaxis._offset + 20
+                   && p.y < box.top + layout.yaxis._offset + layout.yaxis._length - 20;
+    if (!inside) continue;
+    const gap = Math.min(...points.filter(q => q !== p).map(q => Math.hypot(q.x - p.x, q.y - p.y)));
+    if (gap > bestGap) { best = p; bestGap = gap; }
+  }
+  return best && {...best, gap: bestGap};
+}"""

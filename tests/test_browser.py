@@ -27,9 +27,7 @@ test; elsewhere it skips with the reason.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
-import os
 import re
 import subprocess
 import sys
@@ -37,16 +35,13 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import numpy as np
 import pytest
 
-from browser_support import ROOT, Deadline, jupyter_lab, make_lab, prepare_root
+from browser_support import (CHROMIUM, CHROMIUM_FLAGS, JS_LONELIEST_POINT, ROOT, Deadline,  # noqa: F401
+                             browser_available, jupyter_lab, make_lab, prepare_root, warm_engine)
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--no-first-run", "--disable-quic", "--disable-sync"]
 ARTIFACTS = ROOT / "artifacts"
 NOTEBOOK = "01_quickstart"
 STEP_SECONDS = 120        # the longest any single wait may take
@@ -105,40 +100,6 @@ JS_FIGURE_DATA = """(selector) => {
   return JSON.stringify({title: title,
                          traces: plot.data.map(t => ({name: t.name, x: values(t.x), y: values(t.y)}))});
 }"""
-
-
-@pytest.fixture(scope="module")
-def browser_available():
-    """Skip (locally) or fail (in CI: CI set and not "0"/"false") when Chromium or
-    Playwright is missing."""
-    reasons = []
-    if not os.access(CHROMIUM, os.X_OK):
-        reasons.append(f"{CHROMIUM} is missing: `make test` installs it (apt-get install -y chromium, as root)")
-    if importlib.util.find_spec("playwright") is None:
-        reasons.append("playwright is not installed: pip install -e '.[test]'")
-    if reasons:
-        message = "browser test cannot run: " + "; ".join(reasons)
-        if os.environ.get("CI", "").lower() not in ("", "0", "false"):
-            pytest.fail(message)
-        pytest.skip(message)
-
-
-@pytest.fixture(scope="module")
-def warm_engine():
-    """Compile (or load from numba's cache) the engine's kernels and measure (or load) the
-    ceilings here, before the server starts, so the notebook's kernel neither compiles for
-    a minute nor measures ceilings (which warns on stderr on a busy machine)."""
-    import engine
-    import workbench
-
-    ceilings = workbench.measure_ceilings()
-    path = ROOT / "data" / "mobilenet_v2.onnx"
-    engine.zoo.write_default_model(path)
-    model = engine.load(path)
-    x = np.zeros((1, *model.input_shape), dtype=np.float32)
-    for threads in sorted({1, engine.available_cores()}):
-        model.run(x, threads=threads)
-    return ceilings
 
 
 def _figure_data(page) -> str | None:
@@ -350,34 +311,6 @@ def test_quickstart_runs_in_jupyterlab_and_the_roofline_moves_with_the_core_slid
     print("browser test phases (s since start): " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items())
           + f"; killed by force at shutdown: {lab.forced or 'nothing'}")
 
-
-# In the page: where on the screen (CSS pixels) the Explorer's step markers are, and the
-# one farthest from any other (so the click cannot land on a neighbour): its step's name
-# (the marker's customdata) and position.
-JS_LONELIEST_POINT = """(selector) => {
-  const plot = document.querySelector(selector);
-  const layout = plot._fullLayout, box = plot.getBoundingClientRect();
-  const points = [];
-  for (const trace of plot.data) {
-    if (typeof trace.meta !== 'string' || !trace.meta.startsWith('ops:') || !trace.x) continue;
-    Array.from(trace.x).forEach((x, i) => {
-      if (x == null || trace.y[i] == null) return;
-      points.push({layer: trace.customdata[i],
-                   x: box.left + layout.xaxis._offset + layout.xaxis.c2p(x),
-                   y: box.top + layout.yaxis._offset + layout.yaxis.c2p(trace.y[i])});
-    });
-  }
-  let best = null, bestGap = -1;
-  for (const p of points) {
-    const inside = p.x > box.left + layout.xaxis._offset + 20 && p.x < box.left + layout.xaxis._offset
-                   + layout.xaxis._length - 20 && p.y > box.top + layout.yaxis._offset + 20
-                   && p.y < box.top + layout.yaxis._offset + layout.yaxis._length - 20;
-    if (!inside) continue;
-    const gap = Math.min(...points.filter(q => q !== p).map(q => Math.hypot(q.x - p.x, q.y - p.y)));
-    if (gap > bestGap) { best = p; bestGap = gap; }
-  }
-  return best && {...best, gap: bestGap};
-}"""
 
 # The label of the option the Explorer's step picker (the dropdown labelled "tiles of") shows.
 JS_PICKED = """(selector) => {

@@ -11,22 +11,17 @@ Chromium at /usr/bin/chromium and playwright; skipped locally without them, fail
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import os
 import re
 import time
 from urllib.parse import urlsplit
 
-import numpy as np
 import pytest
 
-from browser_support import ROOT, Deadline, jupyter_lab
+from browser_support import (CHROMIUM, CHROMIUM_FLAGS, JS_LONELIEST_POINT, ROOT, Deadline,  # noqa: F401
+                             browser_available, jupyter_lab, warm_engine)
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--no-first-run", "--disable-quic", "--disable-sync"]
 ARTIFACTS = ROOT / "artifacts"
 VIEWPORT = {"width": 1600, "height": 1000}
 STEP_SECONDS = 120
@@ -52,58 +47,8 @@ JS_WIDTHS = """(selector) => {
 }"""
 JS_TITLE = """(selector) => { const plot = document.querySelector(selector);
   return plot && plot.layout && plot.layout.title ? (plot.layout.title.text || '') : ''; }"""
-# The screen position and name of the op marker farthest from every other one.
-JS_LONELIEST_POINT = """(selector) => {
-  const plot = document.querySelector(selector);
-  const layout = plot._fullLayout, box = plot.getBoundingClientRect();
-  const points = [];
-  for (const trace of plot.data) {
-    if (typeof trace.meta !== 'string' || !trace.meta.startsWith('ops:') || !trace.x) continue;
-    Array.from(trace.x).forEach((x, i) => {
-      if (x == null || trace.y[i] == null) return;
-      points.push({layer: trace.customdata[i], x: box.left + layout.xaxis._offset + layout.xaxis.c2p(x),
-                   y: box.top + layout.yaxis._offset + layout.yaxis.c2p(trace.y[i])});
-    });
-  }
-  let best = null, bestGap = -1;
-  for (const p of points) {
-    const gap = Math.min(...points.filter(q => q !== p).map(q => Math.hypot(q.x - p.x, q.y - p.y)));
-    if (gap > bestGap) { best = p; bestGap = gap; }
-  }
-  return best && {...best, gap: bestGap};
-}"""
 JS_IDLE = """() => [...document.querySelectorAll('.jp-StatusBar-TextItem')]
   .some(e => /\\| Idle$/.test(e.textContent.trim()))"""
-
-
-@pytest.fixture(scope="module")
-def browser_available():
-    reasons = []
-    if not os.access(CHROMIUM, os.X_OK):
-        reasons.append(f"{CHROMIUM} is missing")
-    if importlib.util.find_spec("playwright") is None:
-        reasons.append("playwright is not installed: pip install -e '.[test]'")
-    if reasons:
-        message = "browser test cannot run: " + "; ".join(reasons)
-        if os.environ.get("CI", "").lower() not in ("", "0", "false"):
-            pytest.fail(message)
-        pytest.skip(message)
-
-
-@pytest.fixture(scope="module")
-def warm_engine():
-    """Kernels compiled (or loaded from numba's cache) and ceilings measured (or loaded)
-    before the server starts, so the notebook's kernel does neither."""
-    import engine
-    import workbench
-
-    workbench.measure_ceilings()
-    path = ROOT / "data" / "mobilenet_v2.onnx"
-    engine.zoo.write_default_model(path)
-    model = engine.load(path)
-    x = np.zeros((1, *model.input_shape), dtype=np.float32)
-    for threads in sorted({1, engine.available_cores()}):
-        model.run(x, threads=threads)
 
 
 @contextlib.contextmanager
