@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from engine.kernels.activation import NO_ACTIVATION
+
 NO_CLIP = (-math.inf, math.inf)
 
 # How the plan stores a tensor (engine.plan; engine.kernels.layout for the blocked layout):
@@ -30,7 +32,9 @@ class Layer:
         passes fold into the neighbouring Conv or reject.
     inputs: activation tensor names read (constants are already attributes/weights).
     clip: (low, high) applied last in the epilogue; NO_CLIP when there is none.
-    residual: name of a tensor added after the bias and before the clip (fused Add).
+    activation: (name, alpha, beta) applied after the bias and residual, before the clip
+        (engine.kernels.activation: "hardswish", "silu", ...); NO_ACTIVATION when none.
+    residual: name of a tensor added after the bias and before the activation (fused Add).
     sources: the ONNX node names this layer stands for (for errors and profiles).
     """
 
@@ -44,6 +48,7 @@ class Layer:
     weight: np.ndarray | None = None
     bias: np.ndarray | None = None
     clip: tuple[float, float] = NO_CLIP
+    activation: tuple[str, float, float] = NO_ACTIVATION
     residual: str | None = None
     sources: list[str] = field(default_factory=list)
 
@@ -67,7 +72,11 @@ class Layer:
 
     @property
     def activation_name(self) -> str:
-        """"relu6", "relu", "none" or "clip(lo,hi)" for display."""
+        """"relu6", "relu", "none", "clip(lo,hi)", "hardswish", "silu", ... for display
+        (an activation and a clip after it: "hardswish+relu6")."""
+        if self.activation[0] != "none":
+            clip = Layer(self.name, self.op, [], "", (), (), clip=self.clip).activation_name
+            return self.activation[0] if clip == "none" else f"{self.activation[0]}+{clip}"
         if self.clip == NO_CLIP:
             return "none"
         if self.clip == (0.0, 6.0):
