@@ -33,8 +33,8 @@ def share(items: int, thread: int, threads: int) -> tuple[int, int]:
 
 
 def _pointwise(args, thread: int, threads: int) -> np.ndarray:
-    (x, w, bias, out, residual, has_residual, _low, _high, pointwise_pixels, pointwise_channels,
-     ahead_offset, ahead_elements) = args
+    (x, w, bias, out, residual, has_residual, _low, _high, _act, _alpha, _beta, pointwise_pixels,
+     pointwise_channels, ahead_offset, ahead_elements) = args
     cout_blocks = out.shape[1]
     items = trace_pw.pointwise_items(x.shape, cout_blocks, pointwise_pixels, pointwise_channels)
     begin, end = share(items, thread, threads)
@@ -44,7 +44,7 @@ def _pointwise(args, thread: int, threads: int) -> np.ndarray:
 
 
 def _depthwise(args, thread: int, threads: int) -> np.ndarray:
-    x, w, bias, out, stride_h, stride_w, pad_top, pad_left, _low, _high, depthwise_rows = args
+    x, w, bias, out, stride_h, stride_w, pad_top, pad_left, _low, _high, _act, _alpha, _beta, depthwise_rows = args
     out_h, out_w = out.shape[2:4]
     begin, end = share(trace_dw.depthwise_items(x.shape, out_h, depthwise_rows), thread, threads)
     return collect(trace_dw.trace_depthwise, address_of(x), x.shape[:4], address_of(w), w.shape[1], w.shape[2],
@@ -53,7 +53,8 @@ def _depthwise(args, thread: int, threads: int) -> np.ndarray:
 
 
 def _direct(args, thread: int, threads: int) -> np.ndarray:
-    x, w, bias, out, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, _low, _high = args
+    (x, w, bias, out, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, _low, _high,
+     _act, _alpha, _beta) = args
     out_h, out_w = out.shape[2:4]
     begin, end = share(trace_direct.direct_items(x.shape, w.shape[0], out_h), thread, threads)
     return collect(trace_direct.trace_direct, address_of(x), x.shape, address_of(w), w.shape[:4], address_of(bias),
@@ -62,7 +63,8 @@ def _direct(args, thread: int, threads: int) -> np.ndarray:
 
 
 def _fused(args, thread: int, threads: int) -> np.ndarray:
-    (x, ew, eb, has_expand, dw, db, pw, pb, out, residual, has_residual, stride, pad, *_clips, block_rows,
+    (x, ew, eb, has_expand, dw, db, pw, pb, out, residual, has_residual, stride, pad, *_clips_and_activations,
+     block_rows,
      scratch_expand, scratch_depthwise) = args
     workers = scratch_expand.shape[0]
     begin, end = share(workers, thread, threads)
@@ -81,7 +83,7 @@ def _pool(args, thread: int, threads: int) -> np.ndarray:
 
 
 def _linear(args, thread: int, threads: int) -> np.ndarray:
-    x, w, bias, out = args
+    x, w, bias, out, _act, _alpha, _beta = args
     begin, end = share(w.shape[0], thread, threads)
     return collect(trace_linear.trace_linear, address_of(x), x.shape[0], x.shape[1], address_of(w),
                    address_of(bias), address_of(out), out.shape[1], begin, end)
