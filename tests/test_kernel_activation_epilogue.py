@@ -26,6 +26,7 @@ from engine.kernels.layout import CB, from_blocked, to_blocked
 from tests.naive import depthwise as naive_depthwise
 from tests.naive import direct_conv as naive_direct
 from tests.naive import linear as naive_linear
+from tests.naive.activation import activate as activate_reference
 from tests.naive.fused_block import NONE, inverted_residual_reference
 from tests.naive.pointwise import pointwise_reference
 
@@ -105,6 +106,51 @@ def test_pointwise_activation_epilogue_matches_reference(case, activation, with_
     reference = pointwise_reference(x, weight, bias, *clip, residual, activation)
     assert_matches(from_blocked(out, cout), reference, cin, x, weight, bias, residual)
     assert (padded_lanes(out, cout) == 0).all(), "padded channels must stay exactly 0"
+
+
+needs_jit = pytest.mark.skipif(numba.config.DISABLE_JIT, reason="the LLVM-IR micro-kernel itself (NUMBA_DISABLE_JIT=1)")
+
+
+@needs_jit
+@pytest.mark.parametrize("lanes", sorted(pointwise.MICRO_TILE))
+def test_micro_kernel_activation_epilogue_for_every_tile_shape_at_8_and_16_lanes(lanes):
+    """The 1x1 micro-kernel's IR epilogue (one loop shared by all tile shapes) at both vector
+    widths: every (pixels, blocks) shape, hardswish and silu, with and without residual and
+    weight prefetch (the full tile's own code path), the clip after the activation."""
+    from engine.kernels.activation import CODES
+
+    max_rows, max_blocks = pointwise.MICRO_TILE[lanes]
+    tile = pointwise._tile_intrinsic(lanes, max_rows, max_blocks)
+
+    @numba.njit
+    def one_tile(rows, blocks, x, cin_blocks, w, bias, out, residual, has_residual, act, alpha, beta, w_step):
+        # x (cin_blocks, rows, lanes), w (blocks, cin_blocks*lanes, lanes), out (blocks, rows, lanes)
+        tile(rows, blocks, x, 0, rows * lanes, 0, w, 0, cin_blocks * lanes * lanes, cin_blocks,
+             bias, 0, out, 0, rows * lanes, residual, has_residual, np.float32(-0.25), np.float32(3.0),
+             act, alpha, beta, 16, w_step)
+
+    rng = np.random.default_rng(6)
+    cin_blocks = 2
+    for rows in range(1, max_rows + 1):
+        for blocks in range(1, max_blocks + 1):
+            x_rows = rng.standard_normal((cin_blocks * lanes, rows)).astype(np.float32)
+            weight = (rng.standard_normal((blocks * lanes, cin_blocks * lanes)) / 3).astype(np.float32)
+            bias = rng.standard_normal(blocks * lanes).astype(np.float32)
+            residual = rng.standard_normal((blocks, rows, lanes)).astype(np.float32)
+            x = np.ascontiguousarray(x_rows.reshape(cin_blocks, lanes, rows).transpose(0, 2, 1))
+            w = np.ascontiguousarray(weight.reshape(blocks, lanes, -1).transpose(0, 2, 1))
+            for activation in (HARDSWISH_OTHER, SILU):
+                for has_residual, w_step in ((False, 0), (True, 0), (False, 32), (True, 32)):
+                    out = np.full((blocks, rows, lanes), np.nan, np.float32)
+                    one_tile(rows, blocks, x.ravel(), cin_blocks, w.ravel(), bias, out.reshape(-1),
+                             residual.reshape(-1), has_residual, CODES[activation[0]], np.float32(activation[1]),
+                             np.float32(activation[2]), w_step)
+                    reference = weight.astype(np.float64) @ x_rows + bias[:, None]
+                    if has_residual:
+                        reference += residual.transpose(0, 2, 1).reshape(blocks * lanes, rows)
+                    reference = np.clip(activate_reference(reference, activation), -0.25, 3.0)
+                    got = out.transpose(0, 2, 1).reshape(blocks * lanes, rows)
+                    assert_matches(got, reference, cin_blocks * lanes, x_rows, weight, bias, residual)
 
 
 def test_pointwise_activation_with_the_residual_in_out():

@@ -25,7 +25,9 @@ _scratch_tile = register_scratch(TILE)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _linear_kernel(x, weight, bias, out, act, alpha, beta):
+def _linear_kernel(x, weight, bias, act, alpha, beta, out):
+    # out last: a plan rebinds the classifier to write a new output array each run
+    # (engine.plan._write_output_directly)
     n_images, in_features = x.shape
     n_tiles = weight.shape[0]
     out_features = out.shape[1]
@@ -99,7 +101,7 @@ def linear(x: np.ndarray, packed_weight: np.ndarray, packed_bias: np.ndarray, ou
                          f"got {packed_weight.shape[0]}")
     check_array(fn, "out", out, (n_images, out_features))
     act, alpha, beta = kernel_activation(fn, activation, zero_preserving=False)
-    launch(_linear_kernel, x, packed_weight, packed_bias, out, act, alpha, beta)
+    launch(_linear_kernel, x, packed_weight, packed_bias, act, alpha, beta, out)
 
 
 def linear_flops(batch: int, in_features: int, out_features: int) -> int:

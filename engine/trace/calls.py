@@ -83,7 +83,7 @@ def _pool(args, thread: int, threads: int) -> np.ndarray:
 
 
 def _linear(args, thread: int, threads: int) -> np.ndarray:
-    x, w, bias, out, _act, _alpha, _beta = args
+    x, w, bias, _act, _alpha, _beta, out = args
     begin, end = share(w.shape[0], thread, threads)
     return collect(trace_linear.trace_linear, address_of(x), x.shape[0], x.shape[1], address_of(w),
                    address_of(bias), address_of(out), out.shape[1], begin, end)
