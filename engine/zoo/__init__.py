@@ -21,7 +21,8 @@ are exactly torchvision's. Any real export of these networks (for example torchv
   `python -m engine.zoo [path]` does the same (the Makefile calls it), and
   `python -m engine.zoo NAME [path]` writes model NAME.
 
-What is where: engine.zoo.writer (parameters, the graph writer, export styles),
+What is where: engine.zoo.parameters (synthetic weights), engine.zoo.writer (the graph
+writer), engine.zoo.styles (the exporters' conventions, argument checks),
 engine.zoo.mobilenet (V1, V2, V3), engine.zoo.efficientnet, engine.zoo.resnet.
 """
 from __future__ import annotations
@@ -41,10 +42,9 @@ from engine.zoo.mobilenet import (
     mobilenet_v1, mobilenet_v2, mobilenet_v3_large, mobilenet_v3_small,
 )
 from engine.zoo.resnet import resnet18, resnet50
-from engine.zoo.writer import (
-    BATCH_DIM_NAME, BN_EPSILON, EXPORTERS, INPUT_NAME, MAX_OPSET, MIN_OPSET, NEW_MIN_OPSET, OUTPUT_NAME, ExportStyle,
-    export_style, make_divisible,
-)
+from engine.zoo.parameters import BN_EPSILON, make_divisible
+from engine.zoo.styles import EXPORTERS, NEW_MIN_OPSET, export_style
+from engine.zoo.writer import BATCH_DIM_NAME, INPUT_NAME, MAX_OPSET, MIN_OPSET, OUTPUT_NAME, ExportStyle
 
 __all__ = ["MODELS", "model_path", "save_model", "write_default_model", "main", "make_divisible", "export_style",
            "ExportStyle", "EXPORTERS", "mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",

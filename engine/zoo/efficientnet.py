@@ -1,5 +1,5 @@
 """torchvision's EfficientNet-B0 (`torchvision/models/efficientnet.py`) with synthetic
-deterministic weights (see engine.zoo.writer).
+deterministic weights (see engine.zoo.parameters).
 
 Stem 3x3 stride 2 to 32 channels + SiLU; 16 MBConv blocks in 7 stages (expand 1x1 + SiLU when
 the expansion is not 1, depthwise 3x3 or 5x5 + SiLU, squeeze-and-excitation with
@@ -16,10 +16,12 @@ import math
 import numpy as np
 import onnx
 
-from engine.zoo.writer import (
-    GAIN_SQUARED, INPUT_NAME, RESIDUAL_GAIN_SQUARED, SQUEEZE_EXCITE_GAIN_SQUARED, SYNTHETIC_NOTE, _check_common,
-    _draw_conv_bn, _draw_linear, _draw_squeeze_excite, _GraphWriter, _scope, export_style, make_divisible,
+from engine.zoo.parameters import (
+    GAIN_SQUARED, RESIDUAL_GAIN_SQUARED, SQUEEZE_EXCITE_GAIN_SQUARED, SYNTHETIC_NOTE, _draw_conv_bn, _draw_linear,
+    _draw_squeeze_excite, make_divisible,
 )
+from engine.zoo.styles import _check_sizes, export_style
+from engine.zoo.writer import INPUT_NAME, _GraphWriter, _scope
 
 # torchvision's `_efficientnet_conf("efficientnet_b0")`: expand ratio, kernel, stride, input
 # channels, output channels, layers (before width_mult / depth_mult)
@@ -50,12 +52,12 @@ def efficientnet_b0(width_mult: float = 1.0, resolution: int = 224, num_classes:
     stage (ceil(n * depth_mult)) as torchvision's MBConvConfig does (B0: 1.0 and 1.0; the other
     B variants also change resolution, dropout and BatchNorm eps and are not built here).
     `exporter` ("dynamo", torch's default, or "legacy") picks that exporter's conventions; the
-    other keywords override one each (engine.zoo.writer.export_style: opset 13..18,
+    other keywords override one each (engine.zoo.styles.export_style: opset 13..18,
     separate_batchnorm, pool_style, flatten_style, dropout, dynamic_batch).
     """
     style = export_style(exporter, opset=opset, separate_batchnorm=separate_batchnorm, pool_style=pool_style,
                          flatten_style=flatten_style, dropout=dropout, dynamic_batch=dynamic_batch)
-    _check_common(width_mult, resolution, num_classes, style.opset, style.opset)
+    _check_sizes(width_mult, resolution, num_classes)
     if not (isinstance(depth_mult, (int, float)) and depth_mult > 0):
         raise ValueError(f"depth_mult: expected a positive number, got {depth_mult!r}")
     adjust = lambda channels: make_divisible(channels * width_mult, 8)  # noqa: E731 (MBConvConfig.adjust_channels)

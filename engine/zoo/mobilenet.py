@@ -1,5 +1,5 @@
 """The MobileNet family: torchvision's MobileNetV2 and MobileNetV3 (small, large) and the
-original MobileNetV1, with synthetic deterministic weights (see engine.zoo.writer).
+original MobileNetV1, with synthetic deterministic weights (see engine.zoo.parameters).
 
 - `mobilenet_v2(...)`: the engine's default model, with switches for the ways real exporters
   write it (opset 9..18, BatchNormalization separate or folded, Clip with attribute or input
@@ -12,7 +12,7 @@ original MobileNetV1, with synthetic deterministic weights (see engine.zoo.write
 - `mobilenet_v3_small(...)`, `mobilenet_v3_large(...)`: torchvision's MobileNetV3
   (`torchvision/models/mobilenetv3.py`): HardSwish / ReLU, depthwise 3x3 and 5x5,
   squeeze-and-excitation with ReLU and HardSigmoid, BatchNorm eps 0.001, a two-layer
-  classifier with HardSwish; written as torch's exporters write it (engine.zoo.writer.export_style).
+  classifier with HardSwish; written as torch's exporters write it (engine.zoo.styles.export_style).
 """
 from __future__ import annotations
 
@@ -21,10 +21,13 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
+from engine.zoo.parameters import (
+    GAIN_SQUARED, RESIDUAL_GAIN_SQUARED, SQUEEZE_EXCITE_GAIN_SQUARED, SYNTHETIC_NOTE, _ConvBN, _draw_conv_bn,
+    _draw_linear, _draw_squeeze_excite, make_divisible,
+)
+from engine.zoo.styles import _check_choice, _check_common, _check_sizes, export_style
 from engine.zoo.writer import (
-    GAIN_SQUARED, INPUT_NAME, RESIDUAL_GAIN_SQUARED, SQUEEZE_EXCITE_GAIN_SQUARED, SYNTHETIC_NOTE,
-    _CLASSIFIER_STYLES, _CLIP_STYLES, _FLATTEN_STYLES, _POOL_STYLES, _check_choice, _check_common,
-    _ConvBN, _draw_conv_bn, _draw_linear, _draw_squeeze_excite, _GraphWriter, _scope, export_style, make_divisible,
+    _CLASSIFIER_STYLES, _CLIP_STYLES, _FLATTEN_STYLES, _POOL_STYLES, INPUT_NAME, _GraphWriter, _scope,
 )
 
 # torchvision's inverted-residual table: expansion t, output channels c, repeats n, stride s
@@ -239,7 +242,7 @@ def _mobilenet_v3(arch: str, width_mult: float, resolution: int, num_classes: in
                   exporter: str, style_options: dict) -> onnx.ModelProto:
     """torchvision's MobileNetV3 `arch` ("large" or "small") as `exporter` writes it."""
     style = export_style(exporter, **style_options)
-    _check_common(width_mult, resolution, num_classes, style.opset, style.opset)
+    _check_sizes(width_mult, resolution, num_classes)
     settings = MOBILENET_V3_LARGE_SETTINGS if arch == "large" else MOBILENET_V3_SMALL_SETTINGS
     adjust = lambda channels: make_divisible(channels * width_mult, 8)  # noqa: E731 (InvertedResidualConfig.adjust_channels)
     norm = dict(epsilon=MOBILENET_V3_BN_EPSILON, momentum=MOBILENET_V3_BN_MOMENTUM)
@@ -309,7 +312,7 @@ _V3_DOC = """torchvision's MobileNetV3-{Arch} as an ONNX model with synthetic, d
     width_mult scales every channel count (make_divisible(c * width_mult, 8), as torchvision's
     InvertedResidualConfig.adjust_channels). `exporter` ("dynamo", torch's default, or
     "legacy") picks the conventions of that exporter; the other keywords override one each:
-    see engine.zoo.writer.export_style (opset 13..18, separate_batchnorm, hardswish_style,
+    see engine.zoo.styles.export_style (opset 13..18, separate_batchnorm, hardswish_style,
     pool_style, flatten_style, dropout, dynamic_batch). The same seed gives the same function
     in every style.
     """

@@ -1,6 +1,6 @@
 """torchvision's ResNet-18 and ResNet-50 (`torchvision/models/resnet.py`, "ResNet V1.5":
 the stride of a bottleneck is in its 3x3 conv) with synthetic deterministic weights (see
-engine.zoo.writer): the compute-bound contrast to the MobileNets.
+engine.zoo.parameters): the compute-bound contrast to the MobileNets.
 
 conv1 7x7 stride 2 pad 3 to 64 channels, BatchNorm, ReLU, MaxPool 3x3 stride 2 pad 1; four
 stages of BasicBlocks (ResNet-18: [2, 2, 2, 2], conv3x3 - ReLU - conv3x3) or Bottlenecks
@@ -17,10 +17,9 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from engine.zoo.writer import (
-    GAIN_SQUARED, INPUT_NAME, SYNTHETIC_NOTE, _check_common, _draw_conv_bn, _draw_linear, _GraphWriter, _scope,
-    export_style,
-)
+from engine.zoo.parameters import GAIN_SQUARED, SYNTHETIC_NOTE, _draw_conv_bn, _draw_linear
+from engine.zoo.styles import _check_sizes, export_style
+from engine.zoo.writer import INPUT_NAME, _GraphWriter, _scope
 
 RESNET_STAGE_WIDTHS = (64, 128, 256, 512)
 RESNET_STAGE_STRIDES = (1, 2, 2, 2)
@@ -34,7 +33,7 @@ RESNET_RESIDUAL_GAIN_SQUARED = 0.1
 
 def _resnet(arch: str, resolution: int, num_classes: int, seed: int, exporter: str, style_options: dict) -> onnx.ModelProto:
     style = export_style(exporter, **style_options)
-    _check_common(1.0, resolution, num_classes, style.opset, style.opset)
+    _check_sizes(1.0, resolution, num_classes)
     layers, kind = RESNET_LAYERS[arch]
     expansion = EXPANSION[kind]
     rng = np.random.default_rng(seed)
@@ -88,7 +87,7 @@ _DOC = """torchvision's {Name} as an ONNX model with synthetic, deterministic we
     valid network (stride 32 in all: 224 -> 7x7 before the pool; 32 -> 1x1).
 
     `exporter` ("dynamo", torch's default, or "legacy") picks that exporter's conventions; the
-    other keywords override one each (engine.zoo.writer.export_style: opset 13..18,
+    other keywords override one each (engine.zoo.styles.export_style: opset 13..18,
     separate_batchnorm, pool_style, flatten_style, dynamic_batch). ResNet has no Dropout.
     """
 

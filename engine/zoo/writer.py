@@ -1,15 +1,5 @@
-"""The pieces every zoo builder shares: synthetic parameters (conv + BatchNorm, linear,
-squeeze-and-excitation) and `_GraphWriter`, which writes them as ONNX nodes with the names and
-in the forms torch's exporters use.
-
-Weights are drawn from a `numpy.random.Generator` in an order that depends only on the
-architecture, never on the export style, resolution or opset: the same seed gives the same
-function in every style. The initialisation is He-style: a conv's weights are
-N(0, gain^2 / fan_in) with gain^2 = 1 / E[act(z)^2] for z ~ N(0, 1) and the activation that
-feeds it (2 after ReLU, 3 after HardSwish, 2.8 after SiLU, 1 after a linear layer), so
-activations keep a standard deviation of order 1 through any depth; convs that feed a residual
-Add are scaled down (gain^2 = 0.25). BatchNorm statistics are drawn so that the folded scale
-gamma / sqrt(var + eps) is U(0.8, 1.2).
+"""`_GraphWriter`: writes the zoo's layers as ONNX nodes with the names and in the forms
+torch's exporters use, in the conventions an `ExportStyle` names.
 
 Names follow torch's TorchScript exporter: nodes "/features/features.1/conv/conv.0/conv.0.0/Conv",
 their outputs "<node name>_output_0", initializers by module path ("features.0.0.weight",
@@ -23,139 +13,18 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from engine.zoo.parameters import _ConvBN, _SqueezeExcite
+
 MIN_OPSET = 9
 MAX_OPSET = 18
-BN_EPSILON = 1e-5       # torch.nn.BatchNorm2d's default eps
-BN_MOMENTUM = 0.9       # ONNX momentum = 1 - torch momentum (torch's default 0.1)
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 BATCH_DIM_NAME = "N"  # symbolic batch dimension when dynamic_batch=True
-
-# gain^2 of a conv fed by this activation: 1 / E[act(z)^2], z ~ N(0, 1) (measured over 1e7 samples)
-GAIN_SQUARED = {None: 1.0, "relu": 2.0, "relu6": 2.0, "hardswish": 3.0, "silu": 2.8}
-RESIDUAL_GAIN_SQUARED = 0.25  # a conv whose output is added to a residual stream
 
 _FLATTEN_STYLES = ("flatten", "reshape_constant", "reshape_shape_chain")
 _POOL_STYLES = ("global_average_pool", "reduce_mean", "reduce_mean_negative_axes")
 _CLASSIFIER_STYLES = ("gemm", "matmul_add")
 _CLIP_STYLES = ("auto", "inputs", "attributes")
-
-
-def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
-    """torchvision's `_make_divisible`: round a channel count to the nearest multiple of
-    `divisor` (at least `min_value`, default `divisor`), never going down by more than 10%."""
-    if min_value is None:
-        min_value = divisor
-    new_value = max(min_value, int(value + divisor / 2) // divisor * divisor)
-    if new_value < 0.9 * value:
-        new_value += divisor
-    return new_value
-
-
-# ----------------------------------------------------------------------------- parameters
-
-
-@dataclass
-class _ConvBN:
-    """One Conv2d (no bias) followed by BatchNorm2d, with the unfolded parameters.
-
-    weight: (out_channels, in_channels // groups, k, k) float32; gamma/beta/mean/var:
-    (out_channels,) float32. `activation` is "relu6", "relu", "hardswish", "silu" or None
-    (linear); `act_path` is the activation module's path (None when linear)."""
-
-    conv_path: str  # module path of the Conv2d, e.g. "features.1.conv.0.0"
-    bn_path: str  # module path of the BatchNorm2d
-    act_path: str | None
-    activation: str | None
-    stride: int
-    groups: int
-    weight: np.ndarray
-    gamma: np.ndarray
-    beta: np.ndarray
-    mean: np.ndarray
-    var: np.ndarray
-    epsilon: float = BN_EPSILON
-    momentum: float = BN_MOMENTUM  # ONNX's: 1 - torch's
-
-    @property
-    def kernel(self) -> int:
-        return self.weight.shape[2]
-
-    @property
-    def out_channels(self) -> int:
-        return self.weight.shape[0]
-
-    def folded(self) -> tuple[np.ndarray, np.ndarray]:
-        """(weight, bias) of the conv with the BatchNorm folded in, float32, computed in float64
-        from the stored float32 parameters so the folded and separate models agree."""
-        scale = self.gamma.astype(np.float64) / np.sqrt(self.var.astype(np.float64) + self.epsilon)
-        weight = self.weight.astype(np.float64) * scale[:, None, None, None]
-        bias = self.beta.astype(np.float64) - self.mean.astype(np.float64) * scale
-        return weight.astype(np.float32), bias.astype(np.float32)
-
-
-def _draw_conv_bn(rng: np.random.Generator, conv_path: str, bn_path: str, act_path: str | None,
-                  activation: str | None, in_channels: int, out_channels: int, kernel: int,
-                  stride: int, groups: int, gain_squared: float, epsilon: float = BN_EPSILON,
-                  momentum: float = BN_MOMENTUM) -> _ConvBN:
-    """He-style conv weights N(0, gain^2 / fan_in) and BatchNorm statistics whose folded scale
-    gamma / sqrt(var + eps) is U(0.8, 1.2) and whose folded bias is N(0, 0.05^2)."""
-    fan_in = in_channels // groups * kernel * kernel
-    weight = rng.standard_normal((out_channels, in_channels // groups, kernel, kernel))
-    weight *= np.sqrt(gain_squared / fan_in)
-    var = rng.uniform(0.5, 2.0, out_channels)
-    mean = rng.normal(0.0, 0.1, out_channels)
-    folded_scale = rng.uniform(0.8, 1.2, out_channels)
-    gamma = folded_scale * np.sqrt(var + epsilon)
-    beta = mean * folded_scale + rng.normal(0.0, 0.05, out_channels)
-    f32 = np.float32
-    return _ConvBN(conv_path, bn_path, act_path, activation, stride, groups, weight.astype(f32),
-                   gamma.astype(f32), beta.astype(f32), mean.astype(f32), var.astype(f32), epsilon, momentum)
-
-
-def _draw_linear(rng: np.random.Generator, in_features: int, out_features: int,
-                 gain_squared: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """(weight (out, in), bias (out,)) float32, weight N(0, gain^2/in), bias N(0, 0.01^2)."""
-    weight = rng.standard_normal((out_features, in_features)) * np.sqrt(gain_squared / in_features)
-    bias = rng.normal(0.0, 0.01, out_features)
-    return weight.astype(np.float32), bias.astype(np.float32)
-
-
-@dataclass
-class _SqueezeExcite:
-    """torchvision.ops.SqueezeExcitation at module path `path`: avgpool -> fc1 (1x1 conv with
-    bias, C -> S) -> activation -> fc2 (S -> C) -> scale_activation -> scale * input.
-
-    fc1_weight (S, C, 1, 1), fc1_bias (S,), fc2_weight (C, S, 1, 1), fc2_bias (C,) float32."""
-
-    path: str
-    activation: str  # "relu" (MobileNetV3) or "silu" (EfficientNet)
-    scale_activation: str  # "hardsigmoid" (MobileNetV3) or "sigmoid" (EfficientNet)
-    fc1_weight: np.ndarray
-    fc1_bias: np.ndarray
-    fc2_weight: np.ndarray
-    fc2_bias: np.ndarray
-
-
-def _draw_squeeze_excite(rng: np.random.Generator, path: str, channels: int, squeezed: int, activation: str,
-                         scale_activation: str) -> _SqueezeExcite:
-    """fc1 N(0, 4/C) (the pooled means are of order 0.5), fc2 N(0, 4/S), fc1 bias N(0, 0.1^2),
-    fc2 bias N(0, 1): the gate's argument is of order 1, so the gate (average 0.5) varies
-    by about +-0.2 between channels and images."""
-    fc1_weight = rng.standard_normal((squeezed, channels, 1, 1)) * np.sqrt(1.0 / channels)
-    fc1_bias = rng.normal(0.0, 0.1, squeezed)
-    fc2_weight = rng.standard_normal((channels, squeezed, 1, 1)) * np.sqrt(1.0 / squeezed)
-    fc2_bias = rng.normal(0.0, 1.0, channels)
-    f32 = np.float32
-    return _SqueezeExcite(path, activation, scale_activation, fc1_weight.astype(f32), fc1_bias.astype(f32),
-                          fc2_weight.astype(f32), fc2_bias.astype(f32))
-
-
-# The gate of a squeeze-and-excitation averages about 0.5: the conv after it gets 4x the gain^2
-SQUEEZE_EXCITE_GAIN_SQUARED = 3.0
-
-
-# ----------------------------------------------------------------------------- graph writing
 
 
 def _scope(module_path: str) -> str:
@@ -381,92 +250,3 @@ class _GraphWriter:
         # the oldest IR version that knows this opset, so older runtimes also load it
         model.ir_version = helper.find_min_ir_version_for(opset_import)
         return model
-
-
-# ----------------------------------------------------------------------------- argument checks
-
-
-def _check_common(width_mult: float, resolution: int, num_classes: int, opset: int,
-                  min_opset: int = MIN_OPSET) -> None:
-    if not (isinstance(width_mult, (int, float)) and width_mult > 0):
-        raise ValueError(f"width_mult: expected a positive number, got {width_mult!r}")
-    if not (isinstance(resolution, int) and resolution >= 1):
-        raise ValueError(f"resolution: expected a positive int (pixels), got {resolution!r}")
-    if not (isinstance(num_classes, int) and num_classes >= 1):
-        raise ValueError(f"num_classes: expected a positive int, got {num_classes!r}")
-    if not (isinstance(opset, int) and min_opset <= opset <= MAX_OPSET):
-        raise ValueError(f"opset: expected an int in {min_opset}..{MAX_OPSET}, got {opset!r}")
-
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name}: expected one of {choices}, got {value!r}")
-
-
-SYNTHETIC_NOTE = ("Synthetic weights (deterministic from seed={seed}), not trained: pretrained weights cannot be "
-                  "downloaded here and a dense fp32 engine's speed does not depend on weight values.")
-
-
-# ----------------------------------------------------------------------------- export styles
-
-# The builders added for issue 15 (MobileNetV3, EfficientNet, ResNet) cover the opsets torch's
-# exporters write for them (HardSwish is opset 14; below it the HardSigmoid + Mul form)
-NEW_MIN_OPSET = 13
-# torch.onnx.export(model, x): "dynamo" is the default exporter of torch >= 2.9 (dynamo=True),
-# "legacy" the TorchScript one (dynamo=False), the default before; what each writes, as seen in
-# torch 2.14's exports of torchvision 0.29's models (tests/data/torchvision_exports/):
-EXPORTERS = {
-    # opset 18, BatchNorm folded by the onnxscript optimizer, AdaptiveAvgPool2d(1) as
-    # ReduceMean over axes [-1, -2] (an input), torch.flatten as Reshape to [-1, C] with
-    # allowzero=1, HardSigmoid with beta=0.5 written out
-    "dynamo": dict(opset=18, pool_style="reduce_mean_negative_axes", flatten_style="reshape_constant",
-                   reshape_allowzero=True, hardsigmoid_beta=True),
-    # opset 17 (its default since torch 2.1), BatchNorm folded (eval-mode export),
-    # GlobalAveragePool, Flatten(axis=1), HardSigmoid with alpha only
-    "legacy": dict(opset=17, pool_style="global_average_pool", flatten_style="flatten",
-                   reshape_allowzero=False, hardsigmoid_beta=False),
-}
-_HARDSWISH_STYLES = ("auto", "op", "hardsigmoid_mul")
-
-
-def export_style(exporter: str = "dynamo", *, opset: int | None = None, separate_batchnorm: bool = False,
-                 hardswish_style: str = "auto", pool_style: str | None = None, flatten_style: str | None = None,
-                 dropout: bool = False, dynamic_batch: bool = True) -> ExportStyle:
-    """The ExportStyle of the MobileNetV3 / EfficientNet / ResNet builders: `exporter`'s
-    conventions (see EXPORTERS), each overridden by the keyword given.
-
-    - opset: NEW_MIN_OPSET..MAX_OPSET (13..18).
-    - separate_batchnorm: Conv (no bias) + BatchNormalization instead of the folded Conv.
-    - hardswish_style: "op" (HardSwish, opset >= 14), "hardsigmoid_mul" (Mul(x,
-      HardSigmoid(x, alpha=1/6)), as torch writes it below opset 14), "auto": by opset.
-    - pool_style: "global_average_pool", "reduce_mean" (axes [2, 3]) or
-      "reduce_mean_negative_axes" (axes [-1, -2]), for the head's and every SE's pooling.
-    - flatten_style: "flatten", "reshape_constant", "reshape_shape_chain".
-    - dropout: an inference-mode Dropout node where torchvision has nn.Dropout (no exporter
-      writes it for an eval-mode model; an importer must take it as the identity).
-    - dynamic_batch: input and output batch dimension symbolic ("N") or 1.
-    """
-    if exporter not in EXPORTERS:
-        raise ValueError(f"exporter: expected one of {tuple(EXPORTERS)}, got {exporter!r}")
-    preset = EXPORTERS[exporter]
-    opset = preset["opset"] if opset is None else opset
-    if not (isinstance(opset, int) and NEW_MIN_OPSET <= opset <= MAX_OPSET):
-        raise ValueError(f"opset: expected an int in {NEW_MIN_OPSET}..{MAX_OPSET}, got {opset!r}")
-    pool_style = preset["pool_style"] if pool_style is None else pool_style
-    flatten_style = preset["flatten_style"] if flatten_style is None else flatten_style
-    _check_choice("hardswish_style", hardswish_style, _HARDSWISH_STYLES)
-    _check_choice("pool_style", pool_style, _POOL_STYLES)
-    _check_choice("flatten_style", flatten_style, _FLATTEN_STYLES)
-    if hardswish_style == "auto":
-        hardswish_style = "op" if opset >= 14 else "hardsigmoid_mul"
-    elif hardswish_style == "op" and opset < 14:
-        raise ValueError(f"hardswish_style='op' needs opset >= 14 (HardSwish is an opset-14 operator), got opset {opset}")
-    for name, value in (("separate_batchnorm", separate_batchnorm), ("dropout", dropout),
-                        ("dynamic_batch", dynamic_batch)):
-        if not isinstance(value, bool):
-            raise ValueError(f"{name}: expected a bool, got {value!r}")
-    return ExportStyle(opset=opset, separate_batchnorm=separate_batchnorm, clip_style="inputs",
-                       hardswish_style=hardswish_style, hardsigmoid_beta=preset["hardsigmoid_beta"],
-                       pool_style=pool_style, flatten_style=flatten_style,
-                       reshape_allowzero=preset["reshape_allowzero"], classifier_style="gemm", dropout=dropout,
-                       dynamic_batch=dynamic_batch)
