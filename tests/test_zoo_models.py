@@ -165,6 +165,21 @@ def test_parameter_count_equals_torchvision(name):
     assert _fixture(f"{name}.legacy17.json")["parameters"] == TORCHVISION_PARAMETERS[name]
 
 
+@pytest.mark.parametrize("name,options,parameters", [
+    # torchvision.models.mobilenet_v3_*(width_mult=...): sum(p.numel() for p in model.parameters())
+    ("mobilenet_v3_large", dict(width_mult=0.75), 3_377_576), ("mobilenet_v3_large", dict(width_mult=1.25), 8_164_744),
+    ("mobilenet_v3_small", dict(width_mult=0.5), 917_264),
+    # torchvision's efficientnet_b1, b2, b3 are B0's blocks at these width / depth multipliers
+    ("efficientnet_b0", dict(width_mult=1.0, depth_mult=1.1), 7_794_184),
+    ("efficientnet_b0", dict(width_mult=1.1, depth_mult=1.2), 9_109_994),
+    ("efficientnet_b0", dict(width_mult=1.2, depth_mult=1.4), 12_233_232)])
+def test_width_and_depth_multipliers_give_torchvisions_parameter_counts(name, options, parameters):
+    weights = _initializers(zoo.MODELS[name](separate_batchnorm=True, **options))
+    learnable = sum(array.size for key, array in weights.items()
+                    if not key.endswith(("running_mean", "running_var")) and array.dtype == np.float32 and array.ndim)
+    assert learnable == parameters
+
+
 @pytest.mark.parametrize("name", NEW_MODELS)
 def test_multiply_accumulates_at_224_match_torchvision(name):
     macs = _multiply_accumulates(_cached(name))
