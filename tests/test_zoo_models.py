@@ -50,6 +50,13 @@ def _cached(name: str, **kwargs) -> onnx.ModelProto:
     return zoo.MODELS[name](**kwargs)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _free_cached_models():
+    """The cached models (ResNet-50's are 100 MB each) are dropped when this file's tests end."""
+    yield
+    _cached.cache_clear()
+
+
 def _session(model: onnx.ModelProto):
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
