@@ -11,7 +11,13 @@ are exactly torchvision's. Any real export of these networks (for example torchv
   keyword arguments `resolution` (pixels), `num_classes` and `seed` and returns an
   onnx.ModelProto with input "input" (N, 3, resolution, resolution) and output "output"
   (N, num_classes); call them with keywords (the MobileNets and EfficientNet take width_mult
-  first, the ResNets do not).
+  first, the ResNets do not). MobileNetV3, EfficientNet-B0 and the ResNets are written as
+  torch.onnx.export writes torchvision's models: `exporter="dynamo"` (the default, torch's
+  default exporter today: opset 18, ReduceMean, Reshape) or `"legacy"` (TorchScript: opset
+  17, GlobalAveragePool, Flatten), each convention overridable (opset 13..18, HardSwish op or
+  HardSigmoid + Mul, pooling, flattening, BatchNorm separate, Dropout, batch): see
+  engine.zoo.styles.export_style. tests/test_zoo_models.py checks them node by node against
+  real exports.
 - `model_path(name, folder)`: data/<name>.onnx, written (atomically) with the builder's
   defaults on first use.
 - `save_model(model, path, external_data=...)`: writes a model as one file, or as torch's

@@ -236,8 +236,6 @@ def mobilenet_v1(width_mult: float = 1.0, resolution: int = 224, num_classes: in
     return writer.model("mobilenet_v1", resolution, num_classes, True, doc)
 
 
-
-
 def _mobilenet_v3(arch: str, width_mult: float, resolution: int, num_classes: int, seed: int,
                   exporter: str, style_options: dict) -> onnx.ModelProto:
     """torchvision's MobileNetV3 `arch` ("large" or "small") as `exporter` writes it."""
