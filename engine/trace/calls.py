@@ -128,13 +128,23 @@ def trace_call(kernel, args, thread: int = 0, threads: int = 1) -> np.ndarray:
     return tracer(args, thread, threads)
 
 
+def untraced_kernel(call) -> str | None:
+    """The name of the kernel a plan step's call runs when no tracer covers it (a kernel
+    added without one: max pooling, squeeze-and-excitation, the dense NCHWc conv, the
+    stand-alone activation), else None."""
+    found = kernel_and_arguments(call)
+    if found is None or found[0] in TRACERS:
+        return None
+    return getattr(found[0], "__name__", repr(found[0]))
+
+
 def kernel_and_arguments(call) -> tuple[Callable, tuple] | None:
     """(kernel, its arguments) of a plan step's call, or None for a call that runs no
     kernel of TRACERS (a copy in numpy). Besides a plain bound partial, a plan rebinds the
     first steps to read the caller's input (`_read_input_directly`: the kernel, the
     arguments before and after the input, as defaults; the input is then a fresh array of
     the bound one's shape) and the classifier to write a new output each run (the kernel
-    and the arguments before the output, in its closure)."""
+    and the arguments before and after the output, in its closure)."""
     if isinstance(call, functools.partial) and not call.keywords:
         return call.func, tuple(call.args)
     defaults = getattr(call, "__defaults__", None) or ()
@@ -142,6 +152,6 @@ def kernel_and_arguments(call) -> tuple[Callable, tuple] | None:
     if len(defaults) == 3 and call.__code__.co_varnames[:3] == ("kernel", "before", "after"):
         kernel, before, after = defaults
         return kernel, (*before, None, *after)         # None: the caller's input, filled by the caller
-    if {"kernel", "before", "shape"} <= closure.keys():
-        return closure["kernel"], (*closure["before"], np.empty(closure["shape"], np.float32))
+    if {"kernel", "before", "after", "shape"} <= closure.keys():
+        return closure["kernel"], (*closure["before"], np.empty(closure["shape"], np.float32), *closure["after"])
     return None
