@@ -171,3 +171,15 @@ def test_the_cache_simulation_refuses_a_plan_with_kernels_it_cannot_trace():
     plan = engine.load(resnet_like()).plan(1)
     with pytest.raises(ValueError, match=r"no access trace for \d+ step\(s\).*maxpool"):
         simulate_plan(plan)
+
+
+@pytest.mark.parametrize("build", [mobilenet_v3_like, resnet_like])
+def test_the_tuner_and_a_tuned_schedule_take_the_new_step_kinds(build):
+    # it tunes the 1x1 and depthwise steps it knows and leaves the others (maxpool, se, the
+    # dense conv) at their defaults; the schedule it returns runs and still matches
+    proto = build()
+    model = engine.load(proto)
+    result = engine.tune(model, batch=1, threads=1, budget_s=1.0, repeats=3)
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    assert_close_to_reference(model.run(x, tiles=result.schedule), ort_run(proto, x))
+    assert {trial["kind"] for trial in result.trials} <= {"fusion", "pointwise", "depthwise", "block"}
