@@ -159,10 +159,10 @@ def _is_keepdims_pool(layer: Layer) -> bool:
     return layer.op == "GlobalAveragePool" and layer.output_shape == (layer.input_shape[0], 1, 1)
 
 
-def _squeeze_excite_chain(graph: Graph, mul: Layer) -> list[Layer] | None:
-    """[pool, reduce, hidden, expand, gate] of a squeeze-and-excitation ending in `mul`, or
-    None: mul = x * gate(expand(hidden(reduce(pool(x))))), each link read only by the next."""
-    scaled = mul.attrs["scale_input"]
+def _squeeze_excite_chain(graph: Graph, mul: Layer, scaled: int) -> list[Layer] | None:
+    """[pool, reduce, hidden, expand, gate] of a squeeze-and-excitation ending in `mul`, its
+    input `scaled` the gate, or None: mul = x * gate(expand(hidden(reduce(pool(x))))), each
+    link read only by the next."""
     x = mul.inputs[1 - scaled]
     chain = []
     tensor, reader = mul.inputs[scaled], mul
@@ -183,8 +183,11 @@ def fuse_squeeze_excite(graph: Graph) -> None:
     hidden_activation, hidden_clip and gate_activation. It runs before fuse_activation
     (the hidden ReLU must still be a layer of its own) and check_layouts (a conv reading a
     pooled vector is refused there: this is the one pattern that does)."""
-    for mul in [layer for layer in graph.layers if layer.op == "Mul" and layer.attrs["scale_input"] is not None]:
-        chain = _squeeze_excite_chain(graph, mul)
+    for mul in [layer for layer in graph.layers if layer.op == "Mul"]:
+        scaled = mul.attrs["scale_input"]
+        # where the image is 1x1 (a small input's last stages), x and the gate have one shape
+        tries = (scaled,) if scaled is not None else (0, 1) if mul.output_shape[1:] == (1, 1) else ()
+        chain = next((chain for index in tries if (chain := _squeeze_excite_chain(graph, mul, index))), None)
         if chain is None:
             continue
         pool, reduce, hidden, expand, gate = chain

@@ -86,6 +86,32 @@ def test_network_matches_onnxruntime(name, batch, threads, config):
     assert_close_to_reference(model.run(x, threads=threads, **CONFIGS[config]), reference)
 
 
+# the exporters' other conventions the builders write (engine.zoo.styles.export_style): opsets
+# 13..18, HardSwish as HardSigmoid + Mul, BatchNormalization unfolded, the pools as ReduceMean
+# (negative axes too), flattening by Reshape, inference Dropout, a fixed batch of 1
+STYLES = {
+    "mobilenet_v3_small": [dict(opset=13), dict(separate_batchnorm=True, pool_style="reduce_mean_negative_axes",
+                                                 flatten_style="reshape_shape_chain", dropout=True)],
+    "mobilenet_v3_large": [dict(opset=18, hardswish_style="hardsigmoid_mul", pool_style="reduce_mean",
+                                flatten_style="reshape_constant")],
+    "efficientnet_b0": [dict(opset=13, separate_batchnorm=True, dropout=True),
+                        dict(opset=18, pool_style="reduce_mean", dynamic_batch=False)],
+    "resnet18": [dict(opset=13, separate_batchnorm=True, flatten_style="reshape_shape_chain")],
+    "resnet50": [dict(opset=18, pool_style="reduce_mean")],
+}
+STYLE_CASES = [(name, style) for name, styles in STYLES.items() for style in styles]
+
+
+@pytest.mark.parametrize("name, style", STYLE_CASES, ids=[f"{n}-{'-'.join(f'{k}={v}' for k, v in s.items())}"
+                                                          for n, s in STYLE_CASES])
+def test_every_exporter_style_of_the_zoo_networks_matches_onnxruntime(name, style):
+    proto = _zoo_builder(name)(resolution=32, **style)
+    model = engine.load(proto)
+    for batch in (1,) if style.get("dynamic_batch") is False else (1, 3):
+        x = np.random.default_rng(batch).standard_normal((batch, 3, 32, 32)).astype(np.float32)
+        assert_close_to_reference(model.run(x, threads=min(2, engine.available_cores())), ort_run(proto, x))
+
+
 @pytest.mark.parametrize("name", ["mobilenet_v3_large:224", "resnet50:224"])
 def test_full_resolution_networks_match_onnxruntime(name):
     model, x, reference = _model_and_reference(name, 1)

@@ -191,3 +191,14 @@ def test_every_layer_of_the_small_networks_is_executable(build):
     assert {layer.op for layer in graph.layers} <= {"Conv", "GlobalAveragePool", "MaxPool", "SqueezeExcite",
                                                     "Activation", "Flatten", "Linear"}
     assert not any(layer.op == "Activation" for layer in graph.layers)    # every activation fused somewhere
+
+
+@pytest.mark.parametrize("gate_first", [False, True])
+def test_squeeze_and_excitation_of_a_1x1_image_is_recognised_though_x_and_the_gate_have_one_shape(gate_first):
+    # a small input's last stages: x is (C, 1, 1) like the gate, so the Mul is no broadcast
+    g = GraphBuilder(8, 2)
+    x = g.act(g.conv("input", 24, 3, 2), "hardswish")
+    x = g.squeeze_excite(x, 8, gate_first=gate_first)
+    graph = passes(g.model(g.conv(x, 16)))
+    conv, se, project = graph.layers
+    assert conv.output_shape == (24, 1, 1) and se.op == "SqueezeExcite" and se.inputs == [conv.output]
