@@ -207,7 +207,7 @@ def _direct(item: LayerItem, ctx: StepContext, ahead) -> Step:
     call = bind(direct_conv.direct_conv, x, packed_w, packed_b, ctx.buffers[layer.output], sh, sw, top, left, dh, dw,
                 float(low), float(high), activation=layer.activation)
     moved = direct_conv.direct_conv_bytes(batch, cin, cout, h, w, ho, wo, kh, kw, sh, ctx.config.budget)
-    op = "stem" if layer.inputs[0] == ctx.graph.input_name else "conv"
+    op = "stem" if layer.attrs.get("stem") else "conv"        # (engine.passes.route_convs)
     return _conv_step(layer, ctx, op, x, direct_conv.direct_conv_flops(batch, cin, cout, ho, wo, kh, kw), moved, call)
 
 
