@@ -339,18 +339,24 @@ def _conv_kernel(x, w, bias, out, residual, has_residual, stride_h, stride_w, pa
                 blocks = min(block_end - block, MAX_BLOCKS)
                 rows_max = ROWS_FOR_BLOCKS[blocks]
                 q = segment
+                rem = segment - image * howo
+                oh = rem // out_w
+                ow = rem - oh * out_w
+                out_first = (image * cout_blocks + block) * howo * CB
                 while q < segment_end:
                     rows = min(segment_end - q, rows_max)
                     for r in range(rows):
-                        rem = q + r - image * howo
-                        oh = rem // out_w
-                        ow = rem - oh * out_w
                         # window's first element: input row oh*sh - pad_top, column ow*sw - pad_left
                         # (the buffer's column 0 is input column -pad_left)
                         column = ow * stride_w if needs_copy else ow * stride_w - pad_left
                         src_offsets[r] = (image_offset + (oh * stride_h - pad_top - first_input_row) * row_stride
                                           + column * CB)
-                        out_offsets[r] = ((image * cout_blocks + block) * howo + rem) * CB
+                        out_offsets[r] = out_first + rem * CB
+                        rem += 1
+                        ow += 1
+                        if ow == out_w:
+                            ow = 0
+                            oh += 1
                     micro_tile(rows, blocks, src, src_offsets, block_stride, row_stride, cin_blocks, kernel_h,
                                kernel_w, w, block * w_block_stride, w_block_stride, bias, block * CB,
                                out, out_offsets, out_block_stride, residual, has_residual, low, high)
