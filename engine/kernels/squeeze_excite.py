@@ -133,7 +133,7 @@ def _scale_block(w2f, b2f, maskf, hidden, scale, b, n_images, n_blocks, squeezed
             scale[us + _U(lane)] = activate(v, act, alpha, beta) * maskf[ub + _U(lane)]
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
+@njit(parallel=True, cache=True, fastmath=FASTMATH, error_model="numpy")  # numpy: as in elementwise (the gate's divide)
 def _squeeze_excite_kernel(x, w1, b1, w2, b2, mask, out, hidden_act, hidden_alpha, hidden_beta, low, high,
                            gate_act, gate_alpha, gate_beta):
     # x, out: (N, Cb, H, W, CB); w1 (S, Cp); b1 (S,); w2 (Cb, S, CB); b2, mask (Cb, CB)
