@@ -67,7 +67,8 @@ def assert_matches(got, ref, reduction, x, w, b=None, residual=None):
     error = np.abs(got.astype(np.float64) - ref)
     bound = 1e-5 * np.abs(ref) + atol
     worst = np.unravel_index(np.argmax(error - bound), error.shape)
-    assert (error <= bound).all(), f"error {error[worst]:.3g} > bound {bound[worst]:.3g} at {worst} (ref {ref[worst]:.6g})"
+    assert (error <= bound).all(), \
+        f"error {error[worst]:.3g} > bound {bound[worst]:.3g} at {worst} (ref {ref[worst]:.6g})"
 
 
 def padded_lanes(blocked, channels):
@@ -212,7 +213,8 @@ DIRECT_CASES = [
 
 @pytest.mark.parametrize("clip", CLIPS, ids=clip_id)
 @pytest.mark.parametrize("activation", CONV_ACTIVATIONS, ids=activation_id)
-@pytest.mark.parametrize("case", DIRECT_CASES, ids=lambda c: "N{}_{}to{}_{}x{}_k{}_s{}".format(*c[:5], c[5][0], c[6][0]))
+@pytest.mark.parametrize("case", DIRECT_CASES,
+                         ids=lambda c: "N{}_{}to{}_{}x{}_k{}_s{}".format(*c[:5], c[5][0], c[6][0]))
 def test_direct_conv_activation_epilogue_matches_reference(case, activation, clip, threads):
     n, cin, cout, h, w, kernel, strides, pads = case
     rng = np.random.default_rng(cout + h)
@@ -253,7 +255,8 @@ def test_fused_block_activation_epilogues_match_the_unfused_reference(shape, act
     scale = lambda fan_in: 2.0 / math.sqrt(fan_in)  # noqa: E731
     expand = ((rng.standard_normal((hidden, cin, 1, 1)) * scale(cin)).astype(np.float32),
               rng.standard_normal(hidden).astype(np.float32)) if has_expand else None
-    dw = ((rng.standard_normal((hidden, 1, 3, 3)) / 2).astype(np.float32), rng.standard_normal(hidden).astype(np.float32))
+    dw = ((rng.standard_normal((hidden, 1, 3, 3)) / 2).astype(np.float32),
+          rng.standard_normal(hidden).astype(np.float32))
     project = ((rng.standard_normal((cout, hidden, 1, 1)) * scale(hidden)).astype(np.float32),
                rng.standard_normal(cout).astype(np.float32))
     x = (rng.standard_normal((2, cin, h, w)) * 2).astype(np.float32)

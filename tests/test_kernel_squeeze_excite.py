@@ -58,9 +58,15 @@ def assert_matches(got, ref):
     assert error <= RELATIVE * scale, f"max abs error {error:.3g} > {RELATIVE} x max |ref| {scale:.3g}"
 
 
-# (N, C, S, H, W): odd channel counts, 1x1 and odd-sized images, batch > 1, the networks' sizes
+# (N, C, S, H, W): odd channel counts, 1x1 and odd-sized images, batch > 1, the networks' sizes;
+# (4, 300, 75, 3, 3) is large enough (se.SERIAL_MACS) for the parallel 1x1 passes, 75 rows = 18 x 4 + 3
 SHAPES = [(1, 96, 24, 14, 14), (2, 21, 5, 7, 5), (3, 13, 4, 1, 1), (1, 672, 28, 14, 14), (2, 40, 10, 3, 17),
-          (1, 1, 1, 2, 2)]
+          (1, 1, 1, 2, 2), (4, 300, 75, 3, 3)]
+
+
+def test_the_shapes_cover_the_serial_and_the_parallel_1x1_passes():
+    macs = [n * s * channel_blocks(c) * CB for n, c, s, _, _ in SHAPES]
+    assert min(macs) < se.SERIAL_MACS <= max(macs)
 ACTIVATIONS = [("none", 0.0, 0.0), ("hardswish", 1.0 / 6.0, 0.5), ("silu", 0.0, 0.0), ("hardsigmoid", 0.2, 0.5),
                ("sigmoid", 0.0, 0.0)]
 

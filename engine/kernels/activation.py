@@ -30,6 +30,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from engine.kernels._common import FASTMATH
+from engine.kernels.layout import CB
 
 NONE, HARDSWISH, SILU, HARDSIGMOID, SIGMOID = 0, 1, 2, 3, 4
 CODES = {"none": NONE, "hardswish": HARDSWISH, "silu": SILU, "hardsigmoid": HARDSIGMOID, "sigmoid": SIGMOID}
@@ -162,26 +163,6 @@ def activate(v, code, alpha, beta):
     return v
 
 
-@njit(cache=True, inline="always", fastmath=FASTMATH)
-def activate_lanes(values, count, code, alpha, beta):
-    """values[k] = activate(values[k], code, ...) for k < count, in place (a register
-    scratch of a kernel's epilogue). The branch on `code` is taken once, outside the lane
-    loops, each loop with a constant code: with a constant `count` they vectorise. Nothing
-    to do for NONE."""
-    if code == HARDSWISH:
-        for k in range(count):
-            values[k] = activate(values[k], HARDSWISH, alpha, beta)
-    elif code == SILU:
-        for k in range(count):
-            values[k] = activate(values[k], SILU, alpha, beta)
-    elif code == HARDSIGMOID:
-        for k in range(count):
-            values[k] = activate(values[k], HARDSIGMOID, alpha, beta)
-    elif code == SIGMOID:
-        for k in range(count):
-            values[k] = activate(values[k], SIGMOID, alpha, beta)
-
-
 # ---------------------------------------------------------------------------- LLVM IR
 
 def emit_exp(builder, x):
@@ -262,6 +243,56 @@ def emit_activation(builder, code: int, value, alpha, beta):
     raise ValueError(f"emit_activation: unknown activation code {code}")
 
 
+def _activate_lanes_intrinsic(lanes: int):
+    """`activate_lanes` for <lanes x float> vectors (see there)."""
+    vector = ir.VectorType(ir.FloatType(), lanes)
+
+    @intrinsic
+    def activate_lanes(typingctx, values, count, code, alpha, beta):
+        if not (isinstance(values, types.Array) and values.dtype == types.float32 and values.ndim == 1
+                and isinstance(count, types.Integer) and isinstance(code, types.Integer)
+                and alpha == types.float32 and beta == types.float32):
+            return None
+
+        def codegen(context, builder, signature, args):
+            values_value, count_value, code_value, alpha_value, beta_value = args
+            data = context.make_array(signature.args[0])(context, builder, values_value).data
+            chunks = builder.sdiv(context.cast(builder, count_value, signature.args[1], types.int64),
+                                  ir.Constant(ir.IntType(64), lanes))
+            code_value = context.cast(builder, code_value, signature.args[2], types.int64)
+
+            def splat(scalar):
+                one = builder.insert_element(ir.Constant(vector, ir.Undefined), scalar, ir.Constant(ir.IntType(32), 0))
+                return builder.shuffle_vector(one, ir.Constant(vector, ir.Undefined),
+                                              ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
+
+            alpha_vector, beta_vector = splat(alpha_value), splat(beta_value)
+            done = builder.append_basic_block("activate.done")
+            switch = builder.switch(code_value, done)
+            for code_constant in (HARDSWISH, SILU, HARDSIGMOID, SIGMOID):
+                case = builder.append_basic_block(f"activate.{code_constant}")
+                switch.add_case(ir.Constant(ir.IntType(64), code_constant), case)
+                builder.position_at_end(case)
+                with cgutils.for_range(builder, chunks) as loop:
+                    pointer = builder.bitcast(builder.gep(data, [builder.mul(loop.index, ir.Constant(
+                        ir.IntType(64), lanes))]), vector.as_pointer())
+                    value = builder.load(pointer, align=4)
+                    builder.store(emit_activation(builder, code_constant, value, alpha_vector, beta_vector), pointer,
+                                  align=4)
+                builder.branch(done)
+            builder.position_at_end(done)
+            return context.get_dummy_value()
+
+        return types.void(values, count, code, alpha, beta), codegen
+
+    return activate_lanes
+
+
+def _activate_lanes_python(values, count, code, alpha, beta):
+    """`activate_lanes` as numpy (NUMBA_DISABLE_JIT=1)."""
+    values[:count] = activate_array(values[:count], code, alpha, beta)
+
+
 def activate_array(values: np.ndarray, code: int, alpha: float, beta: float) -> np.ndarray:
     """`activate` on a float32 numpy array (the kernels' NUMBA_DISABLE_JIT fallbacks)."""
     values = np.asarray(values, np.float32)
@@ -277,3 +308,15 @@ def activate_array(values: np.ndarray, code: int, alpha: float, beta: float) -> 
         if code == SIGMOID:
             return np.float32(1) / (np.float32(1) + np.exp(-clamped))
     return values
+
+
+# activate_lanes(values, count, code, alpha, beta): values[:count] = activate(values[:count], code,
+# alpha, beta) in place, count a multiple of CB, for a kernel's register scratch
+# (engine.kernels._common.register_scratch) between its sums and its clip. The vector code
+# of the 1x1 micro-kernel's epilogue (emit_activation), CB lanes at a time, after one branch
+# on the code: a lane loop of `activate` is not vectorised once SiLU's exp makes it too long
+# to unroll (it stays a scalar loop with a division per lane, and keeps the scratch in memory).
+if numba.config.DISABLE_JIT:
+    activate_lanes = _activate_lanes_python
+else:
+    activate_lanes = _activate_lanes_intrinsic(CB)

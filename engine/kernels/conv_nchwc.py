@@ -24,7 +24,7 @@ Micro-kernel (an LLVM-IR `@intrinsic`, as engine.kernels.pointwise explains why)
     pointer is selected once: its window position, or a CB-float zero buffer when the tap
     falls in the padding, so borders cost a compare and a select per pixel and tap, not a
     separate code path (and no input element outside x is ever read).
-    Shapes (R for each B; the largest B is MAX_BLOCKS): AVX-512 (32 zmm) 12x1, 12x2, 8x3, 6x4
+    Shapes (R for each B; the largest B is MAX_BLOCKS): AVX-512 (32 zmm) 8x1, 8x2, 8x3, 6x4
     (24 accumulators, the rest for weights and a broadcast); AVX2 (16 ymm) 8x1, 6x2.
     Tiles with fewer than 8 accumulators split the input channels over partial sums so the
     4-cycle FMA latency stays hidden at 2 FMAs per cycle.
@@ -64,7 +64,7 @@ from engine.kernels.layout import CB, channel_blocks
 
 MIN_ACCUMULATORS = 8   # FMA latency (4 cycles) x FMA issue rate (2 per cycle)
 # micro-tile pixels R for each number of output blocks B (index B; 0 unused), per lane width
-TILE_ROWS = {16: (0, 12, 12, 8, 6), 8: (0, 8, 6)}
+TILE_ROWS = {16: (0, 8, 8, 8, 6), 8: (0, 8, 6)}
 ROWS_FOR_BLOCKS = TILE_ROWS[CB]
 MAX_BLOCKS = len(ROWS_FOR_BLOCKS) - 1
 MAX_ROWS = max(ROWS_FOR_BLOCKS)
@@ -72,29 +72,35 @@ DEFAULT_PIXELS = 64
 DEFAULT_CHANNELS = MAX_BLOCKS * CB if MAX_BLOCKS * CB % 16 == 0 else 16
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
-# geometry array handed to the micro-kernel (int64), in this order
-_GEOMETRY = ("in_h", "in_w", "out_h", "out_w", "cin_blocks", "cout_blocks", "kernel_h", "kernel_w",
-             "stride_h", "stride_w", "pad_top", "pad_left")
-_TILE_ARGUMENTS = ("rows", "blocks", "q0", "block0", "geometry", "x", "w", "bias", "out", "residual",
-                   "has_residual", "zero", "clip_min", "clip_max")
+_TILE_ARGUMENTS = (
+    "rows", "blocks",                            # this tile's shape (<= the largest for `blocks`)
+    "src", "src_offsets",                        # input: flat array; per pixel its window's first element
+    "src_block_stride", "src_row_stride",        # elements between input channel blocks, input rows
+    "cin_blocks", "kernel_h", "kernel_w",
+    "w", "w_offset", "w_block_stride",           # weights: the tile's first block, step between blocks
+    "bias", "bias_offset",
+    "out", "out_offsets", "out_block_stride",    # output (and residual): per pixel, in the first block
+    "residual", "has_residual", "clip_min", "clip_max",
+)
 
 
 def _tile_intrinsic(lanes: int, rows_for_blocks: tuple[int, ...]):
     """Build the micro-kernel intrinsic for `lanes`-wide vectors.
 
-    tile(rows, blocks, q0, block0, geometry, x, w, bias, out, residual, has_residual, zero,
-         clip_min, clip_max) computes, for the `rows` output pixels q0..q0+rows-1 of the
-    flattened (N, Ho, Wo) and the output blocks block0..block0+blocks-1
-    (1 <= blocks <= MAX_BLOCKS, 1 <= rows <= rows_for_blocks[blocks]; else nothing):
-        v = sum over taps inside the input of x * w + bias [+ residual]
-        out = min(max(v, clip_min), clip_max)
-    with x, w, bias, out, residual as in the module docstring, geometry an int64 array
-    (_GEOMETRY), zero at least `lanes` zero floats. No bounds checks.
+    tile(*_TILE_ARGUMENTS) computes, for r < rows pixels and b < blocks output blocks
+    (1 <= blocks < len(rows_for_blocks), 1 <= rows <= rows_for_blocks[blocks]; else nothing),
+        acc[r, b, :] = sum over cb < cin_blocks, i < kernel_h, j < kernel_w, c < lanes of
+            src[src_offsets[r] + cb*src_block_stride + i*src_row_stride + j*lanes + c]
+            * w[w_offset + b*w_block_stride + ((cb*kernel_h + i)*kernel_w + j)*lanes*lanes + c*lanes : +lanes]
+        v = acc + bias[bias_offset + b*lanes : +lanes]
+            (+ residual[out_offsets[r] + b*out_block_stride : +lanes])
+        out[same] = min(max(v, clip_min), clip_max)
+    float32 arrays C-contiguous (indexed flat), offsets int64 arrays. No bounds checks: every
+    tap must lie inside src (the driver pads the input where the window leaves it).
     """
     i32 = ir.IntType(32)
     i64 = ir.IntType(64)
-    flt = ir.FloatType()
-    vector = ir.VectorType(flt, lanes)
+    vector = ir.VectorType(ir.FloatType(), lanes)
     vector_ptr = ir.PointerType(vector)
     splat_mask = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
 
@@ -111,60 +117,37 @@ def _tile_intrinsic(lanes: int, rows_for_blocks: tuple[int, ...]):
     def store_vector(builder, value, pointer, offset):
         builder.store(value, builder.bitcast(builder.gep(pointer, [offset]), vector_ptr), align=4)
 
-    def emit_tile(builder, rows, blocks, a, g):
+    def emit_tile(builder, rows, blocks, a):
         fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
                                              f"llvm.fma.v{lanes}f32")
         splits = max(1, min(lanes, -(-MIN_ACCUMULATORS // (rows * blocks))))
-        hw = builder.mul(g["in_h"], g["in_w"])
-        howo = builder.mul(g["out_h"], g["out_w"])
-        x_block_stride = builder.mul(hw, constant(lanes))
-        taps = builder.mul(g["kernel_h"], g["kernel_w"])
-        w_block_stride = builder.mul(builder.mul(g["cin_blocks"], taps), constant(lanes * lanes))
-        o_block_stride = builder.mul(howo, constant(lanes))
-        x_image = builder.mul(g["cin_blocks"], x_block_stride)
-        o_image = builder.mul(g["cout_blocks"], o_block_stride)
-        ih, iw, x_base, o_base = [], [], [], []
-        for r in range(rows):
-            q = builder.add(a["q0"], constant(r))
-            n = builder.sdiv(q, howo)
-            rem = builder.sub(q, builder.mul(n, howo))
-            oh = builder.sdiv(rem, g["out_w"])
-            ow = builder.sub(rem, builder.mul(oh, g["out_w"]))
-            ih.append(builder.sub(builder.mul(oh, g["stride_h"]), g["pad_top"]))
-            iw.append(builder.sub(builder.mul(ow, g["stride_w"]), g["pad_left"]))
-            pixel = builder.add(builder.mul(ih[r], g["in_w"]), iw[r])
-            x_base.append(builder.add(builder.mul(n, x_image), builder.mul(pixel, constant(lanes))))
-            o_base.append(builder.add(builder.mul(n, o_image), builder.mul(rem, constant(lanes))))
-        w_group = builder.gep(a["w"], [builder.mul(a["block0"], w_block_stride)])
-        w_offsets = [builder.mul(w_block_stride, constant(b)) for b in range(blocks)]
-        zero_vec = ir.Constant(vector, None)
-        acc_slots = [[[cgutils.alloca_once_value(builder, zero_vec) for _ in range(splits)]
+        pixels = [builder.gep(a["src"], [builder.load(builder.gep(a["src_offsets"], [constant(r)]))])
+                  for r in range(rows)]
+        outs = [builder.load(builder.gep(a["out_offsets"], [constant(r)])) for r in range(rows)]
+        taps = builder.mul(a["kernel_h"], a["kernel_w"])
+        w_offsets = [builder.mul(a["w_block_stride"], constant(b)) for b in range(blocks)]
+        zero = ir.Constant(vector, None)
+        acc_slots = [[[cgutils.alloca_once_value(builder, zero) for _ in range(splits)]
                       for _ in range(blocks)] for _ in range(rows)]
-        with cgutils.for_range(builder, g["cin_blocks"]) as block_loop:
-            x_block = builder.mul(block_loop.index, x_block_stride)
+        # (mem2reg turns the slots into phi nodes: the accumulators live in registers)
+        with cgutils.for_range(builder, a["cin_blocks"]) as block_loop:
+            x_block = builder.mul(block_loop.index, a["src_block_stride"])
             w_block = builder.mul(block_loop.index, taps)
-            with cgutils.for_range(builder, g["kernel_h"]) as row_loop:
-                i = row_loop.index
-                row_ok = [builder.icmp_unsigned("<", builder.add(ih[r], i), g["in_h"]) for r in range(rows)]
-                x_row = builder.add(x_block, builder.mul(builder.mul(i, g["in_w"]), constant(lanes)))
-                w_row = builder.add(w_block, builder.mul(i, g["kernel_w"]))
-                with cgutils.for_range(builder, g["kernel_w"]) as col_loop:
-                    j = col_loop.index
-                    x_tap = builder.add(x_row, builder.mul(j, constant(lanes)))
-                    w_tap = builder.gep(w_group, [builder.mul(builder.add(w_row, j), constant(lanes * lanes))])
-                    pointers = []
-                    for r in range(rows):
-                        ok = builder.and_(row_ok[r], builder.icmp_unsigned("<", builder.add(iw[r], j), g["in_w"]))
-                        inside = builder.gep(a["x"], [builder.add(x_base[r], x_tap)])
-                        pointers.append(builder.select(ok, inside, a["zero"]))
+            with cgutils.for_range(builder, a["kernel_h"]) as row_loop:
+                x_row = builder.add(x_block, builder.mul(row_loop.index, a["src_row_stride"]))
+                w_row = builder.add(w_block, builder.mul(row_loop.index, a["kernel_w"]))
+                with cgutils.for_range(builder, a["kernel_w"]) as col_loop:
+                    x_tap = builder.add(x_row, builder.mul(col_loop.index, constant(lanes)))
+                    w_tap = builder.gep(a["w"], [builder.mul(builder.add(w_row, col_loop.index),
+                                                             constant(lanes * lanes))])
                     acc = [[[builder.load(slot) for slot in slots] for slots in row] for row in acc_slots]
                     for lane in range(lanes):  # one input channel per step, fully unrolled
                         split = lane % splits
                         weights = [load_vector(builder, w_tap, builder.add(w_offsets[b], constant(lane * lanes)))
                                    for b in range(blocks)]
                         for r in range(rows):
-                            x_splat = splat(builder, builder.load(builder.gep(pointers[r], [constant(lane)]),
-                                                                  align=4))
+                            value = builder.load(builder.gep(pixels[r], [builder.add(x_tap, constant(lane))]), align=4)
+                            x_splat = splat(builder, value)
                             for b in range(blocks):
                                 acc[r][b][split] = builder.call(fma, [x_splat, weights[b], acc[r][b][split]])
                     for r in range(rows):
@@ -181,15 +164,14 @@ def _tile_intrinsic(lanes: int, rows_for_blocks: tuple[int, ...]):
                 sums[r][b] = partial[0]
         low = splat(builder, a["clip_min"])
         high = splat(builder, a["clip_max"])
-        biases = [load_vector(builder, a["bias"], builder.mul(builder.add(a["block0"], constant(b)), constant(lanes)))
-                  for b in range(blocks)]
+        biases = [load_vector(builder, a["bias"], constant(b * lanes)) for b in range(blocks)]
         has_residual = builder.icmp_unsigned("!=", a["has_residual"], ir.Constant(a["has_residual"].type, 0))
 
         def epilogue(add_residual):
             for b in range(blocks):
-                o_block = builder.mul(builder.add(a["block0"], constant(b)), o_block_stride)
+                o_block = builder.mul(a["out_block_stride"], constant(b))
                 for r in range(rows):
-                    offset = builder.add(o_base[r], o_block)
+                    offset = builder.add(outs[r], o_block)
                     value = builder.fadd(sums[r][b], biases[b])
                     if add_residual:
                         value = builder.fadd(value, load_vector(builder, a["residual"], offset))
@@ -204,19 +186,23 @@ def _tile_intrinsic(lanes: int, rows_for_blocks: tuple[int, ...]):
                 epilogue(False)
 
     @intrinsic
-    def tile(typingctx, rows, blocks, q0, block0, geometry, x, w, bias, out, residual, has_residual, zero,
-             clip_min, clip_max):
-        arguments = (rows, blocks, q0, block0, geometry, x, w, bias, out, residual, has_residual, zero,
-                     clip_min, clip_max)
+    def tile(typingctx, rows, blocks, src, src_offsets, src_block_stride, src_row_stride, cin_blocks, kernel_h,
+             kernel_w, w, w_offset, w_block_stride, bias, bias_offset, out, out_offsets, out_block_stride,
+             residual, has_residual, clip_min, clip_max):
+        arguments = (rows, blocks, src, src_offsets, src_block_stride, src_row_stride, cin_blocks, kernel_h,
+                     kernel_w, w, w_offset, w_block_stride, bias, bias_offset, out, out_offsets, out_block_stride,
+                     residual, has_residual, clip_min, clip_max)
         kinds = dict(zip(_TILE_ARGUMENTS, arguments))
-        for name in ("x", "w", "bias", "out", "residual", "zero"):
+        for name in ("src", "w", "bias", "out", "residual"):
             t = kinds[name]
             if not (isinstance(t, types.Array) and t.dtype == types.float32 and t.layout == "C"):
                 return None
-        g = kinds["geometry"]
-        if not (isinstance(g, types.Array) and g.dtype == types.int64 and g.layout == "C"):
-            return None
-        for name in ("rows", "blocks", "q0", "block0"):
+        for name in ("src_offsets", "out_offsets"):
+            t = kinds[name]
+            if not (isinstance(t, types.Array) and t.dtype == types.int64 and t.layout == "C"):
+                return None
+        for name in ("rows", "blocks", "src_block_stride", "src_row_stride", "cin_blocks", "kernel_h", "kernel_w",
+                     "w_offset", "w_block_stride", "bias_offset", "out_block_stride"):
             if kinds[name] != types.int64:
                 return None
         if has_residual != types.boolean or clip_min != types.float32 or clip_max != types.float32:
@@ -224,12 +210,11 @@ def _tile_intrinsic(lanes: int, rows_for_blocks: tuple[int, ...]):
 
         def codegen(context, builder, sig, args):
             a = dict(zip(_TILE_ARGUMENTS, args))
-            for name in ("x", "w", "bias", "out", "residual", "zero"):
+            for name, offset in (("w", "w_offset"), ("bias", "bias_offset"), ("src", None), ("out", None),
+                                 ("residual", None), ("src_offsets", None), ("out_offsets", None)):
                 array_type = sig.args[_TILE_ARGUMENTS.index(name)]
-                a[name] = context.make_array(array_type)(context, builder, a[name]).data
-            g_data = context.make_array(sig.args[_TILE_ARGUMENTS.index("geometry")])(
-                context, builder, a["geometry"]).data
-            g = {name: builder.load(builder.gep(g_data, [constant(k)])) for k, name in enumerate(_GEOMETRY)}
+                data = context.make_array(array_type)(context, builder, a[name]).data
+                a[name] = builder.gep(data, [a[offset]]) if offset else data
             key = builder.add(builder.mul(a["rows"], constant(64)), a["blocks"])
             done = builder.append_basic_block("tile.done")
             switch = builder.switch(key, done)
@@ -238,7 +223,7 @@ def _tile_intrinsic(lanes: int, rows_for_blocks: tuple[int, ...]):
                     case = builder.append_basic_block(f"tile.{tile_rows}x{tile_blocks}")
                     switch.add_case(constant(tile_rows * 64 + tile_blocks), case)
                     builder.position_at_end(case)
-                    emit_tile(builder, tile_rows, tile_blocks, a, g)
+                    emit_tile(builder, tile_rows, tile_blocks, a)
                     builder.branch(done)
             builder.position_at_end(done)
             return context.get_dummy_value()
@@ -248,23 +233,22 @@ def _tile_intrinsic(lanes: int, rows_for_blocks: tuple[int, ...]):
     return tile
 
 
-def _tile_python(rows, blocks, q0, block0, geometry, x, w, bias, out, residual, has_residual, zero,
-                 clip_min, clip_max):
+def _tile_python(rows, blocks, src, src_offsets, src_block_stride, src_row_stride, cin_blocks, kernel_h, kernel_w,
+                 w, w_offset, w_block_stride, bias, bias_offset, out, out_offsets, out_block_stride, residual,
+                 has_residual, clip_min, clip_max):
     """The micro-kernel's semantics in numpy, used when NUMBA_DISABLE_JIT=1 (coverage runs)."""
-    in_h, in_w, out_h, out_w, _, _, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left = geometry
-    for r in range(rows):
-        n, rem = divmod(q0 + r, out_h * out_w)
-        oh, ow = divmod(rem, out_w)
-        for b in range(block0, block0 + blocks):
-            value = bias[b].astype(np.float64)
-            for i in range(kernel_h):
-                for j in range(kernel_w):
-                    ih, iw = oh * stride_h - pad_top + i, ow * stride_w - pad_left + j
-                    if 0 <= ih < in_h and 0 <= iw < in_w:
-                        value = value + np.einsum("kc,kcd->d", x[n, :, ih, iw, :], w[b, :, i, j])
+    src, w, bias, out, residual = (a.reshape(-1) for a in (src, w, bias, out, residual))
+    taps = [(cb, i, j) for cb in range(cin_blocks) for i in range(kernel_h) for j in range(kernel_w)]
+    for b in range(blocks):
+        weights = w[w_offset + b * w_block_stride:][:len(taps) * CB * CB].reshape(len(taps) * CB, CB)
+        for r in range(rows):
+            inputs = np.concatenate([src[src_offsets[r] + cb * src_block_stride + i * src_row_stride + j * CB:][:CB]
+                                     for cb, i, j in taps])
+            at = out_offsets[r] + b * out_block_stride
+            value = inputs @ weights + bias[bias_offset + b * CB:][:CB]
             if has_residual:
-                value = value + residual[n, b, oh, ow]
-            out[n, b, oh, ow] = np.minimum(np.maximum(value, clip_min), clip_max)
+                value = value + residual[at:at + CB]
+            out[at:at + CB] = np.minimum(np.maximum(value, clip_min), clip_max)
 
 
 micro_tile = _tile_python if numba.config.DISABLE_JIT else _tile_intrinsic(CB, ROWS_FOR_BLOCKS)
@@ -281,10 +265,10 @@ def _tile_start(tile_index, n_tiles, total, rows):
 
 
 @njit(parallel=True, cache=True)
-def _conv_kernel(x, w, bias, out, residual, has_residual, zero, geometry, clip_min, clip_max, act, alpha, beta,
-                 pixels, channels):
-    n_images = x.shape[0]
-    cout_blocks = out.shape[1]
+def _conv_kernel(x, w, bias, out, residual, has_residual, stride_h, stride_w, pad_top, pad_left, clip_min, clip_max,
+                 act, alpha, beta, pixels, channels):
+    n_images, cin_blocks, height, width, _ = x.shape
+    cout_blocks, _, kernel_h, kernel_w, _, _ = w.shape
     out_h, out_w = out.shape[2], out.shape[3]
     howo = out_h * out_w
     total = n_images * howo
@@ -292,6 +276,13 @@ def _conv_kernel(x, w, bias, out, residual, has_residual, zero, geometry, clip_m
     n_channel_tiles = (cout_blocks + blocks_per_item - 1) // blocks_per_item
     full_rows = ROWS_FOR_BLOCKS[min(MAX_BLOCKS, blocks_per_item, cout_blocks)]
     n_pixel_tiles = (total + pixels - 1) // pixels
+    w_block_stride = cin_blocks * kernel_h * kernel_w * CB * CB
+    out_block_stride = howo * CB
+    # the windows leave the input (padding): each work item copies the input rows it needs
+    # into a zero-bordered buffer; else the micro-kernel reads x itself
+    padded_w = max(width + pad_left, (out_w - 1) * stride_w + kernel_w)
+    needs_copy = (pad_top > 0 or pad_left > 0 or padded_w > width
+                  or (out_h - 1) * stride_h + kernel_h > height)
     # with an activation the micro-kernel stores v unclipped; activate + clip run after it
     low = np.float32(clip_min) if act == NONE else np.float32(-_FLOAT32_MAX)
     high = np.float32(clip_max) if act == NONE else np.float32(_FLOAT32_MAX)
@@ -299,34 +290,87 @@ def _conv_kernel(x, w, bias, out, residual, has_residual, zero, geometry, clip_m
     final_high = np.float32(clip_max)
     alpha32 = np.float32(alpha)
     beta32 = np.float32(beta)
+    xf = x.reshape(x.size)
     of = out.reshape(out.size)
-    for item in prange(n_pixel_tiles * n_channel_tiles):
-        pixel_tile = item // n_channel_tiles
-        channel_tile = item - pixel_tile * n_channel_tiles
+    for item in prange(n_channel_tiles * n_pixel_tiles):
+        src_offsets = np.empty(MAX_ROWS, np.int64)
+        out_offsets = np.empty(MAX_ROWS, np.int64)
+        channel_tile = item // n_pixel_tiles          # pixel tile fastest: a thread's run of
+        pixel_tile = item - channel_tile * n_pixel_tiles  # items reuses one channel tile's weights
         pixel_begin = _tile_start(pixel_tile, n_pixel_tiles, total, full_rows)
         pixel_end = _tile_start(pixel_tile + 1, n_pixel_tiles, total, full_rows)
         block_begin = channel_tile * blocks_per_item
         block_end = min(cout_blocks, block_begin + blocks_per_item)
-        block = block_begin
-        while block < block_end:
-            blocks = min(block_end - block, MAX_BLOCKS)
-            rows_max = ROWS_FOR_BLOCKS[blocks]
-            q = pixel_begin
-            while q < pixel_end:
-                rows = min(pixel_end - q, rows_max)
-                micro_tile(rows, blocks, q, block, geometry, x, w, bias, out, residual, has_residual, zero,
-                           low, high)
-                q += rows
-            block += blocks
-        if act != NONE:
-            for q in range(pixel_begin, pixel_end):
-                n = q // howo
-                rem = q - n * howo
-                for b in range(block_begin, block_end):
-                    base = ((n * cout_blocks + b) * howo + rem) * CB
-                    for lane in range(CB):
-                        v = activate(of[base + lane], act, alpha32, beta32)
-                        of[base + lane] = min(max(v, final_low), final_high)
+        segment = pixel_begin
+        while segment < pixel_end:  # one image's part of the pixel tile at a time
+            image = segment // howo
+            segment_end = min(pixel_end, (image + 1) * howo)
+            first_row = (segment - image * howo) // out_w
+            last_row = (segment_end - 1 - image * howo) // out_w
+            row0 = first_row * stride_h - pad_top         # input row of the source's first row
+            if needs_copy:
+                src_rows = (last_row - first_row) * stride_h + kernel_h
+                row_stride = padded_w * CB
+                block_stride = src_rows * row_stride
+                src = np.empty(cin_blocks * block_stride, np.float32)
+                r_lo = max(0, -row0)
+                r_hi = max(r_lo, min(src_rows, height - row0))
+                right = (pad_left + width) * CB
+                for cb in range(cin_blocks):
+                    d = cb * block_stride
+                    src[d:d + r_lo * row_stride] = 0.0                          # rows above the input
+                    src[d + r_hi * row_stride:d + src_rows * row_stride] = 0.0  # rows below it
+                    for r in range(r_lo, r_hi):
+                        s = ((image * cin_blocks + cb) * height + row0 + r) * width * CB
+                        e = d + r * row_stride
+                        src[e:e + pad_left * CB] = 0.0                          # left padding
+                        src[e + pad_left * CB:e + right] = xf[s:s + width * CB]
+                        src[e + right:e + row_stride] = 0.0                     # right padding
+                image_offset = 0
+                first_input_row = row0
+            else:
+                src = xf
+                row_stride = width * CB
+                block_stride = height * width * CB
+                image_offset = image * cin_blocks * block_stride
+                first_input_row = 0
+            block = block_begin
+            while block < block_end:
+                blocks = min(block_end - block, MAX_BLOCKS)
+                rows_max = ROWS_FOR_BLOCKS[blocks]
+                q = segment
+                rem = segment - image * howo
+                oh = rem // out_w
+                ow = rem - oh * out_w
+                out_first = (image * cout_blocks + block) * howo * CB
+                while q < segment_end:
+                    rows = min(segment_end - q, rows_max)
+                    for r in range(rows):
+                        # window's first element: input row oh*sh - pad_top, column ow*sw - pad_left
+                        # (the buffer's column 0 is input column -pad_left)
+                        column = ow * stride_w if needs_copy else ow * stride_w - pad_left
+                        src_offsets[r] = (image_offset + (oh * stride_h - pad_top - first_input_row) * row_stride
+                                          + column * CB)
+                        out_offsets[r] = out_first + rem * CB
+                        rem += 1
+                        ow += 1
+                        if ow == out_w:
+                            ow = 0
+                            oh += 1
+                    micro_tile(rows, blocks, src, src_offsets, block_stride, row_stride, cin_blocks, kernel_h,
+                               kernel_w, w, block * w_block_stride, w_block_stride, bias, block * CB,
+                               out, out_offsets, out_block_stride, residual, has_residual, low, high)
+                    q += rows
+                block += blocks
+            if act != NONE:
+                for q in range(segment, segment_end):
+                    rem = q - image * howo
+                    for b in range(block_begin, block_end):
+                        base = ((image * cout_blocks + b) * howo + rem) * CB
+                        for lane in range(CB):
+                            v = activate(of[base + lane], act, alpha32, beta32)
+                            of[base + lane] = min(max(v, final_low), final_high)
+            segment = segment_end
 
 
 def pack_conv_nchwc(weight: np.ndarray, bias: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -361,9 +405,6 @@ def pack_conv_nchwc(weight: np.ndarray, bias: np.ndarray | None) -> tuple[np.nda
     if bias is not None:
         packed_bias[:out_channels] = bias
     return packed, packed_bias.reshape(cout_blocks, CB)
-
-
-_ZERO = np.zeros(64, np.float32)   # what a tap in the padding reads (>= CB floats; never written)
 
 
 def conv_nchwc(x: np.ndarray, packed_weight: np.ndarray, packed_bias: np.ndarray, out: np.ndarray,
@@ -423,10 +464,8 @@ def conv_nchwc(x: np.ndarray, packed_weight: np.ndarray, packed_bias: np.ndarray
             raise ValueError(f"{fn}: residual must be out itself or not overlap out")
     else:
         residual = out  # never read
-    geometry = np.array([height, width, out_h, out_w, cin_blocks, cout_blocks, kernel_h, kernel_w,
-                         stride_h, stride_w, pad_top, pad_left], np.int64)
-    launch(_conv_kernel, x, packed_weight, packed_bias, out, residual, has_residual, _ZERO, geometry,
-           low, high, act, alpha, beta, pixels, channels)
+    launch(_conv_kernel, x, packed_weight, packed_bias, out, residual, has_residual, stride_h, stride_w, pad_top,
+           pad_left, low, high, act, alpha, beta, pixels, channels)
 
 
 def conv_nchwc_flops(batch: int, cin: int, cout: int, out_h: int, out_w: int, kh: int, kw: int) -> int:

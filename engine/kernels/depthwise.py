@@ -41,7 +41,7 @@ from numba import njit, prange
 
 from engine.kernels._common import (_FLOAT32, _FLOAT32_MAX, FASTMATH, _U, _check_output_size,  # noqa: F401
                                     check_array, check_clip, check_int, launch, register_scratch)
-from engine.kernels.activation import NO_ACTIVATION, activate_lanes, kernel_activation
+from engine.kernels.activation import NO_ACTIVATION, NONE, activate_lanes, kernel_activation
 from engine.kernels.layout import CB, channel_blocks
 
 _scratch_block = register_scratch(CB)      # one channel block of accumulators
@@ -102,9 +102,26 @@ def _ring_slot(iy, first_row, first_slot, ring_rows, height):
 def depthwise_3x3_rows(src, plane, first_row, first_slot, ring_rows, height, width, wf, w_base, bf, b_base,
                        dst, dst_offset, out_w, row_start, row_end, stride_h, stride_w, pad_top, pad_left, low, high,
                        act, alpha, beta):
+    """`_rows_3x3` (its docstring), in two copies: one with act the constant NONE, in which
+    the activation folds away and the loops are the ones the kernel had before activations,
+    and one for the others (the activation branch outside the pixel loops)."""
+    if act == NONE:
+        _rows_3x3(src, plane, first_row, first_slot, ring_rows, height, width, wf, w_base, bf, b_base,
+                  dst, dst_offset, out_w, row_start, row_end, stride_h, stride_w, pad_top, pad_left, low, high,
+                  NONE, alpha, beta)
+    else:
+        _rows_3x3(src, plane, first_row, first_slot, ring_rows, height, width, wf, w_base, bf, b_base,
+                  dst, dst_offset, out_w, row_start, row_end, stride_h, stride_w, pad_top, pad_left, low, high,
+                  act, alpha, beta)
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _rows_3x3(src, plane, first_row, first_slot, ring_rows, height, width, wf, w_base, bf, b_base,
+              dst, dst_offset, out_w, row_start, row_end, stride_h, stride_w, pad_top, pad_left, low, high,
+              act, alpha, beta):
     """Output rows [row_start, row_end) of one channel block of a 3x3 depthwise conv:
-    out = clip(activate(conv + bias, act, alpha, beta), low, high), zero padding. Used by the depthwise kernel and the
-    fused block. Offsets are flat element indices into src, wf, bf, dst:
+    out = clip(activate(conv + bias, act, alpha, beta), low, high), zero padding. Used by the
+    depthwise kernel and the fused block. Offsets are flat element indices into src, wf, bf, dst:
     - input row iy of the (height x width) plane, clamped into the plane, is at
       src[plane + slot * width * CB], slot = _ring_slot(iy, first_row, first_slot, ring_rows,
       height): (0, 0, height) for a whole plane; the fused block keeps a ring of expanded rows;

@@ -106,8 +106,8 @@ def _fused_block_kernel(x, ew, eb, has_expand, dw, db, pw, pb, out, residual, ha
                     # brings the weights in: each block pair prefetches the next pair's
                     walk_micro_tiles(xf, (image * cin_blocks * height * width + row * width) * CB, height * width * CB,
                                      ewf, cin_blocks, ebf, s1, slot * width * CB, ring_rows * width * CB,
-                                     s1, no_residual, e_lo, e_hi, expand_act, expand_alpha, expand_beta, count * width, 0, hidden_blocks, -1, item == first,
-                                     0, 0, 0)
+                                     s1, no_residual, e_lo, e_hi, expand_act, expand_alpha, expand_beta,
+                                     count * width, 0, hidden_blocks, -1, item == first, 0, 0, 0)
                     row += count
                 held_image = image
                 held_end = in_end
@@ -137,7 +137,8 @@ def _fused_block_kernel(x, ew, eb, has_expand, dw, db, pw, pb, out, residual, ha
             pixels = (row_end - row_start) * out_w
             walk_micro_tiles(s2, 0, pixels * CB, pwf, hidden_blocks, pbf,
                              of, (image * cout_blocks * out_h * out_w + row_start * out_w) * CB, out_h * out_w * CB,
-                             rf, has_residual, p_lo, p_hi, project_act, project_alpha, project_beta, pixels, 0, cout_blocks, -1, item == first, 0, 0, 0)
+                             rf, has_residual, p_lo, p_hi, project_act, project_alpha, project_beta,
+                             pixels, 0, cout_blocks, -1, item == first, 0, 0, 0)
 
 
 # ---------------------------------------------------------------------------- sizes and costs

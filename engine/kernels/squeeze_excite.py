@@ -38,8 +38,102 @@ from engine.kernels.layout import CB, channel_blocks
 _scratch_lanes = register_scratch(CB)
 _scratch_sums = register_scratch(4 * CB)
 
+SERIAL_MACS = 64 * 1024   # below this many multiply-accumulates per 1x1 conv, passes 2 and 3 run serially
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _hidden_row(w1f, b1, pooled, hidden, s, n_images, n_blocks, squeezed, act, alpha, beta, low, high):
+    """hidden[n, s] = clip(act(W1[s, :] . pooled[n, :] + b1[s])) for every image n. Four
+    partial sums (blocks b, b+1, b+2, b+3 of the row) so four FMA chains run at once: one
+    chain waits an FMA latency per block."""
+    acc = _scratch_sums()
+    padded = n_blocks * CB
+    quads = n_blocks // 4
+    w_row = s * padded
+    for n in range(n_images):
+        for k in range(4 * CB):
+            acc[k] = 0.0
+        p_row = n * padded
+        for q in range(quads):
+            uw = _U(w_row + q * 4 * CB)
+            up = _U(p_row + q * 4 * CB)
+            for k in range(4 * CB):
+                acc[k] += w1f[uw + _U(k)] * pooled[up + _U(k)]
+        for b in range(quads * 4, n_blocks):
+            uw = _U(w_row + b * CB)
+            up = _U(p_row + b * CB)
+            for lane in range(CB):
+                acc[lane] += w1f[uw + _U(lane)] * pooled[up + _U(lane)]
+        total = b1[s]
+        for lane in range(CB):
+            total += (acc[lane] + acc[CB + lane]) + (acc[2 * CB + lane] + acc[3 * CB + lane])
+        hidden[n * squeezed + s] = min(max(activate(total, act, alpha, beta), low), high)
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _hidden_four_rows(w1f, b1, pooled, hidden, s, n_images, n_blocks, squeezed, act, alpha, beta, low, high):
+    """hidden[n, s..s+3] for every image n: four rows of W1 at once, so each pooled vector
+    (read from L2 at a large batch) serves four FMAs (the four rows' chains), the rows'
+    4 x Cp floats staying in L1."""
+    acc = _scratch_sums()
+    padded = n_blocks * CB
+    w0 = s * padded
+    for n in range(n_images):
+        for k in range(4 * CB):
+            acc[k] = 0.0
+        p_row = n * padded
+        for b in range(n_blocks):
+            up = _U(p_row + b * CB)
+            uw = _U(w0 + b * CB)
+            for lane in range(CB):
+                v = pooled[up + _U(lane)]
+                acc[lane] += w1f[uw + _U(lane)] * v
+                acc[CB + lane] += w1f[uw + _U(padded + lane)] * v
+                acc[2 * CB + lane] += w1f[uw + _U(2 * padded + lane)] * v
+                acc[3 * CB + lane] += w1f[uw + _U(3 * padded + lane)] * v
+        for r in range(4):
+            total = b1[s + r]
+            for lane in range(CB):
+                total += acc[r * CB + lane]
+            hidden[n * squeezed + s + r] = min(max(activate(total, act, alpha, beta), low), high)
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _scale_block(w2f, b2f, maskf, hidden, scale, b, n_images, n_blocks, squeezed, act, alpha, beta):
+    """scale[n, block b] = mask * gate(W2[block b, :] hidden[n, :] + b2) for every image n:
+    one vector FMA per squeezed channel, in four partial sums (s, s+1, s+2, s+3)."""
+    acc = _scratch_sums()
+    padded = n_blocks * CB
+    w_block = b * squeezed * CB
+    ub = _U(b * CB)
+    quads = squeezed // 4
+    for n in range(n_images):
+        for k in range(4 * CB):
+            acc[k] = 0.0
+        h_row = n * squeezed
+        for q in range(quads):
+            h0 = hidden[h_row + 4 * q]
+            h1 = hidden[h_row + 4 * q + 1]
+            h2 = hidden[h_row + 4 * q + 2]
+            h3 = hidden[h_row + 4 * q + 3]
+            uw = _U(w_block + q * 4 * CB)
+            for lane in range(CB):
+                acc[lane] += h0 * w2f[uw + _U(lane)]
+                acc[CB + lane] += h1 * w2f[uw + _U(CB + lane)]
+                acc[2 * CB + lane] += h2 * w2f[uw + _U(2 * CB + lane)]
+                acc[3 * CB + lane] += h3 * w2f[uw + _U(3 * CB + lane)]
+        for s in range(quads * 4, squeezed):
+            h = hidden[h_row + s]
+            uw = _U(w_block + s * CB)
+            for lane in range(CB):
+                acc[lane] += h * w2f[uw + _U(lane)]
+        us = _U(n * padded + b * CB)
+        for lane in range(CB):
+            v = b2f[ub + _U(lane)] + ((acc[lane] + acc[CB + lane]) + (acc[2 * CB + lane] + acc[3 * CB + lane]))
+            scale[us + _U(lane)] = activate(v, act, alpha, beta) * maskf[ub + _U(lane)]
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH, error_model="numpy")  # numpy: as in elementwise (the gate's divide)
 def _squeeze_excite_kernel(x, w1, b1, w2, b2, mask, out, hidden_act, hidden_alpha, hidden_beta, low, high,
                            gate_act, gate_alpha, gate_beta):
     # x, out: (N, Cb, H, W, CB); w1 (S, Cp); b1 (S,); w2 (Cb, S, CB); b2, mask (Cb, CB)
@@ -80,42 +174,25 @@ def _squeeze_excite_kernel(x, w1, b1, w2, b2, mask, out, hidden_act, hidden_alph
         for lane in range(CB):
             pooled[uo + _U(lane)] = ((acc[lane] + acc[CB + lane]) + (acc[2 * CB + lane] + acc[3 * CB + lane])) * inverse
 
-    # 2. hidden = clip(act(W1 pooled + b1)): item = squeezed row s
-    for s in prange(squeezed):
-        acc = _scratch_lanes()
-        w_row = s * padded
-        for n in range(n_images):
-            for lane in range(CB):
-                acc[lane] = 0.0
-            p_row = n * padded
-            for b in range(n_blocks):
-                uw = _U(w_row + b * CB)
-                up = _U(p_row + b * CB)
-                for lane in range(CB):
-                    acc[lane] += w1f[uw + _U(lane)] * pooled[up + _U(lane)]
-            total = b1[s]
-            for lane in range(CB):
-                total += acc[lane]
-            v = activate(total, hidden_act, h_alpha, h_beta)
-            hidden[n * squeezed + s] = min(max(v, f_low), f_high)
-
-    # 3. scale = mask * gate(W2 hidden + b2): item = channel block b
-    for b in prange(n_blocks):
-        acc = _scratch_lanes()
-        w_block = b * squeezed * CB
-        ub = _U(b * CB)
-        for n in range(n_images):
-            for lane in range(CB):
-                acc[lane] = b2f[ub + _U(lane)]
-            h_row = n * squeezed
-            for s in range(squeezed):
-                h = hidden[h_row + s]
-                uw = _U(w_block + s * CB)
-                for lane in range(CB):
-                    acc[lane] += h * w2f[uw + _U(lane)]
-            us = _U(n * padded + b * CB)
-            for lane in range(CB):
-                scale[us + _U(lane)] = activate(acc[lane], gate_act, g_alpha, g_beta) * maskf[ub + _U(lane)]
+    # 2 and 3, the two 1x1 convs: serial below SERIAL_MACS multiply-accumulates (a parallel
+    # region costs about a microsecond to start, more than such a pass takes)
+    if n_images * squeezed * padded < SERIAL_MACS:
+        for row in range(squeezed):
+            _hidden_row(w1f, b1, pooled, hidden, row, n_images, n_blocks, squeezed, hidden_act, h_alpha, h_beta,
+                        f_low, f_high)
+        for block in range(n_blocks):
+            _scale_block(w2f, b2f, maskf, hidden, scale, block, n_images, n_blocks, squeezed, gate_act, g_alpha, g_beta)
+    else:
+        quads = squeezed // 4
+        for item in prange(quads + squeezed - 4 * quads):   # four rows at a time, then the last rows one by one
+            if item < quads:
+                _hidden_four_rows(w1f, b1, pooled, hidden, 4 * item, n_images, n_blocks, squeezed, hidden_act,
+                                  h_alpha, h_beta, f_low, f_high)
+            else:
+                _hidden_row(w1f, b1, pooled, hidden, 3 * quads + item, n_images, n_blocks, squeezed, hidden_act,
+                            h_alpha, h_beta, f_low, f_high)
+        for b in prange(n_blocks):
+            _scale_block(w2f, b2f, maskf, hidden, scale, b, n_images, n_blocks, squeezed, gate_act, g_alpha, g_beta)
 
     # 4. out = x * scale: items in pass 1's order
     for item in prange(n_images * n_blocks):
