@@ -209,3 +209,15 @@ def test_pack_squeeze_excite_rejects_bad_arguments(args, message):
     with pytest.raises(ValueError, match="pack_squeeze_excite") as error:
         se.pack_squeeze_excite(*args)
     assert message in str(error.value)
+
+
+def test_squeeze_excite_bound_call_equals_the_direct_call():
+    from engine.kernels._common import bind
+
+    x, weights = make_case(2, 21, 5, 3, 3, seed=4)
+    blocked = to_blocked(x)
+    packed = se.pack_squeeze_excite(*weights)
+    direct, bound = np.full_like(blocked, np.nan), np.full_like(blocked, np.nan)
+    se.squeeze_excite(blocked, packed, direct, **MOBILENET_V3)
+    bind(se.squeeze_excite, blocked, packed, bound, **MOBILENET_V3)()
+    assert np.array_equal(direct, bound)
