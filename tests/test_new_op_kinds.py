@@ -112,7 +112,7 @@ def test_time_bars_mark_every_step_with_its_op(frames, ceilings):
         labelled = {}
         for kind, trace in ops.items():
             assert trace.marker.symbol == OP_SYMBOLS[kind] and trace.marker.color == OP_COLORS[kind]
-            assert trace.showlegend == bool(len(trace.y))
+            assert trace.showlegend == bool(len(trace.y)) and trace.legend == "legend2"
             labelled.update({label: kind for label in trace.y})
         assert len(labelled) == len(frame)                                # every bar has its op's marker
         assert "other" not in labelled.values()

@@ -71,8 +71,7 @@ def _op_specs(frame: pd.DataFrame, labels: np.ndarray) -> list[dict]:
         specs.append(dict(
             type="scatter", name=kind, meta=f"op:{kind}", mode="markers", y=list(labels[mask]), x=ms[mask].tolist(),
             marker=dict(color=OP_COLORS[kind], symbol=OP_SYMBOLS[kind], size=9, line=dict(width=0.8, color="white")),
-            cliponaxis=False, hoverinfo="skip", legendgroup="op", legendgrouptitle=dict(text="op (marker)"),
-            showlegend=bool(mask.any())))
+            cliponaxis=False, hoverinfo="skip", legend="legend2", showlegend=bool(mask.any())))
     return specs
 
 
@@ -134,8 +133,11 @@ def time_bars(profile: pd.DataFrame, ceilings=None, level: str = "L2", level_but
         xaxis=dict(title=dict(text="time (ms)"), showgrid=True, gridcolor="#e5e5e5"),
         yaxis=dict(categoryorder="array", categoryarray=list(labels), autorange="reversed", automargin=True,
                    tickfont=dict(size=10)),
-        height=max(400, 16 * len(frame) + 160), margin=dict(l=10, r=20, t=90, b=50),
-        legend=dict(orientation="h", x=0.0, y=1.0, yanchor="bottom"))
+        height=max(400, 16 * len(frame) + 200), margin=dict(l=10, r=20, t=90, b=90),
+        legend=dict(orientation="h", x=0.0, y=1.0, yanchor="bottom"),
+        # the op markers' legend under the x axis, in one row of its own
+        legend2=dict(orientation="h", x=0.0, xanchor="left", y=0.0, yref="container", yanchor="bottom",
+                     title=dict(text="op (marker at the bar's end):"), font=dict(size=11)))
     if ceilings is not None and level_buttons:
         figure.update_layout(updatemenus=_level_menu(frame, labels, ceilings, level))
     return figure
