@@ -41,7 +41,7 @@ from numba import njit, prange
 
 from engine.kernels._common import (_FLOAT32, _FLOAT32_MAX, FASTMATH, _U, _check_output_size,  # noqa: F401
                                     check_array, check_clip, check_int, launch, register_scratch)
-from engine.kernels.activation import NO_ACTIVATION, NONE, activate_lanes, kernel_activation
+from engine.kernels.activation import NO_ACTIVATION, activate_lanes, kernel_activation
 from engine.kernels.layout import CB, channel_blocks
 
 _scratch_block = register_scratch(CB)      # one channel block of accumulators
@@ -102,17 +102,12 @@ def _ring_slot(iy, first_row, first_slot, ring_rows, height):
 def depthwise_3x3_rows(src, plane, first_row, first_slot, ring_rows, height, width, wf, w_base, bf, b_base,
                        dst, dst_offset, out_w, row_start, row_end, stride_h, stride_w, pad_top, pad_left, low, high,
                        act, alpha, beta):
-    """`_rows_3x3` (its docstring), in two copies: one with act the constant NONE, in which
-    the activation folds away and the loops are the ones the kernel had before activations,
-    and one for the others (the activation branch outside the pixel loops)."""
-    if act == NONE:
-        _rows_3x3(src, plane, first_row, first_slot, ring_rows, height, width, wf, w_base, bf, b_base,
-                  dst, dst_offset, out_w, row_start, row_end, stride_h, stride_w, pad_top, pad_left, low, high,
-                  NONE, alpha, beta)
-    else:
-        _rows_3x3(src, plane, first_row, first_slot, ring_rows, height, width, wf, w_base, bf, b_base,
-                  dst, dst_offset, out_w, row_start, row_end, stride_h, stride_w, pad_top, pad_left, low, high,
-                  act, alpha, beta)
+    """`_rows_3x3` (its docstring). One copy for every activation: a second one with act the
+    constant NONE measured no faster without an activation (bench A/B, 2026-12-07) and cost
+    ~14 s of cold compile in the depthwise and fused-block kernels."""
+    _rows_3x3(src, plane, first_row, first_slot, ring_rows, height, width, wf, w_base, bf, b_base,
+              dst, dst_offset, out_w, row_start, row_end, stride_h, stride_w, pad_top, pad_left, low, high,
+              act, alpha, beta)
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
