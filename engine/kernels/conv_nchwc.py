@@ -9,7 +9,8 @@ Layouts (CB = engine.kernels.layout.CB fp32 lanes: 8 on AVX2, 16 on AVX-512)
     x         (N, Cin_blocks, H, W, CB)       float32, C-contiguous, padded lanes 0
     out       (N, Cout_blocks, Ho, Wo, CB)    float32, C-contiguous (padded lanes come out 0)
     residual  like out, or None
-    packed_weight (Cout_blocks, Cin_blocks, kh, kw, CB, CB) float32:
+    packed_weight (Cout_blocks, Cin_blocks, kh, kw, L, CB) float32, L = CB input lanes
+        (or SHORT_LANES = 4 when Cin <= 4: an RGB stem sums 4 lanes, not 16):
         [ob, cb, i, j, ci, co] = W[ob*CB + co, cb*CB + ci, i, j]
         so the CB output channels of one output block for one input channel and tap are one
         vector load, and the reduction (input block, kernel row, kernel column, input lane)
@@ -80,6 +81,9 @@ L1_WEIGHT_BYTES = 32 * 1024
 TILE_ROWS = {16: (0, 8, 8, 8, 6), 8: (0, 8, 6)}
 ROWS_FOR_BLOCKS = TILE_ROWS[CB]
 MAX_BLOCKS = len(ROWS_FOR_BLOCKS) - 1
+# Cin <= SHORT_LANES (an RGB stem: 3 of 16 lanes real) sums only SHORT_LANES lanes of its one
+# input block: a micro-kernel variant of its own, 4x fewer FMAs than all 16 lanes
+SHORT_LANES = 4
 MAX_ROWS = max(ROWS_FOR_BLOCKS)
 DEFAULT_PIXELS = 64
 DEFAULT_CHANNELS = MAX_BLOCKS * CB if MAX_BLOCKS * CB % 16 == 0 else 16
@@ -90,6 +94,7 @@ _TILE_ARGUMENTS = (
     "src", "src_offsets",                        # input: flat array; per pixel its window's first element
     "src_block_stride", "src_row_stride",        # elements between input channel blocks, input rows
     "cin_blocks", "kernel_h", "kernel_w",
+    "in_lanes",                                  # input lanes summed per block: lanes, or SHORT_LANES
     "w", "w_offset", "w_block_stride",           # weights: the tile's first block, step between blocks
     "bias", "bias_offset",
     "out", "out_offsets", "out_block_stride",    # output (and residual): per pixel, in the first block
@@ -131,7 +136,7 @@ def _tile_intrinsic(lanes: int, rows_for_blocks: tuple[int, ...]):
     def store_vector(builder, value, pointer, offset):
         builder.store(value, builder.bitcast(builder.gep(pointer, [offset]), vector_ptr), align=4)
 
-    def emit_tile(builder, rows, blocks, a):
+    def emit_tile(builder, rows, blocks, a, in_lanes):
         fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
                                              f"llvm.fma.v{lanes}f32")
         splits = max(1, min(lanes, -(-MIN_ACCUMULATORS // (rows * blocks))))
@@ -159,9 +164,9 @@ def _tile_intrinsic(lanes: int, rows_for_blocks: tuple[int, ...]):
                 with cgutils.for_range(builder, a["kernel_w"]) as col_loop:
                     x_tap = builder.add(x_row, builder.mul(col_loop.index, constant(lanes)))
                     w_tap = builder.gep(a["w"], [builder.mul(builder.add(w_row, col_loop.index),
-                                                             constant(lanes * lanes))])
+                                                             constant(in_lanes * lanes))])
                     acc = [[[builder.load(slot) for slot in slots] for slots in row] for row in acc_slots]
-                    for lane in range(lanes):  # one input channel per step, fully unrolled
+                    for lane in range(in_lanes):  # one input channel per step, fully unrolled
                         split = lane % splits
                         weights = [load_vector(builder, w_tap, builder.add(w_offsets[b], constant(lane * lanes)))
                                    for b in range(blocks)]
@@ -201,10 +206,11 @@ def _tile_intrinsic(lanes: int, rows_for_blocks: tuple[int, ...]):
 
     @intrinsic
     def tile(typingctx, rows, blocks, src, src_offsets, src_block_stride, src_row_stride, cin_blocks, kernel_h,
-             kernel_w, w, w_offset, w_block_stride, bias, bias_offset, out, out_offsets, out_block_stride,
+             kernel_w, in_lanes, w, w_offset, w_block_stride, bias, bias_offset, out, out_offsets, out_block_stride,
              residual, init, finish, clip_min, clip_max):
         arguments = (rows, blocks, src, src_offsets, src_block_stride, src_row_stride, cin_blocks, kernel_h,
-                     kernel_w, w, w_offset, w_block_stride, bias, bias_offset, out, out_offsets, out_block_stride,
+                     kernel_w, in_lanes, w, w_offset, w_block_stride, bias, bias_offset, out, out_offsets,
+                     out_block_stride,
                      residual, init, finish, clip_min, clip_max)
         kinds = dict(zip(_TILE_ARGUMENTS, arguments))
         for name in ("src", "w", "bias", "out", "residual"):
@@ -216,6 +222,7 @@ def _tile_intrinsic(lanes: int, rows_for_blocks: tuple[int, ...]):
             if not (isinstance(t, types.Array) and t.dtype == types.int64 and t.layout == "C"):
                 return None
         for name in ("rows", "blocks", "src_block_stride", "src_row_stride", "cin_blocks", "kernel_h", "kernel_w",
+                     "in_lanes",
                      "w_offset", "w_block_stride", "bias_offset", "out_block_stride", "init"):
             if kinds[name] != types.int64:
                 return None
@@ -229,16 +236,19 @@ def _tile_intrinsic(lanes: int, rows_for_blocks: tuple[int, ...]):
                 array_type = sig.args[_TILE_ARGUMENTS.index(name)]
                 data = context.make_array(array_type)(context, builder, a[name]).data
                 a[name] = builder.gep(data, [a[offset]]) if offset else data
-            key = builder.add(builder.mul(a["rows"], constant(64)), a["blocks"])
+            # one code path per (rows, blocks, input lanes): switch on lanes * 4096 + rows * 64 + blocks
+            key = builder.add(builder.add(builder.mul(a["rows"], constant(64)), a["blocks"]),
+                              builder.mul(a["in_lanes"], constant(4096)))
             done = builder.append_basic_block("tile.done")
             switch = builder.switch(key, done)
-            for tile_blocks in range(1, len(rows_for_blocks)):
-                for tile_rows in range(1, rows_for_blocks[tile_blocks] + 1):
-                    case = builder.append_basic_block(f"tile.{tile_rows}x{tile_blocks}")
-                    switch.add_case(constant(tile_rows * 64 + tile_blocks), case)
-                    builder.position_at_end(case)
-                    emit_tile(builder, tile_rows, tile_blocks, a)
-                    builder.branch(done)
+            for in_lanes in sorted({lanes, min(lanes, SHORT_LANES)}):
+                for tile_blocks in range(1, len(rows_for_blocks)):
+                    for tile_rows in range(1, rows_for_blocks[tile_blocks] + 1):
+                        case = builder.append_basic_block(f"tile.{tile_rows}x{tile_blocks}.{in_lanes}")
+                        switch.add_case(constant(in_lanes * 4096 + tile_rows * 64 + tile_blocks), case)
+                        builder.position_at_end(case)
+                        emit_tile(builder, tile_rows, tile_blocks, a, in_lanes)
+                        builder.branch(done)
             builder.position_at_end(done)
             return context.get_dummy_value()
 
@@ -248,16 +258,17 @@ def _tile_intrinsic(lanes: int, rows_for_blocks: tuple[int, ...]):
 
 
 def _tile_python(rows, blocks, src, src_offsets, src_block_stride, src_row_stride, cin_blocks, kernel_h, kernel_w,
-                 w, w_offset, w_block_stride, bias, bias_offset, out, out_offsets, out_block_stride, residual,
+                 in_lanes, w, w_offset, w_block_stride, bias, bias_offset, out, out_offsets, out_block_stride, residual,
                  init, finish, clip_min, clip_max):
     """The micro-kernel's semantics in numpy, used when NUMBA_DISABLE_JIT=1 (coverage runs)."""
     src, w, bias, out, residual = (a.reshape(-1) for a in (src, w, bias, out, residual))
     taps = [(cb, i, j) for cb in range(cin_blocks) for i in range(kernel_h) for j in range(kernel_w)]
     for b in range(blocks):
-        weights = w[w_offset + b * w_block_stride:][:len(taps) * CB * CB].reshape(len(taps) * CB, CB)
+        weights = w[w_offset + b * w_block_stride:][:len(taps) * in_lanes * CB].reshape(len(taps) * in_lanes, CB)
         for r in range(rows):
-            inputs = np.concatenate([src[src_offsets[r] + cb * src_block_stride + i * src_row_stride + j * CB:][:CB]
-                                     for cb, i, j in taps])
+            inputs = np.concatenate([
+                src[src_offsets[r] + cb * src_block_stride + i * src_row_stride + j * CB:][:in_lanes]
+                for cb, i, j in taps])
             at = out_offsets[r] + b * out_block_stride
             value = inputs @ weights
             if init:
@@ -284,7 +295,7 @@ def _tile_start(tile_index, n_tiles, total, rows):
 def _conv_kernel(x, w, bias, out, residual, has_residual, stride_h, stride_w, pad_top, pad_left, clip_min, clip_max,
                  act, alpha, beta, pixels, channels):
     n_images, cin_blocks, height, width, _ = x.shape
-    cout_blocks, _, kernel_h, kernel_w, _, _ = w.shape
+    cout_blocks, _, kernel_h, kernel_w, in_lanes, _ = w.shape
     out_h, out_w = out.shape[2], out.shape[3]
     howo = out_h * out_w
     total = n_images * howo
@@ -292,8 +303,8 @@ def _conv_kernel(x, w, bias, out, residual, has_residual, stride_h, stride_w, pa
     n_channel_tiles = (cout_blocks + blocks_per_item - 1) // blocks_per_item
     full_rows = ROWS_FOR_BLOCKS[min(MAX_BLOCKS, blocks_per_item, cout_blocks)]
     n_pixel_tiles = (total + pixels - 1) // pixels
-    w_block_stride = cin_blocks * kernel_h * kernel_w * CB * CB
-    tap_weights = kernel_h * kernel_w * CB * CB     # elements of one (output block, input block) pair
+    w_block_stride = cin_blocks * kernel_h * kernel_w * in_lanes * CB
+    tap_weights = kernel_h * kernel_w * in_lanes * CB  # elements of one (output block, input block) pair
     cin_chunk = max(1, L1_WEIGHT_BYTES // (MAX_BLOCKS * tap_weights * 4))
     out_block_stride = howo * CB
     # the windows leave the input (padding): each work item copies the input rows it needs
@@ -381,8 +392,9 @@ def _conv_kernel(x, w, bias, out, residual, has_residual, stride_h, stride_w, pa
                                 ow = 0
                                 oh += 1
                         micro_tile(rows, blocks, src, src_offsets, block_stride, row_stride, chunk, kernel_h,
-                                   kernel_w, w, block * w_block_stride + cb0 * tap_weights, w_block_stride, bias,
-                                   block * CB, out, out_offsets, out_block_stride, residual, init, finish, low, high)
+                                   kernel_w, in_lanes, w, block * w_block_stride + cb0 * tap_weights,
+                                   w_block_stride, bias, block * CB, out, out_offsets, out_block_stride, residual,
+                                   init, finish, low, high)
                         q += rows
                     cb0 += chunk
                 block += blocks
@@ -401,9 +413,11 @@ def pack_conv_nchwc(weight: np.ndarray, bias: np.ndarray | None) -> tuple[np.nda
     """Pack ONNX conv weights for `conv_nchwc`.
 
     weight: (Cout, Cin, kh, kw), any float dtype; bias: (Cout,) or None (zeros).
-    Returns (packed_weight (Cout_blocks, Cin_blocks, kh, kw, CB, CB) float32 with
+    Returns (packed_weight (Cout_blocks, Cin_blocks, kh, kw, L, CB) float32 with
     [ob, cb, i, j, ci, co] = weight[ob*CB + co, cb*CB + ci, i, j], packed_bias
-    (Cout_blocks, CB) float32), zero-padded in both channel dimensions, C-contiguous.
+    (Cout_blocks, CB) float32). L = CB, or SHORT_LANES when Cin <= SHORT_LANES (an RGB
+    stem: one input block of which only the first L lanes are summed, not all CB). Packed
+    weights are zero-padded in both channel dimensions, C-contiguous.
     """
     fn = "pack_conv_nchwc"
     weight = np.asarray(weight)
@@ -420,10 +434,11 @@ def pack_conv_nchwc(weight: np.ndarray, bias: np.ndarray | None) -> tuple[np.nda
             raise ValueError(f"{fn}: bias must be floating point, got {bias.dtype}")
     cout_blocks = channel_blocks(out_channels)
     cin_blocks = channel_blocks(in_channels)
-    padded = np.zeros((cout_blocks * CB, cin_blocks * CB, kernel_h, kernel_w), np.float32)
+    in_lanes = SHORT_LANES if in_channels <= SHORT_LANES < CB else CB
+    padded = np.zeros((cout_blocks * CB, cin_blocks * in_lanes, kernel_h, kernel_w), np.float32)
     padded[:out_channels, :in_channels] = weight
     # (ob, co, cb, ci, i, j) -> (ob, cb, i, j, ci, co)
-    packed = np.ascontiguousarray(padded.reshape(cout_blocks, CB, cin_blocks, CB, kernel_h, kernel_w)
+    packed = np.ascontiguousarray(padded.reshape(cout_blocks, CB, cin_blocks, in_lanes, kernel_h, kernel_w)
                                   .transpose(0, 2, 4, 5, 3, 1))
     packed_bias = np.zeros(cout_blocks * CB, np.float32)
     if bias is not None:
@@ -438,7 +453,7 @@ def conv_nchwc(x: np.ndarray, packed_weight: np.ndarray, packed_bias: np.ndarray
     """out = clip(activate(conv(x, W) + bias [+ residual]), clip_min, clip_max), written in place.
 
     x: (N, Cin_blocks, H, W, CB) float32 NCHWc; packed_weight (Cout_blocks, Cin_blocks, kh, kw,
-    CB, CB) and packed_bias (Cout_blocks, CB) from `pack_conv_nchwc`; out and residual:
+    L, CB) and packed_bias (Cout_blocks, CB) from `pack_conv_nchwc`; out and residual:
     (N, Cout_blocks, Ho, Wo, CB) float32. Ho, Wo come from out (the caller derived them from
     all four pads, ONNX style); input outside H x W reads as 0. Dilation 1.
     Strides >= 1, pads >= 0, clip_min <= 0 <= clip_max. activation: (name, alpha, beta), one
@@ -465,10 +480,13 @@ def conv_nchwc(x: np.ndarray, packed_weight: np.ndarray, packed_bias: np.ndarray
     n_images, cin_blocks, height, width, _ = x.shape
     if min(x.shape) < 1:
         raise ValueError(f"{fn}: x must have no empty dimension, got {x.shape}")
-    check_array(fn, "packed_weight", packed_weight, (None, cin_blocks, None, None, CB, CB))
-    cout_blocks, _, kernel_h, kernel_w, _, _ = packed_weight.shape
+    check_array(fn, "packed_weight", packed_weight, (None, cin_blocks, None, None, None, CB))
+    cout_blocks, _, kernel_h, kernel_w, in_lanes, _ = packed_weight.shape
     if min(packed_weight.shape) < 1:
         raise ValueError(f"{fn}: packed_weight must have no empty dimension, got {packed_weight.shape}")
+    if in_lanes != CB and not (in_lanes == SHORT_LANES and cin_blocks == 1):
+        raise ValueError(f"{fn}: packed_weight must have {CB} input lanes (or {SHORT_LANES} with one input block), "
+                         f"got shape {packed_weight.shape}")
     check_array(fn, "packed_bias", packed_bias, (cout_blocks, CB))
     check_array(fn, "out", out, (n_images, cout_blocks, None, None, CB))
     out_h, out_w = out.shape[2:4]
