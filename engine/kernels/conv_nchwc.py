@@ -36,7 +36,10 @@ FMAs per pixel: about 1 % of the time at ResNet's shapes. Without padding x is r
 
 Work split (run-time arguments: changing them never recompiles)
     `pixels`: output pixels (of the flattened N*Ho*Wo) per work item; the pixels are split
-    into ceil(N*Ho*Wo / pixels) near-equal tiles, on micro-tile boundaries.
+    into ceil(N*Ho*Wo / pixels) near-equal tiles, on micro-tile boundaries. Where the input
+    is copied (Padding), at least Wo * floor((kh - 1) / stride_h) pixels (the output rows the
+    window's halo amounts to: 2 rows for a 3x3, 3 for the 7x7 stride-2 stem), so the halo's
+    copy stays a small part of the item.
     `channels`: output channels per work item (a positive multiple of 16), i.e.
     channels // CB output blocks, walked in groups of up to MAX_BLOCKS (the last group of a
     work item may be smaller: 64 channels at 16 lanes is one 6x4 group, 48 one 8x3).
@@ -302,7 +305,6 @@ def _conv_kernel(x, w, bias, out, residual, has_residual, stride_h, stride_w, pa
     blocks_per_item = max(1, channels // CB)
     n_channel_tiles = (cout_blocks + blocks_per_item - 1) // blocks_per_item
     full_rows = ROWS_FOR_BLOCKS[min(MAX_BLOCKS, blocks_per_item, cout_blocks)]
-    n_pixel_tiles = (total + pixels - 1) // pixels
     w_block_stride = cin_blocks * kernel_h * kernel_w * in_lanes * CB
     tap_weights = kernel_h * kernel_w * in_lanes * CB  # elements of one (output block, input block) pair
     cin_chunk = max(1, L1_WEIGHT_BYTES // (MAX_BLOCKS * tap_weights * 4))
@@ -312,6 +314,9 @@ def _conv_kernel(x, w, bias, out, residual, has_residual, stride_h, stride_w, pa
     padded_w = max(width + pad_left, (out_w - 1) * stride_w + kernel_w)
     needs_copy = (pad_top > 0 or pad_left > 0 or padded_w > width
                   or (out_h - 1) * stride_h + kernel_h > height)
+    if needs_copy:  # a pixel tile spans at least the output rows its copied halo amounts to
+        pixels = max(pixels, out_w * max(0, (kernel_h - 1) // stride_h))
+    n_pixel_tiles = (total + pixels - 1) // pixels
     # with an activation the micro-kernel stores v unclipped; activate + clip run after it
     low = np.float32(clip_min) if act == NONE else np.float32(-_FLOAT32_MAX)
     high = np.float32(clip_max) if act == NONE else np.float32(_FLOAT32_MAX)
