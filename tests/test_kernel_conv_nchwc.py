@@ -31,6 +31,9 @@ CASES = [
     (1, 20, 33, 9, 11, 3, 1, (1, 1, 1, 1)),            # odd channels: padded lanes in and out
     (3, 24, 40, 7, 7, 3, 1, (1, 1, 1, 1)),             # batch 3 at 7x7: micro-tiles across rows and images
     (1, 40, 36, 10, 10, 1, 1, (0, 0, 0, 0)),           # 1x1 stride 1 (no copy of the input)
+    (2, 1, 8, 5, 6, 3, 1, (1, 1, 1, 1)),               # Cin 1: the short-lanes (stem) variant
+    (1, 4, 20, 9, 8, 3, 2, (1, 1, 1, 1)),              # Cin 4: short lanes, all of them real
+    (1, 5, 20, 9, 8, 3, 2, (1, 1, 1, 1)),              # Cin 5: all CB lanes again
     (1, 17, 18, 1, 1, 3, 1, (1, 1, 1, 1)),             # 1x1 image
     (2, 5, 9, 2, 3, 3, 1, (1, 1, 1, 1)),               # 2x3 image
     (1, 8, 24, 7, 9, 3, 2, (0, 1, 2, 2)),              # asymmetric pads, bottom/right bigger
@@ -163,6 +166,10 @@ def test_pack_conv_nchwc_layout_and_zero_padding():
     assert (packed[1, ..., 2:] == 0).all() and (packed[:, 1, :, :, 3:, :] == 0).all()
     assert (packed_bias[1, 2:] == 0).all() and (packed_bias[1, :2] == 1).all()
     assert (kernel.pack_conv_nchwc(weight, None)[1] == 0).all()
+    rgb = np.arange(CB * 3 * 7 * 7, dtype=np.float32).reshape(CB, 3, 7, 7)   # Cin <= 4: 4 lanes packed
+    packed = kernel.pack_conv_nchwc(rgb, None)[0]
+    assert packed.shape == (1, 1, 7, 7, kernel.SHORT_LANES, CB)
+    assert packed[0, 0, 6, 5, 2, CB - 1] == rgb[CB - 1, 2, 6, 5] and (packed[..., 3, :] == 0).all()
     with pytest.raises(ValueError, match="pack_conv_nchwc: weight"):
         kernel.pack_conv_nchwc(weight[0], None)
     with pytest.raises(ValueError, match="pack_conv_nchwc: bias"):
@@ -191,6 +198,8 @@ def _valid_args():
     (dict(x=np.zeros((2, 2, 8, 8), np.float32)), "x must have shape"),
     (dict(x=np.zeros((2, 2, 8, 8, CB), np.float64)), "x must be float32, got float64"),
     (dict(packed_weight=np.zeros((3, 1, 3, 3, CB, CB), np.float32)), "packed_weight must have shape"),
+    (dict(packed_weight=np.zeros((3, 2, 3, 3, 4, CB), np.float32)), "packed_weight must have 16 input lanes"
+     if CB == 16 else "packed_weight must have 8 input lanes"),
     (dict(packed_bias=np.zeros((2, CB), np.float32)), "packed_bias must have shape"),
     (dict(out=np.zeros((2, 2, 4, 4, CB), np.float32)), "out must have shape"),
     (dict(out=np.zeros((2, 3, 3, 4, CB), np.float32)), "out height must be >= 4"),

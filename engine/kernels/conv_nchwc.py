@@ -9,7 +9,8 @@ Layouts (CB = engine.kernels.layout.CB fp32 lanes: 8 on AVX2, 16 on AVX-512)
     x         (N, Cin_blocks, H, W, CB)       float32, C-contiguous, padded lanes 0
     out       (N, Cout_blocks, Ho, Wo, CB)    float32, C-contiguous (padded lanes come out 0)
     residual  like out, or None
-    packed_weight (Cout_blocks, Cin_blocks, kh, kw, CB, CB) float32:
+    packed_weight (Cout_blocks, Cin_blocks, kh, kw, L, CB) float32, L = CB input lanes
+        (or SHORT_LANES = 4 when Cin <= 4: an RGB stem sums 4 lanes, not 16):
         [ob, cb, i, j, ci, co] = W[ob*CB + co, cb*CB + ci, i, j]
         so the CB output channels of one output block for one input channel and tap are one
         vector load, and the reduction (input block, kernel row, kernel column, input lane)
@@ -19,35 +20,46 @@ Layouts (CB = engine.kernels.layout.CB fp32 lanes: 8 on AVX2, 16 on AVX-512)
 Micro-kernel (an LLVM-IR `@intrinsic`, as engine.kernels.pointwise explains why)
     A micro-tile is R consecutive output pixels of the flattened N*Ho*Wo (so it may run over
     the end of a row, or of an image: a 7x7 layer fills whole tiles) times B output blocks,
-    R*B vector accumulators in registers. Per input channel of each tap it loads B weight
-    vectors, broadcasts R input scalars and issues R*B FMAs. Per tap, each pixel's input
-    pointer is selected once: its window position, or a CB-float zero buffer when the tap
-    falls in the padding, so borders cost a compare and a select per pixel and tap, not a
-    separate code path (and no input element outside x is ever read).
+    R*B vector accumulators in registers. It takes each pixel's window position as an
+    offset (an int64 array), so a tap costs no index arithmetic per pixel: per input channel
+    of each tap it loads B weight vectors, broadcasts R input scalars and issues R*B FMAs.
     Shapes (R for each B; the largest B is MAX_BLOCKS): AVX-512 (32 zmm) 8x1, 8x2, 8x3, 6x4
-    (24 accumulators, the rest for weights and a broadcast); AVX2 (16 ymm) 8x1, 6x2.
-    Tiles with fewer than 8 accumulators split the input channels over partial sums so the
-    4-cycle FMA latency stays hidden at 2 FMAs per cycle.
+    (24 accumulators, the rest for weights and a broadcast; 12x2 spilled its 12 pixel
+    pointers); AVX2 (16 ymm) 8x1, 6x2. Tiles with fewer than 8 accumulators split the input
+    channels over partial sums so the 4-cycle FMA latency stays hidden at 2 FMAs per cycle.
+
+Padding. Where windows leave the input (any pad, or an end pad ONNX implies), a work item
+first copies the input rows its pixels need (all input channel blocks) into a buffer with
+zero rows and columns around them; the micro-kernel then reads every tap unconditionally.
+The copy is ~(rows + kh - stride) / rows times the item's input, against Cin*kh*kw*B*CB
+FMAs per pixel: about 1 % of the time at ResNet's shapes. Without padding x is read in place.
 
 Work split (run-time arguments: changing them never recompiles)
     `pixels`: output pixels (of the flattened N*Ho*Wo) per work item; the pixels are split
-    into ceil(N*Ho*Wo / pixels) near-equal tiles, on micro-tile boundaries.
+    into ceil(N*Ho*Wo / pixels) near-equal tiles, on micro-tile boundaries. Where the input
+    is copied (Padding), at least Wo * floor((kh - 1) / stride_h) pixels (the output rows the
+    window's halo amounts to: 2 rows for a 3x3, 3 for the 7x7 stride-2 stem), so the halo's
+    copy stays a small part of the item.
     `channels`: output channels per work item (a positive multiple of 16), i.e.
     channels // CB output blocks, walked in groups of up to MAX_BLOCKS (the last group of a
-    work item may be smaller). Work items = pixel tiles x channel tiles, channel tile
-    fastest, spread by prange. Inside an item each block group walks the item's pixels in
-    micro-tiles of R: the group's weights (B * Cin*kh*kw*CB floats) stay in L2 across the
-    micro-tiles, the item's input rows in L1/L2 across the groups.
+    work item may be smaller: 64 channels at 16 lanes is one 6x4 group, 48 one 8x3).
+    Work items = channel tiles x pixel tiles, pixel tile fastest, spread by prange (static:
+    a thread gets a contiguous run, so it reuses one channel tile's weights, which stay in
+    L2, over many pixel tiles; a pixel tile's input is re-read once per channel tile).
+    Inside an item each block group sums over chunks of input channel blocks
+    (L1_WEIGHT_BYTES), each chunk over all the item's micro-tiles, partial sums kept in
+    `out` (MLAS's NCHWc convolution does the same): the chunk's weights are read from L1.
     The plan passes Tiles.pointwise_pixels / pointwise_channels.
 
-Epilogue. Bias, residual and clip are applied in registers. An activation (hardswish, silu:
-zero-preserving only) runs after the micro-kernel stored acc + bias [+ residual] unclipped,
-over the tile's outputs while they are in L1.
+Epilogue. The first chunk starts from the residual (if any), the last adds the bias and
+clips, in registers. An activation (hardswish, silu: zero-preserving only) runs after the
+micro-kernels stored acc + bias + residual unclipped, over the item's outputs, then the clip.
 
 Napkin math, 64 -> 64 3x3 at 56x56 (ResNet's first stage), 6x4 tiles at 16 lanes: per input
 channel and tap 24 FMAs (12 cycles at 2 per cycle) from 4 weight loads (256 B) and 6
-broadcasts; the group's weights (4 x 64 x 9 x 64 B = 147 KiB) come from L2 at ~21 B/cycle,
-the inputs from L1. 231 MFLOP per image: ~1 ms per image on one core at 235 GFLOP/s.
+broadcasts; one input block's weights for the group (4 x 9 x 1 KiB = 36 KiB) stay in L1 over
+the item's micro-tiles. 231 MFLOP per image: ~1 ms per image on one core at 235 GFLOP/s.
+llvm-mca (sapphirerapids) puts the 6x4 and 8x3 inner loops at the FMA bound (100 %).
 """
 from __future__ import annotations
 
@@ -63,10 +75,18 @@ from engine.kernels.activation import NO_ACTIVATION, NONE, activate, activation_
 from engine.kernels.layout import CB, channel_blocks
 
 MIN_ACCUMULATORS = 8   # FMA latency (4 cycles) x FMA issue rate (2 per cycle)
+# A block group sums over chunks of input channel blocks whose weights (MAX_BLOCKS blocks x
+# chunk x kh x kw x CB x CB floats) fit in about this much of L1 (at least one block), all the
+# item's micro-tiles per chunk, partial sums kept in `out`: the weights are then read from L1,
+# not streamed from L2 for every micro-tile (MLAS's NCHWc convolution does the same).
+L1_WEIGHT_BYTES = 32 * 1024
 # micro-tile pixels R for each number of output blocks B (index B; 0 unused), per lane width
 TILE_ROWS = {16: (0, 8, 8, 8, 6), 8: (0, 8, 6)}
 ROWS_FOR_BLOCKS = TILE_ROWS[CB]
 MAX_BLOCKS = len(ROWS_FOR_BLOCKS) - 1
+# Cin <= SHORT_LANES (an RGB stem: 3 of 16 lanes real) sums only SHORT_LANES lanes of its one
+# input block: a micro-kernel variant of its own, 4x fewer FMAs than all 16 lanes
+SHORT_LANES = 4
 MAX_ROWS = max(ROWS_FOR_BLOCKS)
 DEFAULT_PIXELS = 64
 DEFAULT_CHANNELS = MAX_BLOCKS * CB if MAX_BLOCKS * CB % 16 == 0 else 16
@@ -77,10 +97,11 @@ _TILE_ARGUMENTS = (
     "src", "src_offsets",                        # input: flat array; per pixel its window's first element
     "src_block_stride", "src_row_stride",        # elements between input channel blocks, input rows
     "cin_blocks", "kernel_h", "kernel_w",
+    "in_lanes",                                  # input lanes summed per block: lanes, or SHORT_LANES
     "w", "w_offset", "w_block_stride",           # weights: the tile's first block, step between blocks
     "bias", "bias_offset",
     "out", "out_offsets", "out_block_stride",    # output (and residual): per pixel, in the first block
-    "residual", "has_residual", "clip_min", "clip_max",
+    "residual", "init", "finish", "clip_min", "clip_max",
 )
 
 
@@ -92,9 +113,10 @@ def _tile_intrinsic(lanes: int, rows_for_blocks: tuple[int, ...]):
         acc[r, b, :] = sum over cb < cin_blocks, i < kernel_h, j < kernel_w, c < lanes of
             src[src_offsets[r] + cb*src_block_stride + i*src_row_stride + j*lanes + c]
             * w[w_offset + b*w_block_stride + ((cb*kernel_h + i)*kernel_w + j)*lanes*lanes + c*lanes : +lanes]
-        v = acc + bias[bias_offset + b*lanes : +lanes]
-            (+ residual[out_offsets[r] + b*out_block_stride : +lanes])
-        out[same] = min(max(v, clip_min), clip_max)
+        acc starts as 0 (init 0), residual[o] (init 1) or out[o] (init 2; a partial sum over
+        earlier input channels), o = out_offsets[r] + b*out_block_stride : +lanes
+        out[o] = min(max(acc + bias[bias_offset + b*lanes : +lanes], clip_min), clip_max) if finish
+                 else acc (a partial sum)
     float32 arrays C-contiguous (indexed flat), offsets int64 arrays. No bounds checks: every
     tap must lie inside src (the driver pads the input where the window leaves it).
     """
@@ -117,7 +139,7 @@ def _tile_intrinsic(lanes: int, rows_for_blocks: tuple[int, ...]):
     def store_vector(builder, value, pointer, offset):
         builder.store(value, builder.bitcast(builder.gep(pointer, [offset]), vector_ptr), align=4)
 
-    def emit_tile(builder, rows, blocks, a):
+    def emit_tile(builder, rows, blocks, a, in_lanes):
         fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
                                              f"llvm.fma.v{lanes}f32")
         splits = max(1, min(lanes, -(-MIN_ACCUMULATORS // (rows * blocks))))
@@ -129,6 +151,12 @@ def _tile_intrinsic(lanes: int, rows_for_blocks: tuple[int, ...]):
         zero = ir.Constant(vector, None)
         acc_slots = [[[cgutils.alloca_once_value(builder, zero) for _ in range(splits)]
                       for _ in range(blocks)] for _ in range(rows)]
+        o_blocks = [builder.mul(a["out_block_stride"], constant(b)) for b in range(blocks)]
+        with builder.if_then(builder.icmp_signed("!=", a["init"], constant(0))):
+            start = builder.select(builder.icmp_signed("==", a["init"], constant(1)), a["residual"], a["out"])
+            for r in range(rows):
+                for b in range(blocks):
+                    builder.store(load_vector(builder, start, builder.add(outs[r], o_blocks[b])), acc_slots[r][b][0])
         # (mem2reg turns the slots into phi nodes: the accumulators live in registers)
         with cgutils.for_range(builder, a["cin_blocks"]) as block_loop:
             x_block = builder.mul(block_loop.index, a["src_block_stride"])
@@ -139,9 +167,9 @@ def _tile_intrinsic(lanes: int, rows_for_blocks: tuple[int, ...]):
                 with cgutils.for_range(builder, a["kernel_w"]) as col_loop:
                     x_tap = builder.add(x_row, builder.mul(col_loop.index, constant(lanes)))
                     w_tap = builder.gep(a["w"], [builder.mul(builder.add(w_row, col_loop.index),
-                                                             constant(lanes * lanes))])
+                                                             constant(in_lanes * lanes))])
                     acc = [[[builder.load(slot) for slot in slots] for slots in row] for row in acc_slots]
-                    for lane in range(lanes):  # one input channel per step, fully unrolled
+                    for lane in range(in_lanes):  # one input channel per step, fully unrolled
                         split = lane % splits
                         weights = [load_vector(builder, w_tap, builder.add(w_offsets[b], constant(lane * lanes)))
                                    for b in range(blocks)]
@@ -165,33 +193,28 @@ def _tile_intrinsic(lanes: int, rows_for_blocks: tuple[int, ...]):
         low = splat(builder, a["clip_min"])
         high = splat(builder, a["clip_max"])
         biases = [load_vector(builder, a["bias"], constant(b * lanes)) for b in range(blocks)]
-        has_residual = builder.icmp_unsigned("!=", a["has_residual"], ir.Constant(a["has_residual"].type, 0))
-
-        def epilogue(add_residual):
-            for b in range(blocks):
-                o_block = builder.mul(a["out_block_stride"], constant(b))
-                for r in range(rows):
-                    offset = builder.add(outs[r], o_block)
-                    value = builder.fadd(sums[r][b], biases[b])
-                    if add_residual:
-                        value = builder.fadd(value, load_vector(builder, a["residual"], offset))
-                    value = builder.select(builder.fcmp_ordered("<", value, low), low, value)
-                    value = builder.select(builder.fcmp_ordered(">", value, high), high, value)
-                    store_vector(builder, value, a["out"], offset)
-
-        with builder.if_else(has_residual) as (with_residual, without_residual):
-            with with_residual:
-                epilogue(True)
-            with without_residual:
-                epilogue(False)
+        finish = builder.icmp_unsigned("!=", a["finish"], ir.Constant(a["finish"].type, 0))
+        with builder.if_else(finish) as (final, partial_sum):
+            with final:
+                for b in range(blocks):
+                    for r in range(rows):
+                        value = builder.fadd(sums[r][b], biases[b])
+                        value = builder.select(builder.fcmp_ordered("<", value, low), low, value)
+                        value = builder.select(builder.fcmp_ordered(">", value, high), high, value)
+                        store_vector(builder, value, a["out"], builder.add(outs[r], o_blocks[b]))
+            with partial_sum:
+                for b in range(blocks):
+                    for r in range(rows):
+                        store_vector(builder, sums[r][b], a["out"], builder.add(outs[r], o_blocks[b]))
 
     @intrinsic
     def tile(typingctx, rows, blocks, src, src_offsets, src_block_stride, src_row_stride, cin_blocks, kernel_h,
-             kernel_w, w, w_offset, w_block_stride, bias, bias_offset, out, out_offsets, out_block_stride,
-             residual, has_residual, clip_min, clip_max):
+             kernel_w, in_lanes, w, w_offset, w_block_stride, bias, bias_offset, out, out_offsets, out_block_stride,
+             residual, init, finish, clip_min, clip_max):
         arguments = (rows, blocks, src, src_offsets, src_block_stride, src_row_stride, cin_blocks, kernel_h,
-                     kernel_w, w, w_offset, w_block_stride, bias, bias_offset, out, out_offsets, out_block_stride,
-                     residual, has_residual, clip_min, clip_max)
+                     kernel_w, in_lanes, w, w_offset, w_block_stride, bias, bias_offset, out, out_offsets,
+                     out_block_stride,
+                     residual, init, finish, clip_min, clip_max)
         kinds = dict(zip(_TILE_ARGUMENTS, arguments))
         for name in ("src", "w", "bias", "out", "residual"):
             t = kinds[name]
@@ -202,10 +225,11 @@ def _tile_intrinsic(lanes: int, rows_for_blocks: tuple[int, ...]):
             if not (isinstance(t, types.Array) and t.dtype == types.int64 and t.layout == "C"):
                 return None
         for name in ("rows", "blocks", "src_block_stride", "src_row_stride", "cin_blocks", "kernel_h", "kernel_w",
-                     "w_offset", "w_block_stride", "bias_offset", "out_block_stride"):
+                     "in_lanes",
+                     "w_offset", "w_block_stride", "bias_offset", "out_block_stride", "init"):
             if kinds[name] != types.int64:
                 return None
-        if has_residual != types.boolean or clip_min != types.float32 or clip_max != types.float32:
+        if finish != types.boolean or clip_min != types.float32 or clip_max != types.float32:
             return None
 
         def codegen(context, builder, sig, args):
@@ -215,16 +239,19 @@ def _tile_intrinsic(lanes: int, rows_for_blocks: tuple[int, ...]):
                 array_type = sig.args[_TILE_ARGUMENTS.index(name)]
                 data = context.make_array(array_type)(context, builder, a[name]).data
                 a[name] = builder.gep(data, [a[offset]]) if offset else data
-            key = builder.add(builder.mul(a["rows"], constant(64)), a["blocks"])
+            # one code path per (rows, blocks, input lanes): switch on lanes * 4096 + rows * 64 + blocks
+            key = builder.add(builder.add(builder.mul(a["rows"], constant(64)), a["blocks"]),
+                              builder.mul(a["in_lanes"], constant(4096)))
             done = builder.append_basic_block("tile.done")
             switch = builder.switch(key, done)
-            for tile_blocks in range(1, len(rows_for_blocks)):
-                for tile_rows in range(1, rows_for_blocks[tile_blocks] + 1):
-                    case = builder.append_basic_block(f"tile.{tile_rows}x{tile_blocks}")
-                    switch.add_case(constant(tile_rows * 64 + tile_blocks), case)
-                    builder.position_at_end(case)
-                    emit_tile(builder, tile_rows, tile_blocks, a)
-                    builder.branch(done)
+            for in_lanes in sorted({lanes, min(lanes, SHORT_LANES)}):
+                for tile_blocks in range(1, len(rows_for_blocks)):
+                    for tile_rows in range(1, rows_for_blocks[tile_blocks] + 1):
+                        case = builder.append_basic_block(f"tile.{tile_rows}x{tile_blocks}.{in_lanes}")
+                        switch.add_case(constant(in_lanes * 4096 + tile_rows * 64 + tile_blocks), case)
+                        builder.position_at_end(case)
+                        emit_tile(builder, tile_rows, tile_blocks, a, in_lanes)
+                        builder.branch(done)
             builder.position_at_end(done)
             return context.get_dummy_value()
 
@@ -234,21 +261,24 @@ def _tile_intrinsic(lanes: int, rows_for_blocks: tuple[int, ...]):
 
 
 def _tile_python(rows, blocks, src, src_offsets, src_block_stride, src_row_stride, cin_blocks, kernel_h, kernel_w,
-                 w, w_offset, w_block_stride, bias, bias_offset, out, out_offsets, out_block_stride, residual,
-                 has_residual, clip_min, clip_max):
+                 in_lanes, w, w_offset, w_block_stride, bias, bias_offset, out, out_offsets, out_block_stride, residual,
+                 init, finish, clip_min, clip_max):
     """The micro-kernel's semantics in numpy, used when NUMBA_DISABLE_JIT=1 (coverage runs)."""
     src, w, bias, out, residual = (a.reshape(-1) for a in (src, w, bias, out, residual))
     taps = [(cb, i, j) for cb in range(cin_blocks) for i in range(kernel_h) for j in range(kernel_w)]
     for b in range(blocks):
-        weights = w[w_offset + b * w_block_stride:][:len(taps) * CB * CB].reshape(len(taps) * CB, CB)
+        weights = w[w_offset + b * w_block_stride:][:len(taps) * in_lanes * CB].reshape(len(taps) * in_lanes, CB)
         for r in range(rows):
-            inputs = np.concatenate([src[src_offsets[r] + cb * src_block_stride + i * src_row_stride + j * CB:][:CB]
-                                     for cb, i, j in taps])
+            inputs = np.concatenate([
+                src[src_offsets[r] + cb * src_block_stride + i * src_row_stride + j * CB:][:in_lanes]
+                for cb, i, j in taps])
             at = out_offsets[r] + b * out_block_stride
-            value = inputs @ weights + bias[bias_offset + b * CB:][:CB]
-            if has_residual:
-                value = value + residual[at:at + CB]
-            out[at:at + CB] = np.minimum(np.maximum(value, clip_min), clip_max)
+            value = inputs @ weights
+            if init:
+                value = value + (residual if init == 1 else out)[at:at + CB]
+            if finish:
+                value = np.minimum(np.maximum(value + bias[bias_offset + b * CB:][:CB], clip_min), clip_max)
+            out[at:at + CB] = value
 
 
 micro_tile = _tile_python if numba.config.DISABLE_JIT else _tile_intrinsic(CB, ROWS_FOR_BLOCKS)
@@ -268,21 +298,25 @@ def _tile_start(tile_index, n_tiles, total, rows):
 def _conv_kernel(x, w, bias, out, residual, has_residual, stride_h, stride_w, pad_top, pad_left, clip_min, clip_max,
                  act, alpha, beta, pixels, channels):
     n_images, cin_blocks, height, width, _ = x.shape
-    cout_blocks, _, kernel_h, kernel_w, _, _ = w.shape
+    cout_blocks, _, kernel_h, kernel_w, in_lanes, _ = w.shape
     out_h, out_w = out.shape[2], out.shape[3]
     howo = out_h * out_w
     total = n_images * howo
     blocks_per_item = max(1, channels // CB)
     n_channel_tiles = (cout_blocks + blocks_per_item - 1) // blocks_per_item
     full_rows = ROWS_FOR_BLOCKS[min(MAX_BLOCKS, blocks_per_item, cout_blocks)]
-    n_pixel_tiles = (total + pixels - 1) // pixels
-    w_block_stride = cin_blocks * kernel_h * kernel_w * CB * CB
+    w_block_stride = cin_blocks * kernel_h * kernel_w * in_lanes * CB
+    tap_weights = kernel_h * kernel_w * in_lanes * CB  # elements of one (output block, input block) pair
+    cin_chunk = max(1, L1_WEIGHT_BYTES // (MAX_BLOCKS * tap_weights * 4))
     out_block_stride = howo * CB
     # the windows leave the input (padding): each work item copies the input rows it needs
     # into a zero-bordered buffer; else the micro-kernel reads x itself
     padded_w = max(width + pad_left, (out_w - 1) * stride_w + kernel_w)
     needs_copy = (pad_top > 0 or pad_left > 0 or padded_w > width
                   or (out_h - 1) * stride_h + kernel_h > height)
+    if needs_copy:  # a pixel tile spans at least the output rows its copied halo amounts to
+        pixels = max(pixels, out_w * max(0, (kernel_h - 1) // stride_h))
+    n_pixel_tiles = (total + pixels - 1) // pixels
     # with an activation the micro-kernel stores v unclipped; activate + clip run after it
     low = np.float32(clip_min) if act == NONE else np.float32(-_FLOAT32_MAX)
     high = np.float32(clip_max) if act == NONE else np.float32(_FLOAT32_MAX)
@@ -338,29 +372,36 @@ def _conv_kernel(x, w, bias, out, residual, has_residual, stride_h, stride_w, pa
             while block < block_end:
                 blocks = min(block_end - block, MAX_BLOCKS)
                 rows_max = ROWS_FOR_BLOCKS[blocks]
-                q = segment
-                rem = segment - image * howo
-                oh = rem // out_w
-                ow = rem - oh * out_w
                 out_first = (image * cout_blocks + block) * howo * CB
-                while q < segment_end:
-                    rows = min(segment_end - q, rows_max)
-                    for r in range(rows):
-                        # window's first element: input row oh*sh - pad_top, column ow*sw - pad_left
-                        # (the buffer's column 0 is input column -pad_left)
-                        column = ow * stride_w if needs_copy else ow * stride_w - pad_left
-                        src_offsets[r] = (image_offset + (oh * stride_h - pad_top - first_input_row) * row_stride
-                                          + column * CB)
-                        out_offsets[r] = out_first + rem * CB
-                        rem += 1
-                        ow += 1
-                        if ow == out_w:
-                            ow = 0
-                            oh += 1
-                    micro_tile(rows, blocks, src, src_offsets, block_stride, row_stride, cin_blocks, kernel_h,
-                               kernel_w, w, block * w_block_stride, w_block_stride, bias, block * CB,
-                               out, out_offsets, out_block_stride, residual, has_residual, low, high)
-                    q += rows
+                cb0 = 0
+                while cb0 < cin_blocks:  # input channel chunks: partial sums kept in out
+                    chunk = min(cin_chunk, cin_blocks - cb0)
+                    init = (1 if has_residual else 0) if cb0 == 0 else 2
+                    finish = cb0 + chunk >= cin_blocks
+                    q = segment
+                    rem = segment - image * howo
+                    oh = rem // out_w
+                    ow = rem - oh * out_w
+                    while q < segment_end:
+                        rows = min(segment_end - q, rows_max)
+                        for r in range(rows):
+                            # window's first element: input row oh*sh - pad_top, column ow*sw - pad_left
+                            # (the buffer's column 0 is input column -pad_left)
+                            column = ow * stride_w if needs_copy else ow * stride_w - pad_left
+                            src_offsets[r] = (image_offset + cb0 * block_stride
+                                              + (oh * stride_h - pad_top - first_input_row) * row_stride + column * CB)
+                            out_offsets[r] = out_first + rem * CB
+                            rem += 1
+                            ow += 1
+                            if ow == out_w:
+                                ow = 0
+                                oh += 1
+                        micro_tile(rows, blocks, src, src_offsets, block_stride, row_stride, chunk, kernel_h,
+                                   kernel_w, in_lanes, w, block * w_block_stride + cb0 * tap_weights,
+                                   w_block_stride, bias, block * CB, out, out_offsets, out_block_stride, residual,
+                                   init, finish, low, high)
+                        q += rows
+                    cb0 += chunk
                 block += blocks
             if act != NONE:
                 for q in range(segment, segment_end):
@@ -377,9 +418,11 @@ def pack_conv_nchwc(weight: np.ndarray, bias: np.ndarray | None) -> tuple[np.nda
     """Pack ONNX conv weights for `conv_nchwc`.
 
     weight: (Cout, Cin, kh, kw), any float dtype; bias: (Cout,) or None (zeros).
-    Returns (packed_weight (Cout_blocks, Cin_blocks, kh, kw, CB, CB) float32 with
+    Returns (packed_weight (Cout_blocks, Cin_blocks, kh, kw, L, CB) float32 with
     [ob, cb, i, j, ci, co] = weight[ob*CB + co, cb*CB + ci, i, j], packed_bias
-    (Cout_blocks, CB) float32), zero-padded in both channel dimensions, C-contiguous.
+    (Cout_blocks, CB) float32). L = CB, or SHORT_LANES when Cin <= SHORT_LANES (an RGB
+    stem: one input block of which only the first L lanes are summed, not all CB). Packed
+    weights are zero-padded in both channel dimensions, C-contiguous.
     """
     fn = "pack_conv_nchwc"
     weight = np.asarray(weight)
@@ -396,10 +439,11 @@ def pack_conv_nchwc(weight: np.ndarray, bias: np.ndarray | None) -> tuple[np.nda
             raise ValueError(f"{fn}: bias must be floating point, got {bias.dtype}")
     cout_blocks = channel_blocks(out_channels)
     cin_blocks = channel_blocks(in_channels)
-    padded = np.zeros((cout_blocks * CB, cin_blocks * CB, kernel_h, kernel_w), np.float32)
+    in_lanes = SHORT_LANES if in_channels <= SHORT_LANES < CB else CB
+    padded = np.zeros((cout_blocks * CB, cin_blocks * in_lanes, kernel_h, kernel_w), np.float32)
     padded[:out_channels, :in_channels] = weight
     # (ob, co, cb, ci, i, j) -> (ob, cb, i, j, ci, co)
-    packed = np.ascontiguousarray(padded.reshape(cout_blocks, CB, cin_blocks, CB, kernel_h, kernel_w)
+    packed = np.ascontiguousarray(padded.reshape(cout_blocks, CB, cin_blocks, in_lanes, kernel_h, kernel_w)
                                   .transpose(0, 2, 4, 5, 3, 1))
     packed_bias = np.zeros(cout_blocks * CB, np.float32)
     if bias is not None:
@@ -414,7 +458,7 @@ def conv_nchwc(x: np.ndarray, packed_weight: np.ndarray, packed_bias: np.ndarray
     """out = clip(activate(conv(x, W) + bias [+ residual]), clip_min, clip_max), written in place.
 
     x: (N, Cin_blocks, H, W, CB) float32 NCHWc; packed_weight (Cout_blocks, Cin_blocks, kh, kw,
-    CB, CB) and packed_bias (Cout_blocks, CB) from `pack_conv_nchwc`; out and residual:
+    L, CB) and packed_bias (Cout_blocks, CB) from `pack_conv_nchwc`; out and residual:
     (N, Cout_blocks, Ho, Wo, CB) float32. Ho, Wo come from out (the caller derived them from
     all four pads, ONNX style); input outside H x W reads as 0. Dilation 1.
     Strides >= 1, pads >= 0, clip_min <= 0 <= clip_max. activation: (name, alpha, beta), one
@@ -441,10 +485,13 @@ def conv_nchwc(x: np.ndarray, packed_weight: np.ndarray, packed_bias: np.ndarray
     n_images, cin_blocks, height, width, _ = x.shape
     if min(x.shape) < 1:
         raise ValueError(f"{fn}: x must have no empty dimension, got {x.shape}")
-    check_array(fn, "packed_weight", packed_weight, (None, cin_blocks, None, None, CB, CB))
-    cout_blocks, _, kernel_h, kernel_w, _, _ = packed_weight.shape
+    check_array(fn, "packed_weight", packed_weight, (None, cin_blocks, None, None, None, CB))
+    cout_blocks, _, kernel_h, kernel_w, in_lanes, _ = packed_weight.shape
     if min(packed_weight.shape) < 1:
         raise ValueError(f"{fn}: packed_weight must have no empty dimension, got {packed_weight.shape}")
+    if in_lanes != CB and not (in_lanes == SHORT_LANES and cin_blocks == 1):
+        raise ValueError(f"{fn}: packed_weight must have {CB} input lanes (or {SHORT_LANES} with one input block), "
+                         f"got shape {packed_weight.shape}")
     check_array(fn, "packed_bias", packed_bias, (cout_blocks, CB))
     check_array(fn, "out", out, (n_images, cout_blocks, None, None, CB))
     out_h, out_w = out.shape[2:4]
