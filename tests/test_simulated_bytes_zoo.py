@@ -30,3 +30,25 @@ def test_profile_with_simulated_bytes_runs_on_the_zoo_networks(name, tmp_path):
     assert (frame["bytes_sim_L1"] > 0).all()
     ratio = frame["bytes_sim_L1"] / frame["bytes_L1"]
     assert ratio.between(0.25, 4).all(), frame.loc[~ratio.between(0.25, 4), ["layer", "op", "bytes_L1", "bytes_sim_L1"]]
+
+
+def test_stand_alone_activations_are_simulated():
+    """No zoo network has a stand-alone activation step (its activations all fold into a
+    conv's epilogue), so two small graphs that do: a sigmoid on the NCHW graph input (the
+    flat kernel, on the caller's input) and one after a conv (not zero-preserving: the
+    blocked kernel); two threads."""
+    from machines import KIB, described, with_lanes
+    from new_ops_graphs import GraphBuilder, single_op
+    from engine.kernels.layout import CB
+    from workbench.simulated_bytes import simulated_frame
+
+    g = GraphBuilder(3, 16)
+    after_conv = g.model(g.classifier(g.act(g.conv(g.act(g.conv(g.input.name, 24, 3, 2), "relu"), 24), "sigmoid"),
+                                      10))
+    machine = with_lanes(described("tiny, described", 2, 4 * KIB, 32 * KIB, 256 * KIB, 8), CB)
+    for model in (single_op("Sigmoid", shape=(1, 8, 9, 9)), after_conv):
+        frame = simulated_frame(engine.load(model), batch=2, threads=2, machine=machine, progress=False)
+        steps = frame[frame["op"] == "activation"]
+        # (the NCHW output's copy-out step of the first graph is not a kernel: not traced)
+        assert len(steps) == 1 and steps["traced"].all()
+        assert steps["bytes_sim_L1"].iloc[0] == steps["bytes_L1"].iloc[0] > 0    # x read once, out written once
