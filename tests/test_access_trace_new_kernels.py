@@ -119,7 +119,8 @@ def test_conv_nchwc_trace_register_bytes_follow_the_micro_tiles():
     w = positive(rng, blocks, cin_blocks, 1, 1, CB, CB)
     b = positive(rng, blocks, CB)
     out = np.empty((1, blocks, 1, width, CB), np.float32)
-    call = bind(conv_nchwc.conv_nchwc, x, w, b, out, 1, 1, 0, 0, -np.inf, np.inf, None, width, 16 * -(-blocks * CB // 16))
+    channels = 16 * -(-blocks * CB // 16)
+    call = bind(conv_nchwc.conv_nchwc, x, w, b, out, 1, 1, 0, 0, -np.inf, np.inf, None, width, channels)
     trace = trace_call(*kernel_and_arguments(call))
     tiles = width // rows
     assert register_bytes(trace) == tiles * (x.nbytes // tiles + w.nbytes + b.nbytes) + out.nbytes

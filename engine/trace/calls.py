@@ -5,7 +5,9 @@ keyed by the kernel (`TRACERS`), like the plan's STEP_BUILDERS.
 A tracer is `tracer(args, thread, threads) -> records` (engine.trace.records): the accesses
 of thread `thread`'s share of the kernel's work items, split as numba's static prange
 schedule splits them (thread t of T gets items [t * n // T, (t + 1) * n // T)), or of the
-workers the kernel makes itself (the fused block: one contiguous run of items per worker).
+workers the kernel makes itself (the fused block: one contiguous run of items per worker);
+a kernel of several parallel loops (squeeze-and-excitation) splits each loop so, and a loop
+it runs serially falls to thread 0.
 `threads=1` traces the whole call in the order one thread runs it.
 """
 from __future__ import annotations
