@@ -5,7 +5,9 @@ keyed by the kernel (`TRACERS`), like the plan's STEP_BUILDERS.
 A tracer is `tracer(args, thread, threads) -> records` (engine.trace.records): the accesses
 of thread `thread`'s share of the kernel's work items, split as numba's static prange
 schedule splits them (thread t of T gets items [t * n // T, (t + 1) * n // T)), or of the
-workers the kernel makes itself (the fused block: one contiguous run of items per worker).
+workers the kernel makes itself (the fused block: one contiguous run of items per worker);
+a kernel of several parallel loops (squeeze-and-excitation) splits each loop so, and a loop
+it runs serially falls to thread 0.
 `threads=1` traces the whole call in the order one thread runs it.
 """
 from __future__ import annotations
@@ -15,16 +17,22 @@ from typing import Callable
 
 import numpy as np
 
-from engine.kernels import depthwise, direct_conv, fused_block, linear, pointwise, pooling
+from engine.kernels import (conv_nchwc, depthwise, direct_conv, elementwise, fused_block, linear, pointwise, pooling,
+                            squeeze_excite)
 from engine.kernels.layout import _nchw_to_nchwc, _nchwc_to_nchw
 from engine.trace import depthwise as trace_dw
+from engine.trace import conv_nchwc as trace_conv
 from engine.trace import direct_conv as trace_direct
+from engine.trace import elementwise as trace_elementwise
 from engine.trace import fused_block as trace_fused
 from engine.trace import layout as trace_layout
 from engine.trace import linear as trace_linear
+from engine.trace import max_pool as trace_max_pool
 from engine.trace import pointwise as trace_pw
 from engine.trace import pooling as trace_pool
+from engine.trace import squeeze_excite as trace_se
 from engine.trace.records import address_of, collect
+from engine.trace.scratch import CONV_INPUT_ROWS, SE_HIDDEN, SE_POOLED, SE_SCALE, scratch_address
 
 
 def share(items: int, thread: int, threads: int) -> tuple[int, int]:
@@ -106,6 +114,60 @@ def _from_blocked(args, thread: int, threads: int) -> np.ndarray:
                    channels, begin, end)
 
 
+def _conv_nchwc(args, thread: int, threads: int) -> np.ndarray:
+    (x, w, bias, out, residual, has_residual, stride_h, stride_w, pad_top, pad_left, _low, _high, act, _alpha, _beta,
+     pixels, channels) = args
+    begin, end = share(trace_conv.conv_nchwc_items(x.shape, out.shape, pixels, channels), thread, threads)
+    return collect(trace_conv.trace_conv_nchwc, address_of(x), x.shape[:4], address_of(w),
+                   (w.shape[0], w.shape[2], w.shape[3]), address_of(bias), address_of(out), out.shape[2], out.shape[3],
+                   address_of(residual), bool(has_residual), stride_h, stride_w, pad_top, pad_left, act != 0,
+                   pixels, channels, scratch_address(CONV_INPUT_ROWS, thread), begin, end)
+
+
+def _max_pool(args, thread: int, threads: int) -> np.ndarray:
+    x, out, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, rows_per_band = args
+    out_h, out_w = out.shape[2:4]
+    begin, end = share(trace_max_pool.max_pool_items(x.shape, out_h, rows_per_band), thread, threads)
+    return collect(trace_max_pool.trace_max_pool, address_of(x), x.shape[:4], address_of(out), out_h, out_w,
+                   kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, rows_per_band, begin, end)
+
+
+def _squeeze_excite(args, thread: int, threads: int) -> np.ndarray:
+    x, w1, b1, w2, b2, mask, out, *_activations = args
+    n_images, n_blocks = x.shape[:2]
+    squeezed = w1.shape[0]
+    planes = n_images * n_blocks
+    parallel = n_images * squeezed * n_blocks * squeeze_excite.CB >= squeeze_excite.SERIAL_MACS
+    if parallel:        # passes 2 and 3 under prange: four rows per item, then the last rows one by one
+        quads = squeezed // 4
+        rows = share(quads + squeezed - 4 * quads, thread, threads)
+        blocks = share(n_blocks, thread, threads)
+    else:               # serial, on the calling thread: one row per item
+        rows = (0, squeezed) if thread == 0 else (0, 0)
+        blocks = (0, n_blocks) if thread == 0 else (0, 0)
+    pool = share(planes, thread, threads)
+    # pooled, hidden, scale: allocated once per call by the calling thread, shared by all
+    return collect(trace_se.trace_squeeze_excite, address_of(x), x.shape[:4], address_of(w1), address_of(b1),
+                   address_of(w2), address_of(b2), address_of(mask), address_of(out), squeezed,
+                   scratch_address(SE_POOLED), scratch_address(SE_HIDDEN), scratch_address(SE_SCALE), *pool, *rows,
+                   parallel, *blocks, *pool)
+
+
+def _activation_flat(args, thread: int, threads: int) -> np.ndarray:
+    x, out, *_code_and_clip = args
+    chunk = elementwise.CHUNK
+    begin, end = share(-(-x.size // chunk), thread, threads)
+    return collect(trace_elementwise.trace_activation, address_of(x), address_of(out), x.size, chunk, begin, end)
+
+
+def _activation_blocked(args, thread: int, threads: int) -> np.ndarray:
+    x, out, *_channels_code_and_clip = args
+    n_images, n_blocks, height, width, lanes = x.shape
+    begin, end = share(n_images * n_blocks, thread, threads)
+    return collect(trace_elementwise.trace_activation, address_of(x), address_of(out), x.size,
+                   height * width * lanes, begin, end)
+
+
 TRACERS: dict[Callable, Callable] = {
     pointwise._pointwise_kernel: _pointwise,
     depthwise._depthwise_kernel: _depthwise,
@@ -115,6 +177,11 @@ TRACERS: dict[Callable, Callable] = {
     linear._linear_kernel: _linear,
     _nchw_to_nchwc: _to_blocked,
     _nchwc_to_nchw: _from_blocked,
+    conv_nchwc._conv_kernel: _conv_nchwc,
+    pooling._max_pool_kernel: _max_pool,
+    squeeze_excite._squeeze_excite_kernel: _squeeze_excite,
+    elementwise._activation_flat_kernel: _activation_flat,
+    elementwise._activation_blocked_kernel: _activation_blocked,
 }
 
 
