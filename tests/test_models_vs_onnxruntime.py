@@ -191,11 +191,15 @@ def test_plans_of_the_new_patterns_convert_no_layout_and_read_the_callers_input(
     assert se.flops == 2 * 2 * 2 * 8 * 16         # batch 2: its two 1x1 convs (16 -> 8 -> 16 channels)
 
 
-def test_the_cache_simulation_refuses_a_plan_with_kernels_it_cannot_trace():
+def test_the_cache_simulation_traces_the_new_kernels_and_refuses_a_kernel_it_cannot_trace(monkeypatch):
+    from engine.kernels import pooling
+    from engine.trace import calls
     from engine.trace.simulator import simulate_plan
 
     plan = engine.load(resnet_like()).plan(1)
-    with pytest.raises(ValueError, match=r"no access trace for \d+ step\(s\).*maxpool"):
+    assert all(step.traced for step in simulate_plan(plan))
+    monkeypatch.delitem(calls.TRACERS, pooling._max_pool_kernel)      # as a kernel added without a tracer
+    with pytest.raises(ValueError, match=r"no access trace for 1 step\(s\).*maxpool"):
         simulate_plan(plan)
 
 
