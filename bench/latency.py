@@ -364,7 +364,8 @@ def main(argv=None) -> int:
         try:
             results[name] = measure_model(name, path, args)
         except engine.ModelError as error:          # UnsupportedOperatorError is one
-            results[name] = f"not supported yet: {type(error).__name__}: {' '.join(str(error).split())}"
+            message = " ".join(str(error).split()).split("; supported op types")[0]     # not the list of ops
+            results[name] = f"not supported yet: {type(error).__name__}: {message}"
             print(f"model {name}: {results[name]}")
             continue
         print_model_table(results[name])
