@@ -1,5 +1,5 @@
 # Roofline Workbench — set-up, notebooks, headless report and tests.
-#   make lab      set up .venv, build data/, start JupyterLab on notebooks/ (127.0.0.1, as root
+#   make lab      set up .venv, build data/ (the zoo's models), start JupyterLab on notebooks/ (127.0.0.1, as root
 #                 too) and print the URL to open
 #   make report   the headless main job: profile the default model, write reports/
 #   make test     set up, then run the whole test suite (notebooks included), and the
@@ -38,11 +38,20 @@ $(LAB_SETTINGS): lab/default_setting_overrides.json $(VENV)/.installed
 
 lab-settings: $(LAB_SETTINGS)
 
-$(MODEL): $(VENV)/.installed engine/zoo.py
+# The default model and every other network of engine.zoo's registry (synthetic weights,
+# torchvision's topology, written as torch's exporter writes it): data/<name>.onnx.
+ZOO_SOURCES := $(wildcard engine/zoo/*.py)
+ZOO_MODELS := mobilenet_v3_small mobilenet_v3_large efficientnet_b0 resnet18 resnet50
+
+$(MODEL): $(VENV)/.installed $(ZOO_SOURCES)
 	rm -f $@
 	$(PY) -c "from engine.zoo import write_default_model; write_default_model('$@')"
 
-data: $(MODEL)
+data/%.onnx: $(VENV)/.installed $(ZOO_SOURCES)
+	rm -f $@
+	$(PY) -m engine.zoo $* $@
+
+data: $(MODEL) $(ZOO_MODELS:%=data/%.onnx)
 
 lab: data $(LAB_SETTINGS)
 	$(LAB_COMMAND)

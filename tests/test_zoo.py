@@ -330,3 +330,12 @@ def test_save_model_without_external_data_writes_one_self_contained_file(tmp_pat
     path = zoo.save_model(model, tmp_path / "m.onnx")
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
     assert path.read_bytes() == model.SerializeToString()
+
+
+def test_names_imported_from_engine_zoo_before_it_became_a_package_still_are():
+    # engine/zoo.py became the package engine/zoo/ (issue 15): every name the repository,
+    # the notebooks and the Makefile import from engine.zoo stays there
+    from engine.zoo import (DEFAULT_MODEL_PATH, EXTERNAL_DATA_THRESHOLD, MAX_OPSET, MIN_OPSET,  # noqa: F401
+                            make_divisible, mobilenet_v1, mobilenet_v2, save_model, write_default_model)
+    assert DEFAULT_MODEL_PATH == "data/mobilenet_v2.onnx" and (MIN_OPSET, MAX_OPSET) == (9, 18)
+    assert zoo.MODELS["mobilenet_v2"] is mobilenet_v2 and zoo.MODELS["mobilenet_v1"] is mobilenet_v1
