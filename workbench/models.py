@@ -10,7 +10,6 @@ the working directory (a path to such a file: "./resnet50").
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import engine
@@ -21,33 +20,14 @@ DATA_FOLDER = Path(__file__).resolve().parents[1] / "data"
 DEFAULT_MODEL_NAME = "mobilenet_v2"     # the model every tool runs unless told
 
 
-# ---- SHIM until engine.zoo's registry (MODELS, model_path) merges: remove with it
-def _registry() -> dict:
-    return zoo.MODELS if hasattr(zoo, "MODELS") else {"mobilenet_v1": zoo.mobilenet_v1, "mobilenet_v2": zoo.mobilenet_v2}
-
-
-def _zoo_model_path(name: str, folder: Path) -> Path:
-    if hasattr(zoo, "model_path"):
-        return Path(zoo.model_path(name, folder=folder))
-    path = Path(folder) / f"{name}.onnx"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as file:
-            file.write(_registry()[name]().SerializeToString())
-        os.replace(temporary, path)
-    return path
-# ---- end of the shim
-
-
 def model_names() -> tuple[str, ...]:
     """The zoo's model names (engine.zoo.MODELS), in its order."""
-    return tuple(_registry())
+    return tuple(zoo.MODELS)
 
 
 def is_model_name(model) -> bool:
     """`model` is a str naming a zoo model (not a path)."""
-    return isinstance(model, str) and model in _registry()
+    return isinstance(model, str) and model in zoo.MODELS
 
 
 def model_file(model=DEFAULT_MODEL_NAME) -> Path:
@@ -55,7 +35,7 @@ def model_file(model=DEFAULT_MODEL_NAME) -> Path:
     engine.zoo.model_path), a path -> that path if it is a file. ValueError for a missing
     file (naming the zoo's models) or another type."""
     if is_model_name(model):
-        return _zoo_model_path(model, DATA_FOLDER)
+        return zoo.model_path(model, folder=DATA_FOLDER)
     if not isinstance(model, (str, os.PathLike)):
         raise ValueError(f"model must be a zoo model name ({', '.join(model_names())}) or an ONNX file path, "
                          f"got {type(model).__name__}")
@@ -85,4 +65,4 @@ def load_model(model, resolution: int | None = None) -> engine.Model:
         raise ValueError(f"resolution= needs a zoo model name ({', '.join(model_names())}), got {model!r}")
     if isinstance(resolution, bool) or not isinstance(resolution, int) or not 32 <= resolution <= 1024:
         raise ValueError(f"resolution must be an int in 32..1024 (pixels), got {resolution!r}")
-    return engine.load(_registry()[model](resolution=resolution))
+    return engine.load(zoo.MODELS[model](resolution=resolution))
