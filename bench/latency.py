@@ -18,7 +18,8 @@ data/<name>.onnx on first use) or an ONNX file; default mobilenet_v2. --models r
 (comma-separated names or files; "all": every zoo model) one after the other in one run:
 each gets its own table, then a summary gives every model's engine, ONNX Runtime and
 OpenVINO figures and "% of peak" side by side. A model the engine cannot load yet gets the
-row "not supported yet: <the error>"; the others still run.
+engine row "not supported yet: <the error>"; the other runtimes still run it (its FLOPs
+then counted from the ONNX graph: onnx_flops_per_image).
 
 "% of peak" = the model's FLOPs per second (engine.model.total_flops: conv and linear FLOPs, 2
 per multiply-accumulate, the same count for every runtime) / this machine's fp32 FMA peak
@@ -76,16 +77,17 @@ OPENVINO = "OpenVINO"
 PAUSE_SECONDS = 0.1     # after each block: ONNX Runtime's idle threads spin ~65 ms after a 2-thread run
 
 
-def make_engines(model: engine.Model, model_path: Path, threads: int, deepsparse_python: str | None,
+def make_engines(model: engine.Model | None, model_path: Path, threads: int, deepsparse_python: str | None,
                  openvino_default_precision: bool = False, tuned=None):
     """label -> (callable(x), timed_by_callable) for every engine that is installed. Labels of
     the other runtimes carry the precision each reports (see the module docstring).
+    model: None when the engine cannot load the model (no engine rows).
     tuned: an engine.TileSchedule for this cell (the "tuned" row), or None."""
-    engines = {ENGINE: (lambda x: model.run(x, threads=threads), False)}
+    engines = {ENGINE: (lambda x: model.run(x, threads=threads), False)} if model is not None else {}
     if tuned is not None:
         engines[TUNED] = (lambda x: model.run(x, threads=threads, tiles=tuned), False)
     # the fusion rows only where there is something to fuse (ResNet has no inverted-residual block)
-    for name, fuse in FUSION_ROWS.items() if find_inverted_residual_blocks(model.graph) else ():
+    for name, fuse in FUSION_ROWS.items() if model is not None and find_inverted_residual_blocks(model.graph) else ():
         if fuse != engine.DEFAULT_FUSE_BLOCKS:
             engines[name] = (lambda x, fuse=fuse: model.run(x, threads=threads, fuse_blocks=fuse), False)
     try:
@@ -217,30 +219,70 @@ def model_list(args) -> list[str]:
     return list(model_names()) if names == ["all"] else names
 
 
+def onnx_flops_per_image(path: Path) -> tuple[int, tuple[int, int, int]]:
+    """(FLOPs of one image counted from the ONNX graph itself, input (C, H, W)), for a model
+    the engine cannot load: 2 per multiply-accumulate of every Conv, Gemm and MatMul, as
+    engine.model.total_flops counts them (the same figure for the models it loads), with
+    the shapes from onnx's shape inference at batch 1."""
+    import onnx
+    from onnx import shape_inference
+
+    proto = onnx.load(str(path))
+    graph_input = next(i for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer})
+    dims = [d.dim_value for d in graph_input.type.tensor_type.shape.dim]
+    graph_input.type.tensor_type.shape.dim[0].dim_value = 1           # batch 1, named or not
+    inferred = shape_inference.infer_shapes(proto)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]}
+    shapes.update({t.name: list(t.dims) for t in proto.graph.initializer})
+    flops = 0
+    for node in proto.graph.node:
+        if node.op_type == "Conv":
+            weight, output = shapes[node.input[1]], shapes[node.output[0]]   # (Cout, Cin/group, kh, kw), (1, Cout, Ho, Wo)
+            flops += 2 * int(np.prod(output)) * int(np.prod(weight[1:]))
+        elif node.op_type in ("Gemm", "MatMul"):
+            left, output = shapes[node.input[0]], shapes[node.output[0]]
+            flops += 2 * int(np.prod(output)) * left[-1]
+    return flops, tuple(dims[1:])
+
+
 def measure_model(label: str, path: Path, args) -> dict:
     """Time every (batch, threads) cell of one model: {"flops": per image, "cells": [...],
-    "medians": {(batch, threads): {row: seconds}}, "runs": {cell: runs per engine}}."""
-    model = engine.load(path)
-    c, h, w = model.input_shape
-    flops_per_image = total_flops(model, 1)
+    "medians": {(batch, threads): {row: seconds}}, "runs": {cell: runs per engine},
+    "refused": None, or the engine's error when it cannot load the model (then only the
+    other runtimes run, and the FLOPs are counted from the ONNX graph)}."""
+    try:
+        model = engine.load(path)
+        refused = None
+    except engine.ModelError as error:          # UnsupportedOperatorError is one
+        model = None
+        message = " ".join(str(error).split()).split("; supported op types")[0]     # not the list of ops
+        refused = f"not supported yet: {type(error).__name__}: {message}"
+    if model is not None:
+        (c, h, w), flops_per_image = model.input_shape, total_flops(model, 1)
+    else:
+        flops_per_image, (c, h, w) = onnx_flops_per_image(path)
     cells = [(b, t) for b in args.batches for t in args.threads if t <= engine.available_cores()]
     print(f"model {label}: {flops_per_image / 1e6:.1f} MFLOP per image, input {c}x{h}x{w}; cores "
           f"{engine.available_cores()}; engine default fuse_blocks={engine.DEFAULT_FUSE_BLOCKS!r}; engine rows: "
           f"{PRECISION} kernels only; every row {PRECISION} unless its label names another precision")
+    if refused:
+        print(f"  engine: {refused}; the other runtimes only")
     medians: dict[tuple[int, int], dict[str, float]] = {}
     runs: dict[tuple[int, int], int] = {}
     for batch, threads in cells:
         x = np.random.default_rng(0).standard_normal((batch, c, h, w), dtype=np.float32)
         block = args.block if batch == 1 else 1
         rounds = args.rounds if batch == 1 else max(3, args.rounds // 2)
-        tuned = tuned_schedule(model, batch, threads, args.tune_budget) if args.tune_budget > 0 else None
+        tuned = (tuned_schedule(model, batch, threads, args.tune_budget)
+                 if args.tune_budget > 0 and model is not None else None)
         engines = make_engines(model, path, threads, args.deepsparse_python, args.openvino_default_precision, tuned)
         samples = time_cell(engines, x, rounds, block, warmup=args.warmup)
         medians[(batch, threads)] = {name: statistics.median(values) for name, values in samples.items()}
-        runs[(batch, threads)] = len(samples[ENGINE])
+        runs[(batch, threads)] = max((len(v) for v in samples.values()), default=0)
         print(f"  {label}: measured batch {batch}, {threads} thread(s): {runs[(batch, threads)]} runs per engine",
               file=sys.stderr)
-    return {"flops": flops_per_image, "cells": cells, "medians": medians, "runs": runs}
+    return {"flops": flops_per_image, "cells": cells, "medians": medians, "runs": runs, "refused": refused}
 
 
 def show(batch: int, seconds: float | None) -> str:
@@ -258,6 +300,8 @@ def print_model_table(result: dict) -> None:
     the compute floor and every row's % of the FMA peak."""
     cells, medians, flops_per_image = result["cells"], result["medians"], result["flops"]
     names = list(dict.fromkeys(name for cell in medians.values() for name in cell))
+    if result.get("refused"):
+        names.insert(0, f"{ENGINE} (not supported yet)")          # the reason: printed above the table
     if not any(n.startswith(DEEPSPARSE) for n in names):
         names.append(f"{DEEPSPARSE} (not installed)")
     width = max(32, *(len(name) + 13 for name in names))
@@ -267,7 +311,7 @@ def print_model_table(result: dict) -> None:
         print(f"{name:<{width}}" + "".join(f"{show(b, medians[(b, t)].get(name)):>20}" for b, t in cells))
     for runtime in (ONNX_RUNTIME, OPENVINO, DEEPSPARSE):
         other = fp32_row(names, runtime)
-        if other:
+        if other and not result.get("refused"):
             label = f"engine / {runtime} ({PRECISION}) time"
             print(f"{label:<{width}}" + "".join(f"{medians[c][ENGINE] / medians[c][other]:>20.2f}"
                                            if other in medians[c] else f"{'-':>20}" for c in cells))
@@ -283,14 +327,15 @@ def print_model_table(result: dict) -> None:
     scaling = []
     for batch, threads in cells:
         one = medians.get((batch, 1), {}).get(ENGINE)
-        scaling.append(f"{one / medians[(batch, threads)][ENGINE]:>20.2f}" if one and threads > 1 else f"{'-':>20}")
+        mine = medians[(batch, threads)].get(ENGINE)
+        scaling.append(f"{one / mine:>20.2f}" if one and mine and threads > 1 else f"{'-':>20}")
     print(f"{'engine thread scaling (vs 1)':<{width}}" + "".join(scaling))
     floors = [compute_floor_seconds(flops_per_image * b, t) for b, t in cells]
     print(f"{'compute floor (FMA peak)':<{width}}" + "".join(f"{show(b, f):>20}" for (b, _), f in zip(cells, floors)))
     print(f"{'FMA peak (measured, GFLOP/s)':<{width}}" + "".join(
         f"{'-' if peak_gflops(t) is None else f'{peak_gflops(t):.0f}':>20}" for _, t in cells))
     for name in names:
-        if name.endswith("(not installed)"):
+        if name.endswith(("(not installed)", "(not supported yet)")):
             continue
         print(f"{'% of peak: ' + name:<{width}}" + "".join(
             f"{percent(share_of_peak(flops_per_image, b, t, medians[(b, t)].get(name))):>20}" for b, t in cells))
@@ -312,6 +357,8 @@ def print_summary(results: dict[str, dict | str], cells: list[tuple[int, int]]) 
         if isinstance(result, str):
             print(f"{label:<20}{'':>10}{'':>14}  {result}")
             continue
+        if result.get("refused"):
+            print(f"{label:<20}{'':>10}{'':>14}  engine {result['refused']}")
         for batch, threads in result["cells"]:
             medians = result["medians"][(batch, threads)]
             names = list(medians)
@@ -321,7 +368,7 @@ def print_summary(results: dict[str, dict | str], cells: list[tuple[int, int]]) 
                 seconds = medians.get(row) if row else None
                 figures.append("-" if seconds is None else
                                f"{seconds * 1e3:.1f} ms {percent(share_of_peak(result['flops'], batch, threads, seconds))}")
-            ratio = medians[ENGINE] / medians[rows[1]] if rows[1] in medians else None
+            ratio = medians[ENGINE] / medians[rows[1]] if rows[1] in medians and ENGINE in medians else None
             print(f"{label:<20}{result['flops'] / 1e6:>10.0f}{f'b{batch} t{threads}':>14}"
                   + "".join(f"{f:>24}" for f in figures) + f"{'-' if ratio is None else f'{ratio:.2f}':>12}")
 
@@ -361,13 +408,7 @@ def main(argv=None) -> int:
     results: dict[str, dict | str] = {}
     for label, path in paths.items():
         name = label if is_model_name(label) else path.stem
-        try:
-            results[name] = measure_model(name, path, args)
-        except engine.ModelError as error:          # UnsupportedOperatorError is one
-            message = " ".join(str(error).split()).split("; supported op types")[0]     # not the list of ops
-            results[name] = f"not supported yet: {type(error).__name__}: {message}"
-            print(f"model {name}: {results[name]}")
-            continue
+        results[name] = measure_model(name, path, args)
         print_model_table(results[name])
         print()
     if len(labels) > 1:
