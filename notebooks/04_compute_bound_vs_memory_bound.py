@@ -90,31 +90,30 @@ format_network_table(table)
 networks_roofline_figure(profiles, ceilings, LEVEL)
 
 # %%
-heavy, light = table.index[0], table.index[-1]
-flops_ratio = table.loc[heavy, "gflop_per_image"] / table.loc[light, "gflop_per_image"]
-time_ratio = table.loc[heavy, "ms_per_image"] / table.loc[light, "ms_per_image"]
-display(Markdown(
-    f"**{heavy}** runs at {table.loc[heavy, 'gflops']:.3g} GFLOP/s ({table.loc[heavy, 'peak_fraction']:.0%} of the "
-    f"FMA peak), its run's intensity at {LEVEL} {table.loc[heavy, 'ai']:.3g} FLOP/byte against a ridge point of "
-    f"{table.loc[heavy, 'ridge']:.3g}; **{light}** at {table.loc[light, 'gflops']:.3g} GFLOP/s "
-    f"({table.loc[light, 'peak_fraction']:.0%}), intensity {table.loc[light, 'ai']:.3g} FLOP/byte."))
+display(Markdown("\n".join(
+    f"- **{name}**: {row['gflops']:.3g} GFLOP/s, {row['peak_fraction']:.0%} of the FMA peak; the whole run's "
+    f"intensity at {LEVEL} is {row['ai']:.3g} FLOP/byte against a ridge point of {row['ridge']:.3g}; "
+    f"{row['memory_bound_time']:.0%} of its time is in memory-bound steps."
+    for name, row in table.iterrows())))
 
 # %% [markdown]
 # ## 3. FLOPs per image against time per image
 #
-# If time followed FLOPs, a network with 14× the FLOPs would take 14× the time. It does
-# not: a network whose layers are compute bound turns its extra FLOPs into time at close
-# to the peak rate, while a memory-bound one spends time waiting for bytes that its few
-# FLOPs do not pay for. The dotted line is the compute floor: every FLOP at the peak.
+# If time followed FLOPs, a network with 14× the FLOPs would take 14× the time. But a
+# network whose layers are compute bound turns its FLOPs into time at close to the peak
+# rate, while a memory-bound one spends time waiting for bytes that its few FLOPs do not
+# pay for: the FLOP-heavy network should take far less than its FLOP ratio in time. The
+# dotted line is the compute floor: every FLOP at the peak.
 
 # %%
 flops_time_figure(table, ceilings)
 
 # %%
-display(Markdown(
-    f"{heavy} does **{flops_ratio:.3g}×** the FLOPs of {light} per image and takes **{time_ratio:.3g}×** its time: "
-    + ("far less than its FLOPs would say." if time_ratio < 0.7 * flops_ratio else
-       "close to what its FLOPs say (these two networks are not far apart in how they use the machine).")))
+heavy = NETWORKS[0]
+display(Markdown("\n".join(
+    f"- {heavy} does **{table.loc[heavy, 'gflop_per_image'] / table.loc[other, 'gflop_per_image']:.3g}×** the "
+    f"FLOPs of {other} per image and takes **{table.loc[heavy, 'ms_per_image'] / table.loc[other, 'ms_per_image']:.3g}×**"
+    f" its time." for other in NETWORKS[1:])))
 
 # %% [markdown]
 # ## 4. Per-layer intensity against this machine's ridge points
