@@ -123,7 +123,8 @@ def analyse_worker(rows: int, blocks: int, target: str) -> dict:
     def one_tile(x, w, bias, out, cin_blocks):
         z = np.int64(0)
         tile(full_rows, full_blocks, x, z, np.int64(4096), np.int64(2 * rows * CB), w, z, cin_blocks * CB * CB,
-             cin_blocks, bias, z, out, z, np.int64(4096), out, False, np.float32(0), np.float32(6), z, z)
+             cin_blocks, bias, z, out, z, np.int64(4096), out, False, np.float32(0), np.float32(6),
+             z, np.float32(0), np.float32(0), z, z)
 
     buffer = np.zeros(1 << 20, np.float32)
     one_tile(buffer, buffer.copy(), buffer.copy(), buffer.copy(), np.int64(4))

@@ -16,20 +16,27 @@ from engine.kernels.activation import NO_ACTIVATION
 NO_CLIP = (-math.inf, math.inf)
 
 # How the plan stores a tensor (engine.plan; engine.kernels.layout for the blocked layout):
-# "nchw" the graph input as the caller gives it, (N, C, H, W); "nchwc" a conv's output, channels
-# in blocks of the SIMD width, (N, C_blocks, H, W, CB); "flat" everything else, rows of features
+# "nchw" the graph input as the caller gives it, (N, C, H, W); "nchwc" a conv's, max pool's or
+# squeeze-and-excitation's output, channels in blocks of the SIMD width, (N, C_blocks, H, W, CB);
+# a stand-alone activation's output is stored as its input is; "flat" everything else, rows of features
 # (N, width): pooled vectors, flattened and linear outputs. IMAGE_LAYOUTS are the two an image
 # (C, H, W) can be read in: the plan converts between them, never from "flat".
 IMAGE_LAYOUTS = ("nchw", "nchwc")
+# The layers whose kernels write NCHWc.
+BLOCKED_OUTPUT_OPS = ("Conv", "MaxPool", "SqueezeExcite")
 
 
 @dataclass
 class Layer:
     """One executable step before kernel selection.
 
-    op: "Conv", "GlobalAveragePool", "Flatten" or "Linear" once the passes have run;
-        the importer also emits "BatchNormalization", "Clip", "Add" and "Pad", which the
-        passes fold into the neighbouring Conv or reject.
+    op: "Conv", "GlobalAveragePool", "MaxPool", "SqueezeExcite", "Activation", "Flatten"
+        or "Linear" once the passes have run; the importer also emits "BatchNormalization",
+        "Clip", "Add", "Mul" and "Pad", which the passes fold into their neighbours (a Clip
+        left alone becomes an "Activation") or reject. "Activation" is stand-alone: its
+        `activation` then `clip` on each element. "SqueezeExcite" (engine.passes) holds
+        w1 (S, C), b1, w2 (C, S), b2 and the hidden_activation, hidden_clip and
+        gate_activation of the pattern it replaced in attrs.
     inputs: activation tensor names read (constants are already attributes/weights).
     clip: (low, high) applied last in the epilogue; NO_CLIP when there is none.
     activation: (name, alpha, beta) applied after the bias and residual, before the clip
@@ -54,7 +61,12 @@ class Layer:
 
     @property
     def conv_kind(self) -> str | None:
-        """For a Conv: "pointwise", "depthwise" or "direct" (dense); None otherwise."""
+        """For a Conv, the kernel family that runs it; None otherwise:
+        "pointwise" 1x1 stride 1 unpadded (engine.kernels.pointwise), "depthwise"
+        (engine.kernels.depthwise), "dense" any other group-1 conv on NCHWc input
+        (engine.kernels.conv_nchwc), "direct" a group-1 conv on plain NCHW input
+        (engine.kernels.direct_conv): the stem, which reads the graph input's few channels
+        (attrs["stem"], set by engine.passes.route_convs), and dilated convs."""
         if self.op != "Conv":
             return None
         kh, kw = self.attrs["kernel_shape"]
@@ -67,7 +79,9 @@ class Layer:
         if group == in_channels == out_channels and group > 1 and self.attrs["dilations"] == (1, 1):
             return "depthwise"
         if group == 1:
-            return "direct"
+            if self.attrs["dilations"] != (1, 1) or self.attrs.get("stem", False):
+                return "direct"
+            return "dense"
         return None
 
     @property
@@ -105,11 +119,15 @@ class Graph:
         return None
 
     def layout_of(self, tensor: str) -> str:
-        """How the plan stores `tensor`: "nchw", "nchwc" or "flat" (IMAGE_LAYOUTS' comment)."""
+        """How the plan stores `tensor`: "nchw", "nchwc" or "flat" (IMAGE_LAYOUTS' comment).
+        A stand-alone Activation writes its input's layout (it works element by element)."""
+        producer = self.producer_of(tensor)
+        while producer is not None and producer.op == "Activation":
+            tensor = producer.inputs[0]
+            producer = self.producer_of(tensor)
         if tensor == self.input_name:
             return "nchw"
-        producer = self.producer_of(tensor)
-        return "nchwc" if producer is not None and producer.op == "Conv" else "flat"
+        return "nchwc" if producer is not None and producer.op in BLOCKED_OUTPUT_OPS else "flat"
 
     def consumers_of(self, tensor: str) -> list[Layer]:
         return [layer for layer in self.layers

@@ -19,6 +19,7 @@ from onnx import external_data_helper, numpy_helper
 
 from engine.errors import ModelError, UnsupportedOperatorError
 from engine.graph import Graph, Layer
+from engine.kernels.activation import HARDSWISH_DEFAULT
 
 # Opset 6 (ONNX's converted PyTorch Conv tests use it): Add and Gemm broadcast only with
 # broadcast=1 and BatchNormalization / Dropout infer only with is_test=1 there; the handlers
@@ -123,7 +124,7 @@ def _pair(node, attrs, key, default, length=2):
     value = tuple(int(v) for v in attrs.get(key, default))
     if len(value) != length:
         raise UnsupportedOperatorError(node.name, node.op_type, HANDLERS,
-                                       f"{key}={list(value)}: only 2-d (H, W) convolutions are supported")
+                                       f"{key}={list(value)}: only 2-d (H, W) {node.op_type} is supported")
     return value
 
 
@@ -136,7 +137,7 @@ def _auto_pads(node, auto_pad: str, pads: tuple, size_hw: tuple, strides: tuple,
     if auto_pad == "VALID":
         return (0, 0, 0, 0)
     if auto_pad not in ("SAME_UPPER", "SAME_LOWER"):
-        raise ModelError(f"node {node.name!r} (Conv): unknown auto_pad {auto_pad!r}")
+        raise ModelError(f"node {node.name!r} ({node.op_type}): unknown auto_pad {auto_pad!r}")
     padding = []
     for size, stride, eff in zip(size_hw, strides, effective):
         out = -(-size // stride)
@@ -253,6 +254,109 @@ def Clip(ctx, node):
 
 def Relu(ctx, node):
     _clip_layer(ctx, node, 0.0, math.inf)
+
+
+def _activation_layer(ctx, node, activation: tuple[str, float, float]):
+    """A stand-alone activation (engine.kernels.activation's (name, alpha, beta)); the
+    passes fuse it into the conv before it, or into a gated form (Sigmoid + Mul -> silu)."""
+    name, shape = ctx.activation(node)
+    if not all(math.isfinite(v) for v in activation[1:]):
+        raise ModelError(f"node {node.name!r} ({node.op_type}): alpha {activation[1]} and beta {activation[2]} "
+                         "must be finite")
+    ctx.add_layer(node, "Activation", [name], shape, activation=activation)
+
+
+def HardSigmoid(ctx, node):
+    attrs = _attrs(node)
+    _activation_layer(ctx, node, ("hardsigmoid", float(attrs.get("alpha", 0.2)), float(attrs.get("beta", 0.5))))
+
+
+def HardSwish(ctx, node):
+    if ctx.opset < 14:      # the schema check refuses it first; HardSwish-14 is the first version
+        raise UnsupportedOperatorError(node.name, "HardSwish", HANDLERS, f"HardSwish is an opset-14 op "
+                                       f"(the model's opset is {ctx.opset})")
+    _activation_layer(ctx, node, HARDSWISH_DEFAULT)
+
+
+def Sigmoid(ctx, node):
+    _activation_layer(ctx, node, ("sigmoid", 0.0, 0.0))
+
+
+def Mul(ctx, node):
+    """x * y of two activations of the same shape, or of an image (C, H, W) and a per-channel
+    (C, 1, 1) scale (a squeeze-and-excitation's gate). The passes turn the patterns they know
+    (x * sigmoid(x), x * hardsigmoid(x), squeeze-and-excitation) into runnable layers; any
+    other Mul is refused there."""
+    if len(node.input) != 2:
+        raise ModelError(f"node {node.name!r} (Mul): expected 2 inputs, got {len(node.input)}")
+    for index in (0, 1):
+        if ctx.is_constant(node.input[index]):
+            raise UnsupportedOperatorError(node.name, "Mul", HANDLERS, f"input {index} is a constant: only the "
+                                           "product of two computed tensors (x * sigmoid(x), a squeeze-and-"
+                                           "excitation gate)")
+    if ctx.opset < 7 and _attrs(node).get("broadcast", 0):
+        raise UnsupportedOperatorError(node.name, "Mul", HANDLERS, "broadcast=1 before opset 7")
+    a, shape_a = ctx.activation(node, 0)
+    b, shape_b = ctx.activation(node, 1)
+    channel_scale = lambda image, scale: len(image) == 3 and scale == (image[0], 1, 1)
+    if shape_a == shape_b:
+        shape, scaled = shape_a, None
+    elif channel_scale(shape_a, shape_b):
+        shape, scaled = shape_a, 1
+    elif channel_scale(shape_b, shape_a):
+        shape, scaled = shape_b, 0
+    else:
+        raise UnsupportedOperatorError(node.name, "Mul", HANDLERS,
+                                       f"broadcasting {shape_a} * {shape_b} (batch-free shapes): only the same "
+                                       "shape, or (C, H, W) * (C, 1, 1)")
+    layer = ctx.add_layer(node, "Mul", [a, b], shape, attrs={"scale_input": scaled})
+    layer.input_shape = shape
+
+
+def MaxPool(ctx, node):
+    """2-d max pooling: kernel_shape, strides, pads or auto_pad; dilations 1, ceil_mode 0,
+    storage_order 0 and no Indices output (what ResNet's 3x3 stride-2 pool uses)."""
+    name, shape = ctx.activation(node)
+    attrs = _attrs(node)
+    refuse = lambda detail: UnsupportedOperatorError(node.name, "MaxPool", HANDLERS, detail)
+    if len(shape) != 3:
+        raise refuse(f"input of shape {shape} (batch-free): only 2-d pooling of (N, C, H, W)")
+    if len(node.output) > 1 and node.output[1]:
+        raise refuse("the Indices output")
+    if "kernel_shape" not in attrs:
+        raise ModelError(f"node {node.name!r} (MaxPool): kernel_shape is required")
+    kernel = tuple(int(k) for k in attrs["kernel_shape"])
+    if len(kernel) != 2:
+        raise refuse(f"kernel_shape={list(kernel)}: only 2-d pooling")
+    strides = _pair(node, attrs, "strides", (1, 1))
+    dilations = _pair(node, attrs, "dilations", (1, 1))
+    pads = _pair(node, attrs, "pads", (0, 0, 0, 0), length=4)
+    if min(kernel) < 1 or min(strides) < 1 or min(dilations) < 1 or min(pads) < 0:
+        raise ModelError(f"node {node.name!r} (MaxPool): invalid kernel {kernel}, strides {strides}, "
+                         f"dilations {dilations} or pads {pads}")
+    if dilations != (1, 1):
+        raise refuse(f"dilations={list(dilations)}: only 1")
+    if int(attrs.get("ceil_mode", 0)):
+        raise refuse("ceil_mode=1: only 0 (floor)")
+    if int(attrs.get("storage_order", 0)):
+        raise refuse("storage_order=1")
+    auto_pad = attrs.get("auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode(errors="replace") if isinstance(auto_pad, bytes) else auto_pad
+    if auto_pad != "NOTSET" and "pads" in attrs:
+        raise ModelError(f"node {node.name!r} (MaxPool): auto_pad={auto_pad} and pads are both given; "
+                         "ONNX allows one or the other")
+    channels, height, width = shape
+    pads = _auto_pads(node, auto_pad, pads, (height, width), strides, list(kernel))
+    if any(pad >= k for pad, k in zip(pads, kernel + kernel)):
+        raise refuse(f"pads {list(pads)} for kernel {list(kernel)}: a pad must be smaller than the kernel "
+                     "(a window wholly in the padding has no maximum)")
+    out_h = (height + pads[0] + pads[2] - kernel[0]) // strides[0] + 1
+    out_w = (width + pads[1] + pads[3] - kernel[1]) // strides[1] + 1
+    if out_h < 1 or out_w < 1:
+        raise ModelError(f"node {node.name!r} (MaxPool): kernel {kernel} does not fit the padded input "
+                         f"{height}x{width} (pads {pads})")
+    ctx.add_layer(node, "MaxPool", [name], (channels, out_h, out_w),
+                  attrs={"kernel_shape": kernel, "strides": strides, "pads": pads})
 
 
 def Add(ctx, node):
@@ -535,6 +639,7 @@ def Cast(ctx, node):
 
 HANDLERS = {
     "Conv": Conv, "BatchNormalization": BatchNormalization, "Clip": Clip, "Relu": Relu, "Add": Add,
+    "HardSigmoid": HardSigmoid, "HardSwish": HardSwish, "Sigmoid": Sigmoid, "Mul": Mul, "MaxPool": MaxPool,
     "GlobalAveragePool": GlobalAveragePool, "ReduceMean": ReduceMean, "Flatten": Flatten,
     "Reshape": Reshape, "Gemm": Gemm, "MatMul": MatMul, "Pad": Pad, "Identity": Identity,
     "Dropout": Dropout, "Constant": Constant, "Shape": Shape, "Gather": Gather,

@@ -1,14 +1,23 @@
 """Graph passes run after import: fold BatchNormalization and Pad into convolutions,
-fuse activations and residual Adds into the conv epilogue, and reject what is left over
-that no kernel runs. Each pass rewrites `graph.layers` in place."""
+recognise gated activations (x * sigmoid(x) -> silu, x * hardsigmoid(x) -> hardswish) and
+squeeze-and-excitation blocks, fuse activations and residual Adds into the conv epilogue,
+and reject what is left over that no kernel runs. Each pass rewrites `graph.layers` in
+place."""
 from __future__ import annotations
 
 import numpy as np
 
 from engine.errors import ModelError, UnsupportedOperatorError
 from engine.graph import IMAGE_LAYOUTS, NO_CLIP, Graph, Layer
+from engine.kernels.activation import NO_ACTIVATION, ZERO_PRESERVING
 
-EXECUTABLE_OPS = ("Conv", "GlobalAveragePool", "Flatten", "Linear")
+EXECUTABLE_OPS = ("Conv", "GlobalAveragePool", "MaxPool", "SqueezeExcite", "Activation", "Flatten", "Linear")
+# The layers whose kernels read their input (and a conv its residual) as an image.
+IMAGE_READERS = ("Conv", "GlobalAveragePool", "MaxPool", "SqueezeExcite")
+# The conv kinds whose kernels have a residual epilogue.
+RESIDUAL_CONV_KINDS = ("pointwise", "dense")
+# x * gate(x) -> activation(x): the gate's activation and the product's.
+GATED = {"sigmoid": "silu", "hardsigmoid": "hardswish"}
 
 
 def _sole_consumer(graph: Graph, layer: Layer) -> Layer | None:
@@ -60,30 +69,150 @@ def fold_pad(graph: Graph) -> None:
 
 
 def _fusable(graph: Graph, producer: Layer | None, consumer: Layer, *, needs_no_clip: bool) -> bool:
-    """True if `consumer` can become `producer`'s epilogue: a Conv whose only reader it is."""
+    """True if `consumer` can become `producer`'s epilogue: a Conv whose only reader it is
+    (with `needs_no_clip`: one with nothing in its epilogue yet after the bias, since a
+    residual comes before the activation and the clip)."""
     return (producer is not None and producer.op == "Conv"
-            and not (needs_no_clip and (producer.clip != NO_CLIP or producer.residual is not None))
+            and not (needs_no_clip and (producer.clip != NO_CLIP or producer.residual is not None
+                                        or producer.activation != NO_ACTIVATION))
             and _sole_consumer(graph, producer) is consumer)
 
 
-def fuse_activation(graph: Graph, strict: bool = True) -> bool:
-    """Conv -> Clip/Relu becomes a Conv with a clip epilogue (two clips combine).
+def _combined_clip(first: tuple[float, float], second: tuple[float, float]) -> tuple[float, float]:
+    """clip(clip(v, first), second) as one clip."""
+    low = max(first[0], second[0])
+    return (low, max(low, min(first[1], second[1])))
 
-    Returns whether anything was fused; with `strict`, an activation that cannot be fused
-    raises UnsupportedOperatorError (there is no stand-alone activation kernel)."""
+
+def _absorbs_activation(graph: Graph, producer: Layer | None, layer: Layer) -> bool:
+    """Whether `producer` can take over `layer` (a Clip, or an Activation with its clip) as
+    its epilogue: the epilogue order is activation then clip, so an activation joins only a
+    producer with neither yet; a conv takes only zero-preserving activations (padded lanes
+    stay 0), a Linear (flat output, no clip in its kernel) any activation but no clip; a clip
+    joins a conv or a stand-alone Activation."""
+    if producer is None or _sole_consumer(graph, producer) is not layer:
+        return False
+    if layer.activation == NO_ACTIVATION:
+        return producer.op in ("Conv", "Activation")
+    if producer.activation != NO_ACTIVATION or producer.clip != NO_CLIP:
+        return False
+    if producer.op == "Conv":
+        return layer.activation[0] in ZERO_PRESERVING
+    return producer.op == "Linear" and layer.clip == NO_CLIP
+
+
+def fuse_activation(graph: Graph, strict: bool = True) -> bool:
+    """Conv -> Clip/Relu becomes a Conv with a clip epilogue (two clips combine); Conv ->
+    Activation (hardswish, silu: zero-preserving) a Conv with that activation, Linear ->
+    Activation (any) a Linear with it; a Clip after an activation joins it as its clip.
+
+    Returns whether anything was fused; with `strict` (the last round), a Clip that cannot
+    be fused becomes a stand-alone Activation layer (engine.kernels.elementwise), as every
+    Activation left over already is."""
     changed = False
-    for clip in [layer for layer in graph.layers if layer.op == "Clip"]:
-        producer = graph.producer_of(clip.inputs[0])
-        if _fusable(graph, producer, clip, needs_no_clip=False):
-            low = max(producer.clip[0], clip.clip[0])
-            producer.clip = (low, max(low, min(producer.clip[1], clip.clip[1])))
-            _absorb(graph, producer, clip)
+    for layer in [layer for layer in graph.layers if layer.op in ("Clip", "Activation")]:
+        producer = graph.producer_of(layer.inputs[0])
+        if _absorbs_activation(graph, producer, layer):
+            if layer.activation != NO_ACTIVATION:
+                producer.activation = layer.activation
+            producer.clip = _combined_clip(producer.clip, layer.clip)
+            _absorb(graph, producer, layer)
             changed = True
-        elif strict:
-            raise UnsupportedOperatorError(clip.name, "Clip/Relu", ("Conv -> Clip/Relu",),
-                                           "an activation is only supported directly after a Conv "
-                                           "(or a residual Add fused into one) whose output nothing else reads")
+        elif strict and layer.op == "Clip":
+            layer.op = "Activation"
     return changed
+
+
+def fuse_gated_activations(graph: Graph) -> None:
+    """Mul(x, Sigmoid(x)) becomes Activation silu(x), Mul(x, HardSigmoid(x)) Activation
+    hardswish(x) with that HardSigmoid's alpha and beta (either operand order), when the
+    Mul is the gate's only reader (older exporters' HardSwish, every exporter's SiLU)."""
+    for mul in [layer for layer in graph.layers if layer.op == "Mul" and layer.attrs["scale_input"] is None]:
+        for index in (0, 1):
+            gate, x = graph.producer_of(mul.inputs[index]), mul.inputs[1 - index]
+            if gate is not None and gate.op == "Activation" and gate.activation[0] in GATED \
+                    and gate.clip == NO_CLIP and gate.inputs[0] == x and _sole_consumer(graph, gate) is mul:
+                name, alpha, beta = gate.activation
+                mul.op, mul.inputs, mul.attrs = "Activation", [x], {}
+                mul.activation = (GATED[name], alpha, beta) if name == "hardsigmoid" else (GATED[name], 0.0, 0.0)
+                mul.sources[:0] = gate.sources
+                graph.layers.remove(gate)
+                break
+
+
+def _is_plain_1x1(layer: Layer | None) -> bool:
+    """A 1x1 conv (stride 1, unpadded) with nothing in its epilogue but its bias."""
+    return (layer is not None and layer.conv_kind == "pointwise" and layer.clip == NO_CLIP
+            and layer.activation == NO_ACTIVATION and layer.residual is None)
+
+
+def _is_gate(layer: Layer) -> bool:
+    return layer.op == "Activation" and layer.activation[0] in ("hardsigmoid", "sigmoid") and layer.clip == NO_CLIP
+
+
+def _is_hidden_activation(layer: Layer) -> bool:
+    """ReLU / Clip, or an Activation (SiLU; the hidden vector has no padded lanes to keep 0)."""
+    return layer.op in ("Clip", "Activation")
+
+
+def _is_keepdims_pool(layer: Layer) -> bool:
+    return layer.op == "GlobalAveragePool" and layer.output_shape == (layer.input_shape[0], 1, 1)
+
+
+def _squeeze_excite_chain(graph: Graph, mul: Layer, scaled: int) -> list[Layer] | None:
+    """[pool, reduce, hidden, expand, gate] of a squeeze-and-excitation ending in `mul`, its
+    input `scaled` the gate, or None: mul = x * gate(expand(hidden(reduce(pool(x))))), each
+    link read only by the next."""
+    x = mul.inputs[1 - scaled]
+    chain = []
+    tensor, reader = mul.inputs[scaled], mul
+    for accepts in (_is_gate, _is_plain_1x1, _is_hidden_activation, _is_plain_1x1, _is_keepdims_pool):
+        layer = graph.producer_of(tensor)
+        if layer is None or not accepts(layer) or _sole_consumer(graph, layer) is not reader:
+            return None
+        chain.insert(0, layer)
+        tensor, reader = layer.inputs[0], layer
+    return chain if chain[0].inputs[0] == x else None
+
+
+def fuse_squeeze_excite(graph: Graph) -> None:
+    """Squeeze-and-excitation: Mul(x, gate) [either order] where gate = HardSigmoid/Sigmoid of
+    a 1x1 Conv of ReLU/Clip or an Activation (SiLU) of a 1x1 Conv of
+    GlobalAveragePool / ReduceMean(keepdims=1) of x becomes one "SqueezeExcite" layer
+    (engine.kernels.squeeze_excite): its attrs hold w1 (S, C), b1 (S,), w2 (C, S), b2 (C,),
+    hidden_activation, hidden_clip and gate_activation. It runs before fuse_activation
+    (the hidden ReLU must still be a layer of its own) and check_layouts (a conv reading a
+    pooled vector is refused there: this is the one pattern that does)."""
+    for mul in [layer for layer in graph.layers if layer.op == "Mul"]:
+        scaled = mul.attrs["scale_input"]
+        # where the image is 1x1 (a small input's last stages), x and the gate have one shape
+        tries = (scaled,) if scaled is not None else (0, 1) if mul.output_shape[1:] == (1, 1) else ()
+        chain = next((chain for index in tries if (chain := _squeeze_excite_chain(graph, mul, index))), None)
+        if chain is None:
+            continue
+        pool, reduce, hidden, expand, gate = chain
+        channels, squeezed = reduce.input_shape[0], reduce.output_shape[0]
+        zeros = np.zeros
+        mul.attrs = {
+            "w1": np.ascontiguousarray(reduce.weight.reshape(squeezed, channels), np.float32),
+            "b1": reduce.bias if reduce.bias is not None else zeros(squeezed, np.float32),
+            "w2": np.ascontiguousarray(expand.weight.reshape(channels, squeezed), np.float32),
+            "b2": expand.bias if expand.bias is not None else zeros(channels, np.float32),
+            "hidden_activation": hidden.activation, "hidden_clip": hidden.clip,
+            "gate_activation": gate.activation, "squeezed": squeezed}
+        mul.op, mul.inputs = "SqueezeExcite", [pool.inputs[0]]
+        mul.sources[:0] = [source for layer in chain for source in layer.sources]
+        for layer in chain:
+            graph.layers.remove(layer)
+
+
+def route_convs(graph: Graph) -> None:
+    """Mark the convs that read the graph input (stored NCHW; through stand-alone
+    activations too) as stems: a dense one runs on the direct kernel, which reads NCHW and
+    suits few input channels (Layer.conv_kind)."""
+    for layer in graph.layers:
+        if layer.op == "Conv":
+            layer.attrs["stem"] = graph.layout_of(layer.inputs[0]) == "nchw"
 
 
 def _computed_before(graph: Graph, tensor: str, layer: Layer) -> bool:
@@ -93,8 +222,9 @@ def _computed_before(graph: Graph, tensor: str, layer: Layer) -> bool:
 
 
 def fuse_residual_add(graph: Graph, strict: bool = True) -> bool:
-    """Conv -> Add(other) becomes a Conv whose epilogue adds `other` before its clip; the
-    Conv must be pointwise, the only kernel with a residual epilogue.
+    """Conv -> Add(other) becomes a Conv whose epilogue adds `other` before its activation
+    and clip; the Conv must be pointwise or dense (RESIDUAL_CONV_KINDS: the kernels with a
+    residual epilogue; ResNet's blocks end in a 3x3 or strided 1x1 conv + Add + ReLU).
 
     Of the Add's two inputs, the later-computed conv absorbs it, so the other input is
     ready when it runs; a conv computed before the other input never does."""
@@ -103,9 +233,9 @@ def fuse_residual_add(graph: Graph, strict: bool = True) -> bool:
         candidates = []
         for index, name in enumerate(add.inputs):
             producer = graph.producer_of(name)
-            # only the pointwise kernel has a residual epilogue (direct and depthwise have none),
-            # and the other input must be computed before the conv that would read it
-            if _fusable(graph, producer, add, needs_no_clip=True) and producer.conv_kind == "pointwise" \
+            # only the pointwise and dense kernels have a residual epilogue (direct and depthwise
+            # have none), and the other input must be computed before the conv that would read it
+            if _fusable(graph, producer, add, needs_no_clip=True) and producer.conv_kind in RESIDUAL_CONV_KINDS \
                     and _computed_before(graph, add.inputs[1 - index], producer):
                 candidates.append((graph.layers.index(producer), producer, add.inputs[1 - index]))
         if candidates:
@@ -115,33 +245,41 @@ def fuse_residual_add(graph: Graph, strict: bool = True) -> bool:
             changed = True
         elif strict:
             raise UnsupportedOperatorError(add.name, "Add", ("Conv -> Add",),
-                                           "Add is only supported as a residual add after a 1x1 Conv (stride 1, "
-                                           "no padding) with no activation whose output nothing else reads")
+                                           "Add is only supported as a residual add after a Conv (1x1, or dense "
+                                           "on a conv's output; not depthwise, dilated or the stem) with no "
+                                           "activation whose output nothing else reads")
     return changed
 
 
 def check_executable(graph: Graph) -> None:
+    """Every layer left has a kernel (EXECUTABLE_OPS)."""
     for layer in graph.layers:
+        if layer.op == "Mul":
+            raise UnsupportedOperatorError(layer.name, "Mul", EXECUTABLE_OPS,
+                                           "a Mul is only supported as x * Sigmoid(x) (SiLU), x * HardSigmoid(x) "
+                                           "(HardSwish) or a squeeze-and-excitation's per-channel gate")
         if layer.op not in EXECUTABLE_OPS:
             raise UnsupportedOperatorError(layer.name, layer.op, EXECUTABLE_OPS, "left over after the passes")
 
 
 def check_layouts(graph: Graph) -> None:
-    """Every image a Conv or GlobalAveragePool reads (its input, a conv's residual) is stored
-    as an image (Graph.layout_of: the graph input or a conv's output), so the plan can hand it
-    to the kernel in the layout that kernel reads; a pooled (C, 1, 1) vector is stored flat,
-    and the plan has no conversion from flat to an image (a squeeze-and-excitation's 1x1 conv
-    reads one)."""
+    """Every image a Conv, pool or squeeze-and-excitation reads (its input, a conv's residual)
+    is stored as an image (Graph.layout_of: the graph input, a conv's, max pool's or
+    squeeze-and-excitation's output, or an activation of one), so the plan can hand it to
+    the kernel in the layout that kernel reads; a pooled (C, 1, 1) vector is stored flat,
+    and the plan has no conversion from flat to an image (a conv reading one outside a
+    squeeze-and-excitation pattern is refused)."""
     for layer in graph.layers:
-        if layer.op not in ("Conv", "GlobalAveragePool"):
+        if layer.op not in IMAGE_READERS:
             continue
         for tensor in (layer.inputs[0], layer.residual):
             if tensor is not None and graph.layout_of(tensor) not in IMAGE_LAYOUTS:
                 producer = graph.producer_of(tensor)
+                what = "the pooled vector" if producer.op == "GlobalAveragePool" else "the flat output"
                 raise UnsupportedOperatorError(
                     layer.name, layer.op, EXECUTABLE_OPS,
-                    f"it reads {tensor!r}, the pooled vector of {producer.name!r} ({producer.op}): a {layer.op} "
-                    "is only supported on the graph input or a Conv's output")
+                    f"it reads {tensor!r}, {what} of {producer.name!r} ({producer.op}): a {layer.op} is only "
+                    "supported on the graph input or a Conv's, MaxPool's or squeeze-and-excitation's output")
 
 
 def check_finite_weights(graph: Graph) -> None:
@@ -149,7 +287,9 @@ def check_finite_weights(graph: Graph) -> None:
     with fast-math flags that assume it, so a NaN or Inf would give unspecified outputs (and a
     zero-padded tap times Inf is NaN where ONNX Runtime skips the tap)."""
     for layer in graph.layers:
-        for what, array in (("weight", layer.weight), ("bias", layer.bias)):
+        arrays = [("weight", layer.weight), ("bias", layer.bias)]
+        arrays += [(key, value) for key, value in layer.attrs.items() if isinstance(value, np.ndarray)]
+        for what, array in arrays:
             if array is not None and not np.isfinite(array).all():     # one pass over every weight, at load
                 count = int(array.size - np.isfinite(array).sum())
                 raise ModelError(f"layer {layer.name!r} ({layer.op}): {count} of its {what} values are NaN or "
@@ -157,12 +297,16 @@ def check_finite_weights(graph: Graph) -> None:
 
 
 def run_passes(graph: Graph) -> Graph:
-    """The standard pipeline: fold BN and Pad, then fuse residual adds and activations
-    (alternating, since a Clip after an Add fuses once the Add has), then check that every
-    layer has a kernel, reads its inputs in a layout the plan can give it, and has finite
-    weights."""
+    """The standard pipeline: fold BN and Pad; recognise gated activations, then
+    squeeze-and-excitation blocks (whose hidden activation may be a gated one); mark the
+    stems; fuse residual adds and activations (alternating, since a Clip after an Add fuses
+    once the Add has; a Clip left over runs stand-alone); then check that every layer has a
+    kernel, reads its inputs in a layout the plan can give it, and has finite weights."""
     fold_batchnorm(graph)
     fold_pad(graph)
+    fuse_gated_activations(graph)
+    fuse_squeeze_excite(graph)
+    route_convs(graph)
     while fuse_activation(graph, strict=False) | fuse_residual_add(graph, strict=False):
         pass
     fuse_activation(graph)

@@ -20,7 +20,7 @@ import numpy as np
 from engine.arena import Arena
 from engine.config import RunConfig
 from engine.fusion import block_scratch, fusion_wins
-from engine.graph import Graph, Layer
+from engine.graph import IMAGE_LAYOUTS, Graph, Layer
 from engine.kernels import pointwise
 from engine.kernels.layout import CB, channel_blocks, nchwc_to_nchw
 from engine.passes import find_inverted_residual_blocks
@@ -68,9 +68,11 @@ def build_plan(graph: Graph, weights: PackedWeights, batch: int, config: RunConf
 # ---------------------------------------------------------------- layouts
 
 class _Layouts:
-    """How each tensor is stored (Graph.layout_of: the graph input NCHW, a conv's output NCHWc,
-    the rest flat) and read. Dense convs read plain NCHW, the other convs and the pool NCHWc
-    (a conv's residual too); a tensor read in a layout other than its own gets a copy named
+    """How each tensor is stored (Graph.layout_of: the graph input NCHW; a conv's, max pool's
+    or squeeze-and-excitation's output NCHWc; an activation's as its input; the rest flat)
+    and read. The direct convs (the stem, dilated convs) read plain NCHW, the other convs,
+    the pools and the squeeze-and-excitation NCHWc (a conv's residual too), an activation
+    and a Flatten as stored; a tensor read in a layout other than its own gets a copy named
     `key(tensor, layout)`. A Flatten is a view of its input, not a step, unless that input is
     blocked (NCHWc: its channel order must be undone first). engine.passes.check_layouts
     refuses at load a layer that would read a flat tensor as an image."""
@@ -89,7 +91,7 @@ class _Layouts:
     @staticmethod
     def reads(layer: Layer) -> list[tuple[str, str | None]]:
         """(tensor, layout the kernel reads it in) for each input of a layer; None: as stored."""
-        if layer.op == "GlobalAveragePool":
+        if layer.op in ("GlobalAveragePool", "MaxPool", "SqueezeExcite"):
             return [(layer.inputs[0], "nchwc")]
         if layer.op != "Conv":
             return [(layer.inputs[0], None)]
@@ -122,9 +124,9 @@ class _Layouts:
             base = graph.input_shape if item.tensor == graph.input_name else graph.producer_of(item.tensor).output_shape
             return _buffer_shape(item.layout, batch, base)
         layer = _last_layer(item)
-        if self.of(layer.output) == "nchwc":
-            return _buffer_shape("nchwc", batch, layer.output_shape)
-        if layer.op in ("GlobalAveragePool", "Flatten"):
+        if self.of(layer.output) in IMAGE_LAYOUTS:        # (an activation of the NCHW input is NCHW)
+            return _buffer_shape(self.of(layer.output), batch, layer.output_shape)
+        if layer.op in ("GlobalAveragePool", "Flatten", "Activation"):
             return (batch, flat_width(graph, layer, int(np.prod(layer.output_shape))))
         return (batch, int(np.prod(layer.output_shape)))
 
@@ -231,8 +233,10 @@ def _allocate(graph: Graph, layouts: _Layouts, items: list, batch: int) -> tuple
 
 def _later_weights(items: list, index: int, weights: PackedWeights) -> np.ndarray | None:
     """The packed weights of the next 1x1 conv, linear layer or fused block after item
-    `index` (depthwise convs, whose weights are small, pooling and layout steps skipped):
-    what a 1x1 conv prefetches while it runs (pointwise_conv's `ahead`). None at the end."""
+    `index` (depthwise convs and squeeze-and-excitations, whose weights are small, pooling,
+    activation and layout steps skipped): what a 1x1 conv prefetches while it runs
+    (pointwise_conv's `ahead`). None at the end, or when a direct or dense conv (weights of
+    KxK taps: too many to prefetch for one) comes first."""
     for item in items[index + 1:]:
         if isinstance(item, Block):
             return weights.by_layer[(item.expand or item.project).name][0]
@@ -240,7 +244,7 @@ def _later_weights(items: list, index: int, weights: PackedWeights) -> np.ndarra
             layer = item.layer
             if layer.op == "Linear" or (layer.op == "Conv" and layer.conv_kind == "pointwise"):
                 return weights.by_layer[layer.name][0]
-            if layer.op == "Conv" and layer.conv_kind == "direct":
+            if layer.op == "Conv" and layer.conv_kind in ("direct", "dense"):
                 return None
     return None
 
@@ -290,14 +294,17 @@ def _write_output_directly(last: Step, output_buffer: np.ndarray, io: dict) -> b
     each run and hand it over in io["output"], instead of a copy-out step after it; False
     (nothing changed) unless its bound kernel's last argument is the whole output buffer."""
     call = last.call
-    if (last.op != "linear" or not isinstance(call, functools.partial) or call.keywords
-            or not call.args or call.args[-1] is not output_buffer):
+    if last.op != "linear" or not isinstance(call, functools.partial) or call.keywords:
         return False
-    kernel, before, shape = call.func, call.args[:-1], output_buffer.shape
+    positions = [i for i, a in enumerate(call.args) if a is output_buffer]
+    if len(positions) != 1:
+        return False
+    kernel, shape = call.func, output_buffer.shape
+    before, after = call.args[:positions[0]], call.args[positions[0] + 1:]
 
     def write_new_output():
         result = np.empty(shape, np.float32)
-        kernel(*before, result)
+        kernel(*before, result, *after)
         io["output"] = result
     last.call = write_new_output
     return True
@@ -305,10 +312,13 @@ def _write_output_directly(last: Step, output_buffer: np.ndarray, io: dict) -> b
 
 def _read_input_directly(steps: list[Step], input_buffer: np.ndarray, io: dict) -> bool:
     """Rebind every step whose kernel was bound to `input_buffer` to read io["input"] in its
-    place; False (nothing rebound) if some step uses the buffer in another way."""
+    place; False (nothing rebound) if some step uses the buffer in another way (a view of
+    it: an activation reads the NCHW input as flat rows)."""
     readers = []
     for step in steps:
         call = step.call
+        if any(isinstance(a, np.ndarray) and a.base is input_buffer for a in getattr(call, "args", ())):
+            return False
         positions = [i for i, a in enumerate(getattr(call, "args", ())) if a is input_buffer]
         if positions:
             if not isinstance(call, functools.partial) or len(positions) != 1 or call.keywords:

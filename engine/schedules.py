@@ -34,13 +34,15 @@ SCHEMA_VERSION = 1
 
 def fingerprint(graph: Graph) -> str:
     """sha256 (hex, 16 digits) of a graph's layers: names, ops, shapes, attributes, clips,
-    residuals and the bytes of every weight and bias. Two loads of one file agree."""
+    activations, residuals and the bytes of every weight and bias (and of the arrays in
+    attributes: a squeeze-and-excitation's). Two loads of one file agree."""
     hasher = hashlib.sha256()
     for layer in graph.layers:
         attrs = {k: v for k, v in layer.attrs.items() if not isinstance(v, np.ndarray)}
         hasher.update(repr((layer.name, layer.op, layer.inputs, layer.output, layer.input_shape, layer.output_shape,
-                            sorted(attrs.items()), layer.clip, layer.residual)).encode())
-        for array in (layer.weight, layer.bias):
+                            sorted(attrs.items()), layer.clip, layer.activation, layer.residual)).encode())
+        arrays = [layer.weight, layer.bias] + [v for _, v in sorted(layer.attrs.items()) if isinstance(v, np.ndarray)]
+        for array in arrays:
             if array is not None:
                 hasher.update(np.ascontiguousarray(array).tobytes())
     return hasher.hexdigest()[:16]

@@ -17,9 +17,11 @@ import numpy as np
 
 from engine.config import RunConfig
 from engine.fusion import block_rows_for
-from engine.graph import Graph, Layer
-from engine.kernels import depthwise, direct_conv, fused_block, linear, pointwise, pooling
+from engine.graph import NO_CLIP, Graph, Layer
+from engine.kernels import (conv_nchwc, depthwise, direct_conv, elementwise, fused_block, linear, pointwise, pooling,
+                            squeeze_excite)
 from engine.kernels._common import bind
+from engine.kernels.activation import NO_ACTIVATION, activation_flops
 from engine.kernels.layout import nchw_to_nchwc, nchwc_to_nchw
 from engine.tiles import Tiles
 from engine.traffic import LEVELS
@@ -33,7 +35,7 @@ class Step:
 
     name: str
     op: str                               # stem, conv, depthwise, expand, project, pointwise, block,
-                                          # pool, flatten, linear, layout
+                                          # pool, maxpool, se, activation, flatten, linear, layout
     input_shape: tuple[int, ...]          # with batch
     output_shape: tuple[int, ...]         # with batch
     flops: int
@@ -94,7 +96,7 @@ class Block:
 
 def item_kind(item) -> str:
     """The STEP_BUILDERS key of an item: "convert", "block", a conv kind ("pointwise",
-    "depthwise", "direct") or the layer's op."""
+    "depthwise", "dense", "direct") or the layer's op."""
     if isinstance(item, Convert):
         return "convert"
     if isinstance(item, Block):
@@ -136,9 +138,11 @@ def _convert(item: Convert, ctx: StepContext, ahead) -> Step:
 
 
 def _epilogue_flops(layer: Layer, batch: int) -> int:
-    """Bias, clip and residual add: one FLOP each per output element."""
+    """Bias, clip and residual add: one FLOP each per output element; the activation its
+    activation_flops per element."""
     return batch * int(np.prod(layer.output_shape)) * (1 + (layer.residual is not None)
-                                                       + (layer.clip != (-math.inf, math.inf)))
+                                                       + (layer.clip != (-math.inf, math.inf))
+                                                       + activation_flops(layer.activation))
 
 
 def _conv_step(layer: Layer, ctx: StepContext, op: str, x: np.ndarray, flops: int, moved: dict, call,
@@ -167,7 +171,7 @@ def _pointwise(item: LayerItem, ctx: StepContext, ahead) -> Step:
     packed_w, packed_b = ctx.weights.by_layer[layer.name]
     low, high = layer.clip
     call = bind(pointwise.pointwise_conv, x, packed_w, packed_b, ctx.buffers[layer.output], float(low), float(high),
-                residual, tiles.pointwise_pixels, tiles.pointwise_channels, ahead)
+                residual, tiles.pointwise_pixels, tiles.pointwise_channels, ahead, activation=layer.activation)
     moved = pointwise.pointwise_bytes(batch, cin, cout, h, w, tiles.pointwise_pixels, tiles.pointwise_channels,
                                       layer.residual is not None, ctx.config.budget)
     return _conv_step(layer, ctx, pointwise_role(layer), x, pointwise.pointwise_flops(batch, cin, cout, h, w), moved,
@@ -185,7 +189,7 @@ def _depthwise(item: LayerItem, ctx: StepContext, ahead) -> Step:
     packed_w, packed_b = ctx.weights.by_layer[layer.name]
     low, high = layer.clip
     call = bind(depthwise.depthwise_conv, x, packed_w, packed_b, ctx.buffers[layer.output], sh, sw, top, left,
-                float(low), float(high), rows)
+                float(low), float(high), rows, activation=layer.activation)
     moved = depthwise.depthwise_bytes(batch, cout, h, w, ho, wo, kh, kw, sh, rows, ctx.config.budget)
     return _conv_step(layer, ctx, "depthwise", x, depthwise.depthwise_flops(batch, cout, ho, wo, kh, kw), moved, call)
 
@@ -201,10 +205,86 @@ def _direct(item: LayerItem, ctx: StepContext, ahead) -> Step:
     packed_w, packed_b = ctx.weights.by_layer[layer.name]
     low, high = layer.clip
     call = bind(direct_conv.direct_conv, x, packed_w, packed_b, ctx.buffers[layer.output], sh, sw, top, left, dh, dw,
-                float(low), float(high))
+                float(low), float(high), activation=layer.activation)
     moved = direct_conv.direct_conv_bytes(batch, cin, cout, h, w, ho, wo, kh, kw, sh, ctx.config.budget)
-    op = "stem" if layer.inputs[0] == ctx.graph.input_name else "conv"
+    op = "stem" if layer.attrs.get("stem") else "conv"        # (engine.passes.route_convs)
     return _conv_step(layer, ctx, op, x, direct_conv.direct_conv_flops(batch, cin, cout, ho, wo, kh, kw), moved, call)
+
+
+def _dense(item: LayerItem, ctx: StepContext, ahead) -> Step:
+    """A dense (group 1) conv on a conv's NCHWc output: engine.kernels.conv_nchwc, with the
+    pointwise tiles as its work split."""
+    layer, batch = item.layer, ctx.batch
+    tiles = ctx.config.tiles.tiles_for(layer.name)
+    (cin, h, w), (cout, ho, wo) = layer.input_shape, layer.output_shape
+    kh, kw = layer.attrs["kernel_shape"]
+    sh, sw = layer.attrs["strides"]
+    top, left = layer.attrs["pads"][:2]
+    x = ctx.buffers[ctx.key(layer.inputs[0], "nchwc")]
+    residual = ctx.buffers[ctx.key(layer.residual, "nchwc")] if layer.residual else None
+    packed_w, packed_b = ctx.weights.by_layer[layer.name]
+    low, high = layer.clip
+    call = bind(conv_nchwc.conv_nchwc, x, packed_w, packed_b, ctx.buffers[layer.output], sh, sw, top, left,
+                float(low), float(high), residual, tiles.pointwise_pixels, tiles.pointwise_channels,
+                activation=layer.activation)
+    moved = conv_nchwc.conv_nchwc_bytes(batch, cin, cout, h, w, ho, wo, kh, kw, sh, ctx.config.budget,
+                                        tiles.pointwise_pixels, tiles.pointwise_channels, layer.residual is not None)
+    return _conv_step(layer, ctx, "conv", x, conv_nchwc.conv_nchwc_flops(batch, cin, cout, ho, wo, kh, kw), moved,
+                      call)
+
+
+def _max_pool(item: LayerItem, ctx: StepContext, ahead) -> Step:
+    layer, batch = item.layer, ctx.batch
+    (channels, h, w), (_, ho, wo) = layer.input_shape, layer.output_shape
+    kh, kw = layer.attrs["kernel_shape"]
+    sh, sw = layer.attrs["strides"]
+    top, left = layer.attrs["pads"][:2]
+    x, out = ctx.buffers[ctx.key(layer.inputs[0], "nchwc")], ctx.buffers[layer.output]
+    call = bind(pooling.max_pool, x, out, kh, kw, sh, sw, top, left)
+    return Step(name=layer.name, op="maxpool", input_shape=x.shape, output_shape=out.shape, flops=0,
+                other_flops=pooling.max_pool_flops(batch, channels, ho, wo, kh, kw), call=call,
+                bytes=pooling.max_pool_bytes(batch, channels, h, w, ho, wo, kh, kw, ctx.config.budget),
+                layer=layer, inputs=tuple(layer.inputs), output=layer.output)
+
+
+def _squeeze_excite(item: LayerItem, ctx: StepContext, ahead) -> Step:
+    """A squeeze-and-excitation block (engine.passes.fuse_squeeze_excite) in one kernel."""
+    layer, batch = item.layer, ctx.batch
+    channels, h, w = layer.input_shape
+    squeezed = layer.attrs["squeezed"]
+    x, out = ctx.buffers[ctx.key(layer.inputs[0], "nchwc")], ctx.buffers[layer.output]
+    call = bind(squeeze_excite.squeeze_excite, x, ctx.weights.by_layer[layer.name], out,
+                hidden_activation=layer.attrs["hidden_activation"], hidden_clip=layer.attrs["hidden_clip"],
+                gate_activation=layer.attrs["gate_activation"])
+    total = squeeze_excite.squeeze_excite_flops(batch, channels, squeezed, h, w)
+    matmuls = 2 * batch * 2 * squeezed * channels          # its two 1x1 convs: the conv part
+    other = (total - matmuls + batch * squeezed * activation_flops(layer.attrs["hidden_activation"])
+             + batch * channels * activation_flops(layer.attrs["gate_activation"]))
+    return Step(name=layer.name, op="se", input_shape=x.shape, output_shape=out.shape, flops=matmuls,
+                other_flops=other,
+                call=call, bytes=squeeze_excite.squeeze_excite_bytes(batch, channels, squeezed, h, w,
+                                                                     ctx.config.budget),
+                layer=layer, inputs=tuple(layer.inputs), output=layer.output)
+
+
+def _activation(item: LayerItem, ctx: StepContext, ahead) -> Step:
+    """A stand-alone activation (and clip), on a tensor in whatever layout it is stored: an
+    NCHWc one block-wise (padded lanes stay 0), the others as flat rows (the NCHW graph
+    input as (N, C*H*W))."""
+    layer, batch = item.layer, ctx.batch
+    x, out = ctx.buffers[layer.inputs[0]], ctx.buffers[layer.output]
+    blocked = ctx.graph.layout_of(layer.output) == "nchwc"
+    if blocked:
+        channels, h, w = layer.output_shape
+    else:
+        x, out = x.reshape(batch, -1), out.reshape(batch, -1)
+        channels, h, w = x.shape[1], 1, 1
+    call = bind(elementwise.activation_step, x, out, channels, activation=layer.activation, clip=layer.clip)
+    elements = int(np.prod(layer.output_shape))
+    return Step(name=layer.name, op="activation", input_shape=x.shape, output_shape=out.shape, flops=0,
+                other_flops=batch * elements * (activation_flops(layer.activation) + (layer.clip != NO_CLIP)),
+                call=call, bytes=elementwise.activation_step_bytes(batch, channels, h, w, ctx.config.budget, blocked),
+                layer=layer, inputs=tuple(layer.inputs), output=layer.output)
 
 
 def _global_average_pool(item: LayerItem, ctx: StepContext, ahead) -> Step:
@@ -239,16 +319,21 @@ def _linear(item: LayerItem, ctx: StepContext, ahead) -> Step:
     x, out = ctx.buffers[layer.inputs[0]], ctx.buffers[layer.output]
     packed_w, packed_b = ctx.weights.by_layer[layer.name]
     out_features, in_features = layer.weight.shape
-    call = bind(linear.linear, x, packed_w, packed_b, out)
+    call = bind(linear.linear, x, packed_w, packed_b, out, activation=layer.activation)
     return Step(name=layer.name, op="linear", input_shape=x.shape, output_shape=out.shape,
                 flops=linear.linear_flops(batch, in_features, out_features),
-                other_flops=batch * out_features * (layer.bias is not None), call=call,
+                other_flops=batch * out_features * ((layer.bias is not None) + activation_flops(layer.activation)),
+                call=call,
                 bytes=linear.linear_bytes(batch, in_features, out_features, ctx.config.budget), layer=layer,
                 inputs=tuple(layer.inputs), output=layer.output)
 
 
 def _clip_of(layer: Layer | None) -> tuple[float, float]:
     return tuple(float(v) for v in (layer.clip if layer else (0.0, 0.0)))
+
+
+def _activation_of(layer: Layer | None) -> tuple[str, float, float]:
+    return layer.activation if layer else NO_ACTIVATION
 
 
 def _block(block: Block, ctx: StepContext, ahead) -> Step:
@@ -262,7 +347,8 @@ def _block(block: Block, ctx: StepContext, ahead) -> Step:
     weights = ctx.weights.by_layer
     call = bind(fused_block.fused_block, x, weights[expand.name] if expand else None, weights[dw_layer.name],
                 weights[project.name], out, residual, stride, *(_clip_of(layer) for layer in block.layers),
-                block_rows, *ctx.scratch)
+                block_rows, *ctx.scratch, expand_activation=_activation_of(expand),
+                depthwise_activation=dw_layer.activation, project_activation=project.activation)
     (cin, h, w), hidden, (cout, ho, wo) = first.input_shape, dw_layer.output_shape[0], project.output_shape
     kh, kw = dw_layer.attrs["kernel_shape"]
     flops = ((pointwise.pointwise_flops(batch, cin, hidden, h, w) if expand else 0)
@@ -284,8 +370,12 @@ STEP_BUILDERS: dict[str, Callable[..., Step]] = {
     "convert": _convert,
     "pointwise": _pointwise,
     "depthwise": _depthwise,
+    "dense": _dense,
     "direct": _direct,
     "GlobalAveragePool": _global_average_pool,
+    "MaxPool": _max_pool,
+    "SqueezeExcite": _squeeze_excite,
+    "Activation": _activation,
     "Flatten": _flatten,
     "Linear": _linear,
     "block": _block,

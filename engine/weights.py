@@ -5,18 +5,19 @@ from __future__ import annotations
 import numpy as np
 
 from engine.graph import Graph, Layer
-from engine.kernels import depthwise, direct_conv, linear, pointwise
+from engine.kernels import conv_nchwc, depthwise, direct_conv, linear, pointwise, squeeze_excite
 from engine.kernels.layout import padded_channels
 from engine.pages import aligned_empty
 
 # The packing function of each kind of conv (Layer.conv_kind).
 CONV_PACKERS = {"pointwise": pointwise.pack_pointwise, "depthwise": depthwise.pack_depthwise,
-                "direct": direct_conv.pack_direct}
+                "dense": conv_nchwc.pack_conv_nchwc, "direct": direct_conv.pack_direct}
 
 
 class PackedWeights:
     """Kernel-layout weights of every layer, packed once per model: by_layer[name] is
-    (packed weight, packed bias), views of one buffer."""
+    (packed weight, packed bias) — for a squeeze-and-excitation the tuple
+    pack_squeeze_excite returns — views of one buffer."""
 
     def __init__(self, graph: Graph):
         self.by_layer: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -26,6 +27,9 @@ class PackedWeights:
             elif layer.op == "Linear":
                 width = flat_width(graph, graph.producer_of(layer.inputs[0]), layer.input_shape[0])
                 self.by_layer[layer.name] = linear.pack_linear(layer.weight, layer.bias, width)
+            elif layer.op == "SqueezeExcite":
+                self.by_layer[layer.name] = squeeze_excite.pack_squeeze_excite(
+                    *(layer.attrs[key] for key in ("w1", "b1", "w2", "b2")))
         self._gather()
 
     def _gather(self) -> None:
@@ -56,8 +60,9 @@ class PackedWeights:
 
 def flat_width(graph: Graph, producer: Layer | None, features: int) -> int:
     """Width of the (N, F) buffer `producer` writes (or, for a Flatten, views): pooled
-    vectors keep the channel padding, everything else is `features` wide."""
-    while producer is not None and producer.op == "Flatten":        # a view of a view ... of the pool
+    vectors keep the channel padding (and an activation of one, or a flatten), everything
+    else is `features` wide."""
+    while producer is not None and producer.op in ("Flatten", "Activation"):    # a view ... of the pool
         producer = graph.producer_of(producer.inputs[0])
     if producer is not None and producer.op == "GlobalAveragePool":
         return padded_channels(producer.output_shape[0])

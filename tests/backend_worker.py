@@ -9,7 +9,8 @@ kernels are compiled per dtype signature, not per shape, so later cases compile 
 A case is "<folder>/<name>" under onnx/backend/test/data/: a folder holding model.onnx and
 test_data_set_*/{input,output}_*.pb, or "light/light_<name>" (light_<name>.onnx and its
 light_<name>_output_0.pb, whose input onnx's runner makes: arange(n) / n in the input's
-shape, dynamic dims 1).
+shape, dynamic dims 1), or "node/<name>": one of onnx's node test cases
+(onnx.backend.test.case.node, model and data made in memory).
 
 Protocol (one JSON object per line on stdout):
 
@@ -25,6 +26,7 @@ Reproduce by hand:  .venv/bin/python -m tests.backend_worker pytorch-operator/te
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -67,10 +69,28 @@ def _light_input(model_path: Path) -> np.ndarray:
     return (np.arange(n).reshape(shape) / n).astype(np.float32)
 
 
-def case_files(case: str) -> tuple[Path, list]:
-    """(model path, [(inputs, outputs) per data set]) of a case; the data sets are read lazily
-    by the caller (a model refused at load may have inputs that are not tensors)."""
+@functools.cache
+def _node_cases() -> dict:
+    """onnx's node test cases by name (onnx.backend.test.case.node: the models and data the
+    wheel's node/ folder is generated from; the wheel does not ship that folder)."""
+    import warnings
+
+    from onnx.backend.test.case.node import collect_testcases
+
+    with warnings.catch_warnings():         # some cases' references divide by zero on purpose
+        warnings.simplefilter("ignore")
+        return {case.name: case for case in collect_testcases()}
+
+
+def case_files(case: str) -> tuple[Path | onnx.ModelProto, list]:
+    """(model path or ModelProto, [(inputs, outputs) per data set]) of a case; the data sets
+    are read lazily by the caller (a model refused at load may have inputs that are not
+    tensors). "node/<name>": a case of onnx's node tests, built in memory."""
     folder, name = case.split("/", 1)
+    if folder == "node":
+        node_case = _node_cases()[name]
+        return node_case.model, [(lambda i=inputs: list(i), lambda o=outputs: list(o))
+                                 for inputs, outputs in node_case.data_sets]
     if folder == "light":
         model_path = DATA / "light" / f"{name}.onnx"
         return model_path, [(lambda: [_light_input(model_path)],

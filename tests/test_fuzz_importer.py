@@ -2,15 +2,21 @@
 Runtime, or is rejected with `engine.ModelError` — never another exception, a crash, a hang
 or a wrong answer.
 
-Hypothesis draws a base model (small MobileNetV2 / V1 variants and a tiny hand-built network
-with every op the importer folds) and one to three mutations from these families:
+Hypothesis draws a base model (small MobileNetV2 / V1 variants, a tiny hand-built network
+with every op the importer folds, small hand-built networks with issue 15's patterns —
+HardSwish / HardSigmoid + Mul / Sigmoid + Mul after convs, squeeze-and-excitation, MaxPool,
+dense 3x3 convs with residual Add + ReLU (tests/new_ops_graphs.py) — and the zoo's
+MobileNetV3, EfficientNet-B0 and ResNet at small widths and resolutions) and one to three
+mutations from these families:
 
     node       drop (optionally rewiring its readers), duplicate, move a node, swap its inputs,
-               insert a Relu / Clip / Identity / Dropout / zero Pad / Add after it
+               insert a Relu / Clip / Identity / Dropout / zero Pad / Add / Sigmoid /
+               HardSigmoid / HardSwish / x * Sigmoid(x) / MaxPool after it
     attribute  Conv kernel_shape / strides / pads / dilations / group / auto_pad (alone, or
                kernel and weight resized together), and the attributes of the other ops (Clip
                bounds, Gemm trans/alpha/beta, Flatten axis, BatchNormalization epsilon,
-               ReduceMean axes, ...), deleted or of the wrong type
+               ReduceMean axes, HardSigmoid alpha/beta, MaxPool geometry, ...), deleted or of
+               the wrong type
     weight     an initializer's shape, dtype, values, or data moved to a missing external file
     input      the graph input's dtype, a dimension (0, 1, odd, 65536, 2^31, symbolic, unset),
                its rank
@@ -64,7 +70,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 import engine
 from conftest import FUZZ_SUMMARY_KEY, assert_close_to_reference, ort_run
+from engine import zoo
 from engine.zoo import mobilenet_v1, mobilenet_v2
+from new_ops_graphs import efficientnet_like, mobilenet_v3_like, resnet_like
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts" / "fuzz"
@@ -138,7 +146,21 @@ BASE_BUILDERS = {
     "v2_opset18_batch1": lambda: mobilenet_v2(0.35, 32, 10, opset=18, pool_style="reduce_mean", dropout=True,
                                               flatten_style="reshape_constant", dynamic_batch=False),
     "v1": lambda: mobilenet_v1(0.25, 32, 10),
+    "v3_like": lambda: mobilenet_v3_like(16, classes=5),
+    "v3_like_hardsigmoid_mul": lambda: mobilenet_v3_like(16, hardswish="hardswish_mul", opset=13, classes=5),
+    "effnet_like": lambda: efficientnet_like(16, opset=18, classes=5),
+    "resnet_like": lambda: resnet_like(16, classes=5),
+    "resnet_like_bottleneck": lambda: resnet_like(16, bottleneck=True, classes=5),
 }
+# the zoo's issue-15 networks, small (where the zoo has them): 32x32 pixels, 10 classes
+_ZOO_BASES = {"v3_small": ("mobilenet_v3_small", {"width_mult": 0.5}),
+              "v3_large_legacy": ("mobilenet_v3_large", {"width_mult": 0.35, "exporter": "legacy"}),
+              "effnet_b0": ("efficientnet_b0", {"width_mult": 0.25}),
+              "resnet18": ("resnet18", {}), "resnet50_legacy": ("resnet50", {"exporter": "legacy"})}
+for _base, (_name, _kwargs) in _ZOO_BASES.items():
+    if _name in getattr(zoo, "MODELS", {}):
+        BASE_BUILDERS[_base] = (lambda name=_name, kwargs=_kwargs:
+                                zoo.MODELS[name](resolution=32, num_classes=10, **kwargs))
 _BASES: dict[str, onnx.ModelProto] = {}
 
 
@@ -177,6 +199,10 @@ ATTRIBUTE_VALUES = {     # op type -> attribute -> values (a wrong type is its o
     "Pad": {"mode": st.sampled_from(["constant", "reflect", "edge", "bogus"]), "pads": INT_LISTS, "value": FLOATS},
     "Relu": {"alpha": FLOATS}, "Add": {"broadcast": SMALL_INTS, "axis": SMALL_INTS},
     "GlobalAveragePool": {"keepdims": SMALL_INTS},
+    "HardSigmoid": {"alpha": FLOATS, "beta": FLOATS},
+    "MaxPool": {"kernel_shape": INT_LISTS, "strides": INT_LISTS, "pads": INT_LISTS, "dilations": INT_LISTS,
+                "ceil_mode": SMALL_INTS, "storage_order": SMALL_INTS,
+                "auto_pad": st.sampled_from(["NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID", "BOGUS"])},
 }
 WRONG_TYPES = st.sampled_from(["float", "string", "floats", "tensor", "graph"])
 NUMPY_DTYPES = st.sampled_from(["float16", "float64", "int64", "int32", "int8", "uint8", "bool"])
@@ -216,7 +242,8 @@ def mutation_strategy(family: str, base: onnx.ModelProto):
             st.tuples(st.just("node"), st.just("swap_inputs"), INDEX),
             # a new node after node k, fed by its output, its readers rewired to the new node
             st.tuples(st.just("node"), st.just("insert"), INDEX,
-                      st.sampled_from(["Relu", "Clip6", "Identity", "Dropout", "Pad0", "Add_self", "Add_skip"])))
+                      st.sampled_from(["Relu", "Clip6", "Identity", "Dropout", "Pad0", "Add_self", "Add_skip",
+                                       "Sigmoid", "HardSigmoid", "HardSwish", "SiLU", "MaxPool"])))
     if family == "attribute":
         kernel = st.integers(1, 7)
         return st.one_of(
@@ -441,6 +468,25 @@ def _insert_after(model, index: int, what: str) -> None:
     elif what == "Pad0":
         node = helper.make_node("Pad", [old], [new], name=new, pads=[0] * 8) if opset < 11 else \
             helper.make_node("Pad", [old, constant("fuzz.pads0", np.zeros(8, np.int64))], [new], name=new)
+    elif what in ("Sigmoid", "HardSigmoid") or (what == "HardSwish" and opset >= 14):
+        node = helper.make_node(what, [old], [new], name=new)
+    elif what == "HardSwish":               # before opset 14: the HardSigmoid + Mul older exporters write
+        gate = helper.make_node("HardSigmoid", [old], [new + "_gate"], name=new + "_gate", alpha=1 / 6, beta=0.5)
+        _rename_uses(model, old, new, after=index + 1)
+        nodes = _nodes(model)
+        nodes[index + 1:index + 1] = [gate, helper.make_node("Mul", [old, new + "_gate"], [new], name=new)]
+        _set_nodes(model, nodes)
+        return
+    elif what == "SiLU":                    # x * Sigmoid(x), as every exporter writes SiLU
+        gate = helper.make_node("Sigmoid", [old], [new + "_gate"], name=new + "_gate")
+        _rename_uses(model, old, new, after=index + 1)
+        nodes = _nodes(model)
+        nodes[index + 1:index + 1] = [gate, helper.make_node("Mul", [new + "_gate", old], [new], name=new)]
+        _set_nodes(model, nodes)
+        return
+    elif what == "MaxPool":                 # ResNet's 3x3 stride-2 pad-1 pool
+        node = helper.make_node("MaxPool", [old], [new], name=new, kernel_shape=[3, 3], strides=[2, 2],
+                                pads=[1, 1, 1, 1])
     elif what == "Add_self":
         node = helper.make_node("Add", [old, old], [new], name=new)
     else:                                   # Add_skip: the output plus the node's own input
@@ -1065,13 +1111,23 @@ def _three_conv_model(second: str, add_inputs: tuple[str, str], dead_reader: boo
 
 
 @pytest.mark.parametrize("model", [
-    _three_conv_model("dense3x3", ("p", "q")),                   # was: the residual silently dropped
     _three_conv_model("pw", ("p", "q"), dead_reader=True),       # was: pw read q before q was computed
     _three_conv_model("pw", ("p", "p")),                         # was: a conv adding its own output
-], ids=["after_dense_conv", "other_input_computed_later", "same_tensor_twice"])
+], ids=["other_input_computed_later", "same_tensor_twice"])
 def test_a_residual_add_the_kernels_cannot_fuse_is_rejected_not_run_wrong(model):
-    with pytest.raises(engine.UnsupportedOperatorError, match="residual add after a 1x1 Conv"):
+    with pytest.raises(engine.UnsupportedOperatorError, match="residual add after a Conv"):
         engine.load(model)
+
+
+def test_a_residual_add_after_a_dense_conv_is_fused_and_matches_onnxruntime():
+    # was refused (the residual had once been silently dropped): the dense NCHWc conv has a
+    # residual epilogue, as ResNet's blocks need
+    proto = _three_conv_model("dense3x3", ("p", "q"))
+    model = engine.load(proto)
+    (second,) = [layer for layer in model.graph.layers if layer.conv_kind == "dense"]
+    assert second.residual == "p"
+    x = np.random.default_rng(0).standard_normal((2, 3, 9, 9), dtype=np.float32)
+    assert_close_to_reference(model.run(x), ort_run(proto, x))
 
 
 def test_mobilenet_v1_runs_with_fused_blocks_and_matches_onnxruntime():

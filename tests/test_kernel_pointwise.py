@@ -135,7 +135,8 @@ def test_micro_kernel_is_right_for_every_tile_shape_at_8_and_16_lanes(lanes):
     def one_tile(rows, blocks, x, cin_blocks, w, bias, out, residual, has_residual, low, high, w_step):
         # x (cin_blocks, rows, lanes), w (blocks, cin_blocks*lanes, lanes), out (blocks, rows, lanes)
         tile(rows, blocks, x, 0, rows * lanes, 0, w, 0, cin_blocks * lanes * lanes, cin_blocks,
-             bias, 0, out, 0, rows * lanes, residual, has_residual, low, high, 16, w_step)
+             bias, 0, out, 0, rows * lanes, residual, has_residual, low, high, 0, np.float32(0), np.float32(0),
+             16, w_step)
 
     rng = np.random.default_rng(5)
     cin_blocks = 2

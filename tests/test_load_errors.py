@@ -49,12 +49,12 @@ def test_wrong_source_type_is_rejected():
 
 
 def test_unsupported_operator_names_node_op_and_supported_ops():
-    sigmoid = helper.make_node("Sigmoid", ["y"], ["z"], name="my_sigmoid")
+    tanh = helper.make_node("Tanh", ["y"], ["z"], name="my_tanh")
     with pytest.raises(engine.UnsupportedOperatorError) as info:
-        engine.load(_conv_model(extra_nodes=[sigmoid]))
+        engine.load(_conv_model(extra_nodes=[tanh]))
     message = str(info.value)
-    assert "my_sigmoid" in message and "'Sigmoid'" in message and "Conv" in message and "Clip" in message
-    assert info.value.op_type == "Sigmoid" and info.value.node_name == "my_sigmoid"
+    assert "my_tanh" in message and "'Tanh'" in message and "Conv" in message and "Sigmoid" in message
+    assert info.value.op_type == "Tanh" and info.value.node_name == "my_tanh"
     assert isinstance(info.value, engine.ModelError)
 
 

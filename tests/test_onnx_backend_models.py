@@ -10,7 +10,8 @@ session. A batch whose worker dies or hangs is run again one case per process, s
 that crashed fails by name and the others still get their verdicts.
 
 The cases the engine's kernels cover (dense 2-d convs of any kernel, stride, padding and
-dilation; depthwise 3x3; a Flatten) must match, not merely be refused."""
+dilation; depthwise 3x3; a Flatten; a 2-d MaxPool; a stand-alone ReLU or Sigmoid) must
+match, not merely be refused."""
 from __future__ import annotations
 
 import json
@@ -30,7 +31,8 @@ CASES = all_cases()
 PASSING = {"matched", "refused_at_load", "refused_at_run"}
 MUST_MATCH = {f"pytorch-converted/{name}" for name in (
     "test_Conv2d", "test_Conv2d_depthwise", "test_Conv2d_depthwise_padded", "test_Conv2d_depthwise_strided",
-    "test_Conv2d_dilated", "test_Conv2d_no_bias", "test_Conv2d_padding", "test_Conv2d_strided")} | {
+    "test_Conv2d_dilated", "test_Conv2d_no_bias", "test_Conv2d_padding", "test_Conv2d_strided",
+    "test_MaxPool2d", "test_ReLU", "test_Sigmoid")} | {
     "pytorch-operator/test_operator_conv", "pytorch-operator/test_operator_flatten"}
 BATCHES = 3                   # worker processes for the whole data (each imports numba once)
 BATCH_SECONDS = 600           # a batch's limit: a cold numba cache compiles every kernel first

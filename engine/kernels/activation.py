@@ -22,10 +22,15 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from engine.kernels._common import FASTMATH
+from engine.kernels.layout import CB
 
 NONE, HARDSWISH, SILU, HARDSIGMOID, SIGMOID = 0, 1, 2, 3, 4
 CODES = {"none": NONE, "hardswish": HARDSWISH, "silu": SILU, "hardsigmoid": HARDSIGMOID, "sigmoid": SIGMOID}
@@ -35,6 +40,17 @@ HARDSWISH_DEFAULT = ("hardswish", 1.0 / 6.0, 0.5)
 # exp(-v) overflows float32 past v = -88.7; the kernels compile with 'ninf', so the argument
 # is clamped to +-EXP_LIMIT first (sigmoid is 0 or 1 to float32 precision there anyway)
 EXP_LIMIT = 80.0
+# exp(x) = 2^n * exp(r), n = round(x * log2(e)), r = x - n * ln 2 in [-ln2/2, ln2/2]:
+# ln 2 in two parts (Cody-Waite: n * LN2_HIGH is exact for |n| < 2^15, LN2_HIGH having 10
+# significant bits), exp(r) by Cephes' expf polynomial (about 1 ulp). n comes from adding
+# ROUND_MAGIC = 1.5 * 2^23: the float's low mantissa bits then hold n, and
+# (bits + 127) << 23 are the bits of 2^n (|x| <= EXP_LIMIT: 11 <= n + 127 <= 242).
+LOG2E = 1.4426950408889634
+LN2_HIGH = 0.693359375
+LN2_LOW = -2.12194440e-4
+ROUND_MAGIC = 12582912.0
+EXP_POLYNOMIAL = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1,
+                  5.0000001201e-1)   # exp(r) = 1 + r + r^2 * P(r), P's coefficients highest first
 
 
 def activation_code(function: str, activation, zero_preserving: bool = True) -> tuple[int, float, float]:
@@ -56,10 +72,81 @@ def activation_code(function: str, activation, zero_preserving: bool = True) -> 
     return CODES[name], alpha, beta
 
 
+_NO_ACTIVATION_ARGUMENTS = (np.int64(NONE), np.float32(0.0), np.float32(0.0))
+
+
+def kernel_activation(function: str, activation, zero_preserving: bool = True) -> tuple:
+    """`activation_code`'s (code, alpha, beta) typed as the numba kernels take them:
+    (np.int64, np.float32, np.float32), or a ValueError naming `function`; also refuses an
+    alpha or beta beyond float32's range (it would be inf in the kernel)."""
+    if activation is NO_ACTIVATION:   # the common case, without the checks
+        return _NO_ACTIVATION_ARGUMENTS
+    code, alpha, beta = activation_code(function, activation, zero_preserving)
+    with np.errstate(over="ignore"):
+        alpha32, beta32 = np.float32(alpha), np.float32(beta)
+    if not (np.isfinite(alpha32) and np.isfinite(beta32)):
+        raise ValueError(f"{function}: activation {activation[0]!r} needs alpha and beta within float32's range, "
+                         f"got {alpha}, {beta}")
+    return np.int64(code), alpha32, beta32
+
+
 def activation_flops(activation) -> int:
     """FLOPs per element of `activation` (counted as other_flops): mul-add, clamp and the
     gating multiply for hardswish (4), exp + add + divide + multiply for silu (4), ..."""
     return {"none": 0, "hardswish": 4, "silu": 4, "hardsigmoid": 3, "sigmoid": 3}[activation[0]]
+
+
+# ---------------------------------------------------------------------------- float bits
+
+if numba.config.DISABLE_JIT:     # the kernels run as Python: numpy views
+    def _float_bits(value):
+        return int(np.float32(value).view(np.int32))
+
+    def _bits_float(bits):
+        return np.int32(bits).view(np.float32)
+else:
+    @intrinsic
+    def _float_bits(typingctx, value):
+        """The int32 bits of a float32 (a bitcast: LLVM vectorises it with the code around it)."""
+        if value != types.float32:
+            return None
+
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], ir.IntType(32))
+
+        return types.int32(types.float32), codegen
+
+    @intrinsic
+    def _bits_float(typingctx, bits):
+        """The float32 of int32 bits."""
+        if bits != types.int32:
+            return None
+
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], ir.FloatType())
+
+        return types.float32(types.int32), codegen
+
+
+@njit(cache=True, inline="always", fastmath=FASTMATH)
+def exp_approx(x):
+    """exp(x) of a float32 x, clamped to +-EXP_LIMIT first, to about 1 ulp; no libm call, so a
+    lane loop of it vectorises (LLVM has no vector exp without SVML: it would call expf per
+    lane). The same algorithm as `emit_exp` (see LOG2E ... EXP_POLYNOMIAL)."""
+    x = min(max(x, np.float32(-EXP_LIMIT)), np.float32(EXP_LIMIT))
+    t = x * np.float32(LOG2E) + np.float32(ROUND_MAGIC)
+    n = t - np.float32(ROUND_MAGIC)
+    r = x - n * np.float32(LN2_HIGH)
+    r = r - n * np.float32(LN2_LOW)
+    p = np.float32(EXP_POLYNOMIAL[0])
+    p = p * r + np.float32(EXP_POLYNOMIAL[1])
+    p = p * r + np.float32(EXP_POLYNOMIAL[2])
+    p = p * r + np.float32(EXP_POLYNOMIAL[3])
+    p = p * r + np.float32(EXP_POLYNOMIAL[4])
+    p = p * r + np.float32(EXP_POLYNOMIAL[5])
+    p = p * (r * r) + r + np.float32(1.0)
+    scale = _bits_float(np.int32(((_float_bits(t) + 127) & 0xFF) << 23))
+    return p * scale
 
 
 @njit(cache=True, inline="always", fastmath=FASTMATH)
@@ -68,10 +155,168 @@ def activate(v, code, alpha, beta):
     if code == HARDSWISH:
         return v * min(max(alpha * v + beta, np.float32(0.0)), np.float32(1.0))
     if code == SILU:
-        return v / (np.float32(1.0) + np.exp(-min(max(v, np.float32(-EXP_LIMIT)), np.float32(EXP_LIMIT))))
+        return v / (np.float32(1.0) + exp_approx(-v))
     if code == HARDSIGMOID:
         return min(max(alpha * v + beta, np.float32(0.0)), np.float32(1.0))
     if code == SIGMOID:
-        return np.float32(1.0) / (np.float32(1.0) + np.exp(-min(max(v, np.float32(-EXP_LIMIT)),
-                                                                 np.float32(EXP_LIMIT))))
+        return np.float32(1.0) / (np.float32(1.0) + exp_approx(-v))
     return v
+
+
+# ---------------------------------------------------------------------------- LLVM IR
+
+def emit_exp(builder, x):
+    """LLVM IR of `exp_approx` on a <lanes x float> vector `x` (for an @intrinsic's
+    codegen; llvm.exp.* would be lowered to one libm call per lane), as (p, scale) with
+    exp(x) = p * scale: the caller multiplies, or fuses the product into an FMA itself (a
+    caller compiled with the 'contract' fast-math flag and one without then agree)."""
+    vector = x.type
+    lanes = vector.count
+    int_vector = ir.VectorType(ir.IntType(32), lanes)
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
+                                         f"llvm.fma.v{lanes}f32")
+
+    def splat(value):
+        return ir.Constant(vector, [value] * lanes)
+
+    low, high = splat(-EXP_LIMIT), splat(EXP_LIMIT)
+    x = builder.select(builder.fcmp_ordered("<", x, low), low, x)
+    x = builder.select(builder.fcmp_ordered(">", x, high), high, x)
+    t = builder.call(fma, [x, splat(LOG2E), splat(ROUND_MAGIC)])
+    n = builder.fsub(t, splat(ROUND_MAGIC))
+    r = builder.call(fma, [n, splat(-LN2_HIGH), x])
+    r = builder.call(fma, [n, splat(-LN2_LOW), r])
+    p = splat(EXP_POLYNOMIAL[0])
+    for coefficient in EXP_POLYNOMIAL[1:]:
+        p = builder.call(fma, [p, r, splat(coefficient)])
+    p = builder.fadd(builder.call(fma, [p, builder.fmul(r, r), r]), splat(1.0))
+    bits = builder.add(builder.bitcast(t, int_vector), ir.Constant(int_vector, [127] * lanes))
+    bits = builder.and_(bits, ir.Constant(int_vector, [0xFF] * lanes))
+    scale = builder.bitcast(builder.shl(bits, ir.Constant(int_vector, [23] * lanes)), vector)
+    return p, scale
+
+
+# initial guess of 1/d from d's bits (relative error <= 12.4 %), refined by Newton's method
+RECIPROCAL_MAGIC = 0x7EF311C7
+
+
+def emit_divide(builder, numerator, denominator):
+    """LLVM IR of numerator / denominator (float vectors, denominator >= 1 and normal) to
+    about 1 ulp without an fdiv: numba's fast-math pass gives every fdiv 'arcp', which lets
+    LLVM replace it by a reciprocal estimate in kernels compiled with fastmath and not in
+    the others (the 1x1 conv and the fused block would then differ by an ulp). Explicit FMAs
+    give one result everywhere, and cost less than a vector divide: a guess from the bits,
+    three Newton steps (error 0.124 -> 0.015 -> 2.4e-4 -> 6e-8), one correction of the quotient."""
+    vector = denominator.type
+    int_vector = ir.VectorType(ir.IntType(32), vector.count)
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
+                                         f"llvm.fma.v{vector.count}f32")
+    one = ir.Constant(vector, [1.0] * vector.count)
+    negative = builder.fsub(ir.Constant(vector, None), denominator)
+    reciprocal = builder.bitcast(builder.sub(ir.Constant(int_vector, [RECIPROCAL_MAGIC] * vector.count),
+                                             builder.bitcast(denominator, int_vector)), vector)
+    for _ in range(3):          # y += y * (1 - d * y)
+        reciprocal = builder.call(fma, [reciprocal, builder.call(fma, [negative, reciprocal, one]), reciprocal])
+    quotient = builder.fmul(numerator, reciprocal)
+    remainder = builder.call(fma, [negative, quotient, numerator])
+    return builder.call(fma, [remainder, reciprocal, quotient])
+
+
+def emit_activation(builder, code: int, value, alpha, beta):
+    """LLVM IR of `activate` for a constant `code` on a <lanes x float> vector `value`;
+    alpha, beta: vectors (the scalars splatted). The caller branches on the run-time code."""
+    vector = value.type
+    zero, one = ir.Constant(vector, None), ir.Constant(vector, [1.0] * vector.count)
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
+                                         f"llvm.fma.v{vector.count}f32")
+    if code == NONE:
+        return value
+    if code in (HARDSWISH, HARDSIGMOID):
+        gate = builder.call(fma, [value, alpha, beta])
+        gate = builder.select(builder.fcmp_ordered("<", gate, zero), zero, gate)
+        gate = builder.select(builder.fcmp_ordered(">", gate, one), one, gate)
+        return builder.fmul(value, gate) if code == HARDSWISH else gate
+    if code in (SILU, SIGMOID):
+        # 1 + exp(-v) as one FMA, written out: the same result with and without 'contract'
+        denominator = builder.call(fma, [*emit_exp(builder, builder.fsub(zero, value)), one])
+        return emit_divide(builder, value if code == SILU else one, denominator)
+    raise ValueError(f"emit_activation: unknown activation code {code}")
+
+
+def _activate_lanes_intrinsic(lanes: int):
+    """`activate_lanes` for <lanes x float> vectors (see there)."""
+    vector = ir.VectorType(ir.FloatType(), lanes)
+
+    @intrinsic
+    def activate_lanes(typingctx, values, count, code, alpha, beta):
+        if not (isinstance(values, types.Array) and values.dtype == types.float32 and values.ndim == 1
+                and isinstance(count, types.Integer) and isinstance(code, types.Integer)
+                and alpha == types.float32 and beta == types.float32):
+            return None
+
+        def codegen(context, builder, signature, args):
+            values_value, count_value, code_value, alpha_value, beta_value = args
+            data = context.make_array(signature.args[0])(context, builder, values_value).data
+            chunks = builder.sdiv(context.cast(builder, count_value, signature.args[1], types.int64),
+                                  ir.Constant(ir.IntType(64), lanes))
+            code_value = context.cast(builder, code_value, signature.args[2], types.int64)
+
+            def splat(scalar):
+                one = builder.insert_element(ir.Constant(vector, ir.Undefined), scalar, ir.Constant(ir.IntType(32), 0))
+                return builder.shuffle_vector(one, ir.Constant(vector, ir.Undefined),
+                                              ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
+
+            alpha_vector, beta_vector = splat(alpha_value), splat(beta_value)
+            done = builder.append_basic_block("activate.done")
+            switch = builder.switch(code_value, done)
+            for code_constant in (HARDSWISH, SILU, HARDSIGMOID, SIGMOID):
+                case = builder.append_basic_block(f"activate.{code_constant}")
+                switch.add_case(ir.Constant(ir.IntType(64), code_constant), case)
+                builder.position_at_end(case)
+                with cgutils.for_range(builder, chunks) as loop:
+                    pointer = builder.bitcast(builder.gep(data, [builder.mul(loop.index, ir.Constant(
+                        ir.IntType(64), lanes))]), vector.as_pointer())
+                    value = builder.load(pointer, align=4)
+                    builder.store(emit_activation(builder, code_constant, value, alpha_vector, beta_vector), pointer,
+                                  align=4)
+                builder.branch(done)
+            builder.position_at_end(done)
+            return context.get_dummy_value()
+
+        return types.void(values, count, code, alpha, beta), codegen
+
+    return activate_lanes
+
+
+def _activate_lanes_python(values, count, code, alpha, beta):
+    """`activate_lanes` as numpy (NUMBA_DISABLE_JIT=1)."""
+    values[:count] = activate_array(values[:count], code, alpha, beta)
+
+
+def activate_array(values: np.ndarray, code: int, alpha: float, beta: float) -> np.ndarray:
+    """`activate` on a float32 numpy array (the kernels' NUMBA_DISABLE_JIT fallbacks)."""
+    values = np.asarray(values, np.float32)
+    alpha, beta = np.float32(alpha), np.float32(beta)
+    with np.errstate(over="ignore"):
+        if code == HARDSWISH:
+            return values * np.clip(alpha * values + beta, np.float32(0), np.float32(1))
+        if code == HARDSIGMOID:
+            return np.clip(alpha * values + beta, np.float32(0), np.float32(1))
+        clamped = np.clip(values, np.float32(-EXP_LIMIT), np.float32(EXP_LIMIT))
+        if code == SILU:
+            return values / (np.float32(1) + np.exp(-clamped))
+        if code == SIGMOID:
+            return np.float32(1) / (np.float32(1) + np.exp(-clamped))
+    return values
+
+
+# activate_lanes(values, count, code, alpha, beta): values[:count] = activate(values[:count], code,
+# alpha, beta) in place, count a multiple of CB, for a kernel's register scratch
+# (engine.kernels._common.register_scratch) between its sums and its clip. The vector code
+# of the 1x1 micro-kernel's epilogue (emit_activation), CB lanes at a time, after one branch
+# on the code: a lane loop of `activate` is not vectorised once SiLU's exp makes it too long
+# to unroll (it stays a scalar loop with a division per lane, and keeps the scratch in memory).
+if numba.config.DISABLE_JIT:
+    activate_lanes = _activate_lanes_python
+else:
+    activate_lanes = _activate_lanes_intrinsic(CB)

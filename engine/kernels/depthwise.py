@@ -41,6 +41,7 @@ from numba import njit, prange
 
 from engine.kernels._common import (_FLOAT32, _FLOAT32_MAX, FASTMATH, _U, _check_output_size,  # noqa: F401
                                     check_array, check_clip, check_int, launch, register_scratch)
+from engine.kernels.activation import NO_ACTIVATION, NONE, activate_lanes, kernel_activation
 from engine.kernels.layout import CB, channel_blocks
 
 _scratch_block = register_scratch(CB)      # one channel block of accumulators
@@ -57,7 +58,7 @@ DEFAULT_DEPTHWISE_ROWS = 16
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")  # one call site; a real call costs refcounts
 def _generic_columns(xf, wf, bf, of, x_plane, o_row, w_base, b_base, height, width, kernel_h, kernel_w,
-                     ih0, stride_w, pad_left, col_start, col_end, low, high):
+                     ih0, stride_w, pad_left, col_start, col_end, low, high, act, alpha, beta):
     """Output pixels col_start..col_end-1 of one output row (any kernel size), tap ranges
     clamped to the input per pixel. Offsets are flat element indices: x_plane is the start
     of this (image, block) input plane, o_row of this output row, w_base/b_base of the block's
@@ -80,6 +81,7 @@ def _generic_columns(xf, wf, bf, of, x_plane, o_row, w_base, b_base, height, wid
                 uw = _U(w_row + j * CB)
                 for lane in range(CB):
                     acc[lane] += xf[ux + _U(lane)] * wf[uw + _U(lane)]
+        activate_lanes(acc, CB, act, alpha, beta)
         uo = _U(o_row + ow * CB)
         for lane in range(CB):
             of[uo + _U(lane)] = min(max(acc[lane], low), high)
@@ -98,10 +100,28 @@ def _ring_slot(iy, first_row, first_slot, ring_rows, height):
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
 def depthwise_3x3_rows(src, plane, first_row, first_slot, ring_rows, height, width, wf, w_base, bf, b_base,
-                       dst, dst_offset, out_w, row_start, row_end, stride_h, stride_w, pad_top, pad_left, low, high):
+                       dst, dst_offset, out_w, row_start, row_end, stride_h, stride_w, pad_top, pad_left, low, high,
+                       act, alpha, beta):
+    """`_rows_3x3` (its docstring), in two copies: one with act the constant NONE, in which
+    the activation folds away and the loops are the ones the kernel had before activations,
+    and one for the others (the activation branch outside the pixel loops)."""
+    if act == NONE:
+        _rows_3x3(src, plane, first_row, first_slot, ring_rows, height, width, wf, w_base, bf, b_base,
+                  dst, dst_offset, out_w, row_start, row_end, stride_h, stride_w, pad_top, pad_left, low, high,
+                  NONE, alpha, beta)
+    else:
+        _rows_3x3(src, plane, first_row, first_slot, ring_rows, height, width, wf, w_base, bf, b_base,
+                  dst, dst_offset, out_w, row_start, row_end, stride_h, stride_w, pad_top, pad_left, low, high,
+                  act, alpha, beta)
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _rows_3x3(src, plane, first_row, first_slot, ring_rows, height, width, wf, w_base, bf, b_base,
+              dst, dst_offset, out_w, row_start, row_end, stride_h, stride_w, pad_top, pad_left, low, high,
+              act, alpha, beta):
     """Output rows [row_start, row_end) of one channel block of a 3x3 depthwise conv:
-    out = clip(conv + bias, low, high), zero padding. Used by the depthwise kernel and the
-    fused block. Offsets are flat element indices into src, wf, bf, dst:
+    out = clip(activate(conv + bias, act, alpha, beta), low, high), zero padding. Used by the
+    depthwise kernel and the fused block. Offsets are flat element indices into src, wf, bf, dst:
     - input row iy of the (height x width) plane, clamped into the plane, is at
       src[plane + slot * width * CB], slot = _ring_slot(iy, first_row, first_slot, ring_rows,
       height): (0, 0, height) for a whole plane; the fused block keeps a ring of expanded rows;
@@ -156,9 +176,10 @@ def depthwise_3x3_rows(src, plane, first_row, first_slot, ring_rows, height, wid
                       + src[p1 + _U(2 * CB) + u] * taps[5 * CB + lane])
                 t2 = (src[p2 + u] * taps[6 * CB + lane] + src[p2 + _U(CB) + u] * taps[7 * CB + lane]
                       + src[p2 + _U(2 * CB) + u] * taps[8 * CB + lane])
-                acc[lane] = min(max(taps[9 * CB + lane] + m0 * t0 + m1 * t1 + m2 * t2, low), high)
+                acc[lane] = taps[9 * CB + lane] + m0 * t0 + m1 * t1 + m2 * t2
+            activate_lanes(acc, CB, act, alpha, beta)
             for lane in range(CB):
-                dst[q + _U(lane)] = acc[lane]
+                dst[q + _U(lane)] = min(max(acc[lane], low), high)
             p0 += col_stride
             p1 += col_stride
             p2 += col_stride
@@ -195,15 +216,16 @@ def depthwise_3x3_rows(src, plane, first_row, first_slot, ring_rows, height, wid
                           + src[r1 + c2 + u] * col_taps[5 * CB + lane])
                     t2 = (src[r2 + c0 + u] * col_taps[6 * CB + lane] + src[r2 + c1 + u] * col_taps[7 * CB + lane]
                           + src[r2 + c2 + u] * col_taps[8 * CB + lane])
-                    acc[lane] = min(max(taps[9 * CB + lane] + m0 * t0 + m1 * t1 + m2 * t2, low), high)
+                    acc[lane] = taps[9 * CB + lane] + m0 * t0 + m1 * t1 + m2 * t2
+                activate_lanes(acc, CB, act, alpha, beta)
                 uo = _U(dst_offset + ((oh - row_start) * out_w + ow) * CB)
                 for lane in range(CB):
-                    dst[uo + _U(lane)] = acc[lane]
+                    dst[uo + _U(lane)] = min(max(acc[lane], low), high)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def _depthwise_kernel(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left, clip_min, clip_max,
-                      depthwise_rows):
+                      act, alpha, beta, depthwise_rows):
     n_images, n_blocks, height, width, _ = x.shape
     kernel_h, kernel_w = weight.shape[1], weight.shape[2]
     out_h, out_w = out.shape[2], out.shape[3]
@@ -229,11 +251,11 @@ def _depthwise_kernel(x, weight, bias, out, stride_h, stride_w, pad_top, pad_lef
             for oh in range(row_start, row_end):
                 _generic_columns(xf, wf, bf, of, x_plane, o_plane + oh * out_w * CB, w_base, b_base, height,
                                  width, kernel_h, kernel_w, oh * stride_h - pad_top, stride_w, pad_left, 0, out_w,
-                                 low, high)
+                                 low, high, act, alpha, beta)
             continue
         depthwise_3x3_rows(xf, x_plane, 0, 0, height, height, width, wf, w_base, bf, b_base,
                            of, o_plane + row_start * out_w * CB, out_w, row_start, row_end,
-                           stride_h, stride_w, pad_top, pad_left, low, high)
+                           stride_h, stride_w, pad_top, pad_left, low, high, act, alpha, beta)
 
 
 # ---------------------------------------------------------------------------- public API
@@ -265,14 +287,17 @@ def pack_depthwise(weight: np.ndarray, bias: np.ndarray | None) -> tuple[np.ndar
 
 def depthwise_conv(x: np.ndarray, packed_weight: np.ndarray, packed_bias: np.ndarray, out: np.ndarray,
                    stride_h: int, stride_w: int, pad_top: int, pad_left: int,
-                   clip_min: float, clip_max: float, depthwise_rows: int = DEFAULT_DEPTHWISE_ROWS) -> None:
-    """out = clip(depthwise_conv(x, w) + bias, clip_min, clip_max), written in place.
+                   clip_min: float, clip_max: float, depthwise_rows: int = DEFAULT_DEPTHWISE_ROWS, *,
+                   activation=NO_ACTIVATION) -> None:
+    """out = clip(act(depthwise_conv(x, w) + bias), clip_min, clip_max), written in place.
 
     x: (N, Cb, H, W, CB) float32; packed_weight (Cb, kh, kw, CB) and packed_bias (Cb, CB)
     from `pack_depthwise`; out: (N, Cb, Ho, Wo, CB) float32. Ho and Wo are taken from out
     (the caller derived them from all four pads); input outside H x W reads as 0.
     Strides >= 1, pads >= 0, dilation 1. clip (0, 6) is ReLU6, (0, inf) ReLU,
     (-inf, inf) none; clip_min <= 0 <= clip_max so padded lanes stay 0.
+    activation: (name, alpha, beta) applied before the clip (engine.kernels.activation), one
+    with f(0) = 0 (none, hardswish, silu) so padded lanes stay 0; default none.
     depthwise_rows: output rows per work item (>= 1; the rows are shared out evenly over
     ceil(Ho / depthwise_rows) bands); the items are (image, band of rows, channel block) and
     run in parallel on numba's threads. Larger bands amortise the per-item set-up (weights
@@ -283,8 +308,9 @@ def depthwise_conv(x: np.ndarray, packed_weight: np.ndarray, packed_bias: np.nda
     low, high = float(clip_min), float(clip_max)
     if not low <= 0.0 <= high or low < -_FLOAT32_MAX or high > _FLOAT32_MAX:
         low, high = check_clip("depthwise_conv", clip_min, clip_max)
+    act, alpha, beta = kernel_activation("depthwise_conv", activation)
     launch(_depthwise_kernel, x, packed_weight, packed_bias, out, int(stride_h), int(stride_w), int(pad_top),
-           int(pad_left), low, high, int(depthwise_rows))
+           int(pad_left), low, high, act, alpha, beta, int(depthwise_rows))
 
 
 def _looks_valid(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left, depthwise_rows) -> bool:

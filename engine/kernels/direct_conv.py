@@ -34,6 +34,7 @@ from numba import njit, prange
 
 from engine.kernels._common import (FASTMATH, _U, _check_output_size, check_array, check_clip, check_int,
                                       register_scratch, launch)
+from engine.kernels.activation import NO_ACTIVATION, activate_lanes, kernel_activation
 from engine.kernels.layout import CB, channel_blocks
 
 PIXELS = 3  # output pixels per step of the interior loop (x0..x2 below are written out for 3)
@@ -49,7 +50,7 @@ _scratch_block = register_scratch(CB)
 @njit(cache=True, fastmath=FASTMATH, inline="always")  # one call site; a real call costs refcounts
 def _border_columns(xf, wf, bf, of, x_image, o_row, w_block, b_base, in_channels, height, width, kernel_h,
                     kernel_w, ih0, i_lo, i_hi, stride_w, pad_left, dilation_h, dilation_w, col_start, col_end,
-                    low, high):
+                    low, high, act, alpha, beta):
     """Output pixels col_start..col_end-1 of one output row and block, one at a time; kernel
     rows i_lo..i_hi-1 are the ones inside the input, kernel columns are clamped per pixel."""
     acc = _scratch_block()
@@ -69,6 +70,7 @@ def _border_columns(xf, wf, bf, of, x_image, o_row, w_block, b_base, in_channels
                     uw = _U(w_row + j * CB)
                     for lane in range(CB):
                         acc[lane] += xv * wf[uw + _U(lane)]
+        activate_lanes(acc, CB, act, alpha, beta)
         uo = _U(o_row + ow * CB)
         for lane in range(CB):
             of[uo + _U(lane)] = min(max(acc[lane], low), high)
@@ -76,7 +78,7 @@ def _border_columns(xf, wf, bf, of, x_image, o_row, w_block, b_base, in_channels
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")  # one call site
 def _pair_columns(xf, wf, bf, of, acc, x_image, ih0, width, stride_w, pad_left, tap_offset, n_taps,
-                  b0, b1, block_weights, o_row0, o_row1, col_lo, col_hi, low, high):
+                  b0, b1, block_weights, o_row0, o_row1, col_lo, col_hi, low, high, act, alpha, beta):
     """Interior columns col_lo.. of one interior output row for blocks b0 and b1 (b1 may be
     b0 again), PAIR_PIXELS pixels at a time: acc[(blk * PAIR_PIXELS + p) * CB + lane], 12
     independent FMA chains fed by 2 weight vectors and 6 broadcast inputs per tap. Returns
@@ -116,6 +118,7 @@ def _pair_columns(xf, wf, bf, of, acc, x_image, ih0, width, stride_w, pad_left, 
                 acc[9 * CB + lane] += x3 * w1
                 acc[10 * CB + lane] += x4 * w1
                 acc[11 * CB + lane] += x5 * w1
+        activate_lanes(acc, 2 * PAIR_PIXELS * CB, act, alpha, beta)
         uo0 = _U(o_row0 + ow * CB)
         uo1 = _U(o_row1 + ow * CB)
         for k in range(PAIR_PIXELS * CB):
@@ -128,7 +131,7 @@ def _pair_columns(xf, wf, bf, of, acc, x_image, ih0, width, stride_w, pad_left, 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def _direct_kernel(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w,
-                   clip_min, clip_max):
+                   clip_min, clip_max, act, alpha, beta):
     n_images, in_channels, height, width = x.shape
     n_blocks, _, kernel_h, kernel_w, _ = weight.shape
     out_h, out_w = out.shape[2], out.shape[3]
@@ -177,7 +180,7 @@ def _direct_kernel(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left, 
         ow = col_lo
         if n_blocks - b0 <= 2 and interior_row:
             ow = _pair_columns(xf, wf, bf, of, acc, x_image, ih0, width, stride_w, pad_left, tap_offset, n_taps,
-                               b0, b1, block_weights, o_row0, o_row1, col_lo, col_hi, low, high)
+                               b0, b1, block_weights, o_row0, o_row1, col_lo, col_hi, low, high, act, alpha, beta)
             # the columns left (fewer than PAIR_PIXELS) by the 4 x 3 loop and the borders below
         while interior_row and ow + PIXELS <= col_hi:
             # acc[(blk * PIXELS + p) * CB + lane]: 4 blocks x 3 pixels = 12 independent FMA chains
@@ -219,6 +222,7 @@ def _direct_kernel(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left, 
                     acc[9 * CB + lane] += x0 * w3
                     acc[10 * CB + lane] += x1 * w3
                     acc[11 * CB + lane] += x2 * w3
+            activate_lanes(acc, BLOCKS * PIXELS * CB, act, alpha, beta)
             uo0 = _U(o_row0 + ow * CB)
             uo1 = _U(o_row1 + ow * CB)
             uo2 = _U(o_row2 + ow * CB)
@@ -244,7 +248,7 @@ def _direct_kernel(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left, 
             o_row = ((n * n_blocks + b) * out_h + oh) * out_w * CB
             _border_columns(xf, wf, bf, of, x_image, o_row, b * block_weights, b * CB, in_channels, height, width,
                             kernel_h, kernel_w, ih0, i_lo, i_hi, stride_w, pad_left, dilation_h, dilation_w, start,
-                            end, low, high)
+                            end, low, high, act, alpha, beta)
 
 
 def pack_direct(weight: np.ndarray, bias: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -275,13 +279,15 @@ def pack_direct(weight: np.ndarray, bias: np.ndarray | None) -> tuple[np.ndarray
 
 def direct_conv(x: np.ndarray, packed_weight: np.ndarray, packed_bias: np.ndarray, out: np.ndarray,
                 stride_h: int, stride_w: int, pad_top: int, pad_left: int, dilation_h: int, dilation_w: int,
-                clip_min: float, clip_max: float) -> None:
-    """out = clip(conv(x, w) + bias, clip_min, clip_max), written in place.
+                clip_min: float, clip_max: float, *, activation=NO_ACTIVATION) -> None:
+    """out = clip(act(conv(x, w) + bias), clip_min, clip_max), written in place.
 
     x: (N, Cin, H, W) float32 plain NCHW; packed_weight (Cob, Cin, kh, kw, CB) and
     packed_bias (Cob, CB) from `pack_direct`; out: (N, Cob, Ho, Wo, CB) float32. Ho, Wo come
     from out (the caller derived them from all four pads); input outside H x W reads as 0.
-    Strides and dilations >= 1, pads >= 0; clip_min <= 0 <= clip_max.
+    Strides and dilations >= 1, pads >= 0; clip_min <= 0 <= clip_max. activation: (name,
+    alpha, beta) applied before the clip (engine.kernels.activation), one with f(0) = 0 (none,
+    hardswish, silu) so padded lanes stay 0; default none.
     """
     fn = "direct_conv"
     stride_h = check_int(fn, "stride_h", stride_h, 1)
@@ -291,6 +297,7 @@ def direct_conv(x: np.ndarray, packed_weight: np.ndarray, packed_bias: np.ndarra
     dilation_h = check_int(fn, "dilation_h", dilation_h, 1)
     dilation_w = check_int(fn, "dilation_w", dilation_w, 1)
     low, high = check_clip(fn, clip_min, clip_max)
+    act, alpha, beta = kernel_activation(fn, activation)
     check_array(fn, "x", x, (None, None, None, None))
     n_images, in_channels, height, width = x.shape
     if min(x.shape) < 1:
@@ -305,7 +312,7 @@ def direct_conv(x: np.ndarray, packed_weight: np.ndarray, packed_bias: np.ndarra
     _check_output_size(fn, "height", out_h, height, kernel_h, stride_h, pad_top, dilation_h)
     _check_output_size(fn, "width", out_w, width, kernel_w, stride_w, pad_left, dilation_w)
     launch(_direct_kernel, x, packed_weight, packed_bias, out, stride_h, stride_w, pad_top, pad_left, dilation_h,
-           dilation_w, low, high)
+           dilation_w, low, high, act, alpha, beta)
 
 
 def direct_conv_flops(batch: int, in_channels: int, out_channels: int, out_h: int, out_w: int,

@@ -9,12 +9,12 @@ Fused, each work item (image, band of `block_rows` output rows) does:
 
 1. expand the input rows the band needs ((block_rows - 1) * stride + 3, fewer at the image
    edges) and the previous band did not into scratch_expand (hidden_blocks, ring rows, W,
-   CB), clip applied: the 1x1 conv's micro-tile walk (engine.kernels.pointwise.walk_micro_tiles);
+   CB), activation and clip applied: the 1x1 conv's micro-tile walk (engine.kernels.pointwise.walk_micro_tiles);
 2. depthwise 3x3 (pad 1) from scratch_expand (or from x when there is no expand conv) into
-   scratch_depthwise (hidden_blocks, band_h, Wo, CB), clip applied: the depthwise kernel's
+   scratch_depthwise (hidden_blocks, band_h, Wo, CB), activation and clip applied: the depthwise kernel's
    row core (engine.kernels.depthwise.depthwise_3x3_rows), so the stage gives the unfused
    depthwise conv's result bit for bit;
-3. project scratch_depthwise into the output rows, bias, residual add, clip: the micro-tile
+3. project scratch_depthwise into the output rows, bias, residual add, activation, clip: the micro-tile
    walk again.
 
 Adjacent bands share input rows (2 at stride 1, 1 at stride 2). The expanded rows live in
@@ -43,6 +43,7 @@ import numpy as np
 from numba import njit, prange
 
 from engine.kernels._common import FASTMATH, check_array, check_clip, check_int, launch
+from engine.kernels.activation import NO_ACTIVATION, kernel_activation
 from engine.kernels.depthwise import depthwise_3x3_rows, depthwise_bytes
 from engine.kernels.layout import CB, padded_channels
 from engine.kernels.pointwise import pointwise_bytes, walk_micro_tiles
@@ -51,7 +52,8 @@ from engine.kernels.pointwise import pointwise_bytes, walk_micro_tiles
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def _fused_block_kernel(x, ew, eb, has_expand, dw, db, pw, pb, out, residual, has_residual, stride, pad,
                         expand_low, expand_high, dw_low, dw_high, project_low, project_high,
-                        block_rows, scratch_expand, scratch_depthwise):
+                        expand_act, expand_alpha, expand_beta, dw_act, dw_alpha, dw_beta,
+                        project_act, project_alpha, project_beta, block_rows, scratch_expand, scratch_depthwise):
     n_images, cin_blocks, height, width, _ = x.shape
     hidden_blocks = dw.shape[0]
     cout_blocks, out_h, out_w = out.shape[1], out.shape[2], out.shape[3]
@@ -104,8 +106,8 @@ def _fused_block_kernel(x, ew, eb, has_expand, dw, db, pw, pb, out, residual, ha
                     # brings the weights in: each block pair prefetches the next pair's
                     walk_micro_tiles(xf, (image * cin_blocks * height * width + row * width) * CB, height * width * CB,
                                      ewf, cin_blocks, ebf, s1, slot * width * CB, ring_rows * width * CB,
-                                     s1, no_residual, e_lo, e_hi, count * width, 0, hidden_blocks, -1, item == first,
-                                     0, 0, 0)
+                                     s1, no_residual, e_lo, e_hi, expand_act, expand_alpha, expand_beta,
+                                     count * width, 0, hidden_blocks, -1, item == first, 0, 0, 0)
                     row += count
                 held_image = image
                 held_end = in_end
@@ -128,13 +130,15 @@ def _fused_block_kernel(x, ew, eb, has_expand, dw, db, pw, pb, out, residual, ha
             for hb in range(hidden_blocks):
                 depthwise_3x3_rows(src, plane + hb * plane_stride, first_row, first_slot, ring, height, width,
                                    dwf, hb * 9 * CB, dbf, hb * CB, s2, hb * band_h * out_w * CB, out_w,
-                                   row_start, row_end, stride, stride, pad, pad, d_lo, d_hi)
+                                   row_start, row_end, stride, stride, pad, pad, d_lo, d_hi,
+                                   dw_act, dw_alpha, dw_beta)
             # 3. project the band's depthwise output into the output rows
             #    (s2 holds the band's pixels contiguously per hidden block; weights prefetched as above)
             pixels = (row_end - row_start) * out_w
             walk_micro_tiles(s2, 0, pixels * CB, pwf, hidden_blocks, pbf,
                              of, (image * cout_blocks * out_h * out_w + row_start * out_w) * CB, out_h * out_w * CB,
-                             rf, has_residual, p_lo, p_hi, pixels, 0, cout_blocks, -1, item == first, 0, 0, 0)
+                             rf, has_residual, p_lo, p_hi, project_act, project_alpha, project_beta,
+                             pixels, 0, cout_blocks, -1, item == first, 0, 0, 0)
 
 
 # ---------------------------------------------------------------------------- sizes and costs
@@ -218,7 +222,9 @@ def make_scratch(workers: int, hidden_channels: int, width: int, out_width: int,
 
 
 def fused_block(x, expand, depthwise, project, out, residual, stride: int, expand_clip, depthwise_clip,
-                project_clip, block_rows: int, scratch_expand: np.ndarray, scratch_depthwise: np.ndarray) -> None:
+                project_clip, block_rows: int, scratch_expand: np.ndarray, scratch_depthwise: np.ndarray, *,
+                expand_activation=NO_ACTIVATION, depthwise_activation=NO_ACTIVATION,
+                project_activation=NO_ACTIVATION) -> None:
     """One inverted-residual block, fused, written into `out`.
 
     x (N, Cin_b, H, W, CB); expand (packed_weight (Hb, Cin_b*CB, CB), packed_bias (Hb, CB))
@@ -226,7 +232,9 @@ def fused_block(x, expand, depthwise, project, out, residual, stride: int, expan
     bias (Hb, CB)), 3x3 pad 1; project (packed (Cout_b, Hb*CB, CB), bias (Cout_b, CB));
     out and residual (or None) (N, Cout_b, Ho, Wo, CB) with Ho = (H - 1) // stride + 1.
     *_clip: (low, high) of each stage, containing 0 (padded lanes stay 0); (-inf, inf) for a
-    stage without activation. block_rows >= 1 output rows per work item; scratch
+    stage without activation. *_activation: (name, alpha, beta) of each stage, applied before
+    its clip (after the residual add in the project stage), one with f(0) = 0 (none,
+    hardswish, silu: engine.kernels.activation); default none. block_rows >= 1 output rows per work item; scratch
     arrays from make_scratch(workers, ...) with at least this band's size.
     """
     fn = "fused_block"
@@ -266,6 +274,9 @@ def fused_block(x, expand, depthwise, project, out, residual, stride: int, expan
     # built with the 'ninf' fast-math flag
     clips = [check_clip(f"{fn} {name}", *clip) for name, clip in
              (("expand_clip", expand_clip), ("depthwise_clip", depthwise_clip), ("project_clip", project_clip))]
+    activations = [kernel_activation(f"{fn} {name}", activation) for name, activation in
+                   (("expand_activation", expand_activation), ("depthwise_activation", depthwise_activation),
+                    ("project_activation", project_activation))]
     # pad 1 goes in as an argument: were it a constant in the kernel, LLVM would know the
     # left border column's masks and drop its zero taps, leaving sums of two products whose
     # FMA contraction differs between numba's in-process build and its cached one (results
@@ -273,7 +284,7 @@ def fused_block(x, expand, depthwise, project, out, residual, stride: int, expan
     launch(_fused_block_kernel, x, ew, eb, expand is not None, dw_weight, dw_bias, pw, pb, out,
            out if residual is None else residual, residual is not None, stride, 1,
            clips[0][0], clips[0][1], clips[1][0], clips[1][1], clips[2][0], clips[2][1],
-           block_rows, scratch_expand, scratch_depthwise)
+           *activations[0], *activations[1], *activations[2], block_rows, scratch_expand, scratch_depthwise)
 
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from numba import njit, prange
 
 from engine.kernels._common import FASTMATH, _U, check_array, launch, register_scratch
+from engine.kernels.activation import NO_ACTIVATION, activate, kernel_activation
 from engine.kernels.layout import CB
 
 TILE = 8 * CB  # output features per work item (MT)
@@ -24,7 +25,9 @@ _scratch_tile = register_scratch(TILE)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _linear_kernel(x, weight, bias, out):
+def _linear_kernel(x, weight, bias, act, alpha, beta, out):
+    # out last: a plan rebinds the classifier to write a new output array each run
+    # (engine.plan._write_output_directly)
     n_images, in_features = x.shape
     n_tiles = weight.shape[0]
     out_features = out.shape[1]
@@ -45,7 +48,7 @@ def _linear_kernel(x, weight, bias, out):
                 for k in range(TILE):
                     acc[k] += xv * wf[uw + _U(k)]
             for k in range(count):
-                out[n, m0 + k] = acc[k] + bias[m0 + k]
+                out[n, m0 + k] = activate(acc[k] + bias[m0 + k], act, alpha, beta)
 
 
 def pack_linear(weight: np.ndarray, bias: np.ndarray | None, in_features_padded: int
@@ -76,11 +79,13 @@ def pack_linear(weight: np.ndarray, bias: np.ndarray | None, in_features_padded:
     return packed, np.ascontiguousarray(packed_bias)
 
 
-def linear(x: np.ndarray, packed_weight: np.ndarray, packed_bias: np.ndarray, out: np.ndarray) -> None:
-    """out = x @ W^T + b, written in place.
+def linear(x: np.ndarray, packed_weight: np.ndarray, packed_bias: np.ndarray, out: np.ndarray, *,
+           activation=NO_ACTIVATION) -> None:
+    """out = act(x @ W^T + b), written in place.
 
     x: (N, K_padded) float32; packed_weight (M_tiles, K_padded, MT) and packed_bias (M,) from
-    `pack_linear`; out: (N, M) float32.
+    `pack_linear`; out: (N, M) float32. activation: (name, alpha, beta), any of
+    engine.kernels.activation's (no padded lanes here); default none.
     """
     fn = "linear"
     check_array(fn, "x", x, (None, None))
@@ -95,7 +100,8 @@ def linear(x: np.ndarray, packed_weight: np.ndarray, packed_bias: np.ndarray, ou
         raise ValueError(f"{fn}: packed_weight must have {n_tiles} tiles for {out_features} outputs, "
                          f"got {packed_weight.shape[0]}")
     check_array(fn, "out", out, (n_images, out_features))
-    launch(_linear_kernel, x, packed_weight, packed_bias, out)
+    act, alpha, beta = kernel_activation(fn, activation, zero_preserving=False)
+    launch(_linear_kernel, x, packed_weight, packed_bias, act, alpha, beta, out)
 
 
 def linear_flops(batch: int, in_features: int, out_features: int) -> int:

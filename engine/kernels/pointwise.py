@@ -1,10 +1,11 @@
-"""Pointwise (1x1) convolution on NCHWc activations: out = clip(W x + b [+ residual]).
+"""Pointwise (1x1) convolution on NCHWc activations: out = clip(act(W x + b [+ residual])).
 
 About two thirds of MobileNetV2's FLOPs are 1x1 convolutions, so this is the kernel that
 decides whether the engine is fast. Per output pixel and output channel it is a dot product
 over the input channels; over a tile it is a small matrix multiply
     out[pixels, Cout] = x[pixels, Cin] @ W.T[Cin, Cout]
-with the epilogue (bias, residual add, clip) applied while the sums are still in registers.
+with the epilogue (bias, residual add, activation, clip) applied while the sums are still in
+registers.
 
 Layouts (CB = engine.kernels.layout.CB fp32 lanes: 8 on AVX2, 16 on AVX-512)
     x         (N, Cin_blocks, H, W, CB)        float32, C-contiguous, padded lanes 0
@@ -66,6 +67,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from engine.kernels._common import check_clip, launch
+from engine.kernels.activation import (HARDSWISH, NO_ACTIVATION, NONE, SILU, activate_array, emit_activation,
+                                       kernel_activation)
 from engine.kernels.layout import CB, channel_blocks
 from engine.kernels.micro_tile import (BLOCKS, DEFAULT_POINTWISE_CHANNELS, DEFAULT_POINTWISE_PIXELS,  # noqa: F401
                                        MICRO_TILE, ROWS)
@@ -99,6 +102,7 @@ _TILE_ARGUMENTS = (
     "out", "out_offset", "out_block_stride",    # output (and residual): tile start, block step
     "residual", "has_residual",
     "clip_min", "clip_max",
+    "act", "alpha", "beta",                     # activation (engine.kernels.activation), before the clip
     "w_prefetch", "w_prefetch_step",            # weight lines to prefetch: from the tile's
 )                                               # weights, step per input-channel block
 
@@ -113,8 +117,9 @@ def _tile_intrinsic(lanes: int, max_rows: int, max_blocks: int):
                        * w[w_offset + b * w_block_stride + ci*lanes : ... + lanes]
         v = acc + bias[bias_offset + b*lanes : ... + lanes]
             (+ residual[out_offset + b*out_block_stride + r*lanes : ... + lanes])
-        out[same offsets] = min(max(v, clip_min), clip_max)
-    with the float32 C-contiguous arrays of any shape indexed as flat arrays, and prefetches
+        out[same offsets] = min(max(activate(v, act, alpha, beta), clip_min), clip_max)
+    (act NONE, HARDSWISH or SILU: the conv epilogues' zero-preserving activations; any other
+    code applies none) with the float32 C-contiguous arrays of any shape indexed as flat arrays, and prefetches
     x[x_offset + ci_block * x_block_stride + x_prefetch : ... + max_rows*lanes] into cache
     and W_PREFETCH_LINES 64-byte lines from w[w_offset + w_prefetch + ci_block * w_prefetch_step]
     (full tiles only, and only if w_prefetch_step != 0; harmless if they are already there
@@ -145,9 +150,11 @@ def _tile_intrinsic(lanes: int, max_rows: int, max_blocks: int):
     def store_vector(builder, value, pointer, offset):
         builder.store(value, builder.bitcast(builder.gep(pointer, [offset]), vector_ptr), align=4)
 
-    def emit_tile(builder, rows, blocks, a, prefetch_weights=False):
+    def emit_tile(builder, rows, blocks, a, sums_buffer, activated, prefetch_weights=False):
         """One rows x blocks micro-tile; `a` maps argument names to LLVM values. Only the
-        prefetch_weights variant (full tiles) prefetches weights: no per-iteration branch."""
+        prefetch_weights variant (full tiles) prefetches weights: no per-iteration branch.
+        Where `activated` (an i1), the sums are left in `sums_buffer` for
+        `emit_activation_epilogue` instead of stored."""
         fma = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(vector, [vector] * 3), f"llvm.fma.v{lanes}f32")
         prefetch = cgutils.get_or_insert_function(
@@ -214,19 +221,66 @@ def _tile_intrinsic(lanes: int, max_rows: int, max_blocks: int):
                     value = builder.select(builder.fcmp_ordered(">", value, high), high, value)
                     store_vector(builder, value, a["out"], offset)
 
+        with builder.if_else(activated) as (with_activation, without_activation):
+            with with_activation:
+                # the sums go to a stack buffer and on to the one epilogue loop all tile
+                # shapes share (emit_activation_epilogue): SiLU's exp and divide are emitted
+                # once, not for every register of every shape (compile time)
+                for r in range(rows):
+                    for b in range(blocks):
+                        builder.store(sums[r][b], builder.gep(sums_buffer, [
+                            ir.Constant(i32, 0), ir.Constant(i32, r * max_blocks + b)]))
+            with without_activation:   # the epilogue without activation, as it always was
+                with builder.if_else(has_residual) as (with_residual, without_residual):
+                    with with_residual:
+                        epilogue(True)
+                    with without_residual:
+                        epilogue(False)
+
+    def emit_activation_epilogue(builder, a, sums_buffer):
+        """The epilogue of a tile with an activation (act HARDSWISH or SILU), any shape: for
+        r < rows, b < blocks, the sums from sums_buffer[r * max_blocks + b], plus
+        bias (plus residual), activation, clip, stored. One loop nest per (activation,
+        residual): the branches are taken once per tile, not per register."""
+        low = splat(builder, a["clip_min"])
+        high = splat(builder, a["clip_max"])
+        alpha = splat(builder, a["alpha"])
+        beta = splat(builder, a["beta"])
+        has_residual = builder.icmp_unsigned("!=", a["has_residual"], ir.Constant(a["has_residual"].type, 0))
+        is_hardswish = builder.icmp_signed("==", a["act"], constant(HARDSWISH))
+
+        def loops(act, add_residual):
+            with cgutils.for_range(builder, a["rows"]) as row_loop:
+                with cgutils.for_range(builder, a["blocks"]) as block_loop:
+                    r, b = row_loop.index, block_loop.index
+                    value = builder.load(builder.gep(sums_buffer, [
+                        ir.Constant(i32, 0), builder.add(builder.mul(r, constant(max_blocks)), b)]))
+                    value = builder.fadd(value, load_vector(builder, a["bias"], builder.mul(b, constant(lanes))))
+                    offset = builder.add(builder.mul(a["out_block_stride"], b), builder.mul(r, constant(lanes)))
+                    if add_residual:
+                        value = builder.fadd(value, load_vector(builder, a["residual"], offset))
+                    value = emit_activation(builder, act, value, alpha, beta)
+                    value = builder.select(builder.fcmp_ordered("<", value, low), low, value)
+                    value = builder.select(builder.fcmp_ordered(">", value, high), high, value)
+                    store_vector(builder, value, a["out"], offset)
+
         with builder.if_else(has_residual) as (with_residual, without_residual):
-            with with_residual:
-                epilogue(True)
-            with without_residual:
-                epilogue(False)
+            for add_residual, branch in ((True, with_residual), (False, without_residual)):
+                with branch:
+                    with builder.if_else(is_hardswish) as (hardswish, silu):
+                        with hardswish:
+                            loops(HARDSWISH, add_residual)
+                        with silu:
+                            loops(SILU, add_residual)
 
     @intrinsic
     def tile(typingctx, rows, blocks, x, x_offset, x_block_stride, x_prefetch, w, w_offset,
              w_block_stride, cin_blocks, bias, bias_offset, out, out_offset, out_block_stride,
-             residual, has_residual, clip_min, clip_max, w_prefetch, w_prefetch_step):
+             residual, has_residual, clip_min, clip_max, act, alpha, beta, w_prefetch, w_prefetch_step):
         arguments = (rows, blocks, x, x_offset, x_block_stride, x_prefetch, w, w_offset,
                      w_block_stride, cin_blocks, bias, bias_offset, out, out_offset,
-                     out_block_stride, residual, has_residual, clip_min, clip_max, w_prefetch, w_prefetch_step)
+                     out_block_stride, residual, has_residual, clip_min, clip_max, act, alpha, beta,
+                     w_prefetch, w_prefetch_step)
         kinds = dict(zip(_TILE_ARGUMENTS, arguments))
         for name in ("x", "w", "bias", "out", "residual"):
             t = kinds[name]
@@ -234,10 +288,11 @@ def _tile_intrinsic(lanes: int, max_rows: int, max_blocks: int):
                 return None
         for name in ("rows", "blocks", "x_offset", "x_block_stride", "x_prefetch", "w_offset",
                      "w_block_stride", "cin_blocks", "bias_offset", "out_offset", "out_block_stride",
-                     "w_prefetch", "w_prefetch_step"):
+                     "act", "w_prefetch", "w_prefetch_step"):
             if kinds[name] != types.int64:
                 return None
-        if has_residual != types.boolean or clip_min != types.float32 or clip_max != types.float32:
+        if has_residual != types.boolean or any(kinds[name] != types.float32
+                                                for name in ("clip_min", "clip_max", "alpha", "beta")):
             return None
 
         def codegen(context, builder, sig, args):
@@ -254,20 +309,27 @@ def _tile_intrinsic(lanes: int, max_rows: int, max_blocks: int):
             prefetching = builder.and_(builder.icmp_signed("==", key, full),
                                        builder.icmp_signed("!=", a["w_prefetch_step"], constant(0)))
             key = builder.select(prefetching, constant(PREFETCH_KEY), key)
+            # the activation is uniform: a tile with one (HARDSWISH or SILU) hands its sums to
+            # the shared epilogue, a tile without runs its own, the code it always had
+            sums_buffer = cgutils.alloca_once(builder, ir.ArrayType(vector, max_rows * max_blocks))
+            activated = builder.or_(builder.icmp_signed("==", a["act"], constant(HARDSWISH)),
+                                    builder.icmp_signed("==", a["act"], constant(SILU)))
             done = builder.append_basic_block("tile.done")
+            activation_epilogue = builder.append_basic_block("tile.activation")
             switch = builder.switch(key, done)
-            case = builder.append_basic_block("tile.full.prefetch")
-            switch.add_case(constant(PREFETCH_KEY), case)
-            builder.position_at_end(case)
-            emit_tile(builder, max_rows, max_blocks, a, prefetch_weights=True)
+
+            cases = [("tile.full.prefetch", PREFETCH_KEY, max_rows, max_blocks, True)]
+            cases += [(f"tile.{tile_rows}x{tile_blocks}", tile_rows * 64 + tile_blocks, tile_rows, tile_blocks, False)
+                      for tile_rows in range(1, max_rows + 1) for tile_blocks in range(1, max_blocks + 1)]
+            for name, value, tile_rows, tile_blocks, prefetch_weights in cases:
+                block = builder.append_basic_block(name)
+                switch.add_case(constant(value), block)
+                builder.position_at_end(block)
+                emit_tile(builder, tile_rows, tile_blocks, a, sums_buffer, activated, prefetch_weights)
+                builder.cbranch(activated, activation_epilogue, done)
+            builder.position_at_end(activation_epilogue)
+            emit_activation_epilogue(builder, a, sums_buffer)
             builder.branch(done)
-            for tile_rows in range(1, max_rows + 1):
-                for tile_blocks in range(1, max_blocks + 1):
-                    case = builder.append_basic_block(f"tile.{tile_rows}x{tile_blocks}")
-                    switch.add_case(constant(tile_rows * 64 + tile_blocks), case)
-                    builder.position_at_end(case)
-                    emit_tile(builder, tile_rows, tile_blocks, a)
-                    builder.branch(done)
             builder.position_at_end(done)
             return context.get_dummy_value()
 
@@ -278,7 +340,8 @@ def _tile_intrinsic(lanes: int, max_rows: int, max_blocks: int):
 
 def _tile_python(rows, blocks, x, x_offset, x_block_stride, x_prefetch, w, w_offset,
                  w_block_stride, cin_blocks, bias, bias_offset, out, out_offset,
-                 out_block_stride, residual, has_residual, clip_min, clip_max, w_prefetch=0, w_prefetch_step=0):
+                 out_block_stride, residual, has_residual, clip_min, clip_max, act, alpha, beta,
+                 w_prefetch=0, w_prefetch_step=0):
     """The micro-kernel's semantics in numpy, used when NUMBA_DISABLE_JIT=1 (coverage runs)."""
     x, w, bias, out, residual = (a.reshape(-1) for a in (x, w, bias, out, residual))
     cin = cin_blocks * CB
@@ -290,6 +353,8 @@ def _tile_python(rows, blocks, x, x_offset, x_block_stride, x_prefetch, w, w_off
             value = inputs @ weights + bias[bias_offset + b * CB:][:CB]
             if has_residual:
                 value = value + residual[at:at + CB]
+            if act in (HARDSWISH, SILU):
+                value = activate_array(value, act, alpha, beta)
             out[at:at + CB] = np.minimum(np.maximum(value, clip_min), clip_max)
 
 
@@ -324,8 +389,8 @@ def weight_prefetch(tile_index, cin_blocks, next_pair):
 
 @njit(cache=True, inline="always")
 def walk_micro_tiles(x, x_offset, x_block_stride, w, cin_blocks, bias, out, out_offset, out_block_stride,
-                     residual, has_residual, low, high, pixels, block_begin, block_end, block_after,
-                     prefetch_weights, ahead, ahead_end, ahead_offset):
+                     residual, has_residual, low, high, act, alpha, beta, pixels, block_begin, block_end,
+                     block_after, prefetch_weights, ahead, ahead_end, ahead_offset):
     """Output blocks [block_begin, block_end) of `pixels` consecutive pixels: pairs of BLOCKS
     output blocks, each walking the pixels in micro-tiles of ROWS, one `micro_tile` call each
     (flat element offsets, as `micro_tile` takes them).
@@ -333,6 +398,7 @@ def walk_micro_tiles(x, x_offset, x_block_stride, w, cin_blocks, bias, out, out_
     x_offset: the first pixel's input in channel block 0 (block k at + k * x_block_stride);
     out_offset: its output (and residual) in output block 0 (block b at + b * out_block_stride);
     w, bias: packed as by pack_pointwise, cin_blocks input channel blocks.
+    low, high: the clip; act, alpha, beta: the activation before it (engine.kernels.activation).
     prefetch_weights: a pair's first micro-tiles prefetch the next pair's weights, and the
     last pair block `block_after`'s (-1: nothing). ahead..ahead_end: elements (from
     ahead_offset past w[0]) of a later layer's weights still to prefetch, by the full
@@ -359,7 +425,7 @@ def walk_micro_tiles(x, x_offset, x_block_stride, w, cin_blocks, bias, out, out_
             micro_tile(rows, blocks, x, x_offset + q * CB, x_block_stride, x_prefetch,
                        w, block * w_block_stride, w_block_stride, cin_blocks,
                        bias, block * CB, out, out_offset + block * out_block_stride + q * CB, out_block_stride,
-                       residual, has_residual, low, high, w_prefetch, w_step)
+                       residual, has_residual, low, high, act, alpha, beta, w_prefetch, w_step)
             q += rows
         block += blocks
     return ahead
@@ -375,7 +441,7 @@ def prefetches_weights(total_pixels, pointwise_pixels):
 
 
 @njit(parallel=True, cache=True)
-def _pointwise_kernel(x, w, bias, out, residual, has_residual, clip_min, clip_max,
+def _pointwise_kernel(x, w, bias, out, residual, has_residual, clip_min, clip_max, act, alpha, beta,
                       pointwise_pixels, pointwise_channels, ahead_offset, ahead_elements):
     # x (N, Cin_blocks, H, W, CB); w (Cout_blocks, Cin_blocks*CB, CB); bias (Cout_blocks, CB);
     # out, residual (N, Cout_blocks, H, W, CB); all C-contiguous, indexed flat by the tile
@@ -413,7 +479,8 @@ def _pointwise_kernel(x, w, bias, out, residual, has_residual, clip_min, clip_ma
             q_end = min(pixel_end - image * pixels_per_image, pixels_per_image)
             ahead = walk_micro_tiles(x, (image * cin_blocks * pixels_per_image + q_begin) * CB, block_stride,
                                      w, cin_blocks, bias, out, (image * cout_blocks * pixels_per_image + q_begin) * CB,
-                                     block_stride, residual, has_residual, low, high, q_end - q_begin,
+                                     block_stride, residual, has_residual, low, high, act, alpha, beta,
+                                     q_end - q_begin,
                                      block_begin, block_end, block_after, prefetch_weights,
                                      ahead, ahead_end, ahead_offset)
             pixel = image * pixels_per_image + q_end
@@ -496,8 +563,8 @@ def pointwise_conv(x: np.ndarray, packed_weight: np.ndarray, packed_bias: np.nda
                    residual: np.ndarray | None = None,
                    pointwise_pixels: int = DEFAULT_POINTWISE_PIXELS,
                    pointwise_channels: int = DEFAULT_POINTWISE_CHANNELS,
-                   ahead: np.ndarray | None = None) -> None:
-    """out = clip(conv1x1(x) + bias [+ residual], clip_min, clip_max), written into `out`.
+                   ahead: np.ndarray | None = None, *, activation=NO_ACTIVATION) -> None:
+    """out = clip(act(conv1x1(x) + bias [+ residual]), clip_min, clip_max), written into `out`.
 
     x: (N, Cin_blocks, H, W, CB) float32; out and residual: (N, Cout_blocks, H, W, CB)
     float32; all C-contiguous NCHWc (see engine.kernels.layout). packed_weight, packed_bias:
@@ -505,7 +572,9 @@ def pointwise_conv(x: np.ndarray, packed_weight: np.ndarray, packed_bias: np.nda
     overlap it; x must not overlap out (both checked); out must not overlap the packed
     weights either (not checked: they are only ever made by pack_pointwise).
     clip (0, 6) is ReLU6, (0, inf) ReLU, (-inf, inf) none; the range must contain 0 so that
-    padded output lanes stay exactly 0. Order: bias, then residual add, then clip.
+    padded output lanes stay exactly 0. Order: bias, then residual add, then the activation,
+    then clip. activation: (name, alpha, beta) of engine.kernels.activation, one with f(0) = 0
+    (none, hardswish, silu), so padded lanes stay 0; default none.
     pointwise_pixels: output pixels (of the flattened N*H*W) per work item, >= 1 (the pixels are
         split into ceil(N*H*W / pointwise_pixels) near-equal tiles).
     pointwise_channels: output channels per work item, a positive multiple of 16 (whole CB
@@ -521,6 +590,7 @@ def pointwise_conv(x: np.ndarray, packed_weight: np.ndarray, packed_bias: np.nda
     """
     residual, has_residual = _check_operands(x, packed_weight, packed_bias, out, residual)
     clip_min, clip_max = check_clip("pointwise_conv", clip_min, clip_max)
+    act, alpha, beta = kernel_activation("pointwise_conv", activation)
     pointwise_pixels = _positive_int("pointwise_pixels", pointwise_pixels)
     pointwise_channels = _positive_int("pointwise_channels", pointwise_channels)
     if pointwise_channels % 16:
@@ -530,7 +600,7 @@ def pointwise_conv(x: np.ndarray, packed_weight: np.ndarray, packed_bias: np.nda
     if n_images * height * width == 0:
         return
     launch(_pointwise_kernel, x, packed_weight, packed_bias, out, residual, has_residual,
-           clip_min, clip_max, pointwise_pixels, pointwise_channels, ahead_offset, ahead_elements)
+           clip_min, clip_max, act, alpha, beta, pointwise_pixels, pointwise_channels, ahead_offset, ahead_elements)
 
 
 def _check_operands(x, packed_weight, packed_bias, out, residual) -> tuple[np.ndarray, bool]:

@@ -33,8 +33,8 @@ def share(items: int, thread: int, threads: int) -> tuple[int, int]:
 
 
 def _pointwise(args, thread: int, threads: int) -> np.ndarray:
-    (x, w, bias, out, residual, has_residual, _low, _high, pointwise_pixels, pointwise_channels,
-     ahead_offset, ahead_elements) = args
+    (x, w, bias, out, residual, has_residual, _low, _high, _act, _alpha, _beta, pointwise_pixels,
+     pointwise_channels, ahead_offset, ahead_elements) = args
     cout_blocks = out.shape[1]
     items = trace_pw.pointwise_items(x.shape, cout_blocks, pointwise_pixels, pointwise_channels)
     begin, end = share(items, thread, threads)
@@ -44,7 +44,7 @@ def _pointwise(args, thread: int, threads: int) -> np.ndarray:
 
 
 def _depthwise(args, thread: int, threads: int) -> np.ndarray:
-    x, w, bias, out, stride_h, stride_w, pad_top, pad_left, _low, _high, depthwise_rows = args
+    x, w, bias, out, stride_h, stride_w, pad_top, pad_left, _low, _high, _act, _alpha, _beta, depthwise_rows = args
     out_h, out_w = out.shape[2:4]
     begin, end = share(trace_dw.depthwise_items(x.shape, out_h, depthwise_rows), thread, threads)
     return collect(trace_dw.trace_depthwise, address_of(x), x.shape[:4], address_of(w), w.shape[1], w.shape[2],
@@ -53,7 +53,8 @@ def _depthwise(args, thread: int, threads: int) -> np.ndarray:
 
 
 def _direct(args, thread: int, threads: int) -> np.ndarray:
-    x, w, bias, out, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, _low, _high = args
+    (x, w, bias, out, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, _low, _high,
+     _act, _alpha, _beta) = args
     out_h, out_w = out.shape[2:4]
     begin, end = share(trace_direct.direct_items(x.shape, w.shape[0], out_h), thread, threads)
     return collect(trace_direct.trace_direct, address_of(x), x.shape, address_of(w), w.shape[:4], address_of(bias),
@@ -62,7 +63,8 @@ def _direct(args, thread: int, threads: int) -> np.ndarray:
 
 
 def _fused(args, thread: int, threads: int) -> np.ndarray:
-    (x, ew, eb, has_expand, dw, db, pw, pb, out, residual, has_residual, stride, pad, *_clips, block_rows,
+    (x, ew, eb, has_expand, dw, db, pw, pb, out, residual, has_residual, stride, pad, *_clips_and_activations,
+     block_rows,
      scratch_expand, scratch_depthwise) = args
     workers = scratch_expand.shape[0]
     begin, end = share(workers, thread, threads)
@@ -81,7 +83,7 @@ def _pool(args, thread: int, threads: int) -> np.ndarray:
 
 
 def _linear(args, thread: int, threads: int) -> np.ndarray:
-    x, w, bias, out = args
+    x, w, bias, _act, _alpha, _beta, out = args
     begin, end = share(w.shape[0], thread, threads)
     return collect(trace_linear.trace_linear, address_of(x), x.shape[0], x.shape[1], address_of(w),
                    address_of(bias), address_of(out), out.shape[1], begin, end)
@@ -126,13 +128,23 @@ def trace_call(kernel, args, thread: int = 0, threads: int = 1) -> np.ndarray:
     return tracer(args, thread, threads)
 
 
+def untraced_kernel(call) -> str | None:
+    """The name of the kernel a plan step's call runs when no tracer covers it (a kernel
+    added without one: max pooling, squeeze-and-excitation, the dense NCHWc conv, the
+    stand-alone activation), else None."""
+    found = kernel_and_arguments(call)
+    if found is None or found[0] in TRACERS:
+        return None
+    return getattr(found[0], "__name__", repr(found[0]))
+
+
 def kernel_and_arguments(call) -> tuple[Callable, tuple] | None:
     """(kernel, its arguments) of a plan step's call, or None for a call that runs no
     kernel of TRACERS (a copy in numpy). Besides a plain bound partial, a plan rebinds the
     first steps to read the caller's input (`_read_input_directly`: the kernel, the
     arguments before and after the input, as defaults; the input is then a fresh array of
     the bound one's shape) and the classifier to write a new output each run (the kernel
-    and the arguments before the output, in its closure)."""
+    and the arguments before and after the output, in its closure)."""
     if isinstance(call, functools.partial) and not call.keywords:
         return call.func, tuple(call.args)
     defaults = getattr(call, "__defaults__", None) or ()
@@ -140,6 +152,6 @@ def kernel_and_arguments(call) -> tuple[Callable, tuple] | None:
     if len(defaults) == 3 and call.__code__.co_varnames[:3] == ("kernel", "before", "after"):
         kernel, before, after = defaults
         return kernel, (*before, None, *after)         # None: the caller's input, filled by the caller
-    if {"kernel", "before", "shape"} <= closure.keys():
-        return closure["kernel"], (*closure["before"], np.empty(closure["shape"], np.float32))
+    if {"kernel", "before", "after", "shape"} <= closure.keys():
+        return closure["kernel"], (*closure["before"], np.empty(closure["shape"], np.float32), *closure["after"])
     return None

@@ -49,7 +49,7 @@ from numba import njit, types
 from numba.core.typing import signature
 
 from engine.machine import MachineInfo
-from engine.trace.calls import kernel_and_arguments, trace_call
+from engine.trace.calls import kernel_and_arguments, trace_call, untraced_kernel
 from engine.trace.layout import trace_copy
 from engine.trace.records import LOAD, PREFETCH, STORE, address_of, collect, register_bytes
 from engine.traffic import LEVELS
@@ -190,6 +190,13 @@ def simulate_plan(plan, machine: MachineInfo | None = None, threads: int | None 
     threads share the work (default: the plan's config.threads); warm_runs: unrecorded runs
     first. progress(done, total, step name) is called after each step simulated, the warm
     runs' included (total = (warm_runs + 1) * steps)."""
+    untraced = [(step.name, step.op, kernel) for step in plan.steps
+                if (kernel := untraced_kernel(step.call)) is not None]
+    if untraced:
+        shown = ", ".join(f"{name!r} ({op}: {kernel})" for name, op, kernel in untraced[:4])
+        raise ValueError(f"the cache simulation has no access trace for {len(untraced)} step(s) of this plan: {shown}"
+                         f"{' ...' if len(untraced) > 4 else ''}; simulated bytes cover the kernels of "
+                         "engine.trace.calls.TRACERS (use the modelled bytes for this model)")
     machine = machine or plan.config.machine
     threads = threads or plan.config.threads
     hierarchy = Hierarchy.for_machine(machine, threads)

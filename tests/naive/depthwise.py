@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from tests.naive.activation import activate
 
-def depthwise_conv(x, weight, bias, strides, pads, clip=(-np.inf, np.inf)):
+
+def depthwise_conv(x, weight, bias, strides, pads, clip=(-np.inf, np.inf), activation=("none", 0.0, 0.0)):
     """x (N, C, H, W), weight (C, 1, kh, kw), bias (C,) or None, strides (sh, sw),
-    pads (top, left, bottom, right) -> clip(conv + bias) as (N, C, Ho, Wo) float64."""
+    pads (top, left, bottom, right), activation (name, alpha, beta)
+    -> clip(activation(conv + bias)) as (N, C, Ho, Wo) float64."""
     n, c, h, w = x.shape
     kh, kw = weight.shape[2:]
     sh, sw = strides
@@ -23,4 +26,4 @@ def depthwise_conv(x, weight, bias, strides, pads, clip=(-np.inf, np.inf)):
             out += window * weight[None, :, 0, i, j, None, None].astype(np.float64)
     if bias is not None:
         out += np.asarray(bias, np.float64)[None, :, None, None]
-    return np.clip(out, clip[0], clip[1])
+    return np.clip(activate(out, activation), clip[0], clip[1])

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from tests.naive.activation import activate
 
-def conv2d(x, weight, bias, strides, pads, dilations=(1, 1), clip=(-np.inf, np.inf)):
+
+def conv2d(x, weight, bias, strides, pads, dilations=(1, 1), clip=(-np.inf, np.inf), activation=("none", 0.0, 0.0)):
     """x (N, Cin, H, W), weight (Cout, Cin, kh, kw), bias (Cout,) or None, strides (sh, sw),
-    pads (top, left, bottom, right), dilations (dh, dw) -> clip(conv + bias) as
-    (N, Cout, Ho, Wo) float64."""
+    pads (top, left, bottom, right), dilations (dh, dw), activation (name, alpha, beta)
+    -> clip(activation(conv + bias)) as (N, Cout, Ho, Wo) float64."""
     n, cin, h, w = x.shape
     cout, _, kh, kw = weight.shape
     sh, sw = strides
@@ -26,4 +28,4 @@ def conv2d(x, weight, bias, strides, pads, dilations=(1, 1), clip=(-np.inf, np.i
             out += np.einsum("nchw,oc->nohw", window, weight[:, :, i, j].astype(np.float64))
     if bias is not None:
         out += np.asarray(bias, np.float64)[None, :, None, None]
-    return np.clip(out, clip[0], clip[1])
+    return np.clip(activate(out, activation), clip[0], clip[1])

@@ -1,0 +1,533 @@
+"""Dense (group 1) KxK convolution on NCHWc activations: ResNet's 3x3 and strided 1x1 convs.
+
+    out = clip(activate(conv(x, W) + b [+ residual]), clip_min, clip_max)
+
+This is where the compute-bound networks earn (or lose) the FMA peak: a ResNet layer does
+Cin*kh*kw multiply-adds per output value, hundreds of FLOPs per byte moved.
+
+Layouts (CB = engine.kernels.layout.CB fp32 lanes: 8 on AVX2, 16 on AVX-512)
+    x         (N, Cin_blocks, H, W, CB)       float32, C-contiguous, padded lanes 0
+    out       (N, Cout_blocks, Ho, Wo, CB)    float32, C-contiguous (padded lanes come out 0)
+    residual  like out, or None
+    packed_weight (Cout_blocks, Cin_blocks, kh, kw, CB, CB) float32:
+        [ob, cb, i, j, ci, co] = W[ob*CB + co, cb*CB + ci, i, j]
+        so the CB output channels of one output block for one input channel and tap are one
+        vector load, and the reduction (input block, kernel row, kernel column, input lane)
+        walks one output block's weights forwards in memory.
+    packed_bias   (Cout_blocks, CB) float32. Padded channels have zero weights and bias.
+
+Micro-kernel (an LLVM-IR `@intrinsic`, as engine.kernels.pointwise explains why)
+    A micro-tile is R consecutive output pixels of the flattened N*Ho*Wo (so it may run over
+    the end of a row, or of an image: a 7x7 layer fills whole tiles) times B output blocks,
+    R*B vector accumulators in registers. Per input channel of each tap it loads B weight
+    vectors, broadcasts R input scalars and issues R*B FMAs. Per tap, each pixel's input
+    pointer is selected once: its window position, or a CB-float zero buffer when the tap
+    falls in the padding, so borders cost a compare and a select per pixel and tap, not a
+    separate code path (and no input element outside x is ever read).
+    Shapes (R for each B; the largest B is MAX_BLOCKS): AVX-512 (32 zmm) 8x1, 8x2, 8x3, 6x4
+    (24 accumulators, the rest for weights and a broadcast); AVX2 (16 ymm) 8x1, 6x2.
+    Tiles with fewer than 8 accumulators split the input channels over partial sums so the
+    4-cycle FMA latency stays hidden at 2 FMAs per cycle.
+
+Work split (run-time arguments: changing them never recompiles)
+    `pixels`: output pixels (of the flattened N*Ho*Wo) per work item; the pixels are split
+    into ceil(N*Ho*Wo / pixels) near-equal tiles, on micro-tile boundaries.
+    `channels`: output channels per work item (a positive multiple of 16), i.e.
+    channels // CB output blocks, walked in groups of up to MAX_BLOCKS (the last group of a
+    work item may be smaller). Work items = pixel tiles x channel tiles, channel tile
+    fastest, spread by prange. Inside an item each block group walks the item's pixels in
+    micro-tiles of R: the group's weights (B * Cin*kh*kw*CB floats) stay in L2 across the
+    micro-tiles, the item's input rows in L1/L2 across the groups.
+    The plan passes Tiles.pointwise_pixels / pointwise_channels.
+
+Epilogue. Bias, residual and clip are applied in registers. An activation (hardswish, silu:
+zero-preserving only) runs after the micro-kernel stored acc + bias [+ residual] unclipped,
+over the tile's outputs while they are in L1.
+
+Napkin math, 64 -> 64 3x3 at 56x56 (ResNet's first stage), 6x4 tiles at 16 lanes: per input
+channel and tap 24 FMAs (12 cycles at 2 per cycle) from 4 weight loads (256 B) and 6
+broadcasts; the group's weights (4 x 64 x 9 x 64 B = 147 KiB) come from L2 at ~21 B/cycle,
+the inputs from L1. 231 MFLOP per image: ~1 ms per image on one core at 235 GFLOP/s.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from engine.kernels._common import _check_output_size, check_array, check_clip, check_int, launch
+from engine.kernels.activation import NO_ACTIVATION, NONE, activate, activation_code
+from engine.kernels.layout import CB, channel_blocks
+
+MIN_ACCUMULATORS = 8   # FMA latency (4 cycles) x FMA issue rate (2 per cycle)
+# micro-tile pixels R for each number of output blocks B (index B; 0 unused), per lane width
+TILE_ROWS = {16: (0, 8, 8, 8, 6), 8: (0, 8, 6)}
+ROWS_FOR_BLOCKS = TILE_ROWS[CB]
+MAX_BLOCKS = len(ROWS_FOR_BLOCKS) - 1
+MAX_ROWS = max(ROWS_FOR_BLOCKS)
+DEFAULT_PIXELS = 64
+DEFAULT_CHANNELS = MAX_BLOCKS * CB if MAX_BLOCKS * CB % 16 == 0 else 16
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+_TILE_ARGUMENTS = (
+    "rows", "blocks",                            # this tile's shape (<= the largest for `blocks`)
+    "src", "src_offsets",                        # input: flat array; per pixel its window's first element
+    "src_block_stride", "src_row_stride",        # elements between input channel blocks, input rows
+    "cin_blocks", "kernel_h", "kernel_w",
+    "w", "w_offset", "w_block_stride",           # weights: the tile's first block, step between blocks
+    "bias", "bias_offset",
+    "out", "out_offsets", "out_block_stride",    # output (and residual): per pixel, in the first block
+    "residual", "has_residual", "clip_min", "clip_max",
+)
+
+
+def _tile_intrinsic(lanes: int, rows_for_blocks: tuple[int, ...]):
+    """Build the micro-kernel intrinsic for `lanes`-wide vectors.
+
+    tile(*_TILE_ARGUMENTS) computes, for r < rows pixels and b < blocks output blocks
+    (1 <= blocks < len(rows_for_blocks), 1 <= rows <= rows_for_blocks[blocks]; else nothing),
+        acc[r, b, :] = sum over cb < cin_blocks, i < kernel_h, j < kernel_w, c < lanes of
+            src[src_offsets[r] + cb*src_block_stride + i*src_row_stride + j*lanes + c]
+            * w[w_offset + b*w_block_stride + ((cb*kernel_h + i)*kernel_w + j)*lanes*lanes + c*lanes : +lanes]
+        v = acc + bias[bias_offset + b*lanes : +lanes]
+            (+ residual[out_offsets[r] + b*out_block_stride : +lanes])
+        out[same] = min(max(v, clip_min), clip_max)
+    float32 arrays C-contiguous (indexed flat), offsets int64 arrays. No bounds checks: every
+    tap must lie inside src (the driver pads the input where the window leaves it).
+    """
+    i32 = ir.IntType(32)
+    i64 = ir.IntType(64)
+    vector = ir.VectorType(ir.FloatType(), lanes)
+    vector_ptr = ir.PointerType(vector)
+    splat_mask = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
+
+    def constant(value):
+        return ir.Constant(i64, value)
+
+    def splat(builder, scalar):
+        one = builder.insert_element(ir.Constant(vector, ir.Undefined), scalar, ir.Constant(i32, 0))
+        return builder.shuffle_vector(one, ir.Constant(vector, ir.Undefined), splat_mask)
+
+    def load_vector(builder, pointer, offset):
+        return builder.load(builder.bitcast(builder.gep(pointer, [offset]), vector_ptr), align=4)
+
+    def store_vector(builder, value, pointer, offset):
+        builder.store(value, builder.bitcast(builder.gep(pointer, [offset]), vector_ptr), align=4)
+
+    def emit_tile(builder, rows, blocks, a):
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
+                                             f"llvm.fma.v{lanes}f32")
+        splits = max(1, min(lanes, -(-MIN_ACCUMULATORS // (rows * blocks))))
+        pixels = [builder.gep(a["src"], [builder.load(builder.gep(a["src_offsets"], [constant(r)]))])
+                  for r in range(rows)]
+        outs = [builder.load(builder.gep(a["out_offsets"], [constant(r)])) for r in range(rows)]
+        taps = builder.mul(a["kernel_h"], a["kernel_w"])
+        w_offsets = [builder.mul(a["w_block_stride"], constant(b)) for b in range(blocks)]
+        zero = ir.Constant(vector, None)
+        acc_slots = [[[cgutils.alloca_once_value(builder, zero) for _ in range(splits)]
+                      for _ in range(blocks)] for _ in range(rows)]
+        # (mem2reg turns the slots into phi nodes: the accumulators live in registers)
+        with cgutils.for_range(builder, a["cin_blocks"]) as block_loop:
+            x_block = builder.mul(block_loop.index, a["src_block_stride"])
+            w_block = builder.mul(block_loop.index, taps)
+            with cgutils.for_range(builder, a["kernel_h"]) as row_loop:
+                x_row = builder.add(x_block, builder.mul(row_loop.index, a["src_row_stride"]))
+                w_row = builder.add(w_block, builder.mul(row_loop.index, a["kernel_w"]))
+                with cgutils.for_range(builder, a["kernel_w"]) as col_loop:
+                    x_tap = builder.add(x_row, builder.mul(col_loop.index, constant(lanes)))
+                    w_tap = builder.gep(a["w"], [builder.mul(builder.add(w_row, col_loop.index),
+                                                             constant(lanes * lanes))])
+                    acc = [[[builder.load(slot) for slot in slots] for slots in row] for row in acc_slots]
+                    for lane in range(lanes):  # one input channel per step, fully unrolled
+                        split = lane % splits
+                        weights = [load_vector(builder, w_tap, builder.add(w_offsets[b], constant(lane * lanes)))
+                                   for b in range(blocks)]
+                        for r in range(rows):
+                            value = builder.load(builder.gep(pixels[r], [builder.add(x_tap, constant(lane))]), align=4)
+                            x_splat = splat(builder, value)
+                            for b in range(blocks):
+                                acc[r][b][split] = builder.call(fma, [x_splat, weights[b], acc[r][b][split]])
+                    for r in range(rows):
+                        for b in range(blocks):
+                            for split in range(splits):
+                                builder.store(acc[r][b][split], acc_slots[r][b][split])
+        sums = [[None] * blocks for _ in range(rows)]
+        for r in range(rows):
+            for b in range(blocks):
+                partial = [builder.load(slot) for slot in acc_slots[r][b]]
+                while len(partial) > 1:  # pairwise
+                    partial = [builder.fadd(partial[k], partial[k + 1]) if k + 1 < len(partial) else partial[k]
+                               for k in range(0, len(partial), 2)]
+                sums[r][b] = partial[0]
+        low = splat(builder, a["clip_min"])
+        high = splat(builder, a["clip_max"])
+        biases = [load_vector(builder, a["bias"], constant(b * lanes)) for b in range(blocks)]
+        has_residual = builder.icmp_unsigned("!=", a["has_residual"], ir.Constant(a["has_residual"].type, 0))
+
+        def epilogue(add_residual):
+            for b in range(blocks):
+                o_block = builder.mul(a["out_block_stride"], constant(b))
+                for r in range(rows):
+                    offset = builder.add(outs[r], o_block)
+                    value = builder.fadd(sums[r][b], biases[b])
+                    if add_residual:
+                        value = builder.fadd(value, load_vector(builder, a["residual"], offset))
+                    value = builder.select(builder.fcmp_ordered("<", value, low), low, value)
+                    value = builder.select(builder.fcmp_ordered(">", value, high), high, value)
+                    store_vector(builder, value, a["out"], offset)
+
+        with builder.if_else(has_residual) as (with_residual, without_residual):
+            with with_residual:
+                epilogue(True)
+            with without_residual:
+                epilogue(False)
+
+    @intrinsic
+    def tile(typingctx, rows, blocks, src, src_offsets, src_block_stride, src_row_stride, cin_blocks, kernel_h,
+             kernel_w, w, w_offset, w_block_stride, bias, bias_offset, out, out_offsets, out_block_stride,
+             residual, has_residual, clip_min, clip_max):
+        arguments = (rows, blocks, src, src_offsets, src_block_stride, src_row_stride, cin_blocks, kernel_h,
+                     kernel_w, w, w_offset, w_block_stride, bias, bias_offset, out, out_offsets, out_block_stride,
+                     residual, has_residual, clip_min, clip_max)
+        kinds = dict(zip(_TILE_ARGUMENTS, arguments))
+        for name in ("src", "w", "bias", "out", "residual"):
+            t = kinds[name]
+            if not (isinstance(t, types.Array) and t.dtype == types.float32 and t.layout == "C"):
+                return None
+        for name in ("src_offsets", "out_offsets"):
+            t = kinds[name]
+            if not (isinstance(t, types.Array) and t.dtype == types.int64 and t.layout == "C"):
+                return None
+        for name in ("rows", "blocks", "src_block_stride", "src_row_stride", "cin_blocks", "kernel_h", "kernel_w",
+                     "w_offset", "w_block_stride", "bias_offset", "out_block_stride"):
+            if kinds[name] != types.int64:
+                return None
+        if has_residual != types.boolean or clip_min != types.float32 or clip_max != types.float32:
+            return None
+
+        def codegen(context, builder, sig, args):
+            a = dict(zip(_TILE_ARGUMENTS, args))
+            for name, offset in (("w", "w_offset"), ("bias", "bias_offset"), ("src", None), ("out", None),
+                                 ("residual", None), ("src_offsets", None), ("out_offsets", None)):
+                array_type = sig.args[_TILE_ARGUMENTS.index(name)]
+                data = context.make_array(array_type)(context, builder, a[name]).data
+                a[name] = builder.gep(data, [a[offset]]) if offset else data
+            key = builder.add(builder.mul(a["rows"], constant(64)), a["blocks"])
+            done = builder.append_basic_block("tile.done")
+            switch = builder.switch(key, done)
+            for tile_blocks in range(1, len(rows_for_blocks)):
+                for tile_rows in range(1, rows_for_blocks[tile_blocks] + 1):
+                    case = builder.append_basic_block(f"tile.{tile_rows}x{tile_blocks}")
+                    switch.add_case(constant(tile_rows * 64 + tile_blocks), case)
+                    builder.position_at_end(case)
+                    emit_tile(builder, tile_rows, tile_blocks, a)
+                    builder.branch(done)
+            builder.position_at_end(done)
+            return context.get_dummy_value()
+
+        return types.void(*arguments), codegen
+
+    return tile
+
+
+def _tile_python(rows, blocks, src, src_offsets, src_block_stride, src_row_stride, cin_blocks, kernel_h, kernel_w,
+                 w, w_offset, w_block_stride, bias, bias_offset, out, out_offsets, out_block_stride, residual,
+                 has_residual, clip_min, clip_max):
+    """The micro-kernel's semantics in numpy, used when NUMBA_DISABLE_JIT=1 (coverage runs)."""
+    src, w, bias, out, residual = (a.reshape(-1) for a in (src, w, bias, out, residual))
+    taps = [(cb, i, j) for cb in range(cin_blocks) for i in range(kernel_h) for j in range(kernel_w)]
+    for b in range(blocks):
+        weights = w[w_offset + b * w_block_stride:][:len(taps) * CB * CB].reshape(len(taps) * CB, CB)
+        for r in range(rows):
+            inputs = np.concatenate([src[src_offsets[r] + cb * src_block_stride + i * src_row_stride + j * CB:][:CB]
+                                     for cb, i, j in taps])
+            at = out_offsets[r] + b * out_block_stride
+            value = inputs @ weights + bias[bias_offset + b * CB:][:CB]
+            if has_residual:
+                value = value + residual[at:at + CB]
+            out[at:at + CB] = np.minimum(np.maximum(value, clip_min), clip_max)
+
+
+micro_tile = _tile_python if numba.config.DISABLE_JIT else _tile_intrinsic(CB, ROWS_FOR_BLOCKS)
+
+
+@njit(cache=True, inline="always")
+def _tile_start(tile_index, n_tiles, total, rows):
+    # first pixel of pixel tile `tile_index` of `n_tiles`: near-equal shares, on multiples
+    # of the micro-tile's `rows` so that only a tile's last micro-tile can be partial
+    if tile_index >= n_tiles:
+        return total
+    start = tile_index * total // n_tiles
+    return start - start % rows
+
+
+@njit(parallel=True, cache=True)
+def _conv_kernel(x, w, bias, out, residual, has_residual, stride_h, stride_w, pad_top, pad_left, clip_min, clip_max,
+                 act, alpha, beta, pixels, channels):
+    n_images, cin_blocks, height, width, _ = x.shape
+    cout_blocks, _, kernel_h, kernel_w, _, _ = w.shape
+    out_h, out_w = out.shape[2], out.shape[3]
+    howo = out_h * out_w
+    total = n_images * howo
+    blocks_per_item = max(1, channels // CB)
+    n_channel_tiles = (cout_blocks + blocks_per_item - 1) // blocks_per_item
+    full_rows = ROWS_FOR_BLOCKS[min(MAX_BLOCKS, blocks_per_item, cout_blocks)]
+    n_pixel_tiles = (total + pixels - 1) // pixels
+    w_block_stride = cin_blocks * kernel_h * kernel_w * CB * CB
+    out_block_stride = howo * CB
+    # the windows leave the input (padding): each work item copies the input rows it needs
+    # into a zero-bordered buffer; else the micro-kernel reads x itself
+    padded_w = max(width + pad_left, (out_w - 1) * stride_w + kernel_w)
+    needs_copy = (pad_top > 0 or pad_left > 0 or padded_w > width
+                  or (out_h - 1) * stride_h + kernel_h > height)
+    # with an activation the micro-kernel stores v unclipped; activate + clip run after it
+    low = np.float32(clip_min) if act == NONE else np.float32(-_FLOAT32_MAX)
+    high = np.float32(clip_max) if act == NONE else np.float32(_FLOAT32_MAX)
+    final_low = np.float32(clip_min)
+    final_high = np.float32(clip_max)
+    alpha32 = np.float32(alpha)
+    beta32 = np.float32(beta)
+    xf = x.reshape(x.size)
+    of = out.reshape(out.size)
+    for item in prange(n_channel_tiles * n_pixel_tiles):
+        src_offsets = np.empty(MAX_ROWS, np.int64)
+        out_offsets = np.empty(MAX_ROWS, np.int64)
+        channel_tile = item // n_pixel_tiles          # pixel tile fastest: a thread's run of
+        pixel_tile = item - channel_tile * n_pixel_tiles  # items reuses one channel tile's weights
+        pixel_begin = _tile_start(pixel_tile, n_pixel_tiles, total, full_rows)
+        pixel_end = _tile_start(pixel_tile + 1, n_pixel_tiles, total, full_rows)
+        block_begin = channel_tile * blocks_per_item
+        block_end = min(cout_blocks, block_begin + blocks_per_item)
+        segment = pixel_begin
+        while segment < pixel_end:  # one image's part of the pixel tile at a time
+            image = segment // howo
+            segment_end = min(pixel_end, (image + 1) * howo)
+            first_row = (segment - image * howo) // out_w
+            last_row = (segment_end - 1 - image * howo) // out_w
+            row0 = first_row * stride_h - pad_top         # input row of the source's first row
+            if needs_copy:
+                src_rows = (last_row - first_row) * stride_h + kernel_h
+                row_stride = padded_w * CB
+                block_stride = src_rows * row_stride
+                src = np.empty(cin_blocks * block_stride, np.float32)
+                r_lo = max(0, -row0)
+                r_hi = max(r_lo, min(src_rows, height - row0))
+                right = (pad_left + width) * CB
+                for cb in range(cin_blocks):
+                    d = cb * block_stride
+                    src[d:d + r_lo * row_stride] = 0.0                          # rows above the input
+                    src[d + r_hi * row_stride:d + src_rows * row_stride] = 0.0  # rows below it
+                    for r in range(r_lo, r_hi):
+                        s = ((image * cin_blocks + cb) * height + row0 + r) * width * CB
+                        e = d + r * row_stride
+                        src[e:e + pad_left * CB] = 0.0                          # left padding
+                        src[e + pad_left * CB:e + right] = xf[s:s + width * CB]
+                        src[e + right:e + row_stride] = 0.0                     # right padding
+                image_offset = 0
+                first_input_row = row0
+            else:
+                src = xf
+                row_stride = width * CB
+                block_stride = height * width * CB
+                image_offset = image * cin_blocks * block_stride
+                first_input_row = 0
+            block = block_begin
+            while block < block_end:
+                blocks = min(block_end - block, MAX_BLOCKS)
+                rows_max = ROWS_FOR_BLOCKS[blocks]
+                q = segment
+                rem = segment - image * howo
+                oh = rem // out_w
+                ow = rem - oh * out_w
+                out_first = (image * cout_blocks + block) * howo * CB
+                while q < segment_end:
+                    rows = min(segment_end - q, rows_max)
+                    for r in range(rows):
+                        # window's first element: input row oh*sh - pad_top, column ow*sw - pad_left
+                        # (the buffer's column 0 is input column -pad_left)
+                        column = ow * stride_w if needs_copy else ow * stride_w - pad_left
+                        src_offsets[r] = (image_offset + (oh * stride_h - pad_top - first_input_row) * row_stride
+                                          + column * CB)
+                        out_offsets[r] = out_first + rem * CB
+                        rem += 1
+                        ow += 1
+                        if ow == out_w:
+                            ow = 0
+                            oh += 1
+                    micro_tile(rows, blocks, src, src_offsets, block_stride, row_stride, cin_blocks, kernel_h,
+                               kernel_w, w, block * w_block_stride, w_block_stride, bias, block * CB,
+                               out, out_offsets, out_block_stride, residual, has_residual, low, high)
+                    q += rows
+                block += blocks
+            if act != NONE:
+                for q in range(segment, segment_end):
+                    rem = q - image * howo
+                    for b in range(block_begin, block_end):
+                        base = ((image * cout_blocks + b) * howo + rem) * CB
+                        for lane in range(CB):
+                            v = activate(of[base + lane], act, alpha32, beta32)
+                            of[base + lane] = min(max(v, final_low), final_high)
+            segment = segment_end
+
+
+def pack_conv_nchwc(weight: np.ndarray, bias: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Pack ONNX conv weights for `conv_nchwc`.
+
+    weight: (Cout, Cin, kh, kw), any float dtype; bias: (Cout,) or None (zeros).
+    Returns (packed_weight (Cout_blocks, Cin_blocks, kh, kw, CB, CB) float32 with
+    [ob, cb, i, j, ci, co] = weight[ob*CB + co, cb*CB + ci, i, j], packed_bias
+    (Cout_blocks, CB) float32), zero-padded in both channel dimensions, C-contiguous.
+    """
+    fn = "pack_conv_nchwc"
+    weight = np.asarray(weight)
+    if weight.ndim != 4 or min(weight.shape) < 1:
+        raise ValueError(f"{fn}: weight must have shape (Cout, Cin, kh, kw), all >= 1, got {weight.shape}")
+    if not np.issubdtype(weight.dtype, np.floating):
+        raise ValueError(f"{fn}: weight must be floating point, got {weight.dtype}")
+    out_channels, in_channels, kernel_h, kernel_w = weight.shape
+    if bias is not None:
+        bias = np.asarray(bias)
+        if bias.shape != (out_channels,):
+            raise ValueError(f"{fn}: bias must have shape ({out_channels},), got {bias.shape}")
+        if not np.issubdtype(bias.dtype, np.floating):
+            raise ValueError(f"{fn}: bias must be floating point, got {bias.dtype}")
+    cout_blocks = channel_blocks(out_channels)
+    cin_blocks = channel_blocks(in_channels)
+    padded = np.zeros((cout_blocks * CB, cin_blocks * CB, kernel_h, kernel_w), np.float32)
+    padded[:out_channels, :in_channels] = weight
+    # (ob, co, cb, ci, i, j) -> (ob, cb, i, j, ci, co)
+    packed = np.ascontiguousarray(padded.reshape(cout_blocks, CB, cin_blocks, CB, kernel_h, kernel_w)
+                                  .transpose(0, 2, 4, 5, 3, 1))
+    packed_bias = np.zeros(cout_blocks * CB, np.float32)
+    if bias is not None:
+        packed_bias[:out_channels] = bias
+    return packed, packed_bias.reshape(cout_blocks, CB)
+
+
+def conv_nchwc(x: np.ndarray, packed_weight: np.ndarray, packed_bias: np.ndarray, out: np.ndarray,
+               stride_h: int, stride_w: int, pad_top: int, pad_left: int, clip_min: float, clip_max: float,
+               residual: np.ndarray | None = None, pixels: int = DEFAULT_PIXELS, channels: int = DEFAULT_CHANNELS,
+               *, activation=NO_ACTIVATION) -> None:
+    """out = clip(activate(conv(x, W) + bias [+ residual]), clip_min, clip_max), written in place.
+
+    x: (N, Cin_blocks, H, W, CB) float32 NCHWc; packed_weight (Cout_blocks, Cin_blocks, kh, kw,
+    CB, CB) and packed_bias (Cout_blocks, CB) from `pack_conv_nchwc`; out and residual:
+    (N, Cout_blocks, Ho, Wo, CB) float32. Ho, Wo come from out (the caller derived them from
+    all four pads, ONNX style); input outside H x W reads as 0. Dilation 1.
+    Strides >= 1, pads >= 0, clip_min <= 0 <= clip_max. activation: (name, alpha, beta), one
+    of the zero-preserving ones (none, hardswish, silu), applied after the residual add.
+    residual may be `out` itself (in-place add) but must not otherwise overlap it; out must
+    not overlap x.
+    pixels: output pixels (of the flattened N*Ho*Wo) per work item, >= 1; channels: output
+    channels per work item, a positive multiple of 16 (channels // CB blocks): the module
+    docstring's work split. They never trigger a recompile.
+    Raises ValueError naming the argument for anything inconsistent.
+    """
+    fn = "conv_nchwc"
+    stride_h = check_int(fn, "stride_h", stride_h, 1)
+    stride_w = check_int(fn, "stride_w", stride_w, 1)
+    pad_top = check_int(fn, "pad_top", pad_top, 0)
+    pad_left = check_int(fn, "pad_left", pad_left, 0)
+    low, high = check_clip(fn, clip_min, clip_max)
+    pixels = check_int(fn, "pixels", pixels, 1)
+    channels = check_int(fn, "channels", channels, 1)
+    if channels % 16:
+        raise ValueError(f"{fn}: channels must be a positive multiple of 16, got {channels}")
+    act, alpha, beta = activation_code(fn, activation, zero_preserving=True)
+    check_array(fn, "x", x, (None, None, None, None, CB))
+    n_images, cin_blocks, height, width, _ = x.shape
+    if min(x.shape) < 1:
+        raise ValueError(f"{fn}: x must have no empty dimension, got {x.shape}")
+    check_array(fn, "packed_weight", packed_weight, (None, cin_blocks, None, None, CB, CB))
+    cout_blocks, _, kernel_h, kernel_w, _, _ = packed_weight.shape
+    if min(packed_weight.shape) < 1:
+        raise ValueError(f"{fn}: packed_weight must have no empty dimension, got {packed_weight.shape}")
+    check_array(fn, "packed_bias", packed_bias, (cout_blocks, CB))
+    check_array(fn, "out", out, (n_images, cout_blocks, None, None, CB))
+    out_h, out_w = out.shape[2:4]
+    if min(out_h, out_w) < 1:
+        raise ValueError(f"{fn}: out must have no empty dimension, got {out.shape}")
+    _check_output_size(fn, "height", out_h, height, kernel_h, stride_h, pad_top)
+    _check_output_size(fn, "width", out_w, width, kernel_w, stride_w, pad_left)
+    if not out.flags.writeable:
+        raise ValueError(f"{fn}: out must be writeable")
+    if np.may_share_memory(out, x):
+        raise ValueError(f"{fn}: out must not overlap x")
+    has_residual = residual is not None
+    if has_residual:
+        check_array(fn, "residual", residual, out.shape)
+        if (residual is not out and np.may_share_memory(residual, out)
+                and residual.__array_interface__["data"][0] != out.__array_interface__["data"][0]):
+            raise ValueError(f"{fn}: residual must be out itself or not overlap out")
+    else:
+        residual = out  # never read
+    launch(_conv_kernel, x, packed_weight, packed_bias, out, residual, has_residual, stride_h, stride_w, pad_top,
+           pad_left, low, high, act, alpha, beta, pixels, channels)
+
+
+def conv_nchwc_flops(batch: int, cin: int, cout: int, out_h: int, out_w: int, kh: int, kw: int) -> int:
+    """FLOPs of one dense conv: 2 per multiply-accumulate, true channels, every tap (padding
+    included). Bias, residual, activation and clip are not counted."""
+    return 2 * batch * cout * out_h * out_w * cin * kh * kw
+
+
+def conv_nchwc_bytes(batch: int, cin: int, cout: int, h: int, w: int, out_h: int, out_w: int, kh: int, kw: int,
+                     stride: int, budget, pixels: int = DEFAULT_PIXELS, channels: int = DEFAULT_CHANNELS,
+                     has_residual: bool = False) -> dict[str, int]:
+    """Modelled bytes moved per memory level (engine.traffic), whole batch.
+
+    Registers <- L1: per micro-tile (R pixels x B blocks) and tap, CB weight vectors per
+    block and CB input broadcasts per pixel; outputs (and residual) once.
+    Across a boundary, work items ordered channel tile fastest:
+      weights  once if all of them stay resident (reused by every pixel tile); else once
+               per pixel tile if one channel tile's slice stays resident; else once per
+               micro-tile;
+      inputs   once if the input rows a pixel tile needs stay resident while its channel
+               tiles are walked (plus the kh - stride rows its neighbour shares); else once
+               per block group;
+      outputs and residual once.
+    """
+    # imported here, not at the top: a module-level import would put traffic.py in this file's
+    # numba cache stamp (engine._numba_env), and every edit to the bytes model would recompile the kernels
+    from engine.traffic import FLOAT32, by_level, ceil_div, fits
+
+    lanes = budget.lanes
+    rows_for_blocks = TILE_ROWS.get(lanes, TILE_ROWS[16 if lanes >= 16 else 8])
+    max_blocks = len(rows_for_blocks) - 1
+    cin_p = budget.padded(cin)
+    cout_p = budget.padded(cout)
+    cout_blocks = cout_p // lanes
+    blocks_per_item = max(1, min(channels // lanes, cout_blocks))
+    group = min(max_blocks, blocks_per_item)
+    rows = rows_for_blocks[group]
+    total = batch * out_h * out_w
+    x_bytes = batch * cin_p * h * w * FLOAT32
+    w_bytes = cout_p * (cin_p * kh * kw + 1) * FLOAT32
+    y_bytes = total * cout_p * FLOAT32 * (2 if has_residual else 1)
+    taps = cin_p * kh * kw
+    micro_tiles = ceil_div(total, rows)
+    groups = ceil_div(cout_blocks, group)
+    registers = (total * taps * groups * FLOAT32          # broadcasts: per pixel, tap and block group
+                 + micro_tiles * taps * cout_p * FLOAT32  # weight vectors: per micro-tile and tap
+                 + y_bytes)
+    pixel_tiles = ceil_div(total, pixels)
+    tile_pixels = min(pixels, total)
+    # input rows one pixel tile reads: its output rows (at least one) times stride, plus kh - stride
+    tile_rows = ceil_div(tile_pixels, out_w) * stride + max(0, kh - stride)
+    tile_input = min(tile_rows, h) * w * cin_p * FLOAT32
+    channel_slice = min(blocks_per_item * lanes, cout_p) * taps * FLOAT32
+    below = {}
+    for boundary in ("L2", "L3", "DRAM"):
+        capacity = budget.capacity_above(boundary)
+        if fits(w_bytes, capacity):
+            w_traffic = w_bytes
+        elif fits(channel_slice, capacity):
+            w_traffic = w_bytes * pixel_tiles
+        else:
+            w_traffic = w_bytes * micro_tiles
+        x_traffic = x_bytes if fits(tile_input, capacity) else x_bytes * groups
+        below[boundary] = x_traffic + min(w_traffic, w_bytes * micro_tiles) + y_bytes
+    return by_level(registers, below)
