@@ -58,7 +58,7 @@ ceilings, THREADS, REPEATS, FAST = setup.ceilings, setup.threads, setup.repeats,
 # axis everywhere (L3: on this machine the activations between layers live there).
 
 # %%
-NETWORKS = ("mobilenet_v1", "mobilenet_v2")     # stand-ins until the engine runs ResNet-50 and EfficientNet-B0
+NETWORKS = ("resnet50", "mobilenet_v2", "efficientnet_b0")
 LEVEL = "L3"
 RESOLUTION = 112 if FAST else None              # pixels; None: the models' own 224x224
 BATCHES = (1, 4) if FAST else (1, 16)           # batch 1, and a larger batch for section 5
