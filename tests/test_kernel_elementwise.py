@@ -137,3 +137,13 @@ def test_activation_step_rejects_bad_arguments(change, message):
     with pytest.raises(ValueError, match="activation_step") as error:
         elementwise.activation_step(**good_args(**change))
     assert message in str(error.value)
+
+
+def test_activation_step_bound_call_equals_the_direct_call():
+    from engine.kernels._common import bind
+
+    blocked = to_blocked(inputs((2, 21, 3, 3), seed=4))
+    direct, bound = np.full_like(blocked, np.nan), np.full_like(blocked, np.nan)
+    elementwise.activation_step(blocked, direct, 21, activation=("hardswish", 1 / 6, 0.5), clip=(0.0, 6.0))
+    bind(elementwise.activation_step, blocked, bound, 21, activation=("hardswish", 1 / 6, 0.5), clip=(0.0, 6.0))()
+    assert np.array_equal(direct, bound)

@@ -125,3 +125,13 @@ def test_max_pool_accepts_a_kernel_larger_than_the_input_when_the_pads_cover_it(
     pooling.max_pool(x, np.zeros((1, 1, 1, 1, CB), np.float32), 5, 5, 1, 1, 2, 2)
     with pytest.raises(ValueError, match="kernel_h"):     # but not one that needs start pads >= the kernel
         pooling.max_pool(x, np.zeros((1, 1, 1, 1, CB), np.float32), 5, 5, 1, 1, 5, 2)
+
+
+def test_max_pool_bound_call_equals_the_direct_call():
+    from engine.kernels._common import bind
+
+    x = to_blocked(np.random.default_rng(3).standard_normal((2, 21, 9, 9)).astype(np.float32))
+    direct, bound = (np.full((2, x.shape[1], 5, 5, CB), np.nan, np.float32) for _ in range(2))
+    pooling.max_pool(x, direct, 3, 3, 2, 2, 1, 1)
+    bind(pooling.max_pool, x, bound, 3, 3, 2, 2, 1, 1)()
+    assert np.array_equal(direct, bound)

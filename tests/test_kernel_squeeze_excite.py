@@ -59,14 +59,21 @@ def assert_matches(got, ref):
 
 
 # (N, C, S, H, W): odd channel counts, 1x1 and odd-sized images, batch > 1, the networks' sizes;
-# (4, 300, 75, 3, 3) is large enough (se.SERIAL_MACS) for the parallel 1x1 passes, 75 rows = 18 x 4 + 3
+# (4, 300, 75, 3, 3) is large enough (se.SERIAL_MACS) for the parallel 1x1 passes, 75 rows = 18 x 4 + 3;
+# (5, 37, 9, 6, 6) and (4, 64, 16, 14, 14) take the per-image path (se.PER_IMAGE_BATCH, weights <= one image)
 SHAPES = [(1, 96, 24, 14, 14), (2, 21, 5, 7, 5), (3, 13, 4, 1, 1), (1, 672, 28, 14, 14), (2, 40, 10, 3, 17),
-          (1, 1, 1, 2, 2), (4, 300, 75, 3, 3)]
+          (1, 1, 1, 2, 2), (4, 300, 75, 3, 3), (5, 37, 9, 6, 6), (4, 64, 16, 14, 14)]
 
 
-def test_the_shapes_cover_the_serial_and_the_parallel_1x1_passes():
-    macs = [n * s * channel_blocks(c) * CB for n, c, s, _, _ in SHAPES]
+def per_image(n, c, s, h, w):
+    return n >= se.PER_IMAGE_BATCH and 2 * s * channel_blocks(c) * CB <= channel_blocks(c) * CB * h * w
+
+
+def test_the_shapes_cover_the_serial_the_parallel_and_the_per_image_paths():
+    whole_batch = [(n, c, s) for n, c, s, h, w in SHAPES if not per_image(n, c, s, h, w)]
+    macs = [n * s * channel_blocks(c) * CB for n, c, s in whole_batch]
     assert min(macs) < se.SERIAL_MACS <= max(macs)
+    assert sum(per_image(*shape) for shape in SHAPES) == 2
 ACTIVATIONS = [("none", 0.0, 0.0), ("hardswish", 1.0 / 6.0, 0.5), ("silu", 0.0, 0.0), ("hardsigmoid", 0.2, 0.5),
                ("sigmoid", 0.0, 0.0)]
 
@@ -141,6 +148,13 @@ def test_squeeze_excite_flops_and_bytes():
     weights = (2 * 24 * 96 + 24 + 2 * 96) * 4
     assert moved["L3"] == moved["DRAM"] == 2 * x_bytes + weights    # x read once (fits L2), out written once
     assert moved["L2"] == 3 * x_bytes + weights                     # x does not fit half of L1: read twice
+    # per image (batch >= PER_IMAGE_BATCH, weights <= one image): one image must stay, not the batch
+    batch = se.PER_IMAGE_BATCH * 8
+    moved = se.squeeze_excite_bytes(batch, 96, 24, 14, 14, budget)
+    assert moved["L3"] == 2 * batch * x_bytes + weights
+    assert moved["L2"] == 3 * batch * x_bytes + weights           # an image (75 KB) does not fit half of L1; the weights (19 KB) do
+    whole_batch = se.squeeze_excite_bytes(batch, 960, 240, 7, 7, budget)   # weights 1.8 MB > one image (188 KB)
+    assert whole_batch["L3"] == 3 * batch * 960 * 49 * 4 + (2 * 240 * 960 + 240 + 2 * 960) * 4
 
 
 def good_args(**change):
@@ -209,3 +223,15 @@ def test_pack_squeeze_excite_rejects_bad_arguments(args, message):
     with pytest.raises(ValueError, match="pack_squeeze_excite") as error:
         se.pack_squeeze_excite(*args)
     assert message in str(error.value)
+
+
+def test_squeeze_excite_bound_call_equals_the_direct_call():
+    from engine.kernels._common import bind
+
+    x, weights = make_case(2, 21, 5, 3, 3, seed=4)
+    blocked = to_blocked(x)
+    packed = se.pack_squeeze_excite(*weights)
+    direct, bound = np.full_like(blocked, np.nan), np.full_like(blocked, np.nan)
+    se.squeeze_excite(blocked, packed, direct, **MOBILENET_V3)
+    bind(se.squeeze_excite, blocked, packed, bound, **MOBILENET_V3)()
+    assert np.array_equal(direct, bound)

@@ -17,8 +17,12 @@ act silu, gate sigmoid. Four parallel passes in one numba function:
 4. scale, items (image, channel block) in the order of pass 1, so a thread reads back the
    planes it pooled from its own core's caches: x read once more, out written once.
 Passes 2 and 3 walk the weights once per call, not once per image (MobileNetV3-Large's
-largest SE holds 2 x 240 x 960 floats, 1.8 MB). out may be x itself: pass 4 reads each
-vector before it writes it.
+largest SE holds 2 x 240 x 960 floats, 1.8 MB). But where the weights are no larger than
+one image (EfficientNet's 672 x 14 x 14, squeezed 28: 150 KB against 527 KB) and the batch
+is at least PER_IMAGE_BATCH, an item is a whole image, its four passes back to back: its
+planes are still in the core's L2 when pass 4 reads them again, where the whole batch's
+would have been evicted (batch 16, 2 threads: 826 -> 484 us). out may be x itself: pass 4
+reads each vector before it writes it.
 
 Napkin math (MobileNetV3-Large, 672 x 14 x 14, squeezed 168, per image): x 527 KB read
 twice (the second time from L2), out 527 KB written, weights 903 KB once per call;
@@ -39,6 +43,52 @@ _scratch_lanes = register_scratch(CB)
 _scratch_sums = register_scratch(4 * CB)
 
 SERIAL_MACS = 64 * 1024   # below this many multiply-accumulates per 1x1 conv, passes 2 and 3 run serially
+# From this batch on, and when the weights are no larger than one image, items are whole
+# images (module docstring). A constant, not 2 x numba.get_num_threads(): reading the thread
+# count inside a kernel makes numba refuse to cache it (a ctypes global). 4 gives each of
+# this 2-core machine's threads two images; a machine with more cores than images would
+# leave some idle in this pass.
+PER_IMAGE_BATCH = 4
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _pool_plane(xf, pooled, item, pixels, inverse):
+    """pooled[item * CB + lane] = mean of plane `item` (= n * Cb + b) of x, in four partial
+    sums (pixels p..p+3) so four add chains run at once."""
+    acc = _scratch_sums()
+    for k in range(4 * CB):
+        acc[k] = 0.0
+    base = item * pixels * CB
+    quads = pixels // 4
+    for p in range(quads):
+        ux = _U(base + p * 4 * CB)
+        for k in range(4 * CB):
+            acc[k] += xf[ux + _U(k)]
+    for p in range(quads * 4, pixels):
+        ux = _U(base + p * CB)
+        for lane in range(CB):
+            acc[lane] += xf[ux + _U(lane)]
+    uo = _U(item * CB)
+    for lane in range(CB):
+        pooled[uo + _U(lane)] = ((acc[lane] + acc[CB + lane]) + (acc[2 * CB + lane] + acc[3 * CB + lane])) * inverse
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _scale_plane(xf, of, scale, item, pixels):
+    """Plane `item` of out = the same plane of x times its CB scales (x read, out written,
+    each vector through a stack scratch: out may be x, and LLVM vectorises only so)."""
+    factor = _scratch_lanes()
+    acc = _scratch_lanes()
+    us = _U(item * CB)
+    for lane in range(CB):
+        factor[lane] = scale[us + _U(lane)]
+    base = item * pixels * CB
+    for p in range(pixels):
+        ux = _U(base + p * CB)
+        for lane in range(CB):
+            acc[lane] = xf[ux + _U(lane)] * factor[lane]
+        for lane in range(CB):
+            of[ux + _U(lane)] = acc[lane]
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
@@ -155,24 +205,34 @@ def _squeeze_excite_kernel(x, w1, b1, w2, b2, mask, out, hidden_act, hidden_alph
     g_alpha, g_beta = np.float32(gate_alpha), np.float32(gate_beta)
     f_low, f_high = np.float32(low), np.float32(high)
 
+    quads = squeezed // 4
+    weight_floats = 2 * squeezed * padded
+    if n_images >= PER_IMAGE_BATCH and weight_floats <= padded * pixels:
+        # one image per item, its four passes back to back: the image's planes are still in
+        # this core's L2 when the scale pass reads them again (the whole batch's are not), and
+        # the weights (no larger than one image) are re-read from L2 per image
+        for n in prange(n_images):
+            for block in range(n_blocks):
+                _pool_plane(xf, pooled, n * n_blocks + block, pixels, inverse)
+            image_pooled = pooled[n * padded:(n + 1) * padded]
+            image_hidden = hidden[n * squeezed:(n + 1) * squeezed]
+            image_scale = scale[n * padded:(n + 1) * padded]
+            for q in range(quads):
+                _hidden_four_rows(w1f, b1, image_pooled, image_hidden, 4 * q, 1, n_blocks, squeezed, hidden_act,
+                                  h_alpha, h_beta, f_low, f_high)
+            for row in range(4 * quads, squeezed):
+                _hidden_row(w1f, b1, image_pooled, image_hidden, row, 1, n_blocks, squeezed, hidden_act, h_alpha,
+                            h_beta, f_low, f_high)
+            for block in range(n_blocks):
+                _scale_block(w2f, b2f, maskf, image_hidden, image_scale, block, 1, n_blocks, squeezed, gate_act,
+                             g_alpha, g_beta)
+            for block in range(n_blocks):
+                _scale_plane(xf, of, scale, n * n_blocks + block, pixels)
+        return
+
     # 1. pool: item = n * n_blocks + b, the order of pooled's blocks
     for item in prange(n_images * n_blocks):
-        acc = _scratch_sums()
-        for k in range(4 * CB):
-            acc[k] = 0.0
-        base = item * pixels * CB
-        quads = pixels // 4
-        for p in range(quads):
-            ux = _U(base + p * 4 * CB)
-            for k in range(4 * CB):
-                acc[k] += xf[ux + _U(k)]
-        for p in range(quads * 4, pixels):
-            ux = _U(base + p * CB)
-            for lane in range(CB):
-                acc[lane] += xf[ux + _U(lane)]
-        uo = _U(item * CB)
-        for lane in range(CB):
-            pooled[uo + _U(lane)] = ((acc[lane] + acc[CB + lane]) + (acc[2 * CB + lane] + acc[3 * CB + lane])) * inverse
+        _pool_plane(xf, pooled, item, pixels, inverse)
 
     # 2 and 3, the two 1x1 convs: serial below SERIAL_MACS multiply-accumulates (a parallel
     # region costs about a microsecond to start, more than such a pass takes)
@@ -183,7 +243,6 @@ def _squeeze_excite_kernel(x, w1, b1, w2, b2, mask, out, hidden_act, hidden_alph
         for block in range(n_blocks):
             _scale_block(w2f, b2f, maskf, hidden, scale, block, n_images, n_blocks, squeezed, gate_act, g_alpha, g_beta)
     else:
-        quads = squeezed // 4
         for item in prange(quads + squeezed - 4 * quads):   # four rows at a time, then the last rows one by one
             if item < quads:
                 _hidden_four_rows(w1f, b1, pooled, hidden, 4 * item, n_images, n_blocks, squeezed, hidden_act,
@@ -196,18 +255,7 @@ def _squeeze_excite_kernel(x, w1, b1, w2, b2, mask, out, hidden_act, hidden_alph
 
     # 4. out = x * scale: items in pass 1's order
     for item in prange(n_images * n_blocks):
-        factor = _scratch_lanes()
-        acc = _scratch_lanes()
-        us = _U(item * CB)
-        for lane in range(CB):
-            factor[lane] = scale[us + _U(lane)]
-        base = item * pixels * CB
-        for p in range(pixels):
-            ux = _U(base + p * CB)
-            for lane in range(CB):
-                acc[lane] = xf[ux + _U(lane)] * factor[lane]
-            for lane in range(CB):
-                of[ux + _U(lane)] = acc[lane]
+        _scale_plane(xf, of, scale, item, pixels)
 
 
 # ---------------------------------------------------------------------------- public API
@@ -297,21 +345,25 @@ def squeeze_excite_flops(batch: int, channels: int, squeezed: int, h: int, w: in
 def squeeze_excite_bytes(batch: int, channels: int, squeezed: int, h: int, w: int, budget) -> dict[str, int]:
     """Modelled bytes moved per memory level (engine.traffic), whole batch.
 
-    Registers <- L1: x loaded twice (pool, scale), out stored once; W1's row and each
-    image's pooled vector once per (row, image), W2's columns once per (block, image).
-    Across a boundary: out once, the weights once, x once if a thread's share of it
-    stays resident between the pool and the scale pass (its planes fit half the level
-    above; counted as if one thread had the whole batch), else twice. The per-image
-    vectors (pooled, hidden, scale: a few KB) are counted at L1 only."""
+    Registers <- L1: x loaded twice (pool, scale), out stored once; W1's rows and the pooled
+    vectors, W2's columns: about one load per multiply-accumulate. Across a boundary: out
+    once; x once if what must stay resident between the pool and the scale pass fits half
+    the level above (one image on the per-image path, the whole batch otherwise: counted as
+    if one thread had it all), else twice; the weights once, or once per image on the
+    per-image path where they do not fit. The per-image vectors (pooled, hidden, scale: a
+    few KB) are counted at L1 only."""
     from engine.traffic import FLOAT32, by_level, fits     # here: as in pooling.global_average_pool_bytes
 
     padded = budget.padded(channels)
     x_bytes = batch * padded * h * w * FLOAT32
     weight_bytes = (2 * squeezed * padded + squeezed + 2 * padded) * FLOAT32
+    per_image = batch >= PER_IMAGE_BATCH and 2 * squeezed * padded <= padded * h * w     # as the kernel decides
     registers = (3 * x_bytes + 3 * batch * squeezed * padded * FLOAT32       # x twice, out; W1 + pooled, W2
                  + batch * (3 * padded + 2 * squeezed) * FLOAT32)
     below = {}
     for boundary in ("L2", "L3", "DRAM"):
-        reads = 1 if fits(x_bytes, budget.capacity_above(boundary)) else 2
-        below[boundary] = reads * x_bytes + x_bytes + weight_bytes
+        capacity = budget.capacity_above(boundary)
+        reads = 1 if fits(x_bytes // batch if per_image else x_bytes, capacity) else 2
+        weight_passes = batch if per_image and not fits(weight_bytes, capacity) else 1
+        below[boundary] = reads * x_bytes + x_bytes + weight_passes * weight_bytes
     return by_level(registers, below)
