@@ -438,6 +438,8 @@ def test_time_bars_colour_each_step_by_its_bound(profile, ceilings, use_ceilings
         expected[short_name(row["layer"])] = (kind, row["seconds"] * 1e3)
     got = {}
     for trace in figure.data:
+        if not trace.meta.startswith("bound:"):         # the op markers at the bars' ends
+            continue
         kind = trace.meta.removeprefix("bound:")
         assert trace.marker.color == BOUND_COLORS[kind]
         got.update({label: (kind, ms) for label, ms in zip(trace.y, trace.x)})
@@ -461,7 +463,8 @@ def test_time_bars_level_buttons_recolour_the_bars_and_the_title_counts_them(pro
     assert [b.label for b in menu.buttons] == [f"bound at {level}" for level in LEVELS]
     counts = set()
     for level, button in zip(LEVELS, menu.buttons):
-        restyle, relayout = button.args
+        restyle, relayout, indices = button.args
+        assert list(indices) == [0, 1, 2]      # the bound traces only: the op markers stay
         fresh = time_bars(profile, ceilings, level=level)
         expected = int((bound_at(profile, ceilings, level) == "memory").sum())
         assert _memory_bars(restyle) == _memory_bars(fresh) == expected

@@ -21,8 +21,10 @@ from workbench.before_after import before_after_figure
 from workbench.time_bars import time_bars
 from workbench.notebook import setup_notebook
 from workbench.tuning import TuningResult, tune
+from workbench.activations import with_activations
 
 __all__ = ["Ceilings", "measure_ceilings", "profile", "roofline_figure", "roofline_traces", "update_roofline",
            "time_bars", "before_after_figure", "figure_html", "write_report", "Explorer",
            "slowest_layers", "sweep", "sweep_totals", "compare", "Comparison",
-           "export_figure", "setup_notebook", "DEFAULT_MODEL", "tune", "TuningResult"]
+           "export_figure", "setup_notebook", "DEFAULT_MODEL", "tune", "TuningResult",
+           "with_activations"]

@@ -14,6 +14,12 @@ from workbench.shapes import unblocked
 
 # Colour of each op kind; fixed so a kind keeps its colour across figures. "other" takes
 # any op not listed (a new kernel family) so nothing with FLOPs is left off the plot.
+# "conv" is a dense KxK conv (NCHWc, ResNet's 3x3s; also a dilated direct conv), "maxpool"
+# a max pooling, "se" a squeeze-and-excitation in one step, "activation" a stand-alone
+# activation (one not fused into the step before), "layout" a layout change (no FLOPs: in
+# the time bars only; "flatten" is drawn as one, OP_ALIASES). The newer kinds take tab20's
+# dark shades: far in lightness from the tab10 hues beside them, so they stay apart for
+# colour-blind eyes (and every kind has its own symbol besides).
 OP_COLORS = {
     "stem": "#8c564b",
     "conv": "#7f7f7f",
@@ -24,6 +30,10 @@ OP_COLORS = {
     "block": "#ff7f0e",
     "pool": "#17becf",
     "linear": "#e377c2",
+    "maxpool": "#637939",
+    "se": "#393b79",
+    "activation": "#7b4173",
+    "layout": "#c7c7c7",
     "other": "#bcbd22",
 }
 # Marker symbol of each op kind on the roofline (the colour says what bounds the step).
@@ -37,6 +47,10 @@ OP_SYMBOLS = {
     "block": "circle",
     "pool": "cross",
     "linear": "pentagon",
+    "maxpool": "hourglass",
+    "se": "hexagram",
+    "activation": "bowtie",
+    "layout": "triangle-right",
     "other": "x",
 }
 # Colour of what bounds a step, the same in every figure and table (profile.bound_at).
@@ -106,8 +120,13 @@ def step_members(row) -> tuple[str, ...]:
     return (str(row["layer"]),)
 
 
+# Ops drawn as another kind.
+OP_ALIASES = {"flatten": "layout"}
+
+
 def op_kind(op) -> str:
-    """`op` if it has a colour of its own in OP_COLORS, else "other"."""
+    """`op` if it has a colour of its own in OP_COLORS (an alias its kind's), else "other"."""
+    op = OP_ALIASES.get(op, op)
     return op if op in OP_COLORS else "other"
 
 

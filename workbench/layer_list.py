@@ -38,16 +38,22 @@ def _line(cells) -> str:
 
 
 def visible_rows(table: pd.DataFrame, text: str, sort: str, memory_only: bool) -> pd.DataFrame:
-    """The rows of a layer_table that contain `text` (in name, op, shapes or bound; any
-    case), memory bound only if asked, sorted by the SORTS entry labelled `sort`."""
+    """The rows of a layer_table that contain `text` (in name, op, shapes, bound or
+    activation; any case), memory bound only if asked, sorted by the SORTS entry labelled
+    `sort`. "op:<op>" ("op:conv", "op:se", "op:maxpool", "op:activation", ...) keeps
+    exactly the steps of that op (plain "pool" also finds the maxpool steps)."""
     shown = table
     if memory_only:
         shown = shown[shown["bound"] == "memory"]
     if text:
         needle = text.lower()
-        haystack = (shown["layer"] + " " + shown["op"] + " " + shown["input"] + " " + shown["output"] + " "
-                    + shown["bound"]).str.lower()
-        shown = shown[haystack.str.contains(needle, regex=False)]
+        if needle.startswith("op:"):                 # one op kind exactly
+            shown = shown[shown["op"].str.lower() == needle.removeprefix("op:").strip()]
+        else:
+            activation = shown["activation"] if "activation" in shown.columns else ""
+            haystack = (shown["layer"] + " " + shown["op"] + " " + shown["input"] + " " + shown["output"] + " "
+                        + shown["bound"] + " " + activation).str.lower()
+            shown = shown[haystack.str.contains(needle, regex=False)]
     _, column, descending = next(s for s in SORTS if s[0] == sort)
     return shown.sort_values(column, ascending=not descending, kind="stable", na_position="last")
 
@@ -62,8 +68,8 @@ class LayerList:
         self._on_pick, self._quiet = on_pick, 0
         self._table: pd.DataFrame | None = None
         self._level = ""
-        self.filter_box = widgets.Text(placeholder="filter: name, op, shape, bound", continuous_update=True,
-                                       layout=widgets.Layout(width="260px"))
+        self.filter_box = widgets.Text(placeholder="filter: name, op (op:se: that op only), shape, bound",
+                                       continuous_update=True, layout=widgets.Layout(width="260px"))
         self.sort = widgets.Dropdown(options=[s[0] for s in SORTS], value="time", description="sort by",
                                      layout=widgets.Layout(width="200px"))
         self.memory_only = widgets.Checkbox(value=False, description="memory bound only", indent=False,

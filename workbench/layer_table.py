@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from workbench.activations import ACTIVATION_COLUMN, activation_of
 from workbench.figure_parts import shape_text, short_name
 from workbench.profile import bound_at
 from workbench.roof_notes import above_roof_note
@@ -22,7 +23,8 @@ def layer_table(frame: pd.DataFrame, ceilings, level: str) -> pd.DataFrame:
     NaN when not measured), share (of the run's time, 0..1), gflops (GFLOP/s), ai (FLOP/byte
     at `level`), gbs (modelled bytes at `level` / time, GB/s), roof (measured / attainable
     at `level`, min(peak, AI x bandwidth)), bound ("memory", "compute", "n/a" at `level`),
-    note (why a roof fraction is above 1, else "")."""
+    note (why a roof fraction is above 1, else ""), activation (workbench.activations: "relu6",
+    "hardswish", ...; "" when the profile has no activation column)."""
     threads = int(frame["threads"].iloc[0])
     peak, bandwidth = ceilings.peak_gflops(threads), ceilings.bandwidth_gbs(level, threads)
     rows = frame.sort_values("step", kind="stable") if "step" in frame.columns else frame
@@ -53,7 +55,19 @@ def layer_table(frame: pd.DataFrame, ceilings, level: str) -> pd.DataFrame:
         "bound": bound_at(rows, ceilings, level),
     })
     table["note"] = [above_roof_note(r, op) for r, op in zip(roof, ops)]
+    table["activation"] = [activation_of(row) for _, row in rows.iterrows()] if ACTIVATION_COLUMN in rows.columns \
+        else [""] * len(rows)
     return table.reset_index(drop=True)
+
+
+def op_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per op of a layer_table (every op, also those without FLOPs: maxpool, activation,
+    pool, layout): op, steps, ms (summed medians), share (of the run's time, 0..1),
+    memory_bound (steps memory bound at the table's level); slowest op first."""
+    grouped = table.groupby("op", sort=False)
+    summary = pd.DataFrame({"steps": grouped.size(), "ms": grouped["ms"].sum(), "share": grouped["share"].sum(),
+                            "memory_bound": grouped["bound"].agg(lambda b: int((b == "memory").sum()))})
+    return summary.sort_values("ms", ascending=False, kind="stable").reset_index()
 
 
 def _column(rows: pd.DataFrame, name: str) -> np.ndarray:
@@ -63,10 +77,14 @@ def _column(rows: pd.DataFrame, name: str) -> np.ndarray:
 def formatted(table: pd.DataFrame, level: str) -> pd.DataFrame:
     """`layer_table`'s rows as text columns a person reads: layer (short name), op, input,
     output, ms (3 significant digits), % time, GFLOP/s, AI at <level>, GB/s at <level>,
-    % of roof at <level> (with "above roof*" past 100 %), bound at <level>."""
+    % of roof at <level> (with "above roof*" past 100 %), bound at <level>; after op, the
+    activation when any step has one named (workbench.activations)."""
+    activation = table["activation"] if "activation" in table.columns else pd.Series([""] * len(table))
+    extra = {"activation": activation.to_numpy()} if (activation != "").any() else {}
     return pd.DataFrame({
         "layer": table["name"],
         "op": table["op"],
+        **extra,
         "input": table["input"],
         "output": table["output"],
         "ms": [significant(v) for v in table["ms"]],

@@ -4,7 +4,8 @@ the per-layer records as CSV and Parquet, and the roofline as a 1600 px PNG and 
 The page says one thing one way: its header counts the steps memory bound at the chosen
 level (profile.bound_at, the rule the time bars colour by), and at every other level (what
 the bars' level buttons show); its table is workbench.layer_table's, sortable (click a
-header) and filterable (the box above it)."""
+header) and filterable (the box above it), and a table of the time by op kind
+(layer_table.op_summary) follows it."""
 from __future__ import annotations
 
 import html
@@ -20,12 +21,14 @@ from engine.checks import check_bool
 from workbench.atomic import atomic_path
 from workbench.before_after import before_after_figure
 from workbench.export import export_figure, image_export_unavailable
-from workbench.layer_table import formatted, layer_table
+from workbench.figure_parts import OP_COLORS, OP_SYMBOLS, op_kind
+from workbench.layer_table import formatted, layer_table, op_summary
 from workbench.profile import (bound_at, check_ceilings, check_level, check_profile, default_ceilings, describe_fusion,
                                save_frame)
 from workbench.roof_notes import above_roof_note
 from workbench.roofline import roofline_figure
 from workbench.spread import noise_warning
+from workbench.tables import format_number, significant
 from workbench.time_bars import time_bars
 
 logger = logging.getLogger(__name__)
@@ -75,7 +78,7 @@ window.addEventListener("load", function () {
     var index = menu.buttons.findIndex(function (b) { return b.label === "bound at " + level; });
     if (index < 0) return;
     var args = menu.buttons[index].args;
-    Plotly.update(bars, args[0], Object.assign({}, args[1], {"updatemenus[0].active": index}));
+    Plotly.update(bars, args[0], Object.assign({}, args[1], {"updatemenus[0].active": index}), args[2]);
   });
 });
 </script>"""
@@ -109,6 +112,20 @@ def _table_html(frame: pd.DataFrame, ceilings, level: str) -> str:
             f'click a column header to sort</p>'
             f'<table id="layers" class="layers"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
             f"{footnote}{TABLE_SCRIPT}")
+
+
+def _ops_html(frame: pd.DataFrame, ceilings, level: str) -> str:
+    """Time by op kind (layer_table.op_summary), each op with its colour and marker symbol."""
+    rows = []
+    for _, row in op_summary(layer_table(frame, ceilings, level)).iterrows():
+        kind = op_kind(row["op"])
+        rows.append(f'<tr><td style="text-align:left"><span style="color:{OP_COLORS[kind]}">&#9632;</span> '
+                    f'{html.escape(str(row["op"]))}</td><td>{html.escape(OP_SYMBOLS[kind])}</td>'
+                    f'<td>{int(row["steps"])}</td><td>{significant(row["ms"])}</td>'
+                    f'<td>{format_number(row["share"], "%")}</td><td>{int(row["memory_bound"])}</td></tr>')
+    head = "".join(f"<th>{name}</th>" for name in ("op", "marker", "steps", "ms", "% time",
+                                                    f"memory bound at {html.escape(level)}"))
+    return f'<table id="ops" class="layers"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
 def _check_report_arguments(frame, out, model_name, ceilings, before, level, images) -> None:
@@ -223,4 +240,6 @@ Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')}.</p>
 {LINK_SCRIPT}
 <h2>Layers at {html.escape(level)}</h2>
 {_table_html(frame, ceilings, level)}
+<h2>Time by op at {html.escape(level)}</h2>
+{_ops_html(frame, ceilings, level)}
 </body></html>"""

@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 
 # Ops whose kernels read weights, which the step before may have prefetched (engine.traffic:
-# a 1x1 conv prefetches the next weighted step's weights while it runs).
-WEIGHTED_OPS = frozenset({"stem", "conv", "expand", "project", "pointwise", "block", "linear"})
+# a 1x1 conv prefetches the next weighted step's weights while it runs). A squeeze-and-
+# excitation step ("se") reads its two 1x1 convs' weights; maxpool and activation read none.
+WEIGHTED_OPS = frozenset({"stem", "conv", "expand", "project", "pointwise", "block", "linear", "se"})
 
 
 def is_above_roof(fraction) -> bool:

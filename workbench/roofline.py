@@ -17,7 +17,8 @@ What is drawn (log-log; x: arithmetic intensity in FLOP/byte, y: GFLOP/s = 1e9 F
   symbol by op kind (OP_SYMBOLS; a legend click hides a kind); error bars from the p10 to
   the p90 GFLOP/s over the repeats; a step whose AI at the level is not a positive finite
   number (no bytes modelled) has no point at that level;
-  the hover says the layer, its NCHW shapes, time, GFLOP/s, AI, % of the attainable roof
+  the hover says the layer, its NCHW shapes, its activation (when the profile has the
+  column workbench.activations.with_activations adds), time, GFLOP/s, AI, % of the attainable roof
   at the level (with the word on why when above 100 %: roof_notes) and whether the step
   is memory or compute bound there (profile.is_memory_bound).
 Axis ranges fit the data (`axis_ranges`): the points, the ridge point and the peak with a
@@ -46,6 +47,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from workbench.activations import activation_of
 from workbench.figure_parts import (BOUND_COLORS, NOISE_COLOR, OP_COLORS, OP_SYMBOLS, finite_positive, format_ms,
                                     format_value, marker_sizes, memoised, op_kind, or_none, plotted_steps, shape_text,
                                     short_name, step_members)
@@ -254,9 +256,18 @@ def hover_text(row: dict, level: str, threads: int, ceilings) -> str:
     members = step_members(row)
     if len(members) > 1:
         lines.append("members: " + ", ".join(html.escape(short_name(m)) for m in members))
+    lines.append(f"{html.escape(shape_text(row['input_shape']))} → {html.escape(shape_text(row['output_shape']))}")
+    activation = activation_of(row)
+    if activation:
+        lines.append(f"activation: {html.escape(activation)}")
+    lines.append(f"time {format_ms(float(row['seconds']))} ({float(row['share_of_time']):.1%} of the run)")
+    if not float(row.get("flops", 1) or 0) > 0 or not attainable > 0:
+        # a step without FLOPs (maxpool, activation, pool, layout): no point, no roof
+        other = row.get("other_flops")
+        lines.append("no multiply-add FLOPs: not on the roofline" +
+                     (f" ({int(other):,} other FLOPs: compares, activations)" if other and float(other) > 0 else ""))
+        return "<br>".join(lines)
     lines += [
-        f"{html.escape(shape_text(row['input_shape']))} → {html.escape(shape_text(row['output_shape']))}",
-        f"time {format_ms(float(row['seconds']))} ({float(row['share_of_time']):.1%} of the run)",
         f"{gflops:.3g} GFLOP/s achieved" + _spread_text(row),
         f"AI at {level}: {format_value(ai, 'FLOP/byte')}",
         f"{level} roof here: {attainable:.3g} GFLOP/s → "

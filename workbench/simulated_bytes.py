@@ -23,12 +23,24 @@ from engine.traffic import LEVELS
 
 logger = logging.getLogger(__name__)
 
-FAMILY_OF_OP = {"stem": "direct conv", "conv": "direct conv", "expand": "1x1", "project": "1x1", "pointwise": "1x1",
-                "depthwise": "depthwise", "block": "fused block", "pool": "pooling", "linear": "linear",
-                "layout": "layout", "flatten": "layout"}
+# "conv" is a dense NCHWc conv (engine.kernels.conv_nchwc) unless its layer runs on the direct
+# conv kernel (a dilated conv: Layer.conv_kind "direct"), which `family_of` tells apart.
+FAMILY_OF_OP = {"stem": "direct conv", "conv": "dense conv", "expand": "1x1", "project": "1x1", "pointwise": "1x1",
+                "depthwise": "depthwise", "block": "fused block", "pool": "pooling", "maxpool": "pooling",
+                "linear": "linear", "se": "squeeze-excite", "activation": "elementwise", "layout": "layout",
+                "flatten": "layout"}
 BYTES_CHOICES = ("model", "simulated", "both")
 # Below this many bytes at a level a step's ratio says nothing (a few lines either way).
 SMALL_BYTES = 64 * 1024
+
+
+def family_of(step) -> str:
+    """The kernel family of a plan step (FAMILY_OF_OP; a "conv" on the direct conv kernel,
+    a dilated one, is "direct conv"); an op not listed is its own family."""
+    layer = getattr(step, "layer", None)
+    if step.op == "conv" and layer is not None and getattr(layer, "conv_kind", None) == "direct":
+        return "direct conv"
+    return FAMILY_OF_OP.get(step.op, step.op)
 
 
 def check_bytes_choice(value) -> str:
@@ -72,7 +84,7 @@ def simulated_frame(model, batch: int = 1, threads: int = 2, tiles=None, fuse_bl
     results = simulate_plan_bytes(plan, machine, threads, progress)
     rows = []
     for index, (step, result) in enumerate(zip(plan.steps, results)):
-        row = {"step": index, "layer": step.name, "op": step.op, "family": FAMILY_OF_OP.get(step.op, step.op),
+        row = {"step": index, "layer": step.name, "op": step.op, "family": family_of(step),
                "flops": step.flops, "traced": result.traced}
         row.update({f"bytes_{level}": float(step.bytes[level]) for level in LEVELS})
         row.update({f"bytes_sim_{level}": float(result.bytes[level]) if result.traced else math.nan
@@ -119,7 +131,9 @@ def model_vs_simulated(frame: pd.DataFrame) -> pd.DataFrame:
             modelled, simulated = float(row[f"bytes_{level}"]), float(row[f"bytes_sim_{level}"])
             if math.isnan(simulated):
                 continue
-            rows.append({"layer": row["layer"], "op": row["op"], "family": FAMILY_OF_OP.get(row["op"], row["op"]),
+            family = row["family"] if "family" in row and isinstance(row["family"], str) else \
+                FAMILY_OF_OP.get(row["op"], row["op"])
+            rows.append({"layer": row["layer"], "op": row["op"], "family": family,
                          "level": level, "model_bytes": modelled, "simulated_bytes": simulated,
                          "ratio": modelled / simulated if simulated > 0 else math.nan})
     return pd.DataFrame(rows)

@@ -85,22 +85,25 @@ def conv_intensity(kind: str, in_channels: int, out_channels: int, height: int, 
             "out_height": out_height, "out_width": out_width}
 
 
+# The ops of profiles and plans by the conv formula they use; the others have none: "se"
+# (two 1x1 convs on a pooled vector, no image-sized conv), "linear", and the ops without
+# FLOPs ("pool", "maxpool", "activation", "layout", "flatten").
+OP_FORMULAS = {"stem": "dense", "conv": "dense", "depthwise": "depthwise", "expand": "pointwise",
+               "project": "pointwise", "pointwise": "pointwise"}
+
+
 def _kind_of(op: str) -> str | None:
-    """The formula a profile/plan op uses: stem and conv are dense convs."""
-    if op in ("stem", "conv"):
-        return "dense"
-    if op == "depthwise":
-        return "depthwise"
-    if op in ("expand", "project", "pointwise"):
-        return "pointwise"
-    return None
+    """The formula a profile/plan op uses (OP_FORMULAS: stem and conv, ResNet's 3x3s, are
+    dense convs); None for an op that is no convolution."""
+    return OP_FORMULAS.get(op)
 
 
 def model_intensities(model, batches: Sequence[int] = (1,), dense_comparison: bool = True) -> pd.DataFrame:
     """One row per convolution of `model` (an engine.Model, path, bytes or ModelProto), in
     execution order, with its shapes and compulsory arithmetic intensity at each batch.
 
-    Columns: layer, op (as in profiles: stem, depthwise, expand, project, ...), kind (the
+    Columns: layer, op (as in profiles: stem, conv, depthwise, expand, project, ...; a
+    squeeze-and-excitation, max pool or stand-alone activation is no convolution), kind (the
     formula: dense, depthwise, pointwise), in_channels, out_channels, height, width (input,
     pixels), kernel, stride, flops_per_image (FLOP), then for each batch b:
     ai_batch<b> (FLOP/byte). With dense_comparison: ai_as_dense_3x3, the intensity the same

@@ -4,6 +4,10 @@ execution order, coloured by what bounds the step.
     from workbench import time_bars
     time_bars(frame)                      # bound: each step's tightest roof over all levels
     time_bars(frame, ceilings, "L2")      # bound at L2 (profile.is_memory_bound), buttons for every level
+
+Each bar ends in its op's marker (the roofline's symbol and colour of the kind), so a
+step without FLOPs (maxpool, activation, pool), which has no point on the roofline, still
+shows what it is.
 """
 from __future__ import annotations
 
@@ -13,7 +17,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from workbench.figure_parts import BOUND_COLORS, format_ms, format_value, memoised, short_name
+from workbench.figure_parts import (BOUND_COLORS, OP_COLORS, OP_SYMBOLS, format_ms, format_value, memoised, op_kind,
+                                    short_name)
 from workbench.profile import bound_at, check_level, check_profile, profile_threads
 
 BOUND_LABELS = {"memory": "memory bound", "compute": "compute bound", "n/a": "no FLOPs"}
@@ -54,6 +59,22 @@ def _bound_specs(frame: pd.DataFrame, labels: np.ndarray, bound: np.ndarray, lev
     return specs
 
 
+def _op_specs(frame: pd.DataFrame, labels: np.ndarray) -> list[dict]:
+    """One marker trace per op kind of OP_COLORS (meta "op:<kind>", always all of them, empty
+    ones hidden from the legend): the kind's symbol and colour at the end of each of its
+    steps' bars, so every bar says its op (the bar's colour says its bound)."""
+    kinds = np.asarray([op_kind(op) for op in frame["op"].astype(str)], dtype=object)
+    ms = frame["seconds"].astype(float).to_numpy() * 1e3
+    specs = []
+    for kind in OP_COLORS:
+        mask = kinds == kind
+        specs.append(dict(
+            type="scatter", name=kind, meta=f"op:{kind}", mode="markers", y=list(labels[mask]), x=ms[mask].tolist(),
+            marker=dict(color=OP_COLORS[kind], symbol=OP_SYMBOLS[kind], size=9, line=dict(width=0.8, color="white")),
+            cliponaxis=False, hoverinfo="skip", legend="legend2", showlegend=bool(mask.any())))
+    return specs
+
+
 def _title(frame: pd.DataFrame, bound: np.ndarray, level: str | None) -> str:
     basis = "each step's tightest roof over all levels" if level is None else \
         f"at {level}: AI below the ridge point is memory bound"
@@ -68,8 +89,9 @@ def _level_menu(frame: pd.DataFrame, labels: np.ndarray, ceilings, level: str) -
         bound = bound_at(frame, ceilings, other)
         specs = _bound_specs(frame, labels, bound, other)
         restyle = {key: [spec[key] for spec in specs] for key in ("x", "y", "hovertext", "showlegend")}
+        # only the bound traces (the first ones) change; the op markers stay
         buttons.append(dict(label=f"bound at {other}", method="update",
-                            args=[restyle, {"title.text": _title(frame, bound, other)}]))
+                            args=[restyle, {"title.text": _title(frame, bound, other)}, list(range(len(specs)))]))
     return [dict(type="buttons", direction="right", active=list(ceilings.levels).index(level), buttons=buttons,
                  x=1.0, xanchor="right", y=1.0, yanchor="bottom", pad=dict(r=0, t=0, b=24), showactive=True,
                  font=dict(size=11))]
@@ -79,7 +101,8 @@ def time_bars(profile: pd.DataFrame, ceilings=None, level: str = "L2", level_but
     """Horizontal bars of each step's time (ms), in execution order (top to bottom),
     coloured by what bounds it: one trace per class ("memory bound", "compute bound",
     "no FLOPs"; meta "bound:<kind>"), colours BOUND_COLORS. The title counts the memory
-    bound steps, so it agrees with the bars.
+    bound steps, so it agrees with the bars. After them, one marker trace per op kind
+    (meta "op:<kind>", OP_COLORS and OP_SYMBOLS as on the roofline) at the end of each bar.
 
     With `ceilings`, bound means at `level` (profile.bound_at: AI < ridge point => memory
     bound), and level_buttons recolour the bars at each level of the ceilings in the
@@ -101,15 +124,20 @@ def time_bars(profile: pd.DataFrame, ceilings=None, level: str = "L2", level_but
         profile_threads(frame)
         bound, shown_level = bound_at(frame, ceilings, level), level
     labels = np.asarray(_bar_labels(frame), dtype=object)
-    figure = go.Figure([go.Bar(**spec) for spec in _bound_specs(frame, labels, bound, shown_level)])
+    figure = go.Figure([go.Bar(**spec) for spec in _bound_specs(frame, labels, bound, shown_level)]
+                       + [go.Scatter(**{k: v for k, v in spec.items() if k != "type"})
+                          for spec in _op_specs(frame, labels)])
     figure.update_layout(
         title=dict(text=_title(frame, bound, shown_level), x=0.01, xanchor="left"),
         barmode="overlay", plot_bgcolor="white", hovermode="closest", autosize=True,
         xaxis=dict(title=dict(text="time (ms)"), showgrid=True, gridcolor="#e5e5e5"),
         yaxis=dict(categoryorder="array", categoryarray=list(labels), autorange="reversed", automargin=True,
                    tickfont=dict(size=10)),
-        height=max(400, 16 * len(frame) + 160), margin=dict(l=10, r=20, t=90, b=50),
-        legend=dict(orientation="h", x=0.0, y=1.0, yanchor="bottom"))
+        height=max(400, 16 * len(frame) + 200), margin=dict(l=10, r=20, t=90, b=90),
+        legend=dict(orientation="h", x=0.0, y=1.0, yanchor="bottom"),
+        # the op markers' legend under the x axis, in one row of its own
+        legend2=dict(orientation="h", x=0.0, xanchor="left", y=0.0, yref="container", yanchor="bottom",
+                     title=dict(text="op (marker at the bar's end):"), font=dict(size=11)))
     if ceilings is not None and level_buttons:
         figure.update_layout(updatemenus=_level_menu(frame, labels, ceilings, level))
     return figure

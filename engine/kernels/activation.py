@@ -13,6 +13,14 @@ public kernel wrappers' `activation=` keyword. The numba kernels take it as thre
     hardsigmoid   3     clamp(alpha * v + beta, 0, 1)      beta (ONNX default 0.2, 0.5)
     sigmoid       4     1 / (1 + exp(-v))                  1/2
 
+How the kernels apply it: the numba kernels' scalar code calls `activate` (linear); a conv
+epilogue's register scratch goes through `activate_lanes`, and the 1x1 micro-kernel (an
+LLVM-IR intrinsic) through `emit_activation`, which emits the same vector code: hardswish as
+an FMA and two selects, silu as v / (1 + exp(-v)) with a polynomial exp (`emit_exp`, as
+`exp_approx`) and a division by Newton steps (`emit_divide`). No libm call, so the code is
+vectorised, and explicit FMAs only, so the kernels built with fast-math flags and without
+give the same values.
+
 A conv kernel's padded output lanes must stay exactly 0 (they see zero weights and bias),
 so a conv epilogue only takes the activations with f(0) = 0 (`ZERO_PRESERVING`); the others
 run where no lane is padded (a flat tensor, a squeeze-and-excitation gate) or in the
@@ -269,7 +277,7 @@ def _activate_lanes_intrinsic(lanes: int):
             alpha_vector, beta_vector = splat(alpha_value), splat(beta_value)
             done = builder.append_basic_block("activate.done")
             switch = builder.switch(code_value, done)
-            for code_constant in (HARDSWISH, SILU, HARDSIGMOID, SIGMOID):
+            for code_constant in (HARDSWISH, SILU):    # a conv epilogue's (ZERO_PRESERVING)
                 case = builder.append_basic_block(f"activate.{code_constant}")
                 switch.add_case(ir.Constant(ir.IntType(64), code_constant), case)
                 builder.position_at_end(case)
@@ -290,7 +298,8 @@ def _activate_lanes_intrinsic(lanes: int):
 
 def _activate_lanes_python(values, count, code, alpha, beta):
     """`activate_lanes` as numpy (NUMBA_DISABLE_JIT=1)."""
-    values[:count] = activate_array(values[:count], code, alpha, beta)
+    if code in (HARDSWISH, SILU):
+        values[:count] = activate_array(values[:count], code, alpha, beta)
 
 
 def activate_array(values: np.ndarray, code: int, alpha: float, beta: float) -> np.ndarray:
@@ -311,7 +320,8 @@ def activate_array(values: np.ndarray, code: int, alpha: float, beta: float) -> 
 
 
 # activate_lanes(values, count, code, alpha, beta): values[:count] = activate(values[:count], code,
-# alpha, beta) in place, count a multiple of CB, for a kernel's register scratch
+# alpha, beta) in place for code HARDSWISH or SILU (the conv epilogues' activations; any other
+# code leaves the values), count a multiple of CB, for a kernel's register scratch
 # (engine.kernels._common.register_scratch) between its sums and its clip. The vector code
 # of the 1x1 micro-kernel's epilogue (emit_activation), CB lanes at a time, after one branch
 # on the code: a lane loop of `activate` is not vectorised once SiLU's exp makes it too long
