@@ -13,7 +13,9 @@ import pytest
 import engine
 from workbench import ceilings as ceilings_module
 from workbench.ceilings import Ceilings
+from workbench import models as models_module
 from workbench.cli import build_parser, main
+from workbench.models import model_names
 from workbench.sweep import read_table
 
 LEVELS = ["L1", "L2", "L3", "DRAM"]
@@ -99,9 +101,47 @@ def test_profile_help_says_the_defaults_of_model_batch_repeats_and_top(capsys):
     text = " ".join(capsys.readouterr().out.split())
     for flag, default in (("--batch BATCH", "(default 1)"), ("--repeats REPEATS", "(default 5)"),
                           ("--top TOP", "(default 20)"), ("--threads THREADS", "default: all cores"),
-                          ("--model MODEL", "mobilenet_v2.onnx)")):
+                          ("--model NAME|FILE", "(default mobilenet_v2)")):
         start = text.index(flag, text.index("options:"))
         assert default in text[start:start + 160], (flag, text[start:start + 160])
+
+
+@pytest.mark.parametrize("command", ["profile", "report", "tune", "sweep", "compare"])
+def test_every_model_flag_lists_the_zoo_names_and_says_the_default(command, capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    start = text.index("--model NAME|FILE", text.index("options:"))
+    shown = text[start:text.index("--", start + 20)]
+    assert all(name in shown for name in model_names()), shown
+    assert "(default mobilenet_v2)" in shown and "ONNX file" in shown
+
+
+@pytest.fixture
+def zoo_folder(tmp_path, monkeypatch):
+    """Zoo models are written to a temporary data/ folder, not the repository's."""
+    monkeypatch.setattr(models_module, "DATA_FOLDER", tmp_path / "data")
+    return tmp_path / "data"
+
+
+def test_profile_takes_a_zoo_model_name_writes_its_file_and_report_names_it(zoo_folder, tmp_path, capsys):
+    status, out, _ = run(["profile", "--model", "mobilenet_v1", "--threads", "1", "--repeats", "1", "--top", "3"],
+                         capsys)
+    assert status == 0 and (zoo_folder / "mobilenet_v1.onnx").is_file()
+    assert "features.1" in out or "features.2" in out or "Conv" in out
+    assert "total" in out.splitlines()[-1]
+    status, _, _ = run(["report", "--model", "mobilenet_v1", "--threads", "1", "--repeats", "1",
+                        "--out", tmp_path / "report"], capsys)
+    assert status == 0
+    page = next((tmp_path / "report").glob("*.html")).read_text()
+    assert "Roofline report: mobilenet_v1" in page
+
+
+def test_an_unknown_model_name_exits_2_naming_the_zoo_models(zoo_folder, capsys):
+    status, _, err = run(["profile", "--model", "mobilenet_v9"], capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert "mobilenet_v9" in err and all(name in err for name in model_names()), err
+    assert not zoo_folder.exists()
 
 
 def test_profile_table_shows_the_ai_at_the_level_its_bound_column_names(model_path, capsys):

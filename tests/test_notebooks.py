@@ -26,8 +26,9 @@ def _jupyter() -> str:
     return str(Path(sys.executable).parent / "jupyter")
 
 
-def test_there_are_three_notebooks_in_the_order_of_the_story():
-    assert [p.stem for p in NOTEBOOKS] == ["01_quickstart", "02_why_mobilenet_is_memory_bound", "03_tuning_tiles"]
+def test_there_are_four_notebooks_in_the_order_of_the_story():
+    assert [p.stem for p in NOTEBOOKS] == ["01_quickstart", "02_why_mobilenet_is_memory_bound", "03_tuning_tiles",
+                                           "04_compute_bound_vs_memory_bound"]
 
 
 def test_jupyterlab_lists_the_widget_anywidget_and_plotly_extensions_enabled():

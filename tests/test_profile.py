@@ -9,6 +9,8 @@ import pytest
 import engine
 from conftest import blocks_auto_fuses, hand_made_ceilings
 import workbench
+from workbench import models as models_module
+from workbench.models import load_model, model_names
 from workbench.profile import run_machine
 
 LEVELS = ["L1", "L2", "L3", "DRAM"]
@@ -150,6 +152,43 @@ def test_model_file_writes_the_default_model_when_missing_and_refuses_another_mi
     assert engine.load(default).input_shape == (3, 224, 224)
     with pytest.raises(ValueError, match="not found"):
         profile_module.model_file(tmp_path / "another.onnx")
+
+
+@pytest.fixture
+def zoo_folder(tmp_path, monkeypatch):
+    """Zoo models are written to a temporary data/ folder, not the repository's."""
+    monkeypatch.setattr(models_module, "DATA_FOLDER", tmp_path / "data")
+    return tmp_path / "data"
+
+
+def test_model_file_takes_a_zoo_name_and_writes_its_file_once(zoo_folder):
+    profile_module = importlib.import_module("workbench.profile")
+    path = profile_module.model_file("mobilenet_v1")
+    assert path == zoo_folder / "mobilenet_v1.onnx" and path.is_file()
+    written = path.stat().st_mtime_ns
+    assert profile_module.model_file("mobilenet_v1") == path and path.stat().st_mtime_ns == written
+    assert engine.load(path).input_shape == (3, 224, 224)
+
+
+def test_profile_takes_a_zoo_model_name(zoo_folder, ceilings):
+    frame = workbench.profile("mobilenet_v1", threads=1, repeats=1, warmup=0, ceilings=ceilings)
+    assert len(frame) == len(engine.load(zoo_folder / "mobilenet_v1.onnx").plan(1, machine=run_machine(ceilings)).steps)
+    assert frame["flops"].sum() == engine.model.total_flops(engine.load(zoo_folder / "mobilenet_v1.onnx"))
+
+
+@pytest.mark.parametrize("model", ["mobilenet_v9", "resnet50.onnx", "MobileNet_V2"])
+def test_a_name_not_in_the_zoo_is_a_missing_file_naming_the_zoo_models(model, zoo_folder):
+    with pytest.raises(ValueError, match="not found") as refused:
+        workbench.profile(model)
+    assert all(name in str(refused.value) for name in model_names()) and not zoo_folder.exists()
+
+
+def test_load_model_builds_a_zoo_model_at_another_resolution_in_memory(zoo_folder):
+    assert load_model("mobilenet_v2", resolution=64).input_shape == (3, 64, 64) and not zoo_folder.exists()
+    with pytest.raises(ValueError, match="resolution"):
+        load_model("mobilenet_v2", resolution=8)
+    with pytest.raises(ValueError, match="zoo model name"):
+        load_model("some/file.onnx", resolution=64)
 
 
 @pytest.mark.parametrize("fast", ["1", ""])

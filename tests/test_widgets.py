@@ -22,9 +22,11 @@ from traitlets import TraitError
 
 import engine
 from conftest import blocks_auto_fuses, hand_made_machine_and_caches
+from workbench import models as models_module
 from workbench import widgets as widgets_module
 from workbench.ceilings import Ceilings
 from workbench.figure_parts import short_name
+from workbench.models import model_names
 from workbench.profile import bound_at, fusion_label
 from workbench.tables import significant
 from workbench.tile_controls import choice_label, tile_choices
@@ -81,9 +83,9 @@ def points(figure, kind: str) -> dict[str, tuple[float, float]]:
 
 # ---------------------------------------------------------------------------- the controls
 
-def test_controls_are_threads_batch_fusion_level_step_and_one_slider_per_tile_field(explorer, ceilings):
+def test_controls_are_model_threads_batch_fusion_level_step_and_one_slider_per_tile_field(explorer, ceilings):
     tile_fields = list(engine.Tiles().as_dict())
-    assert set(explorer.controls) == {"threads", "batch", "fuse_blocks", "level", "step", *tile_fields}
+    assert set(explorer.controls) == {"model", "threads", "batch", "fuse_blocks", "level", "step", *tile_fields}
     threads = explorer.controls["threads"]
     assert (threads.min, threads.max) == (1, engine.available_cores())
     assert list(explorer.controls["level"].options) == list(ceilings.levels)
@@ -103,6 +105,61 @@ def test_controls_are_threads_batch_fusion_level_step_and_one_slider_per_tile_fi
             assert control.continuous_update is False
     assert [v for _, v in explorer.controls["pointwise_channels"].options][:4] == [16, 32, 48, 64]
     assert explorer.controls["block_rows"].options[0] == ("auto", 0)
+
+
+# ---------------------------------------------------------------------------- the model dropdown
+
+@pytest.fixture
+def zoo_folder(tmp_path, monkeypatch):
+    """Zoo models are written to a temporary data/ folder, not the repository's."""
+    monkeypatch.setattr(models_module, "DATA_FOLDER", tmp_path / "data")
+    return tmp_path / "data"
+
+
+def test_the_model_dropdown_lists_the_given_model_then_every_zoo_model(explorer):
+    dropdown = explorer.controls["model"]
+    assert [v for _, v in dropdown.options] == [widgets_module.GIVEN_MODEL, *model_names()]
+    assert dropdown.value == widgets_module.GIVEN_MODEL and dropdown.options[0][0] == "given model (given)"
+
+
+def test_choosing_a_zoo_model_loads_it_and_profiles_it_once_dropping_the_old_models_step_tiles(
+        explorer, zoo_folder, count_measurements):
+    step = next(v for _, v in explorer.controls["step"].options if "conv.2" in v)
+    explorer.set(step=step, pointwise_pixels=32)            # a tile of the MobileNetV2's own
+    assert explorer.schedule.overrides
+    count_measurements.clear()
+    explorer.controls["model"].value = "mobilenet_v1"       # as a user picks it
+    assert len(count_measurements) == 1 and (zoo_folder / "mobilenet_v1.onnx").is_file()
+    assert explorer.model.input_shape == (3, 224, 224)
+    assert not explorer.schedule.overrides and explorer.selected_step is None
+    assert explorer.controls["step"].value == widgets_module.EVERY_STEP
+    assert not any("conv.2" in layer for layer in explorer.profile["layer"])   # MobileNetV1's layers now
+    assert explorer.summary.value.startswith("mobilenet_v1:")
+    explorer.set(model=widgets_module.GIVEN_MODEL)           # and back to the model it was made with
+    assert explorer.model.input_shape == (3, 96, 96) and len(count_measurements) == 2
+
+
+def test_a_model_the_engine_refuses_is_shown_and_the_dropdown_goes_back(explorer, monkeypatch, count_measurements):
+    def refuse(model):
+        raise engine.UnsupportedOperatorError("/maxpool/MaxPool", "MaxPool", ["Conv", "Relu"])
+    monkeypatch.setattr(widgets_module, "as_model", refuse)
+    before, model = explorer.profile, explorer.model
+    explorer.controls["model"].value = "mobilenet_v1"
+    assert explorer.controls["model"].value == widgets_module.GIVEN_MODEL
+    assert "could not load mobilenet_v1" in explorer.message.value and "MaxPool" in explorer.message.value
+    assert explorer.profile is before and explorer.model is model and not count_measurements
+
+
+def test_set_refuses_a_model_not_in_the_dropdown(explorer, count_measurements):
+    with pytest.raises(ValueError, match="model must be one of"):
+        explorer.set(model="resnet9000")
+    assert not count_measurements
+
+
+def test_an_explorer_made_from_a_zoo_name_starts_on_it(ceilings, zoo_folder):
+    explorer = Explorer("mobilenet_v1", ceilings=ceilings, threads=1, repeats=1)
+    assert explorer.controls["model"].value == "mobilenet_v1"
+    assert [v for _, v in explorer.controls["model"].options] == list(model_names())
 
 
 def test_fusion_is_a_three_way_selector_off_auto_all_starting_at_the_engines_default(explorer, small_model, ceilings):

@@ -10,6 +10,11 @@
                                 [--out FILE] [--resume] [--scheduler ADDRESS]
     roofline-workbench compare  [--model M] [--batch N] [--threads T] [--price-per-core-hour USD] [--out DIR]
 
+--model: a model of engine.zoo by name (mobilenet_v1, mobilenet_v2, mobilenet_v3_small,
+mobilenet_v3_large, efficientnet_b0, resnet18, resnet50: `--help` of a command lists
+them; written to data/<name>.onnx on first use) or the path of an ONNX file; default
+mobilenet_v2.
+
 --fuse-blocks: false runs every layer on its own; true fuses every inverted-residual block
 (expand, depthwise, project computed band by band); auto fuses only the blocks the engine
 expects to run faster fused at that thread count and batch (engine.fusion.fusion_wins).
@@ -41,7 +46,8 @@ from engine.checks import check_threads
 from workbench import ceilings as ceilings_module
 from workbench.compare import DEFAULT_PRICE_PER_CORE_HOUR, compare
 from workbench.figure_parts import short_name
-from workbench.profile import (DEFAULT_MODEL, default_ceilings, describe_fusion, model_file, profile, run_machine,
+from workbench.models import DEFAULT_MODEL_NAME, is_model_name, model_names
+from workbench.profile import (default_ceilings, describe_fusion, model_file, profile, run_machine,
                                save_frame)
 from workbench.report import write_report
 from workbench.sweep import CONFIG_COLUMNS, sweep, sweep_totals
@@ -192,7 +198,7 @@ def _add_profile_and_report(commands) -> None:
     for name, text in (("profile", "profile one configuration, layers sorted by time"),
                        ("report", "write an HTML report and the records (CSV, Parquet)")):
         sub = commands.add_parser(name, help=text, description=text)
-        sub.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX file")
+        _model_flag(sub)
         sub.add_argument("--batch", type=_batch, default=1, help="images per run (1..4096)")
         sub.add_argument("--threads", type=_positive_int, default=None, help="threads (default: all cores)")
         sub.add_argument("--repeats", type=_repeats, default=5,
@@ -216,7 +222,7 @@ def _add_profile_and_report(commands) -> None:
 def _add_tune(commands) -> None:
     text = "choose every step's tiles by measurement, write the schedule (JSON)"
     tune = commands.add_parser("tune", help=text, description=text)
-    tune.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX file")
+    _model_flag(tune)
     tune.add_argument("--batch", type=_batch, default=1, help="images per run (1..4096)")
     tune.add_argument("--threads", type=_positive_int, default=None, help="threads (default: all cores)")
     tune.add_argument("--budget", type=_positive_float, default=60.0, metavar="SECONDS",
@@ -233,7 +239,7 @@ def _add_tune(commands) -> None:
 def _add_sweep(commands) -> None:
     text = "profile a grid of configurations into one table (Parquet or CSV)"
     sweep = commands.add_parser("sweep", help=text, description=text)
-    sweep.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX file")
+    _model_flag(sweep)
     sweep.add_argument("--batch", type=_batch, nargs="+", default=[1], help="batch sizes (default 1)")
     sweep.add_argument("--threads", type=_positive_int, nargs="+", default=None,
                        help="thread counts (default: all cores); above a machine's cores: skipped")
@@ -258,7 +264,7 @@ def _add_sweep(commands) -> None:
 def _add_compare(commands) -> None:
     text = "our engine next to ONNX Runtime and OpenVINO, cost per inference"
     compare = commands.add_parser("compare", help=text, description=text)
-    compare.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX file")
+    _model_flag(compare)
     compare.add_argument("--batch", type=_batch, default=1, help="images per call (1..4096)")
     compare.add_argument("--threads", type=_positive_int, default=None, help="cores per engine (default: all)")
     compare.add_argument("--repeats", type=_repeats, default=20, help="timed calls per engine")
@@ -267,6 +273,14 @@ def _add_compare(commands) -> None:
     compare.add_argument("--top", type=_positive_int, default=10, help="ONNX Runtime nodes to print")
     compare.add_argument("--out", type=Path, default=None,
                          help="folder for compare.csv and ort_nodes.csv (default: print only)")
+
+
+def _model_flag(parser: argparse.ArgumentParser) -> None:
+    """--model: a zoo model name or an ONNX file (resolved to its file by _model_file)."""
+    parser.add_argument("--model", default=DEFAULT_MODEL_NAME, metavar="NAME|FILE",
+                        help=f"a zoo model name or an ONNX file (default {DEFAULT_MODEL_NAME}); the zoo: "
+                             f"{', '.join(model_names())} (torchvision's topologies, synthetic weights, written to "
+                             f"data/<name>.onnx on first use)")
 
 
 def _tiles_from(args):
@@ -303,13 +317,17 @@ def _tiles_or_schedule(args, model: engine.Model, threads: int, ceilings):
         raise _UsageError(f"roofline-workbench: --tiles: {error}") from None
 
 
-def _model_file(path: Path) -> Path:
-    """profile.model_file (the default model is written when missing); another missing file
-    is a usage error."""
+def _model_file(args) -> Path:
+    """Resolve args.model (a zoo name or a path, profile.model_file: a zoo model's file is
+    written when missing) to its file, in place; keep what to call it in args.model_name
+    (the zoo name, or the file's name). A missing file is a usage error."""
+    name = args.model
     try:
-        return model_file(path)
+        args.model = model_file(name)
     except ValueError as error:
-        raise _UsageError(f"roofline-workbench: {error}") from None
+        raise _UsageError(f"roofline-workbench: --model: {error}") from None
+    args.model_name = name if is_model_name(name) else args.model.name
+    return args.model
 
 
 def _output_folder(path: Path) -> Path:
@@ -320,7 +338,7 @@ def _output_folder(path: Path) -> Path:
 
 
 def _profile(args):
-    _model_file(args.model)
+    _model_file(args)
     threads = check_threads(args.threads or engine.available_cores())
     model = engine.load(args.model)
     ceilings = default_ceilings(threads)
@@ -329,7 +347,7 @@ def _profile(args):
 
 
 def _tune(args) -> int:
-    _model_file(args.model)
+    _model_file(args)
     if args.out.suffix != ".json" or args.out.is_dir():
         raise _UsageError(f"roofline-workbench tune: --out must be a .json file path, got {str(args.out)!r}")
     threads = args.threads or engine.available_cores()
@@ -338,7 +356,7 @@ def _tune(args) -> int:
     engine_result = result.result
     path = schedules.save(args.out, result.schedule, result.schedule.tuned_for, engine_result.trials)
     changed = result.changed_steps()
-    print(f"{args.model.name}: batch {args.batch}, {threads} thread(s); tuned in {engine_result.seconds:.1f} s "
+    print(f"{args.model_name}: batch {args.batch}, {threads} thread(s); tuned in {engine_result.seconds:.1f} s "
           f"({engine_result.stopped or 'search complete'}), {len(engine_result.trials)} candidates measured")
     print(f"whole run (median, default and tuned side by side): {engine_result.default_seconds * 1e3:.3f} ms -> "
           f"{engine_result.tuned_seconds * 1e3:.3f} ms")
@@ -380,7 +398,7 @@ def format_layers(frame, top: int | None = None) -> str:
 
 
 def _sweep(args) -> int:
-    _model_file(args.model)
+    _model_file(args)
     if args.out.suffix not in (".parquet", ".csv"):
         raise _UsageError(f"roofline-workbench sweep: --out must end in .parquet or .csv, got {str(args.out)!r}")
     fuse_blocks = [engine.DEFAULT_FUSE_BLOCKS] if args.fuse_blocks is None else (args.fuse_blocks or [True])
@@ -416,7 +434,7 @@ def _sweep(args) -> int:
 
 
 def _compare(args) -> int:
-    _model_file(args.model)
+    _model_file(args)
     if args.out is not None:
         _output_folder(args.out)
     price = DEFAULT_PRICE_PER_CORE_HOUR if args.price_per_core_hour is None else args.price_per_core_hour
@@ -428,7 +446,7 @@ def _compare(args) -> int:
                "images_per_second": "images/s",
                "images_per_second_per_core": "images/s/core",
                "cost_per_million_inferences": f"cost/1M @ {price:g}/core-h"}
-    print(f"{args.model.name}: batch {args.batch}, {int(table['threads'].iloc[0])} thread(s), "
+    print(f"{args.model_name}: batch {args.batch}, {int(table['threads'].iloc[0])} thread(s), "
           f"median of {args.repeats} interleaved calls")
     print(table[list(columns)].rename(columns=columns).to_string(index=False, float_format=significant))
     for note in result.notes:
@@ -464,7 +482,7 @@ def _run(args) -> int:
     if args.command == "report":
         _output_folder(args.out)
         frame = _profile(args)
-        paths = write_report(frame, args.out, model_name=args.model.name)
+        paths = write_report(frame, args.out, model_name=args.model_name)
         for path in paths:
             print(path)
         return 0

@@ -25,7 +25,7 @@ FAST_REPEATS = 3     # timed runs per measurement at most, with ROOFLINE_FAST=1
 
 @dataclass(frozen=True)
 class NotebookSetup:
-    model_path: Path      # the ONNX file loaded
+    model_path: Path      # the ONNX file loaded (a zoo model's data/<name>.onnx for a name)
     model: engine.Model   # engine.load(model_path)
     ceilings: Ceilings    # this machine's roofs: workbench.measure_ceilings() (cached in data/ceilings/)
     threads: int          # every core of this machine (engine.available_cores())
@@ -36,10 +36,11 @@ class NotebookSetup:
 def setup_notebook(model_path=DEFAULT_MODEL, repeats: int = 7) -> NotebookSetup:
     """The model, this machine's ceilings, its core count and the repeats a notebook runs with.
 
-    model_path: an ONNX file; the default (data/mobilenet_v2.onnx: MobileNetV2 with
-        torchvision's topology and synthetic weights, since speed depends on shapes, not
-        weight values) is written first if it is missing; another missing file is a
-        ValueError.
+    model_path: a zoo model name ("resnet50": workbench.models, its data/<name>.onnx
+        written on first use) or an ONNX file; the default (data/mobilenet_v2.onnx:
+        MobileNetV2 with torchvision's topology and synthetic weights, since speed depends
+        on shapes, not weight values) is written first if it is missing; another missing
+        file is a ValueError.
     repeats: timed runs per measurement; with ROOFLINE_FAST=1 at most FAST_REPEATS.
     """
     repeats = check_repeats(repeats)

@@ -23,45 +23,56 @@ from engine.zoo import DEFAULT_MODEL_PATH, write_default_model
 # a test) that replaces workbench.ceilings.measure_ceilings is heard here too
 from workbench import ceilings as ceilings_module
 from workbench.atomic import atomic_path
+from workbench import models
+from workbench.models import is_model_name, model_names
 from workbench.shapes import logical_shapes
 from workbench.simulated_bytes import check_bytes_choice
 from workbench.spread import percentile_columns
 
 # The default model: engine.zoo's MobileNetV2 (torchvision's topology, synthetic weights)
-# in the repository's data/ folder, written when first asked for (`model_file`).
+# in the repository's data/ folder, written when first asked for (`model_file`). Every
+# function taking a model also takes a zoo model name (workbench.models.model_names()).
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / DEFAULT_MODEL_PATH
 
 
 def check_model(model):
     """`model` unless as_model could not load it: ValueError for a type other than an
-    engine.Model, a path, bytes or an onnx.ModelProto, and for a missing file (what is in
-    the file is checked when it is loaded)."""
+    engine.Model, a zoo model name (workbench.models), a path, bytes or an onnx.ModelProto,
+    and for a missing file (what is in the file is checked when it is loaded)."""
+    if is_model_name(model):
+        return model
     if isinstance(model, (str, os.PathLike)):
         if not Path(model).is_file():
-            raise ValueError(f"model must be an existing ONNX file, got {str(model)!r} (not found)")
+            raise ValueError(f"model must be an existing ONNX file or a zoo model name ({', '.join(model_names())}), "
+                             f"got {str(model)!r} (not found)")
     elif not (isinstance(model, (engine.Model, bytes, bytearray, memoryview)) or hasattr(model, "SerializeToString")):
-        raise ValueError(f"model must be an engine.Model, an ONNX file path, bytes or an onnx.ModelProto, "
-                         f"got {type(model).__name__}")
+        raise ValueError(f"model must be an engine.Model, a zoo model name ({', '.join(model_names())}), an ONNX "
+                         f"file path, bytes or an onnx.ModelProto, got {type(model).__name__}")
     return model
 
 
 def as_model(model) -> engine.Model:
-    """An engine.Model from a Model, a path, bytes or an onnx.ModelProto. ValueError for
-    another type or a missing file (check_model); engine.ModelError for a file that is not
-    a model."""
+    """An engine.Model from a Model, a zoo model name (its data/<name>.onnx, written on first
+    use), a path, bytes or an onnx.ModelProto. ValueError for another type or a missing file
+    (check_model); engine.ModelError for a file that is not a model (or a zoo model the
+    engine cannot run yet)."""
     check_model(model)
-    return model if isinstance(model, engine.Model) else engine.load(model)
+    if isinstance(model, engine.Model):
+        return model
+    return engine.load(model_file(model) if is_model_name(model) else model)
 
 
-def model_file(path=DEFAULT_MODEL) -> Path:
-    """`path` if it is a file. DEFAULT_MODEL is written first when it is missing; another
-    missing file is a ValueError."""
-    path = Path(path)
-    if not path.is_file():
-        if path != DEFAULT_MODEL:
-            raise ValueError(f"model file not found: {path}")
+def model_file(model=DEFAULT_MODEL) -> Path:
+    """The ONNX file of `model`: a zoo model name (workbench.models: "resnet50", ...) ->
+    data/<name>.onnx, written first when missing; a path -> the path if it is a file.
+    DEFAULT_MODEL is written first when it is missing; another missing file is a ValueError
+    naming the zoo's models."""
+    if is_model_name(model):
+        return models.model_file(model)
+    path = Path(model) if isinstance(model, (str, os.PathLike)) else model
+    if path == DEFAULT_MODEL and not path.is_file():
         write_default_model(path)
-    return path
+    return models.model_file(path)
 
 
 def parse_fuse_blocks(value):
@@ -194,7 +205,8 @@ def profile(model, batch: int = 1, threads: int | None = None, tiles: engine.Til
             seed: int = 0, bytes: str = "model") -> pd.DataFrame:
     """Per-step profile of `model` at one configuration.
 
-    model: engine.Model, a path, bytes or an onnx.ModelProto.
+    model: engine.Model, a zoo model name ("resnet50": workbench.models), a path, bytes or an
+    onnx.ModelProto.
     batch: images, 1..4096. threads: 1..this machine's cores; default `default_threads()`
     (the cores, at most 2). tiles: engine.Tiles (every step's), or an engine.TileSchedule
     (tiles per step and fusion per block; one tuned for another model, batch, threads or

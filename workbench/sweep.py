@@ -42,7 +42,8 @@ from tqdm.auto import tqdm
 
 import engine
 from engine.checks import check_bool, check_repeats
-from workbench.profile import check_ceilings, check_model
+from workbench.models import is_model_name
+from workbench.profile import check_ceilings, check_model, model_file
 from workbench.sweep_grid import (CONFIG_COLUMNS, check_config, check_schedules, config_id, config_key, grid,
                                   schedule_digest)
 from workbench.sweep_runners import run_here, run_on_cluster
@@ -60,7 +61,9 @@ def sweep(model, batch=(1,), threads=(1,), tiles: dict | None = None, fuse_block
           progress: bool = True, schedules=None) -> pd.DataFrame:
     """Profile every combination of the given values; one row per (config, step).
 
-    model: a path, bytes or onnx.ModelProto (an engine.Model too, but not with a client).
+    model: a zoo model name ("resnet50": workbench.models; its data/<name>.onnx, written on
+        first use), a path, bytes or onnx.ModelProto (an engine.Model too, but not with a
+        client).
     batch, threads: a value or a list of values. tiles: {Tiles field: list of values}; a
         field not given keeps its Tiles() default. fuse_blocks: a value or a list of values
         among False, True and "auto" (fuse only where engine.fusion.fusion_wins expects a
@@ -89,6 +92,8 @@ def sweep(model, batch=(1,), threads=(1,), tiles: dict | None = None, fuse_block
     progress = check_bool("progress", progress)
     ceilings = check_ceilings(ceilings)
     _check_model_source(model, client)
+    if is_model_name(model):          # its file: workers are sent the file's bytes
+        model = model_file(model)
     previous = _previous(out, resume)
     todo = _not_yet_run(configs, previous, out)
     table = SweepTable(out, previous)

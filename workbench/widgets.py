@@ -1,11 +1,12 @@
 """`Explorer`: an ipywidgets panel around a live roofline (a plotly FigureWidget) that
-moves as you change core count, batch size, block fusion (off / auto / all blocks) and
-tile sizes, for every step at once or for one step, and that runs the tuner.
+moves as you change the model, core count, batch size, block fusion (off / auto / all
+blocks) and tile sizes, for every step at once or for one step, and that runs the tuner.
 
     import engine, workbench
-    explorer = workbench.Explorer(engine.load("data/mobilenet_v2.onnx"))
+    explorer = workbench.Explorer(engine.load("data/mobilenet_v2.onnx"))   # or Explorer("resnet50")
     explorer                                        # last expression of a cell: the panel
     explorer.controls["threads"].value = 1          # re-measures, redraws in place
+    explorer.set(model="resnet50")                  # another zoo model: loaded, then profiled
     explorer.set(batch=8, pointwise_pixels=32)      # several controls, one measurement
     explorer.set(fuse_blocks="auto")                # False, "auto" or True
     explorer.set(step=name, pointwise_pixels=128)   # that step's tiles only (per-layer mode)
@@ -34,6 +35,14 @@ default point (hollow) and an arrow from it to its tuned point, as before_after_
 does. The default points stay while the profile has the tuning's batch and threads. The
 tuned schedule chooses each block's fusion; touching the fusion selector hands every
 block back to it. Changing batch or threads keeps the tuned tiles, as a hand-made schedule.
+
+Model. The model dropdown (`controls["model"]`) lists the model the Explorer was made
+with and every model of the zoo (workbench.models.model_names(): torchvision's topologies,
+synthetic weights). Choosing another loads it (its data/<name>.onnx is written on first
+use) and profiles it with the controls' batch, threads, fusion and default tiles; the
+previous model's per-step tiles, tuning and selected step are dropped (they name its
+steps). A model the engine cannot load (yet) is refused in the message area and the
+dropdown goes back to the model shown.
 
 - A measurement is `workbench.profile` with the controls' values: one warm-up run and
   `repeats` timed runs, synchronously, in the kernel's thread. While it runs the progress
@@ -81,6 +90,7 @@ from workbench.before_after import match_steps, step_arrow
 from workbench.figure_parts import (OP_COLORS, format_ms, marker_sizes, op_kind, or_none, plotted_steps, short_name,
                                     step_members)
 from workbench.layer_list import LayerList
+from workbench.models import is_model_name, model_label, model_names
 from workbench.profile import (as_model, bound_at, check_ceilings, check_level, default_ceilings, fusion_label,
                                parse_fuse_blocks, profile, run_machine)
 from workbench.roofline import default_title, roofline_figure, update_roofline
@@ -112,6 +122,7 @@ MIN_FIGURE_WIDTH = 400                      # px; below this the figure keeps it
 DETAIL_HINT = "<i>click a point of the roofline, or a row of the table, to see its step here</i>"
 TUNE_BUDGET_SECONDS = 60.0                  # the Tune budget box's first value
 BEFORE_TRACE, SELECTION_TRACE = "tuning:before", "selection"   # the Explorer's overlay traces
+GIVEN_MODEL = "(given)"     # the model dropdown's value for a model given as other than a zoo name
 
 
 def slowest_layers(frame: pd.DataFrame, ceilings, level: str = "L2", count: int = SLOWEST_SHOWN) -> pd.DataFrame:
@@ -144,7 +155,8 @@ def slowest_layers(frame: pd.DataFrame, ceilings, level: str = "L2", count: int 
 class Explorer:
     """An interactive roofline of `model` on this machine.
 
-    model: engine.Model, a path to an ONNX file, bytes or an onnx.ModelProto.
+    model: a zoo model name ("resnet50": workbench.models), engine.Model, a path to an ONNX
+    file, bytes or an onnx.ModelProto; the model dropdown starts on it.
     ceilings: workbench.Ceilings (default: measure_ceilings(quick=True), cached on disk).
     batch (images), threads (default: every core), tiles (engine.Tiles, the same for every
     step, default Tiles(); or an engine.TileSchedule: tiles per step and fusion per block),
@@ -157,7 +169,8 @@ class Explorer:
     count or machine too). Afterwards nothing the controls do raises: errors go to the
     message area.
 
-    Attributes: controls (dict name -> widget: threads, batch, fuse_blocks (ToggleButtons
+    Attributes: controls (dict name -> widget: model (a zoo name, or GIVEN_MODEL for a
+    model given otherwise), threads, batch, fuse_blocks (ToggleButtons
     "off" / "auto" / "all blocks", values False / "auto" / True), level, step (the step
     picker: EVERY_STEP or a step's name) and one SelectionSlider per engine.Tiles field,
     named as the field), typed (field -> the box to type a tile value), run_button,
@@ -180,6 +193,10 @@ class Explorer:
         fuse_blocks = checks.check_fuse_blocks(fuse_blocks)
         check_ceilings(ceilings, threads)
         self.model = as_model(model)
+        # the dropdown's value for the model shown, and the given model (kept to go back to)
+        self._model_choice = model if is_model_name(model) else GIVEN_MODEL
+        self._given = (model_label(model) if isinstance(model, str) or hasattr(model, "__fspath__") else "given model",
+                       self.model) if self._model_choice == GIVEN_MODEL else None
         self.ceilings = default_ceilings(threads) if ceilings is None else ceilings
         check_level(self.ceilings, level)
 
@@ -252,7 +269,11 @@ class Explorer:
     def _make_controls(self, batch, threads, tiles, fuse_blocks, level) -> dict[str, widgets.Widget]:
         wide = {"description_width": "initial"}
         batches = sorted(set(BATCH_CHOICES) | {batch})
+        given = [(f"{self._given[0]} (given)", GIVEN_MODEL)] if self._given is not None else []
         controls: dict[str, widgets.Widget] = {
+            "model": widgets.Dropdown(options=given + [(name, name) for name in model_names()],
+                                      value=self._model_choice, description="model", style=wide,
+                                      layout=widgets.Layout(width="260px")),
             "threads": widgets.IntSlider(value=threads, min=1, max=engine.available_cores(), step=1,
                                          description="threads", continuous_update=False, style=wide),
             "batch": widgets.Dropdown(options=batches, value=batch, description="batch", style=wide,
@@ -273,7 +294,7 @@ class Explorer:
         return controls
 
     def _layout(self) -> widgets.VBox:
-        config_row = widgets.HBox([self.controls[n] for n in ("threads", "batch", "fuse_blocks", "level")])
+        config_row = widgets.HBox([self.controls[n] for n in ("model", "threads", "batch", "fuse_blocks", "level")])
         step_row = widgets.HBox([self.controls["step"], self.step_note])
         tile_rows = [widgets.HBox([item for n in TILE_FIELDS[i:i + 2] for item in (self.controls[n], self.typed[n])])
                      for i in range(0, len(TILE_FIELDS), 2)]
@@ -383,6 +404,11 @@ class Explorer:
         """`value` for control `name`, or ValueError naming the control, expected and got."""
         if name == "level":
             return check_level(self.ceilings, value)
+        if name == "model":
+            names = [v for _, v in self.controls["model"].options]
+            if not isinstance(value, str) or value not in names:
+                raise ValueError(f"model must be one of the model dropdown's values {names}, got {value!r}")
+            return value
         if name == "fuse_blocks":
             return checks.check_fuse_blocks(value)
         if name == "batch":
@@ -533,8 +559,16 @@ class Explorer:
 
     # ------------------------------------------------------------------ measuring and drawing
 
-    def _measure(self, config: dict) -> pd.DataFrame:
-        return profile(self.model, repeats=self.repeats, ceilings=self.ceilings, **config)
+    def _measure(self, config: dict, model: engine.Model | None = None) -> pd.DataFrame:
+        return profile(self.model if model is None else model, repeats=self.repeats, ceilings=self.ceilings, **config)
+
+    def _load_choice(self, choice: str) -> engine.Model:
+        """The model of a dropdown value: the given one, or a zoo model loaded (written first
+        when its file is missing). engine.ModelError when the engine cannot load it."""
+        if choice == GIVEN_MODEL:
+            return self._given[1]
+        self.status.value = f"loading {choice}…"
+        return as_model(choice)
 
     def run(self) -> pd.DataFrame | None:
         """Measure with the controls' current values and redraw the figure in place.
@@ -634,11 +668,23 @@ class Explorer:
             self._snap_back()
             self._say(f"invalid value: {error}; the controls are back at what the figure shows", "error")
             return None
+        choice = self.controls["model"].value
+        model = None
+        if choice != self._model_choice:          # another model: its steps have no tiles of their own yet
+            try:
+                model = self._load_choice(choice)
+            except CONFIG_ERRORS as error:
+                self._snap_back()
+                self._say(f"could not load {choice}: {error}; the model dropdown is back at the model shown", "error")
+                self._finish(False, "refused; the figure and the controls show the previous result")
+                return None
+            tiles = config["tiles"]
+            config = {**config, "tiles": tiles.default if isinstance(tiles, engine.TileSchedule) else tiles}
         self._say("")
         self._start(config)
         started = time.perf_counter()
         try:
-            frame = self._measure(config)
+            frame = self._measure(config, model)
         except CONFIG_ERRORS as error:
             self._snap_back()
             self._say(f"could not measure batch {config['batch']}, {config['threads']} thread(s), "
@@ -651,6 +697,10 @@ class Explorer:
             raise
         measured = time.perf_counter() - started
         started = time.perf_counter()
+        if model is not None:                     # the new model is the one shown from now on
+            self.model, self._model_choice = model, choice
+            self.tuning, self._target = None, None
+            basis = self.schedule
         # the measured tiles become the schedule, unless a step was selected meanwhile (from
         # another thread): that kept the sliders' values in the schedule already
         self._accept(frame, config["tiles"] if self.schedule is basis else self.schedule)
@@ -772,6 +822,7 @@ class Explorer:
         tiles of the held schedule): a refused value never stays on a control."""
         frame = self.profile
         with self.hold():
+            self.controls["model"].value = self._model_choice
             self.controls["threads"].value = int(frame["threads"].iloc[0])
             self.controls["batch"].value = int(frame["batch"].iloc[0])
             self.controls["fuse_blocks"].value = parse_fuse_blocks(frame["fuse_blocks"].iloc[0])
@@ -868,8 +919,9 @@ class Explorer:
             tiles_note = (f" {own} step{'s have' if own != 1 else ' has'} tiles of "
                           f"{'their' if own != 1 else 'its'} own" + (", blocks their own fusion" if self.schedule.fused
                                                                        else "") + ".")
+        shown = self._model_choice if self._model_choice != GIVEN_MODEL else self._given[0]
         self.summary.value = (
-            f"<b>{total * 1e3:.3g} ms</b> per run (sum of the steps' medians), {flops / total / 1e9:.3g} GFLOP/s "
+            f"{html.escape(shown)}: <b>{total * 1e3:.3g} ms</b> per run (sum of the steps' medians), {flops / total / 1e9:.3g} GFLOP/s "
             f"overall. At {html.escape(level)} (ridge point {ridge:.3g} FLOP/byte), {len(memory)} of "
             f"{len(with_flops)} steps with FLOPs are memory bound: "
             f"{float(memory['seconds'].sum()) / total:.0%} of the time.{tiles_note}")
