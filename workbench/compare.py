@@ -89,6 +89,7 @@ from engine import checks
 from engine.traffic import LEVELS
 from engine.checks import check_batch, check_repeats, check_seed
 from engine.version import package_version
+from workbench.activations import with_activations
 from workbench.before_after import before_after_figure
 from workbench.profile import check_ceilings, default_ceilings, default_threads, profile, summarise
 
@@ -447,7 +448,7 @@ def ort_node_profile(raw: pd.DataFrame, model: engine.Model, batch: int, threads
     frame["ort_node"] = [" + ".join(unit["ort_nodes"]) for _, unit in ordered]
     frame["ort_op"] = [" + ".join(unit["ort_ops"]) for _, unit in ordered]
     frame["mapped"] = [unit["layer"] is not None for _, unit in ordered]
-    return frame
+    return with_activations(frame, model)      # a mapped node's layer's activation, as in our profiles
 
 
 def _profile_ort(model_bytes: bytes, x: np.ndarray, threads: int, runs: int, workdir: str):

@@ -25,6 +25,7 @@ from workbench import ceilings as ceilings_module
 from workbench.atomic import atomic_path
 from workbench import models
 from workbench.models import is_model_name, model_names
+from workbench.activations import with_activations
 from workbench.shapes import logical_shapes
 from workbench.simulated_bytes import check_bytes_choice
 from workbench.spread import percentile_columns
@@ -256,7 +257,7 @@ def profile(model, batch: int = 1, threads: int | None = None, tiles: engine.Til
         model.run(x, threads=threads, tiles=tiles, fuse_blocks=fuse_blocks, hooks=[recorder], machine=machine)
     frame = records_frame(recorder.records)
     summary = summarise(frame, ceilings, run_seconds=[r.seconds for r in recorder.runs], fuse_blocks=fuse_blocks)
-    shaped = logical_shapes(summary, model)
+    shaped = with_activations(logical_shapes(summary, model), model)   # hover, detail panel, tables show it
     if bytes == "model":
         return shaped
     # here, not at the top: the bytes-check modules import this one's helpers
