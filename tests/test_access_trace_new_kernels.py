@@ -13,7 +13,7 @@ import pytest
 from engine.kernels import conv_nchwc, elementwise, pooling, squeeze_excite
 from engine.kernels._common import bind
 from engine.kernels.activation import HARDSWISH_DEFAULT, NO_ACTIVATION
-from engine.kernels.layout import CB
+from engine.kernels.layout import CB, channel_blocks
 from engine.trace.calls import kernel_and_arguments, trace_call
 from engine.trace.records import LOAD, STORE, register_bytes, touched_elements
 from engine.trace.scratch import REGION, SCRATCH_BASE
@@ -65,13 +65,18 @@ def assert_scratch_read_after_written(trace: np.ndarray) -> None:
     (2, 1, 5, 6, 6, 3, 2, 1, 9, 80, True, "none"),      # stride 2, two images in a pixel tile, a residual
     (1, 2, 2, 4, 5, 1, 2, 0, 5, 16, False, "none"),     # strided 1x1 (ResNet's downsample): no copy
     (1, 1, 2, 5, 4, 3, 1, 0, 64, 32, True, "hardswish"),  # no padding, rows run past the row end; activation
+    (1, 3, 2, 4, 4, 3, 1, 1, 5, 32, True, "none"),      # 3 input blocks: several input channel chunks
+    (1, "rgb", 2, 9, 9, 7, 2, 3, 3, 32, False, "none"),  # Cin = 3: the 4-lane packing, pixel tiles widened
 ])
 def test_conv_nchwc_trace_touches_what_the_kernel_reads_and_writes(n_images, cin_blocks, cout_blocks, height, width,
                                                                    kernel, stride, pad, pixels, channels, residual,
                                                                    activation):
     rng = np.random.default_rng(10)
+    lanes = CB
+    if cin_blocks == "rgb":
+        cin_blocks, lanes = 1, conv_nchwc.SHORT_LANES
     x = positive(rng, n_images, cin_blocks, height, width, CB)
-    w = positive(rng, cout_blocks, cin_blocks, kernel, kernel, CB, CB)
+    w = positive(rng, cout_blocks, cin_blocks, kernel, kernel, lanes, CB)
     b = positive(rng, cout_blocks, CB)
     out_h, out_w = (height + 2 * pad - kernel) // stride + 1, (width + 2 * pad - kernel) // stride + 1
     out = np.empty((n_images, cout_blocks, out_h, out_w, CB), np.float32)
@@ -83,13 +88,77 @@ def test_conv_nchwc_trace_touches_what_the_kernel_reads_and_writes(n_images, cin
     kernel_fn, kernel_args = kernel_and_arguments(call)
     trace = trace_call(kernel_fn, kernel_args)
     # assert_footprint binds without keywords; with an activation check through this call
+    # the 4-lane packing: the input copy loads every lane, the micro-kernel sums the first 4
+    dead = {"x": np.broadcast_to(np.arange(CB) >= lanes, x.shape).reshape(-1)} if lanes < CB else None
     if activation == "none":
-        assert np.array_equal(trace, assert_footprint(conv_nchwc.conv_nchwc, args, inputs, {"out": out}))
+        assert np.array_equal(trace, assert_footprint(conv_nchwc.conv_nchwc, args, inputs, {"out": out}, dead))
     else:
         _footprint_of_call(call, trace, inputs, {"out": out})
     assert_scratch_read_after_written(trace)
     assert bool(len(scratch_records(trace))) == (pad > 0)
     check_threads(conv_nchwc.conv_nchwc, args, trace, **act)
+
+
+def _expected_items(n_images, cin, cout, size, kernel, stride, pad, pixels, channels):
+    """The work items the kernel runs, from its documented split (module docstring), not
+    from work_split: pixel tiles of at least Wo * floor((kh - 1) / stride) pixels where the
+    input is copied (padding), times channel tiles."""
+    out_size = (size + 2 * pad - kernel) // stride + 1
+    if pad > 0 or (out_size - 1) * stride + kernel > size:
+        pixels = max(pixels, out_size * ((kernel - 1) // stride))
+    return -(-channel_blocks(cout) // max(1, channels // CB)) * -(-(n_images * out_size ** 2) // pixels)
+
+
+@pytest.mark.parametrize("n_images, cin, cout, size, kernel, stride, pad", [
+    (1, 64, 64, 56, 3, 1, 1),       # ResNet's 64x56x56 3x3: 28 items at 16 lanes (not 49)
+    (1, 512, 512, 7, 3, 1, 1),      # 512-channel 3x3: input channel chunks
+    (1, 3, 64, 224, 7, 2, 3),       # the RGB stem, 7x7 stride 2: 4-lane packing
+    (2, 128, 256, 28, 3, 2, 1),     # stride 2, two images
+    (1, 64, 128, 56, 1, 2, 0),      # strided 1x1: no copy, no widening
+])
+def test_conv_nchwc_trace_runs_the_kernels_work_items(n_images, cin, cout, size, kernel, stride, pad):
+    from engine.trace.conv_nchwc import conv_nchwc_items
+    weight, _bias = conv_nchwc.pack_conv_nchwc(np.zeros((cout, cin, kernel, kernel), np.float32), None)
+    out_size = (size + 2 * pad - kernel) // stride + 1
+    x_shape = (n_images, channel_blocks(cin), size, size, CB)
+    out_shape = (n_images, channel_blocks(cout), out_size, out_size, CB)
+    pixels, channels = conv_nchwc.DEFAULT_PIXELS, conv_nchwc.DEFAULT_CHANNELS
+    items = conv_nchwc_items(x_shape, weight.shape, out_shape, stride, stride, pad, pad, pixels, channels)
+    assert items == _expected_items(n_images, cin, cout, size, kernel, stride, pad, pixels, channels)
+    if (cin, size, kernel, CB) == (64, 56, 3, 16) and channels == 64:
+        assert items == 28
+    # the kernel itself runs the same split: its own function, the kernel's prange bound
+    n_channel_tiles, n_pixel_tiles, cin_chunk, _, _ = conv_nchwc.work_split(
+        n_images, size, size, channel_blocks(cout), out_size, out_size, kernel, kernel, weight.shape[4], stride,
+        stride, pad, pad, pixels, channels)
+    assert n_channel_tiles * n_pixel_tiles == items
+    tap_bytes = kernel * kernel * weight.shape[4] * CB * 4
+    assert cin_chunk == max(1, conv_nchwc.L1_WEIGHT_BYTES // (conv_nchwc.MAX_BLOCKS * tap_bytes))
+
+
+def touched_bytes(trace: np.ndarray, array: np.ndarray, kind: int) -> int:
+    """Bytes of `kind` records inside `array` (records lie inside one array or outside it)."""
+    start = array.__array_interface__["data"][0]
+    inside = (trace[:, 0] >= start) & (trace[:, 0] < start + array.nbytes) & (trace[:, 2] == kind)
+    return int(trace[inside, 1].sum())
+
+
+def test_conv_nchwc_trace_reads_and_writes_the_partial_sums_per_chunk():
+    """Three input blocks of 3x3 weights, more than one chunk: out is written once per
+    chunk and read back by every chunk after the first."""
+    rng = np.random.default_rng(12)
+    cin_blocks = 3
+    chunk = conv_nchwc.work_split(1, 4, 4, 1, 4, 4, 3, 3, CB, 1, 1, 1, 1, 64, 16)[2]
+    chunks = -(-cin_blocks // chunk)
+    x = positive(rng, 1, cin_blocks, 4, 4, CB)
+    w = positive(rng, 1, cin_blocks, 3, 3, CB, CB)
+    b = positive(rng, 1, CB)
+    out = np.empty((1, 1, 4, 4, CB), np.float32)
+    call = bind(conv_nchwc.conv_nchwc, x, w, b, out, 1, 1, 1, 1, -np.inf, np.inf, None, 64, 16)
+    trace = trace_call(*kernel_and_arguments(call))
+    stored = touched_bytes(trace, out, STORE)
+    loaded = touched_bytes(trace, out, LOAD)
+    assert stored == chunks * out.nbytes and loaded == (chunks - 1) * out.nbytes
 
 
 def _footprint_of_call(call, trace, inputs, outputs, every: int = 1):

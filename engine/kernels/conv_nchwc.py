@@ -294,6 +294,29 @@ def _tile_start(tile_index, n_tiles, total, rows):
     return start - start % rows
 
 
+@njit(cache=True)
+def work_split(n_images, height, width, cout_blocks, out_h, out_w, kernel_h, kernel_w, in_lanes, stride_h, stride_w,
+               pad_top, pad_left, pixels, channels):
+    """`_conv_kernel`'s work split, shared with its access trace (engine.trace.conv_nchwc):
+    (n_channel_tiles, n_pixel_tiles, cin_chunk, needs_copy, padded_w). Work items are
+    n_channel_tiles * n_pixel_tiles, pixel tile fastest; cin_chunk: input channel blocks
+    per reduction chunk (their weights for MAX_BLOCKS output blocks fit L1_WEIGHT_BYTES);
+    needs_copy: the windows leave the input, so each work item copies its input rows into a
+    zero-bordered buffer of padded_w columns, and a pixel tile then spans at least
+    out_w * floor((kh - 1) / stride_h) output pixels (the rows its copied halo amounts to)."""
+    blocks_per_item = max(1, channels // CB)
+    n_channel_tiles = (cout_blocks + blocks_per_item - 1) // blocks_per_item
+    tap_weights = kernel_h * kernel_w * in_lanes * CB
+    cin_chunk = max(1, L1_WEIGHT_BYTES // (MAX_BLOCKS * tap_weights * 4))
+    padded_w = max(width + pad_left, (out_w - 1) * stride_w + kernel_w)
+    needs_copy = (pad_top > 0 or pad_left > 0 or padded_w > width
+                  or (out_h - 1) * stride_h + kernel_h > height)
+    if needs_copy:
+        pixels = max(pixels, out_w * max(0, (kernel_h - 1) // stride_h))
+    n_pixel_tiles = (n_images * out_h * out_w + pixels - 1) // pixels
+    return n_channel_tiles, n_pixel_tiles, cin_chunk, needs_copy, padded_w
+
+
 @njit(parallel=True, cache=True)
 def _conv_kernel(x, w, bias, out, residual, has_residual, stride_h, stride_w, pad_top, pad_left, clip_min, clip_max,
                  act, alpha, beta, pixels, channels):
@@ -303,20 +326,13 @@ def _conv_kernel(x, w, bias, out, residual, has_residual, stride_h, stride_w, pa
     howo = out_h * out_w
     total = n_images * howo
     blocks_per_item = max(1, channels // CB)
-    n_channel_tiles = (cout_blocks + blocks_per_item - 1) // blocks_per_item
     full_rows = ROWS_FOR_BLOCKS[min(MAX_BLOCKS, blocks_per_item, cout_blocks)]
     w_block_stride = cin_blocks * kernel_h * kernel_w * in_lanes * CB
     tap_weights = kernel_h * kernel_w * in_lanes * CB  # elements of one (output block, input block) pair
-    cin_chunk = max(1, L1_WEIGHT_BYTES // (MAX_BLOCKS * tap_weights * 4))
     out_block_stride = howo * CB
-    # the windows leave the input (padding): each work item copies the input rows it needs
-    # into a zero-bordered buffer; else the micro-kernel reads x itself
-    padded_w = max(width + pad_left, (out_w - 1) * stride_w + kernel_w)
-    needs_copy = (pad_top > 0 or pad_left > 0 or padded_w > width
-                  or (out_h - 1) * stride_h + kernel_h > height)
-    if needs_copy:  # a pixel tile spans at least the output rows its copied halo amounts to
-        pixels = max(pixels, out_w * max(0, (kernel_h - 1) // stride_h))
-    n_pixel_tiles = (total + pixels - 1) // pixels
+    n_channel_tiles, n_pixel_tiles, cin_chunk, needs_copy, padded_w = work_split(
+        n_images, height, width, cout_blocks, out_h, out_w, kernel_h, kernel_w, in_lanes, stride_h, stride_w,
+        pad_top, pad_left, pixels, channels)
     # with an activation the micro-kernel stores v unclipped; activate + clip run after it
     low = np.float32(clip_min) if act == NONE else np.float32(-_FLOAT32_MAX)
     high = np.float32(clip_max) if act == NONE else np.float32(_FLOAT32_MAX)
@@ -527,8 +543,10 @@ def conv_nchwc_bytes(batch: int, cin: int, cout: int, h: int, w: int, out_h: int
     """Modelled bytes moved per memory level (engine.traffic), whole batch.
 
     Registers <- L1: per micro-tile (R pixels x B blocks) and tap, CB weight vectors per
-    block and CB input broadcasts per pixel; outputs (and residual) once.
-    Across a boundary, work items ordered channel tile fastest:
+    block and CB input broadcasts per pixel; outputs (and residual) once; plus the partial
+    sums' round trips: the reduction runs in chunks of input channel blocks (work_split's
+    cin_chunk), and each chunk after the first reads and writes out once more.
+    Across a boundary, work items ordered pixel tile fastest:
       weights  once if all of them stay resident (reused by every pixel tile); else once
                per pixel tile if one channel tile's slice stays resident; else once per
                micro-tile;
@@ -557,9 +575,13 @@ def conv_nchwc_bytes(batch: int, cin: int, cout: int, h: int, w: int, out_h: int
     taps = cin_p * kh * kw
     micro_tiles = ceil_div(total, rows)
     groups = ceil_div(cout_blocks, group)
+    in_lanes = min(lanes, SHORT_LANES) if cin <= SHORT_LANES else lanes
+    cin_chunk = max(1, L1_WEIGHT_BYTES // (max_blocks * kh * kw * in_lanes * lanes * FLOAT32))
+    chunks = ceil_div(cin_p // lanes, cin_chunk)
+    partial_sums = (chunks - 1) * total * cout_p * FLOAT32 * 2  # out read and written per later chunk
     registers = (total * taps * groups * FLOAT32          # broadcasts: per pixel, tap and block group
                  + micro_tiles * taps * cout_p * FLOAT32  # weight vectors: per micro-tile and tap
-                 + y_bytes)
+                 + y_bytes + partial_sums)
     pixel_tiles = ceil_div(total, pixels)
     tile_pixels = min(pixels, total)
     # input rows one pixel tile reads: its output rows (at least one) times stride, plus kh - stride

@@ -117,9 +117,11 @@ def _from_blocked(args, thread: int, threads: int) -> np.ndarray:
 def _conv_nchwc(args, thread: int, threads: int) -> np.ndarray:
     (x, w, bias, out, residual, has_residual, stride_h, stride_w, pad_top, pad_left, _low, _high, act, _alpha, _beta,
      pixels, channels) = args
-    begin, end = share(trace_conv.conv_nchwc_items(x.shape, out.shape, pixels, channels), thread, threads)
+    items = trace_conv.conv_nchwc_items(x.shape, w.shape, out.shape, stride_h, stride_w, pad_top, pad_left, pixels,
+                                        channels)
+    begin, end = share(items, thread, threads)
     return collect(trace_conv.trace_conv_nchwc, address_of(x), x.shape[:4], address_of(w),
-                   (w.shape[0], w.shape[2], w.shape[3]), address_of(bias), address_of(out), out.shape[2], out.shape[3],
+                   (w.shape[0], w.shape[2], w.shape[3], w.shape[4]), address_of(bias), address_of(out), out.shape[2], out.shape[3],
                    address_of(residual), bool(has_residual), stride_h, stride_w, pad_top, pad_left, act != 0,
                    pixels, channels, scratch_address(CONV_INPUT_ROWS, thread), begin, end)
 
