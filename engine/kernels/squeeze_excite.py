@@ -183,6 +183,15 @@ def _scale_block(w2f, b2f, maskf, hidden, scale, b, n_images, n_blocks, squeezed
             scale[us + _U(lane)] = activate(v, act, alpha, beta) * maskf[ub + _U(lane)]
 
 
+@njit(cache=True)
+def per_image_path(n_images, squeezed, padded, pixels):
+    """True where `_squeeze_excite_kernel` runs whole-image work items (its four passes per
+    image) instead of four batch-wide passes: batch >= PER_IMAGE_BATCH and the two weight
+    matrices (2 * S * Cp floats) no larger than one image (Cp * H * W floats). Shared by the
+    kernel, `squeeze_excite_bytes` and the access trace (engine.trace.calls)."""
+    return n_images >= PER_IMAGE_BATCH and 2 * squeezed * padded <= padded * pixels
+
+
 @njit(parallel=True, cache=True, fastmath=FASTMATH, error_model="numpy")  # numpy: as in elementwise (the gate's divide)
 def _squeeze_excite_kernel(x, w1, b1, w2, b2, mask, out, hidden_act, hidden_alpha, hidden_beta, low, high,
                            gate_act, gate_alpha, gate_beta):
@@ -206,8 +215,7 @@ def _squeeze_excite_kernel(x, w1, b1, w2, b2, mask, out, hidden_act, hidden_alph
     f_low, f_high = np.float32(low), np.float32(high)
 
     quads = squeezed // 4
-    weight_floats = 2 * squeezed * padded
-    if n_images >= PER_IMAGE_BATCH and weight_floats <= padded * pixels:
+    if per_image_path(n_images, squeezed, padded, pixels):
         # one image per item, its four passes back to back: the image's planes are still in
         # this core's L2 when the scale pass reads them again (the whole batch's are not), and
         # the weights (no larger than one image) are re-read from L2 per image
@@ -310,6 +318,8 @@ def squeeze_excite(x: np.ndarray, packed: tuple, out: np.ndarray, *, hidden_acti
     if min(x.shape) < 1:
         raise ValueError(f"{fn}: x must have no empty dimension, got {x.shape}")
     check_array(fn, "out", out, x.shape)
+    if out is not x and np.may_share_memory(out, x):
+        raise ValueError(f"{fn}: out must be x itself or not overlap x")
     if not isinstance(packed, tuple) or len(packed) != 5:
         raise ValueError(f"{fn}: packed must be the 5-tuple pack_squeeze_excite returns, got "
                          f"{type(packed).__name__}{'' if not isinstance(packed, tuple) else f' of {len(packed)}'}")
@@ -357,7 +367,7 @@ def squeeze_excite_bytes(batch: int, channels: int, squeezed: int, h: int, w: in
     padded = budget.padded(channels)
     x_bytes = batch * padded * h * w * FLOAT32
     weight_bytes = (2 * squeezed * padded + squeezed + 2 * padded) * FLOAT32
-    per_image = batch >= PER_IMAGE_BATCH and 2 * squeezed * padded <= padded * h * w     # as the kernel decides
+    per_image = per_image_path(batch, squeezed, padded, h * w)     # as the kernel decides
     registers = (3 * x_bytes + 3 * batch * squeezed * padded * FLOAT32       # x twice, out; W1 + pooled, W2
                  + batch * (3 * padded + 2 * squeezed) * FLOAT32)
     below = {}

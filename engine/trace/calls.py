@@ -139,6 +139,12 @@ def _squeeze_excite(args, thread: int, threads: int) -> np.ndarray:
     n_images, n_blocks = x.shape[:2]
     squeezed = w1.shape[0]
     planes = n_images * n_blocks
+    if squeeze_excite.per_image_path(n_images, squeezed, n_blocks * squeeze_excite.CB, x.shape[2] * x.shape[3]):
+        # whole-image items under one prange over the images
+        return collect(trace_se.trace_squeeze_excite_per_image, address_of(x), x.shape[:4], address_of(w1),
+                       address_of(b1), address_of(w2), address_of(b2), address_of(mask), address_of(out), squeezed,
+                       scratch_address(SE_POOLED), scratch_address(SE_HIDDEN), scratch_address(SE_SCALE),
+                       *share(n_images, thread, threads))
     parallel = n_images * squeezed * n_blocks * squeeze_excite.CB >= squeeze_excite.SERIAL_MACS
     if parallel:        # passes 2 and 3 under prange: four rows per item, then the last rows one by one
         quads = squeezed // 4

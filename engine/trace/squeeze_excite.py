@@ -13,7 +13,11 @@ pass 2, 3 and 4; passes 2 and 3 run on the calling thread alone below SERIAL_MAC
    written vector by vector, traced in pieces of PIECE bytes (a load then a store each: the
    kernel's alternation at a grain whose lines stay in L1 between the two).
 pooled, hidden and scale are allocated by the kernel on each call: modelled addresses
-(engine.trace.scratch)."""
+(engine.trace.scratch).
+
+On the per-image path (engine.kernels.squeeze_excite.per_image_path: batch >= PER_IMAGE_BATCH,
+weights no larger than one image) an item is one image, its four passes back to back, each
+as above for that image alone (`trace_squeeze_excite_per_image`)."""
 from __future__ import annotations
 
 from numba import njit
@@ -73,4 +77,46 @@ def trace_squeeze_excite(trace, count, x_address, x_shape, w1_address, b1_addres
     for item in range(scale_begin, scale_end):
         count = load(trace, count, scale + item * VECTOR, VECTOR)
         count = trace_stream(trace, count, x_address, out_address, item * plane, plane)
+    return count
+
+
+@njit(cache=True)
+def trace_squeeze_excite_per_image(trace, count, x_address, x_shape, w1_address, b1_address, w2_address, b2_address,
+                                   mask_address, out_address, squeezed, pooled, hidden, scale, image_begin,
+                                   image_end):
+    """`_squeeze_excite_kernel`'s accesses on its per-image path, images [image_begin,
+    image_end): per image its pool (block by block), W1 in four-row items then the last
+    rows one by one, W2 block by block, then the scale pass block by block."""
+    n_images, n_blocks, height, width = x_shape
+    plane = height * width * VECTOR
+    padded = n_blocks * CB
+    row_bytes = padded * FLOAT32
+    quads = squeezed // 4
+    for n in range(image_begin, image_end):
+        image_pooled = pooled + n * row_bytes
+        image_hidden = hidden + n * squeezed * FLOAT32
+        image_scale = scale + n * row_bytes
+        for b in range(n_blocks):
+            item = n * n_blocks + b
+            count = load(trace, count, x_address + item * plane, plane)
+            count = store(trace, count, pooled + item * VECTOR, VECTOR)
+        for item in range(quads + squeezed - 4 * quads):
+            first = 4 * item if item < quads else 3 * quads + item
+            rows = 4 if item < quads else 1
+            for r in range(rows):
+                count = load(trace, count, w1_address + (first + r) * row_bytes, row_bytes)
+            count = load(trace, count, image_pooled, row_bytes)
+            for r in range(rows):
+                count = load(trace, count, b1_address + (first + r) * FLOAT32, FLOAT32)
+                count = store(trace, count, image_hidden + (first + r) * FLOAT32, FLOAT32)
+        for b in range(n_blocks):
+            count = load(trace, count, image_hidden, squeezed * FLOAT32)
+            count = load(trace, count, w2_address + b * squeezed * VECTOR, squeezed * VECTOR)
+            count = load(trace, count, b2_address + b * VECTOR, VECTOR)
+            count = load(trace, count, mask_address + b * VECTOR, VECTOR)
+            count = store(trace, count, image_scale + b * VECTOR, VECTOR)
+        for b in range(n_blocks):
+            item = n * n_blocks + b
+            count = load(trace, count, scale + item * VECTOR, VECTOR)
+            count = trace_stream(trace, count, x_address, out_address, item * plane, plane)
     return count
