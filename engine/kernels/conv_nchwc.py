@@ -545,7 +545,9 @@ def conv_nchwc_bytes(batch: int, cin: int, cout: int, h: int, w: int, out_h: int
     Registers <- L1: per micro-tile (R pixels x B blocks) and tap, CB weight vectors per
     block and CB input broadcasts per pixel; outputs (and residual) once; plus the partial
     sums' round trips: the reduction runs in chunks of input channel blocks (work_split's
-    cin_chunk), and each chunk after the first reads and writes out once more.
+    cin_chunk), and each chunk after the first reads and writes out once more; where the
+    windows leave the input, each work item's copy of its input rows (loaded, then the
+    zero-bordered buffer stored), pixel tiles widened as work_split widens them.
     Across a boundary, work items ordered pixel tile fastest:
       weights  once if all of them stay resident (reused by every pixel tile); else once
                per pixel tile if one channel tile's slice stays resident; else once per
@@ -579,9 +581,38 @@ def conv_nchwc_bytes(batch: int, cin: int, cout: int, h: int, w: int, out_h: int
     cin_chunk = max(1, L1_WEIGHT_BYTES // (max_blocks * kh * kw * in_lanes * lanes * FLOAT32))
     chunks = ceil_div(cin_p // lanes, cin_chunk)
     partial_sums = (chunks - 1) * total * cout_p * FLOAT32 * 2  # out read and written per later chunk
+    # where the windows leave the input (padding, inferred: ONNX-style symmetric pads, the top
+    # one the larger), every work item copies its segments' input rows into a zero-bordered
+    # buffer: the rows inside the input loaded, the whole buffer stored; pixel tiles widened
+    pad_h = max(0, (out_h - 1) * stride + kh - h)
+    pad_w = max(0, (out_w - 1) * stride + kw - w)
+    copy = 0
+    if pad_h or pad_w:
+        pixels = max(pixels, out_w * max(0, (kh - 1) // stride))
+        pad_top = (pad_h + 1) // 2
+        padded_w = max(w + (pad_w + 1) // 2, (out_w - 1) * stride + kw)
+        n_tiles = ceil_div(total, pixels)
+        howo = out_h * out_w
+        for tile in range(n_tiles):       # as the kernel's _tile_start and its segments
+            begin = tile * total // n_tiles
+            begin -= begin % rows
+            end = total if tile + 1 >= n_tiles else (tile + 1) * total // n_tiles
+            end = end if tile + 1 >= n_tiles else end - end % rows
+            segment = begin
+            while segment < end:
+                image = segment // howo
+                segment_end = min(end, (image + 1) * howo)
+                first_row = (segment - image * howo) // out_w
+                last_row = (segment_end - 1 - image * howo) // out_w
+                src_rows = (last_row - first_row) * stride + kh
+                row0 = first_row * stride - pad_top
+                inside = max(0, min(src_rows, h - row0) - max(0, -row0))
+                copy += src_rows * padded_w + inside * w
+                segment = segment_end
+        copy *= cin_p * FLOAT32 * ceil_div(cout_blocks, blocks_per_item)
     registers = (total * taps * groups * FLOAT32          # broadcasts: per pixel, tap and block group
                  + micro_tiles * taps * cout_p * FLOAT32  # weight vectors: per micro-tile and tap
-                 + y_bytes + partial_sums)
+                 + y_bytes + partial_sums + copy)
     pixel_tiles = ceil_div(total, pixels)
     tile_pixels = min(pixels, total)
     # input rows one pixel tile reads: its output rows (at least one) times stride, plus kh - stride
