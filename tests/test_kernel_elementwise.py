@@ -94,6 +94,21 @@ def test_activation_step_in_place(activation, threads):
     assert_matches(flat, expected)
 
 
+def test_activation_step_rejects_out_partly_overlapping_x():
+    memory = np.zeros(3 * CB * 4, np.float32)
+    x = memory[:2 * CB * 4].reshape(1, 2, 1, 4, CB)
+    shifted = memory[CB:CB + 2 * CB * 4].reshape(1, 2, 1, 4, CB)
+    with pytest.raises(ValueError, match="activation_step: out must be x itself or not overlap x"):
+        elementwise.activation_step(x, shifted, 2 * CB, activation=("sigmoid", 0.0, 0.0))
+    flat = np.zeros(2 * 777 + 1, np.float32)
+    with pytest.raises(ValueError, match="activation_step: out must be x itself or not overlap x"):
+        elementwise.activation_step(flat[:2 * 777].reshape(2, 777), flat[1:].reshape(2, 777), 777,
+                                    activation=("silu", 0.0, 0.0))
+    # another view of exactly x's memory is x itself
+    elementwise.activation_step(x, memory[:2 * CB * 4].reshape(1, 2, 1, 4, CB), 2 * CB,
+                                activation=("sigmoid", 0.0, 0.0))
+
+
 def test_activation_step_flops_and_bytes():
     assert elementwise.activation_step_flops(2, 21, 5, 7, ("hardswish", 1 / 6, 0.5)) == 2 * 21 * 35 * 4
     assert elementwise.activation_step_flops(2, 21, 5, 7, ("none", 0.0, 0.0)) == 0

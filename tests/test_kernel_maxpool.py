@@ -135,3 +135,16 @@ def test_max_pool_bound_call_equals_the_direct_call():
     pooling.max_pool(x, direct, 3, 3, 2, 2, 1, 1)
     bind(pooling.max_pool, x, bound, 3, 3, 2, 2, 1, 1)()
     assert np.array_equal(direct, bound)
+
+
+def test_max_pool_rejects_out_overlapping_x():
+    # a pool written over (part of) its own input would read maxima already written
+    memory = np.zeros(7 * 6 * CB, np.float32)
+    x = memory[:6 * 6 * CB].reshape(1, 1, 6, 6, CB)
+    out = memory[3 * 6 * CB:3 * 6 * CB + 4 * 4 * CB].reshape(1, 1, 4, 4, CB)    # from x's row 3 on
+    with pytest.raises(ValueError, match="max_pool: out must not overlap x"):
+        pooling.max_pool(x, out, 3, 3, 1, 1, 0, 0)
+    same = np.zeros((1, 1, 3, 3, CB), np.float32)
+    with pytest.raises(ValueError, match="max_pool: out must not overlap x"):
+        pooling.max_pool(same, same, 1, 1, 1, 1, 0, 0)
+    pooling.max_pool(x, np.zeros((1, 1, 4, 4, CB), np.float32), 3, 3, 1, 1, 0, 0)   # apart: accepted

@@ -93,9 +93,19 @@ def _activation_blocked_kernel(x, out, channels, code, alpha, beta, low, high):
         _span(xf, of, item * plane, (item + 1) * plane, mask, code, a, b, lo, hi)
 
 
+def _check_in_place(fn: str, x: np.ndarray, out: np.ndarray) -> None:
+    """out may be x (the same memory: same start, and the shapes already equal and both
+    C-contiguous), or not overlap it at all: a partial overlap would read elements already written."""
+    if out is x or out.__array_interface__["data"][0] == x.__array_interface__["data"][0]:
+        return
+    if np.may_share_memory(x, out):
+        raise ValueError(f"{fn}: out must be x itself or not overlap x, got out partly overlapping x")
+
+
 def activation_step(x: np.ndarray, out: np.ndarray, channels: int, *, activation,
                     clip=(-math.inf, math.inf)) -> None:
-    """out = clip(activate(x), clip[0], clip[1]), written in place; out may be x.
+    """out = clip(activate(x), clip[0], clip[1]), written in place; out may be x (any
+    other overlap with x is a ValueError).
 
     x, out: the same shape, float32 C-contiguous: flat (N, F) with channels == F, or NCHWc
     (N, Cb, H, W, CB) with ceil(channels / CB) == Cb, whose padded lanes (channel >=
@@ -116,12 +126,14 @@ def activation_step(x: np.ndarray, out: np.ndarray, channels: int, *, activation
     if isinstance(x, np.ndarray) and x.ndim == 2:
         check_array(fn, "x", x, (None, channels))
         check_array(fn, "out", out, x.shape)
+        _check_in_place(fn, x, out)
         launch(_activation_flat_kernel, x, out, code, alpha, beta, low, high)
         return
     check_array(fn, "x", x, (None, channel_blocks(channels), None, None, CB))
     if min(x.shape) < 1:
         raise ValueError(f"{fn}: x must have no empty dimension, got {x.shape}")
     check_array(fn, "out", out, x.shape)
+    _check_in_place(fn, x, out)
     launch(_activation_blocked_kernel, x, out, channels, code, alpha, beta, low, high)
 
 

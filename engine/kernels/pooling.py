@@ -213,7 +213,7 @@ def max_pool(x: np.ndarray, out: np.ndarray, kernel_h: int, kernel_w: int, strid
     """out = ONNX MaxPool(x) (2-d, dilation 1, ceil_mode 0), written in place.
 
     x: (N, Cb, H, W, CB) float32 NCHWc; out: (N, Cb, Ho, Wo, CB) float32. Ho and Wo are
-    taken from out: they imply the end pads (bottom, right). Padding never wins (ONNX pads
+    taken from out: they imply the end pads (bottom, right); out must not overlap x. Padding never wins (ONNX pads
     with -inf). Every window must overlap the input: pad_top < kernel_h, pad_left < kernel_w,
     and the last row's and column's windows must start inside the input (the implied end
     pads < kernel); anything else is a ValueError (ONNX would give -inf there). Padded
@@ -232,6 +232,9 @@ def max_pool(x: np.ndarray, out: np.ndarray, kernel_h: int, kernel_w: int, strid
     if min(x.shape) < 1:
         raise ValueError(f"{fn}: x must have no empty dimension, got {x.shape}")
     check_array(fn, "out", out, (n_images, n_blocks, None, None, CB))
+    if np.may_share_memory(x, out):
+        raise ValueError(f"{fn}: out must not overlap x (a window would read maxima already written), "
+                         f"got out sharing memory with x")
     out_h, out_w = out.shape[2:4]
     for axis, size, got, kernel, stride, pad, kernel_name, pad_name in (
             ("height", height, out_h, kernel_h, stride_h, pad_top, "kernel_h", "pad_top"),
