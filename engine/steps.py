@@ -243,7 +243,8 @@ def _max_pool(item: LayerItem, ctx: StepContext, ahead) -> Step:
     call = bind(pooling.max_pool, x, out, kh, kw, sh, sw, top, left)
     return Step(name=layer.name, op="maxpool", input_shape=x.shape, output_shape=out.shape, flops=0,
                 other_flops=pooling.max_pool_flops(batch, channels, ho, wo, kh, kw), call=call,
-                bytes=pooling.max_pool_bytes(batch, channels, h, w, ho, wo, kh, kw, ctx.config.budget),
+                bytes=pooling.max_pool_bytes(batch, channels, h, w, ho, wo, kh, kw, sh, sw,
+                                                       ctx.config.budget),
                 layer=layer, inputs=tuple(layer.inputs), output=layer.output)
 
 

@@ -77,13 +77,22 @@ def test_max_pool_flops_one_compare_per_window_element():
 
 def test_max_pool_bytes_input_and_output_once_when_rows_fit():
     budget = CacheBudget(L1=48 * 1024, L2=2 * 1024 * 1024, L3=32 * 1024 * 1024, lanes=16)
-    moved = pooling.max_pool_bytes(1, 64, 112, 112, 56, 56, 3, 3, budget)
+    moved = pooling.max_pool_bytes(1, 64, 112, 112, 56, 56, 3, 3, 2, 2, budget)
     x_bytes, y_bytes = 64 * 112 * 112 * 4, 64 * 56 * 56 * 4
     assert moved["DRAM"] == moved["L3"] == moved["L2"] == x_bytes + y_bytes
     assert moved["L1"] == y_bytes * 10      # nine loads and one store per output vector
     tiny = CacheBudget(L1=1024, L2=2 * 1024 * 1024, L3=32 * 1024 * 1024, lanes=16)
-    assert pooling.max_pool_bytes(1, 64, 112, 112, 56, 56, 3, 3, tiny)["L2"] == int(x_bytes * 1.5) + y_bytes
+    assert pooling.max_pool_bytes(1, 64, 112, 112, 56, 56, 3, 3, 2, 2, tiny)["L2"] == int(x_bytes * 1.5) + y_bytes
 
+
+
+def test_max_pool_bytes_uses_the_given_stride_on_a_small_map():
+    # 5x5, 3x3 stride 1, no padding -> 3x3: round(5 / 3) would guess stride 2
+    tiny = CacheBudget(L1=1024, L2=2 * 1024 * 1024, L3=32 * 1024 * 1024, lanes=16)
+    x_bytes, y_bytes = 16 * 5 * 5 * 4, 16 * 3 * 3 * 4
+    moved = pooling.max_pool_bytes(1, 16, 5, 5, 3, 3, 3, 3, 1, 1, tiny)
+    assert moved["L2"] == x_bytes * 3 + y_bytes        # each input row read once per output row: kh / 1
+    assert pooling.max_pool_bytes(1, 16, 5, 5, 2, 2, 3, 3, 2, 2, tiny)["L2"] == int(x_bytes * 1.5) + 16 * 4 * 4
 
 def good_args(**change):
     args = dict(x=np.zeros((1, 2, 5, 5, CB), np.float32), out=np.zeros((1, 2, 3, 3, CB), np.float32),

@@ -258,14 +258,14 @@ def max_pool_flops(batch: int, channels: int, out_h: int, out_w: int, kh: int, k
 
 
 def max_pool_bytes(batch: int, channels: int, h: int, w: int, out_h: int, out_w: int, kh: int, kw: int,
-                   budget) -> dict[str, int]:
+                   stride_h: int, stride_w: int, budget) -> dict[str, int]:
     """Modelled bytes moved per memory level (engine.traffic), whole batch.
 
     Registers <- L1: every output vector loads kh * kw input vectors and stores itself once.
     Across a boundary: the output once; the input once if the kh input rows one output row
     reads stay resident while the next output row is computed (its rows overlap them when
     the stride is below the kernel), else each input row once per output row reading it
-    (kh / stride times, the stride taken from the sizes)."""
+    (kh / stride_h times). stride_w does not enter: a row's columns are re-read from L1."""
     from engine.traffic import FLOAT32, by_level, fits     # here: as in global_average_pool_bytes
 
     lanes = budget.lanes
@@ -273,7 +273,6 @@ def max_pool_bytes(batch: int, channels: int, h: int, w: int, out_h: int, out_w:
     x_bytes = planes * h * w * lanes * FLOAT32
     y_bytes = planes * out_h * out_w * lanes * FLOAT32
     registers = y_bytes * (kh * kw + 1)
-    stride_h = max(1, round(h / out_h))     # ONNX: out_h = (h + pads - kh) // stride + 1, about h / stride
     window_rows = kh * w * lanes * FLOAT32
     below = {}
     for boundary in ("L2", "L3", "DRAM"):
