@@ -145,6 +145,7 @@ def good_args(**change):
     (dict(activation=("relu", 0.0, 0.0)), "activation 'relu' is not one of"),
     (dict(activation="silu"), "activation must be (name, alpha, beta)"),
     (dict(activation=("hardswish", math.inf, 0.5)), "needs finite alpha and beta"),
+    (dict(activation=("hardsigmoid", 0.2, 1e39)), "needs alpha and beta within float32's range"),
     (dict(clip=(1.0, -1.0)), "clip must have low <= high"),
     (dict(clip=None), "clip must be (low, high)"),
 ])

@@ -22,8 +22,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from engine.kernels._common import _FLOAT32_MAX, FASTMATH, _U, check_array, check_int, launch, register_scratch
-from engine.kernels.activation import HARDSIGMOID, HARDSWISH, NONE, SIGMOID, SILU, activate, activation_code
+from engine.kernels._common import FASTMATH, _U, check_array, check_int, check_range, launch, register_scratch
+from engine.kernels.activation import HARDSIGMOID, HARDSWISH, NONE, SIGMOID, SILU, activate, kernel_activation
 from engine.kernels.activation import activation_flops as _activation_flops
 from engine.kernels.layout import CB, channel_blocks
 
@@ -114,14 +114,8 @@ def activation_step(x: np.ndarray, out: np.ndarray, channels: int, *, activation
     (low, high), low <= high, applied after it.
     """
     fn = "activation_step"
-    code, alpha, beta = activation_code(fn, activation, zero_preserving=False)
-    try:
-        low, high = (float(v) for v in clip)
-    except (TypeError, ValueError):
-        raise ValueError(f"{fn}: clip must be (low, high), got {clip!r}") from None
-    if not low <= high:      # also False for NaN
-        raise ValueError(f"{fn}: clip must have low <= high, got {clip!r}")
-    low, high = max(low, -_FLOAT32_MAX), min(high, _FLOAT32_MAX)   # keep infinities away from 'ninf'
+    code, alpha, beta = kernel_activation(fn, activation, zero_preserving=False)
+    low, high = check_range(fn, "clip", clip)
     channels = check_int(fn, "channels", channels, 1)
     if isinstance(x, np.ndarray) and x.ndim == 2:
         check_array(fn, "x", x, (None, channels))
