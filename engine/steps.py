@@ -278,13 +278,16 @@ def _activation(item: LayerItem, ctx: StepContext, ahead) -> Step:
     if blocked:
         channels, h, w = layer.output_shape
     else:
+        # the true feature count: a pooled vector's buffer is padded to whole blocks, and its
+        # padded columns must stay 0 (not f(0): sigmoid's 1/2)
         x, out = x.reshape(batch, -1), out.reshape(batch, -1)
-        channels, h, w = x.shape[1], 1, 1
+        channels, h, w = int(np.prod(layer.output_shape)), 1, 1
     call = bind(elementwise.activation_step, x, out, channels, activation=layer.activation, clip=layer.clip)
     elements = int(np.prod(layer.output_shape))
     return Step(name=layer.name, op="activation", input_shape=x.shape, output_shape=out.shape, flops=0,
                 other_flops=batch * elements * (activation_flops(layer.activation) + (layer.clip != NO_CLIP)),
-                call=call, bytes=elementwise.activation_step_bytes(batch, channels, h, w, ctx.config.budget, blocked),
+                call=call, bytes=elementwise.activation_step_bytes(batch, channels if blocked else x.shape[1], h, w,
+                                                               ctx.config.budget, blocked),
                 layer=layer, inputs=tuple(layer.inputs), output=layer.output)
 
 

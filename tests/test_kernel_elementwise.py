@@ -94,6 +94,18 @@ def test_activation_step_in_place(activation, threads):
     assert_matches(flat, expected)
 
 
+@pytest.mark.parametrize("shape, channels", [((3, 32), 21), ((2, 9000), 8990), ((5, 1), 1)])
+def test_activation_step_flat_padded_columns_come_out_zero(shape, channels, threads):
+    # a pooled vector (N, C_padded): sigmoid(0) = 0.5 must not land in the padded columns
+    x = inputs(shape, seed=6)
+    x[:, channels:] = 3.0
+    out = np.full_like(x, np.nan)
+    elementwise.activation_step(x, out, channels, activation=("sigmoid", 0.0, 0.0), clip=(-1.0, 0.75))
+    assert_matches(out[:, :channels], reference(x[:, :channels], ("sigmoid", 0.0, 0.0), (-1.0, 0.75)))
+    assert (out[:, channels:] == 0).all()
+    elementwise.activation_step(x, x, channels, activation=("sigmoid", 0.0, 0.0), clip=(-1.0, 0.75))
+    assert np.array_equal(x, out)
+
 def test_activation_step_rejects_out_partly_overlapping_x():
     memory = np.zeros(3 * CB * 4, np.float32)
     x = memory[:2 * CB * 4].reshape(1, 2, 1, 4, CB)
@@ -136,7 +148,8 @@ def good_args(**change):
     (dict(x=np.zeros((1, BLOCKS, 0, 3, CB), np.float32)), "x must have no empty dimension"),
     (dict(out=np.zeros((1, BLOCKS, 3, 4, CB), np.float32)), f"out must have shape (1, {BLOCKS}, 3, 3, {CB})"),
     (dict(out=np.zeros((1, BLOCKS, 3, 3, CB), np.float64)), "out must be float32"),
-    (dict(x=np.zeros((2, 20), np.float32), out=np.zeros((2, 21), np.float32)), "x must have shape (*, 21)"),
+    (dict(x=np.zeros((2, 20), np.float32), out=np.zeros((2, 20), np.float32)),
+     "x must have at least channels = 21 columns, got shape (2, 20)"),
     (dict(x=np.zeros((2, 21), np.float32), out=np.zeros((2, 22), np.float32)), "out must have shape (2, 21)"),
     (dict(x=np.zeros((2, 21), np.float32), out=np.zeros((2, 21, 1), np.float32)), "out must have shape (2, 21)"),
     (dict(x=np.zeros((2, 42), np.float32)[:, ::2], out=np.zeros((2, 21), np.float32)), "x must be C-contiguous"),

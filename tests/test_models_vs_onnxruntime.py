@@ -161,6 +161,25 @@ def test_standalone_activations_on_blocked_and_flat_tensors_match_onnxruntime(ac
         assert_close_to_reference(model.run(x, threads=threads), ort_run(proto, x))
 
 
+def test_a_standalone_activation_of_a_pooled_vector_leaves_its_padded_columns_zero():
+    # the pool writes (N, C_padded); the activation gets the true channel count, so its
+    # padded columns stay 0 rather than becoming sigmoid(0) = 1/2
+    g = GraphBuilder(3, 12)
+    pooled = g.node("GlobalAveragePool", [g.conv("input", 19, 3, 2)])
+    proto = g.model(g.act(g.node("Flatten", [pooled], axis=1), "sigmoid"))
+    plan = engine.load(proto).plan(2)
+    (step,) = [step for step in plan.steps if step.op == "activation"]
+    x, out, channels = step.call.args[:3]
+    assert channels == 19 and x.shape[1] > 19 and out.shape == x.shape
+    values = np.random.default_rng(0).standard_normal(x.shape).astype(np.float32)
+    values[:, 19:] = 0.0                            # as the pool leaves them
+    out[:] = np.nan
+    x[:] = values                                   # (x may be out: in place)
+    step.call()
+    assert_close_to_reference(out[:, :19], 1 / (1 + np.exp(-values[:, :19].astype(np.float64))))
+    assert (out[:, 19:] == 0).all()
+    assert step.other_flops == 2 * 19 * 3
+
 def test_an_activation_of_the_input_beside_a_stem_reading_it_sees_each_runs_input():
     # the stem reads the caller's batch in place; the activation reads the input as flat rows,
     # so the plan copies the input in for both (a stale copy would match the first run only)
