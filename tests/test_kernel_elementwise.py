@@ -124,6 +124,9 @@ def test_activation_step_rejects_out_partly_overlapping_x():
 def test_activation_step_flops_and_bytes():
     assert elementwise.activation_step_flops(2, 21, 5, 7, ("hardswish", 1 / 6, 0.5)) == 2 * 21 * 35 * 4
     assert elementwise.activation_step_flops(2, 21, 5, 7, ("none", 0.0, 0.0)) == 0
+    assert elementwise.activation_step_flops(2, 21, 5, 7, ("none", 0.0, 0.0), (0.0, math.inf)) == 2 * 21 * 35
+    assert elementwise.activation_step_flops(2, 21, 1, 1, ("sigmoid", 0.0, 0.0), (-1.0, 6.0)) == 2 * 21 * 4
+    assert elementwise.activation_step_flops(2, 21, 1, 1, ("sigmoid", 0.0, 0.0), (-math.inf, math.inf)) == 2 * 21 * 3
     budget = CacheBudget(L1=48 * 1024, L2=2 * 1024 * 1024, L3=32 * 1024 * 1024, lanes=16)
     assert elementwise.activation_step_bytes(2, 21, 5, 7, budget)["DRAM"] == 2 * 2 * 32 * 35 * 4
     assert elementwise.activation_step_bytes(2, 1000, 1, 1, budget, blocked=False)["L1"] == 2 * 2 * 1000 * 4

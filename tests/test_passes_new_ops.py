@@ -202,3 +202,15 @@ def test_squeeze_and_excitation_of_a_1x1_image_is_recognised_though_x_and_the_ga
     graph = passes(g.model(g.conv(x, 16)))
     conv, se, project = graph.layers
     assert conv.output_shape == (24, 1, 1) and se.op == "SqueezeExcite" and se.inputs == [conv.output]
+
+
+def test_the_squeeze_excitation_steps_flops_split_adds_up_to_the_kernels_count():
+    from engine.kernels.activation import activation_flops
+    from engine.kernels.squeeze_excite import squeeze_excite_flops
+    from engine.steps import _squeeze_excite_flops
+
+    hidden, gate = ("silu", 0.0, 0.0), ("hardsigmoid", 1 / 6, 0.5)
+    convs, other = _squeeze_excite_flops(2, 96, 24, 14, 14, hidden, gate)
+    assert convs == 2 * 2 * 2 * 24 * 96
+    assert convs + other == (squeeze_excite_flops(2, 96, 24, 14, 14) + 2 * 24 * activation_flops(hidden)
+                             + 2 * 96 * activation_flops(gate))

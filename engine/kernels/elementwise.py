@@ -141,10 +141,12 @@ def activation_step(x: np.ndarray, out: np.ndarray, channels: int, *, activation
     launch(_activation_blocked_kernel, x, out, channels, code, alpha, beta, low, high)
 
 
-def activation_step_flops(batch: int, channels: int, h: int, w: int, activation) -> int:
-    """The activation's FLOPs per element (`activation_flops`) over the real elements
-    (h = w = 1 for a flat tensor); the clip not counted, as in the conv epilogues."""
-    return batch * channels * h * w * _activation_flops(activation)
+def activation_step_flops(batch: int, channels: int, h: int, w: int, activation,
+                          clip=(-math.inf, math.inf)) -> int:
+    """The activation's FLOPs per element (`activation_flops`), plus 1 for a clip that bounds
+    anything (not (-inf, inf)), over the real elements (h = w = 1 for a flat tensor)."""
+    clipped = tuple(float(v) for v in clip) != (-math.inf, math.inf)
+    return batch * channels * h * w * (_activation_flops(activation) + clipped)
 
 
 def activation_step_bytes(batch: int, channels: int, h: int, w: int, budget, blocked: bool = True) -> dict[str, int]:
