@@ -33,10 +33,8 @@ HAND_BUILT = {
 
 
 def _zoo_builder(name: str):
-    builders = getattr(zoo, "MODELS", {})
-    if name not in builders:
-        pytest.skip(f"engine.zoo has no builder {name!r} yet")
-    return builders[name]
+    assert name in zoo.MODELS, f"engine.zoo has no builder {name!r}"       # they all exist: a missing one fails
+    return zoo.MODELS[name]
 
 
 def _build(name: str):
@@ -85,6 +83,17 @@ def test_network_matches_onnxruntime(name, batch, threads, config):
     model, x, reference = _model_and_reference(name, batch)
     assert_close_to_reference(model.run(x, threads=threads, **CONFIGS[config]), reference)
 
+
+def test_efficientnet_b0_at_batch_4_takes_the_per_image_squeeze_excitation_path_and_matches_onnxruntime():
+    from engine.kernels.squeeze_excite import PER_IMAGE_BATCH
+
+    batch = 4
+    assert batch >= PER_IMAGE_BATCH
+    model, x, reference = _model_and_reference("efficientnet_b0", batch)
+    per_image = [step for step in model.plan(batch).steps if step.op == "se"
+                 and 2 * step.layer.attrs["squeezed"] <= step.layer.input_shape[1] * step.layer.input_shape[2]]
+    assert per_image, "no squeeze-excitation layer on the per-image path at this resolution"
+    assert_close_to_reference(model.run(x, threads=min(2, engine.available_cores())), reference)
 
 # the exporters' other conventions the builders write (engine.zoo.styles.export_style): opsets
 # 13..18, HardSwish as HardSigmoid + Mul, BatchNormalization unfolded, the pools as ReduceMean
