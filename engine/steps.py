@@ -17,7 +17,7 @@ import numpy as np
 
 from engine.config import RunConfig
 from engine.fusion import block_rows_for
-from engine.graph import NO_CLIP, Graph, Layer
+from engine.graph import Graph, Layer
 from engine.kernels import (conv_nchwc, depthwise, direct_conv, elementwise, fused_block, linear, pointwise, pooling,
                             squeeze_excite)
 from engine.kernels._common import bind
@@ -243,8 +243,23 @@ def _max_pool(item: LayerItem, ctx: StepContext, ahead) -> Step:
     call = bind(pooling.max_pool, x, out, kh, kw, sh, sw, top, left)
     return Step(name=layer.name, op="maxpool", input_shape=x.shape, output_shape=out.shape, flops=0,
                 other_flops=pooling.max_pool_flops(batch, channels, ho, wo, kh, kw), call=call,
-                bytes=pooling.max_pool_bytes(batch, channels, h, w, ho, wo, kh, kw, ctx.config.budget),
+                bytes=pooling.max_pool_bytes(batch, channels, h, w, ho, wo, kh, kw, sh, sw,
+                                                       ctx.config.budget),
                 layer=layer, inputs=tuple(layer.inputs), output=layer.output)
+
+
+def _squeeze_excite_flops(batch: int, channels: int, squeezed: int, h: int, w: int, hidden_activation,
+                          gate_activation) -> tuple[int, int]:
+    """(flops, other_flops) of a squeeze-and-excitation step: its two 1x1 convs (2 per
+    multiply-accumulate, batch * 2 * squeezed * channels of them) as the conv part; the rest
+    of squeeze_excite_flops (pool and scaling) and the two activations as the other part.
+    Here, not beside the kernel, only because engine/kernels/squeeze_excite.py had another
+    owner when this was written: it belongs there."""
+    total = squeeze_excite.squeeze_excite_flops(batch, channels, squeezed, h, w)
+    matmuls = 2 * batch * 2 * squeezed * channels
+    other = (total - matmuls + batch * squeezed * activation_flops(hidden_activation)
+             + batch * channels * activation_flops(gate_activation))
+    return matmuls, other
 
 
 def _squeeze_excite(item: LayerItem, ctx: StepContext, ahead) -> Step:
@@ -256,10 +271,8 @@ def _squeeze_excite(item: LayerItem, ctx: StepContext, ahead) -> Step:
     call = bind(squeeze_excite.squeeze_excite, x, ctx.weights.by_layer[layer.name], out,
                 hidden_activation=layer.attrs["hidden_activation"], hidden_clip=layer.attrs["hidden_clip"],
                 gate_activation=layer.attrs["gate_activation"])
-    total = squeeze_excite.squeeze_excite_flops(batch, channels, squeezed, h, w)
-    matmuls = 2 * batch * 2 * squeezed * channels          # its two 1x1 convs: the conv part
-    other = (total - matmuls + batch * squeezed * activation_flops(layer.attrs["hidden_activation"])
-             + batch * channels * activation_flops(layer.attrs["gate_activation"]))
+    matmuls, other = _squeeze_excite_flops(batch, channels, squeezed, h, w, layer.attrs["hidden_activation"],
+                                           layer.attrs["gate_activation"])
     return Step(name=layer.name, op="se", input_shape=x.shape, output_shape=out.shape, flops=matmuls,
                 other_flops=other,
                 call=call, bytes=squeeze_excite.squeeze_excite_bytes(batch, channels, squeezed, h, w,
@@ -277,13 +290,16 @@ def _activation(item: LayerItem, ctx: StepContext, ahead) -> Step:
     if blocked:
         channels, h, w = layer.output_shape
     else:
+        # the true feature count: a pooled vector's buffer is padded to whole blocks, and its
+        # padded columns must stay 0 (not f(0): sigmoid's 1/2)
         x, out = x.reshape(batch, -1), out.reshape(batch, -1)
-        channels, h, w = x.shape[1], 1, 1
+        channels, h, w = int(np.prod(layer.output_shape)), 1, 1
     call = bind(elementwise.activation_step, x, out, channels, activation=layer.activation, clip=layer.clip)
     elements = int(np.prod(layer.output_shape))
     return Step(name=layer.name, op="activation", input_shape=x.shape, output_shape=out.shape, flops=0,
-                other_flops=batch * elements * (activation_flops(layer.activation) + (layer.clip != NO_CLIP)),
-                call=call, bytes=elementwise.activation_step_bytes(batch, channels, h, w, ctx.config.budget, blocked),
+                other_flops=elementwise.activation_step_flops(batch, elements, 1, 1, layer.activation, layer.clip),
+                call=call, bytes=elementwise.activation_step_bytes(batch, channels if blocked else x.shape[1], h, w,
+                                                               ctx.config.budget, blocked),
                 layer=layer, inputs=tuple(layer.inputs), output=layer.output)
 
 

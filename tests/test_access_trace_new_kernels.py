@@ -225,7 +225,7 @@ def test_max_pool_trace_register_bytes_are_the_models_l1_count():
     out = np.empty((1, 2, 6, 6, CB), np.float32)
     trace = trace_call(*kernel_and_arguments(bind(pooling.max_pool, x, out, 3, 3, 2, 2, 1, 1)))
     budget = CacheBudget(L1=1 << 15, L2=1 << 20, L3=1 << 24, lanes=CB)
-    assert register_bytes(trace) == pooling.max_pool_bytes(1, 2 * CB, 12, 12, 6, 6, 3, 3, budget)["L1"]
+    assert register_bytes(trace) == pooling.max_pool_bytes(1, 2 * CB, 12, 12, 6, 6, 3, 3, 2, 2, budget)["L1"]
 
 
 # ------------------------------------------------------------------------- squeeze-and-excitation

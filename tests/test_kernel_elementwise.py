@@ -94,9 +94,39 @@ def test_activation_step_in_place(activation, threads):
     assert_matches(flat, expected)
 
 
+@pytest.mark.parametrize("shape, channels", [((3, 32), 21), ((2, 9000), 8990), ((5, 1), 1)])
+def test_activation_step_flat_padded_columns_come_out_zero(shape, channels, threads):
+    # a pooled vector (N, C_padded): sigmoid(0) = 0.5 must not land in the padded columns
+    x = inputs(shape, seed=6)
+    x[:, channels:] = 3.0
+    out = np.full_like(x, np.nan)
+    elementwise.activation_step(x, out, channels, activation=("sigmoid", 0.0, 0.0), clip=(-1.0, 0.75))
+    assert_matches(out[:, :channels], reference(x[:, :channels], ("sigmoid", 0.0, 0.0), (-1.0, 0.75)))
+    assert (out[:, channels:] == 0).all()
+    elementwise.activation_step(x, x, channels, activation=("sigmoid", 0.0, 0.0), clip=(-1.0, 0.75))
+    assert np.array_equal(x, out)
+
+def test_activation_step_rejects_out_partly_overlapping_x():
+    memory = np.zeros(3 * CB * 4, np.float32)
+    x = memory[:2 * CB * 4].reshape(1, 2, 1, 4, CB)
+    shifted = memory[CB:CB + 2 * CB * 4].reshape(1, 2, 1, 4, CB)
+    with pytest.raises(ValueError, match="activation_step: out must be x itself or not overlap x"):
+        elementwise.activation_step(x, shifted, 2 * CB, activation=("sigmoid", 0.0, 0.0))
+    flat = np.zeros(2 * 777 + 1, np.float32)
+    with pytest.raises(ValueError, match="activation_step: out must be x itself or not overlap x"):
+        elementwise.activation_step(flat[:2 * 777].reshape(2, 777), flat[1:].reshape(2, 777), 777,
+                                    activation=("silu", 0.0, 0.0))
+    # another view of exactly x's memory is x itself
+    elementwise.activation_step(x, memory[:2 * CB * 4].reshape(1, 2, 1, 4, CB), 2 * CB,
+                                activation=("sigmoid", 0.0, 0.0))
+
+
 def test_activation_step_flops_and_bytes():
     assert elementwise.activation_step_flops(2, 21, 5, 7, ("hardswish", 1 / 6, 0.5)) == 2 * 21 * 35 * 4
     assert elementwise.activation_step_flops(2, 21, 5, 7, ("none", 0.0, 0.0)) == 0
+    assert elementwise.activation_step_flops(2, 21, 5, 7, ("none", 0.0, 0.0), (0.0, math.inf)) == 2 * 21 * 35
+    assert elementwise.activation_step_flops(2, 21, 1, 1, ("sigmoid", 0.0, 0.0), (-1.0, 6.0)) == 2 * 21 * 4
+    assert elementwise.activation_step_flops(2, 21, 1, 1, ("sigmoid", 0.0, 0.0), (-math.inf, math.inf)) == 2 * 21 * 3
     budget = CacheBudget(L1=48 * 1024, L2=2 * 1024 * 1024, L3=32 * 1024 * 1024, lanes=16)
     assert elementwise.activation_step_bytes(2, 21, 5, 7, budget)["DRAM"] == 2 * 2 * 32 * 35 * 4
     assert elementwise.activation_step_bytes(2, 1000, 1, 1, budget, blocked=False)["L1"] == 2 * 2 * 1000 * 4
@@ -121,7 +151,8 @@ def good_args(**change):
     (dict(x=np.zeros((1, BLOCKS, 0, 3, CB), np.float32)), "x must have no empty dimension"),
     (dict(out=np.zeros((1, BLOCKS, 3, 4, CB), np.float32)), f"out must have shape (1, {BLOCKS}, 3, 3, {CB})"),
     (dict(out=np.zeros((1, BLOCKS, 3, 3, CB), np.float64)), "out must be float32"),
-    (dict(x=np.zeros((2, 20), np.float32), out=np.zeros((2, 21), np.float32)), "x must have shape (*, 21)"),
+    (dict(x=np.zeros((2, 20), np.float32), out=np.zeros((2, 20), np.float32)),
+     "x must have at least channels = 21 columns, got shape (2, 20)"),
     (dict(x=np.zeros((2, 21), np.float32), out=np.zeros((2, 22), np.float32)), "out must have shape (2, 21)"),
     (dict(x=np.zeros((2, 21), np.float32), out=np.zeros((2, 21, 1), np.float32)), "out must have shape (2, 21)"),
     (dict(x=np.zeros((2, 42), np.float32)[:, ::2], out=np.zeros((2, 21), np.float32)), "x must be C-contiguous"),
@@ -130,6 +161,7 @@ def good_args(**change):
     (dict(activation=("relu", 0.0, 0.0)), "activation 'relu' is not one of"),
     (dict(activation="silu"), "activation must be (name, alpha, beta)"),
     (dict(activation=("hardswish", math.inf, 0.5)), "needs finite alpha and beta"),
+    (dict(activation=("hardsigmoid", 0.2, 1e39)), "needs alpha and beta within float32's range"),
     (dict(clip=(1.0, -1.0)), "clip must have low <= high"),
     (dict(clip=None), "clip must be (low, high)"),
 ])

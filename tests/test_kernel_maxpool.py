@@ -77,13 +77,22 @@ def test_max_pool_flops_one_compare_per_window_element():
 
 def test_max_pool_bytes_input_and_output_once_when_rows_fit():
     budget = CacheBudget(L1=48 * 1024, L2=2 * 1024 * 1024, L3=32 * 1024 * 1024, lanes=16)
-    moved = pooling.max_pool_bytes(1, 64, 112, 112, 56, 56, 3, 3, budget)
+    moved = pooling.max_pool_bytes(1, 64, 112, 112, 56, 56, 3, 3, 2, 2, budget)
     x_bytes, y_bytes = 64 * 112 * 112 * 4, 64 * 56 * 56 * 4
     assert moved["DRAM"] == moved["L3"] == moved["L2"] == x_bytes + y_bytes
     assert moved["L1"] == y_bytes * 10      # nine loads and one store per output vector
     tiny = CacheBudget(L1=1024, L2=2 * 1024 * 1024, L3=32 * 1024 * 1024, lanes=16)
-    assert pooling.max_pool_bytes(1, 64, 112, 112, 56, 56, 3, 3, tiny)["L2"] == int(x_bytes * 1.5) + y_bytes
+    assert pooling.max_pool_bytes(1, 64, 112, 112, 56, 56, 3, 3, 2, 2, tiny)["L2"] == int(x_bytes * 1.5) + y_bytes
 
+
+
+def test_max_pool_bytes_uses_the_given_stride_on_a_small_map():
+    # 5x5, 3x3 stride 1, no padding -> 3x3: round(5 / 3) would guess stride 2
+    tiny = CacheBudget(L1=1024, L2=2 * 1024 * 1024, L3=32 * 1024 * 1024, lanes=16)
+    x_bytes, y_bytes = 16 * 5 * 5 * 4, 16 * 3 * 3 * 4
+    moved = pooling.max_pool_bytes(1, 16, 5, 5, 3, 3, 3, 3, 1, 1, tiny)
+    assert moved["L2"] == x_bytes * 3 + y_bytes        # each input row read once per output row: kh / 1
+    assert pooling.max_pool_bytes(1, 16, 5, 5, 2, 2, 3, 3, 2, 2, tiny)["L2"] == int(x_bytes * 1.5) + 16 * 4 * 4
 
 def good_args(**change):
     args = dict(x=np.zeros((1, 2, 5, 5, CB), np.float32), out=np.zeros((1, 2, 3, 3, CB), np.float32),
@@ -135,3 +144,16 @@ def test_max_pool_bound_call_equals_the_direct_call():
     pooling.max_pool(x, direct, 3, 3, 2, 2, 1, 1)
     bind(pooling.max_pool, x, bound, 3, 3, 2, 2, 1, 1)()
     assert np.array_equal(direct, bound)
+
+
+def test_max_pool_rejects_out_overlapping_x():
+    # a pool written over (part of) its own input would read maxima already written
+    memory = np.zeros(7 * 6 * CB, np.float32)
+    x = memory[:6 * 6 * CB].reshape(1, 1, 6, 6, CB)
+    out = memory[3 * 6 * CB:3 * 6 * CB + 4 * 4 * CB].reshape(1, 1, 4, 4, CB)    # from x's row 3 on
+    with pytest.raises(ValueError, match="max_pool: out must not overlap x"):
+        pooling.max_pool(x, out, 3, 3, 1, 1, 0, 0)
+    same = np.zeros((1, 1, 3, 3, CB), np.float32)
+    with pytest.raises(ValueError, match="max_pool: out must not overlap x"):
+        pooling.max_pool(same, same, 1, 1, 1, 1, 0, 0)
+    pooling.max_pool(x, np.zeros((1, 1, 4, 4, CB), np.float32), 3, 3, 1, 1, 0, 0)   # apart: accepted

@@ -33,10 +33,8 @@ HAND_BUILT = {
 
 
 def _zoo_builder(name: str):
-    builders = getattr(zoo, "MODELS", {})
-    if name not in builders:
-        pytest.skip(f"engine.zoo has no builder {name!r} yet")
-    return builders[name]
+    assert name in zoo.MODELS, f"engine.zoo has no builder {name!r}"       # they all exist: a missing one fails
+    return zoo.MODELS[name]
 
 
 def _build(name: str):
@@ -85,6 +83,17 @@ def test_network_matches_onnxruntime(name, batch, threads, config):
     model, x, reference = _model_and_reference(name, batch)
     assert_close_to_reference(model.run(x, threads=threads, **CONFIGS[config]), reference)
 
+
+def test_efficientnet_b0_at_batch_4_takes_the_per_image_squeeze_excitation_path_and_matches_onnxruntime():
+    from engine.kernels.squeeze_excite import PER_IMAGE_BATCH
+
+    batch = 4
+    assert batch >= PER_IMAGE_BATCH
+    model, x, reference = _model_and_reference("efficientnet_b0", batch)
+    per_image = [step for step in model.plan(batch).steps if step.op == "se"
+                 and 2 * step.layer.attrs["squeezed"] <= step.layer.input_shape[1] * step.layer.input_shape[2]]
+    assert per_image, "no squeeze-excitation layer on the per-image path at this resolution"
+    assert_close_to_reference(model.run(x, threads=min(2, engine.available_cores())), reference)
 
 # the exporters' other conventions the builders write (engine.zoo.styles.export_style): opsets
 # 13..18, HardSwish as HardSigmoid + Mul, BatchNormalization unfolded, the pools as ReduceMean
@@ -160,6 +169,25 @@ def test_standalone_activations_on_blocked_and_flat_tensors_match_onnxruntime(ac
     for threads in (1, min(2, engine.available_cores())):
         assert_close_to_reference(model.run(x, threads=threads), ort_run(proto, x))
 
+
+def test_a_standalone_activation_of_a_pooled_vector_leaves_its_padded_columns_zero():
+    # the pool writes (N, C_padded); the activation gets the true channel count, so its
+    # padded columns stay 0 rather than becoming sigmoid(0) = 1/2
+    g = GraphBuilder(3, 12)
+    pooled = g.node("GlobalAveragePool", [g.conv("input", 19, 3, 2)])
+    proto = g.model(g.act(g.node("Flatten", [pooled], axis=1), "sigmoid"))
+    plan = engine.load(proto).plan(2)
+    (step,) = [step for step in plan.steps if step.op == "activation"]
+    x, out, channels = step.call.args[:3]
+    assert channels == 19 and x.shape[1] > 19 and out.shape == x.shape
+    values = np.random.default_rng(0).standard_normal(x.shape).astype(np.float32)
+    values[:, 19:] = 0.0                            # as the pool leaves them
+    out[:] = np.nan
+    x[:] = values                                   # (x may be out: in place)
+    step.call()
+    assert_close_to_reference(out[:, :19], 1 / (1 + np.exp(-values[:, :19].astype(np.float64))))
+    assert (out[:, 19:] == 0).all()
+    assert step.other_flops == 2 * 19 * 3
 
 def test_an_activation_of_the_input_beside_a_stem_reading_it_sees_each_runs_input():
     # the stem reads the caller's batch in place; the activation reads the input as flat rows,

@@ -202,3 +202,39 @@ def test_squeeze_and_excitation_of_a_1x1_image_is_recognised_though_x_and_the_ga
     graph = passes(g.model(g.conv(x, 16)))
     conv, se, project = graph.layers
     assert conv.output_shape == (24, 1, 1) and se.op == "SqueezeExcite" and se.inputs == [conv.output]
+
+
+def test_the_squeeze_excitation_steps_flops_split_adds_up_to_the_kernels_count():
+    from engine.kernels.activation import activation_flops
+    from engine.kernels.squeeze_excite import squeeze_excite_flops
+    from engine.steps import _squeeze_excite_flops
+
+    hidden, gate = ("silu", 0.0, 0.0), ("hardsigmoid", 1 / 6, 0.5)
+    convs, other = _squeeze_excite_flops(2, 96, 24, 14, 14, hidden, gate)
+    assert convs == 2 * 2 * 2 * 24 * 96
+    assert convs + other == (squeeze_excite_flops(2, 96, 24, 14, 14) + 2 * 24 * activation_flops(hidden)
+                             + 2 * 96 * activation_flops(gate))
+
+
+@pytest.mark.parametrize("gate_first", [False, True])
+def test_a_squeeze_excitation_near_miss_pooling_another_tensor_is_not_fused_wrongly(gate_first):
+    # the pool reads x, the Mul scales y (same shape): not a squeeze-and-excitation; the
+    # engine must refuse it cleanly or run it unfused and still match ONNX Runtime
+    import engine
+    from conftest import assert_close_to_reference, ort_run
+
+    g = GraphBuilder(8, 6)
+    x = g.act(g.conv("input", 24, 3, 2), "relu")
+    y = g.conv(x, 24, 1)
+    pooled = g.node("GlobalAveragePool", [x])
+    scale = g.act(g.conv(g.act(g.conv(pooled, 8), "relu"), 24), "hardsigmoid")
+    out = g.conv(g.node("Mul", [scale, y] if gate_first else [y, scale]), 16)
+    proto = g.model(out)
+    try:
+        model = engine.load(proto)
+    except UnsupportedOperatorError as error:     # what the passes do today: the Mul, named
+        assert "'/mul_9'" in str(error) and "squeeze-and-excitation" in str(error), str(error)
+        return
+    assert not any(layer.op == "SqueezeExcite" for layer in model.graph.layers)
+    data = np.random.default_rng(0).standard_normal((2, 8, 6, 6)).astype(np.float32)
+    assert_close_to_reference(model.run(data), ort_run(proto, data))

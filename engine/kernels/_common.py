@@ -89,6 +89,20 @@ def check_clip(function: str, clip_min: float, clip_max: float) -> tuple[float, 
     return max(low, -_FLOAT32_MAX), min(high, _FLOAT32_MAX)
 
 
+def check_range(function: str, name: str, clip) -> tuple[float, float]:
+    """`clip` = (low, high), low <= high, as floats with infinities (and anything beyond
+    float32's range) brought to +-float32 max (keeps infinities away from the 'ninf' fast-math
+    flag); else a ValueError naming `function` and `name`. Lenient, unlike `check_clip`: for
+    kernels whose padded lanes are masked, not kept 0 by the clip, so 0 need not lie within."""
+    try:
+        low, high = (float(v) for v in clip)
+    except (TypeError, ValueError):
+        raise ValueError(f"{function}: {name} must be (low, high), got {clip!r}") from None
+    if not low <= high:      # also False for NaN
+        raise ValueError(f"{function}: {name} must have low <= high, got {clip!r}")
+    return max(low, -_FLOAT32_MAX), min(high, _FLOAT32_MAX)
+
+
 def check_int(function: str, name: str, value, minimum: int) -> int:
     """`value` as an int, or ValueError unless it is an integer >= minimum (bools refused)."""
     if type(value) is int or (isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))):

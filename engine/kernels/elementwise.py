@@ -2,7 +2,8 @@
 
 For an activation no kernel epilogue could take (one that follows something other than a
 conv, or one that is not 0 at 0 after a conv whose padded lanes must stay 0). Two layouts:
-- flat (N, F) float32 (F = channels): chunks of CHUNK elements, spread by prange;
+- flat (N, F) float32 (F >= channels; columns >= channels written 0): chunks of CHUNK
+  elements, spread by prange;
 - NCHWc (N, Cb, H, W, CB) float32: items (image, channel block), spread by prange; the
   result multiplied by the block's lane mask (1.0 on real channels, 0.0 on padded ones), so
   padded lanes come out exactly 0 whatever the activation gives at 0 (sigmoid: 1/2).
@@ -22,8 +23,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from engine.kernels._common import _FLOAT32_MAX, FASTMATH, _U, check_array, check_int, launch, register_scratch
-from engine.kernels.activation import HARDSIGMOID, HARDSWISH, NONE, SIGMOID, SILU, activate, activation_code
+from engine.kernels._common import FASTMATH, _U, check_array, check_int, check_range, launch, register_scratch
+from engine.kernels.activation import HARDSIGMOID, HARDSWISH, NONE, SIGMOID, SILU, activate, kernel_activation
 from engine.kernels.activation import activation_flops as _activation_flops
 from engine.kernels.layout import CB, channel_blocks
 
@@ -66,16 +67,22 @@ def _span(xf, of, start, end, mask, code, alpha, beta, low, high):
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH, error_model="numpy")
-def _activation_flat_kernel(x, out, code, alpha, beta, low, high):
+def _activation_flat_kernel(x, out, channels, code, alpha, beta, low, high):
     xf = x.reshape(x.size)
     of = out.reshape(out.size)
     size = x.size
+    width = x.shape[1]
     a, b, lo, hi = np.float32(alpha), np.float32(beta), np.float32(low), np.float32(high)
     for item in prange((size + CHUNK - 1) // CHUNK):
         mask = _scratch_mask()
         for lane in range(CB):
             mask[lane] = 1.0
-        _span(xf, of, item * CHUNK, min(size, (item + 1) * CHUNK), mask, code, a, b, lo, hi)
+        start, end = item * CHUNK, min(size, (item + 1) * CHUNK)
+        _span(xf, of, start, end, mask, code, a, b, lo, hi)
+        if channels < width:     # the padded columns of this chunk's rows, overwritten with 0
+            for row in range(start // width, (end - 1) // width + 1):
+                for i in range(max(start, row * width + channels), min(end, (row + 1) * width)):
+                    of[i] = 0.0
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH, error_model="numpy")
@@ -93,42 +100,53 @@ def _activation_blocked_kernel(x, out, channels, code, alpha, beta, low, high):
         _span(xf, of, item * plane, (item + 1) * plane, mask, code, a, b, lo, hi)
 
 
+def _check_in_place(fn: str, x: np.ndarray, out: np.ndarray) -> None:
+    """out may be x (the same memory: same start, and the shapes already equal and both
+    C-contiguous), or not overlap it at all: a partial overlap would read elements already written."""
+    if out is x or out.__array_interface__["data"][0] == x.__array_interface__["data"][0]:
+        return
+    if np.may_share_memory(x, out):
+        raise ValueError(f"{fn}: out must be x itself or not overlap x, got out partly overlapping x")
+
+
 def activation_step(x: np.ndarray, out: np.ndarray, channels: int, *, activation,
                     clip=(-math.inf, math.inf)) -> None:
-    """out = clip(activate(x), clip[0], clip[1]), written in place; out may be x.
+    """out = clip(activate(x), clip[0], clip[1]), written in place; out may be x (any
+    other overlap with x is a ValueError).
 
-    x, out: the same shape, float32 C-contiguous: flat (N, F) with channels == F, or NCHWc
+    x, out: the same shape, float32 C-contiguous: flat (N, F) with channels <= F (columns
+    >= channels, a padded vector's, are written 0), or NCHWc
     (N, Cb, H, W, CB) with ceil(channels / CB) == Cb, whose padded lanes (channel >=
     channels) are written 0. activation: (name, alpha, beta), any of
     engine.kernels.activation's (none, hardswish, silu, hardsigmoid, sigmoid); clip
     (low, high), low <= high, applied after it.
     """
     fn = "activation_step"
-    code, alpha, beta = activation_code(fn, activation, zero_preserving=False)
-    try:
-        low, high = (float(v) for v in clip)
-    except (TypeError, ValueError):
-        raise ValueError(f"{fn}: clip must be (low, high), got {clip!r}") from None
-    if not low <= high:      # also False for NaN
-        raise ValueError(f"{fn}: clip must have low <= high, got {clip!r}")
-    low, high = max(low, -_FLOAT32_MAX), min(high, _FLOAT32_MAX)   # keep infinities away from 'ninf'
+    code, alpha, beta = kernel_activation(fn, activation, zero_preserving=False)
+    low, high = check_range(fn, "clip", clip)
     channels = check_int(fn, "channels", channels, 1)
     if isinstance(x, np.ndarray) and x.ndim == 2:
-        check_array(fn, "x", x, (None, channels))
+        check_array(fn, "x", x, (None, None))
+        if x.shape[1] < channels:
+            raise ValueError(f"{fn}: x must have at least channels = {channels} columns, got shape {x.shape}")
         check_array(fn, "out", out, x.shape)
-        launch(_activation_flat_kernel, x, out, code, alpha, beta, low, high)
+        _check_in_place(fn, x, out)
+        launch(_activation_flat_kernel, x, out, channels, code, alpha, beta, low, high)
         return
     check_array(fn, "x", x, (None, channel_blocks(channels), None, None, CB))
     if min(x.shape) < 1:
         raise ValueError(f"{fn}: x must have no empty dimension, got {x.shape}")
     check_array(fn, "out", out, x.shape)
+    _check_in_place(fn, x, out)
     launch(_activation_blocked_kernel, x, out, channels, code, alpha, beta, low, high)
 
 
-def activation_step_flops(batch: int, channels: int, h: int, w: int, activation) -> int:
-    """The activation's FLOPs per element (`activation_flops`) over the real elements
-    (h = w = 1 for a flat tensor); the clip not counted, as in the conv epilogues."""
-    return batch * channels * h * w * _activation_flops(activation)
+def activation_step_flops(batch: int, channels: int, h: int, w: int, activation,
+                          clip=(-math.inf, math.inf)) -> int:
+    """The activation's FLOPs per element (`activation_flops`), plus 1 for a clip that bounds
+    anything (not (-inf, inf)), over the real elements (h = w = 1 for a flat tensor)."""
+    clipped = tuple(float(v) for v in clip) != (-math.inf, math.inf)
+    return batch * channels * h * w * (_activation_flops(activation) + clipped)
 
 
 def activation_step_bytes(batch: int, channels: int, h: int, w: int, budget, blocked: bool = True) -> dict[str, int]:

@@ -213,7 +213,7 @@ def max_pool(x: np.ndarray, out: np.ndarray, kernel_h: int, kernel_w: int, strid
     """out = ONNX MaxPool(x) (2-d, dilation 1, ceil_mode 0), written in place.
 
     x: (N, Cb, H, W, CB) float32 NCHWc; out: (N, Cb, Ho, Wo, CB) float32. Ho and Wo are
-    taken from out: they imply the end pads (bottom, right). Padding never wins (ONNX pads
+    taken from out: they imply the end pads (bottom, right); out must not overlap x. Padding never wins (ONNX pads
     with -inf). Every window must overlap the input: pad_top < kernel_h, pad_left < kernel_w,
     and the last row's and column's windows must start inside the input (the implied end
     pads < kernel); anything else is a ValueError (ONNX would give -inf there). Padded
@@ -232,6 +232,9 @@ def max_pool(x: np.ndarray, out: np.ndarray, kernel_h: int, kernel_w: int, strid
     if min(x.shape) < 1:
         raise ValueError(f"{fn}: x must have no empty dimension, got {x.shape}")
     check_array(fn, "out", out, (n_images, n_blocks, None, None, CB))
+    if np.may_share_memory(x, out):
+        raise ValueError(f"{fn}: out must not overlap x (a window would read maxima already written), "
+                         f"got out sharing memory with x")
     out_h, out_w = out.shape[2:4]
     for axis, size, got, kernel, stride, pad, kernel_name, pad_name in (
             ("height", height, out_h, kernel_h, stride_h, pad_top, "kernel_h", "pad_top"),
@@ -255,14 +258,14 @@ def max_pool_flops(batch: int, channels: int, out_h: int, out_w: int, kh: int, k
 
 
 def max_pool_bytes(batch: int, channels: int, h: int, w: int, out_h: int, out_w: int, kh: int, kw: int,
-                   budget) -> dict[str, int]:
+                   stride_h: int, stride_w: int, budget) -> dict[str, int]:
     """Modelled bytes moved per memory level (engine.traffic), whole batch.
 
     Registers <- L1: every output vector loads kh * kw input vectors and stores itself once.
     Across a boundary: the output once; the input once if the kh input rows one output row
     reads stay resident while the next output row is computed (its rows overlap them when
     the stride is below the kernel), else each input row once per output row reading it
-    (kh / stride times, the stride taken from the sizes)."""
+    (kh / stride_h times). stride_w does not enter: a row's columns are re-read from L1."""
     from engine.traffic import FLOAT32, by_level, fits     # here: as in global_average_pool_bytes
 
     lanes = budget.lanes
@@ -270,7 +273,6 @@ def max_pool_bytes(batch: int, channels: int, h: int, w: int, out_h: int, out_w:
     x_bytes = planes * h * w * lanes * FLOAT32
     y_bytes = planes * out_h * out_w * lanes * FLOAT32
     registers = y_bytes * (kh * kw + 1)
-    stride_h = max(1, round(h / out_h))     # ONNX: out_h = (h + pads - kh) // stride + 1, about h / stride
     window_rows = kh * w * lanes * FLOAT32
     below = {}
     for boundary in ("L2", "L3", "DRAM"):
