@@ -35,8 +35,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from engine.kernels._common import _FLOAT32_MAX, FASTMATH, _U, check_array, launch, register_scratch
-from engine.kernels.activation import NO_ACTIVATION, activate, activation_code
+from engine.kernels._common import FASTMATH, _U, check_array, check_range, launch, register_scratch
+from engine.kernels.activation import NO_ACTIVATION, activate, kernel_activation
 from engine.kernels.layout import CB, channel_blocks
 
 _scratch_lanes = register_scratch(CB)
@@ -332,15 +332,9 @@ def squeeze_excite(x: np.ndarray, packed: tuple, out: np.ndarray, *, hidden_acti
     check_array(fn, "packed[2] (w2)", w2, (n_blocks, squeezed, CB))
     check_array(fn, "packed[3] (b2)", b2, (n_blocks, CB))
     check_array(fn, "packed[4] (mask)", mask, (n_blocks, CB))
-    hidden = activation_code(f"{fn}: hidden_activation", hidden_activation, zero_preserving=False)
-    gate = activation_code(f"{fn}: gate_activation", gate_activation, zero_preserving=False)
-    try:
-        low, high = (float(v) for v in hidden_clip)
-    except (TypeError, ValueError):
-        raise ValueError(f"{fn}: hidden_clip must be (low, high), got {hidden_clip!r}") from None
-    if not low <= high:      # also False for NaN
-        raise ValueError(f"{fn}: hidden_clip must have low <= high, got {hidden_clip!r}")
-    low, high = max(low, -_FLOAT32_MAX), min(high, _FLOAT32_MAX)   # keep infinities away from 'ninf'
+    hidden = kernel_activation(f"{fn}: hidden_activation", hidden_activation, zero_preserving=False)
+    gate = kernel_activation(f"{fn}: gate_activation", gate_activation, zero_preserving=False)
+    low, high = check_range(fn, "hidden_clip", hidden_clip)
     launch(_squeeze_excite_kernel, x, w1, b1, w2, b2, mask, out, hidden[0], hidden[1], hidden[2], low, high,
            gate[0], gate[1], gate[2])
 
