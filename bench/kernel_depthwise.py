@@ -4,7 +4,8 @@ For each of the 17 depthwise layers (3x3, pad 1, ReLU6) and for each thread coun
 minimum and median of `--repeats` calls; GB/s counts input + output + weights + bias bytes
 once (the compulsory traffic) over the minimum time. A sweep over depthwise_rows gives the
 sum over the 17 layers for each setting, which is how the default was chosen. The stem
-(3 -> 32, 3x3 stride 2 pad 1, 224 -> 112) is timed the same way.
+(3 -> 32, 3x3 stride 2 pad 1, 224 -> 112) is timed the same way, and so are the 5x5 (pad 2)
+depthwise layers of EfficientNet-B0 and MobileNetV3-Large (`--five`: at batch 1 and 16, hardswish).
 
 Timings are only meaningful under the machine's benchmark lock when others share it:
 
@@ -35,6 +36,14 @@ MOBILENET_V2_DEPTHWISE = [
     (32, 112, 1), (96, 112, 2), (144, 56, 1), (144, 56, 2), (192, 28, 1), (192, 28, 1), (192, 28, 2),
     (384, 14, 1), (384, 14, 1), (384, 14, 1), (384, 14, 1), (576, 14, 1), (576, 14, 1), (576, 14, 2),
     (960, 7, 1), (960, 7, 1), (960, 7, 1),
+]
+
+# (label, channels, input height = width, stride) of the 5x5 pad-2 depthwise layers of
+# EfficientNet-B0 and MobileNetV3-Large (torchvision), one row per distinct shape
+FIVE_BY_FIVE_DEPTHWISE = [
+    ("effnet-b0", 144, 56, 2), ("effnet-b0", 240, 28, 1), ("effnet-b0", 480, 14, 1), ("effnet-b0", 672, 14, 1),
+    ("effnet-b0", 672, 14, 2), ("effnet-b0", 1152, 7, 1), ("v3-large", 72, 56, 2), ("v3-large", 120, 28, 1),
+    ("v3-large", 672, 14, 2), ("v3-large", 960, 7, 1),
 ]
 
 
@@ -68,7 +77,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32],
                         help="depthwise_rows settings to sweep (the table above uses DEFAULT_DEPTHWISE_ROWS)")
+    parser.add_argument("--five", action="store_true", help="only the 5x5 layers (EfficientNet-B0, V3-Large)")
     args = parser.parse_args()
+    if args.five:
+        five_by_five(args)
+        return
     rng = np.random.default_rng(0)
     cases = [depthwise_case(c, s, st, rng) for c, s, st in MOBILENET_V2_DEPTHWISE]
     default_rows = depthwise.DEFAULT_DEPTHWISE_ROWS
@@ -132,6 +145,34 @@ def main() -> None:
         print(f"{threads} thr: {best * 1e6:7.1f} us (median {median * 1e6:7.1f}), {flops / best / 1e9:6.1f} GFLOP/s, "
               f"{nbytes / best / 1e9:5.1f} GB/s")
     print(f"numba threading layer: {numba.threading_layer()}")
+
+
+def five_by_five(args) -> None:
+    """Time the 5x5 pad-2 layers of FIVE_BY_FIVE_DEPTHWISE at batch 1 and 16 (hardswish, no clip)."""
+    rng = np.random.default_rng(0)
+    print(f"5x5 depthwise, pad 2, hardswish; CB = {CB}, min of --repeats calls (batch 16: a quarter as many)")
+    print(f"{'layer':>24} " + " ".join(f"{f'{t} thr: us  GFLOP/s':>22}" for t in args.threads))
+    for batch in (1, 16):
+        totals = {t: 0.0 for t in args.threads}
+        for label, channels, size, stride in FIVE_BY_FIVE_DEPTHWISE:
+            blocks = channel_blocks(channels)
+            out_size = (size + 4 - 5) // stride + 1
+            x = rng.standard_normal((batch, blocks, size, size, CB)).astype(np.float32)
+            weight, bias = depthwise.pack_depthwise(rng.standard_normal((channels, 1, 5, 5)).astype(np.float32),
+                                                    rng.standard_normal(channels).astype(np.float32))
+            out = np.empty((batch, blocks, out_size, out_size, CB), np.float32)
+            flops = depthwise.depthwise_flops(batch, channels, out_size, out_size, 5, 5)
+            cells = []
+            for threads in args.threads:
+                numba.set_num_threads(threads)
+                best, _ = timed(lambda: depthwise.depthwise_conv(x, weight, bias, out, stride, stride, 2, 2,
+                                                                 -math.inf, math.inf,
+                                                                 activation=("hardswish", 0.0, 0.0)),
+                                args.repeats if batch == 1 else max(3, args.repeats // 4))
+                totals[threads] += best
+                cells.append(f"{best * 1e6:9.1f} {flops / best / 1e9:7.1f}")
+            print(f"{f'{label} {channels}@{size} s{stride} N{batch}':>24} " + " ".join(f"{c:>22}" for c in cells))
+        print(f"{f'sum N{batch}':>24} " + " ".join(f"{totals[t] * 1e6:>14.1f}        " for t in args.threads))
 
 
 if __name__ == "__main__":

@@ -19,8 +19,12 @@ to a stack scratch (so they live in registers for the whole band), then
 - column by column, the border columns: clamped addresses, the column masks (1.0 inside,
   0.0 on padding) folded into a copy of the taps once per column, not multiplied per tap:
   no branches per tap and no out-of-range read.
-Kernels other than 3x3 take the generic path: per pixel the tap ranges are clamped to the
-input once, so the tap loops themselves carry no checks (zero padding = skipped taps).
+Other kernels (5x5, 7x7, 1x3, ...) take `_rows_kxk`: per output row the kernel rows inside
+the input are found once; the interior columns go KXK_PIXELS (4) pixels at a time without
+checks, each tap vector loaded once (from L1: 25 taps and accumulators do not fit the
+register file) feeding 4 FMAs into accumulators kept in registers; the border columns and the
+< 4 interior pixels left over take the generic per-pixel code (`_generic_columns`: tap ranges
+clamped to the input once per pixel, zero padding = skipped taps).
 
 Why a stack scratch for the accumulators: numba cannot prove that `out` does not alias
 `x` or the weights, so LLVM will not vectorise a lane loop that loads x and stores out
@@ -48,6 +52,10 @@ _scratch_block = register_scratch(CB)      # one channel block of accumulators
 _scratch_taps = register_scratch(10 * CB)  # a 3x3 block's weights and bias
 _scratch_mask = register_scratch(2)        # 0.0, 1.0
 _scratch_col_taps = register_scratch(9 * CB)
+# the other-kernel path: the accumulators of KXK_PIXELS output pixels (registers: each tap
+# vector, loaded once from L1, feeds KXK_PIXELS FMAs)
+KXK_PIXELS = 4
+_scratch_kxk_acc = register_scratch(KXK_PIXELS * CB)
 
 # Default band height: the lowest summed time over MobileNetV2's 17 layers in the sweep of
 # bench/kernel_depthwise.py (figures in bench/README); taller bands share the per-item
@@ -218,6 +226,60 @@ def _rows_3x3(src, plane, first_row, first_slot, ring_rows, height, width, wf, w
                     dst[uo + _U(lane)] = min(max(acc[lane], low), high)
 
 
+@njit(cache=True, fastmath=FASTMATH, inline="always")  # one call site
+def _rows_kxk(xf, wf, bf, of, x_plane, o_plane, w_base, b_base, height, width, kernel_h, kernel_w, out_w,
+              row_start, row_end, stride_h, stride_w, pad_top, pad_left, low, high, act, alpha, beta):
+    """Output rows [row_start, row_end) of one channel block, any kernel size:
+    out = clip(activate(conv + bias)), zero padding. Offsets are flat element indices as in
+    `_generic_columns` (o_plane: this (image, block) output plane). Per output row the kernel
+    rows inside the input are found once; the interior columns (the whole kernel row inside
+    the input) go KXK_PIXELS pixels at a time with no per-pixel checks: each tap vector,
+    read once from the packed weights (L1), feeds KXK_PIXELS FMAs into accumulators that stay
+    in registers. The border columns (ceil(pad / stride) each side) and the < KXK_PIXELS
+    interior pixels left over take `_generic_columns` (one inlined copy)."""
+    acc = _scratch_kxk_acc()
+    ub = _U(b_base)
+    col_lo = min(out_w, (pad_left + stride_w - 1) // stride_w)
+    col_hi = max(col_lo, min(out_w, (width - kernel_w + pad_left) // stride_w + 1))
+    pixel_step = _U(stride_w * CB)  # elements between the windows of two output columns
+    for oh in range(row_start, row_end):
+        ih0 = oh * stride_h - pad_top
+        o_row = o_plane + oh * out_w * CB
+        i_lo = max(0, -ih0)
+        i_hi = min(kernel_h, height - ih0)
+        ow = col_lo
+        while ow + KXK_PIXELS <= col_hi:      # KXK_PIXELS pixels per pass
+            for lane in range(CB):
+                bias_lane = bf[ub + _U(lane)]
+                acc[lane] = bias_lane
+                acc[CB + lane] = bias_lane
+                acc[2 * CB + lane] = bias_lane
+                acc[3 * CB + lane] = bias_lane
+            for i in range(i_lo, i_hi):
+                p = _U(x_plane + ((ih0 + i) * width + ow * stride_w - pad_left) * CB)
+                t = _U(w_base + i * kernel_w * CB)
+                for _ in range(kernel_w):
+                    for lane in range(CB):
+                        u = _U(lane)
+                        tap = wf[t + u]
+                        acc[lane] += xf[p + u] * tap
+                        acc[CB + lane] += xf[p + pixel_step + u] * tap
+                        acc[2 * CB + lane] += xf[p + _U(2) * pixel_step + u] * tap
+                        acc[3 * CB + lane] += xf[p + _U(3) * pixel_step + u] * tap
+                    p += _U(CB)
+                    t += _U(CB)
+            activate_lanes(acc, KXK_PIXELS * CB, act, alpha, beta)
+            q = _U(o_row + ow * CB)
+            for k in range(KXK_PIXELS * CB):
+                of[q + _U(k)] = min(max(acc[k], low), high)
+            ow += KXK_PIXELS
+        for part in range(2):             # columns [0, col_lo), then [ow, out_w): borders and the last
+            start_col = 0 if part == 0 else ow  # < KXK_PIXELS interior pixels (one inlined copy)
+            end_col = col_lo if part == 0 else out_w
+            _generic_columns(xf, wf, bf, of, x_plane, o_row, w_base, b_base, height, width, kernel_h, kernel_w,
+                             ih0, stride_w, pad_left, start_col, end_col, low, high, act, alpha, beta)
+
+
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def _depthwise_kernel(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left, clip_min, clip_max,
                       act, alpha, beta, depthwise_rows):
@@ -228,6 +290,9 @@ def _depthwise_kernel(x, weight, bias, out, stride_h, stride_w, pad_top, pad_lef
     high = np.float32(clip_max)
     bands = (out_h + depthwise_rows - 1) // depthwise_rows
     is_3x3 = kernel_h == 3 and kernel_w == 3
+    # interior output columns (whole kernel row inside the input), as `_rows_kxk` counts them
+    interior = (min(out_w, (width - kernel_w + pad_left) // stride_w + 1)
+                - min(out_w, (pad_left + stride_w - 1) // stride_w))
     xf = x.reshape(x.size)          # flat views: same memory, no copy
     wf = weight.reshape(weight.size)
     bf = bias.reshape(bias.size)
@@ -242,7 +307,11 @@ def _depthwise_kernel(x, weight, bias, out, stride_h, stride_w, pad_top, pad_lef
         b_base = b * CB
         row_start = band * out_h // bands
         row_end = (band + 1) * out_h // bands
-        if not is_3x3:
+        if not is_3x3 and interior >= KXK_PIXELS:
+            _rows_kxk(xf, wf, bf, of, x_plane, o_plane, w_base, b_base, height, width, kernel_h, kernel_w, out_w,
+                      row_start, row_end, stride_h, stride_w, pad_top, pad_left, low, high, act, alpha, beta)
+            continue
+        if not is_3x3:  # no KXK_PIXELS interior pixels in a row (7x7 images at pad 2): per pixel
             for oh in range(row_start, row_end):
                 _generic_columns(xf, wf, bf, of, x_plane, o_plane + oh * out_w * CB, w_base, b_base, height,
                                  width, kernel_h, kernel_w, oh * stride_h - pad_top, stride_w, pad_left, 0, out_w,
