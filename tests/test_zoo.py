@@ -7,7 +7,6 @@ what is compared is the function the ONNX graph writes, not ORT's own fusions.
 """
 from __future__ import annotations
 
-import collections
 import os
 import subprocess
 import sys
@@ -16,11 +15,16 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from engine import zoo
 
 ort = pytest.importorskip("onnxruntime")
+from zoo_support import initializers as _initializers  # noqa: E402
+from zoo_support import multiply_accumulates as _multiply_accumulates  # noqa: E402
+from zoo_support import op_histogram as _op_histogram  # noqa: E402
+from zoo_support import run as _run  # noqa: E402
+from zoo_support import session as _session  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,42 +49,8 @@ VARIANTS = (
 )
 
 
-def _session(model: onnx.ModelProto):
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-
-
-def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
-    return _session(model).run(["output"], {"input": x})[0]
-
-
 def _input(batch: int = 1, resolution: int = 224, seed: int = 1) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((batch, 3, resolution, resolution)).astype(np.float32)
-
-
-def _op_histogram(model: onnx.ModelProto) -> dict[str, int]:
-    return dict(collections.Counter(node.op_type for node in model.graph.node))
-
-
-def _initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    return {tensor.name: numpy_helper.to_array(tensor) for tensor in model.graph.initializer}
-
-
-def _multiply_accumulates(model: onnx.ModelProto) -> int:
-    """Sum over Conv and Gemm of multiply-accumulates per image, from inferred shapes."""
-    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-    shapes = {info.name: [dim.dim_value for dim in info.type.tensor_type.shape.dim]
-              for info in list(inferred.graph.value_info) + list(inferred.graph.output)}
-    weights = {tensor.name: list(tensor.dims) for tensor in inferred.graph.initializer}
-    total = 0
-    for node in inferred.graph.node:
-        if node.op_type == "Conv":  # out (N, Co, Ho, Wo), weight (Co, Ci / group, kh, kw)
-            total += int(np.prod(shapes[node.output[0]][1:])) * int(np.prod(weights[node.input[1]][1:]))
-        elif node.op_type == "Gemm":  # weight (out, in)
-            total += int(np.prod(weights[node.input[1]]))
-    return total
 
 
 @pytest.fixture(scope="module")

@@ -24,8 +24,8 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{name}: expected one of {choices}, got {value!r}")
 
 
-# The builders added for issue 15 (MobileNetV3, EfficientNet, ResNet) cover the opsets torch's
-# exporters write for them (HardSwish is opset 14; below it the HardSigmoid + Mul form)
+# The MobileNetV3, EfficientNet and ResNet builders cover the opsets torch's exporters write
+# for them (HardSwish is opset 14; below it the HardSigmoid + Mul form)
 NEW_MIN_OPSET = 13
 # torch.onnx.export(model, x): "dynamo" is the default exporter of torch >= 2.9 (dynamo=True),
 # "legacy" the TorchScript one (dynamo=False), the default before; what each writes, as seen in
