@@ -31,6 +31,7 @@ import numpy as np
 from engine import schedules
 from engine.checks import check_batch, check_int, check_machine, check_threads
 from engine.hooks import Recorder
+from engine.kernels.conv_nchwc import DEFAULT_CHANNELS as DENSE_CHANNELS
 from engine.kernels.micro_tile import DEFAULT_POINTWISE_CHANNELS
 from engine.passes import find_inverted_residual_blocks
 from engine.tiles import Tiles, TileSchedule
@@ -38,6 +39,8 @@ from engine.tiles import Tiles, TileSchedule
 
 POINTWISE_PIXELS = (16, 32, 64, 128, 256, 512)
 POINTWISE_CHANNELS = tuple(k * DEFAULT_POINTWISE_CHANNELS for k in (1, 2, 4, 8))   # micro-tile widths: 16.. on AVX2, 48.. on AVX-512
+DENSE_CHANNELS_TRIED = tuple(k * DENSE_CHANNELS for k in (1, 2, 4, 8))  # the dense conv's micro-tile widths
+TILED_KINDS = ("pointwise", "depthwise", "dense")   # the steps searched outside fused blocks
 DEPTHWISE_ROWS = (1, 2, 4, 7, 8, 14, 16, 28, 56)
 BLOCK_ROWS = (0, 2, 4, 7, 14, 28)               # 0: the cost model's band height
 PLAN_MEMORY_BYTES = 1 << 30                      # plans kept at once while tuning, at most this much arena
@@ -69,7 +72,8 @@ class _Choice:
     def label(self, kind: str) -> dict:
         if kind == "block":
             return {"fused": self.fused, "block_rows": self.tiles.block_rows}
-        name = {"pointwise": ("pointwise_pixels", "pointwise_channels"), "depthwise": ("depthwise_rows",)}[kind]
+        name = {"pointwise": ("pointwise_pixels", "pointwise_channels"), "dense": ("pointwise_pixels", "pointwise_channels"),
+                "depthwise": ("depthwise_rows",)}[kind]
         return {field_name: getattr(self.tiles, field_name) for field_name in name}
 
 
@@ -121,8 +125,8 @@ def _search(model, session, batch, threads, budget_s, started, deadline, repeats
     blocks = session.unit_seconds(schedule, 3, "blocks")
     if not all(at_floor(unit, seconds) for unit, seconds in blocks.items()):
         schedule = session.tune_fusion(schedule, repeats, trials, rng)
-    # then blocks (fused or not, band height), then the 1x1 and depthwise steps that are not
-    # inside a fused block; each phase longest first
+    # then blocks (fused or not, band height), then the 1x1, depthwise and dense conv steps
+    # that are not inside a fused block; each phase longest first
     for phase in ("blocks", "steps"):
         baseline = session.unit_seconds(schedule, 3, phase)
         order = sorted(baseline, key=baseline.get, reverse=True)
@@ -172,7 +176,8 @@ class _Session:
         self.blocks = {block[2].name: block for block in find_inverted_residual_blocks(model.graph)}
         self.block_of = {layer.name: name for name, block in self.blocks.items() for layer in block if layer is not None}
         plan = model.plan(x.shape[0], threads, Tiles(), False, machine)        # every layer as a step
-        self.kinds = {step.name: _kind(step) for step in plan.steps}
+        layers = {layer.name: layer for layer in model.graph.layers}
+        self.kinds = {step.name: _kind(step, layers.get(step.name)) for step in plan.steps}
         self.steps = {step.name: step for step in plan.steps}
         # keep every candidate's plan while a step is tuned, if their arenas fit in memory;
         # where they do not, each candidate's plan is built afresh and run once untimed
@@ -206,13 +211,14 @@ class _Session:
 
     def unit_seconds(self, schedule: TileSchedule, runs: int, phase: str) -> dict:
         """Median seconds over `runs` runs of each unit to tune in `phase`: ("block", name)
-        for every block, or the name of each 1x1 or depthwise step outside fused blocks."""
+        for every block, or the name of each 1x1, depthwise or dense conv step outside fused
+        blocks."""
         samples = [self.run(schedule) for _ in range(runs)]
         if phase == "blocks":
             units = [("block", name) for name in self.blocks]
         else:
             fused = {name for name, _ in self.blocks.items() if schedule.fused_for(name)}
-            units = [name for name, kind in self.kinds.items() if kind in ("pointwise", "depthwise")
+            units = [name for name, kind in self.kinds.items() if kind in TILED_KINDS
                      and self.block_of.get(name) not in fused and name in samples[0]]
         return {unit: statistics.median(s[unit] for s in samples) for unit in units}
 
@@ -232,7 +238,8 @@ class _Session:
         channels = step.output_shape[1] * step.output_shape[-1]
         # the micro-tile multiples below the layer's width, and all its channels in one tile
         # (work items split by pixels only: even shares where the blocks split unevenly)
-        widths = [c for c in POINTWISE_CHANNELS if c < channels] + [-(-channels // 16) * 16]
+        tried = DENSE_CHANNELS_TRIED if self.kinds[name] == "dense" else POINTWISE_CHANNELS
+        widths = [c for c in tried if c < channels] + [-(-channels // 16) * 16]
         return ([_Choice(current)] + [_Choice(_replace(current, pointwise_pixels=p)) for p in POINTWISE_PIXELS]
                 + [_Choice(_replace(current, pointwise_channels=c)) for c in widths])
 
@@ -306,9 +313,13 @@ def _name(unit) -> str:
     return unit[1] if isinstance(unit, tuple) else unit
 
 
-def _kind(step) -> str:
+def _kind(step, layer) -> str:
+    """"pointwise", "depthwise", "dense" (a conv on engine.kernels.conv_nchwc, tiled by the
+    pointwise tiles), "block" or the step's op (no tiles to search)."""
     if step.op in ("expand", "project", "pointwise"):
         return "pointwise"
+    if layer is not None and layer.op == "Conv" and layer.conv_kind == "dense":
+        return "dense"
     return step.op
 
 

@@ -233,11 +233,17 @@ def test_the_cache_simulation_traces_the_new_kernels_and_refuses_a_kernel_it_can
 
 @pytest.mark.parametrize("build", [mobilenet_v3_like, resnet_like])
 def test_the_tuner_and_a_tuned_schedule_take_the_new_step_kinds(build):
-    # it tunes the 1x1 and depthwise steps it knows and leaves the others (maxpool, se, the
-    # dense conv) at their defaults; the schedule it returns runs and still matches
+    # it tunes the 1x1, depthwise and dense conv steps and leaves the others (maxpool, se,
+    # activation) at their defaults; the schedule it returns runs and still matches
     proto = build()
     model = engine.load(proto)
-    result = engine.tune(model, batch=1, threads=1, budget_s=1.0, repeats=3)
+    result = engine.tune(model, batch=1, threads=1, budget_s=3.0, repeats=3)
     x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
     assert_close_to_reference(model.run(x, tiles=result.schedule), ort_run(proto, x))
-    assert {trial["kind"] for trial in result.trials} <= {"fusion", "pointwise", "depthwise", "block"}
+    kinds = {trial["kind"] for trial in result.trials}
+    assert kinds <= {"fusion", "pointwise", "depthwise", "block", "dense"}
+    if build is resnet_like:      # its convs after the stem are dense: searched by pixels and channels
+        dense = [trial for trial in result.trials if trial["kind"] == "dense"]
+        assert dense, result.stopped
+        assert {tuple(trial["candidate"]) for trial in dense} == {("pointwise_pixels", "pointwise_channels")}
+        assert len({trial["candidate"]["pointwise_pixels"] for trial in dense}) > 1
