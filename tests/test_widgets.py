@@ -85,7 +85,8 @@ def points(figure, kind: str) -> dict[str, tuple[float, float]]:
 
 def test_controls_are_model_threads_batch_fusion_level_step_and_one_slider_per_tile_field(explorer, ceilings):
     tile_fields = list(engine.Tiles().as_dict())
-    assert set(explorer.controls) == {"model", "threads", "batch", "fuse_blocks", "level", "step", *tile_fields}
+    assert set(explorer.controls) == {"model", "threads", "batch", "fuse_blocks", "level", "bytes", "step",
+                                      *tile_fields}
     threads = explorer.controls["threads"]
     assert (threads.min, threads.max) == (1, engine.available_cores())
     assert list(explorer.controls["level"].options) == list(ceilings.levels)
