@@ -32,6 +32,25 @@ model, said out loud:
   follow (the simulation does: bench/README, "Bytes model against a cache simulation").
   The cache simulation (engine.trace) showed both: without them the model charged the L3
   boundary up to 80x the simulated traffic at batch 1 and the L2 boundary 0.6x.
+- Where this model is knowingly wrong: the arena at batch 1. When the L2s together hold
+  the arena's live buffers (MobileNetV2 at batch 1 from block 6 on: tensors of 0.1-0.6 MB
+  against 2 x 2 MiB of L2 on the development machine), an output lands on a region a step
+  two or three back used, so its store misses no line, and its dirty lines are rewritten
+  in L2 before any write-back: what crosses L3 there is mostly weights. The model,
+  which knows one step's sizes and whether the step before wrote its input, charges each
+  output a fill and a write-back at L3, so a 1x1 or depthwise step at batch 1 is charged
+  1.3x and 6.4x (median) the simulated L3 bytes, 12x and 44x at worst; summed over those
+  steps 27 MB of reads against 20 MB simulated and 17 MB of write-backs against 9 MB
+  (2 threads, engine.trace.simulator's "L3 read" / "L3 write"). At batch 8 (tensors 8x
+  larger than the L2s can keep) they agree: 0.95x and 1.19x. Here the simulation is the
+  one to believe (LRU caches keep those lines, and so do the real ones); rules on one
+  step's sizes did not do better (bench/README), so the fix belongs where the steps' order
+  and the arena's offsets are known: a pass over the plan that follows the buffers'
+  regions through an LRU at the grain of buffers, as the simulation does at the grain of
+  lines. Fused blocks have the same blind spot the other way round: `fused_block_bytes`
+  charges each worker's scratch a fill and a write-back per run at L3, right for a block
+  between unfused steps (what "auto" fuses here) and 2x too much for consecutive fused
+  blocks (fuse_blocks=True), which find the scratch they share still in L2.
 - Re-reads. An operand that the kernel walks several times (weights once per pixel tile,
   inputs once per output-channel tile, input rows once per band) is charged once if the set
   that must stay resident between two passes fits in half the capacity of the level above

@@ -263,9 +263,11 @@ display(Markdown(
     f"Beyond the registers (where model and trace count nearly the same loads), {within.mean():.0%} of the "
     f"{len(pairs)} step-and-level pairs that move over 64 KiB agree within 25 %. Furthest apart: "
     + "; ".join(f"{short_name(r.layer)} at {r.level} (model ×{r.ratio:.2g} the simulation)" for r in worst.itertuples())
-    + ". bench/README.md (\"Bytes model against a cache simulation\") says why they differ: an output whose "
-    "buffer is still in L2 from an earlier step, a fused block's scratch that an LRU L2 does not keep, weights a "
-    "prefetch did not bring in. The simulation has its own blind spots: no hardware prefetcher, LRU only."))
+    + ". bench/README.md (\"Bytes model against a cache simulation\") says why they differ: at batch 1 the "
+    "arena's buffers stay in the L2s from step to step, so an output there costs no line fill and no write-back "
+    "that the model charges (it sees one step at a time); consecutive fused blocks find the scratch they share "
+    "still in L2; weights a prefetch did not bring in. The simulation has its own blind spots: no hardware "
+    "prefetcher, LRU only."))
 bytes_check_table(checked)
 
 # %% [markdown]
@@ -279,7 +281,9 @@ workbench.roofline_figure(checked, ceilings, level="L3", bytes="simulated")
 # ## 6. Try it
 #
 # The explorer starts at L3 with every block fused; switch fusion off or to auto, raise
-# the batch, switch the level, or move `block rows`, and watch the points move.
+# the batch, switch the level, or move `block rows`, and watch the points move. Its
+# `bytes` toggle places the points by the cache simulation instead of the model (a second
+# or so per configuration, then instant).
 
 # %%
 explorer = Explorer(model, ceilings=ceilings, level="L3", fuse_blocks=True, repeats=REPEATS)

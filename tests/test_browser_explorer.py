@@ -1,8 +1,8 @@
 """The Explorer in a real browser at 1600x1000: JupyterLab in headless Chromium shows the
 panel with its roofline filling the output area's width (>= 85 %), a typed tile value the
 engine refuses snaps back with the reason and a later threads (or batch) change still
-redraws, with the figure's title naming what the controls say, and a click on a point
-opens its detail panel. Screenshots go to artifacts/explorer_wide_*.png.
+redraws, with the figure's title naming what the controls say, a click on a point
+opens its detail panel, and the bytes toggle re-places the points by simulated bytes. Screenshots go to artifacts/explorer_wide_*.png.
 
 Servers and kernels come from tests/browser_support.py (a throw-away JupyterLab on
 127.0.0.1); the page may reach nothing but that server. Requirements as tests/test_browser.py:
@@ -185,6 +185,12 @@ def test_the_explorer_fills_the_width_snaps_back_a_refused_tile_redraws_after_an
         page.screenshot(path=ARTIFACTS / "explorer_wide_clicked.png")
         detail.scroll_into_view_if_needed()
         page.screenshot(path=ARTIFACTS / "explorer_wide_detail.png")
+        assert not _problems(page), _problems(page)
+
+        # ---- the bytes toggle re-places the points by a cache simulation of the configuration shown
+        panel.locator(".widget-toggle-buttons button", has_text="simulated").click()
+        title = _wait_title(page, deadline, "points by simulated bytes", "the roofline placed by simulated bytes")
+        assert "batch 2" in title
         assert not _problems(page), _problems(page)
 
 

@@ -438,3 +438,70 @@ def test_profile_table_marks_a_step_above_its_roof_and_says_why_below():
     lines = format_layers(frame).splitlines()
     assert "172% (above roof*)" in lines[1] and "50%" in lines[2] and "above roof" not in lines[2]
     assert lines[3] == "* above roof: the bytes model undercounts this step (weights prefetched by the step before)"
+
+
+# ---------------------------------------------------------------------------- --bytes
+
+@pytest.mark.parametrize("command", ["profile", "report"])
+def test_bytes_flag_takes_model_simulated_or_both_defaulting_to_model(command):
+    extra = ["--out", "r"] if command == "report" else []
+    assert build_parser().parse_args([command, *extra]).bytes == "model"
+    for value in ("model", "simulated", "both"):
+        assert build_parser().parse_args([command, "--bytes", value, *extra]).bytes == value
+
+
+@pytest.mark.parametrize("command", ["profile", "report"])
+def test_a_bad_bytes_value_is_a_usage_error_naming_the_flag(command, model_path, tmp_path, capsys):
+    status, out, err = run([command, "--model", model_path, "--bytes", "counters",
+                            *(["--out", tmp_path / "r"] if command == "report" else [])], capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "--bytes" in err and "counters" in err and "simulated" in err
+
+
+def _bytes_check_rows(out: str) -> list[list[str]]:
+    """The rows of profile's model-vs-simulation table (family, level, ...)."""
+    lines = out.split("model / cache simulation per kernel family and level")[1].strip().splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["family", "level"])
+    return [re.split(r"\s{2,}|(?<=\S)\s(?=L\d|DRAM)", line.strip()) for line in lines[header + 1:] if line.strip()]
+
+
+def test_profile_bytes_both_prints_the_model_against_the_simulation_per_family_and_level(model_path, capsys):
+    status, out, _ = run(["profile", "--model", model_path, "--threads", "1", "--repeats", "1", "--top", "3",
+                          "--bytes", "both"], capsys)
+    assert status == 0
+    assert out.splitlines()[0].split()[:2] == ["layer", "op"]       # the model places the points: as ever
+    rows = _bytes_check_rows(out)
+    assert rows and {row[1] for row in rows} <= {"L1", "L2", "L3", "DRAM"}
+    assert any(row[0] == "depthwise" for row in rows)
+    status, out, _ = run(["profile", "--model", model_path, "--threads", "1", "--repeats", "1", "--top", "3"],
+                         capsys)
+    assert "cache simulation" not in out                           # model: no simulation, no table
+
+
+def test_profile_bytes_simulated_places_the_layers_by_the_simulation_and_says_so(model_path, capsys):
+    status, out, _ = run(["profile", "--model", model_path, "--threads", "1", "--repeats", "1", "--top", "3",
+                          "--bytes", "simulated"], capsys)
+    assert status == 0
+    assert out.startswith("arithmetic intensities from simulated bytes")
+    assert _bytes_check_rows(out)
+
+
+def test_report_bytes_both_adds_the_scatter_and_the_table_and_records_the_simulated_columns(model_path, tmp_path,
+                                                                                            capsys):
+    out = tmp_path / "report"
+    status, _, _ = run(["report", "--model", model_path, "--threads", "1", "--repeats", "1", "--bytes", "both",
+                        "--out", out], capsys)
+    assert status == 0
+    page = (out / "report.html").read_text()
+    assert "Bytes: model against a cache simulation" in page and "model = simulated" in page
+    assert "stand on the <b>modelled</b> bytes" in page
+    records = pd.read_csv(out / "layers.csv")
+    assert {f"bytes_sim_{level}" for level in LEVELS} | {f"ai_sim_{level}" for level in LEVELS} <= set(records)
+    status, _, _ = run(["report", "--model", model_path, "--threads", "1", "--repeats", "1", "--bytes", "simulated",
+                        "--out", tmp_path / "simulated"], capsys)
+    page = (tmp_path / "simulated" / "report.html").read_text()
+    assert status == 0 and "stand on the <b>simulated</b> bytes" in page
+    assert re.search(r"FLOP(/|\\u002f)byte, simulated bytes", page)   # the roofline says so (JSON-escaped)
+    plain = tmp_path / "plain"
+    run(["report", "--model", model_path, "--threads", "1", "--repeats", "1", "--out", plain], capsys)
+    assert "Bytes: model against a cache simulation" not in (plain / "report.html").read_text()

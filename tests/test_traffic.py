@@ -214,3 +214,33 @@ def test_plan_credits_l2_residency_to_a_step_whose_input_the_previous_step_wrote
     assert dw.bytes["L2"] == kernel["L2"] + output_bytes
     assert dw.bytes["L3"] == max(dw.bytes["DRAM"], kernel["L3"] + output_bytes - input_bytes)
     assert dw.bytes["L3"] < kernel["L3"] + output_bytes        # the credit took the input off
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_fused_blocks_scratch_that_stays_in_l2_still_arrives_once_per_run_and_is_written_back(workers):
+    # a 96 -> 576 -> 96 block at 7x7, stride 1, residual, one band of 7 rows: one work
+    # item, so one worker brings its scratch in from L3 (a line fill on the first write)
+    # and writes it back, whatever the worker count
+    lanes = 8
+    moved = fused_block.fused_block_bytes(1, 96, 576, 96, 7, 7, 1, 7, True, True, workers, BUDGET)
+    expand, depthwise_rows = fused_block.scratch_floats(576, 7, 7, 7, 1, lanes)
+    scratch = 4 * (expand + depthwise_rows)
+    assert 32 * KIB < scratch <= fused_block.SCRATCH_SHARE * 512 * KIB       # not in L1, in L2
+    x, y = 96 * 49 * 4, 2 * 96 * 49 * 4                   # input; output and residual
+    weights = (576 * 97 + 576 * 10 + 96 * 577) * 4
+    assert moved["L3"] == x + y + weights + 2 * scratch
+    assert moved["DRAM"] == x + y + weights                # the scratch stays in L3 between runs
+
+
+def test_a_fused_block_across_l2_charges_its_1x1_stages_as_1x1_convs_over_one_band():
+    # the same block: the project reads the band's depthwise output (49 pixels x 960
+    # channels, 188 KB: not in L1) once per pair of its 20 output blocks at 8 lanes
+    moved = fused_block.fused_block_bytes(1, 160, 960, 160, 7, 7, 1, 7, True, True, 1, BUDGET)
+    rows, blocks = pointwise.MICRO_TILE[8]
+    depthwise_output = 49 * 960 * 4
+    project = pointwise.pointwise_bytes(1, 960, 160, 1, 49, 49, blocks * 8, True, BUDGET)["L2"]
+    pairs = -(-160 // 8 // blocks)
+    assert project >= depthwise_output * pairs
+    expand = pointwise.pointwise_bytes(1, 160, 960, 1, 49, 49, blocks * 8, False, BUDGET)["L2"]
+    expand_rows = fused_block.scratch_floats(960, 7, 7, 7, 1, 8)[0] * 4
+    assert moved["L2"] == expand + 2 * expand_rows + 2 * depthwise_output + 960 * 10 * 4 + project

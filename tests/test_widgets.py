@@ -27,7 +27,7 @@ from workbench import widgets as widgets_module
 from workbench.ceilings import Ceilings
 from workbench.figure_parts import short_name
 from workbench.models import model_names
-from workbench.profile import bound_at, fusion_label
+from workbench.profile import bound_at, fusion_label, run_machine
 from workbench.tables import significant
 from workbench.tile_controls import choice_label, tile_choices
 from workbench.widgets import TILE_FIELDS, Explorer
@@ -85,7 +85,8 @@ def points(figure, kind: str) -> dict[str, tuple[float, float]]:
 
 def test_controls_are_model_threads_batch_fusion_level_step_and_one_slider_per_tile_field(explorer, ceilings):
     tile_fields = list(engine.Tiles().as_dict())
-    assert set(explorer.controls) == {"model", "threads", "batch", "fuse_blocks", "level", "step", *tile_fields}
+    assert set(explorer.controls) == {"model", "threads", "batch", "fuse_blocks", "level", "bytes", "step",
+                                      *tile_fields}
     threads = explorer.controls["threads"]
     assert (threads.min, threads.max) == (1, engine.available_cores())
     assert list(explorer.controls["level"].options) == list(ceilings.levels)
@@ -262,20 +263,27 @@ def test_more_threads_raise_the_peak_roof(explorer, ceilings):
     assert set(explorer.profile["threads"]) == {2}
 
 
-def _intermediate_outweighs_weights(model, members) -> bool:
-    """Whether a block's expanded intermediate (one image) has more elements than its
-    three weight tensors: then fusion must save more bytes than any weight re-reads cost."""
+def _intermediates_outweigh_weights_and_scratch(model, step) -> bool:
+    """Whether the tensors a fused block keeps inside (its expanded tensor and depthwise
+    output, one image) have more elements than its three weight tensors and the scratch
+    it brings in from L3 once per run (engine.kernels.fused_block.fused_block_bytes): then
+    fusion saves more bytes than the weight re-reads and the scratch's round trip cost."""
+    from engine.kernels import fused_block
+
     layers = {layer.name: layer for layer in model.layers}
-    block = [layers[name] for name in members]
+    block = [layers[name] for name in step.members]
     (depthwise,) = [layer for layer in block if layer.conv_kind == "depthwise"]
-    intermediate = int(np.prod(depthwise.input_shape))
+    kept_inside = int(np.prod(depthwise.input_shape)) + int(np.prod(depthwise.output_shape))
     weights = sum(layer.weight.size for layer in block)
-    return intermediate > weights
+    hidden, _, width = depthwise.input_shape
+    scratch = sum(fused_block.scratch_floats(hidden, width, depthwise.output_shape[2], step.block_rows, step.stride))
+    return kept_inside > weights + scratch
 
 
 def test_fusing_blocks_draws_block_markers_right_of_their_unfused_members_at_L3(small_model, ceilings):
-    """Fused, a block's expanded intermediate never crosses into L3, so where the
-    intermediate outweighs the weights (the early, wide-image blocks) the block's marker
+    """Fused, a block's expanded intermediate never crosses into L3, so where the tensors
+    fusion keeps inside outweigh the weights and the scratch that crosses L3 once per run
+    (the early, wide-image blocks: 1-4 of this model; the cache simulation agrees) the block's marker
     sits right of the combined point of its members (their FLOPs over their bytes, the
     point before_after_figure draws its arrow from) and right of its depthwise member's marker.
     Deep blocks (3x3 to 6x6 images, large weights) are not asserted: a fused block
@@ -291,20 +299,22 @@ def test_fusing_blocks_draws_block_markers_right_of_their_unfused_members_at_L3(
     blocks = points(explorer.figure, "block")
     fused_steps = explorer.profile[explorer.profile["op"] == "block"]
     assert len(blocks) == len(fused_steps) > 0
+    plan = small_model.plan(1, threads=1, fuse_blocks=True, machine=run_machine(ceilings))
+    plan_steps = {step.name: step for step in plan.steps}
     checked = 0
     for _, step in fused_steps.iterrows():
         block_x = blocks[step["layer"]][0]
         assert block_x == pytest.approx(step[f"ai_{level}"])
         members = unfused_profile.loc[list(step["members"])]
         assert len(members) in (2, 3) and members["flops"].sum() == step["flops"]
-        if not _intermediate_outweighs_weights(small_model, step["members"]):
+        if not _intermediates_outweigh_weights_and_scratch(small_model, plan_steps[step["layer"]]):
             continue
         combined_x = members["flops"].sum() / members[f"bytes_{level}"].sum()
         (depthwise_member,) = [m for m in step["members"] if m in unfused_depthwise]
         assert block_x > combined_x, (step["layer"], block_x, combined_x)
         assert block_x > unfused_depthwise[depthwise_member][0], (step["layer"], block_x)
         checked += 1
-    assert checked >= 5
+    assert checked >= 4
 
 
 def test_changing_only_the_level_redraws_without_measuring(explorer, count_measurements):

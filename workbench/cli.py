@@ -3,7 +3,9 @@
     roofline-workbench ceilings [--full] [--refresh]
     roofline-workbench profile  [--model M] [--batch N] [--threads T] [--pointwise-pixels P] ...
                                 [--fuse-blocks [false|true|auto]] [--tiles schedule.json|tuned]
-    roofline-workbench report   [--model M] [--fuse-blocks [false|true|auto]] [--tiles ...] --out DIR
+                                [--bytes model|simulated|both]
+    roofline-workbench report   [--model M] [--fuse-blocks [false|true|auto]] [--tiles ...]
+                                [--bytes model|simulated|both] --out DIR
     roofline-workbench tune     [--model M] [--batch N] [--threads T] [--budget S] [--out schedule.json]
     roofline-workbench sweep    [--model M] [--batch N ...] [--threads T ...] [--pointwise-pixels P ...] ...
                                 [--fuse-blocks [false|true|auto ...]] [--schedules FILE|tuned ...]
@@ -19,6 +21,14 @@ mobilenet_v2.
 (expand, depthwise, project computed band by band); auto fuses only the blocks the engine
 expects to run faster fused at that thread count and batch (engine.fusion.fusion_wins).
 Without the flag: the engine's default (engine.DEFAULT_FUSE_BLOCKS); the flag alone: true.
+
+--bytes: what the arithmetic intensities stand on. model (default): the bytes model
+(engine.traffic). simulated: a cache simulation of each step's own access trace
+(engine.trace; a second or so at batch 1, a progress bar on stderr) places every step,
+the model's bytes kept as bytes_model_<level>. both: the model places them and the
+simulation is added as bytes_sim_<level> / ai_sim_<level>. With simulated or both,
+profile prints the model against the simulation per kernel family and level, and report
+adds that table and a scatter (one point per step and level) to the page.
 
 tune chooses every step's tiles and every block's fusion by measurement (workbench.tune,
 engine.tune) within --budget seconds, writes the schedule to --out and caches it here;
@@ -52,6 +62,7 @@ from workbench.profile import (default_ceilings, describe_fusion, model_file, pr
 from workbench.report import write_report
 from workbench.sweep import CONFIG_COLUMNS, sweep, sweep_totals
 from workbench.roof_notes import above_roof_note, format_roof_fraction
+from workbench.simulated_bytes import BYTES_CHOICES, agreement_table
 from workbench.tables import roofs_table, significant
 from workbench.tuning import TUNED, tune, tuned_schedule
 
@@ -213,6 +224,10 @@ def _add_profile_and_report(commands) -> None:
                               "for the one cached here for this model, batch and threads; refused when tuned for "
                               "another model, batch, thread count or machine (not with the tile flags; default: none, "
                               "the tile flags set every step)")
+        sub.add_argument("--bytes", choices=BYTES_CHOICES, default="model",
+                         help="what the arithmetic intensities stand on: model (engine.traffic's bytes model), "
+                              "simulated (a cache simulation of each step's access trace places the points) or "
+                              "both (model placing, simulated columns beside; the comparison printed)")
         if name == "report":
             sub.add_argument("--out", type=Path, required=True, help="output folder")
         else:
@@ -343,7 +358,26 @@ def _profile(args):
     model = engine.load(args.model)
     ceilings = default_ceilings(threads)
     return profile(model, batch=args.batch, threads=threads, tiles=_tiles_or_schedule(args, model, threads, ceilings),
-                   fuse_blocks=args.fuse_blocks, repeats=args.repeats, ceilings=ceilings)
+                   fuse_blocks=args.fuse_blocks, repeats=args.repeats, ceilings=ceilings, bytes=args.bytes)
+
+
+def format_bytes_check(frame) -> str:
+    """The model against the simulation per kernel family and level (a profile with
+    bytes_sim_<level> columns): steps, median and worst model / simulated ratio, the worst
+    step, the share of steps off by more than 25 %; "" without simulated bytes."""
+    if "bytes_sim_L1" not in frame.columns:
+        return ""
+    table = agreement_table(frame)
+    if table.empty:
+        return "bytes: no step moves 64 KiB at any level; nothing to compare"
+    table["worst_step"] = table["worst_step"].map(lambda name: short_name(name)[-32:] if name else "")
+    table["off_by_25pct"] = table["off_by_25pct"] * 100
+    table = table.rename(columns={"median_ratio": "median", "worst_ratio": "worst", "worst_step": "worst step",
+                                  "off_by_25pct": "% off >25%"})
+    sim_seconds = frame.attrs.get("sim_seconds")
+    took = f", simulated in {sim_seconds:.1f} s" if sim_seconds is not None else ""
+    return (f"bytes moved, model / cache simulation per kernel family and level (1 = agreement{took}):\n"
+            + table.to_string(index=False, float_format=significant))
 
 
 def _tune(args) -> int:
@@ -477,7 +511,12 @@ def _run(args) -> int:
         return 0
     if args.command == "profile":
         frame = _profile(args)
+        if args.bytes == "simulated":
+            print("arithmetic intensities from simulated bytes (a cache simulation of each step's access trace)")
         print(format_layers(frame, args.top))
+        check = format_bytes_check(frame)
+        if check:
+            print("\n" + check)
         return 0
     if args.command == "report":
         _output_folder(args.out)

@@ -5,7 +5,11 @@ The page says one thing one way: its header counts the steps memory bound at the
 level (profile.bound_at, the rule the time bars colour by), and at every other level (what
 the bars' level buttons show); its table is workbench.layer_table's, sortable (click a
 header) and filterable (the box above it), and a table of the time by op kind
-(layer_table.op_summary) follows it."""
+(layer_table.op_summary) follows it. A profile with simulated bytes (workbench.profile(...,
+bytes="both" or "simulated")) adds the model against the cache simulation: the scatter
+(workbench.bytes_check_figure, one point per step and level) and the table per kernel
+family and level; a profile placed by the simulated bytes has its roofline say so.
+"""
 from __future__ import annotations
 
 import html
@@ -19,7 +23,9 @@ import plotly.io as pio
 
 from engine.checks import check_bool
 from workbench.atomic import atomic_path
+from engine.traffic import LEVELS
 from workbench.before_after import before_after_figure
+from workbench.bytes_check_figure import bytes_check_figure, bytes_check_table
 from workbench.export import export_figure, image_export_unavailable
 from workbench.figure_parts import OP_COLORS, OP_SYMBOLS, op_kind
 from workbench.layer_table import formatted, layer_table, op_summary
@@ -180,10 +186,24 @@ def write_report(frame: pd.DataFrame, out: Path, model_name: str = "model", ceil
     return paths
 
 
+def has_simulated_bytes(frame: pd.DataFrame) -> bool:
+    """The profile carries a cache simulation's bytes (bytes_sim_<level> columns)."""
+    return all(f"bytes_sim_{level}" in frame.columns for level in LEVELS)
+
+
+def placed_by_simulation(frame: pd.DataFrame) -> bool:
+    """The profile's points stand on the simulated bytes (the model's kept as bytes_model_<level>)."""
+    return has_simulated_bytes(frame) and all(f"bytes_model_{level}" in frame.columns for level in LEVELS)
+
+
 def _figures(frame: pd.DataFrame, ceilings, before: pd.DataFrame | None, level: str) -> list:
     """The report's figures: the roofline, the before/after view when there is a `before`,
-    the time bars."""
-    figures = [roofline_figure(frame, ceilings, level=level), time_bars(frame, ceilings, level=level)]
+    the model-vs-simulated scatter when the profile has simulated bytes, the time bars."""
+    roofline = roofline_figure(frame, ceilings, level=level,
+                               bytes="simulated" if placed_by_simulation(frame) else "model")
+    figures = [roofline, time_bars(frame, ceilings, level=level)]
+    if has_simulated_bytes(frame):
+        figures.insert(1, bytes_check_figure(frame))
     if before is not None:
         labels = (describe_fusion(before), describe_fusion(frame))
         if None in labels or labels[0] == labels[1]:
@@ -206,6 +226,22 @@ def summary_line(frame: pd.DataFrame, ceilings, level: str, model_name: str = "m
             f"{frame['flops'].sum() / total / 1e9:.3g} GFLOP/s overall; "
             f"{counts[level]} of {with_flops} steps memory bound at {level} (AI below its ridge point; "
             f"at {others}).")
+
+
+def _bytes_check_html(frame: pd.DataFrame) -> str:
+    """The model against the cache simulation per kernel family and level, with what the
+    points stand on; "" for a profile without simulated bytes."""
+    if not has_simulated_bytes(frame):
+        return ""
+    placed = ("The points above stand on the <b>simulated</b> bytes (the model's are kept as "
+              "bytes_model_&lt;level&gt; in the records)." if placed_by_simulation(frame) else
+              "The points above stand on the <b>modelled</b> bytes; the simulated ones are in the records "
+              "(bytes_sim_&lt;level&gt;, ai_sim_&lt;level&gt;).")
+    return (f'<h2 id="bytes-check">Bytes: model against a cache simulation</h2>'
+            f"<p>Each step's access trace, generated from the kernel's own loops (engine.trace), run through an "
+            f"LRU cache hierarchy set up from this machine (pycachesim); model / simulated per kernel family and "
+            f"level, steps moving under 64 KiB at a level left out. {placed}</p>"
+            f"{bytes_check_table(frame).to_html()}")
 
 
 def _page(frame: pd.DataFrame, ceilings, figures: list, model_name: str, level: str) -> str:
@@ -242,4 +278,5 @@ Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')}.</p>
 {_table_html(frame, ceilings, level)}
 <h2>Time by op at {html.escape(level)}</h2>
 {_ops_html(frame, ceilings, level)}
+{_bytes_check_html(frame)}
 </body></html>"""

@@ -50,11 +50,14 @@ def check_bytes_choice(value) -> str:
     return value
 
 
-def simulate_plan_bytes(plan, machine=None, threads=None, progress: bool | None = None) -> list:
-    """engine.trace.simulator.simulate_plan with a tqdm progress bar (progress None or True:
-    shown, tqdm.auto picks the console or the notebook form; False: none)."""
+def simulate_plan_bytes(plan, machine=None, threads=None, progress=None) -> list:
+    """engine.trace.simulator.simulate_plan with progress shown: progress None or True, a
+    tqdm bar (tqdm.auto picks the console or the notebook form); False, none; a callable,
+    called as progress(done, total, step name) after each step simulated (a widget's bar)."""
     from engine.trace.simulator import simulate_plan      # here: loads pycachesim and compiles its feed on first use
 
+    if callable(progress):
+        return simulate_plan(plan, machine=machine, threads=threads, warm_runs=1, progress=progress)
     bar = None
     if progress is not False:
         from tqdm.auto import tqdm
@@ -72,10 +75,11 @@ def simulate_plan_bytes(plan, machine=None, threads=None, progress: bool | None 
 
 
 def simulated_frame(model, batch: int = 1, threads: int = 2, tiles=None, fuse_blocks=engine.DEFAULT_FUSE_BLOCKS,
-                    machine=None, progress: bool | None = None) -> pd.DataFrame:
+                    machine=None, progress=None) -> pd.DataFrame:
     """One row per step of `model`'s plan: step (index), layer, op, family, flops,
     bytes_<level> (the model's) and bytes_sim_<level> (simulated), traced, sim_seconds.
-    machine: the MachineInfo the plan and the simulation assume (default: this machine)."""
+    machine: the MachineInfo the plan and the simulation assume (default: this machine).
+    progress: as simulate_plan_bytes's."""
     from engine.machine import machine_info
 
     machine = machine or machine_info()
@@ -104,6 +108,14 @@ def add_simulated_columns(frame: pd.DataFrame, model, machine, tiles=None, fuse_
     no traced kernel gets NaN. Returns a new frame."""
     batch, threads = int(frame["batch"].iloc[0]), int(frame["threads"].iloc[0])
     simulated = simulated_frame(model, batch, threads, tiles, fuse_blocks, machine, progress)
+    return with_simulated_columns(frame, simulated)
+
+
+def with_simulated_columns(frame: pd.DataFrame, simulated: pd.DataFrame) -> pd.DataFrame:
+    """`frame` (a profile, one row per step in plan order) with bytes_sim_<level> and
+    ai_sim_<level> (FLOP/byte) taken from `simulated` (a simulated_frame of the same plan;
+    a cache of one can serve many profiles of one configuration). ValueError when the two
+    are not the same steps. Returns a new frame."""
     if len(simulated) != len(frame) or ("layer" in frame.columns
                                         and list(simulated["layer"]) != list(frame["layer"])):
         raise ValueError(f"the simulated plan's {len(simulated)} steps are not the profile's {len(frame)} "
@@ -122,13 +134,17 @@ def add_simulated_columns(frame: pd.DataFrame, model, machine, tiles=None, fuse_
 
 def model_vs_simulated(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per traced step and level: layer, op, family, level, model_bytes,
-    simulated_bytes, ratio (model / simulated; NaN where the simulation saw nothing)."""
+    simulated_bytes, ratio (model / simulated; NaN where the simulation saw nothing). A
+    profile placed by the simulated bytes keeps the model's as bytes_model_<level>: those
+    are the model's here."""
+    placed = all(f"bytes_model_{level}" in frame.columns for level in LEVELS)
+    model_column = "bytes_model_{}" if placed else "bytes_{}"
     rows = []
     for _, row in frame.iterrows():
         if "traced" in row and not row["traced"]:
             continue
         for level in LEVELS:
-            modelled, simulated = float(row[f"bytes_{level}"]), float(row[f"bytes_sim_{level}"])
+            modelled, simulated = float(row[model_column.format(level)]), float(row[f"bytes_sim_{level}"])
             if math.isnan(simulated):
                 continue
             family = row["family"] if "family" in row and isinstance(row["family"], str) else \

@@ -9,6 +9,7 @@ blocks) and tile sizes, for every step at once or for one step, and that runs th
     explorer.set(model="resnet50")                  # another zoo model: loaded, then profiled
     explorer.set(batch=8, pointwise_pixels=32)      # several controls, one measurement
     explorer.set(fuse_blocks="auto")                # False, "auto" or True
+    explorer.set(bytes="simulated")                 # points by a cache simulation's bytes
     explorer.set(step=name, pointwise_pixels=128)   # that step's tiles only (per-layer mode)
     explorer.tune(budget_s=30)                      # the Tune button: engine.tune, then before/after
     frame = explorer.run()                          # measure now (synchronous): a profile
@@ -35,6 +36,18 @@ default point (hollow) and an arrow from it to its tuned point, as before_after_
 does. The default points stay while the profile has the tuning's batch and threads. The
 tuned schedule chooses each block's fusion; touching the fusion selector hands every
 block back to it. Changing batch or threads keeps the tuned tiles, as a hand-made schedule.
+
+Bytes. The bytes toggle (`controls["bytes"]`: "model" / "simulated") says what places the
+points across: the bytes model (engine.traffic, the default) or a cache simulation of each
+step's real access pattern (engine.trace; workbench.simulated_bytes). Turned to
+"simulated", the Explorer simulates the configuration shown (a second or so at batch 1;
+the progress bar and status line follow it step by step), then re-places every point by
+the simulated bytes: x, colour by bound, the layer table, the summary and the detail panel
+(the profile gains bytes_sim_<level> / ai_sim_<level> columns). Each configuration is
+simulated once (cached by model, batch, threads, tiles and fusion), so toggling back and
+forth is instant; while the toggle is on, a new configuration (a slider move) is simulated
+after it is measured; while it is off nothing is simulated. A plan the simulation cannot
+trace is refused in the message area and the toggle goes back to "model".
 
 Model. The model dropdown (`controls["model"]`) lists the model the Explorer was made
 with and every model of the zoo (workbench.models.model_names(): torchvision's topologies,
@@ -87,6 +100,7 @@ from engine import schedules
 from engine.tiles import as_schedule
 from workbench import tuning
 from workbench.before_after import match_steps, step_arrow
+from workbench.bytes_check_figure import placed_by_simulated_bytes
 from workbench.figure_parts import (OP_COLORS, format_ms, marker_sizes, op_kind, or_none, plotted_steps, short_name,
                                     step_members)
 from workbench.layer_list import LayerList
@@ -94,6 +108,7 @@ from workbench.models import is_model_name, model_label, model_names
 from workbench.profile import (as_model, bound_at, check_ceilings, check_level, default_ceilings, fusion_label,
                                parse_fuse_blocks, profile, run_machine)
 from workbench.roofline import default_title, roofline_figure, update_roofline
+from workbench.simulated_bytes import simulated_frame, with_simulated_columns
 from workbench.step_detail import step_detail_html
 from workbench.tile_controls import choice_label, ensure_choice, make_tile_slider, make_typed_box
 from workbench.width_probe import WidthProbe
@@ -101,6 +116,11 @@ from workbench.width_probe import WidthProbe
 logger = logging.getLogger(__name__)
 
 BATCH_CHOICES = (1, 2, 4, 8, 16, 32, 64)   # images; the batch dropdown's options
+# The bytes toggle's options (label, value): what places the points across, and a tooltip for each.
+BYTES_OPTIONS = (("model", "model"), ("simulated", "simulated"))
+BYTES_TOOLTIPS = ("the bytes model (engine.traffic): bytes per level from shapes, tiles and cache sizes",
+                  "a cache simulation of each step's own access trace (engine.trace, pycachesim): run once per "
+                  "configuration, then cached")
 # The fusion selector's options: (label, fuse_blocks value), and a tooltip for each.
 FUSE_BLOCKS_OPTIONS = (("off", False), ("auto", "auto"), ("all blocks", True))
 FUSE_BLOCKS_TOOLTIPS = ("every layer on its own",
@@ -111,6 +131,8 @@ SLOWEST_SHOWN = 8                           # rows of the slowest-steps table
 MESSAGE_COLORS = {"error": "#b00020", "warning": "#8a5a00", "info": "#333333"}
 # What a measurement may raise because of a configuration (shown, not raised).
 CONFIG_ERRORS = (ValueError, engine.ModelError)
+# What a cache simulation may raise for a plan it cannot simulate (or without pycachesim).
+SIMULATION_ERRORS = (ValueError, engine.ModelError, ImportError)
 TILE_FIELDS = tuple(engine.Tiles().as_dict())
 # The tile fields each step's kernel reads, by op (the other ops' kernels read none).
 TILE_FIELDS_OF_OP = {"expand": ("pointwise_pixels", "pointwise_channels"),
@@ -163,6 +185,7 @@ class Explorer:
     fuse_blocks (False, "auto" or True; default engine.DEFAULT_FUSE_BLOCKS), level (memory
     level of the x axis, one of ceilings.levels): the controls' initial values.
     repeats: timed runs per measurement (the median is plotted).
+    bytes: "model" or "simulated", the bytes toggle's first value (what places the points).
 
     The constructor measures once (so the panel opens on a real roofline); a bad initial
     argument raises ValueError there (a schedule tuned for another model, batch, thread
@@ -171,22 +194,28 @@ class Explorer:
 
     Attributes: controls (dict name -> widget: model (a zoo name, or GIVEN_MODEL for a
     model given otherwise), threads, batch, fuse_blocks (ToggleButtons
-    "off" / "auto" / "all blocks", values False / "auto" / True), level, step (the step
+    "off" / "auto" / "all blocks", values False / "auto" / True), level, bytes ("model" /
+    "simulated"), step (the step
     picker: EVERY_STEP or a step's name) and one SelectionSlider per engine.Tiles field,
     named as the field), typed (field -> the box to type a tile value), run_button,
     progress, status, tune_button, tune_budget (seconds), tune_progress, message, summary,
     layers (the layer table: workbench.layer_list.LayerList), detail (the selected step's
     panel, HTML), width_probe, figure (the plotly FigureWidget), panel (the
-    top-level ipywidgets container), profile (the last measured DataFrame), schedule (the
+    top-level ipywidgets container), profile (the last measured DataFrame; with the bytes
+    toggle on, with bytes_sim_<level> and ai_sim_<level> columns), drawn (the profile as
+    placed on the figure: by the toggle's bytes), schedule (the
     TileSchedule of the last measurement), tuning (the last workbench.tuning.TuningResult,
     or None), measurements (how many measurements have completed), last_seconds
-    ({"measure": s, "draw": s} of the last run).
+    ({"measure": s, "draw": s} of the last run), simulations (how many cache simulations
+    have run: a toggle back to a configuration simulated before runs none).
     """
 
     def __init__(self, model, ceilings=None, batch: int = 1, threads: int | None = None,
                  tiles: engine.Tiles | engine.TileSchedule | None = None,
-                 fuse_blocks: bool | str = engine.DEFAULT_FUSE_BLOCKS, level: str = "L2", repeats: int = 3):
+                 fuse_blocks: bool | str = engine.DEFAULT_FUSE_BLOCKS, level: str = "L2", repeats: int = 3,
+                 bytes: str = "model"):
         self.repeats = check_repeats(repeats)
+        bytes = _check_bytes(bytes)
         batch = check_batch(batch)
         threads = engine.available_cores() if threads is None else checks.check_threads(threads)
         tiles = checks.check_tiles(tiles)
@@ -213,16 +242,22 @@ class Explorer:
         self._pending_lock = threading.Lock()   # guards the two flags only (held for no call)
         self._held = 0                    # > 0: control changes do not trigger the callback
         self._memory_only = False         # the figure shows only the steps memory bound at the level
+        self._profiled: tuple | None = None   # (batch, threads, tiles, fuse_blocks) the profile ran with
+        self._simulated: dict = {}        # that tuple -> simulated_frame of its plan (this model's)
+        self.simulations = 0
+        self.drawn: pd.DataFrame | None = None
+        self._simulation_note = ""        # what the last simulation did, for the status line
 
         # ---- widgets first
-        self.controls = self._make_controls(batch, threads, self.schedule.default, fuse_blocks, level)
+        self.controls = self._make_controls(batch, threads, self.schedule.default, fuse_blocks, level, bytes)
         self._make_buttons_and_outputs()
 
         frame = self._measure(self.config())          # the initial config is valid: errors raise here
-        self.figure = go.FigureWidget(roofline_figure(frame, self.ceilings, level=level, level_buttons=False))
+        self._accept(frame, self.config()["tiles"])
+        self._place_points()
+        self.figure = go.FigureWidget(roofline_figure(self.drawn, self.ceilings, level=level, level_buttons=False))
         self.figure.add_trace(go.Scatter(**_overlay_spec(BEFORE_TRACE)))
         self.figure.add_trace(go.Scatter(**_overlay_spec(SELECTION_TRACE)))
-        self._accept(frame, self.config()["tiles"])
         self._draw()
 
         # ---- one callback
@@ -266,7 +301,7 @@ class Explorer:
 
     # ------------------------------------------------------------------ building
 
-    def _make_controls(self, batch, threads, tiles, fuse_blocks, level) -> dict[str, widgets.Widget]:
+    def _make_controls(self, batch, threads, tiles, fuse_blocks, level, bytes) -> dict[str, widgets.Widget]:
         wide = {"description_width": "initial"}
         batches = sorted(set(BATCH_CHOICES) | {batch})
         given = [(f"{self._given[0]} (given)", GIVEN_MODEL)] if self._given is not None else []
@@ -286,6 +321,11 @@ class Explorer:
                                                                        width="auto")),
             "level": widgets.Dropdown(options=list(self.ceilings.levels), value=level, description="AI at",
                                       style=wide, layout=widgets.Layout(width="130px")),
+            "bytes": widgets.ToggleButtons(options=list(BYTES_OPTIONS), value=bytes, description="bytes",
+                                           tooltips=list(BYTES_TOOLTIPS),
+                                           style={"description_width": "initial", "button_width": "84px"},
+                                           layout=widgets.Layout(display="flex", align_items="center",
+                                                                 width="auto")),
             "step": widgets.Dropdown(options=[("every step", EVERY_STEP)], value=EVERY_STEP,
                                      description="tiles of", style=wide, layout=widgets.Layout(width="420px")),
         }
@@ -295,7 +335,7 @@ class Explorer:
 
     def _layout(self) -> widgets.VBox:
         config_row = widgets.HBox([self.controls[n] for n in ("model", "threads", "batch", "fuse_blocks", "level")])
-        step_row = widgets.HBox([self.controls["step"], self.step_note])
+        step_row = widgets.HBox([self.controls["step"], self.step_note, self.controls["bytes"]])
         tile_rows = [widgets.HBox([item for n in TILE_FIELDS[i:i + 2] for item in (self.controls[n], self.typed[n])])
                      for i in range(0, len(TILE_FIELDS), 2)]
         action_row = widgets.HBox([self.run_button, self.progress, self.status])
@@ -343,13 +383,19 @@ class Explorer:
         return self.controls["level"].value
 
     @property
+    def bytes(self) -> str:
+        """What places the points across: "model" or "simulated" (the bytes toggle)."""
+        return self.controls["bytes"].value
+
+    @property
     def selected_step(self) -> str | None:
         """The step the tile sliders set, or None on "every step"."""
         return self._target
 
     def set(self, **values):
         """Set several controls at once (names as in `controls`) and measure once, not once
-        per control; if only `level` and `step` change, just redraw. `step` is set first,
+        per control; if only `level`, `bytes` and `step` change, just redraw (bytes="simulated"
+        simulates the configuration shown first, unless it was simulated before). `step` is set first,
         so `set(step=name, pointwise_pixels=32)` sets that step's tiles. Returns what `run()`
         returns (or the current profile after a redraw); None when a measurement is in
         progress, which then measures these values when it ends.
@@ -357,7 +403,8 @@ class Explorer:
         Every value is checked before any control changes: ValueError for an unknown
         control, and for a value the control or the engine would refuse or silently clamp
         (threads outside 1..cores, a tile outside its range or step, batch < 1, a
-        fuse_blocks other than False, True or "auto", a level without a roof, a step that
+        fuse_blocks other than False, True or "auto", a level without a roof, bytes other
+        than "model" or "simulated", a step that
         is not one of the last profile's (None: every step)). A batch not in the dropdown
         is added."""
         unknown = sorted(set(values) - set(self.controls))
@@ -376,7 +423,7 @@ class Explorer:
                 control.value = value
         if "fuse_blocks" in values:
             self._fusion_selector_used()
-        if set(values) <= {"level"}:
+        if set(values) <= {"level", "bytes"}:
             self._serve(measure=False, queue=True)
             return self.profile
         return self._serve(measure=True, queue=True)
@@ -411,6 +458,8 @@ class Explorer:
             return value
         if name == "fuse_blocks":
             return checks.check_fuse_blocks(value)
+        if name == "bytes":
+            return _check_bytes(value)
         if name == "batch":
             return check_batch(value)
         if name == "threads":
@@ -443,7 +492,7 @@ class Explorer:
             return
         try:
             owner = change["owner"]
-            if owner is self.controls["level"]:
+            if owner is self.controls["level"] or owner is self.controls["bytes"]:
                 self._serve(measure=False, queue=True)
             elif owner is self.controls["step"]:
                 self._select(change["new"])
@@ -700,6 +749,7 @@ class Explorer:
         if model is not None:                     # the new model is the one shown from now on
             self.model, self._model_choice = model, choice
             self.tuning, self._target = None, None
+            self._simulated.clear()               # keyed by configuration: they were the old model's
             basis = self.schedule
         # the measured tiles become the schedule, unless a step was selected meanwhile (from
         # another thread): that kept the sliders' values in the schedule already
@@ -708,7 +758,7 @@ class Explorer:
         drawn = time.perf_counter() - started
         self.last_seconds = {"measure": measured, "draw": drawn}
         self._finish(True, f"measured in {measured:.2f} s ({self.repeats} timed runs + 1 warm-up), "
-                           f"drawn in {drawn:.2f} s")
+                           f"drawn in {drawn:.2f} s{self._simulation_note}")
         return frame
 
     def _tune_and_draw(self, budget_s: float, repeats: int, save: bool) -> None:
@@ -767,18 +817,87 @@ class Explorer:
         """`frame`, measured with `tiles`, is now the profile (and `tiles` the schedule)."""
         self.profile = frame
         self.schedule = as_schedule(tiles)
+        self._profiled = (int(frame["batch"].iloc[0]), int(frame["threads"].iloc[0]), tiles,
+                          parse_fuse_blocks(frame["fuse_blocks"].iloc[0]))
         self.measurements += 1
         self._update_step_picker()
 
     def _draw(self) -> None:
+        self._place_points()
         with self.figure.batch_update():
             update_roofline(self.figure, self._shown_profile(), self.ceilings, level=self.level,
                             title=self.title(), fit_also=self._baseline_shown())
+            if self.bytes == "simulated":
+                self.figure.layout.xaxis.title.text = \
+                    self.figure.layout.xaxis.title.text.replace("modelled bytes", "simulated bytes")
             self._draw_overlays()
         self._show_table()
-        self.layers.refresh(self.profile, self.ceilings, self.level)
+        self.layers.refresh(self.drawn, self.ceilings, self.level)
         self.layers.show(self._target)
         self._show_detail()
+
+    def _place_points(self) -> None:
+        """`drawn`: the profile placed by the toggle's bytes. With "simulated", the profile's
+        configuration is simulated first unless it was before (a cache per configuration);
+        a simulation that fails puts the toggle back at "model" and says why."""
+        self._simulation_note = ""
+        if self.bytes == "simulated":
+            try:
+                simulated = self._simulation_of_profile()
+                self.profile = with_simulated_columns(self.profile, simulated)
+                self.drawn = placed_by_simulated_bytes(self.profile, self.ceilings)
+                return
+            except SIMULATION_ERRORS as error:
+                with self.hold():
+                    self.controls["bytes"].value = "model"
+                self._say(f"could not simulate the caches for this configuration: {error}; the points stay "
+                          "placed by the modelled bytes", "error")
+        self.drawn = self.profile
+
+    def _simulation_of_profile(self) -> pd.DataFrame:
+        """The simulated_frame of the profile's configuration: from the cache, or simulated
+        now with the progress bar and status line following it (the caller holds _busy)."""
+        key = self._profiled
+        try:
+            hash(key)
+        except TypeError:                  # a tiles object that cannot be a key: its text is
+            key = repr(key)
+        if key in self._simulated:
+            return self._simulated[key]
+        batch, threads, tiles, fuse_blocks = self._profiled
+        bar, started = self.progress, time.perf_counter()
+        kept = bar.max, self.status.value
+
+        def advance(done: int, total: int, step: str) -> None:
+            bar.max, bar.value = max(total, 1), min(done, max(total, 1))
+            self.status.value = (f"simulating the caches: step {done} of {total} ({short_name(step)}; "
+                                 "a warm run, then the recorded one); the kernel is busy")
+        bar.value, bar.bar_style = 0, "info"
+        try:
+            simulated = simulated_frame(self.model, batch, threads, tiles, fuse_blocks, run_machine(self.ceilings),
+                                        progress=advance)
+        except BaseException:
+            bar.max, bar.value, bar.bar_style = kept[0], 0, "danger"
+            self.status.value = "cache simulation failed"
+            raise
+        bar.max, bar.value, bar.bar_style = kept[0], kept[0], "success"
+        seconds = time.perf_counter() - started
+        self.simulations += 1
+        self._simulated[key] = simulated
+        self._simulation_note = f", caches simulated in {seconds:.1f} s"
+        self.status.value = (f"caches simulated in {seconds:.1f} s ({len(simulated)} steps, batch {batch}, "
+                             f"{threads} thread(s)); kept for this configuration")
+        return simulated
+
+    def _bytes_note(self) -> str:
+        """The summary's word on the bytes: what places the points, steps not traced."""
+        if self.bytes != "simulated" or "bytes_sim_L1" not in self.drawn.columns:
+            return ""
+        untraced = int(self.drawn["bytes_sim_L1"].isna().sum())
+        return (" Points placed by <b>simulated bytes</b> (a cache simulation of each step's access trace)"
+                + (f"; {untraced} step{'s' if untraced != 1 else ''} without a trace by the model's." if untraced
+                   else ".") + (" The tuning's default-tile points are drawn with the modelled bytes only."
+                                if self.tuning is not None and self.tuning.before is not None else ""))
 
     def title(self) -> str:
         """The figure's title: what the last profile ran with (batch, threads, fusion, the
@@ -789,24 +908,34 @@ class Explorer:
         own = len(schedule.overrides)
         extra = (f"; {own} step{'s' if own != 1 else ''} with tiles of {'their' if own != 1 else 'its'} own"
                  if own else "")
-        heading, _, warning = default_title(self.profile, self.level).partition("<br>")
+        heading, _, warning = default_title(self.drawn, self.level).partition("<br>")
         shown = " (memory bound only)" if self._memory_only else ""
+        shown += ", points by simulated bytes" if self.bytes == "simulated" else ""
         return f"{heading}{shown}<br><span style='font-size:12px'>tiles: {tiles}{extra}</span>" + \
             (f"<br>{warning}" if warning else "")
 
     def _baseline_shown(self) -> list[pd.DataFrame]:
         """[the last tuning's default-tiles profile] while its points and arrows are drawn
         (the profile has the tuning's batch and threads), else []."""
+        baseline = self._baseline()
+        return [baseline] if baseline is not None else []
+
+    def _baseline(self) -> pd.DataFrame | None:
+        """The last tuning's default-tiles profile while its points and arrows are drawn: the
+        profile has the tuning's batch and threads, and the points are placed by the modelled
+        bytes (the default tiles' plan is not simulated)."""
         baseline = self.tuning.before if self.tuning is not None else None
-        return [baseline] if baseline is not None and _same_run_shape(baseline, self.profile) else []
+        if baseline is None or self.bytes == "simulated" or not _same_run_shape(baseline, self.profile):
+            return None
+        return baseline
 
     def _shown_profile(self) -> pd.DataFrame:
         """The profile as drawn: with "memory bound only", its steps memory bound at the
         level (all of them when none is)."""
         if not self._memory_only:
-            return self.profile
-        memory = self.profile[bound_at(self.profile, self.ceilings, self.level) == "memory"]
-        return memory if len(memory) else self.profile
+            return self.drawn
+        memory = self.drawn[bound_at(self.drawn, self.ceilings, self.level) == "memory"]
+        return memory if len(memory) else self.drawn
 
     def _show_detail(self) -> None:
         """The detail panel: the selected step's facts (a hint when none is selected)."""
@@ -814,7 +943,7 @@ class Explorer:
             self.detail.value = DETAIL_HINT
             return
         fields = TILE_FIELDS_OF_OP.get(self._op_of(self._target), ())
-        self.detail.value = step_detail_html(self.profile, self._target, self.ceilings, self.level, fields) \
+        self.detail.value = step_detail_html(self.drawn, self._target, self.ceilings, self.level, fields) \
             or DETAIL_HINT
 
     def _snap_back(self) -> None:
@@ -845,7 +974,7 @@ class Explorer:
             self._say(f"unexpected error: {type(error).__name__}: {error}", "error")
 
     def _target_detail(self, name: str) -> None:
-        self.detail.value = step_detail_html(self.profile, name, self.ceilings, self.level) or DETAIL_HINT
+        self.detail.value = step_detail_html(self.drawn, name, self.ceilings, self.level) or DETAIL_HINT
 
     def _fit_width(self, change) -> None:
         """The panel's width changed (WidthProbe, CSS px): the figure takes all of it."""
@@ -861,12 +990,12 @@ class Explorer:
         """The Explorer's own traces and arrows, at the current level: the selected step's
         ring, and, while the profile has the last tuning's batch and threads, each step's
         default point and an arrow from it to the step's point now."""
-        level, frame = self.level, self.profile
+        level, frame = self.level, self.drawn
         with self.figure.batch_update():
             before = _overlay_spec(BEFORE_TRACE)
             arrows = []
-            baseline = self.tuning.before if self.tuning is not None else None
-            if baseline is not None and _same_run_shape(baseline, frame):
+            baseline = self._baseline()
+            if baseline is not None:
                 matched, _, _ = match_steps(baseline, frame, level)
                 now = set(frame["layer"])
                 units = [(name if name in now else new.layers[-1], old) for name, old, new in matched]
@@ -888,7 +1017,7 @@ class Explorer:
         spec = _overlay_spec(SELECTION_TRACE)
         if self._target is None:
             return spec
-        rows = self.profile[self.profile["layer"] == self._target]
+        rows = self.drawn[self.drawn["layer"] == self._target]
         if not len(rows):
             return spec
         row = rows.iloc[0]
@@ -904,7 +1033,7 @@ class Explorer:
 
     def _show_table(self) -> None:
         """The summary line over the layer table: time, GFLOP/s, steps memory bound at the level."""
-        frame, level = self.profile, self.level
+        frame, level = self.drawn, self.level
         threads = int(frame["threads"].iloc[0])
         total = float(frame["seconds"].sum())
         flops = float(frame["flops"].sum())
@@ -924,7 +1053,7 @@ class Explorer:
             f"{html.escape(shown)}: <b>{total * 1e3:.3g} ms</b> per run (sum of the steps' medians), {flops / total / 1e9:.3g} GFLOP/s "
             f"overall. At {html.escape(level)} (ridge point {ridge:.3g} FLOP/byte), {len(memory)} of "
             f"{len(with_flops)} steps with FLOPs are memory bound: "
-            f"{float(memory['seconds'].sum()) / total:.0%} of the time.{tiles_note}")
+            f"{float(memory['seconds'].sum()) / total:.0%} of the time.{tiles_note}{self._bytes_note()}")
 
     def _start(self, config: dict) -> None:
         self.run_button.disabled, self.run_button.description = True, "Measuring…"
@@ -976,6 +1105,14 @@ def _overlay_spec(key: str) -> dict:
     return dict(meta=key, name="selected step", mode="markers+text", x=[], y=[], text=[], customdata=[],
                 textposition="bottom center", textfont=dict(size=11, color="#111111"), hoverinfo="skip",
                 showlegend=False, marker=dict(symbol="circle-open", size=[], color="#111111", line=dict(width=3.0)))
+
+
+def _check_bytes(value) -> str:
+    """`value` if it is one of the bytes toggle's values, else ValueError naming them."""
+    choices = [v for _, v in BYTES_OPTIONS]
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"bytes must be one of {choices} (what places the points), got {value!r}")
+    return value
 
 
 def _same_run_shape(before: pd.DataFrame, after: pd.DataFrame) -> bool:

@@ -316,6 +316,21 @@ def fused_block_bytes(batch: int, in_channels: int, hidden_channels: int, out_ch
     expand_recompute_factor), the weights of all three convs once per band unless they
     stay resident, the output (and residual) once. Registers see every stage's loads and
     stores as the unfused kernels would, on the band's shapes.
+
+    A scratch that stays in a level still arrives there once per run: the steps between
+    two blocks stream other data through the private caches, so each worker's first band
+    fills its scratch lines from L3 (where it stays between runs, like the activations)
+    and its dirty lines are written back when they are evicted. So at each boundary
+    below L3 that the per-band spill does not already charge, the block pays 2 x scratch
+    per worker that has a band (the cache simulation, bench/README "Bytes model against
+    a cache simulation": 3.7-3.8 scratches on 2 workers at batch 1, 2.2-4.1 at batch 8).
+
+    Across L1 <- L2, when the scratch does not stay in L1, each 1x1 stage is charged as
+    pointwise_bytes charges a 1x1 conv over the band's pixels in one tile (its input read
+    once per pair of output blocks unless the band's input stays in L1, a pair's weight
+    slice once per band or once per micro-tile): the project stage re-reads the band's
+    depthwise output once per pair of its output blocks, the expand stage the band's
+    input rows once per pair of hidden blocks.
     """
     # imported here, not at the top: a module-level import would put traffic.py in this file's
     # numba cache stamp (engine._numba_env), and every edit to the bytes model would recompile the kernels
@@ -344,12 +359,50 @@ def fused_block_bytes(batch: int, in_channels: int, hidden_channels: int, out_ch
                                  budget)["L1"]
     registers += pointwise_bytes(batch, hidden_channels, out_channels, out_h, out_w, 10 ** 9, 10 ** 9, has_residual,
                                  budget)["L1"]
+    # each worker with a band brings its scratch in once per run and writes it back (above)
+    first_touch = 2 * min(workers, bands) * scratch_bytes
     out = {"L1": registers}
     for boundary in ("L2", "L3", "DRAM"):
         capacity = budget.capacity_above(boundary)
         weights = w_bytes if fits(w_bytes, capacity) else w_bytes * bands
-        spill = 0.0 if scratch_stays_in(scratch_bytes, capacity) else intermediate
+        if not scratch_stays_in(scratch_bytes, capacity):
+            spill = intermediate
+        else:
+            spill = first_touch if boundary != "DRAM" else 0.0
         # the halo rows are read twice unless the image's input stays resident between bands
         x_traffic = x_bytes if fits(cin * height * width * FLOAT32, capacity) else x_bytes * recompute
         out[boundary] = x_traffic + y_bytes + weights + spill
+    if not scratch_stays_in(scratch_bytes, budget.L1):
+        out["L2"] = _stages_across_l2(batch, in_channels, hidden_channels, out_channels, width, out_h, out_w, bands,
+                                      rows_in, x_bytes * recompute, expand_floats * FLOAT32,
+                                      depthwise_floats * FLOAT32, has_expand, has_residual, budget)
     return {level: int(round(out[level])) for level in LEVELS}
+
+
+def _stages_across_l2(batch, in_channels, hidden_channels, out_channels, width, out_h, out_w, bands, rows_in,
+                      x_traffic, expand_bytes, depthwise_bytes_, has_expand, has_residual, budget) -> float:
+    """fused_block_bytes across L1 <- L2 for a scratch that does not stay in L1, stage by
+    stage per band (bytes): the expand as a 1x1 conv over the band's input rows (its input,
+    weights and expanded rows), the expanded rows' line fill and read by the depthwise, the
+    depthwise's weights, its output's fill and write-back, the project as a 1x1 conv over
+    the band's pixels (its input re-reads, weights and the block's output and residual)."""
+    from engine.kernels.pointwise import MICRO_TILE      # here: only the bytes model needs it
+
+    from engine.traffic import FLOAT32
+
+    _, blocks = MICRO_TILE[budget.lanes]
+    pair = blocks * budget.lanes                          # one pair of output blocks: a weight slice
+    hidden = budget.padded(hidden_channels)
+    band_pixels = max(1, int(round(batch * out_h * out_w / bands)))    # a band's pixels, on average
+    input_pixels = max(1, int(round(rows_in * width)))
+    per_band = 2 * depthwise_bytes_ + hidden * 10 * FLOAT32
+    per_band += pointwise_bytes(1, hidden_channels, out_channels, 1, band_pixels, band_pixels, pair, has_residual,
+                                budget)["L2"]
+    moved = bands * per_band
+    if has_expand:
+        expand = pointwise_bytes(1, in_channels, hidden_channels, 1, input_pixels, input_pixels, pair, False,
+                                 budget)["L2"]
+        moved += bands * (expand + 2 * expand_bytes)
+    else:                                                 # the depthwise reads the block's input rows itself
+        moved += x_traffic
+    return moved

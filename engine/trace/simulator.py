@@ -57,6 +57,9 @@ from engine.traffic import LEVELS
 logger = logging.getLogger(__name__)
 
 DEFAULT_WAYS = 16          # associativity where sysfs does not say (a level of unknown ways)
+# The traffic StepTraffic.detail splits by direction: across L3 (fills into the L2s, their
+# write-backs) and across DRAM (reads, write-backs).
+SPLIT = ("L3 read", "L3 write", "DRAM read", "DRAM write")
 
 # pycachesim's C entry points, called from numba: Cache__load(Cache*, addr_range) and
 # Cache__store(Cache*, addr_range, int non_temporal). addr_range is {long addr; long
@@ -140,6 +143,8 @@ class Hierarchy:
         out["DRAM"] = sum(c.backend.MISS_count * self.line_bytes + c.backend.EVICT_byte for c in last)
         out["DRAM read"] = sum(c.backend.MISS_count * self.line_bytes for c in last)
         out["DRAM write"] = sum(c.backend.EVICT_byte for c in last)
+        out["L3 read"] = sum(c.backend.LOAD_byte for c in last)        # line fills into the L2s
+        out["L3 write"] = sum(c.backend.STORE_byte for c in last)      # the L2s' write-backs
         return out
 
 
@@ -153,7 +158,7 @@ class StepTraffic:
     bytes: dict[str, int]
     traced: bool
     seconds: float
-    detail: dict = field(default_factory=dict)      # DRAM read / write bytes
+    detail: dict = field(default_factory=dict)      # SPLIT: L3 and DRAM bytes by direction
 
 
 def step_records(step, thread: int, threads: int, input_array: np.ndarray) -> np.ndarray | None:
@@ -217,10 +222,9 @@ def simulate_plan(plan, machine: MachineInfo | None = None, threads: int | None 
         step_started = time.perf_counter()
         records = [step_records(step, thread, threads, input_array) for thread in range(threads)]
         traced = all(r is not None for r in records)
-        moved = hierarchy.run(records) if traced else {name: 0 for name in (*LEVELS, "DRAM read", "DRAM write")}
+        moved = hierarchy.run(records) if traced else {name: 0 for name in (*LEVELS, *SPLIT)}
         results.append(StepTraffic(step.name, step.op, {level: int(moved[level]) for level in LEVELS}, traced,
-                                   time.perf_counter() - step_started,
-                                   {name: int(moved[name]) for name in ("DRAM read", "DRAM write")}))
+                                   time.perf_counter() - step_started, {name: int(moved[name]) for name in SPLIT}))
         if progress is not None:
             progress(warm_runs * len(plan.steps) + index + 1, total, step.name)
     logger.info("simulated %d steps on %d thread(s) in %.1f s", len(plan.steps), threads,
