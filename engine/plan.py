@@ -24,6 +24,7 @@ from engine.graph import IMAGE_LAYOUTS, Graph, Layer
 from engine.kernels import pointwise
 from engine.kernels.layout import CB, channel_blocks, nchwc_to_nchw
 from engine.passes import find_inverted_residual_blocks
+from engine.residency import plan_residency
 from engine.steps import Block, Convert, LayerItem, Step, StepContext, build_step
 from engine.trace.calls import kernel_and_arguments, trace_call
 from engine.trace.records import PREFETCH
@@ -61,7 +62,7 @@ def build_plan(graph: Graph, weights: PackedWeights, batch: int, config: RunConf
     for step in steps:                  # what each step ran with, for its records
         step.tiles = config.tiles.tiles_for(step.name)
     input_bytes = 4 * batch * int(np.prod(graph.input_shape))      # the caller's array or our copy of it
-    _credit_l3_residency(steps, weights, arena_bytes + input_bytes, config)
+    _credit_l3_residency(steps, weights, arena_bytes + input_bytes, config, buffers)
     return Plan(batch=batch, config=config, steps=steps, input_buffer=input_buffer, io=io, arena_bytes=arena_bytes)
 
 
@@ -338,17 +339,17 @@ def _read_input_directly(steps: list[Step], input_buffer: np.ndarray, io: dict) 
 # ---------------------------------------------------------------- 4. bytes between steps
 
 def _credit_l3_residency(steps: list[Step], weights: PackedWeights, activation_memory: int,
-                         config: RunConfig) -> None:
-    """Between steps, data that fits the shared L3 (or the L2s) stays there, and outputs are
-    written with a line fill first (engine.traffic docstring)."""
+                         config: RunConfig, buffers: dict[str, np.ndarray]) -> None:
+    """Between steps, data that fits the shared L3 stays there, outputs are written with a
+    line fill first, and what the threads' L2s still hold is found there (engine.residency:
+    the buffers followed through an LRU; engine.traffic docstring)."""
     l3_bytes = config.machine.cache("L3").usable_bytes
     l2 = config.machine.cache("L2")
-    l2_bytes = l2.usable_bytes * -(-config.threads // max(1, l2.shared_by_cores))    # the writers' L2s together
+    l2_bytes = l2.usable_bytes // max(1, min(config.threads, l2.shared_by_cores))      # one thread's share
     weights_resident = fits(weights.nbytes + activation_memory, l3_bytes)
-    previous = None
-    for step in steps:
+    walked = plan_residency(steps, buffers, weights, l2_bytes, config.threads)
+    for step, residency in zip(steps, walked):
         if not step.bytes:
-            previous = step
             continue
         output = int(np.prod(step.output_shape))
         residual = output if step.layer is not None and step.layer.residual else 0
@@ -358,9 +359,10 @@ def _credit_l3_residency(steps: list[Step], weights: PackedWeights, activation_m
         # the output's fill stays in L3 with the rest of the activations where they fit
         step.bytes = credit_l3_residency(step.bytes, activation_bytes, weights.of(step.members), weights_resident,
                                          l3_bytes, fill_bytes=4 * output)
-        if previous is not None and previous.output and previous.output in step.inputs:
-            step.bytes = credit_l2_residency(step.bytes, input_bytes, l2_bytes)
-        previous = step
+        if residency is not None:           # a fused block's output: as fused_block_bytes charges it with its scratch
+            filled, written_back = (4 * output, 4 * output) if step.fused else (residency.filled, residency.written_back)
+            step.bytes = credit_l2_residency(step.bytes, 4 * output, residency.loaded, residency.read, filled,
+                                             written_back)
     if not weights_resident:
         _charge_prefetched_weights(steps, weights)
 

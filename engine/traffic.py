@@ -155,14 +155,18 @@ def charge_write_allocate(moved: dict[str, int], output_bytes: int) -> dict[str,
     return out
 
 
-def credit_l2_residency(moved: dict[str, int], input_bytes: int, l2_bytes: int) -> dict[str, int]:
-    """A step's bytes with its input taken off the L3 boundary when the step before wrote it
-    and it fits half of `l2_bytes` (the L2s of the threads that wrote it, together): it is
-    read from L2 (module docstring, "Between steps, L2 too"). Never below the DRAM bytes."""
-    if not fits(input_bytes, l2_bytes):
-        return dict(moved)
+def credit_l2_residency(moved: dict[str, int], output_bytes: int, loaded_bytes: int, read_bytes: int,
+                        filled_bytes: int, written_back_bytes: int) -> dict[str, int]:
+    """A step's bytes with its L3 traffic taken from the walk of the L2s (engine.residency;
+    module docstring, "Between steps, L2 too"): the kernels' `*_bytes` charge its inputs and
+    weights once (loaded_bytes) and its output's write-back, `charge_write_allocate` the
+    output's fill (output_bytes each); the walk replaces them by what the threads read from
+    L3 (read_bytes), the output's lines they filled (filled_bytes) and the dirty lines the
+    step evicted (written_back_bytes). Re-reads inside the step stay charged. Never below
+    the DRAM bytes."""
     out = dict(moved)
-    out["L3"] = max(int(moved["DRAM"]), int(moved["L3"]) - input_bytes)
+    l3 = int(moved["L3"]) - loaded_bytes - 2 * output_bytes + read_bytes + filled_bytes + written_back_bytes
+    out["L3"] = max(int(moved["DRAM"]), l3)
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import engine.residency
 from engine.kernels import depthwise, fused_block, linear, pointwise
 from engine.kernels.layout import CB
 from engine.traffic import CacheBudget, fits, streamed
@@ -189,19 +190,35 @@ def test_an_output_crosses_each_boundary_twice_a_line_fill_and_a_write_back():
     assert charge_write_allocate(moved, output_bytes=100) == {"L1": 900, "L2": 800, "L3": 600, "DRAM": 600}
 
 
-def test_an_input_the_step_before_wrote_into_the_l2s_does_not_cross_l3():
+def test_the_walk_of_the_l2s_replaces_the_compulsory_l3_traffic():
     from engine.traffic import credit_l2_residency
 
+    # kernel: 300 loaded + 100 written back; write-allocate: +100 fill -> 500 at L3
     moved = {"L1": 900, "L2": 700, "L3": 500, "DRAM": 100}
-    assert credit_l2_residency(moved, input_bytes=300, l2_bytes=600)["L3"] == 200        # fits half of the L2s
-    assert credit_l2_residency(moved, input_bytes=301, l2_bytes=600)["L3"] == 500        # does not
-    assert credit_l2_residency(moved, input_bytes=450, l2_bytes=1000)["L3"] == 100       # never below DRAM
+    cold = credit_l2_residency(moved, output_bytes=100, loaded_bytes=300, read_bytes=300, filled_bytes=100,
+                               written_back_bytes=100)
+    assert cold["L3"] == 500                                                  # nothing found: as charged
+    warm = credit_l2_residency(moved, 100, loaded_bytes=300, read_bytes=50, filled_bytes=0, written_back_bytes=0)
+    assert warm["L3"] == 100 and warm["L2"] == 700                           # never below DRAM; L2 untouched
 
 
-def test_plan_credits_l2_residency_to_a_step_whose_input_the_previous_step_wrote(mobilenet):
+def test_plan_takes_the_l3_traffic_of_a_step_whose_input_is_in_the_l2s_from_the_walk(mobilenet, monkeypatch):
     """At batch 1 on Zen 3 (two 512 KiB L2s) a 14x14 depthwise reads its 576-channel input
-    (452 KB) from the L2s its expand conv just wrote: at the L3 boundary the plan charges the
-    kernel's model plus its output's line fill, less the input."""
+    (452 KB) partly from the L2s its expand conv just wrote (the threads split it by
+    channels, the expand by pixels: half of each thread's share is in the other's L2): at
+    the L3 boundary the plan
+    charges the kernel's model with the compulsory traffic (input, weights, the output's
+    fill and write-back) replaced by what the walk of the L2s (engine.residency) read,
+    filled and wrote back."""
+    import engine.plan
+
+    walked = {}
+
+    def spy(steps, *arguments):
+        walked.update(zip(map(id, steps), engine.residency.plan_residency(steps, *arguments)))
+        return [walked[id(step)] for step in steps]
+
+    monkeypatch.setattr(engine.plan, "plan_residency", spy)
     machine = with_lanes(ZEN3, CB)
     plan = mobilenet.plan(1, threads=2, fuse_blocks=False, machine=machine)
     index, dw = next((i, s) for i, s in enumerate(plan.steps)
@@ -211,9 +228,12 @@ def test_plan_credits_l2_residency_to_a_step_whose_input_the_previous_step_wrote
     kernel = depthwise.depthwise_bytes(1, channels, h, w, ho, wo, 3, 3, 1, dw.tiles.depthwise_rows,
                                        plan.config.budget)
     input_bytes, output_bytes = 4 * int(np.prod(dw.input_shape)), 4 * int(np.prod(dw.output_shape))
+    walk = walked[id(dw)]
+    assert walk.loaded >= input_bytes and walk.read < walk.loaded        # found part of it in the L2s
     assert dw.bytes["L2"] == kernel["L2"] + output_bytes
-    assert dw.bytes["L3"] == max(dw.bytes["DRAM"], kernel["L3"] + output_bytes - input_bytes)
-    assert dw.bytes["L3"] < kernel["L3"] + output_bytes        # the credit took the input off
+    # the kernel's L3: input, weights (walk.loaded) and the output's write-back
+    assert dw.bytes["L3"] == max(dw.bytes["DRAM"], kernel["L3"] - walk.loaded - output_bytes + walk.read
+                                 + walk.filled + walk.written_back)
 
 
 @pytest.mark.parametrize("workers", [1, 2])

@@ -1,0 +1,278 @@
+"""Which of a plan's buffers are still in the L2s when a step uses them: an LRU at the
+grain of buffers, walked over the plan's steps in order.
+
+The rule, in the reader's terms. Every thread has its own L2 (the machine's usable size),
+which keeps what the thread touched most recently and drops the oldest first (LRU). A step
+touches its operands in the order a kernel does: its weights first, then its inputs, its
+residual and its output together, slice by slice, then its weights again (a kernel re-reads
+them while it runs). Each thread touches its share of an activation (the t-th of `threads`
+equal parts of the buffer: the kernels split work in the same order from step to step, so
+a thread reads the rows it wrote), all of the weights, and its own row of a fused block's
+scratch. Addresses are the real ones (the arena's offsets), so a buffer that reuses the
+region of one whose lifetime ended, or a step writing over its input, lands on the same
+lines: whatever of them is still in L2 is found there. Per step this gives, at the L3
+boundary (between L2 and L3):
+
+- found: bytes of its inputs, residual and weights already in the threads' L2s, which the
+  step does not read from L3 (weights: the share of the threads that found them, as the
+  kernels' `*_bytes` count weights once);
+- filled: bytes of its output whose lines were not in L2, which a store first reads in
+  from L3 (write-allocate); an output landing on lines still in L2 fills nothing;
+- written back: dirty lines (outputs of this step or earlier ones) the step's touches
+  evict from L2, written to L3 now, as hardware and the cache simulation charge them. A
+  dirty line that is written again before it is evicted is written back once, not twice.
+
+The walk is cut into blocks of `grain` bytes (a few KiB: 1/512 of an L2), not lines, so a
+plan of ~100 steps takes milliseconds. One unrecorded run goes first, so the first steps
+find what the last ones left (as in repeated runs and in the simulation). What it leaves
+out: the shared L3 (engine.traffic rules on it), re-reads inside a step (the kernels'
+`*_bytes` count them), software prefetches of the next step's weights, and set conflicts.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+LOAD, STORE, WEIGHTS, SCRATCH = "load", "store", "weights", "scratch"
+ROWS, CHANNELS, WHOLE = "rows", "channels", "whole"
+SLICES = 8              # an activation's share is touched in this many slices, interleaved with the others'
+BLOCKS_PER_L2 = 512     # default grain: the L2 in this many blocks
+
+
+@dataclass(frozen=True)
+class Region:
+    """`nbytes` bytes at `start` (an address, or any number in a space of its own) that a
+    step touches as `kind`: LOAD (an input or residual), STORE (its output), WEIGHTS (its
+    own weights and biases), SCRATCH (a fused block's per-thread scratch, rows of `threads`:
+    takes room in L2, charged by fused_block_bytes, not here)."""
+
+    start: int
+    nbytes: int
+    kind: str
+    split: str = ROWS                   # how the threads share it (ROWS, CHANNELS, WHOLE; _share)
+    shape: tuple[int, ...] = ()         # an NCHWc buffer's (N, Cb, H, W, CB); () for anything else
+
+
+@dataclass(frozen=True)
+class StepResidency:
+    """One step's traffic at the L3 boundary by the walk (module docstring), bytes."""
+
+    loaded: int             # its inputs, residual and weights, each counted once
+    read: int               # what of them the threads did not find in their L2s (read from L3)
+    filled: int             # output bytes whose lines were read in from L3 before the store
+    written_back: int       # dirty lines the step's touches evicted to L3
+
+
+def follow_buffers(steps: list[list[Region] | None], l2_bytes: int, threads: int, warm_runs: int = 1,
+                   grain: int | None = None) -> list[StepResidency | None]:
+    """Walk `steps` (each a list of the Regions it touches, or None: a step the walk does
+    not know, left out) through `threads` private LRU L2s of `l2_bytes` each (module
+    docstring); `warm_runs` unrecorded runs first. Returns per step its StepResidency
+    (None for a None step)."""
+    if threads < 1 or l2_bytes < 1:
+        raise ValueError(f"threads and l2_bytes must be >= 1, got {threads} and {l2_bytes}")
+    grain = grain or max(64, l2_bytes // BLOCKS_PER_L2 // 64 * 64)
+    caches = [_LRU(max(1, l2_bytes // grain), grain) for _ in range(threads)]
+    results: list[StepResidency | None] = []
+    for run in range(warm_runs + 1):
+        for regions in steps:
+            moved = None if regions is None else _touch_step(regions, caches, threads, grain)
+            if run == warm_runs:
+                results.append(moved)
+    return results
+
+
+class _LRU:
+    """One thread's L2: blocks by number, oldest first, each with its dirty flag."""
+
+    def __init__(self, capacity_blocks: int, grain: int):
+        self.capacity, self.grain = capacity_blocks, grain
+        self.blocks: OrderedDict[int, bool] = OrderedDict()
+        self.written_back = 0
+
+    def touch(self, block: int, store: bool) -> bool:
+        """Touch a block (a store marks it dirty); whether it was resident."""
+        resident = block in self.blocks
+        if resident:
+            self.blocks.move_to_end(block)
+            if store:
+                self.blocks[block] = True
+            return True
+        self.blocks[block] = store
+        if len(self.blocks) > self.capacity:
+            _, dirty = self.blocks.popitem(last=False)
+            if dirty:
+                self.written_back += self.grain
+        return False
+
+
+def _share(region: Region, thread: int, threads: int) -> list[tuple[int, int]]:
+    """[start, end) ranges of `thread`'s share of a region. WHOLE: all of it (every thread
+    reads it). ROWS: the t-th of `threads` stripes of its pixels (N*H*W flattened) in every
+    channel block (the kernels' work items are pixel ranges first). CHANNELS: the t-th run
+    of its channel blocks. A region without an NCHWc shape: the t-th contiguous part."""
+    start, end = region.start, region.start + region.nbytes
+    if region.split == WHOLE:
+        return [(start, end)]
+    if len(region.shape) != 5:
+        part = region.nbytes // threads
+        return [(start + thread * part, end if thread == threads - 1 else start + (thread + 1) * part)]
+    images, blocks, height, width, lanes = region.shape
+    plane = height * width * lanes * 4                      # one image's channel block, bytes
+    if region.split == CHANNELS:
+        first, last = thread * blocks // threads, (thread + 1) * blocks // threads
+        return [(start + (n * blocks + first) * plane, start + (n * blocks + last) * plane)
+                for n in range(images) if last > first]
+    pixels = images * height * width
+    first, last = thread * pixels // threads, (thread + 1) * pixels // threads
+    ranges = []
+    for n in range(images):
+        a, b = max(first, n * height * width), min(last, (n + 1) * height * width)
+        if a < b:
+            for block in range(blocks):
+                base = start + (n * blocks + block) * plane - n * height * width * lanes * 4
+                ranges.append((base + a * lanes * 4, base + b * lanes * 4))
+    return ranges
+
+
+def _slices(ranges: list[tuple[int, int]], grain: int) -> list[list[tuple[int, int]]]:
+    """The blocks of `ranges` as (block, bytes of the ranges in it), in SLICES runs."""
+    blocks = [(b, min(end, (b + 1) * grain) - max(start, b * grain))
+              for start, end in ranges if end > start for b in range(start // grain, -(-end // grain))]
+    cut = [len(blocks) * i // SLICES for i in range(SLICES + 1)]
+    return [blocks[cut[i]:cut[i + 1]] for i in range(SLICES)]
+
+
+def _touch_step(regions: list[Region], caches: list[_LRU], threads: int, grain: int) -> StepResidency:
+    read = filled = written_back = 0
+    for thread, cache in enumerate(caches):
+        before = cache.written_back
+        shares = [(r, _slices(_share(r, thread, threads), grain)) for r in regions]
+        for region, slices in shares:                 # weights first: a kernel loads them before the pixels
+            if region.kind == WEIGHTS:
+                read += sum(n for s in slices for b, n in s if not cache.touch(b, False))
+        for i in range(SLICES):                       # then the activations, slice by slice
+            for region, slices in shares:
+                if region.kind == WEIGHTS:
+                    continue
+                for block, n in slices[i]:
+                    resident = cache.touch(block, region.kind == STORE)
+                    if region.kind == LOAD and not resident:
+                        read += n
+                    elif region.kind == STORE and not resident:
+                        filled += n
+        for region, slices in shares:                 # weights stay in use to the end
+            if region.kind == WEIGHTS:
+                for s in slices:
+                    for block, _ in s:
+                        cache.touch(block, False)
+        written_back += cache.written_back - before
+    loaded = sum(r.nbytes for r in regions if r.kind in (LOAD, WEIGHTS))
+    return StepResidency(loaded=loaded, read=read, filled=filled, written_back=written_back)
+
+
+# ---------------------------------------------------------------- a plan's steps as regions
+
+POINTWISE_OPS = ("expand", "project", "pointwise")
+
+
+def thread_split(step, threads: int) -> str:
+    """How a step's kernel shares its pixels among `threads` (its work items, split in
+    contiguous runs): ROWS when it has at least one pixel range per thread (a 1x1 conv's
+    pixel tiles, a depthwise conv's bands of rows, every other kernel), else CHANNELS (a
+    1x1 conv then splits its output channel tiles and every thread reads the whole input;
+    a depthwise conv its channel blocks)."""
+    tiles = step.tiles
+    if tiles is None or len(step.input_shape) != 5:
+        return ROWS
+    if step.op in POINTWISE_OPS:
+        images, _, height, width, _ = step.input_shape
+        return ROWS if -(-images * height * width // tiles.pointwise_pixels) >= threads else CHANNELS
+    if step.op == "depthwise":
+        images, _, height, _, _ = step.output_shape
+        return ROWS if images * -(-height // tiles.depthwise_rows) >= threads else CHANNELS
+    return ROWS
+
+
+def step_regions(step, buffers: dict[str, np.ndarray], weights, arena: tuple[int, int],
+                 weight_memory: list[tuple[int, int]], caller_input: int, threads: int) -> list[Region] | None:
+    """The Regions a plan step (engine.steps.Step) touches, from the arrays its kernel is
+    bound to (engine.trace.calls.kernel_and_arguments) or, for a step run by numpy, its
+    input and output buffers by name. buffers: the plan's by tensor; weights: its
+    PackedWeights; arena: [start, end) of the arena's memory; weight_memory: [start, end)
+    of every packed weight array (another step's weights a 1x1 conv prefetches are left
+    out); caller_input: a start for the caller's input array (a space of its own). None for
+    a step with neither (the copy-in and copy-out steps)."""
+    from engine.trace.calls import kernel_and_arguments     # here: engine.trace imports the kernels
+
+    output = buffers.get(step.output) if step.output else None
+    found = kernel_and_arguments(step.call)
+    if found is not None:
+        arrays = list(found[1])
+    else:
+        arrays = [buffers[name] for name in step.inputs if name in buffers]
+    if output is None and not arrays:
+        return None
+    split = thread_split(step, threads)
+    pointwise_by_channels = split == CHANNELS and step.op in POINTWISE_OPS
+    # split by pixels, every thread reads all the weights; by channels (and a linear layer,
+    # whose threads split its outputs) its own channels' weights
+    weight_split = WHOLE if split == ROWS and step.op != "linear" else CHANNELS
+    input_split = WHOLE if pointwise_by_channels else split
+    regions: list[Region] = []
+    own = {_span(a) for name in step.members for a in weights.by_layer.get(name, ())}
+    for span in sorted(own):
+        regions.append(Region(span[0], span[1] - span[0], WEIGHTS, weight_split))
+    output_span = _span(output) if output is not None else None
+    seen = set(own) | ({output_span} if output_span else set())
+    for array in arrays:
+        if array is None:                                 # the caller's input, read in place
+            regions.append(Region(caller_input, 4 * int(np.prod(step.input_shape)), LOAD, ROWS))
+            continue
+        if not isinstance(array, np.ndarray) or array.nbytes == 0:
+            continue
+        span = _span(array)
+        if span in seen or (output_span and _overlaps(span, output_span)):
+            continue
+        seen.add(span)
+        if any(_inside(span, memory) for memory in weight_memory):
+            continue                                      # another step's weights (a 1x1 conv's `ahead`)
+        if _inside(span, arena):
+            residual = output is not None and array.shape == output.shape
+            regions.append(Region(span[0], span[1] - span[0], LOAD, split if residual else input_split,
+                                  array.shape if array.ndim == 5 else ()))
+        else:
+            regions.append(Region(span[0], span[1] - span[0], SCRATCH))
+    if output_span:
+        shape = output.shape if output.ndim == 5 else ()
+        if any(name in buffers and _overlaps(_span(buffers[name]), output_span) for name in step.inputs):
+            regions.append(Region(output_span[0], output_span[1] - output_span[0], LOAD, split, shape))  # in place
+        regions.append(Region(output_span[0], output_span[1] - output_span[0], STORE, split, shape))
+    return regions
+
+
+def plan_residency(steps, buffers: dict[str, np.ndarray], weights, l2_bytes: int,
+                   threads: int) -> list[StepResidency | None]:
+    """follow_buffers over a plan's steps (engine.plan: after its io is wired), each thread
+    with an L2 of `l2_bytes`."""
+    spans = [_span(a) for a in buffers.values() if a.nbytes]
+    arena = (min(s for s, _ in spans), max(e for _, e in spans)) if spans else (0, 0)
+    weight_memory = [_span(a) for pair in weights.by_layer.values() for a in pair if a.nbytes]
+    caller_input = -(1 << 62)                             # below every real address
+    regions = [step_regions(step, buffers, weights, arena, weight_memory, caller_input, threads) for step in steps]
+    return follow_buffers(regions, l2_bytes, threads)
+
+
+def _span(array: np.ndarray) -> tuple[int, int]:
+    start = array.__array_interface__["data"][0]
+    return start, start + array.nbytes
+
+
+def _inside(span: tuple[int, int], memory: tuple[int, int]) -> bool:
+    return memory[0] <= span[0] and span[1] <= memory[1]
+
+
+def _overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    return a[0] < b[1] and b[0] < a[1]

@@ -1,0 +1,73 @@
+"""The walk of the L2s over a plan's buffers (engine/residency.py) on hand-computed cases."""
+from __future__ import annotations
+
+from engine.residency import CHANNELS, LOAD, STORE, WEIGHTS, WHOLE, Region, follow_buffers
+
+KIB = 1024
+L2 = 64 * KIB           # one thread's L2 in these cases; grain 1 KiB
+GRAIN = 1 * KIB
+
+
+def walk(steps, threads=1, warm_runs=0):
+    return follow_buffers(steps, L2, threads, warm_runs=warm_runs, grain=GRAIN)
+
+
+def test_three_steps_that_fit_l2_find_their_input_and_output_region_resident():
+    a, b, c = 0, 16 * KIB, 32 * KIB                  # three 16 KiB buffers: 48 KiB, fit 64 KiB
+    steps = [[Region(a, 16 * KIB, LOAD), Region(b, 16 * KIB, STORE)],
+             [Region(b, 16 * KIB, LOAD), Region(c, 16 * KIB, STORE)],
+             [Region(c, 16 * KIB, LOAD), Region(a, 16 * KIB, STORE)]]   # writes over a's region
+    first, second, third = walk(steps)
+    assert (first.read, first.filled, first.written_back) == (16 * KIB, 16 * KIB, 0)     # cold
+    assert (second.read, second.filled) == (0, 16 * KIB)        # b found; c is new lines
+    assert (third.read, third.filled, third.written_back) == (0, 0, 0)   # c found, a's lines still in L2
+    assert third.loaded == 16 * KIB
+
+
+def test_a_buffer_larger_than_l2_evicts_and_dirty_lines_are_written_back():
+    steps = [[Region(0, 32 * KIB, STORE)],                        # 32 KiB dirty
+             [Region(1 << 20, 128 * KIB, LOAD)],                  # 128 KiB streamed: evicts them
+             [Region(0, 32 * KIB, LOAD)]]
+    first, second, third = walk(steps)
+    assert second.read == 128 * KIB and second.written_back == 32 * KIB
+    assert third.read == 32 * KIB                                 # evicted: read again from L3
+
+
+def test_a_step_writing_over_its_input_reads_it_once_and_fills_nothing():
+    steps = [[Region(0, 8 * KIB, STORE)],
+             [Region(0, 8 * KIB, LOAD), Region(0, 8 * KIB, STORE)]]     # in place
+    _, in_place = walk(steps)
+    assert (in_place.read, in_place.filled, in_place.written_back) == (0, 0, 0)
+    cold = walk([[Region(0, 8 * KIB, LOAD), Region(0, 8 * KIB, STORE)]])[0]
+    assert (cold.read, cold.filled) == (8 * KIB, 0)               # the load brought the lines in
+
+
+def test_a_dirty_line_written_again_before_eviction_is_written_back_once():
+    steps = [[Region(0, 32 * KIB, STORE)], [Region(0, 32 * KIB, STORE)], [Region(1 << 20, 128 * KIB, LOAD)]]
+    results = walk(steps)
+    assert [r.written_back for r in results] == [0, 0, 32 * KIB]
+
+
+def test_every_thread_reads_whole_weights_and_its_own_share_of_activations():
+    # 2 threads, each its own 64 KiB L2: 16 KiB weights read by both, a 64 KiB input split
+    steps = [[Region(1 << 20, 16 * KIB, WEIGHTS, WHOLE), Region(0, 64 * KIB, LOAD)]]
+    (step,) = walk(steps, threads=2)
+    assert step.loaded == 80 * KIB and step.read == 2 * 16 * KIB + 64 * KIB
+    again = walk(steps * 2, threads=2)[1]
+    assert again.read == 0                                        # 16 + 32 KiB per thread fit 64 KiB
+
+
+def test_threads_that_split_differently_find_the_other_threads_rows_in_l3():
+    shape = (1, 2, 4, 4, 16)                                      # NCHWc: 2 channel blocks of 1 KiB
+    nbytes = 2 * 4 * 4 * 16 * 4
+    rows = [Region(0, nbytes, STORE, shape=shape)]                # each thread writes half of every block
+    by_channels = [Region(0, nbytes, LOAD, CHANNELS, shape)]      # each thread reads one whole block
+    _, step = follow_buffers([rows, by_channels], L2, 2, warm_runs=0, grain=64)
+    assert step.read == nbytes // 2                               # half of what each reads the other wrote
+
+
+def test_the_warm_run_leaves_the_last_steps_buffers_for_the_first():
+    steps = [[Region(0, 8 * KIB, LOAD), Region(8 * KIB, 8 * KIB, STORE)],
+             [Region(8 * KIB, 8 * KIB, LOAD), Region(0, 8 * KIB, STORE)]]
+    cold, warm = walk(steps, warm_runs=0)[0], walk(steps, warm_runs=1)[0]
+    assert cold.read == 8 * KIB and warm.read == 0
