@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 import engine  # noqa: E402
 from workbench.profile import as_model, default_ceilings, default_threads, model_file, run_machine  # noqa: E402
-from workbench.simulated_bytes import agreement_table, simulated_frame  # noqa: E402
+from workbench.simulated_bytes import SMALL_BYTES, agreement_table, model_vs_simulated, simulated_frame  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -66,10 +66,23 @@ def main(argv=None) -> int:
             step = row.worst_step.replace("/features/", "").replace("/Conv", "")[:34]
             print(f"| {row.family} | {row.level} | {row.steps} | {row.median_ratio:.2f} | {row.worst_ratio:.2f} "
                   f"| {step} | {row.off_by_25pct:.0%} |")
+        print("\n" + summary(frame))
     if args.csv:
         import pandas as pd
         pd.concat(frames).to_csv(args.csv, index=False)
     return 0
+
+
+def summary(frame) -> str:
+    """Steps within 25 % of the simulation at L2, L3 and DRAM together (step and level pairs
+    past the 64 KiB filter), and per level the whole network's modelled / simulated bytes."""
+    pairs = model_vs_simulated(frame)
+    kept = pairs[(pairs["model_bytes"] >= SMALL_BYTES) | (pairs["simulated_bytes"] >= SMALL_BYTES)]
+    below = kept[kept["level"].isin(["L2", "L3", "DRAM"])]
+    within = ((below["ratio"] >= 0.8) & (below["ratio"] <= 1.25)).mean()
+    sums = ", ".join(f"{level} {group['model_bytes'].sum() / group['simulated_bytes'].sum():.2f}"
+                     for level, group in pairs.groupby("level", sort=False) if group["simulated_bytes"].sum() > 0)
+    return f"steps within 25 % at L2, L3 and DRAM: {within:.0%} of {len(below)}; network model / simulated: {sums}"
 
 
 if __name__ == "__main__":

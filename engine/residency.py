@@ -5,28 +5,33 @@ The rule, in the reader's terms. Every thread has its own L2 (the machine's usab
 which keeps what the thread touched most recently and drops the oldest first (LRU). A step
 touches its operands in the order a kernel does: its weights first, then its inputs, its
 residual and its output together, slice by slice, then its weights again (a kernel re-reads
-them while it runs). Each thread touches its share of an activation (the t-th of `threads`
-equal parts of the buffer: the kernels split work in the same order from step to step, so
-a thread reads the rows it wrote), all of the weights, and its own row of a fused block's
-scratch. Addresses are the real ones (the arena's offsets), so a buffer that reuses the
-region of one whose lifetime ended, or a step writing over its input, lands on the same
-lines: whatever of them is still in L2 is found there. Per step this gives, at the L3
-boundary (between L2 and L3):
+them while it runs). Each thread touches its share of an activation: a stripe of its rows
+when the kernel splits its work items by pixels (`thread_split`: a 1x1 conv with a pixel
+tile per thread, a depthwise conv with a band of rows per thread, the other kernels), so a
+thread reads the rows it wrote; or a run of its channel blocks when the kernel splits
+channels (then half of what a thread reads another thread wrote, and that is not in its
+L2). It reads all of the weights (its channels' share when split by channels, and a
+linear layer's). Addresses are the real ones (the arena's offsets), so a buffer that
+reuses the region of one whose lifetime ended, or a step writing over its input, lands on
+the same lines: whatever of them is still in L2 is found there. Per step this gives, at
+the L3 boundary (between L2 and L3):
 
-- found: bytes of its inputs, residual and weights already in the threads' L2s, which the
-  step does not read from L3 (weights: the share of the threads that found them, as the
-  kernels' `*_bytes` count weights once);
+- read: bytes of its inputs, residual and weights its threads did not find in their L2s,
+  read from L3 (`loaded`: those operands counted once, as the kernels' `*_bytes` do);
 - filled: bytes of its output whose lines were not in L2, which a store first reads in
   from L3 (write-allocate); an output landing on lines still in L2 fills nothing;
 - written back: dirty lines (outputs of this step or earlier ones) the step's touches
   evict from L2, written to L3 now, as hardware and the cache simulation charge them. A
   dirty line that is written again before it is evicted is written back once, not twice.
 
-The walk is cut into blocks of `grain` bytes (a few KiB: 1/512 of an L2), not lines, so a
-plan of ~100 steps takes milliseconds. One unrecorded run goes first, so the first steps
-find what the last ones left (as in repeated runs and in the simulation). What it leaves
-out: the shared L3 (engine.traffic rules on it), re-reads inside a step (the kernels'
-`*_bytes` count them), software prefetches of the next step's weights, and set conflicts.
+A fused block's scratch is not followed: `fused_block_bytes` charges it a fill and a
+write-back per run, and following its whole allocation (sized for the largest block)
+through the L2s evicted more than the cache simulation does (bench/README). The walk is
+cut into blocks of `grain` bytes (a few KiB: 1/512 of an L2), not lines, so a plan of ~100
+steps takes milliseconds. One unrecorded run goes first, so the first steps find what the
+last ones left (as in repeated runs and in the simulation). What it leaves out: the shared
+L3 (engine.traffic rules on it), re-reads inside a step (the kernels' `*_bytes` count
+them), software prefetches of the next step's weights, and set conflicts.
 """
 from __future__ import annotations
 
@@ -35,7 +40,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-LOAD, STORE, WEIGHTS, SCRATCH = "load", "store", "weights", "scratch"
+from engine.trace.calls import kernel_and_arguments
+
+LOAD, STORE, WEIGHTS = "load", "store", "weights"
 ROWS, CHANNELS, WHOLE = "rows", "channels", "whole"
 SLICES = 8              # an activation's share is touched in this many slices, interleaved with the others'
 BLOCKS_PER_L2 = 512     # default grain: the L2 in this many blocks
@@ -45,8 +52,7 @@ BLOCKS_PER_L2 = 512     # default grain: the L2 in this many blocks
 class Region:
     """`nbytes` bytes at `start` (an address, or any number in a space of its own) that a
     step touches as `kind`: LOAD (an input or residual), STORE (its output), WEIGHTS (its
-    own weights and biases), SCRATCH (a fused block's per-thread scratch, rows of `threads`:
-    takes room in L2, charged by fused_block_bytes, not here)."""
+    own weights and biases)."""
 
     start: int
     nbytes: int
@@ -150,7 +156,7 @@ def _touch_step(regions: list[Region], caches: list[_LRU], threads: int, grain: 
     for thread, cache in enumerate(caches):
         before = cache.written_back
         shares = [(r, _slices(_share(r, thread, threads), grain)) for r in regions]
-        for region, slices in shares:                 # weights first: a kernel loads them before the pixels
+        for region, slices in shares:                 # weights first: in use from the start
             if region.kind == WEIGHTS:
                 read += sum(n for s in slices for b, n in s if not cache.touch(b, False))
         for i in range(SLICES):                       # then the activations, slice by slice
@@ -163,7 +169,7 @@ def _touch_step(regions: list[Region], caches: list[_LRU], threads: int, grain: 
                         read += n
                     elif region.kind == STORE and not resident:
                         filled += n
-        for region, slices in shares:                 # weights stay in use to the end
+        for region, slices in shares:                 # and stay in use to the end
             if region.kind == WEIGHTS:
                 for s in slices:
                     for block, _ in s:
@@ -205,8 +211,6 @@ def step_regions(step, buffers: dict[str, np.ndarray], weights, arena: tuple[int
     of every packed weight array (another step's weights a 1x1 conv prefetches are left
     out); caller_input: a start for the caller's input array (a space of its own). None for
     a step with neither (the copy-in and copy-out steps)."""
-    from engine.trace.calls import kernel_and_arguments     # here: engine.trace imports the kernels
-
     output = buffers.get(step.output) if step.output else None
     found = kernel_and_arguments(step.call)
     if found is not None:
@@ -239,12 +243,10 @@ def step_regions(step, buffers: dict[str, np.ndarray], weights, arena: tuple[int
         seen.add(span)
         if any(_inside(span, memory) for memory in weight_memory):
             continue                                      # another step's weights (a 1x1 conv's `ahead`)
-        if _inside(span, arena):
+        if _inside(span, arena):                          # (not a fused block's scratch: module docstring)
             residual = output is not None and array.shape == output.shape
             regions.append(Region(span[0], span[1] - span[0], LOAD, split if residual else input_split,
                                   array.shape if array.ndim == 5 else ()))
-        else:
-            regions.append(Region(span[0], span[1] - span[0], SCRATCH))
     if output_span:
         shape = output.shape if output.ndim == 5 else ()
         if any(name in buffers and _overlaps(_span(buffers[name]), output_span) for name in step.inputs):

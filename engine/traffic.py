@@ -12,7 +12,7 @@ model, said out loud:
   level below the one considered: compulsory traffic (inputs, weights, outputs) at
   L1, L2 and L3. Reuse *inside* a fused block is credited (its intermediate never leaves
   the per-thread scratch). Between steps the last-level cache is credited, because it
-  is shared and large (and the L2s, for an input just written: below): a step's
+  is shared and large (and the L2s, followed through the arena: below): a step's
   activations (input, output, residual) do not cross DRAM when together they fit half of L3 (the previous step just wrote them there, the next
   one reads them from there), and the weights do not cross DRAM when the whole model's
   weights plus its largest activations fit half of L3 (they stay there from run to run).
@@ -24,30 +24,31 @@ model, said out loud:
   dirty line is written back when it is evicted: an output that crosses a boundary crosses
   it twice, once in each direction (`charge_write_allocate`). The kernels have no
   non-temporal stores that would skip the read.
-- Between steps, L2 too. A step's input that the step before it wrote does not cross the
-  L3 boundary when it fits half of the L2s of the threads that wrote it (each thread reads
-  the rows it wrote: the kernels split work items in the same order; `credit_l2_residency`).
-  Its output is charged there (fill and write-back): whether the arena's region for it is
-  still in L2 from an earlier step depends on the arena's layout, which the model does not
-  follow (the simulation does: bench/README, "Bytes model against a cache simulation").
-  The cache simulation (engine.trace) showed both: without them the model charged the L3
-  boundary up to 80x the simulated traffic at batch 1 and the L2 boundary 0.6x.
-- Where this model is knowingly wrong: the arena at batch 1. When the L2s together hold
-  the arena's live buffers (MobileNetV2 at batch 1 from block 6 on: tensors of 0.1-0.6 MB
-  against 2 x 2 MiB of L2 on the development machine), an output lands on a region a step
-  two or three back used, so its store misses no line, and its dirty lines are rewritten
-  in L2 before any write-back: what crosses L3 there is mostly weights. The model,
-  which knows one step's sizes and whether the step before wrote its input, charges each
-  output a fill and a write-back at L3, so a 1x1 or depthwise step at batch 1 is charged
-  1.3x and 6.4x (median) the simulated L3 bytes, 12x and 44x at worst; summed over those
-  steps 27 MB of reads against 20 MB simulated and 17 MB of write-backs against 9 MB
-  (2 threads, engine.trace.simulator's "L3 read" / "L3 write"). At batch 8 (tensors 8x
-  larger than the L2s can keep) they agree: 0.95x and 1.19x. Here the simulation is the
-  one to believe (LRU caches keep those lines, and so do the real ones); rules on one
-  step's sizes did not do better (bench/README), so the fix belongs where the steps' order
-  and the arena's offsets are known: a pass over the plan that follows the buffers'
-  regions through an LRU at the grain of buffers, as the simulation does at the grain of
-  lines. Fused blocks have the same blind spot the other way round: `fused_block_bytes`
+- Between steps, L2 too: the arena followed through the L2s (engine.residency). Which of a
+  step's inputs are still in L2, and whether its output lands on lines still there, depends
+  on the steps' order and the arena's offsets, so a pass over the plan decides it: each
+  thread's L2 (its usable size) is an LRU of blocks of a few KiB; each step touches, at
+  their real addresses, its weights, then its inputs, residual and output slice by slice;
+  a thread touches its share of an activation (a stripe of rows when the kernel has a pixel
+  range per thread, its channel blocks when it splits channels: then what another thread
+  wrote is not in its L2) and all the weights (a linear layer's threads split them). At L3
+  the step is then charged what its threads did not find (instead of its inputs and
+  weights once), the lines of its output that were not in L2 (the fill, instead of one per
+  output) and the dirty lines its touches evicted (write-backs, when they happen, as the
+  simulation and hardware counters charge them; a line written again before its eviction
+  is written back once). One unrecorded run goes first. A fused block's output keeps the
+  fill and write-back `fused_block_bytes` charges with its scratch; its inputs are walked.
+  With this, at batch 1 on the development machine (2 x 2 MiB of L2, MobileNetV2's
+  tensors of 0.1-0.6 MB from block 6 on), a buffer that reuses the region of one whose
+  lifetime just ended is written without a fill and without a second write-back.
+- Where this model is knowingly wrong. The pass is fully associative at the grain of
+  blocks and knows the kernels' thread splits only by rule, so against the cache
+  simulation (bench/README, "Bytes model against a cache simulation") the 1x1 and
+  depthwise steps at L3 at batch 1 on the development machine are charged 0.7x and 0.6x
+  (median; 12x and 44x before the pass); the simulation writes back a dirty line for most
+  lines it brings in at the 14x14 stage (its L2s are full of dead buffers' dirty lines),
+  which the pass sees less often. At batch 8 and on the Zen 3 VM's 512 KiB L2s they agree
+  within 10 % (median). Fused blocks have a blind spot of their own: `fused_block_bytes`
   charges each worker's scratch a fill and a write-back per run at L3, right for a block
   between unfused steps (what "auto" fuses here) and 2x too much for consecutive fused
   blocks (fuse_blocks=True), which find the scratch they share still in L2.
