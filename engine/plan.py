@@ -362,7 +362,7 @@ def _credit_l3_residency(steps: list[Step], weights: PackedWeights, activation_m
         if residency is not None:           # a fused block's output: as fused_block_bytes charges it with its scratch
             filled, written_back = (4 * output, 4 * output) if step.fused else (residency.filled, residency.written_back)
             step.bytes = credit_l2_residency(step.bytes, 4 * output, residency.loaded, residency.read, filled,
-                                             written_back)
+                                             written_back, residency.shared_scratch)
     if not weights_resident:
         _charge_prefetched_weights(steps, weights)
 

@@ -26,7 +26,8 @@ the L3 boundary (between L2 and L3):
 
 A fused block's scratch is not followed: `fused_block_bytes` charges it a fill and a
 write-back per run, and following its whole allocation (sized for the largest block)
-through the L2s evicted more than the cache simulation does (bench/README). The walk is
+through the L2s evicted more than the cache simulation does (bench/README); but a fused
+block right after another finds the scratch they share still in L2 (`shared_scratch_bytes`). The walk is
 cut into blocks of `grain` bytes (a few KiB: 1/512 of an L2), not lines, so a plan of ~100
 steps takes milliseconds. One unrecorded run goes first, so the first steps find what the
 last ones left (as in repeated runs and in the simulation). What it leaves out: the shared
@@ -36,7 +37,7 @@ them), software prefetches of the next step's weights, and set conflicts.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -69,6 +70,7 @@ class StepResidency:
     read: int               # what of them the threads did not find in their L2s (read from L3)
     filled: int             # output bytes whose lines were read in from L3 before the store
     written_back: int       # dirty lines the step's touches evicted to L3
+    shared_scratch: int = 0  # a fused block after a fused block: its scratch's first touch it does not pay
 
 
 def follow_buffers(steps: list[list[Region] | None], l2_bytes: int, threads: int, warm_runs: int = 1,
@@ -264,7 +266,39 @@ def plan_residency(steps, buffers: dict[str, np.ndarray], weights, l2_bytes: int
     weight_memory = [_span(a) for pair in weights.by_layer.values() for a in pair if a.nbytes]
     caller_input = -(1 << 62)                             # below every real address
     regions = [step_regions(step, buffers, weights, arena, weight_memory, caller_input, threads) for step in steps]
-    return follow_buffers(regions, l2_bytes, threads)
+    walked = follow_buffers(regions, l2_bytes, threads)
+    return [replace(result, shared_scratch=shared_scratch_bytes(step, previous, weights, threads, l2_bytes))
+            if result is not None else None
+            for step, previous, result in zip(steps, [None, *steps[:-1]], walked)]
+
+
+def shared_scratch_bytes(step, previous, weights, threads: int, l2_bytes: int) -> int:
+    """L3 bytes of a fused block's scratch first touch (fused_block_bytes: a fill and a
+    write-back of each worker's scratch per run) that it does not pay when the step before
+    it is a fused block too: the two share each thread's scratch, nothing runs between
+    them, so the lines the block before used are still in L2 (no fill) and their dirty
+    contents are overwritten, not written back. 0 otherwise, and for a scratch that does
+    not stay in L2 (then fused_block_bytes charges its spill, not a first touch)."""
+    from engine.kernels.fused_block import scratch_floats, scratch_stays_in   # here: only fused blocks need it
+
+    if not (step.fused and previous is not None and previous.fused):
+        return 0
+
+    def scratch(block):
+        depthwise_weights = weights.by_layer[block.members[-2]][0]          # (Cb, kh, kw, CB)
+        hidden, lanes = depthwise_weights.shape[0] * depthwise_weights.shape[-1], depthwise_weights.shape[-1]
+        images, _, _, width, _ = block.input_shape
+        out_h, out_w = block.output_shape[2], block.output_shape[3]
+        rows = min(block.block_rows, out_h)
+        expand, depthwise = scratch_floats(hidden, width, out_w, rows, block.stride, lanes)
+        return 4 * expand * (len(block.members) == 3), 4 * depthwise, images * -(-out_h // rows)
+
+    expand, depthwise, bands = scratch(step)
+    expand_before, depthwise_before, bands_before = scratch(previous)
+    if not scratch_stays_in(expand + depthwise, l2_bytes):
+        return 0
+    shared = min(expand, expand_before) + min(depthwise, depthwise_before)
+    return 2 * min(threads, bands, bands_before) * shared
 
 
 def _span(array: np.ndarray) -> tuple[int, int]:

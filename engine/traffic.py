@@ -157,16 +157,18 @@ def charge_write_allocate(moved: dict[str, int], output_bytes: int) -> dict[str,
 
 
 def credit_l2_residency(moved: dict[str, int], output_bytes: int, loaded_bytes: int, read_bytes: int,
-                        filled_bytes: int, written_back_bytes: int) -> dict[str, int]:
+                        filled_bytes: int, written_back_bytes: int, scratch_found_bytes: int = 0) -> dict[str, int]:
     """A step's bytes with its L3 traffic taken from the walk of the L2s (engine.residency;
     module docstring, "Between steps, L2 too"): the kernels' `*_bytes` charge its inputs and
     weights once (loaded_bytes) and its output's write-back, `charge_write_allocate` the
     output's fill (output_bytes each); the walk replaces them by what the threads read from
     L3 (read_bytes), the output's lines they filled (filled_bytes) and the dirty lines the
-    step evicted (written_back_bytes). Re-reads inside the step stay charged. Never below
-    the DRAM bytes."""
+    step evicted (written_back_bytes); a fused block's scratch found in L2 does not pay its
+    first touch (scratch_found_bytes: engine.residency.shared_scratch_bytes). Re-reads
+    inside the step stay charged. Never below the DRAM bytes."""
     out = dict(moved)
-    l3 = int(moved["L3"]) - loaded_bytes - 2 * output_bytes + read_bytes + filled_bytes + written_back_bytes
+    l3 = (int(moved["L3"]) - loaded_bytes - 2 * output_bytes + read_bytes + filled_bytes + written_back_bytes
+          - scratch_found_bytes)
     out["L3"] = max(int(moved["DRAM"]), l3)
     return out
 
