@@ -41,17 +41,18 @@ model, said out loud:
   With this, at batch 1 on the development machine (2 x 2 MiB of L2, MobileNetV2's
   tensors of 0.1-0.6 MB from block 6 on), a buffer that reuses the region of one whose
   lifetime just ended is written without a fill and without a second write-back.
-- Where this model is knowingly wrong. The pass is fully associative at the grain of
-  blocks and knows the kernels' thread splits only by rule, so against the cache
-  simulation (bench/README, "Bytes model against a cache simulation") the 1x1 and
-  depthwise steps at L3 at batch 1 on the development machine are charged 0.7x and 0.6x
-  (median; 12x and 44x before the pass); the simulation writes back a dirty line for most
-  lines it brings in at the 14x14 stage (its L2s are full of dead buffers' dirty lines),
-  which the pass sees less often. At batch 8 and on the Zen 3 VM's 512 KiB L2s they agree
-  within 10 % (median). Fused blocks have a blind spot of their own: `fused_block_bytes`
-  charges each worker's scratch a fill and a write-back per run at L3, right for a block
-  between unfused steps (what "auto" fuses here) and 2x too much for consecutive fused
-  blocks (fuse_blocks=True), which find the scratch they share still in L2.
+- Where this model is knowingly wrong. The walk is fully associative at the grain of
+  blocks and knows the kernels' thread splits by rule, not from their loops. Against the
+  cache simulation (bench/README, "Bytes model against a cache simulation") the 1x1 and
+  depthwise steps at L3 at batch 1 on the development machine are charged 0.95x and
+  0.77x the simulated bytes (median; 1.3x and 6.4x with the old rule, which charged each
+  output a fill and a write-back); the simulated L2s write back a dirty line for most lines
+  they bring in at the 14x14 stage (full of dead buffers' dirty lines), which the walk sees
+  less often. At batch 8 and on the Zen 3 VM's 512 KiB L2s the median is within 11 %.
+  Fused blocks: `fused_block_bytes` charges each worker's scratch a fill and a write-back
+  per run at L3, which a block right after a block does not pay
+  (engine.residency.shared_scratch_bytes); at batch 8 that charge and the output's fill
+  still put a block at 1.2x (median) of the simulation on the development machine.
 - Re-reads. An operand that the kernel walks several times (weights once per pixel tile,
   inputs once per output-channel tile, input rows once per band) is charged once if the set
   that must stay resident between two passes fits in half the capacity of the level above
