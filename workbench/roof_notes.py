@@ -2,17 +2,17 @@
 
 A step cannot beat its roof; when its measured GFLOP/s is above min(peak, AI x bandwidth),
 the AI is overstated: the bytes model (engine/traffic.py) counted fewer bytes than the
-step moved, most often because its operands were already in a faster cache (the step
-before prefetched its weights, or just wrote its input). Every figure, table, the report
-and the CLI say so with `above_roof_note`; `format_roof_fraction` is the "% of roof" cell.
+step moved, because some of its operands were already in a faster cache than the model
+credits (the cache simulation, `profile(bytes="simulated")`, follows the real accesses and
+says which). Every figure, table, the report and the CLI say so with `above_roof_note`;
+`format_roof_fraction` is the "% of roof" cell.
 """
 from __future__ import annotations
 
 import math
 
-# Ops whose kernels read weights, which the step before may have prefetched (engine.traffic:
-# a 1x1 conv prefetches the next weighted step's weights while it runs). A squeeze-and-
-# excitation step ("se") reads its two 1x1 convs' weights; maxpool and activation read none.
+# Ops whose kernels read weights (a squeeze-and-excitation step reads its two 1x1 convs';
+# maxpool and activation read none): their operands include weights a run before left in cache.
 WEIGHTED_OPS = frozenset({"stem", "conv", "expand", "project", "pointwise", "block", "linear", "se"})
 
 
@@ -30,9 +30,9 @@ def above_roof_note(fraction, op: str | None = None) -> str:
     above its roof, naming the likely cause for the step's op."""
     if not is_above_roof(fraction):
         return ""
-    cause = ("weights prefetched by the step before" if op in WEIGHTED_OPS
-             else "its input still in cache from the step before")
-    return f"above roof: the bytes model undercounts this step ({cause})"
+    cause = ("its input or weights were in a faster cache than it credits" if op in WEIGHTED_OPS
+             else "its input was in a faster cache than it credits")
+    return f"above roof: the bytes model undercounts this step ({cause}; bytes=\"simulated\" checks it)"
 
 
 def format_roof_fraction(fraction, op: str | None = None, short: bool = False) -> str:
