@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import engine  # noqa: E402,F401  (sets numba's environment first)
 from engine.kernels.layout import CB, channel_blocks, from_blocked, to_blocked  # noqa: E402
+from engine.pages import aligned_empty  # noqa: E402
 from engine.kernels.pointwise import (DEFAULT_POINTWISE_CHANNELS, DEFAULT_POINTWISE_PIXELS,  # noqa: E402
                                       pack_pointwise, pointwise_conv, pointwise_flops)
 from tests.naive.pointwise import pointwise_reference  # noqa: E402
@@ -72,10 +73,19 @@ def best_seconds(call, min_seconds: float = 0.03, min_repeats: int = 3) -> float
     return min(times)
 
 
+def aligned_copy(array: np.ndarray) -> np.ndarray:
+    """`array` copied into engine.pages.aligned_empty memory, same shape. numpy's own
+    allocations start 16 bytes past a line (glibc malloc), so every vector load of them
+    straddles two lines; the engine's buffers never do."""
+    copy = aligned_empty(array.size).reshape(array.shape)
+    copy[...] = array
+    return copy
+
+
 class Layer:
     """Random data of one 1x1 layer in NCHWc, checked once against the numpy reference."""
 
-    def __init__(self, batch: int, cin: int, cout: int, size: int, seed: int = 0):
+    def __init__(self, batch: int, cin: int, cout: int, size: int, seed: int = 0, aligned: bool = True):
         rng = np.random.default_rng(seed)
         self.shape = (batch, cin, cout, size)
         self.flops = pointwise_flops(batch, cin, cout, size, size)
@@ -85,6 +95,9 @@ class Layer:
         self.x = to_blocked(self.x_nchw)
         self.packed_weight, self.packed_bias = pack_pointwise(self.weight, self.bias)
         self.out = np.empty((batch, channel_blocks(cout), size, size, CB), dtype=np.float32)
+        if aligned:  # on 64-byte lines (huge pages where offered), as the engine's arena and weights are
+            self.x, self.packed_weight, self.packed_bias, self.out = (
+                aligned_copy(a) for a in (self.x, self.packed_weight, self.packed_bias, self.out))
         # numpy reference problem: (pixels, Cin) @ (Cin, Cout)
         self.x_rows = np.ascontiguousarray(self.x_nchw.transpose(0, 2, 3, 1).reshape(-1, cin))
         self.weight_t = np.ascontiguousarray(self.weight.T)
@@ -144,6 +157,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sweep", action="store_true", help="also time every tile pair of the sweep grid, report the best")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (best is kept)")
     parser.add_argument("--no-numpy", action="store_true", help="skip the numpy matmul reference")
+    parser.add_argument("--unaligned", action="store_true",
+                        help="numpy's own allocations for the kernel's arrays (16 bytes past a line) instead of aligned ones")
     args = parser.parse_args(argv)
 
     shapes = NETWORKS[args.net]
@@ -166,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     numpy_seconds = 0.0
     for index in indices:
         cin, cout, size = shapes[index]
-        layer = Layer(args.batch, cin, cout, size)
+        layer = Layer(args.batch, cin, cout, size, aligned=not args.unaligned)
         layer.check()
         total_flops += layer.flops
         row = f"{f'{cin}->{cout}@{size}x{size}':22s} {layer.flops / 1e6:7.1f}"
