@@ -2,14 +2,20 @@
 
 Checks the kernel against the numpy reference on each shape first, then times it and prints
 one row per layer: GFLOP/s at 1 and 2 threads (default tiles, plus with --sweep the best pair)
-and, as a sanity reference, numpy's matmul on the same (pixels x Cin) @ (Cin x Cout)
-problem single-threaded (OpenBLAS, outside any numba parallel region).
+and, as the ceiling a real GEMM reaches on the same problem, OpenBLAS's sgemm through numpy's
+matmul on (pixels x Cin) @ (Cin x Cout) held to one thread by threadpoolctl (all operands
+float32: a float64 operand silently leaves sgemm for a slow mixed-type loop), the best of
+the row-major and the transposed form, with
+ours / OpenBLAS on one thread and, with --peak, both as % of the FMA peak.
+--net resnet50 times ResNet-50's 1x1 shapes instead of MobileNetV2's.
 
 Timings are noisy when other work shares the cores; run it under the project's lock, one
 batch at a time so each run stays short:
 
     flock /tmp/roofline-bench.lock .venv/bin/python bench/kernel_pointwise.py --batch 1
     flock /tmp/roofline-bench.lock .venv/bin/python bench/kernel_pointwise.py --batch 1 --sweep --threads 2 --layers 0,1,2
+    flock /tmp/roofline-bench.lock .venv/bin/python bench/kernel_pointwise.py --batch 8 --threads 1 --peak 235
+    flock /tmp/roofline-bench.lock .venv/bin/python bench/kernel_pointwise.py --net resnet50 --threads 1 --peak 235
 
 Napkin math (see engine/kernels/pointwise.py): one Zen 3 core peaks at 2 FMA/cycle x 8 lanes
 x 2 FLOP = 32 FLOP/cycle, about 90 GFLOP/s at 2.8-2.9 GHz; a 6x16 micro-tile needs 8 loads
@@ -34,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import engine  # noqa: E402,F401  (sets numba's environment first)
 from engine.kernels.layout import CB, channel_blocks, from_blocked, to_blocked  # noqa: E402
+from engine.pages import aligned_empty  # noqa: E402
 from engine.kernels.pointwise import (DEFAULT_POINTWISE_CHANNELS, DEFAULT_POINTWISE_PIXELS,  # noqa: E402
                                       pack_pointwise, pointwise_conv, pointwise_flops)
 from tests.naive.pointwise import pointwise_reference  # noqa: E402
@@ -44,6 +51,13 @@ MOBILENET_V2_SHAPES = [
     (192, 32, 28), (192, 64, 14), (384, 64, 14), (384, 96, 14), (576, 96, 14), (576, 160, 7),
     (960, 160, 7), (960, 320, 7), (320, 1280, 7),
 ]
+# ResNet-50 (224x224) stride-1 1x1 convolutions, one of each distinct shape (the stride-2
+# downsample 1x1s run on conv_nchwc)
+RESNET50_SHAPES = [
+    (64, 64, 56), (64, 256, 56), (256, 64, 56), (256, 128, 56), (128, 512, 28), (512, 128, 28),
+    (512, 256, 28), (256, 1024, 14), (1024, 256, 14), (1024, 512, 14), (512, 2048, 7), (2048, 512, 7),
+]
+NETWORKS = {"mobilenet_v2": MOBILENET_V2_SHAPES, "resnet50": RESNET50_SHAPES}
 SWEEP_PIXELS = [24, 48, 64, 96, 192, 384]
 SWEEP_CHANNELS = [16, 32, 64, 128, 4096]
 
@@ -59,23 +73,38 @@ def best_seconds(call, min_seconds: float = 0.03, min_repeats: int = 3) -> float
     return min(times)
 
 
+def aligned_copy(array: np.ndarray) -> np.ndarray:
+    """`array` copied into engine.pages.aligned_empty memory, same shape. numpy's own
+    allocations start 16 bytes past a line (glibc malloc), so every vector load of them
+    straddles two lines; the engine's buffers never do."""
+    copy = aligned_empty(array.size).reshape(array.shape)
+    copy[...] = array
+    return copy
+
+
 class Layer:
     """Random data of one 1x1 layer in NCHWc, checked once against the numpy reference."""
 
-    def __init__(self, batch: int, cin: int, cout: int, size: int, seed: int = 0):
+    def __init__(self, batch: int, cin: int, cout: int, size: int, seed: int = 0, aligned: bool = True):
         rng = np.random.default_rng(seed)
         self.shape = (batch, cin, cout, size)
         self.flops = pointwise_flops(batch, cin, cout, size, size)
         self.x_nchw = rng.standard_normal((batch, cin, size, size), dtype=np.float32)
-        self.weight = rng.standard_normal((cout, cin), dtype=np.float32) / np.sqrt(cin)
+        self.weight = (rng.standard_normal((cout, cin), dtype=np.float32) / np.sqrt(cin)).astype(np.float32)
         self.bias = rng.standard_normal(cout, dtype=np.float32)
         self.x = to_blocked(self.x_nchw)
         self.packed_weight, self.packed_bias = pack_pointwise(self.weight, self.bias)
         self.out = np.empty((batch, channel_blocks(cout), size, size, CB), dtype=np.float32)
+        if aligned:  # on 64-byte lines (huge pages where offered), as the engine's arena and weights are
+            self.x, self.packed_weight, self.packed_bias, self.out = (
+                aligned_copy(a) for a in (self.x, self.packed_weight, self.packed_bias, self.out))
         # numpy reference problem: (pixels, Cin) @ (Cin, Cout)
         self.x_rows = np.ascontiguousarray(self.x_nchw.transpose(0, 2, 3, 1).reshape(-1, cin))
         self.weight_t = np.ascontiguousarray(self.weight.T)
         self.rows_out = np.empty((self.x_rows.shape[0], cout), dtype=np.float32)
+        # the same product transposed: (Cout, Cin) @ (Cin, pixels), the im2col-free NCHW form
+        self.x_columns = np.ascontiguousarray(self.x_rows.T)
+        self.columns_out = np.empty((cout, self.x_rows.shape[0]), dtype=np.float32)
 
     def run(self, pointwise_pixels: int, pointwise_channels: int) -> None:
         pointwise_conv(self.x, self.packed_weight, self.packed_bias, self.out, 0.0, 6.0,
@@ -101,25 +130,39 @@ class Layer:
         return {tile: self.flops / seconds[tile] / 1e9 for tile in tiles}
 
     def numpy_gflops(self, rounds: int) -> float:
-        call = lambda: np.matmul(self.x_rows, self.weight_t, out=self.rows_out)  # noqa: E731
-        call()
-        return self.flops / min(best_seconds(call) for _ in range(rounds)) / 1e9
+        """OpenBLAS sgemm on one thread, GFLOP/s: the faster of (pixels, Cin) @ (Cin, Cout)
+        and (Cout, Cin) @ (Cin, pixels), each the best of `rounds` x best_seconds."""
+        from threadpoolctl import threadpool_limits  # bench-only dependency
+
+        calls = (lambda: np.matmul(self.x_rows, self.weight_t, out=self.rows_out),
+                 lambda: np.matmul(self.weight, self.x_columns, out=self.columns_out))
+        best = np.inf
+        with threadpool_limits(limits=1, user_api="blas"):
+            for call in calls:
+                call()
+                best = min(best, min(best_seconds(call) for _ in range(rounds)))
+        return self.flops / best / 1e9
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--net", choices=sorted(NETWORKS), default="mobilenet_v2", help="whose 1x1 shapes")
+    parser.add_argument("--peak", type=float, default=None, help="FMA peak of one core, GFLOP/s (adds %% columns)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--layers", type=str, default="all",
-                        help="comma-separated layer indices into MOBILENET_V2_SHAPES, or 'all'")
+                        help="comma-separated layer indices into the --net's shapes, or 'all'")
     parser.add_argument("--pixels", type=int, default=DEFAULT_POINTWISE_PIXELS, help="pointwise_pixels (default tiles)")
     parser.add_argument("--channels", type=int, default=DEFAULT_POINTWISE_CHANNELS, help="pointwise_channels (default tiles)")
     parser.add_argument("--sweep", action="store_true", help="also time every tile pair of the sweep grid, report the best")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (best is kept)")
     parser.add_argument("--no-numpy", action="store_true", help="skip the numpy matmul reference")
+    parser.add_argument("--unaligned", action="store_true",
+                        help="numpy's own allocations for the kernel's arrays (16 bytes past a line) instead of aligned ones")
     args = parser.parse_args(argv)
 
-    indices = range(len(MOBILENET_V2_SHAPES)) if args.layers == "all" else [int(i) for i in args.layers.split(",")]
+    shapes = NETWORKS[args.net]
+    indices = range(len(shapes)) if args.layers == "all" else [int(i) for i in args.layers.split(",")]
     default = (args.pixels, args.channels)
     tiles = [default] + ([(p, c) for p in SWEEP_PIXELS for c in SWEEP_CHANNELS if (p, c) != default]
                          if args.sweep else [])
@@ -129,16 +172,20 @@ def main(argv: list[str] | None = None) -> None:
     for threads in args.threads:
         header += f" {f'{threads}T':>6s}" + (f" {f'{threads}T best':>9s} {'tiles':>8s}" if args.sweep else "")
     if not args.no_numpy:
-        header += f" {'numpy 1T':>9s}"
+        header += f" {'BLAS 1T':>8s} {'ours/BLAS':>9s}"
+    if args.peak:
+        header += f" {'1T %pk':>7s}" + ("" if args.no_numpy else f" {'BLAS %pk':>8s}")
     print(header + "   (GFLOP/s)")
     seconds = {(threads, kind): 0.0 for threads in args.threads for kind in ("default", "best")}
     total_flops = 0
+    numpy_seconds = 0.0
     for index in indices:
-        cin, cout, size = MOBILENET_V2_SHAPES[index]
-        layer = Layer(args.batch, cin, cout, size)
+        cin, cout, size = shapes[index]
+        layer = Layer(args.batch, cin, cout, size, aligned=not args.unaligned)
         layer.check()
         total_flops += layer.flops
         row = f"{f'{cin}->{cout}@{size}x{size}':22s} {layer.flops / 1e6:7.1f}"
+        first = None  # default tiles at the first thread count
         for threads in args.threads:
             numba.set_num_threads(threads)
             results = layer.gflops(tiles, args.rounds)
@@ -146,16 +193,28 @@ def main(argv: list[str] | None = None) -> None:
             seconds[threads, "default"] += layer.flops / (results[default] * 1e9)
             seconds[threads, "best"] += layer.flops / (results[best] * 1e9)
             row += f" {results[default]:6.1f}"
+            first = results[default] if first is None else first
             if args.sweep:
                 row += f" {results[best]:9.1f} {f'{best[0]}/{best[1]}':>8s}"
-        if not args.no_numpy:
-            row += f" {layer.numpy_gflops(args.rounds):9.1f}"
+        blas = None if args.no_numpy else layer.numpy_gflops(args.rounds)
+        if blas:
+            numpy_seconds += layer.flops / (blas * 1e9)
+            row += f" {blas:8.1f} {first / blas:9.2f}"
+        if args.peak:
+            row += f" {100 * first / args.peak:6.1f}%" + ("" if blas is None else f" {100 * blas / args.peak:7.1f}%")
         print(row, flush=True)
     for threads in args.threads:
         for kind in ("default", "best") if args.sweep else ("default",):
             total = seconds[threads, kind]
             print(f"sum of these layers, {threads} thread(s), {kind} tiles: {total * 1e3:.3f} ms "
                   f"({total_flops / total / 1e9:.1f} GFLOP/s)")
+    if not args.no_numpy:
+        print(f"sum of these layers, OpenBLAS 1 thread: {numpy_seconds * 1e3:.3f} ms "
+              f"({total_flops / numpy_seconds / 1e9:.1f} GFLOP/s"
+              + (f", {100 * total_flops / numpy_seconds / 1e9 / args.peak:.1f} % of peak" if args.peak else "") + ")")
+    if args.peak:
+        total = seconds[args.threads[0], "default"]
+        print(f"ours, {args.threads[0]} thread(s), default tiles: {100 * total_flops / total / 1e9 / args.peak:.1f} % of peak")
     print(f"numba threading layer: {numba.threading_layer()}")
 
 
