@@ -165,7 +165,7 @@ def test_item_channels_divide_the_layer_into_equal_whole_items():
                 assert cout_blocks % (got // CB) == 0
             assert got == channels or all(  # the smallest such
                 cout_blocks % b or b * CB % 16 for b in range(channels // CB, got // CB))
-    # 48 channels (an 8x3 micro-tile's width) on ResNet's 64..512-channel layers at 16 lanes
+    # 48 channels (three blocks: a 7x3 micro-tile's width) on ResNet's 64..512-channel layers at 16 lanes
     if CB == 16:
         assert [kernel.item_channels(48, c) for c in (64, 128, 256, 512)] == [64] * 4
         assert kernel.item_channels(32, 128) == 32 and kernel.item_channels(48, 96) == 48
