@@ -35,10 +35,8 @@ Micro-kernel (an LLVM-IR `@intrinsic`, as engine.kernels.pointwise explains why)
 Padding. Where windows leave the input (any pad, or an end pad ONNX implies), a work item
 first copies the input rows its pixels need (all input channel blocks) into a buffer with
 zero rows and columns around them; the micro-kernel then reads every tap unconditionally.
-The copy is ~(rows + kh - stride) / rows times the item's input. The buffer is one per
-worker, allocated once per call: allocated per work item (~100 KB at ResNet's shapes) it
-cost 4-18 % of a 3x3 layer's time (page faults on every item; bench/README). Without
-padding x is read in place.
+The copy is ~(rows + kh - stride) / rows times the item's input, against Cin*kh*kw*B*CB
+FMAs per pixel: about 1 % of the time at ResNet's shapes. Without padding x is read in place.
 
 Work split (run-time arguments: changing them never recompiles)
     `pixels`: output pixels (of the flattened N*Ho*Wo) per work item; the pixels are split
@@ -49,10 +47,9 @@ Work split (run-time arguments: changing them never recompiles)
     `channels`: output channels per work item (a positive multiple of 16), i.e.
     channels // CB output blocks, walked in groups of up to MAX_BLOCKS (the last group of a
     work item may be smaller: 64 channels at 16 lanes is one 5x4 group, 48 one 7x3).
-    Work items = channel tiles x pixel tiles, pixel tile fastest, in WORKERS contiguous runs
-    spread by prange (a thread gets a contiguous run, so it reuses one channel tile's
-    weights, which stay in L2, over many pixel tiles; a pixel tile's input is re-read once
-    per channel tile).
+    Work items = channel tiles x pixel tiles, pixel tile fastest, spread by prange (static:
+    a thread gets a contiguous run, so it reuses one channel tile's weights, which stay in
+    L2, over many pixel tiles; a pixel tile's input is re-read once per channel tile).
     Inside an item each block group sums over chunks of input channel blocks
     (L1_WEIGHT_BYTES), each chunk over all the item's micro-tiles, partial sums kept in
     `out` (MLAS's NCHWc convolution does the same): the chunk's weights are read from L1.
@@ -96,10 +93,6 @@ MAX_BLOCKS = len(ROWS_FOR_BLOCKS) - 1
 # input block: a micro-kernel variant of its own, 4x fewer FMAs than all 16 lanes
 SHORT_LANES = 4
 MAX_ROWS = max(ROWS_FOR_BLOCKS)
-# Parallel workers of `_conv_kernel` (its prange runs WORKERS contiguous runs of work items,
-# each with its own input-copy buffer): numba's thread pool size, fixed per process. Reading
-# numba.get_num_threads() inside the kernel would make numba refuse to cache it.
-WORKERS = numba.config.NUMBA_NUM_THREADS
 DEFAULT_PIXELS = 64
 DEFAULT_CHANNELS = MAX_BLOCKS * CB if MAX_BLOCKS * CB % 16 == 0 else 16
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -354,107 +347,92 @@ def _conv_kernel(x, w, bias, out, residual, has_residual, stride_h, stride_w, pa
     beta32 = np.float32(beta)
     xf = x.reshape(x.size)
     of = out.reshape(out.size)
-    n_items = n_channel_tiles * n_pixel_tiles
-    # the zero-bordered input copy: one buffer per worker, allocated once, as large as the
-    # largest segment's rows need (a pixel tile spans at most its pixels plus a partial
-    # micro-tile, over at most rows_out_max output rows of one image)
-    scratch_floats = 1
-    if needs_copy:
-        tile_pixels = (total + n_pixel_tiles - 1) // n_pixel_tiles + full_rows
-        rows_out_max = min(out_h, (tile_pixels + out_w - 1) // out_w + 1)
-        scratch_floats = cin_blocks * ((rows_out_max - 1) * stride_h + kernel_h) * padded_w * CB
-    for worker in prange(WORKERS):  # static: worker w runs items [w * n / WORKERS, (w + 1) * n / WORKERS)
-        item_begin = worker * n_items // WORKERS
-        item_end = (worker + 1) * n_items // WORKERS
-        if item_begin == item_end:
-            continue
-        buffer = np.empty(scratch_floats, np.float32)
+    for item in prange(n_channel_tiles * n_pixel_tiles):
         src_offsets = np.empty(MAX_ROWS, np.int64)
         out_offsets = np.empty(MAX_ROWS, np.int64)
-        for item in range(item_begin, item_end):
-            channel_tile = item // n_pixel_tiles          # pixel tile fastest: a thread's run of
-            pixel_tile = item - channel_tile * n_pixel_tiles  # items reuses one channel tile's weights
-            pixel_begin = _tile_start(pixel_tile, n_pixel_tiles, total, full_rows)
-            pixel_end = _tile_start(pixel_tile + 1, n_pixel_tiles, total, full_rows)
-            block_begin = channel_tile * blocks_per_item
-            block_end = min(cout_blocks, block_begin + blocks_per_item)
-            segment = pixel_begin
-            while segment < pixel_end:  # one image's part of the pixel tile at a time
-                image = segment // howo
-                segment_end = min(pixel_end, (image + 1) * howo)
-                first_row = (segment - image * howo) // out_w
-                last_row = (segment_end - 1 - image * howo) // out_w
-                row0 = first_row * stride_h - pad_top         # input row of the source's first row
-                if needs_copy:
-                    src_rows = (last_row - first_row) * stride_h + kernel_h
-                    row_stride = padded_w * CB
-                    block_stride = src_rows * row_stride
-                    src = buffer
-                    r_lo = max(0, -row0)
-                    r_hi = max(r_lo, min(src_rows, height - row0))
-                    right = (pad_left + width) * CB
-                    for cb in range(cin_blocks):
-                        d = cb * block_stride
-                        src[d:d + r_lo * row_stride] = 0.0                          # rows above the input
-                        src[d + r_hi * row_stride:d + src_rows * row_stride] = 0.0  # rows below it
-                        for r in range(r_lo, r_hi):
-                            s = ((image * cin_blocks + cb) * height + row0 + r) * width * CB
-                            e = d + r * row_stride
-                            src[e:e + pad_left * CB] = 0.0                          # left padding
-                            src[e + pad_left * CB:e + right] = xf[s:s + width * CB]
-                            src[e + right:e + row_stride] = 0.0                     # right padding
-                    image_offset = 0
-                    first_input_row = row0
-                else:
-                    src = xf
-                    row_stride = width * CB
-                    block_stride = height * width * CB
-                    image_offset = image * cin_blocks * block_stride
-                    first_input_row = 0
-                block = block_begin
-                while block < block_end:
-                    blocks = min(block_end - block, MAX_BLOCKS)
-                    rows_max = ROWS_FOR_BLOCKS[blocks]
-                    out_first = (image * cout_blocks + block) * howo * CB
-                    cb0 = 0
-                    while cb0 < cin_blocks:  # input channel chunks: partial sums kept in out
-                        chunk = min(cin_chunk, cin_blocks - cb0)
-                        init = (1 if has_residual else 0) if cb0 == 0 else 2
-                        finish = cb0 + chunk >= cin_blocks
-                        q = segment
-                        rem = segment - image * howo
-                        oh = rem // out_w
-                        ow = rem - oh * out_w
-                        while q < segment_end:
-                            rows = min(segment_end - q, rows_max)
-                            for r in range(rows):
-                                # window's first element: input row oh*sh - pad_top, column ow*sw - pad_left
-                                # (the buffer's column 0 is input column -pad_left)
-                                column = ow * stride_w if needs_copy else ow * stride_w - pad_left
-                                src_offsets[r] = (image_offset + cb0 * block_stride
-                                                  + (oh * stride_h - pad_top - first_input_row) * row_stride + column * CB)
-                                out_offsets[r] = out_first + rem * CB
-                                rem += 1
-                                ow += 1
-                                if ow == out_w:
-                                    ow = 0
-                                    oh += 1
-                            micro_tile(rows, blocks, src, src_offsets, block_stride, row_stride, chunk, kernel_h,
-                                       kernel_w, in_lanes, w, block * w_block_stride + cb0 * tap_weights,
-                                       w_block_stride, bias, block * CB, out, out_offsets, out_block_stride, residual,
-                                       init, finish, low, high)
-                            q += rows
-                        cb0 += chunk
-                    block += blocks
-                if act != NONE:
-                    for q in range(segment, segment_end):
-                        rem = q - image * howo
-                        for b in range(block_begin, block_end):
-                            base = ((image * cout_blocks + b) * howo + rem) * CB
-                            for lane in range(CB):
-                                v = activate(of[base + lane], act, alpha32, beta32)
-                                of[base + lane] = min(max(v, final_low), final_high)
-                segment = segment_end
+        channel_tile = item // n_pixel_tiles          # pixel tile fastest: a thread's run of
+        pixel_tile = item - channel_tile * n_pixel_tiles  # items reuses one channel tile's weights
+        pixel_begin = _tile_start(pixel_tile, n_pixel_tiles, total, full_rows)
+        pixel_end = _tile_start(pixel_tile + 1, n_pixel_tiles, total, full_rows)
+        block_begin = channel_tile * blocks_per_item
+        block_end = min(cout_blocks, block_begin + blocks_per_item)
+        segment = pixel_begin
+        while segment < pixel_end:  # one image's part of the pixel tile at a time
+            image = segment // howo
+            segment_end = min(pixel_end, (image + 1) * howo)
+            first_row = (segment - image * howo) // out_w
+            last_row = (segment_end - 1 - image * howo) // out_w
+            row0 = first_row * stride_h - pad_top         # input row of the source's first row
+            if needs_copy:
+                src_rows = (last_row - first_row) * stride_h + kernel_h
+                row_stride = padded_w * CB
+                block_stride = src_rows * row_stride
+                src = np.empty(cin_blocks * block_stride, np.float32)
+                r_lo = max(0, -row0)
+                r_hi = max(r_lo, min(src_rows, height - row0))
+                right = (pad_left + width) * CB
+                for cb in range(cin_blocks):
+                    d = cb * block_stride
+                    src[d:d + r_lo * row_stride] = 0.0                          # rows above the input
+                    src[d + r_hi * row_stride:d + src_rows * row_stride] = 0.0  # rows below it
+                    for r in range(r_lo, r_hi):
+                        s = ((image * cin_blocks + cb) * height + row0 + r) * width * CB
+                        e = d + r * row_stride
+                        src[e:e + pad_left * CB] = 0.0                          # left padding
+                        src[e + pad_left * CB:e + right] = xf[s:s + width * CB]
+                        src[e + right:e + row_stride] = 0.0                     # right padding
+                image_offset = 0
+                first_input_row = row0
+            else:
+                src = xf
+                row_stride = width * CB
+                block_stride = height * width * CB
+                image_offset = image * cin_blocks * block_stride
+                first_input_row = 0
+            block = block_begin
+            while block < block_end:
+                blocks = min(block_end - block, MAX_BLOCKS)
+                rows_max = ROWS_FOR_BLOCKS[blocks]
+                out_first = (image * cout_blocks + block) * howo * CB
+                cb0 = 0
+                while cb0 < cin_blocks:  # input channel chunks: partial sums kept in out
+                    chunk = min(cin_chunk, cin_blocks - cb0)
+                    init = (1 if has_residual else 0) if cb0 == 0 else 2
+                    finish = cb0 + chunk >= cin_blocks
+                    q = segment
+                    rem = segment - image * howo
+                    oh = rem // out_w
+                    ow = rem - oh * out_w
+                    while q < segment_end:
+                        rows = min(segment_end - q, rows_max)
+                        for r in range(rows):
+                            # window's first element: input row oh*sh - pad_top, column ow*sw - pad_left
+                            # (the buffer's column 0 is input column -pad_left)
+                            column = ow * stride_w if needs_copy else ow * stride_w - pad_left
+                            src_offsets[r] = (image_offset + cb0 * block_stride
+                                              + (oh * stride_h - pad_top - first_input_row) * row_stride + column * CB)
+                            out_offsets[r] = out_first + rem * CB
+                            rem += 1
+                            ow += 1
+                            if ow == out_w:
+                                ow = 0
+                                oh += 1
+                        micro_tile(rows, blocks, src, src_offsets, block_stride, row_stride, chunk, kernel_h,
+                                   kernel_w, in_lanes, w, block * w_block_stride + cb0 * tap_weights,
+                                   w_block_stride, bias, block * CB, out, out_offsets, out_block_stride, residual,
+                                   init, finish, low, high)
+                        q += rows
+                    cb0 += chunk
+                block += blocks
+            if act != NONE:
+                for q in range(segment, segment_end):
+                    rem = q - image * howo
+                    for b in range(block_begin, block_end):
+                        base = ((image * cout_blocks + b) * howo + rem) * CB
+                        for lane in range(CB):
+                            v = activate(of[base + lane], act, alpha32, beta32)
+                            of[base + lane] = min(max(v, final_low), final_high)
+            segment = segment_end
 
 
 def pack_conv_nchwc(weight: np.ndarray, bias: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:

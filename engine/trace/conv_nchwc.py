@@ -4,7 +4,7 @@
 pixel tile fastest (the split from the kernel module's `work_split`: pixel tiles widened where
 the input is copied, input channel chunks); per item its pixels one image's segment at a time; where the windows
 leave the input, the segment's input rows copied into a zero-bordered buffer first (the
-kernel's per-worker buffer, at a modelled address: engine.trace.scratch); then per
+kernel's per-segment np.empty, at a modelled address: engine.trace.scratch); then per
 group of up to MAX_BLOCKS output blocks the segment's pixels in micro-tiles of
 ROWS_FOR_BLOCKS[blocks], once per input channel chunk; after all groups the activation pass (where there is one) over
 the segment's outputs, pixel by pixel and block by block. Tile starts come from the
