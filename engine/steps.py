@@ -213,7 +213,8 @@ def _direct(item: LayerItem, ctx: StepContext, ahead) -> Step:
 
 def _dense(item: LayerItem, ctx: StepContext, ahead) -> Step:
     """A dense (group 1) conv on a conv's NCHWc output: engine.kernels.conv_nchwc, with the
-    pointwise tiles as its work split."""
+    pointwise tiles as its work split (the channel tile rounded to whole divisors of the
+    layer's output blocks: conv_nchwc.item_channels)."""
     layer, batch = item.layer, ctx.batch
     tiles = ctx.config.tiles.tiles_for(layer.name)
     (cin, h, w), (cout, ho, wo) = layer.input_shape, layer.output_shape
@@ -224,11 +225,11 @@ def _dense(item: LayerItem, ctx: StepContext, ahead) -> Step:
     residual = ctx.buffers[ctx.key(layer.residual, "nchwc")] if layer.residual else None
     packed_w, packed_b = ctx.weights.by_layer[layer.name]
     low, high = layer.clip
+    channels = conv_nchwc.item_channels(tiles.pointwise_channels, cout)
     call = bind(conv_nchwc.conv_nchwc, x, packed_w, packed_b, ctx.buffers[layer.output], sh, sw, top, left,
-                float(low), float(high), residual, tiles.pointwise_pixels, tiles.pointwise_channels,
-                activation=layer.activation)
+                float(low), float(high), residual, tiles.pointwise_pixels, channels, activation=layer.activation)
     moved = conv_nchwc.conv_nchwc_bytes(batch, cin, cout, h, w, ho, wo, kh, kw, sh, ctx.config.budget,
-                                        tiles.pointwise_pixels, tiles.pointwise_channels, layer.residual is not None)
+                                        tiles.pointwise_pixels, channels, layer.residual is not None)
     return _conv_step(layer, ctx, "conv", x, conv_nchwc.conv_nchwc_flops(batch, cin, cout, ho, wo, kh, kw), moved,
                       call)
 

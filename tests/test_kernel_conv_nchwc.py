@@ -155,6 +155,24 @@ def test_conv_nchwc_work_splits_agree(threads):
         np.testing.assert_allclose(got, results[0], rtol=0, atol=1e-5 * float(np.abs(ref).max()))
 
 
+def test_item_channels_divide_the_layer_into_equal_whole_items():
+    for out_channels in (16, 64, 128, 256, 512, 3 * CB + 5, 112, 2048):
+        cout_blocks = -(-out_channels // CB)
+        for channels in range(16, 16 * 40, 16):
+            got = kernel.item_channels(channels, out_channels)
+            assert got % 16 == 0 and got >= channels
+            if got != channels:     # rounded: to a divisor of the layer's blocks
+                assert cout_blocks % (got // CB) == 0
+            assert got == channels or all(  # the smallest such
+                cout_blocks % b or b * CB % 16 for b in range(channels // CB, got // CB))
+    # 48 channels (three blocks: a 7x3 micro-tile's width) on ResNet's 64..512-channel layers at 16 lanes
+    if CB == 16:
+        assert [kernel.item_channels(48, c) for c in (64, 128, 256, 512)] == [64] * 4
+        assert kernel.item_channels(32, 128) == 32 and kernel.item_channels(48, 96) == 48
+    else:
+        assert [kernel.item_channels(16, c) for c in (64, 128, 256, 512)] == [16] * 4
+
+
 def test_pack_conv_nchwc_layout_and_zero_padding():
     cout, cin = CB + 2, CB + 3
     weight = np.arange(cout * cin * 3 * 2, dtype=np.float32).reshape(cout, cin, 3, 2)

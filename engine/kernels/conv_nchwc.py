@@ -23,16 +23,25 @@ Micro-kernel (an LLVM-IR `@intrinsic`, as engine.kernels.pointwise explains why)
     R*B vector accumulators in registers. It takes each pixel's window position as an
     offset (an int64 array), so a tap costs no index arithmetic per pixel: per input channel
     of each tap it loads B weight vectors, broadcasts R input scalars and issues R*B FMAs.
-    Shapes (R for each B; the largest B is MAX_BLOCKS): AVX-512 (32 zmm) 8x1, 8x2, 8x3, 6x4
-    (24 accumulators, the rest for weights and a broadcast; 12x2 spilled its 12 pixel
-    pointers); AVX2 (16 ymm) 8x1, 6x2. Tiles with fewer than 8 accumulators split the input
+    Shapes (R for each B; the largest B is MAX_BLOCKS): AVX-512 (32 zmm) 8x1, 8x2, 7x3, 5x4
+    (20 accumulators). 6x4 and 8x3 (24) left too few registers for LLVM's scheduler, which
+    loads the next input channel's weights early: it spilled one accumulator to the stack,
+    and that accumulator's store -> load -> FMA round trip per input channel then paced the
+    loop (about 1 in 8 cycles lost); 5x4 and 7x3 compile without spills and ran 10-20 %
+    faster on ResNet's 3x3 layers (1 thread, bench/README). 12x2 spilled its 12 pixel
+    pointers. AVX2 (16 ymm) 8x1, 6x2. Tiles with fewer than 8 accumulators split the input
     channels over partial sums so the 4-cycle FMA latency stays hidden at 2 FMAs per cycle.
 
 Padding. Where windows leave the input (any pad, or an end pad ONNX implies), a work item
 first copies the input rows its pixels need (all input channel blocks) into a buffer with
 zero rows and columns around them; the micro-kernel then reads every tap unconditionally.
 The copy is ~(rows + kh - stride) / rows times the item's input, against Cin*kh*kw*B*CB
-FMAs per pixel: about 1 % of the time at ResNet's shapes. Without padding x is read in place.
+FMAs per pixel; measured, it is not negligible: the same 3x3 on an input padded beforehand
+ran in 0.82x the time at 128 channels 28x28, 0.96x at 64 channels 56x56 (bench/README). The
+buffer is allocated per work item (np.empty inside prange): one buffer per worker, allocated
+once, measured no faster (1 thread), and sizing it by the thread count would need that count
+passed in (numba.get_num_threads() inside the kernel stops numba caching it). Without
+padding x is read in place.
 
 Work split (run-time arguments: changing them never recompiles)
     `pixels`: output pixels (of the flattened N*Ho*Wo) per work item; the pixels are split
@@ -42,7 +51,7 @@ Work split (run-time arguments: changing them never recompiles)
     copy stays a small part of the item.
     `channels`: output channels per work item (a positive multiple of 16), i.e.
     channels // CB output blocks, walked in groups of up to MAX_BLOCKS (the last group of a
-    work item may be smaller: 64 channels at 16 lanes is one 6x4 group, 48 one 8x3).
+    work item may be smaller: 64 channels at 16 lanes is one 5x4 group, 48 one 7x3).
     Work items = channel tiles x pixel tiles, pixel tile fastest, spread by prange (static:
     a thread gets a contiguous run, so it reuses one channel tile's weights, which stay in
     L2, over many pixel tiles; a pixel tile's input is re-read once per channel tile).
@@ -55,11 +64,12 @@ Epilogue. The first chunk starts from the residual (if any), the last adds the b
 clips, in registers. An activation (hardswish, silu: zero-preserving only) runs after the
 micro-kernels stored acc + bias + residual unclipped, over the item's outputs, then the clip.
 
-Napkin math, 64 -> 64 3x3 at 56x56 (ResNet's first stage), 6x4 tiles at 16 lanes: per input
-channel and tap 24 FMAs (12 cycles at 2 per cycle) from 4 weight loads (256 B) and 6
+Napkin math, 64 -> 64 3x3 at 56x56 (ResNet's first stage), 5x4 tiles at 16 lanes: per input
+channel and tap 20 FMAs (10 cycles at 2 per cycle) from 4 weight loads (256 B) and 5
 broadcasts; one input block's weights for the group (4 x 9 x 1 KiB = 36 KiB) stay in L1 over
 the item's micro-tiles. 231 MFLOP per image: ~1 ms per image on one core at 235 GFLOP/s.
-llvm-mca (sapphirerapids) puts the 6x4 and 8x3 inner loops at the FMA bound (100 %).
+In the compiled assembly (numba 0.68, AVX-512) the 5x4 and 7x3 loop bodies touch no stack slot;
+the 6x4 and 8x3 ones loaded and stored a spilled accumulator for every input channel.
 """
 from __future__ import annotations
 
@@ -81,7 +91,7 @@ MIN_ACCUMULATORS = 8   # FMA latency (4 cycles) x FMA issue rate (2 per cycle)
 # not streamed from L2 for every micro-tile (MLAS's NCHWc convolution does the same).
 L1_WEIGHT_BYTES = 32 * 1024
 # micro-tile pixels R for each number of output blocks B (index B; 0 unused), per lane width
-TILE_ROWS = {16: (0, 8, 8, 8, 6), 8: (0, 8, 6)}
+TILE_ROWS = {16: (0, 8, 8, 7, 5), 8: (0, 8, 6)}
 ROWS_FOR_BLOCKS = TILE_ROWS[CB]
 MAX_BLOCKS = len(ROWS_FOR_BLOCKS) - 1
 # Cin <= SHORT_LANES (an RGB stem: 3 of 16 lanes real) sums only SHORT_LANES lanes of its one
@@ -529,6 +539,22 @@ def conv_nchwc(x: np.ndarray, packed_weight: np.ndarray, packed_bias: np.ndarray
         residual = out  # never read
     launch(_conv_kernel, x, packed_weight, packed_bias, out, residual, has_residual, stride_h, stride_w, pad_top,
            pad_left, low, high, act, alpha, beta, pixels, channels)
+
+
+def item_channels(channels: int, out_channels: int) -> int:
+    """Output channels per work item that `_dense` steps pass for a layer of `out_channels`:
+    `channels` (a Tiles.pointwise_channels, a multiple of 16) rounded up to the nearest
+    whole divisor of the layer's output blocks that is still a multiple of 16 channels, so
+    every work item gets the same blocks and none ends in a narrow group (48 on a 64..512
+    channel layer at 16 lanes would split each 4 blocks into a 7x3 and an 8x1 micro-tile
+    group: 1.4-1.5x slower on ResNet's 64-channel 3x3 layers, bench/README). `channels`
+    itself where no such divisor lies between it and the layer's width."""
+    blocks = max(1, channels // CB)
+    cout_blocks = channel_blocks(out_channels)
+    for candidate in range(blocks, cout_blocks + 1):
+        if cout_blocks % candidate == 0 and candidate * CB % 16 == 0:
+            return candidate * CB
+    return channels
 
 
 def conv_nchwc_flops(batch: int, cin: int, cout: int, out_h: int, out_w: int, kh: int, kw: int) -> int:

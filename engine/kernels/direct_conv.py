@@ -11,7 +11,8 @@ has 1 x 1 x 112 = 112 of them: each input pixel is read once for all 32 channels
 interior row, interior columns (the whole window inside the input) go three pixels at a
 time for the four blocks: 12 register accumulators (`register_scratch`) = 12 independent
 FMA chains (a group of at most two real blocks, as the stem at 16 lanes, six pixels at a
-time for its two: `_pair_columns`); per tap 4 weight-vector loads and 3 broadcast input scalars feed 12 FMAs (a
+time for its two: `_pair_columns`; so does every group of a conv with few input channels and
+large kernels, ResNet's 7x7 RGB stem, one pair of blocks after the other: PAIR_CHANNELS); per tap 4 weight-vector loads and 3 broadcast input scalars feed 12 FMAs (a
 2-block x 4-pixel tile feeds 8 FMAs from 6 loads and reads the input twice, once per pair
 of blocks; bench/README has both timed). The taps (ci, i, j) are one flat loop over a
 table of input offsets built once per call. Border rows and columns go one
@@ -45,6 +46,19 @@ _scratch_tile = register_scratch(BLOCKS * PIXELS * CB)  # 4 output blocks x 3 pi
 # block (4 x 3 would compute the second block three times over).
 PAIR_PIXELS = 6
 _scratch_block = register_scratch(CB)
+# With at most PAIR_CHANNELS input channels (an RGB stem) and four blocks' weights above
+# PAIR_WEIGHT_BYTES, every group takes the 2 x PAIR_PIXELS tile, one pair of blocks after the
+# other: the 4 x 3 tile streams 4 blocks' weights per 3 pixels (4 x 9.4 KB for ResNet's 7x7
+# RGB stem, beside input rows: more than L1 holds), the pairs half that per 6 pixels and
+# read the (small) input twice; ~10 % faster on that stem (1 thread, bench/README)
+PAIR_CHANNELS = 4
+PAIR_WEIGHT_BYTES = 16 * 1024
+
+
+@njit(cache=True)
+def pairs_for_every_group(in_channels, n_taps):
+    """True where every group of blocks runs as pairs (see PAIR_CHANNELS); n_taps = Cin*kh*kw."""
+    return in_channels <= PAIR_CHANNELS and n_taps * BLOCKS * CB * 4 > PAIR_WEIGHT_BYTES
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")  # one call site; a real call costs refcounts
@@ -155,6 +169,7 @@ def _direct_kernel(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left, 
             for j in range(kernel_w):
                 tap_offset[(ci * kernel_h + i) * kernel_w + j] = ci * plane + i * dilation_h * width + j * dilation_w
     n_groups = (n_blocks + BLOCKS - 1) // BLOCKS
+    all_pairs = pairs_for_every_group(in_channels, n_taps)
     for item in prange(n_images * n_groups * out_h):
         acc = _scratch_tile()
         oh = item % out_h
@@ -178,9 +193,12 @@ def _direct_kernel(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left, 
         i_hi = max(i_hi, i_lo)
         interior_row = i_lo == 0 and i_hi == kernel_h
         ow = col_lo
-        if n_blocks - b0 <= 2 and interior_row:
+        if interior_row and (n_blocks - b0 <= 2 or all_pairs):
             ow = _pair_columns(xf, wf, bf, of, acc, x_image, ih0, width, stride_w, pad_left, tap_offset, n_taps,
                                b0, b1, block_weights, o_row0, o_row1, col_lo, col_hi, low, high, act, alpha, beta)
+            if n_blocks - b0 > 2:   # the group's other two blocks over the same columns
+                _pair_columns(xf, wf, bf, of, acc, x_image, ih0, width, stride_w, pad_left, tap_offset, n_taps,
+                              b2, b3, block_weights, o_row2, o_row3, col_lo, col_hi, low, high, act, alpha, beta)
             # the columns left (fewer than PAIR_PIXELS) by the 4 x 3 loop and the borders below
         while interior_row and ow + PIXELS <= col_hi:
             # acc[(blk * PIXELS + p) * CB + lane]: 4 blocks x 3 pixels = 12 independent FMA chains
@@ -326,8 +344,9 @@ def direct_conv_bytes(batch: int, in_channels: int, out_channels: int, height: i
     """Modelled bytes moved per memory level (engine.traffic), whole batch.
 
     Registers <- L1: per output pixel and group of BLOCKS output blocks, Cin*kh*kw input
-    broadcasts; weight vectors per tap once per step of the interior loop: 4 per PIXELS pixels
-    for a group of 3-4 real blocks, 2 per PAIR_PIXELS pixels for one of at most two (border
+    broadcasts (per pair of blocks where pairs run); weight vectors per tap once per step of
+    the interior loop: 4 per PIXELS pixels for a group of 3-4 real blocks, 2 per PAIR_PIXELS
+    pixels per pair for one of at most two or where pairs_for_every_group (border
     pixels, one at a time, are not counted apart). Across a boundary: the input once if the kh input
     rows a row of outputs needs stay resident (they are reused by the next output row), else
     once per kernel row (kh / stride times); weights and outputs once.
@@ -343,9 +362,13 @@ def direct_conv_bytes(batch: int, in_channels: int, out_channels: int, height: i
     w_bytes = cout * (in_channels * kh * kw + 1) * FLOAT32
     y_bytes = batch * cout * out_h * out_w * FLOAT32
     taps = batch * out_h * out_w * in_channels * kh * kw
-    # weight vectors per tap and output pixel, summed over the groups (the kernel's two tiles)
-    vectors = sum(2 / PAIR_PIXELS if blocks - g * BLOCKS <= 2 else BLOCKS / PIXELS for g in range(groups))
-    registers = taps * groups * FLOAT32 + round(taps * vectors * budget.lanes * FLOAT32) + y_bytes
+    # weight vectors per tap and output pixel, summed over the groups (the kernel's two tiles),
+    # and input broadcasts (once per pair of blocks where pairs run, else once per group)
+    all_pairs = pairs_for_every_group(in_channels, in_channels * kh * kw)
+    pairs = [1 if blocks - g * BLOCKS <= 2 else 2 if all_pairs else 0 for g in range(groups)]
+    vectors = sum(2 * p / PAIR_PIXELS if p else BLOCKS / PIXELS for p in pairs)
+    broadcasts = sum(p or 1 for p in pairs)
+    registers = taps * broadcasts * FLOAT32 + round(taps * vectors * budget.lanes * FLOAT32) + y_bytes
     rows = kh * width * in_channels * FLOAT32
     below = {}
     for boundary in ("L2", "L3", "DRAM"):

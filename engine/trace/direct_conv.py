@@ -1,6 +1,7 @@
 """Access trace of the dense conv (engine.kernels.direct_conv, the stem): work items (image,
 group of BLOCKS output blocks, output row); in an interior row the interior columns, for a
-group of at most two real blocks first PAIR_PIXELS at a time for two blocks, then PIXELS
+group of at most two real blocks, or any group where the kernel's pairs_for_every_group (the RGB stem),
+first PAIR_PIXELS at a time for two blocks (two pairs one after the other), then PIXELS
 at a time for BLOCKS (per tap that many input scalars and one weight vector per block),
 then the border columns one pixel and one block at a time with clamped kernel ranges."""
 from __future__ import annotations
@@ -9,7 +10,7 @@ import numpy as np
 from numba import njit
 
 from engine.kernels import direct_conv as _direct_conv
-from engine.kernels.direct_conv import BLOCKS, PIXELS
+from engine.kernels.direct_conv import BLOCKS, PIXELS, pairs_for_every_group
 from engine.kernels.layout import CB
 from engine.trace.records import FLOAT32, load, store
 
@@ -60,6 +61,7 @@ def trace_direct(trace, count, x_address, x_shape, w_address, w_shape, b_address
             for j in range(kernel_w):
                 tap_offset[(ci * kernel_h + i) * kernel_w + j] = ci * plane + i * dilation_h * width + j * dilation_w
     n_groups = (n_blocks + BLOCKS - 1) // BLOCKS
+    all_pairs = pairs_for_every_group(in_channels, n_taps)
     blocks = np.empty(BLOCKS, np.int64)
     for item in range(item_begin, item_end):
         oh = item % out_h
@@ -75,21 +77,28 @@ def trace_direct(trace, count, x_address, x_shape, w_address, w_shape, b_address
         i_hi = max(i_hi, i_lo)
         interior_row = i_lo == 0 and i_hi == kernel_h
         ow = col_lo
-        if PAIR_PIXELS and n_blocks - BLOCKS * group <= 2 and interior_row:
-            while ow + PAIR_PIXELS <= col_hi:
-                for k in range(2):
-                    count = load(trace, count, b_address + blocks[k] * VECTOR, VECTOR)
-                x_window = x_image + ih0 * width + ow * stride_w - pad_left
-                for t in range(n_taps):
-                    for p in range(PAIR_PIXELS):
-                        count = load(trace, count, x_address + (x_window + tap_offset[t] + p * stride_w) * FLOAT32,
-                                     FLOAT32)
-                    for k in range(2):
-                        count = load(trace, count, w_address + (blocks[k] * block_weights + t * CB) * FLOAT32, VECTOR)
-                for k in range(2):
-                    o_row = ((n * n_blocks + blocks[k]) * out_h + oh) * out_w * CB
-                    count = store(trace, count, out_address + (o_row + ow * CB) * FLOAT32, PAIR_PIXELS * VECTOR)
-                ow += PAIR_PIXELS
+        if PAIR_PIXELS and interior_row and (n_blocks - BLOCKS * group <= 2 or all_pairs):
+            # blocks 0 and 1 of the group, then (where the group has more) blocks 2 and 3
+            # over the same columns
+            pairs = 1 if n_blocks - BLOCKS * group <= 2 else 2
+            start = ow
+            for pair in range(pairs):
+                ow = start
+                while ow + PAIR_PIXELS <= col_hi:
+                    for k in range(2 * pair, 2 * pair + 2):
+                        count = load(trace, count, b_address + blocks[k] * VECTOR, VECTOR)
+                    x_window = x_image + ih0 * width + ow * stride_w - pad_left
+                    for t in range(n_taps):
+                        for p in range(PAIR_PIXELS):
+                            count = load(trace, count,
+                                         x_address + (x_window + tap_offset[t] + p * stride_w) * FLOAT32, FLOAT32)
+                        for k in range(2 * pair, 2 * pair + 2):
+                            count = load(trace, count, w_address + (blocks[k] * block_weights + t * CB) * FLOAT32,
+                                         VECTOR)
+                    for k in range(2 * pair, 2 * pair + 2):
+                        o_row = ((n * n_blocks + blocks[k]) * out_h + oh) * out_w * CB
+                        count = store(trace, count, out_address + (o_row + ow * CB) * FLOAT32, PAIR_PIXELS * VECTOR)
+                    ow += PAIR_PIXELS
         while interior_row and ow + PIXELS <= col_hi:
             for k in range(BLOCKS):
                 count = load(trace, count, b_address + blocks[k] * VECTOR, VECTOR)
