@@ -22,6 +22,8 @@ class LayerRecord(NamedTuple):
     bytes: modelled bytes moved across each memory level boundary ("L1", "L2", "L3",
         "DRAM"), whole batch; see engine.traffic for the model.
     members: for a fused block, the layers it computes; else just the layer itself.
+    tile_fields: the fields of `tiles` the step's kernel reads (engine.tiles; () for a kernel
+        without tiles: the others are the schedule's, unused).
     """
 
     run_index: int
@@ -39,6 +41,7 @@ class LayerRecord(NamedTuple):
     other_flops: int
     bytes: dict
     members: tuple
+    tile_fields: tuple = ()
 
     def as_dict(self) -> dict:
         out = self._asdict()

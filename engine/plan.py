@@ -60,7 +60,7 @@ def build_plan(graph: Graph, weights: PackedWeights, batch: int, config: RunConf
     input_buffer = _wire_input(graph, steps, buffers.pop(graph.input_name), output_buffer, io)
     _wire_output(graph, steps, output_buffer, io, batch)
     for step in steps:                  # what each step ran with, for its records
-        step.tiles = config.tiles.tiles_for(step.name)
+        step.tiles = step.tiles or config.tiles.tiles_for(step.name)
     input_bytes = 4 * batch * int(np.prod(graph.input_shape))      # the caller's array or our copy of it
     _credit_l3_residency(steps, weights, arena_bytes + input_bytes, config, buffers)
     return Plan(batch=batch, config=config, steps=steps, input_buffer=input_buffer, io=io, arena_bytes=arena_bytes)

@@ -139,9 +139,10 @@ def run_hooked(plan: Plan, hooks, run_index: int) -> None:
     make = LayerRecord._make
     callbacks = [hook.on_layer for hook in hooks]
     for index, step in enumerate(steps):
-        name, op, input_shape, output_shape, tiles, fused, flops, other_flops, moved, members = step.record_fields
+        name, op, input_shape, output_shape, tiles, fused, flops, other_flops, moved, members, tile_fields = \
+            step.record_fields
         record = make((run_index, index, name, op, input_shape, output_shape, batch, threads, tiles, fused,
-                       stamps[index + 1] - stamps[index], flops, other_flops, moved, members))
+                       stamps[index + 1] - stamps[index], flops, other_flops, moved, members, tile_fields))
         for on_layer in callbacks:
             on_layer(record)
     end_info = RunInfo(**{**info.__dict__, "seconds": stamps[-1] - stamps[0]})

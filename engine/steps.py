@@ -23,7 +23,7 @@ from engine.kernels import (conv_nchwc, depthwise, direct_conv, elementwise, fus
 from engine.kernels._common import bind
 from engine.kernels.activation import NO_ACTIVATION, activation_flops
 from engine.kernels.layout import nchw_to_nchwc, nchwc_to_nchw
-from engine.tiles import Tiles
+from engine.tiles import BLOCK_FIELDS, DEPTHWISE_FIELDS, POINTWISE_FIELDS, Tiles
 from engine.traffic import LEVELS
 from engine.weights import PackedWeights
 
@@ -43,6 +43,7 @@ class Step:
     call: Callable[[], None]
     bytes: dict                           # modelled bytes per memory level (engine.traffic)
     tiles: Tiles | None = None            # the tiles this step runs with (build_plan sets them)
+    tile_fields: tuple[str, ...] = ()     # the Tiles fields its kernel reads (engine.tiles)
     layer: Layer | None = None
     inputs: tuple[str, ...] = ()
     output: str = ""
@@ -61,7 +62,7 @@ class Step:
     def record_fields(self) -> tuple:
         """What every LayerRecord of this step shares, computed once."""
         return (self.name, self.op, tuple(self.input_shape), tuple(self.output_shape), self.tiles.as_dict(),
-                self.fused, self.flops, self.other_flops, self.bytes, self.members)
+                self.fused, self.flops, self.other_flops, self.bytes, self.members, self.tile_fields)
 
 
 # ---------------------------------------------------------------- the items of a plan
@@ -146,11 +147,12 @@ def _epilogue_flops(layer: Layer, batch: int) -> int:
 
 
 def _conv_step(layer: Layer, ctx: StepContext, op: str, x: np.ndarray, flops: int, moved: dict, call,
-               ahead=None) -> Step:
+               ahead=None, tile_fields: tuple[str, ...] = (), tiles: Tiles | None = None) -> Step:
+    """tiles: what the kernel runs with where it differs from the schedule's (else the plan sets them)."""
     out = ctx.buffers[layer.output]
     return Step(name=layer.name, op=op, input_shape=x.shape, output_shape=out.shape, flops=flops,
                 other_flops=_epilogue_flops(layer, ctx.batch), call=call, bytes=moved, layer=layer,
-                inputs=tuple(layer.inputs), output=layer.output, ahead=ahead)
+                inputs=tuple(layer.inputs), output=layer.output, ahead=ahead, tile_fields=tile_fields, tiles=tiles)
 
 
 def pointwise_role(layer: Layer) -> str:
@@ -175,7 +177,7 @@ def _pointwise(item: LayerItem, ctx: StepContext, ahead) -> Step:
     moved = pointwise.pointwise_bytes(batch, cin, cout, h, w, tiles.pointwise_pixels, tiles.pointwise_channels,
                                       layer.residual is not None, ctx.config.budget)
     return _conv_step(layer, ctx, pointwise_role(layer), x, pointwise.pointwise_flops(batch, cin, cout, h, w), moved,
-                      call, ahead)
+                      call, ahead, POINTWISE_FIELDS)
 
 
 def _depthwise(item: LayerItem, ctx: StepContext, ahead) -> Step:
@@ -191,7 +193,8 @@ def _depthwise(item: LayerItem, ctx: StepContext, ahead) -> Step:
     call = bind(depthwise.depthwise_conv, x, packed_w, packed_b, ctx.buffers[layer.output], sh, sw, top, left,
                 float(low), float(high), rows, activation=layer.activation)
     moved = depthwise.depthwise_bytes(batch, cout, h, w, ho, wo, kh, kw, sh, rows, ctx.config.budget)
-    return _conv_step(layer, ctx, "depthwise", x, depthwise.depthwise_flops(batch, cout, ho, wo, kh, kw), moved, call)
+    return _conv_step(layer, ctx, "depthwise", x, depthwise.depthwise_flops(batch, cout, ho, wo, kh, kw), moved, call,
+                      tile_fields=DEPTHWISE_FIELDS)
 
 
 def _direct(item: LayerItem, ctx: StepContext, ahead) -> Step:
@@ -230,8 +233,9 @@ def _dense(item: LayerItem, ctx: StepContext, ahead) -> Step:
                 float(low), float(high), residual, tiles.pointwise_pixels, channels, activation=layer.activation)
     moved = conv_nchwc.conv_nchwc_bytes(batch, cin, cout, h, w, ho, wo, kh, kw, sh, ctx.config.budget,
                                         tiles.pointwise_pixels, channels, layer.residual is not None)
+    ran = Tiles(**{**tiles.as_dict(), "pointwise_channels": channels})      # what its records say
     return _conv_step(layer, ctx, "conv", x, conv_nchwc.conv_nchwc_flops(batch, cin, cout, ho, wo, kh, kw), moved,
-                      call)
+                      call, tile_fields=POINTWISE_FIELDS, tiles=ran)
 
 
 def _max_pool(item: LayerItem, ctx: StepContext, ahead) -> Step:
@@ -377,7 +381,7 @@ def _block(block: Block, ctx: StepContext, ahead) -> Step:
                 other_flops=sum(_epilogue_flops(layer, batch) for layer in block.layers if layer is not None),
                 call=call, bytes=moved, layer=project, inputs=tuple(first.inputs), output=project.output,
                 members=tuple(layer.name for layer in block.layers if layer is not None), fused=True,
-                block_rows=block_rows, stride=stride,
+                block_rows=block_rows, stride=stride, tile_fields=BLOCK_FIELDS,
                 expand_recompute=fused_block.expand_recompute_factor(h, ho, block_rows, stride, config.threads, batch))
 
 

@@ -11,6 +11,14 @@ import numpy as np
 from engine.kernels.micro_tile import DEFAULT_POINTWISE_CHANNELS, DEFAULT_POINTWISE_PIXELS
 
 
+# The Tiles fields each kernel family reads (a step of any other kind reads none): what a
+# step's records carry as `tile_fields`, what the tuner searches, what the Explorer's
+# per-step controls enable.
+POINTWISE_FIELDS = ("pointwise_pixels", "pointwise_channels")      # the 1x1 and the dense conv
+DEPTHWISE_FIELDS = ("depthwise_rows",)
+BLOCK_FIELDS = ("block_rows",)
+
+
 @dataclass(frozen=True)
 class Tiles:
     """Tile sizes, validated on construction (ValueError names the field, range and value;

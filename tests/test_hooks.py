@@ -32,9 +32,12 @@ def test_recorder_gets_one_record_per_step_per_run_with_every_field(small):
     assert record.batch == 2 and record.threads == 1 and record.tiles == engine.Tiles().as_dict()
     conv_records = [r for r in recorder.records if r.flops > 0]
     assert conv_records and all(set(r.bytes) == set(LEVELS) for r in conv_records)
-    # outward levels move no more than inner ones; L2 may exceed L1 (registers): a stored line is
-    # read in before it is written back, and the registers store it once (engine.traffic, "Writes")
-    assert all(r.bytes["L2"] >= r.bytes["L3"] >= r.bytes["DRAM"] >= 0 for r in conv_records)
+    # outward levels move no more than inner ones, but for write-backs: L2 may exceed L1
+    # (registers): a stored line is read in before it is written back, and the registers store
+    # it once (engine.traffic, "Writes"); L3 may exceed L2 by the earlier steps' dirty lines
+    # its fills evict (charged to the step that evicts them: engine.residency), at most one
+    # per line it brings into L2
+    assert all(2 * r.bytes["L2"] >= r.bytes["L3"] >= r.bytes["DRAM"] >= 0 for r in conv_records)
     assert all(r.bytes["L2"] <= r.bytes["L1"] + 2 * 4 * np.prod(r.output_shape) for r in conv_records)
     assert all(r.bytes["L1"] > 0 for r in conv_records)
     assert all(r.seconds > 0 for r in recorder.records)

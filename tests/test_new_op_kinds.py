@@ -84,6 +84,25 @@ def test_no_step_is_other_and_the_new_ops_occur(frames):
     assert "activation" in set(frames["hardswish_alone"]["op"])
 
 
+def test_each_step_says_which_tile_fields_its_kernel_reads_and_a_dense_conv_the_channels_it_ran(frames, models):
+    from engine.kernels.conv_nchwc import item_channels
+    from engine.tiles import DEPTHWISE_FIELDS, POINTWISE_FIELDS
+
+    resnet = frames["resnet18"].set_index("layer")
+    layers = {layer.name: layer for layer in models["resnet18"].graph.layers}
+    dense = [name for name in resnet.index if name in layers and layers[name].conv_kind == "dense"]
+    assert dense
+    for name in dense:          # the 3x3 and downsample convs: tiled like a 1x1, channels rounded per layer
+        row = resnet.loc[name]
+        assert row["tile_fields"] == POINTWISE_FIELDS
+        assert row["pointwise_channels"] == item_channels(engine.Tiles().pointwise_channels, layers[name].output_shape[0])
+    assert all(fields == () for fields in resnet.loc[resnet["op"].isin(["stem", "maxpool", "linear"]), "tile_fields"])
+    v3 = frames["mobilenet_v3_small"]
+    assert set(v3.loc[v3["op"] == "depthwise", "tile_fields"]) == {DEPTHWISE_FIELDS}
+    assert set(v3.loc[v3["op"].isin(["expand", "project", "pointwise"]), "tile_fields"]) == {POINTWISE_FIELDS}
+    assert set(v3.loc[v3["op"] == "se", "tile_fields"]) == {()}
+
+
 def test_roofline_draws_conv_and_se_with_their_own_symbol(frames, ceilings):
     for name, ops in (("resnet18", ("conv", "stem")), ("mobilenet_v3_small", ("se",)), ("efficientnet_b0", ("se",))):
         frame = frames[name]

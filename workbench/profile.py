@@ -228,7 +228,8 @@ def profile(model, batch: int = 1, threads: int | None = None, tiles: engine.Til
     (FLOP/byte) for L1, L2, L3, DRAM, attainable_gflops, roof_fraction, bound, bound_level,
     plus the config: batch, threads, fuse_blocks (the value the run was made with: False,
     True or "auto"; `fused` says which steps ended up fused) and one column per Tiles field
-    (the tiles each step ran with: its own under a TileSchedule).
+    (the tiles each step ran with: its own under a TileSchedule), with tile_fields the
+    fields its kernel reads (a tuple; () for a kernel without tiles).
     bytes: what the points stand on. "model" (default): the bytes model (engine.traffic);
     "both": also bytes_sim_<level> and ai_sim_<level> from a cache simulation of the same
     plan (engine.trace: the kernels' own access traces through this machine's caches;
@@ -289,7 +290,7 @@ def summarise(frame: pd.DataFrame, ceilings, run_seconds=(), fuse_blocks=None) -
     (records of unknown config, e.g. another runtime's) records whether any step was fused."""
     if frame.empty:
         raise ValueError("no records to summarise: was the model run with a Recorder?")
-    tile_columns = [c for c in frame.columns if c.startswith("tile_")]
+    tile_columns = [c for c in frame.columns if c.startswith("tile_") and c != "tile_fields"]
     first = frame.groupby("step_index", sort=True).first()
     out = pd.DataFrame({
         "step": first.index.to_numpy(),
@@ -298,6 +299,7 @@ def summarise(frame: pd.DataFrame, ceilings, run_seconds=(), fuse_blocks=None) -
         "input_shape": first["input_shape"].to_numpy(),
         "output_shape": first["output_shape"].to_numpy(),
         "members": first["members"].to_numpy(),
+        "tile_fields": first["tile_fields"].to_numpy() if "tile_fields" in first else _no_tile_fields(len(first)),
         "fused": first["fused"].to_numpy(),
         "batch": first["batch"].to_numpy(),
         "threads": first["threads"].to_numpy(),
@@ -319,6 +321,13 @@ def summarise(frame: pd.DataFrame, ceilings, run_seconds=(), fuse_blocks=None) -
         out.attrs["run_seconds_median"] = float(np.median(run_seconds))
     out.attrs["peak_gflops"] = ceilings.peak_gflops(threads)
     return out
+
+
+def _no_tile_fields(rows: int) -> np.ndarray:
+    """A tile_fields column of () for records that carry none (another runtime's)."""
+    column = np.empty(rows, dtype=object)
+    column[:] = [()] * rows
+    return column
 
 
 def place_by_bytes(frame: pd.DataFrame, moved: dict, ceilings) -> pd.DataFrame:

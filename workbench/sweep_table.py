@@ -16,7 +16,7 @@ flops, bytes_<level>, ai_<level>, bound, ...) plus
   one can check that no two timings on one host overlapped;
 - `run_seconds`: the median wall time of a whole hooked run (s), the same on every row of
   a config; it includes the per-step hook overhead that the step times leave out.
-Tuple columns (input_shape, output_shape, members) are stored as their str(), as in the
+Tuple columns (input_shape, output_shape, members, tile_fields) are stored as their str(), as in the
 CSV and Parquet files, so a fresh and a resumed table look the same. On disk fuse_blocks
 is a bool column while it holds only bools and text ("False", "True", "auto") once it
 holds "auto" (Parquet cannot mix the two; profile.fuse_blocks_for_disk); `read_table`
@@ -51,7 +51,7 @@ logger = logging.getLogger(__name__)
 
 KEY_COLUMNS = ["config_id", *CONFIG_COLUMNS, "host", "cpu_model"]
 SKIPPED_COLUMNS = ["config_id", *CONFIG_COLUMNS, "host", "reason"]
-TUPLE_COLUMNS = ("input_shape", "output_shape", "members")
+TUPLE_COLUMNS = ("input_shape", "output_shape", "members", "tile_fields")
 
 
 def config_rows(frame: pd.DataFrame, config: dict, host: str, cpu_model: str, started_at: float = np.nan,

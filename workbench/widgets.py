@@ -134,11 +134,6 @@ CONFIG_ERRORS = (ValueError, engine.ModelError)
 # What a cache simulation may raise for a plan it cannot simulate (or without pycachesim).
 SIMULATION_ERRORS = (ValueError, engine.ModelError, ImportError)
 TILE_FIELDS = tuple(engine.Tiles().as_dict())
-# The tile fields each step's kernel reads, by op (the other ops' kernels read none).
-TILE_FIELDS_OF_OP = {"expand": ("pointwise_pixels", "pointwise_channels"),
-                     "project": ("pointwise_pixels", "pointwise_channels"),
-                     "pointwise": ("pointwise_pixels", "pointwise_channels"),
-                     "depthwise": ("depthwise_rows",), "block": ("block_rows",)}
 EVERY_STEP = ""                             # the step picker's value for "every step"
 MIN_FIGURE_WIDTH = 400                      # px; below this the figure keeps its width (a hidden panel reports 0)
 DETAIL_HINT = "<i>click a point of the roofline, or a row of the table, to see its step here</i>"
@@ -565,8 +560,7 @@ class Explorer:
                     f"the sliders set the default tiles; {own} step{'s have' if own != 1 else ' has'} tiles of "
                     f"{'their' if own != 1 else 'its'} own")
         else:
-            op = self._op_of(step)
-            read = TILE_FIELDS_OF_OP.get(op, ())
+            op, read = self._op_of(step), self._fields_of(step)
             note = (f"the sliders set the tiles of <b>{html.escape(short_name(step))}</b> ({html.escape(op)}) only"
                     if read else f"{html.escape(short_name(step))} ({html.escape(op)}): its kernel takes no tiles")
         for field in TILE_FIELDS:
@@ -576,6 +570,11 @@ class Explorer:
     def _op_of(self, step: str) -> str:
         rows = self.profile[self.profile["layer"] == step] if self.profile is not None else ()
         return str(rows["op"].iloc[0]) if len(rows) else "?"
+
+    def _fields_of(self, step: str) -> tuple:
+        """The tile fields `step`'s kernel reads (the profile's tile_fields)."""
+        rows = self.profile[self.profile["layer"] == step] if self.profile is not None else ()
+        return tuple(rows["tile_fields"].iloc[0]) if len(rows) else ()
 
     def _fusion_selector_used(self) -> None:
         """The fusion selector speaks for every block: forget the blocks' own choices (a
@@ -942,7 +941,7 @@ class Explorer:
         if self._target is None:
             self.detail.value = DETAIL_HINT
             return
-        fields = TILE_FIELDS_OF_OP.get(self._op_of(self._target), ())
+        fields = self._fields_of(self._target)
         self.detail.value = step_detail_html(self.drawn, self._target, self.ceilings, self.level, fields) \
             or DETAIL_HINT
 
