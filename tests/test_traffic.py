@@ -7,7 +7,7 @@ import pytest
 import engine.residency
 from engine.kernels import depthwise, fused_block, linear, pointwise
 from engine.kernels.layout import CB
-from engine.traffic import CacheBudget, fits, streamed
+from engine.traffic import CacheBudget, fits, kept_share, streamed
 from machines import ZEN3, with_lanes
 
 pytestmark = pytest.mark.lanes     # layouts, packing, plans and bytes depend on the lane width
@@ -51,16 +51,43 @@ def test_pointwise_whose_weights_do_not_fit_l2_rereads_them_per_pixel_tile():
     y = pixels * 320 * 4
     moved = pointwise.pointwise_bytes(8, 960, 320, 7, 7, pointwise_pixels=64, pointwise_channels=64,
                                       has_residual=False, budget=BUDGET)
-    # one channel tile's slice (64 x 960 x 4 = 245,760 B) fits half of L2: weights once per pixel tile;
-    # the pixel tile (64 x 960 x 4 B) fits too, so inputs cross once
+    # across L2 (512 KiB): a pair's weights (16 x 960 x 4 = 61,440 B) and a micro-tile's 6 pixels of
+    # inputs and outputs (6 x (3,840 + 64) B) are 84,864 B, under 60 % of L2: weights once per pixel tile;
+    # a pixel tile's inputs and outputs (64 x 3,904 B) and a pair's weights are 311,296 B, just
+    # under 60 % (314,572.8 B), so the inputs cross once
     pixel_tiles = -(-pixels // 64)              # 7
+    assert 64 * (960 * 4 + 16 * 4) + 16 * 960 * 4 == 311_296 < 0.6 * 512 * KIB
     assert moved["L3"] == x + w * pixel_tiles + y
     assert moved["DRAM"] == x + w + y            # everything fits half of L3
-    # a larger channel tile whose slice does not fit half of L2: weights once per micro-tile of pixels
+    # the channel tile does not change that: each pair walks its micro-tiles with its own weights
     wide = pointwise.pointwise_bytes(8, 960, 320, 7, 7, pointwise_pixels=64, pointwise_channels=320,
                                      has_residual=False, budget=BUDGET)
-    assert wide["L3"] == x + w * -(-pixels // pointwise.MICRO_TILE[8][0]) + y
-    assert wide["L3"] > moved["L3"]
+    assert wide["L3"] == moved["L3"]
+
+
+def test_kept_share_falls_from_60_percent_of_the_level_to_all_of_it():
+    assert kept_share(0.6 * 48 * KIB, 48 * KIB) == 1.0
+    assert kept_share(48 * KIB, 48 * KIB) == 0.0 == kept_share(64 * KIB, 48 * KIB)
+    assert kept_share(0.8 * 48 * KIB, 48 * KIB) == pytest.approx(0.5)
+    assert kept_share(37_376, 49_152) == pytest.approx(11_776 / 19_660.8)      # 115 / 192
+
+
+def test_pointwise_keeps_a_share_of_its_weight_rereads_when_their_reuse_distance_nears_l1():
+    # 160 -> 960 channels at 7x7, batch 1 (MobileNetV2 block 15's expand), 16 lanes, a 48 KiB L1:
+    # micro-tiles of 8 pixels x 3 blocks (48 channels), 20 block triples, 7 micro-tiles, 1 pixel tile
+    budget = CacheBudget(L1=48 * KIB, L2=2 * MIB, L3=32 * MIB, lanes=16)
+    x = 49 * 160 * 4                            # 31,360 B
+    w = 960 * 161 * 4                           # 618,240 B
+    y = 49 * 960 * 4                            # 188,160 B
+    moved = pointwise.pointwise_bytes(1, 160, 960, 7, 7, 64, 48, False, budget)
+    # weights' reuse distance: a triple's weights (48 x 160 x 4 = 30,720 B) + 8 pixels x (640 B of
+    # inputs + 192 B of outputs) = 37,376 B, 76 % of L1: 115/192 of the 6 re-reads kept, 77/192 lost
+    weights = w * (1 + 6 * 77 / 192)            # 2,105,880 B
+    # inputs' reuse distance: 49 x 832 B + 30,720 B = 71,488 B > L1: re-read by every triple
+    inputs = x * 20
+    assert moved["L2"] == round(weights + inputs + y) == 2_921_240
+    # with the half-of-L1 rule these weights were re-read by every micro-tile (7 x 618,240 B)
+    assert moved["L2"] < w * 7 + inputs + y
 
 
 @pytest.mark.parametrize("lanes", [8, 16])

@@ -656,15 +656,18 @@ def pointwise_bytes(batch: int, in_channels: int, out_channels: int, height: int
     outputs (and residuals) once. Across a boundary, with work items ordered channel tile
     fastest:
       weights  once if all of them stay resident (they are reused by every pixel tile); else
-               once per pixel tile if one channel tile's slice (pointwise_channels x Cin)
-               stays resident; else once per micro-tile of ROWS pixels;
-      inputs   once if a pixel tile (pointwise_pixels x Cin) stays resident while its channel
-               tiles are walked; else once per pair of output blocks;
+               once per pixel tile, plus once per further micro-tile of ROWS pixels for the
+               share of those re-reads the level loses (engine.traffic.kept_share) at the
+               reuse distance of a pair's weights (the pair's weights, a micro-tile's inputs
+               and outputs);
+      inputs   once, plus once per further pair of output blocks for the share lost at the
+               reuse distance of a pixel tile's inputs (the tile's inputs, a pair's weights,
+               the tile's outputs and residual for one pair);
       outputs and residual once.
     """
     # imported here, not at the top: a module-level import would put traffic.py in this file's
     # numba cache stamp (engine._numba_env), and every edit to the bytes model would recompile the kernels
-    from engine.traffic import FLOAT32, by_level, ceil_div, fits
+    from engine.traffic import FLOAT32, by_level, ceil_div, fits, kept_share
 
     rows, blocks = MICRO_TILE[budget.lanes]        # the micro-tile of that lane width
     cin = budget.padded(in_channels)
@@ -678,16 +681,20 @@ def pointwise_bytes(batch: int, in_channels: int, out_channels: int, height: int
     block_pairs = ceil_div(cout_blocks, blocks)
     micro_rows = ceil_div(pixels, rows)
     registers = x_bytes * block_pairs + w_bytes * micro_rows + y_bytes
-    channels = min(pointwise_channels, cout)
+    pair_channels = min(blocks, cout_blocks) * budget.lanes
+    tile_pixels = min(pointwise_pixels, pixels)
+    outputs_per_pixel = pair_channels * FLOAT32 * (2 if has_residual else 1)
+    pair_weights = pair_channels * cin * FLOAT32
+    # reuse distances: a pair's weights between two micro-tiles, a tile's inputs between two pairs
+    weights_distance = pair_weights + rows * (cin * FLOAT32 + outputs_per_pixel)
+    inputs_distance = tile_pixels * (cin * FLOAT32 + outputs_per_pixel) + pair_weights
     below = {}
     for boundary in ("L2", "L3", "DRAM"):
         capacity = budget.capacity_above(boundary)
         if fits(w_bytes, capacity):
             w_traffic = w_bytes
-        elif fits(channels * cin * FLOAT32, capacity):
-            w_traffic = w_bytes * pixel_tiles
         else:
-            w_traffic = w_bytes * micro_rows
-        x_traffic = x_bytes if fits(min(pointwise_pixels, pixels) * cin * FLOAT32, capacity) else x_bytes * block_pairs
+            w_traffic = w_bytes * (pixel_tiles + max(0, micro_rows - pixel_tiles) * (1 - kept_share(weights_distance, capacity)))
+        x_traffic = x_bytes * (1 + (block_pairs - 1) * (1 - kept_share(inputs_distance, capacity)))
         below[boundary] = x_traffic + w_traffic + y_bytes
     return by_level(registers, below)
