@@ -66,6 +66,14 @@ model, said out loud:
   losing such re-reads (MobileNetV2's 7x7 expands at 48 KiB: a block triple's 30 KiB of
   weights plus a micro-tile's 6.5 KiB of input and output, 78 % of L1, keep two thirds of
   their re-reads; the half-L1 rule charged none and put them at 1.9-2.5x the simulation).
+- Set conflicts. The levels are otherwise fully associative, but where a 1x1 conv's
+  channel blocks lie a multiple of L1's way span apart (H x W a multiple of 64 pixels at
+  16 lanes on a 48 KiB 12-way L1: 56x56, 112x112) all its streams of a micro-tile (input
+  blocks, the pair's output blocks and residual) share the same sets; when they outnumber
+  the ways, the input lines the kernel prefetched two micro-tiles ahead are gone before
+  their use and the inputs cross L1 <- L2 twice (MobileNetV2's features.3 projection: 9 +
+  2 + 2 streams in 12 ways, 0.53x the simulation before this rule, 0.85x after; how many
+  more lines conflict depends on the buffers' offsets in the arena, which it does not see).
 - Capacity. Private levels (L1, L2 here) count whole per thread; a shared level (L3) is
   divided among the threads sharing it. Sizes come from the machine description the plan
   is built for (`engine.machine.MachineInfo`): the effective capacity the ceilings probe
@@ -97,6 +105,7 @@ class CacheBudget:
     L2: int
     L3: int
     lanes: int            # fp32 lanes per channel block (engine.kernels.layout.CB of that machine)
+    l1_ways: int = 0      # L1's associativity (0: not known, no set conflicts modelled)
 
     @classmethod
     def for_machine(cls, machine, threads: int) -> "CacheBudget":
@@ -108,11 +117,20 @@ class CacheBudget:
             level = machine.cache(name)
             sharing_threads = max(1, min(threads, level.shared_by_cores))
             sizes[name] = level.usable_bytes // sharing_threads
-        return cls(**sizes, lanes=machine.simd_lanes_fp32)
+        return cls(**sizes, lanes=machine.simd_lanes_fp32, l1_ways=machine.cache("L1").ways or 0)
 
     def padded(self, channels: int) -> int:
         """`channels` rounded up to whole channel blocks of `lanes`."""
         return padded_channels(channels, self.lanes)
+
+    def l1_streams_conflict(self, stride_bytes: int, streams: int) -> bool:
+        """Whether `streams` address streams `stride_bytes` apart, walked together, all land
+        in the same L1 sets (the stride a multiple of one way's span, L1 / ways) and outnumber
+        its ways: then each of their lines is evicted before its next use (module docstring,
+        "Set conflicts")."""
+        if self.l1_ways <= 0 or streams <= self.l1_ways:
+            return False
+        return stride_bytes % (self.L1 // self.l1_ways) == 0
 
     def capacity_above(self, boundary: str) -> float:
         """Capacity deciding re-reads across `boundary` ("L2": L1's, "L3": L2's, "DRAM": L3's)."""

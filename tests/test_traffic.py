@@ -312,3 +312,24 @@ def test_a_fused_block_after_a_fused_block_does_not_pay_its_shared_scratchs_firs
                                                         step.stride, CB)
     scratch = 4 * (expand * (len(step.members) == 3) + depthwise_rows)
     assert shared_scratch_bytes(step, previous, mobilenet.weights, 2, l2) <= 2 * 2 * scratch
+
+
+def test_a_1x1_whose_streams_outnumber_l1s_ways_in_the_same_sets_reads_its_inputs_twice_across_l1():
+    # 144 -> 24 channels at 56x56 with a residual, batch 1 (MobileNetV2 block 3's projection),
+    # 16 lanes, a 48 KiB 12-way L1 (4 KiB per way): the channel blocks are 56 x 56 x 64 B =
+    # 200,704 B = 49 x 4 KiB apart, so a micro-tile's 9 input, 2 output and 2 residual streams
+    # share L1's sets, 13 lines for 12 ways
+    assert 56 * 56 * 16 * 4 == 49 * 4096
+    plain = CacheBudget(L1=48 * KIB, L2=2 * MIB, L3=32 * MIB, lanes=16)
+    ways = CacheBudget(L1=48 * KIB, L2=2 * MIB, L3=32 * MIB, lanes=16, l1_ways=12)
+    x = 56 * 56 * 144 * 4                       # 1,806,336 B
+    before = pointwise.pointwise_bytes(1, 144, 24, 56, 56, 64, 48, True, plain)
+    after = pointwise.pointwise_bytes(1, 144, 24, 56, 56, 64, 48, True, ways)
+    assert after["L2"] == before["L2"] + x
+    assert {level: after[level] for level in ("L1", "L3", "DRAM")} == {level: before[level] for level in ("L1", "L3", "DRAM")}
+    # 16 ways hold the 13 streams; at 28x28 (50,176 B apart, not a multiple of 4 KiB) they spread over the sets
+    assert pointwise.pointwise_bytes(1, 144, 24, 56, 56, 64, 48, True,
+                                     CacheBudget(L1=64 * KIB, L2=2 * MIB, L3=32 * MIB, lanes=16, l1_ways=16)) == \
+        pointwise.pointwise_bytes(1, 144, 24, 56, 56, 64, 48, True, CacheBudget(L1=64 * KIB, L2=2 * MIB, L3=32 * MIB, lanes=16))
+    assert pointwise.pointwise_bytes(1, 144, 24, 28, 28, 64, 48, True, ways) == \
+        pointwise.pointwise_bytes(1, 144, 24, 28, 28, 64, 48, True, plain)

@@ -664,6 +664,10 @@ def pointwise_bytes(batch: int, in_channels: int, out_channels: int, height: int
                reuse distance of a pixel tile's inputs (the tile's inputs, a pair's weights,
                the tile's outputs and residual for one pair);
       outputs and residual once.
+    Across L1 <- L2 the inputs twice where a micro-tile's streams (input blocks, the pair's
+    output blocks and residual, H x W x CB x 4 B apart) conflict in L1's sets
+    (CacheBudget.l1_streams_conflict): the lines prefetched two micro-tiles ahead are evicted
+    before their use.
     """
     # imported here, not at the top: a module-level import would put traffic.py in this file's
     # numba cache stamp (engine._numba_env), and every edit to the bytes model would recompile the kernels
@@ -688,6 +692,7 @@ def pointwise_bytes(batch: int, in_channels: int, out_channels: int, height: int
     # reuse distances: a pair's weights between two micro-tiles, a tile's inputs between two pairs
     weights_distance = pair_weights + rows * (cin * FLOAT32 + outputs_per_pixel)
     inputs_distance = tile_pixels * (cin * FLOAT32 + outputs_per_pixel) + pair_weights
+    streams = cin // budget.lanes + pair_channels // budget.lanes * (2 if has_residual else 1)
     below = {}
     for boundary in ("L2", "L3", "DRAM"):
         capacity = budget.capacity_above(boundary)
@@ -696,5 +701,7 @@ def pointwise_bytes(batch: int, in_channels: int, out_channels: int, height: int
         else:
             w_traffic = w_bytes * (pixel_tiles + max(0, micro_rows - pixel_tiles) * (1 - kept_share(weights_distance, capacity)))
         x_traffic = x_bytes * (1 + (block_pairs - 1) * (1 - kept_share(inputs_distance, capacity)))
+        if boundary == "L2" and budget.l1_streams_conflict(height * width * budget.lanes * FLOAT32, streams):
+            x_traffic *= 2          # prefetched two micro-tiles ahead, evicted, read again
         below[boundary] = x_traffic + w_traffic + y_bytes
     return by_level(registers, below)
