@@ -51,18 +51,20 @@ def test_pointwise_whose_weights_do_not_fit_l2_rereads_them_per_pixel_tile():
     y = pixels * 320 * 4
     moved = pointwise.pointwise_bytes(8, 960, 320, 7, 7, pointwise_pixels=64, pointwise_channels=64,
                                       has_residual=False, budget=BUDGET)
-    # across L2 (512 KiB): a pair's weights (16 x 960 x 4 = 61,440 B) and a micro-tile's 6 pixels of
-    # inputs and outputs (6 x (3,840 + 64) B) are 84,864 B, under 60 % of L2: weights once per pixel tile;
+    # across L2 (512 KiB): a channel tile's weights (64 x 960 x 4 = 245,760 B) and a micro-tile's 6 pixels
+    # of inputs and outputs (6 x (3,840 + 64) B) are 269,184 B, under 60 % of L2: once per pixel tile;
     # a pixel tile's inputs and outputs (64 x 3,904 B) and a pair's weights are 311,296 B, just
     # under 60 % (314,572.8 B), so the inputs cross once
     pixel_tiles = -(-pixels // 64)              # 7
     assert 64 * (960 * 4 + 16 * 4) + 16 * 960 * 4 == 311_296 < 0.6 * 512 * KIB
     assert moved["L3"] == x + w * pixel_tiles + y
     assert moved["DRAM"] == x + w + y            # everything fits half of L3
-    # the channel tile does not change that: each pair walks its micro-tiles with its own weights
+    # a wide channel tile: its slice (320 x 960 x 4 = 1,228,800 B) and a micro-tile's 6 x 3,904 B
+    # are more than L2, so its weights are re-read by every micro-tile of 6 pixels
     wide = pointwise.pointwise_bytes(8, 960, 320, 7, 7, pointwise_pixels=64, pointwise_channels=320,
                                      has_residual=False, budget=BUDGET)
-    assert wide["L3"] == moved["L3"]
+    assert wide["L3"] == x + w * -(-pixels // pointwise.MICRO_TILE[8][0]) + y
+    assert wide["L3"] > moved["L3"]
 
 
 def test_kept_share_falls_from_60_percent_of_the_level_to_all_of_it():
@@ -80,8 +82,8 @@ def test_pointwise_keeps_a_share_of_its_weight_rereads_when_their_reuse_distance
     w = 960 * 161 * 4                           # 618,240 B
     y = 49 * 960 * 4                            # 188,160 B
     moved = pointwise.pointwise_bytes(1, 160, 960, 7, 7, 64, 48, False, budget)
-    # weights' reuse distance: a triple's weights (48 x 160 x 4 = 30,720 B) + 8 pixels x (640 B of
-    # inputs + 192 B of outputs) = 37,376 B, 76 % of L1: 115/192 of the 6 re-reads kept, 77/192 lost
+    # weights' reuse distance: the channel tile's (one triple's) weights (48 x 160 x 4 = 30,720 B)
+    # + 8 pixels x (640 B of inputs + 192 B of outputs) = 37,376 B, 76 % of L1: 115/192 of the 6 re-reads kept, 77/192 lost
     weights = w * (1 + 6 * 77 / 192)            # 2,105,880 B
     # inputs' reuse distance: 49 x 832 B + 30,720 B = 71,488 B > L1: re-read by every triple
     inputs = x * 20
