@@ -41,24 +41,37 @@ model, said out loud:
   With this, at batch 1 on the development machine (2 x 2 MiB of L2, MobileNetV2's
   tensors of 0.1-0.6 MB from block 6 on), a buffer that reuses the region of one whose
   lifetime just ended is written without a fill and without a second write-back.
-- Where this model is knowingly wrong. The walk is fully associative at the grain of
-  blocks and knows the kernels' thread splits by rule, not from their loops. Against the
-  cache simulation (bench/README, "Bytes model against a cache simulation") the 1x1 and
-  depthwise steps at L3 at batch 1 on the development machine are charged 0.95x and
-  0.77x the simulated bytes (median; 1.3x and 6.4x with the old rule, which charged each
-  output a fill and a write-back); the simulated L2s write back a dirty line for most lines
-  they bring in at the 14x14 stage (full of dead buffers' dirty lines), which the walk sees
-  less often. At batch 8 and on the Zen 3 VM's 512 KiB L2s the median is within 11 %.
-  Fused blocks: `fused_block_bytes` charges each worker's scratch a fill and a write-back
-  per run at L3, which a block right after a block does not pay
-  (engine.residency.shared_scratch_bytes); at batch 8 that charge and the output's fill
-  still put a block at 1.2x (median) of the simulation on the development machine.
+- Where this model is knowingly wrong (against the cache simulation: bench/README,
+  "Bytes model against a cache simulation"; this host's 2 MiB L2s unless said).
+  (1) A fused block's scratch is not followed through the L2s: `fused_block_bytes` charges
+  each worker's scratch a fill and a write-back at L3 within the block, but when the scratch
+  stays in L2 through the block (batch 8 here: 0.6-1.2 MB per worker of 2 MiB) its dirty
+  lines leave L2 during the next step, which the simulation charges with them: the block
+  at 1.2-1.45x (features.4, 7, 14: 0.8-1.7 MB over, against 1.2-2.3 MB of write-back
+  charged) and the 1x1 conv after it at 0.45-0.7x (features.5, 8, 15 expands: 1.0-5.1 MB
+  under). At batch 1 the scratch (1.2-1.5 MB) is evicted within the block and the charge
+  is right there. The fix is to follow each worker's used scratch in the walk.
+  (2) Write-backs at 14x14, batch 1: the simulated L2s, full of dead buffers' dirty lines,
+  write back about a line per line brought in (features.8-11, 175-250 KB each way per step),
+  the walk fewer (its LRU is fully associative at a grain of 4 KiB): depthwise steps at
+  0.66-0.73x (70-190 KB under).
+  (3) features.3's projection at L3, batch 1: 0.07x (31 KB modelled, 434 KB simulated): the
+  walk finds its 1.8 MB input (0.9 MB a thread) in L2; the simulation's 16-way L2 loses
+  some of it (a reuse set of 0.9 MB plus residual and output, ~65 % of L2, where `kept_share`
+  would start losing re-reads too; the walk keeps all of a buffer it holds). Also the
+  expand before it (0.43x, 2 MB under): the block before it is fused (1).
+  (4) The 7x7 expands at L2, batch 8 here (1.46x): their weights are kept for two thirds of
+  their re-reads at batch 1 and less at batch 8 in the simulation (7 pixel tiles, each
+  fetching the next triple's weights ahead), which one `kept_share` per reuse distance does
+  not tell apart; the 7x7 and 14x14 projections at 0.79-0.84x at L2 (their 960 / 576-channel
+  inputs re-read per block triple lose more lines than counted, at both L1 sizes).
 - Re-reads. An operand that the kernel walks several times (weights once per pixel tile,
   inputs once per output-channel tile, input rows once per band) is charged once if the set
   that must stay resident between two passes fits in half the capacity of the level above
   the boundary (the other half is for everything else), and once per pass if it does not.
-  The 1x1 conv's two inner re-reads (a block pair's weights once per micro-tile, a pixel
-  tile's inputs once per block pair) are charged by their reuse distance instead (the bytes
+  The 1x1 conv's re-reads (its weights once per pixel tile when they are over half the
+  level, a channel tile's weights once per micro-tile, a pixel tile's inputs once per block
+  pair) are charged by their reuse distance instead (the bytes
   touched between two reads of a line: the reused set and what streams past it meanwhile,
   `kept_share`): all kept up to 60 % of the level, none from all of it on, linear between.
   A set-associative LRU level fills unevenly, so some sets overflow before the whole does;

@@ -335,3 +335,18 @@ def test_a_1x1_whose_streams_outnumber_l1s_ways_in_the_same_sets_reads_its_input
         pointwise.pointwise_bytes(1, 144, 24, 56, 56, 64, 48, True, CacheBudget(L1=64 * KIB, L2=2 * MIB, L3=32 * MIB, lanes=16))
     assert pointwise.pointwise_bytes(1, 144, 24, 28, 28, 64, 48, True, ways) == \
         pointwise.pointwise_bytes(1, 144, 24, 28, 28, 64, 48, True, plain)
+
+
+def test_pointwise_weights_over_half_of_l2_keep_a_share_across_pixel_tiles():
+    # 960 -> 320 channels at 7x7, batch 8 (MobileNetV2 block 17's projection), 16 lanes, 2 MiB L2:
+    # 392 pixels in 7 tiles of 64, micro-tiles of 8 pixels x 3 blocks
+    budget = CacheBudget(L1=48 * KIB, L2=2 * MIB, L3=32 * MIB, lanes=16)
+    x = 392 * 960 * 4                           # 1,505,280 B
+    w = 320 * 961 * 4                           # 1,230,080 B: more than half of L2
+    y = 392 * 320 * 4                           # 501,760 B
+    moved = pointwise.pointwise_bytes(8, 960, 320, 7, 7, 64, 48, False, budget)
+    # between two pixel tiles: all the weights and a tile's inputs and outputs, 1,230,080 +
+    # 64 x (960 + 320) x 4 = 1,557,760 B, 74 % of L2: (1,557,760 - 0.6 x 2 MiB) / (0.4 x 2 MiB)
+    # = 5849/16384 of the 6 re-reads lost; inside a tile a triple's slice (184,320 B + 8 x 4,032 B)
+    # and a tile's inputs (64 x 4,032 B + 184,320 B) stay
+    assert moved["L3"] == round(x + w * (1 + 6 * 5849 / 16384) + y) == 5_871_912

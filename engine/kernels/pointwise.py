@@ -656,7 +656,9 @@ def pointwise_bytes(batch: int, in_channels: int, out_channels: int, height: int
     outputs (and residuals) once. Across a boundary, with work items ordered channel tile
     fastest:
       weights  once if all of them stay resident (they are reused by every pixel tile); else
-               once per pixel tile, plus once per further micro-tile of ROWS pixels for the
+               once, plus once per further pixel tile for the share lost at the reuse
+               distance of all the weights (they and a pixel tile's inputs and outputs),
+               plus once per further micro-tile of ROWS pixels for the
                share of those re-reads the level loses (engine.traffic.kept_share) at the
                reuse distance of a channel tile's weights (its slice, a micro-tile's inputs
                and outputs; the kernel walks a pair at a time, but the simulation finds
@@ -696,6 +698,7 @@ def pointwise_bytes(batch: int, in_channels: int, out_channels: int, height: int
     weights_distance = max(min(pointwise_channels, cout), pair_channels) * cin * FLOAT32 \
         + rows * (cin * FLOAT32 + outputs_per_pixel)
     inputs_distance = tile_pixels * (cin * FLOAT32 + outputs_per_pixel) + pair_weights
+    tile_distance = tile_pixels * (cin + cout * (2 if has_residual else 1)) * FLOAT32     # a pixel tile's activations
     streams = cin // budget.lanes + pair_channels // budget.lanes * (2 if has_residual else 1)
     below = {}
     for boundary in ("L2", "L3", "DRAM"):
@@ -703,7 +706,8 @@ def pointwise_bytes(batch: int, in_channels: int, out_channels: int, height: int
         if fits(w_bytes, capacity):
             w_traffic = w_bytes
         else:
-            w_traffic = w_bytes * (pixel_tiles + max(0, micro_rows - pixel_tiles) * (1 - kept_share(weights_distance, capacity)))
+            across_tiles = 1 + (pixel_tiles - 1) * (1 - kept_share(w_bytes + tile_distance, capacity))
+            w_traffic = w_bytes * (across_tiles + max(0, micro_rows - pixel_tiles) * (1 - kept_share(weights_distance, capacity)))
         x_traffic = x_bytes * (1 + (block_pairs - 1) * (1 - kept_share(inputs_distance, capacity)))
         if boundary == "L2" and budget.l1_streams_conflict(height * width * budget.lanes * FLOAT32, streams):
             x_traffic *= 2          # prefetched two micro-tiles ahead, evicted, read again
