@@ -49,12 +49,13 @@ model, said out loud:
   lines leave L2 during the next step, which the simulation charges with them: the block
   at 1.2-1.45x (features.4, 7, 14: 0.8-1.7 MB over, against 1.2-2.3 MB of write-back
   charged) and the 1x1 conv after it at 0.45-0.7x (features.5, 8, 15 expands: 1.0-5.1 MB
-  under). At batch 1 the scratch (1.2-1.5 MB) is evicted within the block and the charge
-  is right there. The fix is to follow each worker's used scratch in the walk.
+  under). At batch 1 the blocks agree (1.05-1.06x) but the expand after features.2's
+  block is at 0.43x (2 MB under). The fix is to follow each worker's used scratch in the
+  walk and charge a block the walk's write-backs.
   (2) Write-backs at 14x14, batch 1: the simulated L2s, full of dead buffers' dirty lines,
   write back about a line per line brought in (features.8-11, 175-250 KB each way per step),
   the walk fewer (its LRU is fully associative at a grain of 4 KiB): depthwise steps at
-  0.66-0.73x (70-190 KB under).
+  0.66-0.73x (70-190 KB under), features.11's and 14's projections at 0.70-0.76x.
   (3) features.3's projection at L3, batch 1: 0.07x (31 KB modelled, 434 KB simulated): the
   walk finds its 1.8 MB input (0.9 MB a thread) in L2; the simulation's 16-way L2 loses
   some of it (a reuse set of 0.9 MB plus residual and output, ~65 % of L2, where `kept_share`
