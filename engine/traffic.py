@@ -41,22 +41,53 @@ model, said out loud:
   With this, at batch 1 on the development machine (2 x 2 MiB of L2, MobileNetV2's
   tensors of 0.1-0.6 MB from block 6 on), a buffer that reuses the region of one whose
   lifetime just ended is written without a fill and without a second write-back.
-- Where this model is knowingly wrong. The walk is fully associative at the grain of
-  blocks and knows the kernels' thread splits by rule, not from their loops. Against the
-  cache simulation (bench/README, "Bytes model against a cache simulation") the 1x1 and
-  depthwise steps at L3 at batch 1 on the development machine are charged 0.95x and
-  0.77x the simulated bytes (median; 1.3x and 6.4x with the old rule, which charged each
-  output a fill and a write-back); the simulated L2s write back a dirty line for most lines
-  they bring in at the 14x14 stage (full of dead buffers' dirty lines), which the walk sees
-  less often. At batch 8 and on the Zen 3 VM's 512 KiB L2s the median is within 11 %.
-  Fused blocks: `fused_block_bytes` charges each worker's scratch a fill and a write-back
-  per run at L3, which a block right after a block does not pay
-  (engine.residency.shared_scratch_bytes); at batch 8 that charge and the output's fill
-  still put a block at 1.2x (median) of the simulation on the development machine.
+- Where this model is knowingly wrong (against the cache simulation: bench/README,
+  "Bytes model against a cache simulation"; this host's 2 MiB L2s unless said).
+  (1) A fused block's scratch is not followed through the L2s: `fused_block_bytes` charges
+  each worker's scratch a fill and a write-back at L3 within the block, but when the scratch
+  stays in L2 through the block (batch 8 here: 0.6-1.2 MB per worker of 2 MiB) its dirty
+  lines leave L2 during the next step, which the simulation charges with them: the block
+  at 1.2-1.45x (features.4, 7, 14: 0.8-1.7 MB over, against 1.2-2.3 MB of write-back
+  charged) and the 1x1 conv after it at 0.45-0.7x (features.5, 8, 15 expands: 1.0-5.1 MB
+  under). At batch 1 the blocks agree (1.05-1.06x) but the expand after features.2's
+  block is at 0.43x (2 MB under). The fix is to follow each worker's used scratch in the
+  walk and charge a block the walk's write-backs.
+  (2) Write-backs at 14x14, batch 1: the simulated L2s, full of dead buffers' dirty lines,
+  write back about a line per line brought in (features.8-11, 175-250 KB each way per step),
+  the walk fewer (its LRU is fully associative at a grain of 4 KiB): depthwise steps at
+  0.66-0.73x (70-190 KB under), features.11's and 14's projections at 0.70-0.76x.
+  (3) features.3's projection at L3, batch 1: 0.07x (31 KB modelled, 434 KB simulated): the
+  walk finds its 1.8 MB input (0.9 MB a thread) in L2; the simulation's 16-way L2 loses
+  some of it (a reuse set of 0.9 MB plus residual and output, ~65 % of L2, where `kept_share`
+  would start losing re-reads too; the walk keeps all of a buffer it holds). Also the
+  expand before it (0.43x, 2 MB under): the block before it is fused (1).
+  (4) The 7x7 expands at L2, batch 8 here (1.46x): their weights are kept for two thirds of
+  their re-reads at batch 1 and less at batch 8 in the simulation (7 pixel tiles, each
+  fetching the next triple's weights ahead), which one `kept_share` per reuse distance does
+  not tell apart; the 7x7 and 14x14 projections at 0.79-0.84x at L2 (their 960 / 576-channel
+  inputs re-read per block triple lose more lines than counted, at both L1 sizes).
 - Re-reads. An operand that the kernel walks several times (weights once per pixel tile,
   inputs once per output-channel tile, input rows once per band) is charged once if the set
   that must stay resident between two passes fits in half the capacity of the level above
   the boundary (the other half is for everything else), and once per pass if it does not.
+  The 1x1 conv's re-reads (its weights once per pixel tile when they are over half the
+  level, a channel tile's weights once per micro-tile, a pixel tile's inputs once per block
+  pair) are charged by their reuse distance instead (the bytes
+  touched between two reads of a line: the reused set and what streams past it meanwhile,
+  `kept_share`): all kept up to 60 % of the level, none from all of it on, linear between.
+  A set-associative LRU level fills unevenly, so some sets overflow before the whole does;
+  the 60 % is where the simulated L1s of this host (48 KiB) and the Zen 3 VM (32 KiB) start
+  losing such re-reads (MobileNetV2's 7x7 expands at 48 KiB: a block triple's 30 KiB of
+  weights plus a micro-tile's 6.5 KiB of input and output, 78 % of L1, keep two thirds of
+  their re-reads; the half-L1 rule charged none and put them at 1.9-2.5x the simulation).
+- Set conflicts. The levels are otherwise fully associative, but where a 1x1 conv's
+  channel blocks lie a multiple of L1's way span apart (H x W a multiple of 64 pixels at
+  16 lanes on a 48 KiB 12-way L1: 56x56, 112x112) all its streams of a micro-tile (input
+  blocks, the pair's output blocks and residual) share the same sets; when they outnumber
+  the ways, the input lines the kernel prefetched two micro-tiles ahead are gone before
+  their use and the inputs cross L1 <- L2 twice (MobileNetV2's features.3 projection: 9 +
+  2 + 2 streams in 12 ways, 0.53x the simulation before this rule, 0.85x after; how many
+  more lines conflict depends on the buffers' offsets in the arena, which it does not see).
 - Capacity. Private levels (L1, L2 here) count whole per thread; a shared level (L3) is
   divided among the threads sharing it. Sizes come from the machine description the plan
   is built for (`engine.machine.MachineInfo`): the effective capacity the ceilings probe
@@ -75,6 +106,7 @@ from engine.kernels.layout import padded_channels
 LEVELS = ("L1", "L2", "L3", "DRAM")
 FLOAT32 = 4           # bytes per element
 FIT_FRACTION = 0.5    # share of a level's capacity one reused operand may count on
+KEPT_FROM = 0.6       # reuse distance (share of a level) up to which an LRU level keeps all of a re-read
 
 
 @dataclass(frozen=True)
@@ -87,6 +119,7 @@ class CacheBudget:
     L2: int
     L3: int
     lanes: int            # fp32 lanes per channel block (engine.kernels.layout.CB of that machine)
+    l1_ways: int = 0      # L1's associativity (0: not known, no set conflicts modelled)
 
     @classmethod
     def for_machine(cls, machine, threads: int) -> "CacheBudget":
@@ -98,11 +131,20 @@ class CacheBudget:
             level = machine.cache(name)
             sharing_threads = max(1, min(threads, level.shared_by_cores))
             sizes[name] = level.usable_bytes // sharing_threads
-        return cls(**sizes, lanes=machine.simd_lanes_fp32)
+        return cls(**sizes, lanes=machine.simd_lanes_fp32, l1_ways=machine.cache("L1").ways or 0)
 
     def padded(self, channels: int) -> int:
         """`channels` rounded up to whole channel blocks of `lanes`."""
         return padded_channels(channels, self.lanes)
+
+    def l1_streams_conflict(self, stride_bytes: int, streams: int) -> bool:
+        """Whether `streams` address streams `stride_bytes` apart, walked together, all land
+        in the same L1 sets (the stride a multiple of one way's span, L1 / ways) and outnumber
+        its ways: then each of their lines is evicted before its next use (module docstring,
+        "Set conflicts")."""
+        if self.l1_ways <= 0 or streams <= self.l1_ways:
+            return False
+        return stride_bytes % (self.L1 // self.l1_ways) == 0
 
     def capacity_above(self, boundary: str) -> float:
         """Capacity deciding re-reads across `boundary` ("L2": L1's, "L3": L2's, "DRAM": L3's)."""
@@ -118,6 +160,20 @@ def streamed(total_bytes: float, passes: float, reuse_set_bytes: float, capacity
     """Traffic of an operand of `total_bytes` that the kernel walks `passes` times: once if
     the set that must stay resident between passes fits, else `passes` times."""
     return total_bytes if fits(reuse_set_bytes, capacity_bytes) else total_bytes * passes
+
+
+def kept_share(reuse_distance_bytes: float, capacity_bytes: float) -> float:
+    """Share of an operand's re-reads an LRU level still holds, given the reuse distance: the
+    bytes touched between two reads of one line (the operand's reused set and what streams past
+    it meanwhile). All up to KEPT_FROM of the capacity, none from the whole capacity on, linear
+    between (a set-associative level fills unevenly: some sets overflow before the whole does).
+    Module docstring, "Re-reads"."""
+    low = KEPT_FROM * capacity_bytes
+    if reuse_distance_bytes <= low:
+        return 1.0
+    if reuse_distance_bytes >= capacity_bytes:
+        return 0.0
+    return (capacity_bytes - reuse_distance_bytes) / (capacity_bytes - low)
 
 
 def ceil_div(a: int, b: int) -> int:

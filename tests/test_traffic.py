@@ -7,7 +7,7 @@ import pytest
 import engine.residency
 from engine.kernels import depthwise, fused_block, linear, pointwise
 from engine.kernels.layout import CB
-from engine.traffic import CacheBudget, fits, streamed
+from engine.traffic import CacheBudget, fits, kept_share, streamed
 from machines import ZEN3, with_lanes
 
 pytestmark = pytest.mark.lanes     # layouts, packing, plans and bytes depend on the lane width
@@ -51,16 +51,45 @@ def test_pointwise_whose_weights_do_not_fit_l2_rereads_them_per_pixel_tile():
     y = pixels * 320 * 4
     moved = pointwise.pointwise_bytes(8, 960, 320, 7, 7, pointwise_pixels=64, pointwise_channels=64,
                                       has_residual=False, budget=BUDGET)
-    # one channel tile's slice (64 x 960 x 4 = 245,760 B) fits half of L2: weights once per pixel tile;
-    # the pixel tile (64 x 960 x 4 B) fits too, so inputs cross once
+    # across L2 (512 KiB): a channel tile's weights (64 x 960 x 4 = 245,760 B) and a micro-tile's 6 pixels
+    # of inputs and outputs (6 x (3,840 + 64) B) are 269,184 B, under 60 % of L2: once per pixel tile;
+    # a pixel tile's inputs and outputs (64 x 3,904 B) and a pair's weights are 311,296 B, just
+    # under 60 % (314,572.8 B), so the inputs cross once
     pixel_tiles = -(-pixels // 64)              # 7
+    assert 64 * (960 * 4 + 16 * 4) + 16 * 960 * 4 == 311_296 < 0.6 * 512 * KIB
     assert moved["L3"] == x + w * pixel_tiles + y
     assert moved["DRAM"] == x + w + y            # everything fits half of L3
-    # a larger channel tile whose slice does not fit half of L2: weights once per micro-tile of pixels
+    # a wide channel tile: its slice (320 x 960 x 4 = 1,228,800 B) and a micro-tile's 6 x 3,904 B
+    # are more than L2, so its weights are re-read by every micro-tile of 6 pixels
     wide = pointwise.pointwise_bytes(8, 960, 320, 7, 7, pointwise_pixels=64, pointwise_channels=320,
                                      has_residual=False, budget=BUDGET)
     assert wide["L3"] == x + w * -(-pixels // pointwise.MICRO_TILE[8][0]) + y
     assert wide["L3"] > moved["L3"]
+
+
+def test_kept_share_falls_from_60_percent_of_the_level_to_all_of_it():
+    assert kept_share(0.6 * 48 * KIB, 48 * KIB) == 1.0
+    assert kept_share(48 * KIB, 48 * KIB) == 0.0 == kept_share(64 * KIB, 48 * KIB)
+    assert kept_share(0.8 * 48 * KIB, 48 * KIB) == pytest.approx(0.5)
+    assert kept_share(37_376, 49_152) == pytest.approx(11_776 / 19_660.8)      # 115 / 192
+
+
+def test_pointwise_keeps_a_share_of_its_weight_rereads_when_their_reuse_distance_nears_l1():
+    # 160 -> 960 channels at 7x7, batch 1 (MobileNetV2 block 15's expand), 16 lanes, a 48 KiB L1:
+    # micro-tiles of 8 pixels x 3 blocks (48 channels), 20 block triples, 7 micro-tiles, 1 pixel tile
+    budget = CacheBudget(L1=48 * KIB, L2=2 * MIB, L3=32 * MIB, lanes=16)
+    x = 49 * 160 * 4                            # 31,360 B
+    w = 960 * 161 * 4                           # 618,240 B
+    y = 49 * 960 * 4                            # 188,160 B
+    moved = pointwise.pointwise_bytes(1, 160, 960, 7, 7, 64, 48, False, budget)
+    # weights' reuse distance: the channel tile's (one triple's) weights (48 x 160 x 4 = 30,720 B)
+    # + 8 pixels x (640 B of inputs + 192 B of outputs) = 37,376 B, 76 % of L1: 115/192 of the 6 re-reads kept, 77/192 lost
+    weights = w * (1 + 6 * 77 / 192)            # 2,105,880 B
+    # inputs' reuse distance: 49 x 832 B + 30,720 B = 71,488 B > L1: re-read by every triple
+    inputs = x * 20
+    assert moved["L2"] == round(weights + inputs + y) == 2_921_240
+    # with the half-of-L1 rule these weights were re-read by every micro-tile (7 x 618,240 B)
+    assert moved["L2"] < w * 7 + inputs + y
 
 
 @pytest.mark.parametrize("lanes", [8, 16])
@@ -285,3 +314,39 @@ def test_a_fused_block_after_a_fused_block_does_not_pay_its_shared_scratchs_firs
                                                         step.stride, CB)
     scratch = 4 * (expand * (len(step.members) == 3) + depthwise_rows)
     assert shared_scratch_bytes(step, previous, mobilenet.weights, 2, l2) <= 2 * 2 * scratch
+
+
+def test_a_1x1_whose_streams_outnumber_l1s_ways_in_the_same_sets_reads_its_inputs_twice_across_l1():
+    # 144 -> 24 channels at 56x56 with a residual, batch 1 (MobileNetV2 block 3's projection),
+    # 16 lanes, a 48 KiB 12-way L1 (4 KiB per way): the channel blocks are 56 x 56 x 64 B =
+    # 200,704 B = 49 x 4 KiB apart, so a micro-tile's 9 input, 2 output and 2 residual streams
+    # share L1's sets, 13 lines for 12 ways
+    assert 56 * 56 * 16 * 4 == 49 * 4096
+    plain = CacheBudget(L1=48 * KIB, L2=2 * MIB, L3=32 * MIB, lanes=16)
+    ways = CacheBudget(L1=48 * KIB, L2=2 * MIB, L3=32 * MIB, lanes=16, l1_ways=12)
+    x = 56 * 56 * 144 * 4                       # 1,806,336 B
+    before = pointwise.pointwise_bytes(1, 144, 24, 56, 56, 64, 48, True, plain)
+    after = pointwise.pointwise_bytes(1, 144, 24, 56, 56, 64, 48, True, ways)
+    assert after["L2"] == before["L2"] + x
+    assert {level: after[level] for level in ("L1", "L3", "DRAM")} == {level: before[level] for level in ("L1", "L3", "DRAM")}
+    # 16 ways hold the 13 streams; at 28x28 (50,176 B apart, not a multiple of 4 KiB) they spread over the sets
+    assert pointwise.pointwise_bytes(1, 144, 24, 56, 56, 64, 48, True,
+                                     CacheBudget(L1=64 * KIB, L2=2 * MIB, L3=32 * MIB, lanes=16, l1_ways=16)) == \
+        pointwise.pointwise_bytes(1, 144, 24, 56, 56, 64, 48, True, CacheBudget(L1=64 * KIB, L2=2 * MIB, L3=32 * MIB, lanes=16))
+    assert pointwise.pointwise_bytes(1, 144, 24, 28, 28, 64, 48, True, ways) == \
+        pointwise.pointwise_bytes(1, 144, 24, 28, 28, 64, 48, True, plain)
+
+
+def test_pointwise_weights_over_half_of_l2_keep_a_share_across_pixel_tiles():
+    # 960 -> 320 channels at 7x7, batch 8 (MobileNetV2 block 17's projection), 16 lanes, 2 MiB L2:
+    # 392 pixels in 7 tiles of 64, micro-tiles of 8 pixels x 3 blocks
+    budget = CacheBudget(L1=48 * KIB, L2=2 * MIB, L3=32 * MIB, lanes=16)
+    x = 392 * 960 * 4                           # 1,505,280 B
+    w = 320 * 961 * 4                           # 1,230,080 B: more than half of L2
+    y = 392 * 320 * 4                           # 501,760 B
+    moved = pointwise.pointwise_bytes(8, 960, 320, 7, 7, 64, 48, False, budget)
+    # between two pixel tiles: all the weights and a tile's inputs and outputs, 1,230,080 +
+    # 64 x (960 + 320) x 4 = 1,557,760 B, 74 % of L2: (1,557,760 - 0.6 x 2 MiB) / (0.4 x 2 MiB)
+    # = 5849/16384 of the 6 re-reads lost; inside a tile a triple's slice (184,320 B + 8 x 4,032 B)
+    # and a tile's inputs (64 x 4,032 B + 184,320 B) stay
+    assert moved["L3"] == round(x + w * (1 + 6 * 5849 / 16384) + y) == 5_871_912

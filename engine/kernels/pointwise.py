@@ -656,15 +656,27 @@ def pointwise_bytes(batch: int, in_channels: int, out_channels: int, height: int
     outputs (and residuals) once. Across a boundary, with work items ordered channel tile
     fastest:
       weights  once if all of them stay resident (they are reused by every pixel tile); else
-               once per pixel tile if one channel tile's slice (pointwise_channels x Cin)
-               stays resident; else once per micro-tile of ROWS pixels;
-      inputs   once if a pixel tile (pointwise_pixels x Cin) stays resident while its channel
-               tiles are walked; else once per pair of output blocks;
+               once, plus once per further pixel tile for the share lost at the reuse
+               distance of all the weights (they and a pixel tile's inputs and outputs),
+               plus once per further micro-tile of ROWS pixels for the
+               share of those re-reads the level loses (engine.traffic.kept_share) at the
+               reuse distance of a channel tile's weights (its slice, a micro-tile's inputs
+               and outputs; the kernel walks a pair at a time, but the simulation finds
+               wider channel tiles moving more: 96x96 MobileNetV2 at batch 8, 4096 x 4096
+               tiles 374.9 MB at L2 against 367.6 MB at 64 x 64, which a pair's slice alone
+               gets the wrong way round);
+      inputs   once, plus once per further pair of output blocks for the share lost at the
+               reuse distance of a pixel tile's inputs (the tile's inputs, a pair's weights,
+               the tile's outputs and residual for one pair);
       outputs and residual once.
+    Across L1 <- L2 the inputs twice where a micro-tile's streams (input blocks, the pair's
+    output blocks and residual, H x W x CB x 4 B apart) conflict in L1's sets
+    (CacheBudget.l1_streams_conflict): the lines prefetched two micro-tiles ahead are evicted
+    before their use.
     """
     # imported here, not at the top: a module-level import would put traffic.py in this file's
     # numba cache stamp (engine._numba_env), and every edit to the bytes model would recompile the kernels
-    from engine.traffic import FLOAT32, by_level, ceil_div, fits
+    from engine.traffic import FLOAT32, by_level, ceil_div, fits, kept_share
 
     rows, blocks = MICRO_TILE[budget.lanes]        # the micro-tile of that lane width
     cin = budget.padded(in_channels)
@@ -678,16 +690,26 @@ def pointwise_bytes(batch: int, in_channels: int, out_channels: int, height: int
     block_pairs = ceil_div(cout_blocks, blocks)
     micro_rows = ceil_div(pixels, rows)
     registers = x_bytes * block_pairs + w_bytes * micro_rows + y_bytes
-    channels = min(pointwise_channels, cout)
+    pair_channels = min(blocks, cout_blocks) * budget.lanes
+    tile_pixels = min(pointwise_pixels, pixels)
+    outputs_per_pixel = pair_channels * FLOAT32 * (2 if has_residual else 1)
+    pair_weights = pair_channels * cin * FLOAT32
+    # reuse distances: a channel tile's weights between two micro-tiles, a tile's inputs between two pairs
+    weights_distance = max(min(pointwise_channels, cout), pair_channels) * cin * FLOAT32 \
+        + rows * (cin * FLOAT32 + outputs_per_pixel)
+    inputs_distance = tile_pixels * (cin * FLOAT32 + outputs_per_pixel) + pair_weights
+    tile_distance = tile_pixels * (cin + cout * (2 if has_residual else 1)) * FLOAT32     # a pixel tile's activations
+    streams = cin // budget.lanes + pair_channels // budget.lanes * (2 if has_residual else 1)
     below = {}
     for boundary in ("L2", "L3", "DRAM"):
         capacity = budget.capacity_above(boundary)
         if fits(w_bytes, capacity):
             w_traffic = w_bytes
-        elif fits(channels * cin * FLOAT32, capacity):
-            w_traffic = w_bytes * pixel_tiles
         else:
-            w_traffic = w_bytes * micro_rows
-        x_traffic = x_bytes if fits(min(pointwise_pixels, pixels) * cin * FLOAT32, capacity) else x_bytes * block_pairs
+            across_tiles = 1 + (pixel_tiles - 1) * (1 - kept_share(w_bytes + tile_distance, capacity))
+            w_traffic = w_bytes * (across_tiles + max(0, micro_rows - pixel_tiles) * (1 - kept_share(weights_distance, capacity)))
+        x_traffic = x_bytes * (1 + (block_pairs - 1) * (1 - kept_share(inputs_distance, capacity)))
+        if boundary == "L2" and budget.l1_streams_conflict(height * width * budget.lanes * FLOAT32, streams):
+            x_traffic *= 2          # prefetched two micro-tiles ahead, evicted, read again
         below[boundary] = x_traffic + w_traffic + y_bytes
     return by_level(registers, below)
