@@ -16,7 +16,7 @@ to a stack scratch (so they live in registers for the whole band), then
   out, no checks, flat unsigned indexing (numba then emits no negative-index fix-ups and
   LLVM sees constant offsets between taps): 9 loads + 9 FMAs per pixel, THREE_PIXELS (4)
   pixels per pass and their activation in one call, so four independent FMA and activation
-  chains overlap (one pixel at a time waited on its own chain: 1.6-1.9x slower at batch 1,
+  chains overlap (one pixel at a time waited on its own chain: 1.5-1.9x slower at batch 1,
   bench/README "Batch 1"); a kernel row on the padding reads a clamped (valid) row and its
   sum is multiplied by 0.0;
 - column by column, the border columns: clamped addresses, the column masks (1.0 inside,
