@@ -206,11 +206,14 @@ def _allocate(graph: Graph, layouts: _Layouts, items: list, batch: int) -> tuple
     """A buffer for every tensor the items write (views into one arena, shared by tensors
     whose lifetimes do not overlap), the network input's, and Flatten views; and the
     arena's bytes."""
-    storage_of = {}                 # a Flatten view -> the buffer it views
+    storage_of = {}                 # a Flatten view or an in-place output -> the buffer it views
     for item in items:
         if layouts.is_view(item):
             source = item.layer.inputs[0]
             storage_of[item.layer.output] = storage_of.get(source, source)
+    for index in _in_place_items(graph, layouts, items):
+        source = items[index].layer.inputs[0]
+        storage_of[items[index].layer.output] = storage_of.get(source, source)
     last_use: dict[str, int] = {}
     for index, item in enumerate(items):
         for name in layouts.read_names(item):
@@ -225,9 +228,29 @@ def _allocate(graph: Graph, layouts: _Layouts, items: list, batch: int) -> tuple
             arena.assign(written, shapes[written], first=index, last=last_use.get(written, index))
     buffers = arena.materialise()
     buffers[graph.input_name] = np.empty((batch, *graph.input_shape), np.float32)
-    for view, base in storage_of.items():
-        buffers[view] = buffers[base].reshape(shapes[view])
+    for view, base in storage_of.items():       # (an in-place output: the input's own array)
+        buffers[view] = buffers[base] if buffers[base].shape == shapes[view] else buffers[base].reshape(shapes[view])
     return buffers, arena.nbytes
+
+
+def _in_place_items(graph: Graph, layouts: _Layouts, items: list) -> list[int]:
+    """The items that write their output over their input: a squeeze-and-excitation whose
+    input (an NCHWc image, not the graph's input or output) no later item reads. Its scale
+    pass then reads and writes the same lines, still in the core's L2 (bench/README, "Batch
+    1"), where a separate output first fetches its own lines and evicts the input's."""
+    last_reader: dict[str, int] = {}
+    for index, item in enumerate(items):
+        for name in layouts.read_names(item):
+            last_reader[name] = index
+    found = []
+    for index, item in enumerate(items):
+        if not isinstance(item, LayerItem) or item.layer.op != "SqueezeExcite":
+            continue
+        source = item.layer.inputs[0]
+        if (source != graph.input_name and source != graph.output_name and layouts.of(source) == "nchwc"
+                and last_reader.get(source) == index):
+            found.append(index)
+    return found
 
 
 # ---------------------------------------------------------------- 3. what each step prefetches
