@@ -6,6 +6,12 @@
 - NUMBA_CPU_NAME / NUMBA_CPU_FEATURES: the host CPU, and for 16 lanes the features
   without `prefer-256-bit`, so LLVM emits 512-bit FMAs (by default it keeps to ymm).
 - NUMBA_SLP_VECTORIZE=1: SLP packing of scalar lanes into vectors (off by default).
+- NUMBA_THREADING_LAYER_PRIORITY="omp tbb workqueue": numba picks its threading layer at
+  the first parallel launch, TBB first by default. In this project's venv that is OpenMP
+  (no libtbb), but a library that brings libtbb (OpenVINO does) loaded before the first
+  run made it TBB, whose fork-join per parallel region cost a batch-1 run of
+  MobileNetV3-Small 1.0 -> 1.6-1.7 ms (bench/README, "Batch 1"). Not set when the user
+  chose a layer (NUMBA_THREADING_LAYER).
 - NUMBA_CACHE_DIR: a user-writable folder when the kernels' folder is read-only
   (`numba_cache_dir`): $XDG_CACHE_HOME or ~/.cache, then roofline-workbench/numba.
 
@@ -72,6 +78,8 @@ LANES: int = lanes_from(os.environ, HOST_HAS_AVX512)      # the width every kern
 os.environ.setdefault("NUMBA_CPU_NAME", HOST_CPU_NAME)
 os.environ.setdefault("NUMBA_CPU_FEATURES", features_for(_host_features, LANES))
 os.environ.setdefault("NUMBA_SLP_VECTORIZE", "1")
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    os.environ.setdefault("NUMBA_THREADING_LAYER_PRIORITY", "omp tbb workqueue")
 if "numba" in sys.modules:
     # numba read its configuration when it was imported, before these settings existed;
     # without a reload every kernel would be built for ymm even with 16-lane blocks

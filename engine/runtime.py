@@ -7,7 +7,6 @@ the run lock, numba's thread count, the pause of Python's collector, and the hoo
 from __future__ import annotations
 
 import gc
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -19,17 +18,6 @@ from numba.np.ufunc import parallel as _numba_parallel
 
 from engine.hooks import LayerRecord, RunInfo
 from engine.plan import Plan
-
-# numba picks its threading layer at the first parallel launch, TBB first by default. Where
-# nothing made libtbb loadable (this project's venv) that is OpenMP; but a library that
-# brings libtbb (OpenVINO does) loaded before the first run turns it into TBB, whose
-# fork-join per parallel region costs a batch-1 run of MobileNetV3-Small 1.0 -> 1.6-1.7 ms
-# (bench/README, "Batch 1"). OpenMP first, then the rest in numba's order; a layer or an
-# order the user set in the environment is kept. Set in both places: numba re-reads its
-# config from the environment when a NUMBA_ variable changes.
-if "NUMBA_THREADING_LAYER" not in os.environ and "NUMBA_THREADING_LAYER_PRIORITY" not in os.environ:
-    os.environ["NUMBA_THREADING_LAYER_PRIORITY"] = "omp tbb workqueue"
-    numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
 
 REENTRANT_RUN_MESSAGE = (
     "Model.run was called while a run is in progress on this same thread (from a hook or a "
