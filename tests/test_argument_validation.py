@@ -269,6 +269,7 @@ CASES = {
         *_ints("repeats", 1, 10_000), ("tiles", {"pointwise_pixels": 8}, "tiles"), *_fuse_blocks(),
         ("level", "L4", "level"), ("level", None, "level"), ("level", ["L2"], "level"),
         ("ceilings", "quick", "ceilings"), ("model", 12345, "model"), ("model", "/no/such/model.onnx", "model"),
+        *(("bytes", value, "bytes") for value in ("both", "modelled", "Model", None, 1)),   # model | simulated
     ]),
     "Explorer.set": (_call_explorer_set, [
         *_ints("threads", 1, CORES),
@@ -278,6 +279,7 @@ CASES = {
         *_fuse_blocks(),
         ("level", "L4", "level"), ("level", None, "level"),
         ("step", "no such step", "step"), ("step", 5, "step"),
+        *(("bytes", value, "bytes") for value in ("both", "modelled", None, 1)),
         ("cores", 2, "unknown controls"),
     ]),
     "workbench.compare": (_call_compare, [
