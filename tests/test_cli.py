@@ -437,8 +437,9 @@ def test_profile_table_marks_a_step_above_its_roof_and_says_why_below():
                           dict(row, layer="/features/features.1/conv/conv.1/Conv", op="depthwise", roof_fraction=0.5)])
     lines = format_layers(frame).splitlines()
     assert "172% (above roof*)" in lines[1] and "50%" in lines[2] and "above roof" not in lines[2]
-    assert lines[3] == ("* above roof: the bytes model undercounts this step (its input or weights were in a faster cache "
-                        "than it credits; bytes=\"simulated\" checks it)")
+    assert lines[3] == ("* above roof: the bytes model undercounts this step (its input or weights in a faster cache than "
+                        "it credits), or a read-mostly stream outran the triad that measured the ceiling; "
+                        "bytes=\"simulated\" tells which")
 
 
 # ---------------------------------------------------------------------------- --bytes
