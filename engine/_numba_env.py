@@ -9,9 +9,8 @@
 - NUMBA_THREADING_LAYER_PRIORITY="omp tbb workqueue": numba picks its threading layer at
   the first parallel launch, TBB first by default. In this project's venv that is OpenMP
   (no libtbb), but a library that brings libtbb (OpenVINO does) loaded before the first
-  run made it TBB, whose fork-join per parallel region cost a batch-1 run of
-  MobileNetV3-Small 1.0 -> 1.6-1.7 ms (bench/README, "Batch 1"). Not set when the user
-  chose a layer (NUMBA_THREADING_LAYER).
+  run made it TBB, whose fork-join per parallel region is slower (bench/README, "Batch 1").
+  Not set when the user chose a layer (NUMBA_THREADING_LAYER).
 - NUMBA_CACHE_DIR: a user-writable folder when the kernels' folder is read-only
   (`numba_cache_dir`): $XDG_CACHE_HOME or ~/.cache, then roofline-workbench/numba.
 

@@ -8,11 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from engine.config import RunConfig
-from engine.pages import CACHE_LINE, aligned_empty
 from engine.kernels import fused_block
 from engine.traffic import fits
-
-LINE_FLOATS = CACHE_LINE // 4     # float32 per cache line
 
 # Once a block's intermediates would go to DRAM unfused (batch 64), fusion keeps them in
 # cache; the ring of expanded rows (engine.kernels.fused_block) keeps the expand recompute
@@ -99,19 +96,5 @@ def block_scratch(blocks, config: RunConfig, batch: int) -> tuple[np.ndarray, np
         need_expand, need_depthwise = max(need_expand, expand), max(need_depthwise, dw)
     if not blocks:
         return None
-    return _per_thread_zeros(config.threads, need_expand), _per_thread_zeros(config.threads, need_depthwise)
-
-
-def scratch_row_floats(floats: int) -> int:
-    """A thread's scratch row for `floats` floats: rounded up to whole 64-byte lines."""
-    return -(-floats // LINE_FLOATS) * LINE_FLOATS
-
-
-def _per_thread_zeros(threads: int, floats: int) -> np.ndarray:
-    """(threads, at least `floats`) zeros, C-contiguous, each row starting on a 64-byte line
-    (numpy's own allocations start 16-32 bytes past one, which splits every vector load of
-    the scratch over two lines): `floats` rounded up to whole lines."""
-    row = scratch_row_floats(floats)
-    scratch = aligned_empty(threads * row).reshape(threads, row)
-    scratch.fill(0.0)
-    return scratch
+    return (fused_block.per_worker_zeros(config.threads, need_expand),
+            fused_block.per_worker_zeros(config.threads, need_depthwise))

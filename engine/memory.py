@@ -25,7 +25,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.kernels import fused_block
-from engine.fusion import scratch_row_floats
 from engine.plan import Plan
 from engine.tiles import Tiles
 
@@ -193,7 +192,7 @@ def _resolve(graph, tensor: str, elements: int | None, written: dict, step_name:
 def scratch_bytes(plan: Plan) -> int:
     """Bytes of the fused blocks' per-thread scratch: threads x (largest expanded band +
     largest depthwise band, each rounded up to whole lines) x 4, as
-    engine.fusion.block_scratch allocates them; 0 when unfused."""
+    engine.fusion.block_scratch allocates them (fused_block.per_worker_zeros); 0 when unfused."""
     need_expand = need_depthwise = 0
     for step in plan.steps:
         if step.op != "block":
@@ -205,7 +204,7 @@ def scratch_bytes(plan: Plan) -> int:
         need_expand, need_depthwise = max(need_expand, expand), max(need_depthwise, depthwise)
     if need_expand == need_depthwise == 0:
         return 0
-    rows = scratch_row_floats(max(need_expand, 1)) + scratch_row_floats(max(need_depthwise, 1))
+    rows = fused_block.scratch_row_floats(max(need_expand, 1)) + fused_block.scratch_row_floats(max(need_depthwise, 1))
     return 4 * plan.config.threads * rows
 
 

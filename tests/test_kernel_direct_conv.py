@@ -36,6 +36,7 @@ CASES = [
     (1, 3, 17, 7, 12, (1, 3), (1, 2), (0, 2, 0, 1), (1, 1)),    # 1x3
     (2, 3, 64, 30, 33, (7, 7), (2, 2), (3, 3, 3, 3), (1, 1)),   # ResNet's 7x7 stem: every group as pairs, then borders
     (1, 3, 72, 23, 25, (7, 7), (2, 2), (3, 3, 3, 3), (1, 1)),   # ... with a last group of one real block
+    (1, 3, 48, 23, 25, (7, 7), (2, 2), (3, 3, 3, 3), (1, 1)),   # ... a group of 3 blocks (16 lanes): pair 2 is (b2, b2)
     pytest.param((1, 3, 32, 224, 224, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)), marks=needs_jit,
                  id="N1_3to32_224x224_k3x3_s22_p1111_d1"),  # MobileNetV2's stem at full size
 ]

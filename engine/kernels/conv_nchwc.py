@@ -27,8 +27,8 @@ Micro-kernel (an LLVM-IR `@intrinsic`, as engine.kernels.pointwise explains why)
     (20 accumulators). 6x4 and 8x3 (24) left too few registers for LLVM's scheduler, which
     loads the next input channel's weights early: it spilled one accumulator to the stack,
     and that accumulator's store -> load -> FMA round trip per input channel then paced the
-    loop (about 1 in 8 cycles lost); 5x4 and 7x3 compile without spills and ran 10-20 %
-    faster on ResNet's 3x3 layers (1 thread, bench/README). 12x2 spilled its 12 pixel
+    loop; 5x4 and 7x3 compile without spills and run faster on ResNet's 3x3 layers
+    (figures in bench/README, "Where the ResNet gap is"). 12x2 spilled its 12 pixel
     pointers. AVX2 (16 ymm) 8x1, 6x2. Tiles with fewer than 8 accumulators split the input
     channels over partial sums so the 4-cycle FMA latency stays hidden at 2 FMAs per cycle.
 
@@ -68,8 +68,8 @@ Napkin math, 64 -> 64 3x3 at 56x56 (ResNet's first stage), 5x4 tiles at 16 lanes
 channel and tap 20 FMAs (10 cycles at 2 per cycle) from 4 weight loads (256 B) and 5
 broadcasts; one input block's weights for the group (4 x 9 x 1 KiB = 36 KiB) stay in L1 over
 the item's micro-tiles. 231 MFLOP per image: ~1 ms per image on one core at 235 GFLOP/s.
-In the compiled assembly (numba 0.68, AVX-512) the 5x4 and 7x3 loop bodies touch no stack slot;
-the 6x4 and 8x3 ones loaded and stored a spilled accumulator for every input channel.
+In the compiled assembly (AVX-512) the 5x4 and 7x3 loop bodies touch no stack slot; the 6x4
+and 8x3 ones loaded and stored a spilled accumulator for every input channel.
 """
 from __future__ import annotations
 

@@ -14,10 +14,10 @@ A 3x3 item is one call of `depthwise_3x3_rows`, the row core the fused block
 to a stack scratch (so they live in registers for the whole band), then
 - row by row, the interior columns (the kernel row inside the input): nine taps written
   out, no checks, flat unsigned indexing (numba then emits no negative-index fix-ups and
-  LLVM sees constant offsets between taps): 9 loads + 9 FMAs per pixel, THREE_PIXELS (4)
+  LLVM sees constant offsets between taps): 9 loads + 9 FMAs per pixel, PIXELS_3X3 (4)
   pixels per pass and their activation in one call, so four independent FMA and activation
-  chains overlap (one pixel at a time waited on its own chain: 1.5-1.9x slower at batch 1,
-  bench/README "Batch 1"); a kernel row on the padding reads a clamped (valid) row and its
+  chains overlap (one pixel at a time waits on its own chain; figures in bench/README
+  "Batch 1"); a kernel row on the padding reads a clamped (valid) row and its
   sum is multiplied by 0.0;
 - column by column, the border columns: clamped addresses, the column masks (1.0 inside,
   0.0 on padding) folded into a copy of the taps once per column, not multiplied per tap:
@@ -60,7 +60,7 @@ _scratch_col_taps = register_scratch(9 * CB)
 KXK_PIXELS = 4
 _scratch_kxk_acc = register_scratch(KXK_PIXELS * CB)
 # the 3x3 path's interior: output pixels per pass, their accumulators in the same scratch
-THREE_PIXELS = KXK_PIXELS
+PIXELS_3X3 = KXK_PIXELS
 
 # Default band height: the lowest summed time over MobileNetV2's 17 layers in the sweep of
 # bench/kernel_depthwise.py (figures in bench/README); taller bands share the per-item
@@ -143,12 +143,12 @@ def _rows_3x3(src, plane, first_row, first_slot, ring_rows, height, width, wf, w
     instead of a mispredicted branch):
     - interior columns (the kernel row inside the input), row by row: nine taps, no checks,
       the row masks applied per pixel to the three row sums (a multiply-add in place of an add),
-      THREE_PIXELS pixels per pass, then the last ones one by one;
+      PIXELS_3X3 pixels per pass, then the last ones one by one;
     - border columns, column by column down the rows: the column masks folded into the taps
       once per column, the row masks as above.
     """
     acc = _scratch_block()
-    quad = _scratch_kxk_acc()       # THREE_PIXELS output pixels' accumulators
+    quad = _scratch_kxk_acc()       # PIXELS_3X3 output pixels' accumulators
     taps = _scratch_taps()          # 9 weight vectors, then the bias
     col_taps = _scratch_col_taps()  # the taps with the current border column's masks folded in
     mask = _scratch_mask()
@@ -164,7 +164,7 @@ def _rows_3x3(src, plane, first_row, first_slot, ring_rows, height, width, wf, w
     col_hi = max(col_lo, min(out_w, (width - 3 + pad_left) // stride_w + 1))
     col_stride = _U(stride_w * CB)  # elements between the windows of two output columns
     row_floats = width * CB
-    quads = (col_hi - col_lo) // THREE_PIXELS
+    quads = (col_hi - col_lo) // PIXELS_3X3
     for oh in range(row_start, row_end):
         ih0 = oh * stride_h - pad_top
         r0 = _U(plane + _ring_slot(ih0, first_row, first_slot, ring_rows, height) * row_floats)
@@ -178,8 +178,8 @@ def _rows_3x3(src, plane, first_row, first_slot, ring_rows, height, width, wf, w
         p1 = r1 + start
         p2 = r2 + start
         q = _U(dst_offset + ((oh - row_start) * out_w + col_lo) * CB)
-        for _ in range(quads):      # THREE_PIXELS pixels per pass: independent chains interleaved
-            for k in range(THREE_PIXELS):
+        for _ in range(quads):      # PIXELS_3X3 pixels per pass: independent chains interleaved
+            for k in range(PIXELS_3X3):
                 for lane in range(CB):
                     u = _U(k) * col_stride + _U(lane)
                     t0 = (src[p0 + u] * taps[0 * CB + lane] + src[p0 + _U(CB) + u] * taps[1 * CB + lane]
@@ -189,14 +189,14 @@ def _rows_3x3(src, plane, first_row, first_slot, ring_rows, height, width, wf, w
                     t2 = (src[p2 + u] * taps[6 * CB + lane] + src[p2 + _U(CB) + u] * taps[7 * CB + lane]
                           + src[p2 + _U(2 * CB) + u] * taps[8 * CB + lane])
                     quad[k * CB + lane] = taps[9 * CB + lane] + m0 * t0 + m1 * t1 + m2 * t2
-            activate_lanes(quad, THREE_PIXELS * CB, act, alpha, beta)
-            for k in range(THREE_PIXELS * CB):
+            activate_lanes(quad, PIXELS_3X3 * CB, act, alpha, beta)
+            for k in range(PIXELS_3X3 * CB):
                 dst[q + _U(k)] = min(max(quad[k], low), high)
-            p0 += _U(THREE_PIXELS) * col_stride
-            p1 += _U(THREE_PIXELS) * col_stride
-            p2 += _U(THREE_PIXELS) * col_stride
-            q += _U(THREE_PIXELS * CB)
-        for _ in range(col_lo + quads * THREE_PIXELS, col_hi):
+            p0 += _U(PIXELS_3X3) * col_stride
+            p1 += _U(PIXELS_3X3) * col_stride
+            p2 += _U(PIXELS_3X3) * col_stride
+            q += _U(PIXELS_3X3 * CB)
+        for _ in range(col_lo + quads * PIXELS_3X3, col_hi):
             for lane in range(CB):
                 u = _U(lane)
                 t0 = (src[p0 + u] * taps[0 * CB + lane] + src[p0 + _U(CB) + u] * taps[1 * CB + lane]

@@ -47,6 +47,9 @@ from engine.kernels.activation import NO_ACTIVATION, kernel_activation
 from engine.kernels.depthwise import depthwise_3x3_rows, depthwise_bytes
 from engine.kernels.layout import CB, padded_channels
 from engine.kernels.pointwise import pointwise_bytes, walk_micro_tiles
+from engine.pages import CACHE_LINE, aligned_empty
+
+LINE_FLOATS = CACHE_LINE // 4     # float32 per cache line
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -216,9 +219,24 @@ def auto_block_rows(hidden_channels: int, height: int, width: int, out_height: i
 
 def make_scratch(workers: int, hidden_channels: int, width: int, out_width: int, block_rows: int,
                  stride: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-worker scratch arrays (workers, floats) for `fused_block`."""
+    """Per-worker scratch arrays (workers, floats) for `fused_block` (per_worker_zeros)."""
     expand, depthwise = scratch_floats(hidden_channels, width, out_width, block_rows, stride)
-    return np.zeros((workers, expand), np.float32), np.zeros((workers, depthwise), np.float32)
+    return per_worker_zeros(workers, expand), per_worker_zeros(workers, depthwise)
+
+
+def scratch_row_floats(floats: int) -> int:
+    """A worker's scratch row for `floats` floats: rounded up to whole 64-byte lines."""
+    return -(-floats // LINE_FLOATS) * LINE_FLOATS
+
+
+def per_worker_zeros(workers: int, floats: int) -> np.ndarray:
+    """(workers, at least `floats`) zeros, C-contiguous, each row starting on a 64-byte line
+    (numpy's own allocations start 16-32 bytes past one, which splits every vector load of
+    the scratch over two lines)."""
+    row = scratch_row_floats(floats)
+    scratch = aligned_empty(workers * row).reshape(workers, row)
+    scratch.fill(0.0)
+    return scratch
 
 
 def fused_block(x, expand, depthwise, project, out, residual, stride: int, expand_clip, depthwise_clip,
@@ -322,8 +340,8 @@ def fused_block_bytes(batch: int, in_channels: int, hidden_channels: int, out_ch
     fills its scratch lines from L3 (where it stays between runs, like the activations)
     and its dirty lines are written back when they are evicted. So at each boundary
     below L3 that the per-band spill does not already charge, the block pays 2 x scratch
-    per worker that has a band (the cache simulation, bench/README "Bytes model against
-    a cache simulation": 3.7-3.8 scratches on 2 workers at batch 1, 2.2-4.1 at batch 8).
+    per worker that has a band (as the cache simulation finds: bench/README "Bytes model
+    against a cache simulation").
 
     Across L1 <- L2, when the scratch does not stay in L1, each 1x1 stage is charged as
     pointwise_bytes charges a 1x1 conv over the band's pixels in one tile (its input read

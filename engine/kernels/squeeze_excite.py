@@ -79,7 +79,7 @@ def _scale_plane(xf, of, scale, item, pixels):
     the four x vectors loaded into a stack scratch, multiplied, then stored (out may be x;
     with every load before every store LLVM vectorises each pass into 4 loads, 4 multiplies
     and 4 stores; a loop of one pixel per pass it vectorised across pixels instead, with
-    shuffles: 3-5x slower)."""
+    shuffles, several times slower: bench/README "Batch 1")."""
     factor = _scratch_sums()
     acc = _scratch_sums()
     us = _U(item * CB)
