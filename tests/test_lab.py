@@ -111,10 +111,19 @@ def _get(url: str, token: str | None = None) -> int:
         return error.code
 
 
+def _cmdline(process: psutil.Process) -> list[str]:
+    """A process's command line; [] for one that has exited (a zombie the launcher's shell has
+    not reaped yet, or gone) while we looked."""
+    try:
+        return process.cmdline()
+    except (psutil.ZombieProcess, psutil.NoSuchProcess):
+        return []
+
+
 def _jupyter_lab_process(launcher: subprocess.Popen) -> psutil.Process:
     children = [p for p in psutil.Process(launcher.pid).children(recursive=True)
-                if any("jupyter-lab" in part or part == "lab" for part in p.cmdline()[:3])]
-    assert len(children) == 1, [p.cmdline() for p in psutil.Process(launcher.pid).children(recursive=True)]
+                if any("jupyter-lab" in part or part == "lab" for part in _cmdline(p)[:3])]
+    assert len(children) == 1, [_cmdline(p) for p in psutil.Process(launcher.pid).children(recursive=True)]
     return children[0]
 
 
