@@ -34,6 +34,7 @@ from engine.hooks import Recorder
 from engine.kernels.conv_nchwc import DEFAULT_CHANNELS as DENSE_CHANNELS
 from engine.kernels.micro_tile import DEFAULT_POINTWISE_CHANNELS
 from engine.passes import find_inverted_residual_blocks
+from engine.plan import build_plan
 from engine.tiles import Tiles, TileSchedule
 
 
@@ -109,9 +110,9 @@ def _search(model, session, batch, threads, budget_s, started, deadline, repeats
             machine, progress, save, seed) -> TuneResult:
     """The two greedy phases, the final comparison and the saving (tune's docstring)."""
     schedule = session.starting_schedule()
-    # keep back the time of the final side-by-side comparison (2 x repeats runs)
+    # keep back the time of the final side-by-side comparison (2 x repeats runs, two plans)
     run_seconds = statistics.median(session.run(schedule)["<run>"] for _ in range(3))
-    deadline -= 2 * max(repeats, 5) * run_seconds
+    deadline -= 2 * max(repeats, 5) * run_seconds + 2 * session.plan_seconds
     trials: list[dict] = []
     stopped = None
     rng = random.Random(seed)
@@ -176,6 +177,10 @@ class _Session:
         self.blocks = {block[2].name: block for block in find_inverted_residual_blocks(model.graph)}
         self.block_of = {layer.name: name for name, block in self.blocks.items() for layer in block if layer is not None}
         plan = model.plan(x.shape[0], threads, Tiles(), False, machine)        # every layer as a step
+        # a candidate's first run builds its plan (arena, packing views, the bytes model's walk),
+        # which on a small model takes longer than the run: the budget counts it (the faster
+        # of two builds: a collector pause must not make the tuner think it has no time)
+        self.plan_seconds = min(_seconds_to_build(model, x.shape[0], plan.config) for _ in range(2))
         layers = {layer.name: layer for layer in model.graph.layers}
         self.kinds = {step.name: _kind(step, layers.get(step.name)) for step in plan.steps}
         self.steps = {step.name: step for step in plan.steps}
@@ -268,10 +273,11 @@ class _Session:
         return choices[chosen]
 
     def first_round_seconds(self, schedule: TileSchedule, unit, run_seconds: float) -> float:
-        """Seconds of one round over `unit`'s candidates (whole runs of `run_seconds`; twice
-        that where plans are built untimed first), which tune_unit spends even past the deadline."""
+        """Seconds of one round over `unit`'s candidates (whole runs of `run_seconds`, twice
+        that where plans are built untimed first, and each candidate's plan built), which
+        tune_unit spends even past the deadline."""
         choices = len(dict.fromkeys(self.candidates(schedule, unit)))
-        return choices * run_seconds * (2 if choices + 1 > self.cached_plans else 1)
+        return choices * (run_seconds * (2 if choices + 1 > self.cached_plans else 1) + self.plan_seconds)
 
     def tune_unit(self, schedule: TileSchedule, unit, repeats: int, deadline: float, trials: list,
                   rng: random.Random, run_seconds: float = 0.0) -> TileSchedule:
@@ -306,6 +312,13 @@ class _Session:
         """Median whole-run seconds of two schedules, runs interleaved."""
         pairs = [(self.run(before)["<run>"], self.run(after)["<run>"]) for _ in range(max(repeats, 5))]
         return statistics.median(a for a, _ in pairs), statistics.median(b for _, b in pairs)
+
+
+def _seconds_to_build(model, batch: int, config) -> float:
+    """Wall seconds to build one plan of `model` for `batch` under `config` (not cached)."""
+    started = time.perf_counter()
+    build_plan(model.graph, model.weights, batch, config)
+    return time.perf_counter() - started
 
 
 def _name(unit) -> str:
