@@ -1,7 +1,8 @@
 """Shared fixtures: the default model (built in memory, deterministic), the engine's
-loaded copy, and ONNX Runtime as the reference."""
+loaded copy, ONNX Runtime as the reference, and the kernel tests' thread counts."""
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 
@@ -131,3 +132,13 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.section("importer fuzz")
         for line in lines:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture(params=[1, 2], ids=lambda t: f"{t}thr")
+def threads(request):
+    """Runs a kernel test at 1 and 2 numba threads (at most the pool's size), then restores
+    the count."""
+    previous = numba.get_num_threads()
+    numba.set_num_threads(min(request.param, numba.config.NUMBA_NUM_THREADS))
+    yield request.param
+    numba.set_num_threads(previous)

@@ -43,14 +43,6 @@ CASES = [
 ]
 
 
-@pytest.fixture(params=[1, 2], ids=lambda t: f"{t}thr")
-def threads(request):
-    previous = numba.get_num_threads()
-    numba.set_num_threads(min(request.param, numba.config.NUMBA_NUM_THREADS))
-    yield request.param
-    numba.set_num_threads(previous)
-
-
 def output_size(size, kernel_size, stride, pad_start, pad_end):
     return (size + pad_start + pad_end - kernel_size) // stride + 1
 

@@ -39,14 +39,6 @@ CASES = [
 ]
 
 
-@pytest.fixture(params=[1, 2], ids=lambda t: f"{t}thr")
-def threads(request):
-    previous = numba.get_num_threads()
-    numba.set_num_threads(min(request.param, numba.config.NUMBA_NUM_THREADS))
-    yield request.param
-    numba.set_num_threads(previous)
-
-
 def run_engine(x, weight, bias, strides, pads, clip, depthwise_rows):
     """Engine depthwise conv on NCHW input; returns (plain NCHW result, blocked output)."""
     packed_w, packed_b = depthwise.pack_depthwise(weight, bias)

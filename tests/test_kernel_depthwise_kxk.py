@@ -43,14 +43,6 @@ ACTIVATIONS = [("none", 0.0, 0.0), ("hardswish", 0.0, 0.0), ("silu", 0.0, 0.0)]
 CLIPS = {"relu6": (0.0, 6.0), "relu": (0.0, np.inf), "none": (-np.inf, np.inf)}
 
 
-@pytest.fixture(params=[1, 2], ids=lambda t: f"{t}thr")
-def threads(request):
-    previous = numba.get_num_threads()
-    numba.set_num_threads(min(request.param, numba.config.NUMBA_NUM_THREADS))
-    yield request.param
-    numba.set_num_threads(previous)
-
-
 def case_id(case):
     n, c, h, w, k, (sh, sw), pads = case
     return f"N{n}C{c}_{h}x{w}_k{k}_s{sh}{sw}_p{''.join(map(str, pads))}"

@@ -42,14 +42,6 @@ CASES = [
 ]
 
 
-@pytest.fixture(params=[1, 2], ids=lambda t: f"{t}thr")
-def threads(request):
-    previous = numba.get_num_threads()
-    numba.set_num_threads(min(request.param, numba.config.NUMBA_NUM_THREADS))
-    yield request.param
-    numba.set_num_threads(previous)
-
-
 def output_size(size, kernel, stride, pad_start, pad_end, dilation):
     return (size + pad_start + pad_end - (kernel - 1) * dilation - 1) // stride + 1
 

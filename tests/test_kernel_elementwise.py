@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 import pytest
 
@@ -25,14 +24,6 @@ TOLERANCE = 1e-6
 ACTIVATIONS = [("none", 0.0, 0.0), ("hardswish", 1.0 / 6.0, 0.5), ("silu", 0.0, 0.0), ("hardsigmoid", 0.2, 0.5),
                ("sigmoid", 0.0, 0.0)]
 CLIPS = [(-math.inf, math.inf), (0.0, 6.0), (-0.25, 0.75)]
-
-
-@pytest.fixture(params=[1, 2], ids=lambda t: f"{t}thr")
-def threads(request):
-    previous = numba.get_num_threads()
-    numba.set_num_threads(min(request.param, numba.config.NUMBA_NUM_THREADS))
-    yield request.param
-    numba.set_num_threads(previous)
 
 
 def assert_matches(got, ref):

@@ -7,7 +7,6 @@ show; outputs start as NaN so an element the kernel forgets to write fails the t
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 import pytest
 
@@ -18,14 +17,6 @@ from engine.traffic import CacheBudget
 from tests.naive import pooling as naive_pooling
 
 pytestmark = pytest.mark.lanes     # layouts and bytes depend on the lane width
-
-
-@pytest.fixture(params=[1, 2], ids=lambda t: f"{t}thr")
-def threads(request):
-    previous = numba.get_num_threads()
-    numba.set_num_threads(min(request.param, numba.config.NUMBA_NUM_THREADS))
-    yield request.param
-    numba.set_num_threads(previous)
 
 
 def run_max_pool(x, kernel, stride, pads):

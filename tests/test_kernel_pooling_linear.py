@@ -6,7 +6,6 @@ outputs start as NaN so an element the kernel forgets to write fails the test.
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 import pytest
 
@@ -19,14 +18,6 @@ from tests.naive import pooling as naive_pooling
 pytestmark = pytest.mark.lanes     # layouts, packing, plans and bytes depend on the lane width
 
 RELATIVE = 1e-5
-
-
-@pytest.fixture(params=[1, 2], ids=lambda t: f"{t}thr")
-def threads(request):
-    previous = numba.get_num_threads()
-    numba.set_num_threads(min(request.param, numba.config.NUMBA_NUM_THREADS))
-    yield request.param
-    numba.set_num_threads(previous)
 
 
 def assert_matches(got, ref):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 import pytest
 
@@ -25,14 +24,6 @@ RELATIVE = 1e-5
 MOBILENET_V3 = dict(hidden_activation=("none", 0.0, 0.0), hidden_clip=(0.0, math.inf),
                     gate_activation=("hardsigmoid", 1.0 / 6.0, 0.5))
 EFFICIENTNET = dict(hidden_activation=("silu", 0.0, 0.0), gate_activation=("sigmoid", 0.0, 0.0))
-
-
-@pytest.fixture(params=[1, 2], ids=lambda t: f"{t}thr")
-def threads(request):
-    previous = numba.get_num_threads()
-    numba.set_num_threads(min(request.param, numba.config.NUMBA_NUM_THREADS))
-    yield request.param
-    numba.set_num_threads(previous)
 
 
 def make_case(batch, channels, squeezed, h, w, seed=0):
