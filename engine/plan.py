@@ -382,10 +382,10 @@ def _credit_l3_residency(steps: list[Step], weights: PackedWeights, activation_m
         # the output's fill stays in L3 with the rest of the activations where they fit
         step.bytes = credit_l3_residency(step.bytes, activation_bytes, weights.of(step.members), weights_resident,
                                          l3_bytes, fill_bytes=4 * output)
-        if residency is not None:           # a fused block's output: as fused_block_bytes charges it with its scratch
-            filled, written_back = (4 * output, 4 * output) if step.fused else (residency.filled, residency.written_back)
-            step.bytes = credit_l2_residency(step.bytes, 4 * output, residency.loaded, residency.read, filled,
-                                             written_back, residency.shared_scratch)
+        if residency is not None:           # (a fused block's scratch too, where the walk follows it)
+            step.bytes = credit_l2_residency(step.bytes, 4 * output, residency.loaded,
+                                             residency.read + residency.scratch_filled, residency.filled,
+                                             residency.written_back, residency.scratch_charged)
     if not weights_resident:
         _charge_prefetched_weights(steps, weights)
 

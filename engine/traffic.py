@@ -36,8 +36,10 @@ model, said out loud:
   weights once), the lines of its output that were not in L2 (the fill, instead of one per
   output) and the dirty lines its touches evicted (write-backs, when they happen, as the
   simulation and hardware counters charge them; a line written again before its eviction
-  is written back once). One unrecorded run goes first. A fused block's output keeps the
-  fill and write-back `fused_block_bytes` charges with its scratch; its inputs are walked.
+  is written back once). One unrecorded run goes first. A fused block's scratch is walked too
+  (each worker's used part, in every band): the block pays what of it its threads did not
+  find instead of the once-per-run fill and write-back `fused_block_bytes` charges, and
+  its dirty lines are written back by the step that evicts them.
   With this, at batch 1 on the development machine (2 x 2 MiB of L2, MobileNetV2's
   tensors of 0.1-0.6 MB from block 6 on), a buffer that reuses the region of one whose
   lifetime just ended is written without a fill and without a second write-back.
@@ -220,8 +222,9 @@ def credit_l2_residency(moved: dict[str, int], output_bytes: int, loaded_bytes: 
     weights once (loaded_bytes) and its output's write-back, `charge_write_allocate` the
     output's fill (output_bytes each); the walk replaces them by what the threads read from
     L3 (read_bytes), the output's lines they filled (filled_bytes) and the dirty lines the
-    step evicted (written_back_bytes); a fused block's scratch found in L2 does not pay its
-    first touch (scratch_found_bytes: engine.residency.shared_scratch_bytes). Re-reads
+    step evicted (written_back_bytes); a fused block's scratch that the walk follows drops
+    the first touch `fused_block_bytes` charges (scratch_found_bytes: StepResidency's
+    scratch_charged; its fills come in read_bytes, its write-backs in later steps'). Re-reads
     inside the step stay charged. Never below the DRAM bytes."""
     out = dict(moved)
     l3 = (int(moved["L3"]) - loaded_bytes - 2 * output_bytes + read_bytes + filled_bytes + written_back_bytes
