@@ -27,7 +27,8 @@ the L3 boundary (between L2 and L3):
 A fused block's scratch is followed too, each worker's used part of it (the allocation
 is sized for the largest block: following all of it evicted more than the cache
 simulation does): the thread that runs the worker writes and reads it in every band, so
-the walk touches it before each slice of the activations, one slice per band, and the
+the walk touches it before each slice of the activations, one slice per band (its
+weights stream past with the slices), and the
 block pays the fill of what its threads did not find (scratch_filled, in place of the
 first touch `fused_block_bytes` charges per run: scratch_charged) while its dirty lines
 are written back by whichever step evicts them. A block right after a block finds their
@@ -35,8 +36,11 @@ shared scratch still in L2. A scratch over `fused_block.scratch_stays_in` of L2 
 followed (`fused_block_bytes` charges its spill per band). The walk is
 cut into blocks of `grain` bytes (a few KiB: 1/512 of an L2), not lines, so a plan of ~100
 steps takes milliseconds. One unrecorded run goes first, so the first steps find what the
-last ones left (as in repeated runs and in the simulation). What it leaves out: the shared
-L3 (engine.traffic rules on it), re-reads inside a step (the kernels' `*_bytes` count
+last ones left (as in repeated runs and in the simulation). Below the L2s, optionally, the
+shared L3 as one LRU of the same blocks (`l3_bytes`): an L2 miss reads from it, a dirty block
+an L2 evicts is written into it (taken without a read from memory), and per step it gives
+what it read from memory (dram_read) and the dirty blocks it evicted there
+(dram_written_back). What it leaves out: re-reads inside a step (the kernels' `*_bytes` count
 them), software prefetches of the next step's weights, and set conflicts.
 """
 from __future__ import annotations
@@ -82,18 +86,22 @@ class StepResidency:
     scratch_filled: int = 0  # a fused block: bytes of its workers' scratch not in their L2s (read in first)
     scratch_charged: int = 0  # a fused block: the scratch first touch fused_block_bytes charges at L3, which
                               # the walk replaces (scratch_filled here, its write-backs in written_back)
+    dram_read: int = 0      # with the L3 walked: bytes of its L2s' misses the L3 did not hold (read from memory)
+    dram_written_back: int = 0  # and dirty blocks the L3 evicted to memory meanwhile
+    l3_walked: bool = False
 
 
 def follow_buffers(steps: list[list[Region] | None], l2_bytes: int, threads: int, warm_runs: int = 1,
-                   grain: int | None = None) -> list[StepResidency | None]:
+                   grain: int | None = None, l3_bytes: int = 0) -> list[StepResidency | None]:
     """Walk `steps` (each a list of the Regions it touches, or None: a step the walk does
     not know, left out) through `threads` private LRU L2s of `l2_bytes` each (module
-    docstring); `warm_runs` unrecorded runs first. Returns per step its StepResidency
-    (None for a None step)."""
+    docstring) and, with `l3_bytes`, one shared LRU L3 of that size below them; `warm_runs`
+    unrecorded runs first. Returns per step its StepResidency (None for a None step)."""
     if threads < 1 or l2_bytes < 1:
         raise ValueError(f"threads and l2_bytes must be >= 1, got {threads} and {l2_bytes}")
     grain = grain or max(64, l2_bytes // BLOCKS_PER_L2 // 64 * 64)
-    caches = [_LRU(max(1, l2_bytes // grain), grain) for _ in range(threads)]
+    l3 = _LRU(max(1, l3_bytes // grain), grain) if l3_bytes else None
+    caches = [_LRU(max(1, l2_bytes // grain), grain, l3) for _ in range(threads)]
     results: list[StepResidency | None] = []
     for run in range(warm_runs + 1):
         for regions in steps:
@@ -104,26 +112,39 @@ def follow_buffers(steps: list[list[Region] | None], l2_bytes: int, threads: int
 
 
 class _LRU:
-    """One thread's L2: blocks by number, oldest first, each with its dirty flag."""
+    """One LRU cache of blocks by number, oldest first, each with its dirty flag: a
+    thread's L2 (its misses read from `below`, the shared L3, and its dirty evictions are
+    written there) or the L3 (its misses read from memory)."""
 
-    def __init__(self, capacity_blocks: int, grain: int):
-        self.capacity, self.grain = capacity_blocks, grain
+    def __init__(self, capacity_blocks: int, grain: int, below: "_LRU | None" = None):
+        self.capacity, self.grain, self.below = capacity_blocks, grain, below
         self.blocks: OrderedDict[int, bool] = OrderedDict()
-        self.written_back = 0
+        self.written_back = 0       # bytes of dirty blocks evicted (to the level below)
+        self.missed = 0             # bytes touched that were not resident (read from the level below)
 
-    def touch(self, block: int, store: bool) -> bool:
-        """Touch a block (a store marks it dirty); whether it was resident."""
+    def touch(self, block: int, store: bool, nbytes: int | None = None, allocate_only: bool = False) -> bool:
+        """Touch a block (a store marks it dirty); whether it was resident. nbytes: the
+        bytes of it touched (a region's part of its first or last block), counted in
+        `missed` and passed on to the level below on a miss. allocate_only: a dirty block
+        written back into this level, which takes it without reading it from below."""
         resident = block in self.blocks
         if resident:
             self.blocks.move_to_end(block)
             if store:
                 self.blocks[block] = True
             return True
+        if not allocate_only:
+            nbytes = self.grain if nbytes is None else nbytes
+            self.missed += nbytes
+            if self.below is not None:
+                self.below.touch(block, False, nbytes)
         self.blocks[block] = store
         if len(self.blocks) > self.capacity:
-            _, dirty = self.blocks.popitem(last=False)
+            evicted, dirty = self.blocks.popitem(last=False)
             if dirty:
                 self.written_back += self.grain
+                if self.below is not None:
+                    self.below.touch(evicted, True, allocate_only=True)
         return False
 
 
@@ -166,39 +187,48 @@ def _slices(ranges: list[tuple[int, int]], grain: int, count: int = SLICES) -> l
 
 
 def _touch_step(regions: list[Region], caches: list[_LRU], threads: int, grain: int) -> StepResidency:
+    """One step through the threads' L2s (module docstring): a plain step's weights first
+    (in use from the start), its activations slice by slice, its weights again (in use to
+    the end). A fused block (one with SCRATCH regions) runs band after band, each using all
+    of its worker's scratch: one slice per band (so a slice of the activations streams past
+    the scratch as a band's rows do), the whole scratch before each slice and once more at
+    the end (a band's project stage reads it last); its weights stream past with the
+    slices (a block's three convs read theirs one after the other)."""
     read = filled = written_back = scratch_filled = 0
-    # a fused block's worker uses all of its scratch in each band: one slice per band, so
-    # that a slice of the activations streams past the scratch as a band's rows do
+    fused = any(r.kind == SCRATCH for r in regions)
     count = min(MAX_SLICES, max([SLICES] + [r.passes for r in regions if r.kind == SCRATCH]))
+    streamed = (LOAD, STORE, WEIGHTS) if fused else (LOAD, STORE)
+    l3 = caches[0].below
+    l3_before = (l3.missed, l3.written_back) if l3 is not None else (0, 0)
     for thread, cache in enumerate(caches):
         before = cache.written_back
         shares = [(r, _slices(_share(r, thread, threads), grain, count)) for r in regions
                   if r.kind != SCRATCH or r.thread == thread]
-        for region, slices in shares:                 # weights first: in use from the start
-            if region.kind == WEIGHTS:
-                read += sum(n for s in slices for b, n in s if not cache.touch(b, False))
-        for i in range(count):                        # then the activations, slice by slice,
-            for region, slices in shares:             # each slice's after the whole scratch (every band uses it)
-                if region.kind == SCRATCH:
-                    scratch_filled += sum(n for s in slices for b, n in s if not cache.touch(b, True))
+        scratch = [b for r, slices in shares if r.kind == SCRATCH for s in slices for b in s]
+        held = [b for r, slices in shares if r.kind == WEIGHTS and not fused for s in slices for b in s]
+        read += sum(n for b, n in held if not cache.touch(b, False, n))
+        for i in range(count):
+            scratch_filled += sum(n for b, n in scratch if not cache.touch(b, True, n))
             for region, slices in shares:
-                if region.kind in (WEIGHTS, SCRATCH):
+                if region.kind not in streamed:
                     continue
                 for block, n in slices[i]:
-                    resident = cache.touch(block, region.kind == STORE)
-                    if region.kind == LOAD and not resident:
+                    resident = cache.touch(block, region.kind == STORE, n)
+                    if region.kind in (LOAD, WEIGHTS) and not resident:
                         read += n
                     elif region.kind == STORE and not resident:
                         filled += n
-        for region, slices in shares:                 # and stay in use to the end
-            if region.kind == WEIGHTS:
-                for s in slices:
-                    for block, _ in s:
-                        cache.touch(block, False)
+        for block, n in held:
+            cache.touch(block, False, n)
+        scratch_filled += sum(n for b, n in scratch if not cache.touch(b, True, n))
         written_back += cache.written_back - before
     loaded = sum(r.nbytes for r in regions if r.kind in (LOAD, WEIGHTS))
+    if l3 is None:
+        return StepResidency(loaded=loaded, read=read, filled=filled, written_back=written_back,
+                             scratch_filled=scratch_filled)
     return StepResidency(loaded=loaded, read=read, filled=filled, written_back=written_back,
-                         scratch_filled=scratch_filled)
+                         scratch_filled=scratch_filled, dram_read=l3.missed - l3_before[0],
+                         dram_written_back=l3.written_back - l3_before[1], l3_walked=True)
 
 
 # ---------------------------------------------------------------- a plan's steps as regions
@@ -261,8 +291,14 @@ def step_regions(step, buffers: dict[str, np.ndarray], weights, arena: tuple[int
         if not isinstance(array, np.ndarray) or array.nbytes == 0:
             continue
         span = _span(array)
-        if span in seen or (output_span and _overlaps(span, output_span)):
+        if output_span and _overlaps(span, output_span):
             continue
+        if span in seen:
+            # a residual that is the input itself (a fused block's): the kernel's *_bytes
+            # count it twice, so `loaded` does; the walk finds it the second time
+            if not (step.layer is not None and step.layer.residual and array.shape == output.shape
+                    and any(r.kind == LOAD and r.start == span[0] for r in regions)):
+                continue
         seen.add(span)
         if any(_inside(span, memory) for memory in weight_memory):
             continue                                      # another step's weights (a 1x1 conv's `ahead`)
@@ -322,9 +358,9 @@ def scratch_regions(step, arguments: tuple, weights, threads: int, l2_bytes: int
 
 
 def plan_residency(steps, buffers: dict[str, np.ndarray], weights, l2_bytes: int,
-                   threads: int) -> list[StepResidency | None]:
+                   threads: int, l3_bytes: int = 0) -> list[StepResidency | None]:
     """follow_buffers over a plan's steps (engine.plan: after its io is wired), each thread
-    with an L2 of `l2_bytes`; a fused block's result also says what of its scratch first
+    with an L2 of `l2_bytes`, with a shared L3 of `l3_bytes` below them (0: none); a fused block's result also says what of its scratch first
     touch (fused_block_bytes: a fill and a write-back per worker with a band) the walk
     replaces, when it follows the scratch."""
     spans = [_span(a) for a in buffers.values() if a.nbytes]
@@ -333,7 +369,7 @@ def plan_residency(steps, buffers: dict[str, np.ndarray], weights, l2_bytes: int
     caller_input = -(1 << 62)                             # below every real address
     regions = [step_regions(step, buffers, weights, arena, weight_memory, caller_input, threads, l2_bytes)
                for step in steps]
-    walked = follow_buffers(regions, l2_bytes, threads)
+    walked = follow_buffers(regions, l2_bytes, threads, l3_bytes=l3_bytes)
     results = []
     for step, step_regions_, result in zip(steps, regions, walked):
         if result is not None and any(r.kind == SCRATCH for r in step_regions_ or ()):

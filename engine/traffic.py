@@ -8,17 +8,21 @@ model, said out loud:
   `bytes["L3"]` between L2 and L3, `bytes["DRAM"]` between L3 and memory. The arithmetic
   intensity at a level is FLOPs / bytes at that level, set against that level's measured
   bandwidth.
-- Per step, cold, except for L2 and L3. Every step is charged as if its operands start in the
-  level below the one considered: compulsory traffic (inputs, weights, outputs) at
-  L1, L2 and L3. Reuse *inside* a fused block is credited (its intermediate never leaves
-  the per-thread scratch). Between steps the last-level cache is credited, because it
-  is shared and large (and the L2s, followed through the arena: below): a step's
-  activations (input, output, residual) do not cross DRAM when together they fit half of L3 (the previous step just wrote them there, the next
-  one reads them from there), and the weights do not cross DRAM when the whole model's
-  weights plus its largest activations fit half of L3 (they stay there from run to run).
-  So at batch 1 on a 32 MiB L3 MobileNetV2 moves almost nothing from DRAM, and at batch 64
-  its activations do. Where the weights do cross DRAM, a 1x1 conv prefetches the next
-  weighted step's weights while it runs (`pointwise_conv(ahead=)`): that DRAM traffic is
+- Per step, cold, except between steps. Every step is charged as if its operands start in
+  the level below the one considered: compulsory traffic (inputs, weights, outputs) at L1,
+  L2 and L3. Reuse *inside* a fused block is credited (its intermediate never leaves the
+  per-thread scratch). Between steps the L2s and the shared L3 are followed through the
+  arena (engine.residency; "Between steps, L2 too" below): at DRAM a step is charged what
+  of its inputs, weights and output lines its L2s' misses did not find in L3, and the dirty
+  lines L3 evicted meanwhile, instead of its compulsory traffic. So at batch 1 on a 32 MiB
+  L3 MobileNetV2 moves almost nothing from DRAM (weights and activations stay there from
+  run to run), on a 10 MiB one its 14 MB of weights stream through it every run and push
+  out the arena's first buffers (the stem, blocks 1-2 read and fill from memory), and at
+  batch 64 its activations cross too. A step the walk does not know (a copy in numpy) gets
+  the older rule: its activations do not cross DRAM when together they fit half of L3, its
+  weights when the whole model's weights plus its activations fit half of L3
+  (`credit_l3_residency`). A 1x1 conv prefetches the next weighted step's weights while it
+  runs (`pointwise_conv(ahead=)`): the DRAM traffic of the lines its trace prefetches is
   charged to the prefetching step, not to the step that then finds them in cache.
 - Writes. A store to a line not in cache first reads the line in (write-allocate), and the
   dirty line is written back when it is evicted: an output that crosses a boundary crosses
@@ -230,6 +234,20 @@ def credit_l2_residency(moved: dict[str, int], output_bytes: int, loaded_bytes: 
     l3 = (int(moved["L3"]) - loaded_bytes - 2 * output_bytes + read_bytes + filled_bytes + written_back_bytes
           - scratch_found_bytes)
     out["L3"] = max(int(moved["DRAM"]), l3)
+    return out
+
+
+def credit_l3_walk(moved: dict[str, int], output_bytes: int, loaded_bytes: int, read_bytes: int,
+                   written_back_bytes: int) -> dict[str, int]:
+    """A step's bytes with its DRAM traffic taken from the walk's shared L3
+    (engine.residency; module docstring, "Between steps, L3"): the kernels' `*_bytes` charge
+    its inputs and weights once (loaded_bytes) and its output's write-back,
+    `charge_write_allocate` the output's fill (output_bytes each); the walk replaces them by
+    what its L2s' misses did not find in L3 (read_bytes: inputs, weights, output fills and
+    scratch) and the dirty lines L3 evicted meanwhile (written_back_bytes). Re-reads inside
+    the step stay charged."""
+    out = dict(moved)
+    out["DRAM"] = max(0, int(moved["DRAM"]) - loaded_bytes - 2 * output_bytes + read_bytes + written_back_bytes)
     return out
 
 

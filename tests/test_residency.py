@@ -135,3 +135,18 @@ def test_plan_charges_a_fused_block_its_walked_scratch_instead_of_a_first_touch_
     assert step.bytes["L3"] == max(step.bytes["DRAM"], kernel["L3"] - output - walk_.loaded + walk_.read
                                    + walk_.scratch_filled + walk_.filled + walk_.written_back
                                    - walk_.scratch_charged)
+
+
+def test_with_a_shared_l3_what_it_lost_is_read_from_memory_and_its_dirty_lines_written_there():
+    # one thread, 64 KiB of L2 over 128 KiB of L3: 32 KiB written, then 256 KiB streamed
+    # past (the L2 writes the dirty 32 KiB into L3, which the stream then evicts to memory),
+    # then the 32 KiB read again: from memory
+    steps = [[Region(0, 32 * KIB, STORE)], [Region(1 << 20, 256 * KIB, LOAD)], [Region(0, 32 * KIB, LOAD)]]
+    first, second, third = follow_buffers(steps, L2, 1, warm_runs=0, grain=GRAIN, l3_bytes=128 * KIB)
+    assert (first.dram_read, first.dram_written_back) == (32 * KIB, 0)      # the store's fill, from memory
+    assert (second.dram_read, second.written_back, second.dram_written_back) == (256 * KIB, 32 * KIB, 32 * KIB)
+    assert (third.dram_read, third.dram_written_back) == (32 * KIB, 0)
+    small_stream = [[Region(0, 32 * KIB, STORE)], [Region(1 << 20, 64 * KIB, LOAD)], [Region(0, 32 * KIB, LOAD)]]
+    kept = follow_buffers(small_stream, L2, 1, warm_runs=0, grain=GRAIN, l3_bytes=128 * KIB)
+    assert kept[1].written_back == 32 * KIB and kept[1].dram_written_back == 0   # written back into L3, kept
+    assert kept[2].read == 32 * KIB and kept[2].dram_read == 0                   # read from L3, not memory
