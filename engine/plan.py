@@ -381,7 +381,8 @@ def _credit_l3_residency(steps: list[Step], weights: PackedWeights, activation_m
         residual = output if step.layer is not None and step.layer.residual else 0
         input_bytes = 4 * int(np.prod(step.input_shape))
         activation_bytes = input_bytes + 4 * (output + residual)
-        step.bytes = charge_write_allocate(step.bytes, 4 * output)
+        if not _in_place(step, buffers):    # (in place: the step read the lines it writes first)
+            step.bytes = charge_write_allocate(step.bytes, 4 * output)
         if residency is not None and residency.l3_walked:
             step.bytes = credit_l3_walk(step.bytes, 4 * output, residency.loaded, residency.dram_read,
                                         residency.dram_written_back)
@@ -398,6 +399,13 @@ def _credit_l3_residency(steps: list[Step], weights: PackedWeights, activation_m
             step.bytes["DRAM"] = dram
     if not weights_resident:
         _charge_prefetched_weights(steps, weights)     # (at most what the walk left the consumer at DRAM)
+
+
+def _in_place(step: Step, buffers: dict[str, np.ndarray]) -> bool:
+    """Whether a step writes its output over one of its inputs (_in_place_items)."""
+    output = buffers.get(step.output) if step.output else None
+    return output is not None and any(name in buffers and name != step.output and np.shares_memory(buffers[name], output)
+                                      for name in step.inputs)
 
 
 def _charge_prefetched_weights(steps: list[Step], weights: PackedWeights) -> None:

@@ -275,8 +275,9 @@ def step_regions(step, buffers: dict[str, np.ndarray], weights, arena: tuple[int
     split = thread_split(step, threads)
     pointwise_by_channels = split == CHANNELS and step.op in POINTWISE_OPS
     # split by pixels, every thread reads all the weights; by channels (and a linear layer,
-    # whose threads split its outputs) its own channels' weights
-    weight_split = WHOLE if split == ROWS and step.op != "linear" else CHANNELS
+    # whose threads split its outputs, and a squeeze-and-excitation, whose threads split
+    # the rows of its two small matrices) its own channels' weights
+    weight_split = WHOLE if split == ROWS and step.op not in ("linear", "se") else CHANNELS
     input_split = WHOLE if pointwise_by_channels else split
     regions: list[Region] = []
     own = {_span(a) for name in step.members for a in weights.by_layer.get(name, ())}
