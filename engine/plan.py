@@ -381,8 +381,9 @@ def _credit_l3_residency(steps: list[Step], weights: PackedWeights, activation_m
         residual = output if step.layer is not None and step.layer.residual else 0
         input_bytes = 4 * int(np.prod(step.input_shape))
         activation_bytes = input_bytes + 4 * (output + residual)
-        if not _in_place(step, buffers):    # (in place: the step read the lines it writes first)
-            step.bytes = charge_write_allocate(step.bytes, 4 * output)
+        step.bytes = charge_write_allocate(step.bytes, 4 * output)
+        if _in_place(step, buffers):        # it loads each line just before it stores to it: no fill
+            step.bytes["L2"] -= 4 * output  # from L2 (below, the walk finds the lines it read)
         if residency is not None and residency.l3_walked:
             step.bytes = credit_l3_walk(step.bytes, 4 * output, residency.loaded, residency.dram_read,
                                         residency.dram_written_back)

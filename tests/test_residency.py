@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 import engine.plan
+from engine.config import RunConfig
+from engine.tiles import Tiles, as_schedule
 import engine.residency
 from engine.kernels import fused_block
 from engine.kernels.layout import CB
@@ -116,7 +118,8 @@ def test_plan_charges_a_fused_block_its_walked_scratch_instead_of_a_first_touch_
 
     monkeypatch.setattr(engine.plan, "plan_residency", spy)
     machine = with_lanes(ZEN3, CB)
-    plan = mobilenet.plan(1, threads=2, fuse_blocks=True, machine=machine)
+    config = RunConfig(threads=2, tiles=as_schedule(Tiles()), fuse_blocks=True, machine=machine)
+    plan = engine.plan.build_plan(mobilenet.graph, mobilenet.weights, 1, config)     # not the model's cached one
     blocks = [s for s in plan.steps if s.fused and walked[id(s)].scratch_charged]
     assert blocks                                        # scratches that stay in the 512 KiB L2s
     step = blocks[0]
