@@ -28,7 +28,8 @@ model, said out loud:
   dirty line is written back when it is evicted: an output that crosses a boundary crosses
   it twice, once in each direction (`charge_write_allocate`). The kernels have no
   non-temporal stores that would skip the read. A step that writes over its input (a
-  squeeze-and-excitation the plan runs in place) stores to lines it has just read: no fill.
+  squeeze-and-excitation the plan runs in place) loads each line just before it stores
+  to it: no fill across L1 <- L2 (below, the walk finds the lines it read).
 - Between steps, L2 too: the arena followed through the L2s (engine.residency). Which of a
   step's inputs are still in L2, and whether its output lands on lines still there, depends
   on the steps' order and the arena's offsets, so a pass over the plan decides it: each
