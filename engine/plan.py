@@ -28,7 +28,8 @@ from engine.residency import plan_residency
 from engine.steps import Block, Convert, LayerItem, Step, StepContext, build_step
 from engine.trace.calls import kernel_and_arguments, trace_call
 from engine.trace.records import PREFETCH
-from engine.traffic import LEVELS, charge_write_allocate, credit_l2_residency, credit_l3_residency, fits
+from engine.traffic import (LEVELS, charge_write_allocate, credit_l2_residency, credit_l3_residency, credit_l3_walk,
+                            fits)
 from engine.weights import PackedWeights, flat_width
 
 __all__ = ["Plan", "RunConfig", "PackedWeights", "Step", "build_plan"]
@@ -370,7 +371,9 @@ def _credit_l3_residency(steps: list[Step], weights: PackedWeights, activation_m
     l2 = config.machine.cache("L2")
     l2_bytes = l2.usable_bytes // max(1, min(config.threads, l2.shared_by_cores))      # one thread's share
     weights_resident = fits(weights.nbytes + activation_memory, l3_bytes)
-    walked = plan_residency(steps, buffers, weights, l2_bytes, config.threads)
+    # the L3 walked too unless the weights and all activations fit half of it (then nothing
+    # leaves it from run to run, as credit_l3_residency says, and the walk would agree)
+    walked = plan_residency(steps, buffers, weights, l2_bytes, config.threads, 0 if weights_resident else l3_bytes)
     for step, residency in zip(steps, walked):
         if not step.bytes:
             continue
@@ -379,15 +382,31 @@ def _credit_l3_residency(steps: list[Step], weights: PackedWeights, activation_m
         input_bytes = 4 * int(np.prod(step.input_shape))
         activation_bytes = input_bytes + 4 * (output + residual)
         step.bytes = charge_write_allocate(step.bytes, 4 * output)
-        # the output's fill stays in L3 with the rest of the activations where they fit
-        step.bytes = credit_l3_residency(step.bytes, activation_bytes, weights.of(step.members), weights_resident,
-                                         l3_bytes, fill_bytes=4 * output)
-        if residency is not None:           # a fused block's output: as fused_block_bytes charges it with its scratch
-            filled, written_back = (4 * output, 4 * output) if step.fused else (residency.filled, residency.written_back)
-            step.bytes = credit_l2_residency(step.bytes, 4 * output, residency.loaded, residency.read, filled,
-                                             written_back, residency.shared_scratch)
+        if _in_place(step, buffers):        # it loads each line just before it stores to it: no fill
+            step.bytes["L2"] -= 4 * output  # from L2 (below, the walk finds the lines it read)
+        if residency is not None and residency.l3_walked:
+            step.bytes = credit_l3_walk(step.bytes, 4 * output, residency.loaded, residency.dram_read,
+                                        residency.dram_written_back)
+        else:   # the output's fill stays in L3 with the rest of the activations where they fit
+            step.bytes = credit_l3_residency(step.bytes, activation_bytes, weights.of(step.members),
+                                             weights_resident, l3_bytes, fill_bytes=4 * output)
+        if residency is not None:           # (a fused block's scratch too, where the walk follows it)
+            # with the L3 walked too, the L3 bytes are not bounded by the DRAM ones (those
+            # include the write-backs of other steps' lines L3 evicts)
+            dram = step.bytes["DRAM"]
+            step.bytes = credit_l2_residency({**step.bytes, "DRAM": 0 if residency.l3_walked else dram}, 4 * output,
+                                             residency.loaded, residency.read + residency.scratch_filled,
+                                             residency.filled, residency.written_back, residency.scratch_charged)
+            step.bytes["DRAM"] = dram
     if not weights_resident:
-        _charge_prefetched_weights(steps, weights)
+        _charge_prefetched_weights(steps, weights)     # (at most what the walk left the consumer at DRAM)
+
+
+def _in_place(step: Step, buffers: dict[str, np.ndarray]) -> bool:
+    """Whether a step writes its output over one of its inputs (_in_place_items)."""
+    output = buffers.get(step.output) if step.output else None
+    return output is not None and any(name in buffers and name != step.output and np.shares_memory(buffers[name], output)
+                                      for name in step.inputs)
 
 
 def _charge_prefetched_weights(steps: list[Step], weights: PackedWeights) -> None:

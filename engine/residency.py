@@ -24,14 +24,23 @@ the L3 boundary (between L2 and L3):
   evict from L2, written to L3 now, as hardware and the cache simulation charge them. A
   dirty line that is written again before it is evicted is written back once, not twice.
 
-A fused block's scratch is not followed: `fused_block_bytes` charges it a fill and a
-write-back per run, and following its whole allocation (sized for the largest block)
-through the L2s evicted more than the cache simulation does (bench/README); but a fused
-block right after another finds the scratch they share still in L2 (`shared_scratch_bytes`). The walk is
+A fused block's scratch is followed too, each worker's used part of it (the allocation
+is sized for the largest block: following all of it evicted more than the cache
+simulation does): the thread that runs the worker writes and reads it in every band, so
+the walk touches it before each slice of the activations, one slice per band (its
+weights stream past with the slices), and the
+block pays the fill of what its threads did not find (scratch_filled, in place of the
+first touch `fused_block_bytes` charges per run: scratch_charged) while its dirty lines
+are written back by whichever step evicts them. A block right after a block finds their
+shared scratch still in L2. A scratch over `fused_block.scratch_stays_in` of L2 is not
+followed (`fused_block_bytes` charges its spill per band). The walk is
 cut into blocks of `grain` bytes (a few KiB: 1/512 of an L2), not lines, so a plan of ~100
 steps takes milliseconds. One unrecorded run goes first, so the first steps find what the
-last ones left (as in repeated runs and in the simulation). What it leaves out: the shared
-L3 (engine.traffic rules on it), re-reads inside a step (the kernels' `*_bytes` count
+last ones left (as in repeated runs and in the simulation). Below the L2s, optionally, the
+shared L3 as one LRU of the same blocks (`l3_bytes`): an L2 miss reads from it, a dirty block
+an L2 evicts is written into it (taken without a read from memory), and per step it gives
+what it read from memory (dram_read) and the dirty blocks it evicted there
+(dram_written_back). What it leaves out: re-reads inside a step (the kernels' `*_bytes` count
 them), software prefetches of the next step's weights, and set conflicts.
 """
 from __future__ import annotations
@@ -43,9 +52,10 @@ import numpy as np
 
 from engine.trace.calls import kernel_and_arguments
 
-LOAD, STORE, WEIGHTS = "load", "store", "weights"
+LOAD, STORE, WEIGHTS, SCRATCH = "load", "store", "weights", "scratch"
 ROWS, CHANNELS, WHOLE = "rows", "channels", "whole"
 SLICES = 8              # an activation's share is touched in this many slices, interleaved with the others'
+MAX_SLICES = 256        # a fused block's: one per band of a worker, up to this many
 BLOCKS_PER_L2 = 512     # default grain: the L2 in this many blocks
 
 
@@ -53,13 +63,16 @@ BLOCKS_PER_L2 = 512     # default grain: the L2 in this many blocks
 class Region:
     """`nbytes` bytes at `start` (an address, or any number in a space of its own) that a
     step touches as `kind`: LOAD (an input or residual), STORE (its output), WEIGHTS (its
-    own weights and biases)."""
+    own weights and biases), SCRATCH (the part of a fused block's per-worker scratch one
+    worker uses: written and read by thread `thread` alone, all through the step)."""
 
     start: int
     nbytes: int
     kind: str
     split: str = ROWS                   # how the threads share it (ROWS, CHANNELS, WHOLE; _share)
     shape: tuple[int, ...] = ()         # an NCHWc buffer's (N, Cb, H, W, CB); () for anything else
+    thread: int = -1                    # SCRATCH: the thread that runs its worker
+    passes: int = 1                     # SCRATCH: its worker's work items (bands), each using all of it
 
 
 @dataclass(frozen=True)
@@ -70,19 +83,25 @@ class StepResidency:
     read: int               # what of them the threads did not find in their L2s (read from L3)
     filled: int             # output bytes whose lines were read in from L3 before the store
     written_back: int       # dirty lines the step's touches evicted to L3
-    shared_scratch: int = 0  # a fused block after a fused block: its scratch's first touch it does not pay
+    scratch_filled: int = 0  # a fused block: bytes of its workers' scratch not in their L2s (read in first)
+    scratch_charged: int = 0  # a fused block: the scratch first touch fused_block_bytes charges at L3, which
+                              # the walk replaces (scratch_filled here, its write-backs in written_back)
+    dram_read: int = 0      # with the L3 walked: bytes of its L2s' misses the L3 did not hold (read from memory)
+    dram_written_back: int = 0  # and dirty blocks the L3 evicted to memory meanwhile
+    l3_walked: bool = False
 
 
 def follow_buffers(steps: list[list[Region] | None], l2_bytes: int, threads: int, warm_runs: int = 1,
-                   grain: int | None = None) -> list[StepResidency | None]:
+                   grain: int | None = None, l3_bytes: int = 0) -> list[StepResidency | None]:
     """Walk `steps` (each a list of the Regions it touches, or None: a step the walk does
     not know, left out) through `threads` private LRU L2s of `l2_bytes` each (module
-    docstring); `warm_runs` unrecorded runs first. Returns per step its StepResidency
-    (None for a None step)."""
+    docstring) and, with `l3_bytes`, one shared LRU L3 of that size below them; `warm_runs`
+    unrecorded runs first. Returns per step its StepResidency (None for a None step)."""
     if threads < 1 or l2_bytes < 1:
         raise ValueError(f"threads and l2_bytes must be >= 1, got {threads} and {l2_bytes}")
     grain = grain or max(64, l2_bytes // BLOCKS_PER_L2 // 64 * 64)
-    caches = [_LRU(max(1, l2_bytes // grain), grain) for _ in range(threads)]
+    l3 = _LRU(max(1, l3_bytes // grain), grain) if l3_bytes else None
+    caches = [_LRU(max(1, l2_bytes // grain), grain, l3) for _ in range(threads)]
     results: list[StepResidency | None] = []
     for run in range(warm_runs + 1):
         for regions in steps:
@@ -93,36 +112,50 @@ def follow_buffers(steps: list[list[Region] | None], l2_bytes: int, threads: int
 
 
 class _LRU:
-    """One thread's L2: blocks by number, oldest first, each with its dirty flag."""
+    """One LRU cache of blocks by number, oldest first, each with its dirty flag: a
+    thread's L2 (its misses read from `below`, the shared L3, and its dirty evictions are
+    written there) or the L3 (its misses read from memory)."""
 
-    def __init__(self, capacity_blocks: int, grain: int):
-        self.capacity, self.grain = capacity_blocks, grain
+    def __init__(self, capacity_blocks: int, grain: int, below: "_LRU | None" = None):
+        self.capacity, self.grain, self.below = capacity_blocks, grain, below
         self.blocks: OrderedDict[int, bool] = OrderedDict()
-        self.written_back = 0
+        self.written_back = 0       # bytes of dirty blocks evicted (to the level below)
+        self.missed = 0             # bytes touched that were not resident (read from the level below)
 
-    def touch(self, block: int, store: bool) -> bool:
-        """Touch a block (a store marks it dirty); whether it was resident."""
+    def touch(self, block: int, store: bool, nbytes: int | None = None, allocate_only: bool = False) -> bool:
+        """Touch a block (a store marks it dirty); whether it was resident. nbytes: the
+        bytes of it touched (a region's part of its first or last block), counted in
+        `missed` and passed on to the level below on a miss. allocate_only: a dirty block
+        written back into this level, which takes it without reading it from below."""
         resident = block in self.blocks
         if resident:
             self.blocks.move_to_end(block)
             if store:
                 self.blocks[block] = True
             return True
+        if not allocate_only:
+            nbytes = self.grain if nbytes is None else nbytes
+            self.missed += nbytes
+            if self.below is not None:
+                self.below.touch(block, False, nbytes)
         self.blocks[block] = store
         if len(self.blocks) > self.capacity:
-            _, dirty = self.blocks.popitem(last=False)
+            evicted, dirty = self.blocks.popitem(last=False)
             if dirty:
                 self.written_back += self.grain
+                if self.below is not None:
+                    self.below.touch(evicted, True, allocate_only=True)
         return False
 
 
 def _share(region: Region, thread: int, threads: int) -> list[tuple[int, int]]:
     """[start, end) ranges of `thread`'s share of a region. WHOLE: all of it (every thread
-    reads it). ROWS: the t-th of `threads` stripes of its pixels (N*H*W flattened) in every
-    channel block (the kernels' work items are pixel ranges first). CHANNELS: the t-th run
-    of its channel blocks. A region without an NCHWc shape: the t-th contiguous part."""
+    reads it); SCRATCH: all of it (only its own thread touches it: _touch_step). ROWS: the
+    t-th of `threads` stripes of its pixels (N*H*W flattened) in every channel block (the
+    kernels' work items are pixel ranges first). CHANNELS: the t-th run of its channel
+    blocks. A region without an NCHWc shape: the t-th contiguous part."""
     start, end = region.start, region.start + region.nbytes
-    if region.split == WHOLE:
+    if region.split == WHOLE or region.kind == SCRATCH:
         return [(start, end)]
     if len(region.shape) != 5:
         part = region.nbytes // threads
@@ -145,40 +178,57 @@ def _share(region: Region, thread: int, threads: int) -> list[tuple[int, int]]:
     return ranges
 
 
-def _slices(ranges: list[tuple[int, int]], grain: int) -> list[list[tuple[int, int]]]:
-    """The blocks of `ranges` as (block, bytes of the ranges in it), in SLICES runs."""
+def _slices(ranges: list[tuple[int, int]], grain: int, count: int = SLICES) -> list[list[tuple[int, int]]]:
+    """The blocks of `ranges` as (block, bytes of the ranges in it), in `count` runs."""
     blocks = [(b, min(end, (b + 1) * grain) - max(start, b * grain))
               for start, end in ranges if end > start for b in range(start // grain, -(-end // grain))]
-    cut = [len(blocks) * i // SLICES for i in range(SLICES + 1)]
-    return [blocks[cut[i]:cut[i + 1]] for i in range(SLICES)]
+    cut = [len(blocks) * i // count for i in range(count + 1)]
+    return [blocks[cut[i]:cut[i + 1]] for i in range(count)]
 
 
 def _touch_step(regions: list[Region], caches: list[_LRU], threads: int, grain: int) -> StepResidency:
-    read = filled = written_back = 0
+    """One step through the threads' L2s (module docstring): a plain step's weights first
+    (in use from the start), its activations slice by slice, its weights again (in use to
+    the end). A fused block (one with SCRATCH regions) runs band after band, each using all
+    of its worker's scratch: one slice per band (so a slice of the activations streams past
+    the scratch as a band's rows do), the whole scratch before each slice and once more at
+    the end (a band's project stage reads it last); its weights stream past with the
+    slices (a block's three convs read theirs one after the other)."""
+    read = filled = written_back = scratch_filled = 0
+    fused = any(r.kind == SCRATCH for r in regions)
+    count = min(MAX_SLICES, max([SLICES] + [r.passes for r in regions if r.kind == SCRATCH]))
+    streamed = (LOAD, STORE, WEIGHTS) if fused else (LOAD, STORE)
+    l3 = caches[0].below
+    l3_before = (l3.missed, l3.written_back) if l3 is not None else (0, 0)
     for thread, cache in enumerate(caches):
         before = cache.written_back
-        shares = [(r, _slices(_share(r, thread, threads), grain)) for r in regions]
-        for region, slices in shares:                 # weights first: in use from the start
-            if region.kind == WEIGHTS:
-                read += sum(n for s in slices for b, n in s if not cache.touch(b, False))
-        for i in range(SLICES):                       # then the activations, slice by slice
+        shares = [(r, _slices(_share(r, thread, threads), grain, count)) for r in regions
+                  if r.kind != SCRATCH or r.thread == thread]
+        scratch = [b for r, slices in shares if r.kind == SCRATCH for s in slices for b in s]
+        held = [b for r, slices in shares if r.kind == WEIGHTS and not fused for s in slices for b in s]
+        read += sum(n for b, n in held if not cache.touch(b, False, n))
+        for i in range(count):
+            scratch_filled += sum(n for b, n in scratch if not cache.touch(b, True, n))
             for region, slices in shares:
-                if region.kind == WEIGHTS:
+                if region.kind not in streamed:
                     continue
                 for block, n in slices[i]:
-                    resident = cache.touch(block, region.kind == STORE)
-                    if region.kind == LOAD and not resident:
+                    resident = cache.touch(block, region.kind == STORE, n)
+                    if region.kind in (LOAD, WEIGHTS) and not resident:
                         read += n
                     elif region.kind == STORE and not resident:
                         filled += n
-        for region, slices in shares:                 # and stay in use to the end
-            if region.kind == WEIGHTS:
-                for s in slices:
-                    for block, _ in s:
-                        cache.touch(block, False)
+        for block, n in held:
+            cache.touch(block, False, n)
+        scratch_filled += sum(n for b, n in scratch if not cache.touch(b, True, n))
         written_back += cache.written_back - before
     loaded = sum(r.nbytes for r in regions if r.kind in (LOAD, WEIGHTS))
-    return StepResidency(loaded=loaded, read=read, filled=filled, written_back=written_back)
+    if l3 is None:
+        return StepResidency(loaded=loaded, read=read, filled=filled, written_back=written_back,
+                             scratch_filled=scratch_filled)
+    return StepResidency(loaded=loaded, read=read, filled=filled, written_back=written_back,
+                         scratch_filled=scratch_filled, dram_read=l3.missed - l3_before[0],
+                         dram_written_back=l3.written_back - l3_before[1], l3_walked=True)
 
 
 # ---------------------------------------------------------------- a plan's steps as regions
@@ -205,7 +255,8 @@ def thread_split(step, threads: int) -> str:
 
 
 def step_regions(step, buffers: dict[str, np.ndarray], weights, arena: tuple[int, int],
-                 weight_memory: list[tuple[int, int]], caller_input: int, threads: int) -> list[Region] | None:
+                 weight_memory: list[tuple[int, int]], caller_input: int, threads: int,
+                 l2_bytes: int = 0) -> list[Region] | None:
     """The Regions a plan step (engine.steps.Step) touches, from the arrays its kernel is
     bound to (engine.trace.calls.kernel_and_arguments) or, for a step run by numpy, its
     input and output buffers by name. buffers: the plan's by tensor; weights: its
@@ -224,8 +275,9 @@ def step_regions(step, buffers: dict[str, np.ndarray], weights, arena: tuple[int
     split = thread_split(step, threads)
     pointwise_by_channels = split == CHANNELS and step.op in POINTWISE_OPS
     # split by pixels, every thread reads all the weights; by channels (and a linear layer,
-    # whose threads split its outputs) its own channels' weights
-    weight_split = WHOLE if split == ROWS and step.op != "linear" else CHANNELS
+    # whose threads split its outputs, and a squeeze-and-excitation, whose threads split
+    # the rows of its two small matrices) its own channels' weights
+    weight_split = WHOLE if split == ROWS and step.op not in ("linear", "se") else CHANNELS
     input_split = WHOLE if pointwise_by_channels else split
     regions: list[Region] = []
     own = {_span(a) for name in step.members for a in weights.by_layer.get(name, ())}
@@ -240,8 +292,14 @@ def step_regions(step, buffers: dict[str, np.ndarray], weights, arena: tuple[int
         if not isinstance(array, np.ndarray) or array.nbytes == 0:
             continue
         span = _span(array)
-        if span in seen or (output_span and _overlaps(span, output_span)):
+        if output_span and _overlaps(span, output_span):
             continue
+        if span in seen:
+            # a residual that is the input itself (a fused block's): the kernel's *_bytes
+            # count it twice, so `loaded` does; the walk finds it the second time
+            if not (step.layer is not None and step.layer.residual and array.shape == output.shape
+                    and any(r.kind == LOAD and r.start == span[0] for r in regions)):
+                continue
         seen.add(span)
         if any(_inside(span, memory) for memory in weight_memory):
             continue                                      # another step's weights (a 1x1 conv's `ahead`)
@@ -254,22 +312,73 @@ def step_regions(step, buffers: dict[str, np.ndarray], weights, arena: tuple[int
         if any(name in buffers and _overlaps(_span(buffers[name]), output_span) for name in step.inputs):
             regions.append(Region(output_span[0], output_span[1] - output_span[0], LOAD, split, shape))  # in place
         regions.append(Region(output_span[0], output_span[1] - output_span[0], STORE, split, shape))
+    if found is not None and step.fused and l2_bytes:
+        regions += scratch_regions(step, found[1], weights, threads, l2_bytes)
+    return regions
+
+
+def block_scratch_bytes(step, weights) -> tuple[int, int, int]:
+    """(bytes of scratch_expand, bytes of scratch_depthwise) one worker of a fused block
+    step uses (its band's expanded rows, 0 without an expand conv, and depthwise rows), and
+    the block's work items (images x bands)."""
+    from engine.kernels.fused_block import scratch_floats   # here: only fused blocks need it
+
+    depthwise_weights = weights.by_layer[step.members[-2]][0]              # (Cb, kh, kw, CB)
+    hidden, lanes = depthwise_weights.shape[0] * depthwise_weights.shape[-1], depthwise_weights.shape[-1]
+    images, _, _, width, _ = step.input_shape
+    out_h, out_w = step.output_shape[2], step.output_shape[3]
+    rows = min(step.block_rows, out_h)
+    expand, depthwise = scratch_floats(hidden, width, out_w, rows, step.stride, lanes)
+    return 4 * expand * (len(step.members) == 3), 4 * depthwise, images * -(-out_h // rows)
+
+
+def scratch_regions(step, arguments: tuple, weights, threads: int, l2_bytes: int) -> list[Region]:
+    """The SCRATCH regions of a fused block step (its kernel's `arguments` end with
+    scratch_expand, scratch_depthwise: (workers, floats) rows, sized for the plan's largest
+    block): per worker that has a band, the start of its rows this block uses, touched by
+    the thread that runs that worker (engine.trace.calls: contiguous runs of workers per
+    thread, contiguous runs of items per worker). [] when the scratch does not stay in L2
+    (fused_block.scratch_stays_in: then fused_block_bytes charges its spill per band)."""
+    from engine.kernels.fused_block import scratch_stays_in   # here: only fused blocks need it
+
+    scratch_expand, scratch_depthwise = arguments[-2], arguments[-1]
+    expand, depthwise, items = block_scratch_bytes(step, weights)
+    if not scratch_stays_in(expand + depthwise, l2_bytes):
+        return []
+    workers = scratch_expand.shape[0]
+    regions = []
+    for worker in range(workers):
+        if (worker + 1) * items // workers == worker * items // workers:
+            continue                                      # no band for this worker
+        thread = next(t for t in range(threads) if (t + 1) * workers // threads > worker)
+        bands = (worker + 1) * items // workers - worker * items // workers
+        for array, used in ((scratch_expand, expand), (scratch_depthwise, depthwise)):
+            if used:
+                regions.append(Region(_span(array[worker])[0], used, SCRATCH, WHOLE, thread=thread, passes=bands))
     return regions
 
 
 def plan_residency(steps, buffers: dict[str, np.ndarray], weights, l2_bytes: int,
-                   threads: int) -> list[StepResidency | None]:
+                   threads: int, l3_bytes: int = 0) -> list[StepResidency | None]:
     """follow_buffers over a plan's steps (engine.plan: after its io is wired), each thread
-    with an L2 of `l2_bytes`."""
+    with an L2 of `l2_bytes`, with a shared L3 of `l3_bytes` below them (0: none); a fused block's result also says what of its scratch first
+    touch (fused_block_bytes: a fill and a write-back per worker with a band) the walk
+    replaces, when it follows the scratch."""
     spans = [_span(a) for a in buffers.values() if a.nbytes]
     arena = (min(s for s, _ in spans), max(e for _, e in spans)) if spans else (0, 0)
     weight_memory = [_span(a) for pair in weights.by_layer.values() for a in pair if a.nbytes]
     caller_input = -(1 << 62)                             # below every real address
-    regions = [step_regions(step, buffers, weights, arena, weight_memory, caller_input, threads) for step in steps]
-    walked = follow_buffers(regions, l2_bytes, threads)
-    return [replace(result, shared_scratch=shared_scratch_bytes(step, previous, weights, threads, l2_bytes))
-            if result is not None else None
-            for step, previous, result in zip(steps, [None, *steps[:-1]], walked)]
+    regions = [step_regions(step, buffers, weights, arena, weight_memory, caller_input, threads, l2_bytes)
+               for step in steps]
+    walked = follow_buffers(regions, l2_bytes, threads, l3_bytes=l3_bytes)
+    results = []
+    for step, step_regions_, result in zip(steps, regions, walked):
+        if result is not None and any(r.kind == SCRATCH for r in step_regions_ or ()):
+            expand, depthwise, items = block_scratch_bytes(step, weights)
+            workers_with_band = min(threads, items)       # as fused_block_bytes counts them (workers = threads)
+            result = replace(result, scratch_charged=2 * workers_with_band * (expand + depthwise))
+        results.append(result)
+    return results
 
 
 def shared_scratch_bytes(step, previous, weights, threads: int, l2_bytes: int) -> int:
@@ -278,23 +387,14 @@ def shared_scratch_bytes(step, previous, weights, threads: int, l2_bytes: int) -
     it is a fused block too: the two share each thread's scratch, nothing runs between
     them, so the lines the block before used are still in L2 (no fill) and their dirty
     contents are overwritten, not written back. 0 otherwise, and for a scratch that does
-    not stay in L2 (then fused_block_bytes charges its spill, not a first touch)."""
-    from engine.kernels.fused_block import scratch_floats, scratch_stays_in   # here: only fused blocks need it
+    not stay in L2. The closed form of what the walk finds for two blocks in a row, now
+    that it follows the scratch (`scratch_regions`); the plan takes the walk's figure."""
+    from engine.kernels.fused_block import scratch_stays_in   # here: only fused blocks need it
 
     if not (step.fused and previous is not None and previous.fused):
         return 0
-
-    def scratch(block):
-        depthwise_weights = weights.by_layer[block.members[-2]][0]          # (Cb, kh, kw, CB)
-        hidden, lanes = depthwise_weights.shape[0] * depthwise_weights.shape[-1], depthwise_weights.shape[-1]
-        images, _, _, width, _ = block.input_shape
-        out_h, out_w = block.output_shape[2], block.output_shape[3]
-        rows = min(block.block_rows, out_h)
-        expand, depthwise = scratch_floats(hidden, width, out_w, rows, block.stride, lanes)
-        return 4 * expand * (len(block.members) == 3), 4 * depthwise, images * -(-out_h // rows)
-
-    expand, depthwise, bands = scratch(step)
-    expand_before, depthwise_before, bands_before = scratch(previous)
+    expand, depthwise, bands = block_scratch_bytes(step, weights)
+    expand_before, depthwise_before, bands_before = block_scratch_bytes(previous, weights)
     if not scratch_stays_in(expand + depthwise, l2_bytes):
         return 0
     shared = min(expand, expand_before) + min(depthwise, depthwise_before)

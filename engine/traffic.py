@@ -8,22 +8,28 @@ model, said out loud:
   `bytes["L3"]` between L2 and L3, `bytes["DRAM"]` between L3 and memory. The arithmetic
   intensity at a level is FLOPs / bytes at that level, set against that level's measured
   bandwidth.
-- Per step, cold, except for L2 and L3. Every step is charged as if its operands start in the
-  level below the one considered: compulsory traffic (inputs, weights, outputs) at
-  L1, L2 and L3. Reuse *inside* a fused block is credited (its intermediate never leaves
-  the per-thread scratch). Between steps the last-level cache is credited, because it
-  is shared and large (and the L2s, followed through the arena: below): a step's
-  activations (input, output, residual) do not cross DRAM when together they fit half of L3 (the previous step just wrote them there, the next
-  one reads them from there), and the weights do not cross DRAM when the whole model's
-  weights plus its largest activations fit half of L3 (they stay there from run to run).
-  So at batch 1 on a 32 MiB L3 MobileNetV2 moves almost nothing from DRAM, and at batch 64
-  its activations do. Where the weights do cross DRAM, a 1x1 conv prefetches the next
-  weighted step's weights while it runs (`pointwise_conv(ahead=)`): that DRAM traffic is
+- Per step, cold, except between steps. Every step is charged as if its operands start in
+  the level below the one considered: compulsory traffic (inputs, weights, outputs) at L1,
+  L2 and L3. Reuse *inside* a fused block is credited (its intermediate never leaves the
+  per-thread scratch). Between steps the L2s and the shared L3 are followed through the
+  arena (engine.residency; "Between steps, L2 too" below): at DRAM a step is charged what
+  of its inputs, weights and output lines its L2s' misses did not find in L3, and the dirty
+  lines L3 evicted meanwhile, instead of its compulsory traffic. So at batch 1 on a 32 MiB
+  L3 MobileNetV2 moves almost nothing from DRAM (weights and activations stay there from
+  run to run), on a 10 MiB one its 14 MB of weights stream through it every run and push
+  out the arena's first buffers (the stem, blocks 1-2 read and fill from memory), and at
+  batch 64 its activations cross too. A step the walk does not know (a copy in numpy) gets
+  the older rule: its activations do not cross DRAM when together they fit half of L3, its
+  weights when the whole model's weights plus its activations fit half of L3
+  (`credit_l3_residency`). A 1x1 conv prefetches the next weighted step's weights while it
+  runs (`pointwise_conv(ahead=)`): the DRAM traffic of the lines its trace prefetches is
   charged to the prefetching step, not to the step that then finds them in cache.
 - Writes. A store to a line not in cache first reads the line in (write-allocate), and the
   dirty line is written back when it is evicted: an output that crosses a boundary crosses
   it twice, once in each direction (`charge_write_allocate`). The kernels have no
-  non-temporal stores that would skip the read.
+  non-temporal stores that would skip the read. A step that writes over its input (a
+  squeeze-and-excitation the plan runs in place) loads each line just before it stores
+  to it: no fill across L1 <- L2 (below, the walk finds the lines it read).
 - Between steps, L2 too: the arena followed through the L2s (engine.residency). Which of a
   step's inputs are still in L2, and whether its output lands on lines still there, depends
   on the steps' order and the arena's offsets, so a pass over the plan decides it: each
@@ -36,36 +42,63 @@ model, said out loud:
   weights once), the lines of its output that were not in L2 (the fill, instead of one per
   output) and the dirty lines its touches evicted (write-backs, when they happen, as the
   simulation and hardware counters charge them; a line written again before its eviction
-  is written back once). One unrecorded run goes first. A fused block's output keeps the
-  fill and write-back `fused_block_bytes` charges with its scratch; its inputs are walked.
+  is written back once). One unrecorded run goes first. A fused block's scratch is walked too
+  (each worker's used part, in every band): the block pays what of it its threads did not
+  find instead of the once-per-run fill and write-back `fused_block_bytes` charges, and
+  its dirty lines are written back by the step that evicts them.
   With this, at batch 1 on the development machine (2 x 2 MiB of L2, MobileNetV2's
   tensors of 0.1-0.6 MB from block 6 on), a buffer that reuses the region of one whose
   lifetime just ended is written without a fill and without a second write-back.
-- Where this model is knowingly wrong (against the cache simulation: bench/README,
-  "Bytes model against a cache simulation"; this host's 2 MiB L2s unless said).
-  (1) A fused block's scratch is not followed through the L2s: `fused_block_bytes` charges
-  each worker's scratch a fill and a write-back at L3 within the block, but when the scratch
-  stays in L2 through the block (batch 8 here: 0.6-1.2 MB per worker of 2 MiB) its dirty
-  lines leave L2 during the next step, which the simulation charges with them: the block
-  at 1.2-1.45x (features.4, 7, 14: 0.8-1.7 MB over, against 1.2-2.3 MB of write-back
-  charged) and the 1x1 conv after it at 0.45-0.7x (features.5, 8, 15 expands: 1.0-5.1 MB
-  under). At batch 1 the blocks agree (1.05-1.06x) but the expand after features.2's
-  block is at 0.43x (2 MB under). The fix is to follow each worker's used scratch in the
-  walk and charge a block the walk's write-backs.
-  (2) Write-backs at 14x14, batch 1: the simulated L2s, full of dead buffers' dirty lines,
-  write back about a line per line brought in (features.8-11, 175-250 KB each way per step),
-  the walk fewer (its LRU is fully associative at a grain of 4 KiB): depthwise steps at
-  0.66-0.73x (70-190 KB under), features.11's and 14's projections at 0.70-0.76x.
-  (3) features.3's projection at L3, batch 1: 0.07x (31 KB modelled, 434 KB simulated): the
-  walk finds its 1.8 MB input (0.9 MB a thread) in L2; the simulation's 16-way L2 loses
-  some of it (a reuse set of 0.9 MB plus residual and output, ~65 % of L2, where `kept_share`
-  would start losing re-reads too; the walk keeps all of a buffer it holds). Also the
-  expand before it (0.43x, 2 MB under): the block before it is fused (1).
-  (4) The 7x7 expands at L2, batch 8 here (1.46x): their weights are kept for two thirds of
-  their re-reads at batch 1 and less at batch 8 in the simulation (7 pixel tiles, each
-  fetching the next triple's weights ahead), which one `kept_share` per reuse distance does
-  not tell apart; the 7x7 and 14x14 projections at 0.79-0.84x at L2 (their 960 / 576-channel
-  inputs re-read per block triple lose more lines than counted, at both L1 sizes).
+- Where this model is knowingly wrong: every step of MobileNetV2 still more than 25 % off
+  the cache simulation at L2, L3 or DRAM (bench/README, "Bytes model against a cache
+  simulation": 91 % / 87 % of step-levels within 25 % at batch 1 / 8 on this host's 2 MiB
+  L2s, 93 % / 86 % on the Zen 3 VM's 512 KiB L2s and 10 MiB L3), by cause. Ratios are
+  model / simulated.
+  (1) The walk keeps all of a buffer it holds; the simulated 16-way L2 loses part of one
+  near its size. This host, batch 1, L3: features.1's projection (0 vs 0.15 MB),
+  features.3's (0.15x, 0.06 vs 0.43 MB: its 1.8 MB input, 0.9 MB a thread, found in L2),
+  features.5's (0.51x, 0.17 vs 0.33 MB), features.6's expand 0.79x. Small in bytes: the
+  walk would need the sets' fill, i.e. the simulation.
+  (2) Write-backs at 14x14, batch 1 here: the simulated L2s, full of dead buffers' dirty
+  lines, write back about a line per line brought in; the walk (fully associative, 4 KiB
+  blocks) fewer: depthwise features.8, 12, 15 at 0.73-0.80x (50-90 KB under), features.14's
+  projection 0.70x. On the Zen 3 VM the same kind of gap is a matter of which step writes
+  back: features.14's block leaves its scratch (about 70 % of a 512 KiB L2) dirty; the
+  simulation writes 0.53 MB back during the block, the walk 0.18 MB, and the rest during
+  the next step (features.15's expand 1.35x, its depthwise 1.34x); the two steps together
+  agree (0.74 vs 0.72 MB).
+  (3) The 1x1 conv's re-reads across L1 <- L2 at 7x7, batch 8 (`pointwise_bytes`, beside
+  the kernel): the expands at 1.46x (22.8 vs 15.6 MB: their weights are kept for two thirds
+  of their re-reads at batch 1 and less at batch 8 in the simulation, 7 pixel tiles each
+  fetching the next triple's weights ahead, which one `kept_share` per reuse distance does
+  not tell apart), the projections at 0.79x (36.9 vs 46.4 MB: their 960-channel inputs,
+  re-read per block triple, lose more lines than counted), on both machines.
+  (4) The 7x7 stage at L3, batch 8 here, not diagnosed: depthwise features.16-17 at 0.37x
+  (0.8 vs 2.2 MB), features.15's expand 0.57x, the projections 0.69x, features.18 1.51x
+  (15.3 vs 10.2 MB: `pointwise_bytes` charges its 1.6 MB of weights re-read per pixel tile
+  at L3), the pool 0.77x. For the depthwise it is the output's line fills, not the input:
+  probing the simulated L2 of thread 0 at features.16's depthwise, it misses 0.07 MB of its
+  input (the expand's output, found as the walk finds it) but all 0.75 MB of its output
+  lines (the arena region features.15's depthwise output used: 0.25 MB of it still in that
+  L2 before the step), where the walk finds 0.45 MB a thread of that region in L2. Not the
+  L2's associativity (simulated with 128 ways: the same 1.7 MB across L3) nor the threads'
+  split (each thread's depthwise reads 0.70 of its 0.79 MB from lines it stored itself).
+  Likely the order in which lines age: the simulated L2 sees only what misses L1 and
+  evicts the region's last-read lines before the depthwise reaches them; the walk's
+  slices keep some.
+  (5) A fused block's scratch near `fused_block.SCRATCH_SHARE` of L2 (Zen 3 VM, batch 8:
+  0.39 MB a worker in 512 KiB, blocks features.3, 12, 13, 14 at 0.39-0.58x, 10-14 vs 20-29
+  MB): counted as staying in L2 (the walk agrees: LRU keeps it while one band's rows
+  stream past), while the 16-way simulation refills part of it each band. Making each band
+  re-touch the block's weights in the walk sends a fully associative LRU into its cyclic
+  worst case (every line missed: features.14's block at batch 1 at 5.1x) without moving
+  features.3's; the band height, not the model, is the question (bench/README).
+  (6) Small DRAM figures on the Zen 3 VM (0.04-0.15 MB, just past the 64 KiB filter):
+  blocks features.4-6 at batch 8 (0.35-2.5x), depthwise features.16-17 (0.48x, 1.30x);
+  and features.14's block, features.18 at 0.73x, features.17's expand 1.27x at batch 8: the
+  walk's fully associative L3 against a 16-way one. Also at L3 on the Zen 3 VM, batch 1,
+  not diagnosed: the expands and a depthwise of features.9-11 at 1.26-1.29x (0.83 vs 0.65
+  MB), the pool 1.40x (0.26 vs 0.18 MB).
 - Re-reads. An operand that the kernel walks several times (weights once per pixel tile,
   inputs once per output-channel tile, input rows once per band) is charged once if the set
   that must stay resident between two passes fits in half the capacity of the level above
@@ -220,13 +253,28 @@ def credit_l2_residency(moved: dict[str, int], output_bytes: int, loaded_bytes: 
     weights once (loaded_bytes) and its output's write-back, `charge_write_allocate` the
     output's fill (output_bytes each); the walk replaces them by what the threads read from
     L3 (read_bytes), the output's lines they filled (filled_bytes) and the dirty lines the
-    step evicted (written_back_bytes); a fused block's scratch found in L2 does not pay its
-    first touch (scratch_found_bytes: engine.residency.shared_scratch_bytes). Re-reads
+    step evicted (written_back_bytes); a fused block's scratch that the walk follows drops
+    the first touch `fused_block_bytes` charges (scratch_found_bytes: StepResidency's
+    scratch_charged; its fills come in read_bytes, its write-backs in later steps'). Re-reads
     inside the step stay charged. Never below the DRAM bytes."""
     out = dict(moved)
     l3 = (int(moved["L3"]) - loaded_bytes - 2 * output_bytes + read_bytes + filled_bytes + written_back_bytes
           - scratch_found_bytes)
     out["L3"] = max(int(moved["DRAM"]), l3)
+    return out
+
+
+def credit_l3_walk(moved: dict[str, int], output_bytes: int, loaded_bytes: int, read_bytes: int,
+                   written_back_bytes: int) -> dict[str, int]:
+    """A step's bytes with its DRAM traffic taken from the walk's shared L3
+    (engine.residency; module docstring, "Between steps, L3"): the kernels' `*_bytes` charge
+    its inputs and weights once (loaded_bytes) and its output's write-back,
+    `charge_write_allocate` the output's fill (output_bytes each); the walk replaces them by
+    what its L2s' misses did not find in L3 (read_bytes: inputs, weights, output fills and
+    scratch) and the dirty lines L3 evicted meanwhile (written_back_bytes). Re-reads inside
+    the step stay charged."""
+    out = dict(moved)
+    out["DRAM"] = max(0, int(moved["DRAM"]) - loaded_bytes - 2 * output_bytes + read_bytes + written_back_bytes)
     return out
 
 

@@ -1,7 +1,16 @@
 """The walk of the L2s over a plan's buffers (engine/residency.py) on hand-computed cases."""
 from __future__ import annotations
 
-from engine.residency import CHANNELS, LOAD, STORE, WEIGHTS, WHOLE, Region, follow_buffers
+import numpy as np
+
+import engine.plan
+from engine.config import RunConfig
+from engine.tiles import Tiles, as_schedule
+import engine.residency
+from engine.kernels import fused_block
+from engine.kernels.layout import CB
+from engine.residency import CHANNELS, LOAD, SCRATCH, STORE, WEIGHTS, WHOLE, Region, follow_buffers
+from machines import ZEN3, with_lanes
 
 KIB = 1024
 L2 = 64 * KIB           # one thread's L2 in these cases; grain 1 KiB
@@ -71,3 +80,76 @@ def test_the_warm_run_leaves_the_last_steps_buffers_for_the_first():
              [Region(8 * KIB, 8 * KIB, LOAD), Region(0, 8 * KIB, STORE)]]
     cold, warm = walk(steps, warm_runs=0)[0], walk(steps, warm_runs=1)[0]
     assert cold.read == 8 * KIB and warm.read == 0
+
+
+def test_a_fused_blocks_scratch_is_filled_once_and_written_back_by_the_step_that_evicts_it():
+    # a block: 16 KiB of scratch used in each of 4 bands, 32 KiB of input, 8 KiB of output
+    # (56 KiB: fit 64 KiB); then a step streams 64 KiB past them
+    block = [Region(1 << 20, 16 * KIB, SCRATCH, WHOLE, thread=0, passes=4),
+             Region(0, 32 * KIB, LOAD), Region(32 * KIB, 8 * KIB, STORE)]
+    stream = [Region(1 << 22, 64 * KIB, LOAD)]
+    first, second = walk([block, stream])
+    assert (first.scratch_filled, first.read, first.filled, first.written_back) == (16 * KIB, 32 * KIB, 8 * KIB, 0)
+    assert second.written_back == 16 * KIB + 8 * KIB          # the scratch's dirty lines and the output's
+    again = walk([block, block])[1]
+    assert again.scratch_filled == 0 and again.written_back == 0   # a block after a block finds its scratch
+
+
+def test_a_scratch_near_l2s_size_stays_while_the_bands_rows_stream_past_it():
+    # 52 KiB of scratch and 128 KiB of input in 16 bands: a band's 8 KiB of rows fit beside
+    # the scratch in 64 KiB, so LRU keeps it (in 8 slices of 16 KiB it would be evicted)
+    def block(passes):
+        return [[Region(1 << 20, 52 * KIB, SCRATCH, WHOLE, thread=0, passes=passes), Region(0, 128 * KIB, LOAD)]]
+    (by_band,) = walk(block(16))
+    assert by_band.scratch_filled == 52 * KIB and by_band.read == 128 * KIB and by_band.written_back == 0
+    (coarse,) = walk(block(1))
+    assert coarse.scratch_filled > 52 * KIB                 # refilled after each slice: why bands are slices
+
+
+def test_plan_charges_a_fused_block_its_walked_scratch_instead_of_a_first_touch_per_run(mobilenet, monkeypatch):
+    """A fused block's L3 bytes: fused_block_bytes' scratch first touch (a fill and a
+    write-back per worker with a band) replaced by the walk's scratch fills, and its
+    output's fill and write-back by the walk's too (engine.traffic, credit_l2_residency)."""
+    walked = {}
+
+    def spy(steps, *arguments):
+        walked.update(zip(map(id, steps), engine.residency.plan_residency(steps, *arguments)))
+        return [walked[id(step)] for step in steps]
+
+    monkeypatch.setattr(engine.plan, "plan_residency", spy)
+    machine = with_lanes(ZEN3, CB)
+    config = RunConfig(threads=2, tiles=as_schedule(Tiles()), fuse_blocks=True, machine=machine)
+    plan = engine.plan.build_plan(mobilenet.graph, mobilenet.weights, 1, config)     # not the model's cached one
+    blocks = [s for s in plan.steps if s.fused and walked[id(s)].scratch_charged]
+    assert blocks                                        # scratches that stay in the 512 KiB L2s
+    step = blocks[0]
+    expand, depthwise, items = engine.residency.block_scratch_bytes(step, mobilenet.weights)
+    walk_ = walked[id(step)]
+    assert walk_.scratch_charged == 2 * min(2, items) * (expand + depthwise)
+    assert walk_.scratch_filled <= min(2, items) * (expand + depthwise)     # each worker's used part at most once
+    layers = {layer.name: layer for layer in mobilenet.graph.layers}
+    first, project = layers[step.members[0]], layers[step.members[-1]]
+    (cin, h, w), (hidden, _, _), cout = first.input_shape, layers[step.members[-2]].output_shape, project.output_shape[0]
+    kernel = fused_block.fused_block_bytes(1, cin, hidden, cout, h, w, step.stride, step.block_rows,
+                                           len(step.members) == 3, project.residual is not None, 2,
+                                           plan.config.budget)
+    assert kernel["L3"] > walk_.scratch_charged                           # the first touch is in the kernel's L3
+    output = 4 * int(np.prod(step.output_shape))
+    assert step.bytes["L3"] == max(step.bytes["DRAM"], kernel["L3"] - output - walk_.loaded + walk_.read
+                                   + walk_.scratch_filled + walk_.filled + walk_.written_back
+                                   - walk_.scratch_charged)
+
+
+def test_with_a_shared_l3_what_it_lost_is_read_from_memory_and_its_dirty_lines_written_there():
+    # one thread, 64 KiB of L2 over 128 KiB of L3: 32 KiB written, then 256 KiB streamed
+    # past (the L2 writes the dirty 32 KiB into L3, which the stream then evicts to memory),
+    # then the 32 KiB read again: from memory
+    steps = [[Region(0, 32 * KIB, STORE)], [Region(1 << 20, 256 * KIB, LOAD)], [Region(0, 32 * KIB, LOAD)]]
+    first, second, third = follow_buffers(steps, L2, 1, warm_runs=0, grain=GRAIN, l3_bytes=128 * KIB)
+    assert (first.dram_read, first.dram_written_back) == (32 * KIB, 0)      # the store's fill, from memory
+    assert (second.dram_read, second.written_back, second.dram_written_back) == (256 * KIB, 32 * KIB, 32 * KIB)
+    assert (third.dram_read, third.dram_written_back) == (32 * KIB, 0)
+    small_stream = [[Region(0, 32 * KIB, STORE)], [Region(1 << 20, 64 * KIB, LOAD)], [Region(0, 32 * KIB, LOAD)]]
+    kept = follow_buffers(small_stream, L2, 1, warm_runs=0, grain=GRAIN, l3_bytes=128 * KIB)
+    assert kept[1].written_back == 32 * KIB and kept[1].dram_written_back == 0   # written back into L3, kept
+    assert kept[2].read == 32 * KIB and kept[2].dram_read == 0                   # read from L3, not memory

@@ -8,7 +8,7 @@ import engine.residency
 from engine.kernels import depthwise, fused_block, linear, pointwise
 from engine.kernels.layout import CB
 from engine.traffic import CacheBudget, fits, kept_share, streamed
-from machines import ZEN3, with_lanes
+from machines import ZEN3, ZEN3_VM_EFFECTIVE, with_lanes
 
 pytestmark = pytest.mark.lanes     # layouts, packing, plans and bytes depend on the lane width
 
@@ -179,14 +179,14 @@ def test_batch_64_moves_activations_through_dram_and_batch_1_does_not(mobilenet)
 
 
 def test_weights_a_1x1_conv_prefetches_cross_dram_in_that_conv_not_in_the_step_using_them(mobilenet):
-    """On a machine whose L3 does not hold the weights (Zen 3: 14 MB of weights and the
-    activations exceed half of 32 MiB), the last 1x1 conv prefetches part of the
+    """On a machine whose L3 does not hold the weights (the Zen 3 VM: 14 MB of weights
+    stream through its 10 MiB effective L3 every run), the last 1x1 conv prefetches part of the
     classifier's 5 MB of weights (`ahead`): the lines its access trace prefetches cross DRAM
     in the conv, the rest in the classifier, and the network's DRAM total is unchanged by
     where they are charged."""
     from engine.plan import _prefetched_bytes
 
-    plan = mobilenet.plan(1, threads=1, fuse_blocks=False, machine=with_lanes(ZEN3, CB))
+    plan = mobilenet.plan(1, threads=1, fuse_blocks=False, machine=with_lanes(ZEN3_VM_EFFECTIVE, CB))
     classifier, before = plan.steps[-1], plan.steps[-3]
     assert classifier.op == "linear" and before.op == "expand" and before.ahead is not None
     classifier_weights = mobilenet.weights.of([classifier.name])
@@ -194,7 +194,8 @@ def test_weights_a_1x1_conv_prefetches_cross_dram_in_that_conv_not_in_the_step_u
     assert 0 <= prefetched <= mobilenet.weights.by_layer[classifier.name][0].nbytes
     if CB == 8:
         assert prefetched > 0.2 * classifier_weights          # traced: 31 % at 8 lanes
-    assert classifier.bytes["DRAM"] == pytest.approx(classifier_weights - prefetched, rel=0.01)
+    # (and the dirty lines L3 evicts while it streams them: engine.residency's L3)
+    assert classifier.bytes["DRAM"] >= 0.99 * (classifier_weights - prefetched)
     assert before.bytes["DRAM"] >= prefetched
     weighted = sum(a.nbytes for pair in mobilenet.weights.by_layer.values() for a in pair)
     assert sum(step.bytes["DRAM"] for step in plan.steps) >= weighted
