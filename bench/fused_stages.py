@@ -9,6 +9,10 @@ choose it (engine.kernels.fused_block.auto_block_rows on this machine's L2, or -
 - staged (all stages): a copy of the fused kernel's loop with a switch per stage, run with
   every stage on (it should match `fused`), then with one stage only: expand, depthwise,
   project. Each stage's share of the block's time and its GFLOP/s;
+- depthwise outlined: the depthwise stage as a function of its own (not inlined in the loop);
+- grouped 1/2/4 (whole-image bands at stride 1): each 1x1 stage walks a pair of output
+  blocks over 1, 2 or 4 images before the next pair, so the weights are read once per group
+  (checked against fused_block's output first);
 - the same 1x1 convs as whole-tensor pointwise_conv calls with default tiles
   (what bench/kernel_pointwise.py times), for the expand and the project.
 
@@ -16,6 +20,7 @@ Activations are ReLU6 as in MobileNetV2; weights random. Medians of --repeats ca
 warm-up, the variants interleaved per round.
 
     flock /tmp/roofline-bench.lock .venv/bin/python bench/fused_stages.py --batch 64 --peak 235
+    flock /tmp/roofline-bench.lock .venv/bin/python bench/fused_stages.py --only fused,depthwise
 """
 from __future__ import annotations
 
@@ -65,7 +70,8 @@ def _depthwise_band(src, ring_rows, height, width, dwf, dbf, s2, out_w, in_start
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _staged(x, ew, eb, dw, db, pw, pb, out, residual, has_residual, stride, block_rows, scratch_expand, scratch_depthwise, stages, act, alpha):
+def _staged(x, ew, eb, dw, db, pw, pb, out, residual, has_residual, stride, block_rows, scratch_expand,
+            scratch_depthwise, stages, act, alpha):
     # engine.kernels.fused_block._fused_block_kernel on one worker, each stage behind a switch
     n_images, cin_blocks, height, width, _ = x.shape
     hidden_blocks = dw.shape[0]
@@ -251,7 +257,8 @@ def main(argv=None) -> int:
                     "project": (staged(PROJECT), project_flops),
                     "expand+project": (staged(EXPAND | PROJECT), expand_flops + project_flops),
                     "1x1 expand alone": (expand_conv, expand_flops),
-                    **{key: (call, expand_flops + dw_flops + project_flops) for key, call in groups.items()}, "1x1 project alone": (project_conv, project_flops)}
+                    **{key: (call, expand_flops + dw_flops + project_flops) for key, call in groups.items()},
+                    "1x1 project alone": (project_conv, project_flops)}
         if args.only:
             variants = {key: value for key, value in variants.items() if key in args.only.split(",")}
         fused()
@@ -280,7 +287,8 @@ def main(argv=None) -> int:
             gflops = flops / seconds / 1e9
             share = f"{100 * seconds / whole:5.1f} % of staged" if key in ("expand", "depthwise", "project",
                                                                           "expand+project") else ""
-            print(f"  {key:<18} {seconds * 1e3:8.3f} ms {gflops:7.1f} GFLOP/s ({100 * gflops / args.peak:5.1f} %) {share}")
+            print(f"  {key:<18} {seconds * 1e3:8.3f} ms {gflops:7.1f} GFLOP/s "
+                  f"({100 * gflops / args.peak:5.1f} %) {share}")
     return 0
 
 
