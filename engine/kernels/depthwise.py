@@ -121,8 +121,8 @@ def depthwise_3x3_rows(src, plane, first_row, first_slot, ring_rows, height, wid
     loop's addresses take a register each (they spill), and with the activation one the
     loop tests it on every pass and its code keeps registers busy: the row core on a 14x14
     plane ran 4.65 ns per pixel and channel block with both at run time, 3.05 with both
-    constant (bench/README, "The fused blocks' stages"). The second copy costs ~14 s of
-    cold compile in the depthwise and fused-block kernels."""
+    constant (bench/README, "The fused blocks' stages"). The second copy costs 15-17 s of
+    cold compile in each of the depthwise and fused-block kernels (same section)."""
     if act == NONE and stride_h == 1 and stride_w == 1:
         _rows_3x3(src, plane, first_row, first_slot, ring_rows, height, width, wf, w_base, bf, b_base,
                   dst, dst_offset, out_w, row_start, row_end, 1, 1, pad_top, pad_left, low, high,
