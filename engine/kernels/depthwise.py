@@ -48,7 +48,7 @@ from numba import njit, prange
 
 from engine.kernels._common import (_FLOAT32, _FLOAT32_MAX, FASTMATH, _U, _check_output_size,  # noqa: F401
                                     check_array, check_clip, check_int, launch, register_scratch)
-from engine.kernels.activation import NO_ACTIVATION, activate_lanes, kernel_activation
+from engine.kernels.activation import NO_ACTIVATION, NONE, activate_lanes, kernel_activation
 from engine.kernels.layout import CB, channel_blocks
 
 _scratch_block = register_scratch(CB)      # one channel block of accumulators
@@ -115,12 +115,22 @@ def _ring_slot(iy, first_row, first_slot, ring_rows, height):
 def depthwise_3x3_rows(src, plane, first_row, first_slot, ring_rows, height, width, wf, w_base, bf, b_base,
                        dst, dst_offset, out_w, row_start, row_end, stride_h, stride_w, pad_top, pad_left, low, high,
                        act, alpha, beta):
-    """`_rows_3x3` (its docstring). One copy for every activation: a second one with act the
-    constant NONE measured no faster without an activation (bench A/B, 2026-12-07) and cost
-    ~14 s of cold compile in the depthwise and fused-block kernels."""
-    _rows_3x3(src, plane, first_row, first_slot, ring_rows, height, width, wf, w_base, bf, b_base,
-              dst, dst_offset, out_w, row_start, row_end, stride_h, stride_w, pad_top, pad_left, low, high,
-              act, alpha, beta)
+    """`_rows_3x3` (its docstring), in two copies: one for the common case, stride 1 and no
+    activation but the clip (MobileNetV2's ReLU6), with both as compile-time constants, and
+    one for every other stride and activation. With the stride a run-time value the interior
+    loop's addresses take a register each (they spill), and with the activation one the
+    loop tests it on every pass and its code keeps registers busy: the row core on a 14x14
+    plane ran 4.65 ns per pixel and channel block with both at run time, 3.05 with both
+    constant (bench/README, "The fused blocks' stages"). The second copy costs 15-17 s of
+    cold compile in each of the depthwise and fused-block kernels (same section)."""
+    if act == NONE and stride_h == 1 and stride_w == 1:
+        _rows_3x3(src, plane, first_row, first_slot, ring_rows, height, width, wf, w_base, bf, b_base,
+                  dst, dst_offset, out_w, row_start, row_end, 1, 1, pad_top, pad_left, low, high,
+                  NONE, alpha, beta)
+    else:
+        _rows_3x3(src, plane, first_row, first_slot, ring_rows, height, width, wf, w_base, bf, b_base,
+                  dst, dst_offset, out_w, row_start, row_end, stride_h, stride_w, pad_top, pad_left, low, high,
+                  act, alpha, beta)
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
