@@ -1,0 +1,105 @@
+"""The fused squeeze-and-excitation block against its unfused numpy composition: 3x3 and
+5x5, stride 1 and 2, with and without expand and residual, both work splits (whole images
+per worker, an image's bands over the workers), several band heights, 1 and 2 threads."""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+import pytest
+
+import engine
+from conftest import assert_close_to_reference
+from engine.kernels import fused_se_block as fse
+from engine.kernels.depthwise import pack_depthwise
+from engine.kernels.layout import CB, from_blocked, to_blocked
+from engine.kernels.pointwise import pack_pointwise
+from engine.kernels.squeeze_excite import pack_squeeze_excite
+from tests.naive.fused_se_block import NONE, se_block_reference
+
+pytestmark = pytest.mark.lanes
+
+THREADS = [t for t in (1, 2) if t <= engine.available_cores()]
+HARDSWISH = ("hardswish", 1.0 / 6.0, 0.5)
+SILU = ("silu", 0.0, 0.0)
+RELU = (0.0, math.inf)
+# MobileNetV3's SE: ReLU hidden, hardsigmoid gate; EfficientNet's: SiLU hidden, sigmoid gate
+V3_SE = (("none", 0.0, 0.0), RELU, ("hardsigmoid", 1.0 / 6.0, 0.5))
+B0_SE = (SILU, NONE, ("sigmoid", 0.0, 0.0))
+
+
+def _weights(rng, cin, hidden, squeezed, cout, kernel, has_expand):
+    def conv(o, i):
+        return ((rng.standard_normal((o, i, 1, 1)) / math.sqrt(i)).astype(np.float32),
+                (rng.standard_normal(o) * 0.1).astype(np.float32))
+    expand = conv(hidden, cin) if has_expand else None
+    depthwise = ((rng.standard_normal((hidden, 1, kernel, kernel)) / kernel).astype(np.float32),
+                 (rng.standard_normal(hidden) * 0.1).astype(np.float32))
+    se = ((rng.standard_normal((squeezed, hidden)) / math.sqrt(hidden)).astype(np.float32),
+          (rng.standard_normal(squeezed) * 0.1).astype(np.float32),
+          (rng.standard_normal((hidden, squeezed)) / math.sqrt(squeezed)).astype(np.float32),
+          (rng.standard_normal(hidden) * 0.1).astype(np.float32))
+    return expand, depthwise, se, conv(cout, hidden)
+
+
+def _run(x, weights, stride, residual, block_rows, threads, activations, se_activations):
+    expand, depthwise, se, project = weights
+    n, _, h, w = x.shape
+    kernel = depthwise[0].shape[2]
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    hidden, cout = depthwise[0].shape[0], project[0].shape[0]
+    out = np.full((n, -(-cout // CB), ho, wo, CB), np.nan, np.float32)
+    scratch = fse.make_scratch(threads, hidden, w, ho, wo, min(block_rows, ho), stride, kernel)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        fse.fused_se_block(to_blocked(x), None if expand is None else pack_pointwise(*expand), pack_depthwise(*depthwise),
+                           pack_squeeze_excite(*se), pack_pointwise(*project), out,
+                           None if residual is None else to_blocked(residual), stride, NONE, NONE, NONE, block_rows,
+                           *scratch, expand_activation=activations[0], depthwise_activation=activations[1],
+                           project_activation=activations[2], hidden_activation=se_activations[0],
+                           hidden_clip=se_activations[1], gate_activation=se_activations[2])
+    finally:
+        numba.set_num_threads(previous)
+    return from_blocked(out, cout)
+
+
+# (cin, hidden, squeezed, cout, H, W, kernel, stride, has_expand, has_residual, batch)
+SHAPES = [
+    (16, 72, 24, 24, 9, 8, 5, 2, True, False, 1),     # V3's 5x5 stride-2 block, odd sizes, bands split
+    (24, 40, 10, 24, 7, 6, 5, 1, True, True, 4),      # 5x5 residual, whole images per worker
+    (16, 64, 16, 16, 6, 7, 3, 1, True, True, 2),      # 3x3 residual
+    (32, 32, 8, 16, 7, 5, 3, 1, False, False, 3),     # EfficientNet's first block: no expand
+    (8, 48, 12, 12, 3, 3, 5, 2, True, False, 2),      # an image smaller than the kernel
+]
+
+
+@pytest.mark.parametrize("threads", THREADS)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s[:8])) + f"-e{int(s[8])}r{int(s[9])}n{s[10]}")
+def test_fused_se_block_matches_the_unfused_reference(shape, threads):
+    cin, hidden, squeezed, cout, h, w, kernel, stride, has_expand, has_residual, batch = shape
+    rng = np.random.default_rng(sum(shape))
+    weights = _weights(rng, cin, hidden, squeezed, cout, kernel, has_expand)
+    x = rng.standard_normal((batch, cin, h, w)).astype(np.float32)
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    residual = rng.standard_normal((batch, cout, ho, wo)).astype(np.float32) if has_residual else None
+    for activations, se_activations in (((HARDSWISH, HARDSWISH, ("none", 0.0, 0.0)), V3_SE),
+                                        ((SILU, SILU, ("none", 0.0, 0.0)), B0_SE)):
+        reference = se_block_reference(x, weights[0], weights[1], weights[2], weights[3], stride, residual,
+                                       activations=activations, se_activations=se_activations)
+        for block_rows in sorted({1, 2, ho, ho + 1}):
+            got = _run(x, weights, stride, residual, block_rows, threads, activations, se_activations)
+            assert_close_to_reference(got, reference.astype(np.float32), relative=1e-5)
+
+
+def test_fused_se_block_result_does_not_depend_on_threads_or_split():
+    """The band sums are added in band order: 1 and 2 threads, whole images or bands split,
+    give the same bits."""
+    rng = np.random.default_rng(3)
+    weights = _weights(rng, 16, 48, 12, 16, 5, True)
+    x = rng.standard_normal((2, 16, 8, 8)).astype(np.float32)
+    runs = [_run(x[:1], weights, 1, None, 2, t, (SILU, SILU, ("none", 0.0, 0.0)), B0_SE) for t in THREADS]
+    runs += [_run(x, weights, 1, None, 2, t, (SILU, SILU, ("none", 0.0, 0.0)), B0_SE)[:1] for t in THREADS]
+    for got in runs[1:]:
+        np.testing.assert_array_equal(got, runs[0])
