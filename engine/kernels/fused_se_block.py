@@ -40,7 +40,7 @@ from numba import njit, prange
 from engine.kernels._common import (FASTMATH, _U, check_array, check_clip, check_int, check_range, launch,
                                     register_scratch)
 from engine.kernels.activation import NO_ACTIVATION, activate_lanes, kernel_activation
-from engine.kernels.depthwise import KXK_PIXELS, depthwise_3x3_rows, depthwise_bytes
+from engine.kernels.depthwise import KXK_PIXELS, depthwise_3x3_rows, depthwise_bytes, _rows_kxk
 from engine.kernels.fused_block import per_worker_zeros, scratch_stays_in
 from engine.kernels.layout import CB, padded_channels
 from engine.kernels.pointwise import pointwise_bytes, walk_micro_tiles
@@ -297,6 +297,11 @@ def _fused_se_block_kernel(x, ew, eb, has_expand, dw, db, pw, pb, out, residual,
                                                width, dwf, hb * 9 * CB, dbf, hb * CB, sd, d_offset, out_w,
                                                row_start, row_end, stride, stride, pad, pad, d_lo, d_hi,
                                                dw_act, dw_alpha, dw_beta)
+                        elif ring >= height:    # the rows in order (a whole image): the depthwise kernel's k x k core
+                            _rows_kxk(src, dwf, dbf, sd, plane + hb * plane_stride, hb * pixels * CB,
+                                      hb * kernel * kernel * CB, hb * CB, height, width, kernel, kernel, out_w,
+                                      row_start, row_end, stride, stride, pad, pad, d_lo, d_hi, dw_act, dw_alpha,
+                                      dw_beta)
                         else:
                             _ring_rows_kxk(src, plane + hb * plane_stride, first_row, first_slot, ring, height,
                                            width, kernel, dwf, hb * kernel * kernel * CB, dbf, hb * CB, sd,
