@@ -114,7 +114,37 @@ def block_scratch(blocks, config: RunConfig, batch: int) -> tuple[np.ndarray, np
             fused_block.per_worker_zeros(config.threads, need_depthwise))
 
 
+# The "auto" policy for squeeze-and-excitation blocks, from A/B measurements of every SE block
+# of MobileNetV3-Large and EfficientNet-B0 at batch 1, 16 and 64 on 2 threads (bench/README.md,
+# "Fused squeeze-and-excitation blocks"). The fused block works image by image (its depthwise
+# output stays in the core's L2), so each image streams the block's weights once more: it wins
+# where an image's intermediates outweigh the weights by far (the 56x56 and 112x112 blocks,
+# 1.1-1.5x at batch 64), not on the 14x14 and 7x7 ones with 0.5-1 M weights (0.82-1.0x). At
+# batch 1 (an image's bands split over the threads) it lost on every SE block (0.72-0.89x).
+SE_FUSE_MIN_IMAGES_PER_THREAD = 4      # measured: 1 loses, 8 per thread wins; 4 interpolated
+SE_FUSE_MIN_RATIO = {1: 50.0, 2: 4.0}  # per stride: intermediates per image / weights, both in floats
+
+
+def se_intermediates_per_weight(block) -> float:
+    """An SE block's (expand, depthwise, project, se) intermediates per image (its expanded
+    tensor, unless it has no expand, and its depthwise output; floats) over its weights
+    (expand, depthwise, the SE's two 1x1s, project; floats)."""
+    expand, depthwise, project, se = block
+    hidden, out_h, out_w = depthwise.output_shape
+    _, height, width = depthwise.input_shape
+    kernel = depthwise.attrs["kernel_shape"][0]
+    intermediates = hidden * (out_h * out_w + (height * width if expand is not None else 0))
+    weights = (hidden * expand.input_shape[0] if expand is not None else 0) + hidden * kernel * kernel \
+        + 2 * se.attrs["squeezed"] * hidden + project.output_shape[0] * hidden
+    return intermediates / weights
+
+
 def se_fusion_wins(block, config: RunConfig, batch: int) -> bool:
     """The "auto" policy for a squeeze-and-excitation block (expand, depthwise, project, se):
-    not yet measured to win: never."""
-    return False
+    fuse when every thread has at least SE_FUSE_MIN_IMAGES_PER_THREAD images, the block's
+    unfused intermediates would not stay in L2 (`intermediates_level`), and its intermediates
+    per image outweigh its weights by SE_FUSE_MIN_RATIO for its stride (constants above)."""
+    if batch < SE_FUSE_MIN_IMAGES_PER_THREAD * config.threads or intermediates_level(block, config, batch) == "L2":
+        return False
+    stride = block[1].attrs["strides"][0]
+    return se_intermediates_per_weight(block) >= SE_FUSE_MIN_RATIO[stride]
