@@ -3,6 +3,7 @@
 per worker, an image's bands over the workers), several band heights, 1 and 2 threads."""
 from __future__ import annotations
 
+import functools
 import math
 
 import numba
@@ -104,3 +105,47 @@ def test_fused_se_block_result_barely_depends_on_threads_or_split():
     runs += [_run(x, weights, 1, None, 2, t, (SILU, SILU, ("none", 0.0, 0.0)), B0_SE)[:1] for t in THREADS]
     for got in runs[1:]:
         assert_close_to_reference(got, runs[0], relative=1e-6)
+
+
+# ------------------------------------------------------------------------- access trace
+
+@pytest.mark.parametrize("kernel, stride, batch, has_expand", [(5, 1, 1, True), (3, 2, 2, False)],
+                         ids=["k5s1-bands-split", "k3s2-whole-images-no-expand"])
+def test_fused_se_block_trace_touches_what_the_kernel_reads_and_writes(kernel, stride, batch, has_expand):
+    """engine.trace.fused_se_block: the trace loads exactly the elements of x, the weights
+    and the residual that reach the output, stores exactly the output's; two workers' traces
+    together are the one-thread trace (the same records; the band split's excite runs on the
+    calling thread, so the order differs)."""
+    from engine.trace.calls import kernel_and_arguments, trace_call
+    from test_access_trace import assert_footprint, positive
+
+    from engine.kernels._common import bind
+
+    rng = np.random.default_rng(kernel + batch)
+    cin_blocks, hidden_blocks, cout_blocks, squeezed, size = 1, (2 if has_expand else 1), 1, 3, 5
+    x = positive(rng, batch, cin_blocks, size, size, CB)
+    expand = (positive(rng, hidden_blocks, cin_blocks * CB, CB), positive(rng, hidden_blocks, CB)) if has_expand \
+        else None
+    depthwise = (positive(rng, hidden_blocks, kernel, kernel, CB), positive(rng, hidden_blocks, CB))
+    se = (positive(rng, squeezed, hidden_blocks * CB), positive(rng, squeezed),
+          positive(rng, hidden_blocks, squeezed, CB), positive(rng, hidden_blocks, CB),
+          positive(rng, hidden_blocks, CB))
+    project = (positive(rng, cout_blocks, hidden_blocks * CB, CB), positive(rng, cout_blocks, CB))
+    out_size = (size - 1) // stride + 1
+    out = np.empty((batch, cout_blocks, out_size, out_size, CB), np.float32)
+    residual = positive(rng, *out.shape) if stride == 1 else None
+    block_rows = 2
+    scratch = fse.make_scratch(2, hidden_blocks * CB, size, out_size, out_size, block_rows, stride, kernel)
+    args = (x, expand, depthwise, se, project, out, residual, stride, NONE, NONE, NONE, block_rows, *scratch)
+    inputs = {"x": x, "depthwise weight": depthwise[0], "depthwise bias": depthwise[1], "w1": se[0], "b1": se[1],
+              "w2": se[2], "b2": se[3], "mask": se[4], "project weight": project[0], "project bias": project[1]}
+    if has_expand:
+        inputs.update({"expand weight": expand[0], "expand bias": expand[1]})
+    if residual is not None:
+        inputs["residual"] = residual
+    # a linear gate: a saturated sigmoid would hide an infinite input from the output
+    wrapper = functools.partial(fse.fused_se_block, gate_activation=("none", 0.0, 0.0))
+    trace = assert_footprint(wrapper, args, inputs, {"out": out}, every=3)
+    kernel_fn, kernel_args = kernel_and_arguments(bind(wrapper, *args))
+    parts = np.concatenate([trace_call(kernel_fn, kernel_args, thread, 2) for thread in range(2)])
+    assert np.array_equal(np.unique(parts, axis=0), np.unique(trace, axis=0)) and len(parts) == len(trace)
