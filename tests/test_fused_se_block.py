@@ -149,3 +149,39 @@ def test_fused_se_block_trace_touches_what_the_kernel_reads_and_writes(kernel, s
     kernel_fn, kernel_args = kernel_and_arguments(bind(wrapper, *args))
     parts = np.concatenate([trace_call(kernel_fn, kernel_args, thread, 2) for thread in range(2)])
     assert np.array_equal(np.unique(parts, axis=0), np.unique(trace, axis=0)) and len(parts) == len(trace)
+
+
+# ------------------------------------------------------------------------- plans
+
+def test_plans_fuse_squeeze_excite_blocks_by_policy_and_schedule():
+    """EfficientNet-B0 (zoo topology at 64x64): every SE block is found; fuse_blocks=True
+    fuses them all into op "block" steps whose FLOPs are their unfused steps' sum; "auto"
+    fuses exactly the blocks se_fusion_wins picks; a schedule's fused choice and block_rows
+    (by the project layer's name) win."""
+    from engine import zoo
+    from engine.config import RunConfig
+    from engine.fusion import se_fusion_wins
+    from engine.machine import machine_info
+    from engine.passes import find_squeeze_excite_blocks
+    from engine.tiles import TileSchedule
+
+    model = engine.load(zoo.MODELS["efficientnet_b0"](resolution=64))
+    blocks = find_squeeze_excite_blocks(model.graph)
+    assert len(blocks) == 16 and all(len(block) == 4 and block[3].op == "SqueezeExcite" for block in blocks)
+    batch, threads, machine = 8, 2, machine_info()
+    unfused = {step.name: step for step in model.plan(batch, threads, engine.Tiles(), False, machine).steps}
+    fused = [step for step in model.plan(batch, threads, engine.Tiles(), True, machine).steps if step.fused]
+    assert len(fused) == 16 and {step.op for step in fused} == {"block"}
+    for step in fused:
+        assert len(step.members) in (3, 4)
+        assert step.flops == sum(unfused[name].flops for name in step.members)
+        assert step.other_flops == sum(unfused[name].other_flops for name in step.members)
+    config = RunConfig(threads=threads, tiles=engine.Tiles(), fuse_blocks="auto", machine=machine)
+    chosen = {block[2].name for block in blocks if se_fusion_wins(block, config, batch)}
+    auto = {step.name for step in model.plan(batch, threads, engine.Tiles(), "auto", machine).steps if step.fused}
+    assert chosen and auto == chosen
+    name = blocks[-1][2].name
+    schedule = TileSchedule(engine.Tiles(), {name: engine.Tiles(block_rows=3)}, {name: True, blocks[0][2].name: False})
+    steps = {step.name: step for step in model.plan(batch, threads, schedule, "auto", machine).steps}
+    assert steps[name].fused and steps[name].block_rows == min(3, blocks[-1][1].output_shape[1])
+    assert blocks[0][2].name in steps and not steps[blocks[0][2].name].fused
