@@ -99,7 +99,8 @@ def block_scratch(blocks, config: RunConfig, batch: int) -> tuple[np.ndarray, np
         depthwise = block[1]
         if len(block) == 4:
             expand, dw = fused_se_block.scratch_floats(depthwise.output_shape[0], depthwise.input_shape[2],
-                                                       *depthwise.output_shape[1:], block_rows_for(block, config, batch),
+                                                       *depthwise.output_shape[1:],
+                                                       block_rows_for(block, config, batch),
                                                        depthwise.attrs["strides"][0],
                                                        depthwise.attrs["kernel_shape"][0])
             need_expand, need_depthwise = max(need_expand, expand), max(need_depthwise, dw)

@@ -157,7 +157,8 @@ def trace_fused_se(trace, count, x_address, x_shape, ew_address, eb_address, has
                         src, plane, plane_stride = s1, 0, ring_rows * width * CB
                         first_row, first_slot, ring = in_start, in_start % ring_rows, ring_rows
                     else:
-                        src, plane, plane_stride = x_address, image * cin_blocks * height * width * CB, height * width * CB
+                        src, plane_stride = x_address, height * width * CB
+                        plane = image * cin_blocks * plane_stride
                         first_row, first_slot, ring = 0, 0, height
                     band_pixels = (row_end - row_start) * out_w
                     for hb in range(hidden_blocks):
