@@ -1,12 +1,13 @@
-"""Fused vs unfused inverted-residual blocks, block by block, measured side by side.
+"""Fused vs unfused blocks, block by block, measured side by side: inverted-residual blocks
+and squeeze-and-excitation blocks (engine.passes.find_fusable_blocks).
 
 For each (batch, threads) cell the configurations take turns (one run each, with a
 Recorder), and every block's time is the median over runs of its fused step against the
-sum of its three unfused steps (expand, depthwise, project). Band heights: the cost
+sum of its unfused steps (expand, depthwise, [squeeze-excite,] project). Band heights: the cost
 model's choice (block_rows=0) and any given with --bands. The last columns say what the
 engine's "auto" fusion policy (engine.fusion.fusion_wins) decides for the block.
 
-    python bench/fusion.py [--batches 1 64] [--threads 1 2] [--bands 2 4 8] [--runs 30]
+    python bench/fusion.py [--model efficientnet_b0] [--batches 1 64] [--threads 1 2] [--bands 2 4 8] [--runs 30]
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 import engine  # noqa: E402
 from engine.machine import machine_info  # noqa: E402
-from engine.passes import find_inverted_residual_blocks  # noqa: E402
+from engine.passes import find_fusable_blocks  # noqa: E402
 from engine.config import RunConfig  # noqa: E402
 from engine.fusion import block_rows_for, fusion_wins  # noqa: E402
 
@@ -44,7 +45,8 @@ def step_times(model, x, threads, runs_per_config, configs_order):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=ROOT / "data" / "mobilenet_v2.onnx")
+    parser.add_argument("--model", default=str(ROOT / "data" / "mobilenet_v2.onnx"),
+                        help="an ONNX path or a zoo name (data/<name>.onnx)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 64])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--bands", type=int, nargs="*", default=[], help="band heights to try besides auto")
@@ -52,8 +54,11 @@ def main(argv=None) -> int:
     parser.add_argument("--stat", choices=["median", "min"], default="median")
     args = parser.parse_args(argv)
     stat = statistics.median if args.stat == "median" else min
-    model = engine.load(args.model)
-    blocks = find_inverted_residual_blocks(model.graph)
+    path = Path(args.model)
+    if not path.exists():
+        path = ROOT / "data" / f"{args.model}.onnx"
+    model = engine.load(path)
+    blocks = find_fusable_blocks(model.graph)
     c, h, w = model.input_shape
     for batch in args.batches:
         x = np.random.default_rng(0).standard_normal((batch, c, h, w), dtype=np.float32)
@@ -68,10 +73,10 @@ def main(argv=None) -> int:
             totals = {label: sum(steps.values()) for label, steps in times.items()}
             print(f"\nbatch {batch}, {threads} thread(s), {args.stat} of {runs} runs (ms; speed-up = unfused / fused)")
             header = f"{'block':<14}{'stride':>7}{'unfused':>9}" + "".join(f"{label:>12}" for label, _, _ in configs[1:])
-            print(header + f"{'auto rows':>10}{'policy':>8}")
+            print(header + f"{'auto rows':>10}{'policy':>8}{'SE':>4}")
             config = RunConfig(threads=threads, tiles=engine.Tiles(), fuse_blocks=True, machine=machine_info())
             for block in blocks:
-                expand, depthwise, project = block
+                depthwise, project = block[1], block[2]
                 members = [layer.name for layer in block if layer is not None]
                 unfused = sum(times["unfused"][name] for name in members)
                 cells = []
@@ -81,7 +86,7 @@ def main(argv=None) -> int:
                 name = project.name.split("/")[2] if project.name.count("/") >= 2 else project.name
                 decision = "fuse" if fusion_wins(block, config, batch) else "-"
                 print(f"{name:<14}{depthwise.attrs['strides'][0]:>7}{unfused * 1e3:9.3f}" + "".join(f"{c:>12}" for c in cells)
-                      + f"{block_rows_for(block, config, batch):>10}{decision:>8}")
+                      + f"{block_rows_for(block, config, batch):>10}{decision:>8}{'SE' if len(block) == 4 else '':>4}")
             line = f"{'whole run':<14}{'':>7}{totals['unfused'] * 1e3:9.3f}"
             line += "".join(f"{totals[label] * 1e3:6.3f} {totals['unfused'] / totals[label]:4.2f}" .rjust(12)
                             for label, _, _ in configs[1:])

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.config import RunConfig
-from engine.kernels import fused_block
+from engine.kernels import fused_block, fused_se_block
 from engine.traffic import fits
 
 # Once a block's intermediates would go to DRAM unfused (batch 64), fusion keeps them in
@@ -22,7 +22,7 @@ def intermediates_level(block, config: RunConfig, batch: int) -> str:
     and its depthwise output; whole batch, channels padded) live between its steps: "L2"
     when they stay in the L2 caches of the run's threads together, "L3" when they stay in
     L3, else "DRAM" (engine.traffic.fits; usable sizes of `config.machine`)."""
-    expand, depthwise, _ = block
+    expand, depthwise = block[0], block[1]
     hidden, out_h, out_w = depthwise.output_shape
     _, height, width = depthwise.input_shape
     budget = config.budget
@@ -53,6 +53,8 @@ def fusion_wins(block, config: RunConfig, batch: int) -> bool:
       fused block's smaller parallel regions may cost more than the L3 trips
       (bench/fusion.py; bench/README.md has the measurements per machine).
     """
+    if len(block) == 4:
+        return se_fusion_wins(block, config, batch)
     expand, depthwise, _ = block
     level = intermediates_level(block, config, batch)
     if level == "L2":
@@ -73,12 +75,17 @@ def block_rows_for(block, config: RunConfig, batch: int) -> int:
     """The band height a fused block runs with: its Tiles.block_rows (the tiles of the block's
     name, its project layer's, in config.tiles), or 0 -> the cost model's
     (fused_block.auto_block_rows for one core's usable L2 on `config.machine`)."""
-    _, depthwise, project = block
+    depthwise, project = block[1], block[2]
     out_h = depthwise.output_shape[1]
     block_rows = config.tiles.tiles_for(project.name).block_rows
     if block_rows:
         return min(block_rows, out_h)
     budget = config.budget
+    if len(block) == 4:
+        return fused_se_block.auto_block_rows(depthwise.output_shape[0], depthwise.input_shape[2], out_h,
+                                              depthwise.output_shape[2], depthwise.attrs["strides"][0],
+                                              depthwise.attrs["kernel_shape"][0], config.threads, budget.L2, batch,
+                                              budget.lanes)
     return fused_block.auto_block_rows(depthwise.output_shape[0], depthwise.input_shape[1], depthwise.input_shape[2],
                                       out_h, depthwise.output_shape[2], depthwise.attrs["strides"][0], config.threads,
                                       budget.L2, batch, budget.lanes)
@@ -89,7 +96,15 @@ def block_scratch(blocks, config: RunConfig, batch: int) -> tuple[np.ndarray, np
     big enough for every block in `blocks` at its band height; None without blocks."""
     need_expand = need_depthwise = 1
     for block in blocks:
-        _, depthwise, _ = block
+        depthwise = block[1]
+        if len(block) == 4:
+            expand, dw = fused_se_block.scratch_floats(depthwise.output_shape[0], depthwise.input_shape[2],
+                                                       *depthwise.output_shape[1:],
+                                                       block_rows_for(block, config, batch),
+                                                       depthwise.attrs["strides"][0],
+                                                       depthwise.attrs["kernel_shape"][0])
+            need_expand, need_depthwise = max(need_expand, expand), max(need_depthwise, dw)
+            continue
         expand, dw = fused_block.scratch_floats(depthwise.output_shape[0], depthwise.input_shape[2],
                                                 depthwise.output_shape[2], block_rows_for(block, config, batch),
                                                 depthwise.attrs["strides"][0])
@@ -98,3 +113,39 @@ def block_scratch(blocks, config: RunConfig, batch: int) -> tuple[np.ndarray, np
         return None
     return (fused_block.per_worker_zeros(config.threads, need_expand),
             fused_block.per_worker_zeros(config.threads, need_depthwise))
+
+
+# The "auto" policy for squeeze-and-excitation blocks, from A/B measurements of every SE block
+# of MobileNetV3-Large and EfficientNet-B0 at batch 1, 16 and 64 on 2 threads (bench/README.md,
+# "Fused squeeze-and-excitation blocks"). The fused block works image by image (its depthwise
+# output stays in the core's L2), so each image streams the block's weights once more: it wins
+# where an image's intermediates outweigh the weights by far (the 56x56 and 112x112 blocks,
+# 1.1-1.5x at batch 64), not on the 14x14 and 7x7 ones with 0.5-1 M weights (0.82-1.0x). At
+# batch 1 (an image's bands split over the threads) it lost on every SE block (0.72-0.89x).
+SE_FUSE_MIN_IMAGES_PER_THREAD = 4      # measured: 1 loses, 8 per thread wins; 4 interpolated
+SE_FUSE_MIN_RATIO = {1: 50.0, 2: 4.0}  # per stride: intermediates per image / weights, both in floats
+
+
+def se_intermediates_per_weight(block) -> float:
+    """An SE block's (expand, depthwise, project, se) intermediates per image (its expanded
+    tensor, unless it has no expand, and its depthwise output; floats) over its weights
+    (expand, depthwise, the SE's two 1x1s, project; floats)."""
+    expand, depthwise, project, se = block
+    hidden, out_h, out_w = depthwise.output_shape
+    _, height, width = depthwise.input_shape
+    kernel = depthwise.attrs["kernel_shape"][0]
+    intermediates = hidden * (out_h * out_w + (height * width if expand is not None else 0))
+    weights = (hidden * expand.input_shape[0] if expand is not None else 0) + hidden * kernel * kernel \
+        + 2 * se.attrs["squeezed"] * hidden + project.output_shape[0] * hidden
+    return intermediates / weights
+
+
+def se_fusion_wins(block, config: RunConfig, batch: int) -> bool:
+    """The "auto" policy for a squeeze-and-excitation block (expand, depthwise, project, se):
+    fuse when every thread has at least SE_FUSE_MIN_IMAGES_PER_THREAD images, the block's
+    unfused intermediates would not stay in L2 (`intermediates_level`), and its intermediates
+    per image outweigh its weights by SE_FUSE_MIN_RATIO for its stride (constants above)."""
+    if batch < SE_FUSE_MIN_IMAGES_PER_THREAD * config.threads or intermediates_level(block, config, batch) == "L2":
+        return False
+    stride = block[1].attrs["strides"][0]
+    return se_intermediates_per_weight(block) >= SE_FUSE_MIN_RATIO[stride]

@@ -342,3 +342,48 @@ def find_inverted_residual_blocks(graph: Graph) -> list[tuple[Layer | None, Laye
         blocks.append((expand, depthwise, project))
         claimed.update(id(layer) for layer in (expand, depthwise, project) if layer is not None)
     return blocks
+
+
+def find_squeeze_excite_blocks(graph: Graph, claimed: set[int] | None = None) \
+        -> list[tuple[Layer | None, Layer, Layer, Layer]]:
+    """(expand or None, depthwise, project, squeeze-excite) quadruples the fused
+    squeeze-and-excitation block kernel (engine.kernels.fused_se_block) can run: a
+    depthwise conv (square odd kernel k, pad k // 2 on every side, stride 1 or 2) whose
+    output only a SqueezeExcite reads, whose output only a pointwise conv (the projection)
+    reads, optionally fed by a pointwise conv (the expansion) whose output only the
+    depthwise reads. Every conv's clip must contain 0 (padded lanes stay 0). The project
+    is third, as in find_inverted_residual_blocks' triples: a block is named after it.
+    `claimed`: ids of layers already in another block (none of them joins one here)."""
+    blocks = []
+    claimed = set(claimed or ())
+    for se in graph.layers:
+        if se.op != "SqueezeExcite":
+            continue
+        depthwise = graph.producer_of(se.inputs[0])
+        if depthwise is None or depthwise.conv_kind != "depthwise" or _sole_consumer(graph, depthwise) is not se:
+            continue
+        kh, kw = depthwise.attrs["kernel_shape"]
+        if kh != kw or kh % 2 == 0 or depthwise.attrs["pads"] != (kh // 2,) * 4 \
+                or depthwise.attrs["strides"] not in ((1, 1), (2, 2)):
+            continue
+        project = _sole_consumer(graph, se)
+        if project is None or project.conv_kind != "pointwise" or project.inputs[0] != se.output:
+            continue
+        expand = graph.producer_of(depthwise.inputs[0])
+        if expand is None or expand.conv_kind != "pointwise" or _sole_consumer(graph, expand) is not depthwise \
+                or expand.residual is not None or id(expand) in claimed:
+            expand = None
+        if any(not layer.clip[0] <= 0 <= layer.clip[1] for layer in (expand, depthwise, project) if layer) \
+                or any(id(layer) in claimed for layer in (depthwise, project, se)):
+            continue
+        blocks.append((expand, depthwise, project, se))
+        claimed.update(id(layer) for layer in (expand, depthwise, project, se) if layer is not None)
+    return blocks
+
+
+def find_fusable_blocks(graph: Graph) -> list[tuple]:
+    """Every block a plan may run fused: find_inverted_residual_blocks' triples, then
+    find_squeeze_excite_blocks' quadruples (project third in both: the block's name)."""
+    blocks = find_inverted_residual_blocks(graph)
+    claimed = {id(layer) for block in blocks for layer in block if layer is not None}
+    return blocks + find_squeeze_excite_blocks(graph, claimed)

@@ -23,7 +23,7 @@ from engine.fusion import block_scratch, fusion_wins
 from engine.graph import IMAGE_LAYOUTS, Graph, Layer
 from engine.kernels import pointwise
 from engine.kernels.layout import CB, channel_blocks, nchwc_to_nchw
-from engine.passes import find_inverted_residual_blocks
+from engine.passes import find_fusable_blocks
 from engine.residency import plan_residency
 from engine.steps import Block, Convert, LayerItem, Step, StepContext, build_step
 from engine.trace.calls import kernel_and_arguments, trace_call
@@ -158,7 +158,7 @@ def _schedule(graph: Graph, layouts: _Layouts, config: RunConfig, batch: int) ->
                 converted.add(layouts.key(tensor, layout))
                 items.append(Convert(tensor, layout))
         items.append(LayerItem(layer))
-    return _group_blocks(items, [block for block in find_inverted_residual_blocks(graph)
+    return _group_blocks(items, [block for block in find_fusable_blocks(graph)
                                  if fused(block, config, batch)])
 
 
@@ -177,7 +177,7 @@ def fused(block, config: RunConfig, batch: int) -> bool:
 def _check_schedule_names(graph: Graph, config: RunConfig) -> None:
     """ValueError naming a step or block of the tile schedule that this graph does not have."""
     layers = {layer.name for layer in graph.layers}
-    blocks = {block[2].name for block in find_inverted_residual_blocks(graph)}
+    blocks = {block[2].name for block in find_fusable_blocks(graph)}
     for name, _ in config.tiles.overrides:
         if name not in layers:
             raise ValueError(f"tile schedule: no step {name!r} in this model (steps are named after their layers, "

@@ -19,7 +19,7 @@ from engine.config import RunConfig
 from engine.fusion import block_rows_for
 from engine.graph import Graph, Layer
 from engine.kernels import (conv_nchwc, depthwise, direct_conv, elementwise, fused_block, linear, pointwise, pooling,
-                            squeeze_excite)
+                            fused_se_block, squeeze_excite)
 from engine.kernels._common import bind
 from engine.kernels.activation import NO_ACTIVATION, activation_flops
 from engine.kernels.layout import nchw_to_nchwc, nchwc_to_nchw
@@ -84,15 +84,18 @@ class LayerItem:
 
 @dataclass(frozen=True)
 class Block:
-    """An inverted-residual block run fused: expand (or None), depthwise, project."""
+    """A block run fused: expand (or None), depthwise, project, and the squeeze-and-excitation
+    between depthwise and project (or None: an inverted-residual block)."""
 
     expand: Layer | None
     depthwise: Layer
     project: Layer
+    se: Layer | None = None
 
     @property
     def layers(self) -> tuple:
-        return (self.expand, self.depthwise, self.project)
+        """(expand, depthwise, project), then the squeeze-excite where there is one."""
+        return (self.expand, self.depthwise, self.project) + ((self.se,) if self.se is not None else ())
 
 
 def item_kind(item) -> str:
@@ -358,6 +361,8 @@ def _activation_of(layer: Layer | None) -> tuple[str, float, float]:
 
 
 def _block(block: Block, ctx: StepContext, ahead) -> Step:
+    if block.se is not None:
+        return _se_block(block, ctx, ahead)
     expand, dw_layer, project = block.layers
     first = expand or dw_layer
     config, batch = ctx.config, ctx.batch
@@ -383,6 +388,42 @@ def _block(block: Block, ctx: StepContext, ahead) -> Step:
                 members=tuple(layer.name for layer in block.layers if layer is not None), fused=True,
                 block_rows=block_rows, stride=stride, tile_fields=BLOCK_FIELDS,
                 expand_recompute=fused_block.expand_recompute_factor(h, ho, block_rows, stride, config.threads, batch))
+
+
+def _se_block(block: Block, ctx: StepContext, ahead) -> Step:
+    """A squeeze-and-excitation block (engine.passes.find_squeeze_excite_blocks) in one
+    kernel (engine.kernels.fused_se_block); its FLOPs those of its four unfused steps."""
+    expand, dw_layer, project, se = block.layers
+    first = expand or dw_layer
+    config, batch = ctx.config, ctx.batch
+    x, out = ctx.buffers[ctx.key(first.inputs[0], "nchwc")], ctx.buffers[project.output]
+    residual = ctx.buffers[ctx.key(project.residual, "nchwc")] if project.residual else None
+    stride = dw_layer.attrs["strides"][0]
+    kernel = dw_layer.attrs["kernel_shape"][0]
+    block_rows = block_rows_for(block.layers, config, batch)
+    weights = ctx.weights.by_layer
+    call = bind(fused_se_block.fused_se_block, x, weights[expand.name] if expand else None, weights[dw_layer.name],
+                weights[se.name], weights[project.name], out, residual, stride,
+                *(_clip_of(layer) for layer in (expand, dw_layer, project)), block_rows, *ctx.scratch,
+                expand_activation=_activation_of(expand), depthwise_activation=dw_layer.activation,
+                project_activation=project.activation, hidden_activation=se.attrs["hidden_activation"],
+                hidden_clip=se.attrs["hidden_clip"], gate_activation=se.attrs["gate_activation"])
+    (cin, h, w), hidden, (cout, ho, wo) = first.input_shape, dw_layer.output_shape[0], project.output_shape
+    squeezed = se.attrs["squeezed"]
+    _, se_other = _squeeze_excite_flops(batch, hidden, squeezed, ho, wo, se.attrs["hidden_activation"],
+                                        se.attrs["gate_activation"])
+    flops = fused_se_block.fused_se_block_flops(batch, cin, hidden, squeezed, cout, h, w, ho, wo, kernel,
+                                                expand is not None)
+    moved = fused_se_block.fused_se_block_bytes(batch, cin, hidden, squeezed, cout, h, w, stride, kernel, block_rows,
+                                                expand is not None, project.residual is not None, config.threads,
+                                                config.budget)
+    other = se_other + sum(_epilogue_flops(layer, batch) for layer in (expand, dw_layer, project) if layer is not None)
+    return Step(name=project.name, op="block", input_shape=x.shape, output_shape=out.shape, flops=flops,
+                other_flops=other, call=call, bytes=moved, layer=project, inputs=tuple(first.inputs),
+                output=project.output, members=tuple(layer.name for layer in block.layers if layer is not None),
+                fused=True, block_rows=block_rows, stride=stride, tile_fields=BLOCK_FIELDS,
+                expand_recompute=fused_se_block.expand_recompute_factor(h, ho, block_rows, stride, kernel,
+                                                                        config.threads, batch))
 
 
 # One builder per item kind (item_kind): adding an op is one importer handler

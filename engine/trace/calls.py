@@ -25,6 +25,7 @@ from engine.trace import conv_nchwc as trace_conv
 from engine.trace import direct_conv as trace_direct
 from engine.trace import elementwise as trace_elementwise
 from engine.trace import fused_block as trace_fused
+from engine.trace import fused_se_block as trace_fused_se
 from engine.trace import layout as trace_layout
 from engine.trace import linear as trace_linear
 from engine.trace import max_pool as trace_max_pool
@@ -181,6 +182,7 @@ TRACERS: dict[Callable, Callable] = {
     depthwise._depthwise_kernel: _depthwise,
     direct_conv._direct_kernel: _direct,
     fused_block._fused_block_kernel: _fused,
+    trace_fused_se.TRACED_KERNEL: trace_fused_se.trace_args,
     pooling._global_average_pool_kernel: _pool,
     linear._linear_kernel: _linear,
     _nchw_to_nchwc: _to_blocked,
