@@ -33,7 +33,7 @@ from engine.checks import check_batch, check_int, check_machine, check_threads
 from engine.hooks import Recorder
 from engine.kernels.conv_nchwc import DEFAULT_CHANNELS as DENSE_CHANNELS
 from engine.kernels.micro_tile import DEFAULT_POINTWISE_CHANNELS
-from engine.passes import find_inverted_residual_blocks
+from engine.passes import find_fusable_blocks
 from engine.plan import build_plan
 from engine.tiles import Tiles, TileSchedule
 
@@ -174,7 +174,7 @@ class _Session:
 
     def __init__(self, model, x: np.ndarray, threads: int, fuse_blocks, machine):
         self.model, self.x, self.threads, self.fuse_blocks, self.machine = model, x, threads, fuse_blocks, machine
-        self.blocks = {block[2].name: block for block in find_inverted_residual_blocks(model.graph)}
+        self.blocks = {block[2].name: block for block in find_fusable_blocks(model.graph)}
         self.block_of = {layer.name: name for name, block in self.blocks.items() for layer in block if layer is not None}
         plan = model.plan(x.shape[0], threads, Tiles(), False, machine)        # every layer as a step
         # a candidate's first run builds its plan (arena, packing views, the bytes model's walk),
@@ -232,7 +232,7 @@ class _Session:
         name = _name(unit)
         current = schedule.tiles_for(name)
         if isinstance(unit, tuple):
-            _, depthwise, _ = self.blocks[name]
+            depthwise = self.blocks[name][1]
             rows = [r for r in BLOCK_ROWS if r <= depthwise.output_shape[1]]
             return ([_Choice(current, schedule.fused_for(name))]
                     + [_Choice(current, False)] + [_Choice(_replace(current, block_rows=r), True) for r in rows])
