@@ -165,6 +165,17 @@ def test_item_channels_divide_the_layer_into_equal_whole_items():
         assert [kernel.item_channels(16, c) for c in (64, 128, 256, 512)] == [16] * 4
 
 
+def test_item_channels_of_a_strided_conv_are_at_least_the_strided_minimum_or_the_layer():
+    least = kernel.STRIDED_MIN_CHANNELS
+    for out_channels in (16, 64, 128, 256, 512, 3 * CB + 5, 2048):
+        width = -(-out_channels // CB) * CB
+        for channels in (16, 48, 64, 256):
+            got = kernel.item_channels(channels, out_channels, 2)
+            assert got >= min(max(channels, least), width)
+            assert got == kernel.item_channels(max(channels, min(least, width)), out_channels)
+    assert kernel.item_channels(48, 512, 2) == 128 and kernel.item_channels(48, 64, 2) == 64
+
+
 def test_pack_conv_nchwc_layout_and_zero_padding():
     cout, cin = CB + 2, CB + 3
     weight = np.arange(cout * cin * 3 * 2, dtype=np.float32).reshape(cout, cin, 3, 2)

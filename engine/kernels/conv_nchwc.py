@@ -541,14 +541,25 @@ def conv_nchwc(x: np.ndarray, packed_weight: np.ndarray, packed_bias: np.ndarray
            pad_left, low, high, act, alpha, beta, pixels, channels)
 
 
-def item_channels(channels: int, out_channels: int) -> int:
+# Least output channels per work item of a strided dense conv (item_channels): each work item
+# reads its pixels' input at the stride, and every channel tile reads it again; 128 instead
+# of 64 ran ResNet's 3x3 stride-2 and 1x1 stride-2 convs in 0.94-0.97x the time at batch 1
+# and 16 in both ResNets (in-network A/B, bench/README "Where the ResNet gap is"); the
+# stride-1 3x3s were 1.00-1.02x (not faster), so they keep the plain rounding.
+STRIDED_MIN_CHANNELS = 128
+
+
+def item_channels(channels: int, out_channels: int, stride: int = 1) -> int:
     """Output channels per work item that `_dense` steps pass for a layer of `out_channels`:
-    `channels` (a Tiles.pointwise_channels, a multiple of 16) rounded up to the nearest
-    whole divisor of the layer's output blocks that is still a multiple of 16 channels, so
-    every work item gets the same blocks and none ends in a narrow group (48 on a 64..512
-    channel layer at 16 lanes would split each 4 blocks into a 7x3 and an 8x1 micro-tile
-    group: 1.4-1.5x slower on ResNet's 64-channel 3x3 layers, bench/README). `channels`
-    itself where no such divisor lies between it and the layer's width."""
+    `channels` (a Tiles.pointwise_channels, a multiple of 16; at least STRIDED_MIN_CHANNELS,
+    or the layer's width if less, where stride > 1) rounded up to the nearest whole divisor
+    of the layer's output blocks that is still a multiple of 16 channels, so every work item
+    gets the same blocks and none ends in a narrow group (48 on a 64..512 channel layer at
+    16 lanes would split each 4 blocks into a 7x3 and an 8x1 micro-tile group: 1.4-1.5x
+    slower on ResNet's 64-channel 3x3 layers, bench/README). The channels asked for where no
+    such divisor lies between them and the layer's width."""
+    if stride > 1:
+        channels = max(channels, min(STRIDED_MIN_CHANNELS, channel_blocks(out_channels) * CB))
     blocks = max(1, channels // CB)
     cout_blocks = channel_blocks(out_channels)
     for candidate in range(blocks, cout_blocks + 1):
