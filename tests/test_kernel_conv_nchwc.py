@@ -174,6 +174,13 @@ def test_item_channels_of_a_strided_conv_are_at_least_the_strided_minimum_or_the
             assert got >= min(max(channels, least), width)
             assert got == kernel.item_channels(max(channels, min(least, width)), out_channels)
     assert kernel.item_channels(48, 512, 2) == 128 and kernel.item_channels(48, 64, 2) == 64
+    # a strided 1x1 with enough pixel tiles: STRIDED_1X1_CHANNELS, or the layer's width
+    enough = kernel.STRIDED_1X1_PIXEL_TILES
+    assert kernel.item_channels(48, 2048, 2, 1, enough) == kernel.STRIDED_1X1_CHANNELS
+    assert kernel.item_channels(48, 128, 2, 1, enough) == 128
+    assert kernel.item_channels(48, 2048, 2, 1, enough - 1) == least      # too few pixel tiles
+    assert kernel.item_channels(48, 2048, 2, 9, enough) == least          # a 3x3
+    assert kernel.item_channels(48, 2048, 1, 1, enough) == kernel.item_channels(48, 2048)  # stride 1
 
 
 def test_pack_conv_nchwc_layout_and_zero_padding():
