@@ -22,7 +22,8 @@ min(--warmups, runs) warm-ups. The table's rows:
   project in one step of ours), se, activation (stand-alone), pool (global average),
   classifier (flatten + linear), layout (our input/output and layout conversions, ORT's
   Reorder* nodes), other. Columns: how many of our steps, our time, ORT's time for the same
-  nodes, the difference, the ratio, the kind's share of our summed steps;
+  nodes, the difference, the ratio, the kind's share of our summed steps, and the kind's
+  conv/linear FLOPs (our steps' count, the same work for both) per second, ours / ORT's;
 - "sum of steps / nodes": the kind rows added up;
 - "run overhead": a hooked run's wall time (as the caller sees it) minus its steps (ours),
   ORT's model_run event minus its node events (theirs): medians per run;
@@ -118,6 +119,7 @@ class Side:
     overhead: float = 0.0
     hooked: float = 0.0
     plain: float = 0.0
+    flops: dict = field(default_factory=lambda: defaultdict(int))   # ours: conv/linear FLOPs per kind, whole batch
 
 
 def time_plain(run, runs: int) -> float:
@@ -134,6 +136,9 @@ def engine_side(model, x, threads: int, runs: int, warmups: int) -> tuple[Side, 
     """Our side, the {step name: median seconds} and {step name: kind} of the default plan."""
     plan = model.plan(x.shape[0], threads)
     kinds = {step.name: step_kind(step) for step in plan.steps}
+    flops = defaultdict(int)
+    for step in plan.steps:
+        flops[kinds[step.name]] += step.flops
     for _ in range(warmups):
         model.run(x, threads=threads)
     recorder, per_step, overhead, walls = engine.Recorder(), defaultdict(list), [], []
@@ -146,7 +151,7 @@ def engine_side(model, x, threads: int, runs: int, warmups: int) -> tuple[Side, 
             per_step[record.name].append(record.seconds)
         overhead.append(walls[-1] - sum(record.seconds for record in recorder.records))
     side = Side(overhead=median(overhead), hooked=median(walls),
-                plain=time_plain(lambda: model.run(x, threads=threads), runs))
+                plain=time_plain(lambda: model.run(x, threads=threads), runs), flops=flops)
     steps = {name: median(values) for name, values in per_step.items()}
     for name, seconds in steps.items():
         side.per_kind[kinds.get(name, "other")] += seconds
@@ -257,19 +262,21 @@ def ratio(a: float, b: float) -> str:
 def print_table(ours: Side, theirs: Side, counts: dict, units: Units) -> None:
     """The per-kind rows, then the sums, run overhead and whole-run rows."""
     print(f"| kind | steps | engine {units.name} | ONNX Runtime {units.name} | engine - ORT | engine / ORT "
-          f"| engine share |")
-    print("|---|---|---|---|---|---|---|")
+          f"| engine share | GFLOP/s engine / ORT |")
+    print("|---|---|---|---|---|---|---|---|")
     total = sum(ours.per_kind.values())
     for kind in sorted(set(ours.per_kind) | set(theirs.per_kind), key=kind_order):
         a, b = ours.per_kind.get(kind, 0.0), theirs.per_kind.get(kind, 0.0)
+        flops = ours.flops.get(kind, 0)
+        rate = f"{flops / a / 1e9:.0f} / {flops / b / 1e9:.0f}" if flops and a > 0 and b > 0 else ""
         print(f"| {kind} | {counts.get(kind, 0)} | {units(a)} | {units(b)} | {units(a - b, True)} | {ratio(a, b)} "
-              f"| {a / total * 100:.0f} % |")
+              f"| {a / total * 100:.0f} % | {rate} |")
     rows = (("sum of steps / nodes", total, sum(theirs.per_kind.values())),
             ("run overhead", ours.overhead, theirs.overhead),
             ("run, hooked / profiled", ours.hooked, theirs.hooked),
             ("**run without hooks / profiling**", ours.plain, theirs.plain))
     for label, a, b in rows:
-        print(f"| {label} | | {units(a)} | {units(b)} | {units(a - b, True)} | {ratio(a, b)} | |")
+        print(f"| {label} | | {units(a)} | {units(b)} | {units(a - b, True)} | {ratio(a, b)} | | |")
 
 
 def print_steps(model, x, threads: int, steps: dict, kinds: dict, rows: list, units: Units) -> None:

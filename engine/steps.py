@@ -231,7 +231,8 @@ def _dense(item: LayerItem, ctx: StepContext, ahead) -> Step:
     residual = ctx.buffers[ctx.key(layer.residual, "nchwc")] if layer.residual else None
     packed_w, packed_b = ctx.weights.by_layer[layer.name]
     low, high = layer.clip
-    channels = conv_nchwc.item_channels(tiles.pointwise_channels, cout)
+    channels = conv_nchwc.item_channels(tiles.pointwise_channels, cout, max(sh, sw), kh * kw,
+                                        -(-batch * ho * wo // tiles.pointwise_pixels))
     call = bind(conv_nchwc.conv_nchwc, x, packed_w, packed_b, ctx.buffers[layer.output], sh, sw, top, left,
                 float(low), float(high), residual, tiles.pointwise_pixels, channels, activation=layer.activation)
     moved = conv_nchwc.conv_nchwc_bytes(batch, cin, cout, h, w, ho, wo, kh, kw, sh, ctx.config.budget,

@@ -165,6 +165,24 @@ def test_item_channels_divide_the_layer_into_equal_whole_items():
         assert [kernel.item_channels(16, c) for c in (64, 128, 256, 512)] == [16] * 4
 
 
+def test_item_channels_of_a_strided_conv_are_at_least_the_strided_minimum_or_the_layer():
+    least = kernel.STRIDED_MIN_CHANNELS
+    for out_channels in (16, 64, 128, 256, 512, 3 * CB + 5, 2048):
+        width = -(-out_channels // CB) * CB
+        for channels in (16, 48, 64, 256):
+            got = kernel.item_channels(channels, out_channels, 2)
+            assert got >= min(max(channels, least), width)
+            assert got == kernel.item_channels(max(channels, min(least, width)), out_channels)
+    assert kernel.item_channels(48, 512, 2) == 128 and kernel.item_channels(48, 64, 2) == 64
+    # a strided 1x1 with enough pixel tiles: STRIDED_1X1_CHANNELS, or the layer's width
+    enough = kernel.STRIDED_1X1_PIXEL_TILES
+    assert kernel.item_channels(48, 2048, 2, 1, enough) == kernel.STRIDED_1X1_CHANNELS
+    assert kernel.item_channels(48, 128, 2, 1, enough) == 128
+    assert kernel.item_channels(48, 2048, 2, 1, enough - 1) == least      # too few pixel tiles
+    assert kernel.item_channels(48, 2048, 2, 9, enough) == least          # a 3x3
+    assert kernel.item_channels(48, 2048, 1, 1, enough) == kernel.item_channels(48, 2048)  # stride 1
+
+
 def test_pack_conv_nchwc_layout_and_zero_padding():
     cout, cin = CB + 2, CB + 3
     weight = np.arange(cout * cin * 3 * 2, dtype=np.float32).reshape(cout, cin, 3, 2)

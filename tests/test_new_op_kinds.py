@@ -95,7 +95,11 @@ def test_each_step_says_which_tile_fields_its_kernel_reads_and_a_dense_conv_the_
     for name in dense:          # the 3x3 and downsample convs: tiled like a 1x1, channels rounded per layer
         row = resnet.loc[name]
         assert row["tile_fields"] == POINTWISE_FIELDS
-        assert row["pointwise_channels"] == item_channels(engine.Tiles().pointwise_channels, layers[name].output_shape[0])
+        cout, ho, wo = layers[name].output_shape    # (the profile is at batch 1)
+        kh, kw = layers[name].attrs["kernel_shape"]
+        assert row["pointwise_channels"] == item_channels(engine.Tiles().pointwise_channels, cout,
+                                                          max(layers[name].attrs["strides"]), kh * kw,
+                                                          -(-ho * wo // engine.Tiles().pointwise_pixels))
     assert all(fields == () for fields in resnet.loc[resnet["op"].isin(["stem", "maxpool", "linear"]), "tile_fields"])
     v3 = frames["mobilenet_v3_small"]
     assert set(v3.loc[v3["op"] == "depthwise", "tile_fields"]) == {DEPTHWISE_FIELDS}

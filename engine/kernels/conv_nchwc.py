@@ -541,14 +541,38 @@ def conv_nchwc(x: np.ndarray, packed_weight: np.ndarray, packed_bias: np.ndarray
            pad_left, low, high, act, alpha, beta, pixels, channels)
 
 
-def item_channels(channels: int, out_channels: int) -> int:
+# Least output channels per work item of a strided dense conv (item_channels): each work item
+# reads its pixels' input at the stride, and every channel tile reads it again; 128 instead
+# of 64 ran ResNet's 3x3 stride-2 and 1x1 stride-2 convs in 0.92-0.97x the time at batch 1
+# and 16 in both ResNets (in-network A/B, bench/README "Where the ResNet gap is"); the
+# stride-1 3x3s were 1.00-1.02x (not faster), so they keep the plain rounding.
+STRIDED_MIN_CHANNELS = 128
+# A strided 1x1 (ResNet's downsample) with at least STRIDED_1X1_PIXEL_TILES pixel tiles takes
+# at least this many: its input was computed blocks earlier (cold, at batch 64 from DRAM), and
+# read at stride 2 it brings in twice the lines it uses, once per channel tile; 512 ran
+# ResNet-50's three in 0.75x the time at batch 64. With fewer pixel tiles it would leave too
+# few work items for the threads (1.24x on ResNet-18's at batch 1).
+STRIDED_1X1_CHANNELS = 512
+STRIDED_1X1_PIXEL_TILES = 8
+
+
+def item_channels(channels: int, out_channels: int, stride: int = 1, kernel_taps: int = 0,
+                  pixel_tiles: int = 0) -> int:
     """Output channels per work item that `_dense` steps pass for a layer of `out_channels`:
-    `channels` (a Tiles.pointwise_channels, a multiple of 16) rounded up to the nearest
-    whole divisor of the layer's output blocks that is still a multiple of 16 channels, so
-    every work item gets the same blocks and none ends in a narrow group (48 on a 64..512
-    channel layer at 16 lanes would split each 4 blocks into a 7x3 and an 8x1 micro-tile
-    group: 1.4-1.5x slower on ResNet's 64-channel 3x3 layers, bench/README). `channels`
-    itself where no such divisor lies between it and the layer's width."""
+    `channels` (a Tiles.pointwise_channels, a multiple of 16), raised where stride > 1 to at
+    least STRIDED_MIN_CHANNELS (or the layer's width if less), and for a 1x1 (kernel_taps
+    1) with at least STRIDED_1X1_PIXEL_TILES pixel tiles (pixel_tiles: the layer's output
+    pixels over the pixel tile, whole batch) to STRIDED_1X1_CHANNELS; then rounded up to the
+    nearest whole divisor of the layer's output blocks that is still a multiple of 16
+    channels, so every work item gets the same blocks and none ends in a narrow group (48
+    on a 64..512 channel layer at 16 lanes would split each 4 blocks into a 7x3 and an 8x1
+    micro-tile group: 1.4-1.5x slower on ResNet's 64-channel 3x3 layers, bench/README).
+    The channels asked for where no such divisor lies between them and the layer's width."""
+    width = channel_blocks(out_channels) * CB
+    if stride > 1:
+        channels = max(channels, min(STRIDED_MIN_CHANNELS, width))
+        if kernel_taps == 1 and pixel_tiles >= STRIDED_1X1_PIXEL_TILES:
+            channels = max(channels, min(STRIDED_1X1_CHANNELS, width))
     blocks = max(1, channels // CB)
     cout_blocks = channel_blocks(out_channels)
     for candidate in range(blocks, cout_blocks + 1):
