@@ -62,7 +62,7 @@ sys.path.insert(0, str(ROOT))
 import engine  # noqa: E402
 from deepsparse_worker import DeepSparseRunner  # noqa: E402 - bench/, the script's folder
 from engine.model import total_flops  # noqa: E402
-from engine.passes import find_inverted_residual_blocks  # noqa: E402
+from engine.passes import find_fusable_blocks  # noqa: E402
 from workbench.models import is_model_name, model_names  # noqa: E402
 from workbench.profile import model_file  # noqa: E402
 from workbench.compare import (ORT_BF16_FASTMATH, PRECISION, onnxruntime_precision, openvino_config,  # noqa: E402
@@ -86,8 +86,8 @@ def make_engines(model: engine.Model | None, model_path: Path, threads: int, dee
     engines = {ENGINE: (lambda x: model.run(x, threads=threads), False)} if model is not None else {}
     if tuned is not None:
         engines[TUNED] = (lambda x: model.run(x, threads=threads, tiles=tuned), False)
-    # the fusion rows only where there is something to fuse (ResNet has no inverted-residual block)
-    for name, fuse in FUSION_ROWS.items() if model is not None and find_inverted_residual_blocks(model.graph) else ():
+    # the fusion rows only where there is something to fuse (ResNet has no inverted-residual or squeeze-and-excitation block)
+    for name, fuse in FUSION_ROWS.items() if model is not None and find_fusable_blocks(model.graph) else ():
         if fuse != engine.DEFAULT_FUSE_BLOCKS:
             engines[name] = (lambda x, fuse=fuse: model.run(x, threads=threads, fuse_blocks=fuse), False)
     try:
