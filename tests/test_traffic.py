@@ -63,7 +63,11 @@ def test_pointwise_whose_weights_do_not_fit_l2_rereads_them_per_pixel_tile():
     # are more than L2, so its weights are re-read by every micro-tile of 6 pixels
     wide = pointwise.pointwise_bytes(8, 960, 320, 7, 7, pointwise_pixels=64, pointwise_channels=320,
                                      has_residual=False, budget=BUDGET)
-    assert wide["L3"] == x + w * -(-pixels // pointwise.MICRO_TILE[8][0]) + y
+    # micro-tiles as the kernel walks them, each image's part of a tile apart: tiles start at
+    # 0, 54, 108, 168, 222, 276, 336 (56 t on multiples of 6), images at multiples of 49: parts
+    # of 49, 5, 44, 10, 39, 21, 28, 26, 23, 31, 18, 42, 7, 49 pixels, 72 micro-tiles of 6 (66
+    # if the tiles ignored the images)
+    assert wide["L3"] == x + w * 72 + y
     assert wide["L3"] > moved["L3"]
 
 
@@ -351,3 +355,19 @@ def test_pointwise_weights_over_half_of_l2_keep_a_share_across_pixel_tiles():
     # = 5849/16384 of the 6 re-reads lost; inside a tile a triple's slice (184,320 B + 8 x 4,032 B)
     # and a tile's inputs (64 x 4,032 B + 184,320 B) stay
     assert moved["L3"] == round(x + w * (1 + 6 * 5849 / 16384) + y) == 5_871_912
+
+
+def test_pointwise_registers_reread_weights_once_per_micro_tile_of_each_images_part():
+    # 960 -> 160 with a residual at 7x7, batch 8 (MobileNetV2 block 16's projection), 16 lanes:
+    # tiles of 56 pixels start at 0, 56, ..., 336 and images at multiples of 49, so the kernel walks
+    # parts of 49, 7, 42, 14, 35, 21, 28, 28, 21, 35, 14, 42, 7, 49 pixels: 56 micro-tiles of 8, not 49
+    budget = CacheBudget(L1=48 * KIB, L2=2 * MIB, L3=32 * MIB, lanes=16)
+    moved = pointwise.pointwise_bytes(8, 960, 160, 7, 7, 64, 48, True, budget)
+    x = 392 * 960 * 4                           # read once per block triple: 10 blocks, 4 triples
+    w = 160 * 961 * 4
+    y = 392 * 160 * 4 * 2                       # output and residual
+    assert moved["L1"] == x * 4 + w * 56 + y == 40_965_120
+    # across L1 <- L2 a triple's weights (184,320 B) are more than L1: re-read by each of the 56
+    # micro-tiles; the inputs by each triple (a tile's inputs and a triple's weights are more too)
+    assert moved["L2"] == x * 4 + w * 56 + y
+
