@@ -300,27 +300,6 @@ def test_a_fused_block_across_l2_charges_its_1x1_stages_as_1x1_convs_over_one_ba
     assert moved["L2"] == expand + 2 * expand_rows + 2 * depthwise_output + 960 * 10 * 4 + project
 
 
-def test_a_fused_block_after_a_fused_block_does_not_pay_its_shared_scratchs_first_touch(mobilenet):
-    from engine.residency import shared_scratch_bytes
-
-    machine = with_lanes(ZEN3, CB)
-    plan = mobilenet.plan(1, threads=2, fuse_blocks=True, machine=machine)
-    l2 = machine.cache("L2").usable_bytes
-    pairs = list(zip([None, *plan.steps[:-1]], plan.steps))
-    first = next(step for previous, step in pairs if step.fused and not (previous and previous.fused))
-    assert shared_scratch_bytes(first, None, mobilenet.weights, 2, l2) == 0
-    credited = [(previous, step) for previous, step in pairs if step.fused and previous is not None and previous.fused
-                and shared_scratch_bytes(step, previous, mobilenet.weights, 2, l2) > 0]
-    assert credited                                      # blocks whose scratch stays in the 512 KiB L2
-    previous, step = credited[0]
-    hidden = mobilenet.weights.by_layer[step.members[-2]][0].shape[0] * CB
-    rows = min(step.block_rows, step.output_shape[2])
-    expand, depthwise_rows = fused_block.scratch_floats(hidden, step.input_shape[3], step.output_shape[3], rows,
-                                                        step.stride, CB)
-    scratch = 4 * (expand * (len(step.members) == 3) + depthwise_rows)
-    assert shared_scratch_bytes(step, previous, mobilenet.weights, 2, l2) <= 2 * 2 * scratch
-
-
 def test_a_1x1_whose_streams_outnumber_l1s_ways_in_the_same_sets_reads_its_inputs_twice_across_l1():
     # 144 -> 24 channels at 56x56 with a residual, batch 1 (MobileNetV2 block 3's projection),
     # 16 lanes, a 48 KiB 12-way L1 (4 KiB per way): the channel blocks are 56 x 56 x 64 B =
