@@ -381,26 +381,6 @@ def plan_residency(steps, buffers: dict[str, np.ndarray], weights, l2_bytes: int
     return results
 
 
-def shared_scratch_bytes(step, previous, weights, threads: int, l2_bytes: int) -> int:
-    """L3 bytes of a fused block's scratch first touch (fused_block_bytes: a fill and a
-    write-back of each worker's scratch per run) that it does not pay when the step before
-    it is a fused block too: the two share each thread's scratch, nothing runs between
-    them, so the lines the block before used are still in L2 (no fill) and their dirty
-    contents are overwritten, not written back. 0 otherwise, and for a scratch that does
-    not stay in L2. The closed form of what the walk finds for two blocks in a row, now
-    that it follows the scratch (`scratch_regions`); the plan takes the walk's figure."""
-    from engine.kernels.fused_block import scratch_stays_in   # here: only fused blocks need it
-
-    if not (step.fused and previous is not None and previous.fused):
-        return 0
-    expand, depthwise, bands = block_scratch_bytes(step, weights)
-    expand_before, depthwise_before, bands_before = block_scratch_bytes(previous, weights)
-    if not scratch_stays_in(expand + depthwise, l2_bytes):
-        return 0
-    shared = min(expand, expand_before) + min(depthwise, depthwise_before)
-    return 2 * min(threads, bands, bands_before) * shared
-
-
 def _span(array: np.ndarray) -> tuple[int, int]:
     start = array.__array_interface__["data"][0]
     return start, start + array.nbytes

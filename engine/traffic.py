@@ -51,8 +51,8 @@ model, said out loud:
   lifetime just ended is written without a fill and without a second write-back.
 - Where this model is knowingly wrong: every step of MobileNetV2 still more than 25 % off
   the cache simulation at L2, L3 or DRAM (bench/README, "Bytes model against a cache
-  simulation": 91 % / 87 % of step-levels within 25 % at batch 1 / 8 on this host's 2 MiB
-  L2s, 93 % / 86 % on the Zen 3 VM's 512 KiB L2s and 10 MiB L3), by cause. Ratios are
+  simulation": 91 % / 89 % of step-levels within 25 % at batch 1 / 8 on this host's 2 MiB
+  L2s, 94 % / 90 % on the Zen 3 VM's 512 KiB L2s and 10 MiB L3), by cause. Ratios are
   model / simulated.
   (1) The walk keeps all of a buffer it holds; the simulated 16-way L2 loses part of one
   near its size. This host, batch 1, L3: features.1's projection (0 vs 0.15 MB),
@@ -67,12 +67,22 @@ model, said out loud:
   simulation writes 0.53 MB back during the block, the walk 0.18 MB, and the rest during
   the next step (features.15's expand 1.35x, its depthwise 1.34x); the two steps together
   agree (0.74 vs 0.72 MB).
-  (3) The 1x1 conv's re-reads across L1 <- L2 at 7x7, batch 8 (`pointwise_bytes`, beside
-  the kernel): the expands at 1.46x (22.8 vs 15.6 MB: their weights are kept for two thirds
-  of their re-reads at batch 1 and less at batch 8 in the simulation, 7 pixel tiles each
-  fetching the next triple's weights ahead, which one `kept_share` per reuse distance does
-  not tell apart), the projections at 0.79x (36.9 vs 46.4 MB: their 960-channel inputs,
-  re-read per block triple, lose more lines than counted), on both machines.
+  (3) The 1x1 expands' weight re-reads across L1 <- L2 at 7x7, batch 8 here (features.15-17,
+  1.57x: 24.5 vs 15.6 MB). Their reuse distance (a block triple's 30 KiB of weights and a
+  micro-tile's 6.5 KiB of inputs and outputs, 76 % of the 48 KiB L1) is the one
+  `kept_share` was set on at batch 1, where the simulated L1 keeps 76 % of the re-reads
+  (the model 60 %); at batch 8 it keeps 93 % (thread 0's L1 alone, misses by operand:
+  weights 6.1 MB against the model's 14.7). What differs is per set, not per level: at
+  batch 1 every micro-tile also prefetches 4 lines per input block of the next triple's
+  weights (`prefetches_weights`), and the 16-way simulated 32 KiB L1 of the Zen 3 VM keeps
+  fewer re-reads than the model at the same 75 % (its 14x14 expands, features.12-13, and
+  features.3's projection; the activations' streams, H x W x 64 B apart, land on 4-line
+  offsets of its 32 sets and on 49-line ones of this host's 64). Starting the fall at
+  75 % of the level (KEPT_FROM) with the prefetched lines in the distance put these three
+  inside (and features.18 at L3 1.51x -> 1.48x) but four Zen 3 steps out at batch 1 (0.62-
+  0.78x): a capacity share cannot tell the two apart; the sets' fill would. The 7x7
+  projections (0.79x) were the micro-tile count: the kernel walks each image's part of a
+  pixel tile apart (56 micro-tiles at batch 8, not 49), now counted (0.89x).
   (4) The 7x7 stage at L3, batch 8 here, not diagnosed: depthwise features.16-17 at 0.37x
   (0.8 vs 2.2 MB), features.15's expand 0.57x, the projections 0.69x, features.18 1.51x
   (15.3 vs 10.2 MB: `pointwise_bytes` charges its 1.6 MB of weights re-read per pixel tile
@@ -94,11 +104,12 @@ model, said out loud:
   worst case (every line missed: features.14's block at batch 1 at 5.1x) without moving
   features.3's; the band height, not the model, is the question (bench/README).
   (6) Small DRAM figures on the Zen 3 VM (0.04-0.15 MB, just past the 64 KiB filter):
-  blocks features.4-6 at batch 8 (0.35-2.5x), depthwise features.16-17 (0.48x, 1.30x);
-  and features.14's block, features.18 at 0.73x, features.17's expand 1.27x at batch 8: the
-  walk's fully associative L3 against a 16-way one. Also at L3 on the Zen 3 VM, batch 1,
-  not diagnosed: the expands and a depthwise of features.9-11 at 1.26-1.29x (0.83 vs 0.65
-  MB), the pool 1.40x (0.26 vs 0.18 MB).
+  blocks features.4-6 at batch 8 (0.35-2.5x), depthwise features.15-17 (0.48-1.30x);
+  and features.14's block, features.18 at 0.73-0.78x, features.8's and 16's expands
+  (0.68-0.74x) at batch 8: the walk's fully associative L3 against a 16-way one. Also at L3
+  on the Zen 3 VM, batch 1, not diagnosed: the expands and a depthwise of features.9-11 at
+  1.26-1.29x (0.83 vs 0.65 MB), features.15's expand and depthwise 1.33-1.35x, the pool
+  1.40x (0.26 vs 0.18 MB).
 - Re-reads. An operand that the kernel walks several times (weights once per pixel tile,
   inputs once per output-channel tile, input rows once per band) is charged once if the set
   that must stay resident between two passes fits in half the capacity of the level above

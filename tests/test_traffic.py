@@ -63,7 +63,11 @@ def test_pointwise_whose_weights_do_not_fit_l2_rereads_them_per_pixel_tile():
     # are more than L2, so its weights are re-read by every micro-tile of 6 pixels
     wide = pointwise.pointwise_bytes(8, 960, 320, 7, 7, pointwise_pixels=64, pointwise_channels=320,
                                      has_residual=False, budget=BUDGET)
-    assert wide["L3"] == x + w * -(-pixels // pointwise.MICRO_TILE[8][0]) + y
+    # micro-tiles as the kernel walks them, each image's part of a tile apart: tiles start at
+    # 0, 54, 108, 168, 222, 276, 336 (56 t on multiples of 6), images at multiples of 49: parts
+    # of 49, 5, 44, 10, 39, 21, 28, 26, 23, 31, 18, 42, 7, 49 pixels, 72 micro-tiles of 6 (66
+    # if the tiles ignored the images)
+    assert wide["L3"] == x + w * 72 + y
     assert wide["L3"] > moved["L3"]
 
 
@@ -296,27 +300,6 @@ def test_a_fused_block_across_l2_charges_its_1x1_stages_as_1x1_convs_over_one_ba
     assert moved["L2"] == expand + 2 * expand_rows + 2 * depthwise_output + 960 * 10 * 4 + project
 
 
-def test_a_fused_block_after_a_fused_block_does_not_pay_its_shared_scratchs_first_touch(mobilenet):
-    from engine.residency import shared_scratch_bytes
-
-    machine = with_lanes(ZEN3, CB)
-    plan = mobilenet.plan(1, threads=2, fuse_blocks=True, machine=machine)
-    l2 = machine.cache("L2").usable_bytes
-    pairs = list(zip([None, *plan.steps[:-1]], plan.steps))
-    first = next(step for previous, step in pairs if step.fused and not (previous and previous.fused))
-    assert shared_scratch_bytes(first, None, mobilenet.weights, 2, l2) == 0
-    credited = [(previous, step) for previous, step in pairs if step.fused and previous is not None and previous.fused
-                and shared_scratch_bytes(step, previous, mobilenet.weights, 2, l2) > 0]
-    assert credited                                      # blocks whose scratch stays in the 512 KiB L2
-    previous, step = credited[0]
-    hidden = mobilenet.weights.by_layer[step.members[-2]][0].shape[0] * CB
-    rows = min(step.block_rows, step.output_shape[2])
-    expand, depthwise_rows = fused_block.scratch_floats(hidden, step.input_shape[3], step.output_shape[3], rows,
-                                                        step.stride, CB)
-    scratch = 4 * (expand * (len(step.members) == 3) + depthwise_rows)
-    assert shared_scratch_bytes(step, previous, mobilenet.weights, 2, l2) <= 2 * 2 * scratch
-
-
 def test_a_1x1_whose_streams_outnumber_l1s_ways_in_the_same_sets_reads_its_inputs_twice_across_l1():
     # 144 -> 24 channels at 56x56 with a residual, batch 1 (MobileNetV2 block 3's projection),
     # 16 lanes, a 48 KiB 12-way L1 (4 KiB per way): the channel blocks are 56 x 56 x 64 B =
@@ -351,3 +334,19 @@ def test_pointwise_weights_over_half_of_l2_keep_a_share_across_pixel_tiles():
     # = 5849/16384 of the 6 re-reads lost; inside a tile a triple's slice (184,320 B + 8 x 4,032 B)
     # and a tile's inputs (64 x 4,032 B + 184,320 B) stay
     assert moved["L3"] == round(x + w * (1 + 6 * 5849 / 16384) + y) == 5_871_912
+
+
+def test_pointwise_registers_reread_weights_once_per_micro_tile_of_each_images_part():
+    # 960 -> 160 with a residual at 7x7, batch 8 (MobileNetV2 block 16's projection), 16 lanes:
+    # tiles of 56 pixels start at 0, 56, ..., 336 and images at multiples of 49, so the kernel walks
+    # parts of 49, 7, 42, 14, 35, 21, 28, 28, 21, 35, 14, 42, 7, 49 pixels: 56 micro-tiles of 8, not 49
+    budget = CacheBudget(L1=48 * KIB, L2=2 * MIB, L3=32 * MIB, lanes=16)
+    moved = pointwise.pointwise_bytes(8, 960, 160, 7, 7, 64, 48, True, budget)
+    x = 392 * 960 * 4                           # read once per block triple: 10 blocks, 4 triples
+    w = 160 * 961 * 4
+    y = 392 * 160 * 4 * 2                       # output and residual
+    assert moved["L1"] == x * 4 + w * 56 + y == 40_965_120
+    # across L1 <- L2 a triple's weights (184,320 B) are more than L1: re-read by each of the 56
+    # micro-tiles; the inputs by each triple (a tile's inputs and a triple's weights are more too)
+    assert moved["L2"] == x * 4 + w * 56 + y
+

@@ -673,6 +673,8 @@ def pointwise_bytes(batch: int, in_channels: int, out_channels: int, height: int
     output blocks and residual, H x W x CB x 4 B apart) conflict in L1's sets
     (CacheBudget.l1_streams_conflict): the lines prefetched two micro-tiles ahead are evicted
     before their use.
+    Micro-tiles are counted as the kernel walks them: each image's part of a pixel tile in
+    micro-tiles of ROWS (a 64-pixel tile over 7x7 images is two parts, 8 micro-tiles, not 7).
     """
     # imported here, not at the top: a module-level import would put traffic.py in this file's
     # numba cache stamp (engine._numba_env), and every edit to the bytes model would recompile the kernels
@@ -688,7 +690,7 @@ def pointwise_bytes(batch: int, in_channels: int, out_channels: int, height: int
     y_bytes = pixels * cout * FLOAT32 * (2 if has_residual else 1)
     pixel_tiles = ceil_div(pixels, pointwise_pixels)
     block_pairs = ceil_div(cout_blocks, blocks)
-    micro_rows = ceil_div(pixels, rows)
+    micro_rows = _micro_tile_count(batch, height * width, pixel_tiles, rows, pointwise_pixels)
     registers = x_bytes * block_pairs + w_bytes * micro_rows + y_bytes
     pair_channels = min(blocks, cout_blocks) * budget.lanes
     tile_pixels = min(pointwise_pixels, pixels)
@@ -713,3 +715,17 @@ def pointwise_bytes(batch: int, in_channels: int, out_channels: int, height: int
             x_traffic *= 2          # prefetched two micro-tiles ahead, evicted, read again
         below[boundary] = x_traffic + w_traffic + y_bytes
     return by_level(registers, below)
+
+
+def _micro_tile_count(images: int, image_pixels: int, pixel_tiles: int, rows: int, pointwise_pixels: int) -> int:
+    """Micro-tiles of `rows` pixels the 1x1 kernel walks over `images` x `image_pixels`
+    pixels in `pixel_tiles` tiles (`_tile_start`'s split): each image's part of a tile is
+    walked on its own, its last micro-tile partial."""
+    total = images * image_pixels
+    tiles = np.arange(pixel_tiles + 1, dtype=np.int64)
+    starts = tiles * total // pixel_tiles
+    if pointwise_pixels >= rows:
+        starts -= starts % rows
+    starts[-1] = total
+    bounds = np.union1d(starts, np.arange(images + 1, dtype=np.int64) * image_pixels)
+    return int((-(-np.diff(bounds) // rows)).sum())
