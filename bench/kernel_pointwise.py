@@ -12,13 +12,13 @@ ours / OpenBLAS on one thread and, with --peak, both as % of the FMA peak.
 --roof adds each layer's roof on this machine from the cached measured ceilings
 (workbench.measure_ceilings; --peak defaults to their 1-thread FMA peak): the compute roof
 (the FMA peak x true / padded FLOPs: channels are padded to whole CB-lane blocks) and the
-memory roof of the layer's compulsory bytes (input read, output written plus the output's
-line fill, the read-for-ownership a regular store pays, and the packed weights once) at the
-bandwidth of the level its working set fits in (effective L2 / L3 size, else DRAM). The
-triad ceiling counts 3 streams of a triad that moves 4 (its store pays the fill too), so the
-bus bandwidth is triad x 4/3. Columns: the roof (GFLOP/s), the binding resource, the first
-thread count as % of the roof; the sum line adds the 15 layers' combined roof (total FLOPs
-over the summed roof times), the best sum % of peak this host allows.
+memory roof of the layer's compulsory bytes (input read, output written, the packed weights
+once, plus the output's line fill -- the read-for-ownership of a regular store -- at the
+levels where it is paid, FILL_PAID) at the triad bandwidth of the level its working set fits
+in (effective L2 / L3 size, else DRAM). Columns: the roof (GFLOP/s), the binding resource,
+the first thread count as % of the roof; the sum line adds the layers' combined roof (total
+FLOPs over the summed roof times), the best sum % of peak this host allows if every layer
+ran at its roof.
 
 Timings are noisy when other work shares the cores; run it under the project's lock, one
 batch at a time so each run stays short:
@@ -155,12 +155,24 @@ class Layer:
         return self.flops / best / 1e9
 
 
+# Whether a regular store's line fill costs bandwidth beyond the triad convention (3 streams
+# counted, the store's fill not) at each level, from bench/streaming_stores.py on the Xeon VM
+# (2026-12-07): with the working set in L3, a write-only stream of regular stores runs at
+# 27-29 GB/s of bytes written, a read-and-write copy at 27-29 GB/s of bytes read + written,
+# the triad at 27 GB/s -- a written byte costs what a read one does, the fill is not paid
+# on top (probably: L2 victims go back to the non-inclusive L3 dirty or not); in L2 (63 against
+# a 120 GB/s triad) and DRAM (10 against 16) the write-only stream runs at about half, the
+# fill is paid. When it is, the bus moves 4 streams for the triad's 3 counted: triad x 4/3.
+FILL_PAID = {"L1": True, "L2": True, "L3": False, "DRAM": True}
+
+
 def layer_roof(batch: int, cin: int, cout: int, size: int, ceilings, threads: int = 1) -> tuple[float, str]:
     """(roof GFLOP/s, binding resource) of one 1x1 layer from the measured `ceilings`
     (workbench.ceilings.Ceilings) at `threads`: min of the compute roof (FMA peak x true /
-    padded FLOPs) and the compulsory bytes -- input read, output written plus its line fill,
-    packed weights once -- at 4/3 x the triad bandwidth of the level the layer's working set
-    fits in (the triad figure counts 3 of the 4 streams its store moves)."""
+    padded FLOPs) and the compulsory bytes -- input read, output written, packed weights once,
+    and the output's line fill where FILL_PAID (then at 4/3 x the triad: the triad figure counts
+    3 of the 4 streams it moves) -- at the triad bandwidth of the level the layer's working set
+    fits in."""
     cin_padded, cout_padded = channel_blocks(cin) * CB, channel_blocks(cout) * CB
     pixels = batch * size * size
     flops = pointwise_flops(batch, cin, cout, size, size)
@@ -169,8 +181,9 @@ def layer_roof(batch: int, cin: int, cout: int, size: int, ceilings, threads: in
     weights = 4 * (cin_padded * cout_padded + cout_padded)
     effective = ceilings.effective_bytes()
     level = next((name for name in ("L2", "L3") if activations + weights <= effective.get(name, 0)), "DRAM")
-    moved = 4 * pixels * (cin_padded + 2 * cout_padded) + weights
-    memory = flops / (moved / (ceilings.bandwidth_gbs(level, threads) * 4 / 3))
+    fill = FILL_PAID[level]
+    moved = 4 * pixels * (cin_padded + (2 if fill else 1) * cout_padded) + weights
+    memory = flops / (moved / (ceilings.bandwidth_gbs(level, threads) * (4 / 3 if fill else 1.0)))
     if memory < compute:
         return memory, level
     return compute, "FMA" if cin == cin_padded and cout == cout_padded else "FMA pad"
