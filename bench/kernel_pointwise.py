@@ -9,6 +9,17 @@ the row-major and the transposed form, with
 ours / OpenBLAS on one thread and, with --peak, both as % of the FMA peak.
 --net resnet50 times ResNet-50's 1x1 shapes instead of MobileNetV2's.
 
+--roof adds each layer's roof on this machine from the cached measured ceilings
+(workbench.measure_ceilings; --peak defaults to their 1-thread FMA peak): the compute roof
+(the FMA peak x true / padded FLOPs: channels are padded to whole CB-lane blocks) and the
+memory roof of the layer's compulsory bytes (input read, output written, the packed weights
+once, plus the output's line fill -- the read-for-ownership of a regular store -- at the
+levels where it is paid, FILL_PAID) at the triad bandwidth of the level its working set fits
+in (effective L2 / L3 size, else DRAM). Columns: the roof (GFLOP/s), the binding resource,
+the first thread count as % of the roof; the sum line adds the layers' combined roof (total
+FLOPs over the summed roof times), the best sum % of peak this host allows if every layer
+ran at its roof.
+
 Timings are noisy when other work shares the cores; run it under the project's lock, one
 batch at a time so each run stays short:
 
@@ -144,11 +155,47 @@ class Layer:
         return self.flops / best / 1e9
 
 
+# Whether a regular store's line fill costs bandwidth beyond the triad convention (3 streams
+# counted, the store's fill not) at each level, from bench/streaming_stores.py on the Xeon VM
+# (2026-12-07): with the working set in L3, a write-only stream of regular stores runs at
+# 27-29 GB/s of bytes written, a read-and-write copy at 27-29 GB/s of bytes read + written,
+# the triad at 27 GB/s -- a written byte costs what a read one does, the fill is not paid
+# on top (probably: L2 victims go back to the non-inclusive L3 dirty or not); in L2 (63 against
+# a 120 GB/s triad) and DRAM (10 against 16) the write-only stream runs at about half, the
+# fill is paid. When it is, the bus moves 4 streams for the triad's 3 counted: triad x 4/3.
+FILL_PAID = {"L1": True, "L2": True, "L3": False, "DRAM": True}
+
+
+def layer_roof(batch: int, cin: int, cout: int, size: int, ceilings, threads: int = 1) -> tuple[float, str]:
+    """(roof GFLOP/s, binding resource) of one 1x1 layer from the measured `ceilings`
+    (workbench.ceilings.Ceilings) at `threads`: min of the compute roof (FMA peak x true /
+    padded FLOPs) and the compulsory bytes -- input read, output written, packed weights once,
+    and the output's line fill where FILL_PAID (then at 4/3 x the triad: the triad figure counts
+    3 of the 4 streams it moves) -- at the triad bandwidth of the level the layer's working set
+    fits in."""
+    cin_padded, cout_padded = channel_blocks(cin) * CB, channel_blocks(cout) * CB
+    pixels = batch * size * size
+    flops = pointwise_flops(batch, cin, cout, size, size)
+    compute = ceilings.peak_gflops(threads) * cin * cout / (cin_padded * cout_padded)
+    activations = 4 * pixels * (cin_padded + cout_padded)
+    weights = 4 * (cin_padded * cout_padded + cout_padded)
+    effective = ceilings.effective_bytes()
+    level = next((name for name in ("L2", "L3") if activations + weights <= effective.get(name, 0)), "DRAM")
+    fill = FILL_PAID[level]
+    moved = 4 * pixels * (cin_padded + (2 if fill else 1) * cout_padded) + weights
+    memory = flops / (moved / (ceilings.bandwidth_gbs(level, threads) * (4 / 3 if fill else 1.0)))
+    if memory < compute:
+        return memory, level
+    return compute, "FMA" if cin == cin_padded and cout == cout_padded else "FMA pad"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--net", choices=sorted(NETWORKS), default="mobilenet_v2", help="whose 1x1 shapes")
     parser.add_argument("--peak", type=float, default=None, help="FMA peak of one core, GFLOP/s (adds %% columns)")
+    parser.add_argument("--roof", action="store_true",
+                        help="add each layer's roof from the cached measured ceilings (see the docstring)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--layers", type=str, default="all",
                         help="comma-separated layer indices into the --net's shapes, or 'all'")
@@ -160,6 +207,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--unaligned", action="store_true",
                         help="numpy's own allocations for the kernel's arrays (16 bytes past a line) instead of aligned ones")
     args = parser.parse_args(argv)
+    ceilings = None
+    if args.roof:
+        from workbench.ceilings import measure_ceilings  # bench-only: engine never imports workbench
+
+        ceilings = measure_ceilings(quick=True, threads=[args.threads[0]])
+        args.peak = args.peak or ceilings.peak_gflops(args.threads[0])
+        print(f"ceilings (measured {ceilings.measured_at}), {args.threads[0]} thread(s): FMA peak "
+              f"{ceilings.peak_gflops(args.threads[0]):.1f} GFLOP/s, triad "
+              + ", ".join(f"{level} {ceilings.bandwidth_gbs(level, args.threads[0]):.1f}" for level in ceilings.levels)
+              + " GB/s; effective " + ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in ceilings.effective_bytes().items()))
 
     shapes = NETWORKS[args.net]
     indices = range(len(shapes)) if args.layers == "all" else [int(i) for i in args.layers.split(",")]
@@ -175,10 +232,13 @@ def main(argv: list[str] | None = None) -> None:
         header += f" {'BLAS 1T':>8s} {'ours/BLAS':>9s}"
     if args.peak:
         header += f" {'1T %pk':>7s}" + ("" if args.no_numpy else f" {'BLAS %pk':>8s}")
+    if ceilings is not None:
+        header += f" {'roof':>6s} {'bound':>7s} {'%roof':>6s}"
     print(header + "   (GFLOP/s)")
     seconds = {(threads, kind): 0.0 for threads in args.threads for kind in ("default", "best")}
     total_flops = 0
     numpy_seconds = 0.0
+    roof_seconds = 0.0
     for index in indices:
         cin, cout, size = shapes[index]
         layer = Layer(args.batch, cin, cout, size, aligned=not args.unaligned)
@@ -202,6 +262,10 @@ def main(argv: list[str] | None = None) -> None:
             row += f" {blas:8.1f} {first / blas:9.2f}"
         if args.peak:
             row += f" {100 * first / args.peak:6.1f}%" + ("" if blas is None else f" {100 * blas / args.peak:7.1f}%")
+        if ceilings is not None:
+            roof, bound = layer_roof(args.batch, cin, cout, size, ceilings, args.threads[0])
+            roof_seconds += layer.flops / (roof * 1e9)
+            row += f" {roof:6.1f} {bound:>7s} {100 * first / roof:5.1f}%"
         print(row, flush=True)
     for threads in args.threads:
         for kind in ("default", "best") if args.sweep else ("default",):
@@ -215,6 +279,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.peak:
         total = seconds[args.threads[0], "default"]
         print(f"ours, {args.threads[0]} thread(s), default tiles: {100 * total_flops / total / 1e9 / args.peak:.1f} % of peak")
+    if ceilings is not None:
+        total = seconds[args.threads[0], "default"]
+        roof = total_flops / roof_seconds / 1e9
+        print(f"combined roof of these layers, {args.threads[0]} thread(s): {roof_seconds * 1e3:.3f} ms "
+              f"({roof:.1f} GFLOP/s, {100 * roof / args.peak:.1f} % of peak: the best sum this host allows); "
+              f"ours {100 * roof_seconds / total:.1f} % of it")
     print(f"numba threading layer: {numba.threading_layer()}")
 
 
