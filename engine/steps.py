@@ -217,6 +217,15 @@ def _direct(item: LayerItem, ctx: StepContext, ahead) -> Step:
     return _conv_step(layer, ctx, op, x, direct_conv.direct_conv_flops(batch, cin, cout, ho, wo, kh, kw), moved, call)
 
 
+def dense_item_channels(layer: Layer, tiles: Tiles, batch: int) -> int:
+    """Output channels per work item a dense conv `layer` runs with under `tiles` at `batch`:
+    tiles.pointwise_channels as conv_nchwc.item_channels widens and rounds it."""
+    cout, out_h, out_w = layer.output_shape
+    kh, kw = layer.attrs["kernel_shape"]
+    pixel_tiles = -(-batch * out_h * out_w // tiles.pointwise_pixels)
+    return conv_nchwc.item_channels(tiles.pointwise_channels, cout, max(layer.attrs["strides"]), kh * kw, pixel_tiles)
+
+
 def _dense(item: LayerItem, ctx: StepContext, ahead) -> Step:
     """A dense (group 1) conv on a conv's NCHWc output: engine.kernels.conv_nchwc, with the
     pointwise tiles as its work split (the channel tile rounded to whole divisors of the
@@ -231,8 +240,7 @@ def _dense(item: LayerItem, ctx: StepContext, ahead) -> Step:
     residual = ctx.buffers[ctx.key(layer.residual, "nchwc")] if layer.residual else None
     packed_w, packed_b = ctx.weights.by_layer[layer.name]
     low, high = layer.clip
-    channels = conv_nchwc.item_channels(tiles.pointwise_channels, cout, max(sh, sw), kh * kw,
-                                        -(-batch * ho * wo // tiles.pointwise_pixels))
+    channels = dense_item_channels(layer, tiles, batch)
     call = bind(conv_nchwc.conv_nchwc, x, packed_w, packed_b, ctx.buffers[layer.output], sh, sw, top, left,
                 float(low), float(high), residual, tiles.pointwise_pixels, channels, activation=layer.activation)
     moved = conv_nchwc.conv_nchwc_bytes(batch, cin, cout, h, w, ho, wo, kh, kw, sh, ctx.config.budget,

@@ -32,9 +32,11 @@ from engine import schedules
 from engine.checks import check_batch, check_int, check_machine, check_threads
 from engine.hooks import Recorder
 from engine.kernels.conv_nchwc import DEFAULT_CHANNELS as DENSE_CHANNELS
+from engine.kernels.layout import CB, channel_blocks
 from engine.kernels.micro_tile import DEFAULT_POINTWISE_CHANNELS
 from engine.passes import find_fusable_blocks
 from engine.plan import build_plan
+from engine.steps import dense_item_channels
 from engine.tiles import Tiles, TileSchedule
 
 
@@ -182,6 +184,7 @@ class _Session:
         # of two builds: a collector pause must not make the tuner think it has no time)
         self.plan_seconds = min(_seconds_to_build(model, x.shape[0], plan.config) for _ in range(2))
         layers = {layer.name: layer for layer in model.graph.layers}
+        self.layers = layers
         self.kinds = {step.name: _kind(step, layers.get(step.name)) for step in plan.steps}
         self.steps = {step.name: step for step in plan.steps}
         # keep every candidate's plan while a step is tuned, if their arenas fit in memory;
@@ -245,8 +248,26 @@ class _Session:
         # (work items split by pixels only: even shares where the blocks split unevenly)
         tried = DENSE_CHANNELS_TRIED if self.kinds[name] == "dense" else POINTWISE_CHANNELS
         widths = [c for c in tried if c < channels] + [-(-channels // 16) * 16]
-        return ([_Choice(current)] + [_Choice(_replace(current, pointwise_pixels=p)) for p in POINTWISE_PIXELS]
-                + [_Choice(_replace(current, pointwise_channels=c)) for c in widths])
+        choices = ([_Choice(current)] + [_Choice(_replace(current, pointwise_pixels=p)) for p in POINTWISE_PIXELS]
+                   + [_Choice(_replace(current, pointwise_channels=c)) for c in widths])
+        if self.kinds[name] != "dense":
+            return choices
+        # a dense conv widens some channel tiles (conv_nchwc.item_channels): measure each
+        # work split it would really run once
+        seen, distinct = set(), []
+        for choice in choices:
+            split = self._dense_split(name, choice.tiles)
+            if split not in seen:
+                seen.add(split)
+                distinct.append(choice)
+        return distinct
+
+    def _dense_split(self, name: str, tiles: Tiles) -> tuple[int, int]:
+        """(pixels, output channels) per work item of dense conv step `name` under `tiles`
+        (channels past the layer's padded width run the whole width)."""
+        layer = self.layers[name]
+        width = channel_blocks(layer.output_shape[0]) * CB
+        return tiles.pointwise_pixels, min(width, dense_item_channels(layer, tiles, self.x.shape[0]))
 
     def tune_fusion(self, schedule: TileSchedule, repeats: int, trials: list, rng: random.Random) -> TileSchedule:
         """`schedule`, or every block fused, or none, whichever runs fastest whole (kept only

@@ -144,3 +144,29 @@ def test_untuned_keeps_tiles_and_fusion_and_drops_the_mark(tuned):
     assert (plain.default, plain.overrides, plain.fused) == (result.schedule.default, result.schedule.overrides,
                                                              result.schedule.fused)
 
+
+
+def test_a_dense_conv_is_tried_once_per_work_split_it_really_runs():
+    # a strided dense conv widens narrow channel tiles (conv_nchwc.item_channels), so two
+    # channel settings can run the same split: the tuner measures each split once
+    from engine.tune import _Session
+    from new_ops_graphs import resnet_like
+
+    model = engine.load(resnet_like())
+    x = np.zeros((1, 3, 32, 32), np.float32)
+    session = _Session(model, x, 1, "auto", None)
+    try:
+        schedule = session.starting_schedule()
+        dense = [name for name, kind in session.kinds.items() if kind == "dense"]
+        strided = [name for name in dense if max(session.layers[name].attrs["strides"]) > 1]
+        assert strided, dense
+        for name in dense:
+            splits = [session._dense_split(name, choice.tiles) for choice in session.candidates(schedule, name)]
+            assert len(splits) == len(set(splits)), (name, splits)
+        # the stride-2 3x3 (32 channels): every channel setting runs all 32 channels
+        conv = next(name for name in strided if session.layers[name].attrs["kernel_shape"] == (3, 3))
+        channels = {split[1] for split in (session._dense_split(conv, c.tiles)
+                                           for c in session.candidates(schedule, conv))}
+        assert channels == {32}
+    finally:
+        session.close()
