@@ -6,8 +6,8 @@ Each process (under the exclusive bench lock, if given) loads the model, runs it
 times, then prints the median of `--runs` timed `model.run(x, threads=T)` calls (ms per
 batch). Which tree goes first alternates pair by pair. Printed: each process's median with
 the load average at its end, then per tree the median over pairs, and B / A (< 1: B faster)
-with the range of the per-pair ratios. A process over twice its tree's median is marked `*`
-(another job took the cores): judge those pairs by hand.
+with the range of the per-pair ratios. A process over twice its tree's fastest is marked `*`
+(another job took the cores, most likely): judge those pairs by hand.
 
     python bench/ab_trees.py --trees /work/main /work/wt/NAME --model efficientnet_b0 --batch 16 \\
         [--runs 10] [--pairs 3] [--threads 2] [--fuse-blocks auto] [--lock /tmp/roofline-bench.lock]
@@ -106,7 +106,7 @@ def main() -> None:
             print(f"pair {pair} {'AB'[index]} {names[index]:>16} {ms:10.3f} ms  load {load_average()}", flush=True)
     medians = [statistics.median(times[index]) for index in (0, 1)]
     for index in (0, 1):
-        marked = " ".join(f"{ms:.2f}{'*' if ms > 2 * medians[index] else ''}" for ms in times[index])
+        marked = " ".join(f"{ms:.2f}{'*' if ms > 2 * min(times[index]) else ''}" for ms in times[index])
         print(f"{'AB'[index]} {names[index]}: median {medians[index]:.3f} ms ({marked})")
     ratios = [b / a for a, b in zip(times[0], times[1])]
     print(f"B / A = {medians[1] / medians[0]:.3f} (pairs {min(ratios):.2f}-{max(ratios):.2f})")
