@@ -1,6 +1,7 @@
 """The fused squeeze-and-excitation block against its unfused numpy composition: 3x3 and
 5x5, stride 1 and 2, with and without expand and residual, both work splits (whole images
-per worker, an image's bands over the workers), several band heights, 1 and 2 threads."""
+per worker, an image's bands over the workers), several band heights, 1 and 2 threads; the
+ring-reading 5x5 core's interior loop, a 3x3 stride-2 block and ReLU6 clips on the convs."""
 from __future__ import annotations
 
 import functools
@@ -13,7 +14,7 @@ import pytest
 import engine
 from conftest import assert_close_to_reference
 from engine.kernels import fused_se_block as fse
-from engine.kernels.depthwise import pack_depthwise
+from engine.kernels.depthwise import KXK_PIXELS, pack_depthwise
 from engine.kernels.layout import CB, from_blocked, to_blocked
 from engine.kernels.pointwise import pack_pointwise
 from engine.kernels.squeeze_excite import pack_squeeze_excite
@@ -25,6 +26,7 @@ THREADS = [t for t in (1, 2) if t <= engine.available_cores()]
 HARDSWISH = ("hardswish", 1.0 / 6.0, 0.5)
 SILU = ("silu", 0.0, 0.0)
 RELU = (0.0, math.inf)
+RELU6 = (0.0, 6.0)
 # MobileNetV3's SE: ReLU hidden, hardsigmoid gate; EfficientNet's: SiLU hidden, sigmoid gate
 V3_SE = (("none", 0.0, 0.0), RELU, ("hardsigmoid", 1.0 / 6.0, 0.5))
 B0_SE = (SILU, NONE, ("sigmoid", 0.0, 0.0))
@@ -44,7 +46,7 @@ def _weights(rng, cin, hidden, squeezed, cout, kernel, has_expand):
     return expand, depthwise, se, conv(cout, hidden)
 
 
-def _run(x, weights, stride, residual, block_rows, threads, activations, se_activations):
+def _run(x, weights, stride, residual, block_rows, threads, activations, se_activations, clips=(NONE, NONE, NONE)):
     expand, depthwise, se, project = weights
     n, _, h, w = x.shape
     kernel = depthwise[0].shape[2]
@@ -57,7 +59,7 @@ def _run(x, weights, stride, residual, block_rows, threads, activations, se_acti
     try:
         fse.fused_se_block(to_blocked(x), None if expand is None else pack_pointwise(*expand), pack_depthwise(*depthwise),
                            pack_squeeze_excite(*se), pack_pointwise(*project), out,
-                           None if residual is None else to_blocked(residual), stride, NONE, NONE, NONE, block_rows,
+                           None if residual is None else to_blocked(residual), stride, *clips, block_rows,
                            *scratch, expand_activation=activations[0], depthwise_activation=activations[1],
                            project_activation=activations[2], hidden_activation=se_activations[0],
                            hidden_clip=se_activations[1], gate_activation=se_activations[2])
@@ -92,6 +94,48 @@ def test_fused_se_block_matches_the_unfused_reference(shape, threads):
         for block_rows in sorted({1, 2, ho, ho + 1}):
             got = _run(x, weights, stride, residual, block_rows, threads, activations, se_activations)
             assert_close_to_reference(got, reference.astype(np.float32), relative=1e-5)
+
+
+def _ring_interior_columns(h, w, kernel, stride, block_rows):
+    """Interior output columns _ring_rows_kxk walks KXK_PIXELS at a time, or 0 where the
+    kernel takes another core (3x3, or an image's rows all in the ring); as the kernel's
+    own conditions (expand conv present)."""
+    ho, wo, pad = (h - 1) // stride + 1, (w - 1) // stride + 1, kernel // 2
+    if kernel == 3 or fse.rows_needed(min(block_rows, ho), stride, kernel) >= h:
+        return 0
+    col_lo = min(wo, (pad + stride - 1) // stride)
+    return max(col_lo, min(wo, (w - kernel + pad) // stride + 1)) - col_lo
+
+
+# (cin, hidden, squeezed, cout, H, W, kernel, stride, has_residual, batch), clips, activations, SE
+RING_CASES = [
+    ((16, 32, 8, 16, 12, 17, 5, 1, True, 1), (RELU6, RELU6, NONE), ((("none", 0.0, 0.0),) * 3), V3_SE),
+    ((16, 40, 10, 24, 13, 16, 5, 2, False, 2), (NONE, NONE, NONE), (SILU, SILU, ("none", 0.0, 0.0)), B0_SE),
+    ((16, 48, 12, 24, 9, 10, 3, 2, False, 1), (NONE, RELU6, RELU6), (HARDSWISH, HARDSWISH, ("none", 0.0, 0.0)),
+     V3_SE),
+]
+
+
+@pytest.mark.parametrize("threads", THREADS)
+@pytest.mark.parametrize("case", RING_CASES, ids=["k5s1-12x17-relu6", "k5s2-13x16", "k3s2-9x10-relu6"])
+def test_fused_se_block_ring_core_interior_stride2_3x3_and_clips(case, threads):
+    """Band heights 1 and 2 where an image's rows do not all fit the ring: the 5x5 cases run
+    the ring-reading k x k core with more than KXK_PIXELS interior columns (its
+    KXK_PIXELS-pixel loop and leftover pixels, as EfficientNet's 5x5 blocks at 224x224);
+    a 3x3 stride-2 block (EfficientNet's features.2.0 / 4.0); ReLU6 clips on the convs."""
+    (cin, hidden, squeezed, cout, h, w, kernel, stride, has_residual, batch), clips, activations, se_activations = case
+    for block_rows in (1, 2):
+        assert (_ring_interior_columns(h, w, kernel, stride, block_rows) > KXK_PIXELS) == (kernel == 5)
+    rng = np.random.default_rng(h * w + kernel)
+    weights = _weights(rng, cin, hidden, squeezed, cout, kernel, True)
+    x = rng.standard_normal((batch, cin, h, w)).astype(np.float32)
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    residual = rng.standard_normal((batch, cout, ho, wo)).astype(np.float32) if has_residual else None
+    reference = se_block_reference(x, *weights, stride, residual, clips=clips, activations=activations,
+                                   se_activations=se_activations)
+    for block_rows in (1, 2):
+        got = _run(x, weights, stride, residual, block_rows, threads, activations, se_activations, clips)
+        assert_close_to_reference(got, reference.astype(np.float32), relative=1e-5)
 
 
 def test_fused_se_block_result_barely_depends_on_threads_or_split():

@@ -212,7 +212,18 @@ def test_plans_of_the_new_patterns_convert_no_layout_and_read_the_callers_input(
     assert [step.op for step in plan.steps] == ["stem", "maxpool", "conv", "conv", "conv", "conv", "conv", "pool",
                                                 "linear"]
     assert plan.input_buffer is None
-    plan = engine.load(mobilenet_v3_like()).plan(2, fuse_blocks=True)
+    # fuse_blocks=True fuses every block: the SE-free one and both squeeze-and-excitation ones
+    model = engine.load(mobilenet_v3_like())
+    plan = model.plan(2, fuse_blocks=True)
+    ops = [step.op for step in plan.steps]
+    assert ops == ["stem", "block", "block", "block", "expand", "pool", "linear", "linear"]
+    # a schedule leaving the SE blocks unfused: the SE-free block still fuses, the SEs are steps
+    from engine.passes import find_squeeze_excite_blocks
+    from engine.tiles import TileSchedule
+
+    se_blocks = {block[2].name: False for block in find_squeeze_excite_blocks(model.graph)}
+    assert len(se_blocks) == 2
+    plan = model.plan(2, tiles=TileSchedule(engine.Tiles(), fused=se_blocks), fuse_blocks=True)
     ops = [step.op for step in plan.steps]
     assert "layout" not in ops and ops.count("se") == 2 and ops.count("block") == 1
     se = plan.steps[ops.index("se")]

@@ -30,8 +30,7 @@ differently on a split image's pixels: results agree to ~1e-7 relative, not bit 
 
 Where an image's bands take all its rows into the ring (one band per image, or no expand
 conv), a k x k depthwise runs the depthwise kernel's own k x k core on the rows in order;
-otherwise a copy of that core here that finds each kernel row's ring slot (about 4 % slower
-on EfficientNet's 56 -> 28 5x5 block, microbenchmarked).
+otherwise a copy of that core here that finds each kernel row's ring slot.
 
 Layouts: x, out, residual (N, Cb, H, W, CB) float32 C-contiguous; weights as packed by
 pack_pointwise / pack_depthwise / pack_squeeze_excite.
