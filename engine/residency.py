@@ -343,10 +343,10 @@ def _scratch_stays(step, l2_bytes: int) -> bool:
 def _scratch_workers(step, workers: int) -> list[tuple[int, int, int, int, int]]:
     """Per worker with work in a fused block: (worker, its work items (bands), the depthwise
     scratch row it uses, the offset and the bytes of its part of that row, bytes); that row is
-    the worker's own, except for an
-    SE block whose images are split into bands over the workers (fused_se_block's
-    per_image_items false): then every worker uses row 0, taken here as a contiguous share
-    of it per worker (its bands' rows are a share of each channel block's plane)."""
+    the worker's own, except for an SE block whose images are split into bands over the
+    workers (fused_se_block's per_image_items false): then every worker uses row 0, taken
+    here as a contiguous share of it per worker (its bands' rows are a share of each channel
+    block's plane)."""
     from engine.kernels.fused_se_block import per_image_items   # here: only SE blocks need it
 
     _, depthwise, items = block_scratch_bytes(step)

@@ -184,6 +184,18 @@ def test_a_fused_se_block_follows_its_ring_and_one_images_depthwise_output_as_fu
     regions = engine.residency.scratch_regions(strided, strided.call.args, model.weights, 2, config.budget.L2)
     assert sorted((r.nbytes, r.thread, r.passes) for r in regions) == [(image, 0, 4), (image, 1, 4),
                                                                        (ring, 0, 4), (ring, 1, 4)]
+    # batch 1: the image's bands split over the two workers (2 bands of 4 rows), each its own ring
+    # 96 x (3 x 2 + 5) x 16 and half of the one depthwise output row 0; one worker with an image charged
+    plan = engine.plan.build_plan(model.graph, model.weights, 1, config)
+    strided = [step for step in plan.steps if step.op == "block"][1]
+    assert strided.block_rows == 4
+    ring = 4 * 96 * 11 * 16
+    regions = engine.residency.scratch_regions(strided, strided.call.args, model.weights, 2, config.budget.L2)
+    row = strided.call.args[-1][0].__array_interface__["data"][0]
+    assert sorted((r.nbytes, r.thread, r.passes) for r in regions) == [(image // 2, 0, 1), (image // 2, 1, 1),
+                                                                       (ring, 0, 1), (ring, 1, 1)]
+    assert sorted(r.start - row for r in regions if r.nbytes == image // 2) == [0, image // 2]
+    assert walked[id(strided)].scratch_charged == 2 * 1 * (ring + image)
 
 
 def test_with_a_shared_l3_what_it_lost_is_read_from_memory_and_its_dirty_lines_written_there():
