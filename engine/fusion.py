@@ -5,10 +5,13 @@ described machine can be tested on any host (tests/test_fusion_policy.py) and sh
 (bench/fusion_policy.py)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from engine.config import RunConfig
 from engine.kernels import fused_block, fused_se_block
+from engine.kernels.layout import CB
 from engine.traffic import fits
 
 # Once a block's intermediates would go to DRAM unfused (batch 64), fusion keeps them in
@@ -17,12 +20,53 @@ from engine.traffic import fits
 FUSE_MAX_RECOMPUTE_FROM_DRAM = 1.5
 
 
+def block_layers(block) -> tuple:
+    """A fused block's (expand or None, depthwise, project, squeeze-excite or None), its
+    layers found by op, whatever their order in `block` (engine.passes' tuples, a step's
+    members in execution order): the depthwise conv, the SqueezeExcite, the 1x1 conv whose
+    output the depthwise reads (the expand) and the other 1x1 conv (the project)."""
+    layers = [layer for layer in block if layer is not None]
+    depthwise = next(layer for layer in layers if layer.conv_kind == "depthwise")
+    se = next((layer for layer in layers if layer.op == "SqueezeExcite"), None)
+    expand = next((layer for layer in layers if layer.conv_kind == "pointwise"
+                   and layer.output == depthwise.inputs[0]), None)
+    project = next(layer for layer in layers if layer.conv_kind == "pointwise" and layer is not expand)
+    return expand, depthwise, project, se
+
+
+@dataclass(frozen=True)
+class BlockScratch:
+    """The per-worker scratch one fused block's kernel uses, float32 elements per worker
+    (channels padded to blocks of the kernels' lanes)."""
+
+    expand: int                  # expanded rows: a band's (fused_block), the ring (fused_se_block); 0 without
+                                 # an expand conv
+    depthwise: int               # depthwise output: a band's rows (fused_block), one image's (fused_se_block)
+    squeeze_excite: bool         # run by engine.kernels.fused_se_block (else engine.kernels.fused_block)
+
+
+def block_scratch_use(block, block_rows: int, lanes: int = CB) -> BlockScratch:
+    """What of the per-worker scratch `block` (its layers in any order: block_layers) uses
+    at a band of `block_rows` output rows: its kernel's scratch_floats, the expanded rows
+    only where it has an expand conv (the kernels then read the block input instead)."""
+    expand, depthwise, _, se = block_layers(block)
+    hidden, out_h, out_w = depthwise.output_shape
+    width, stride = depthwise.input_shape[2], depthwise.attrs["strides"][0]
+    rows = min(block_rows, out_h)
+    if se is not None:
+        ring, image = fused_se_block.scratch_floats(hidden, width, out_h, out_w, rows, stride,
+                                                    depthwise.attrs["kernel_shape"][0], lanes)
+        return BlockScratch(ring if expand is not None else 0, image, True)
+    expanded, depthwise_rows = fused_block.scratch_floats(hidden, width, out_w, rows, stride, lanes)
+    return BlockScratch(expanded if expand is not None else 0, depthwise_rows, False)
+
+
 def intermediates_level(block, config: RunConfig, batch: int) -> str:
     """Where an unfused block's intermediates (its expanded tensor, unless it has no expand,
     and its depthwise output; whole batch, channels padded) live between its steps: "L2"
     when they stay in the L2 caches of the run's threads together, "L3" when they stay in
     L3, else "DRAM" (engine.traffic.fits; usable sizes of `config.machine`)."""
-    expand, depthwise = block[0], block[1]
+    expand, depthwise, _, _ = block_layers(block)
     hidden, out_h, out_w = depthwise.output_shape
     _, height, width = depthwise.input_shape
     budget = config.budget
@@ -53,9 +97,9 @@ def fusion_wins(block, config: RunConfig, batch: int) -> bool:
       fused block's smaller parallel regions may cost more than the L3 trips
       (bench/fusion.py; bench/README.md has the measurements per machine).
     """
-    if len(block) == 4:
+    expand, depthwise, _, se = block_layers(block)
+    if se is not None:
         return se_fusion_wins(block, config, batch)
-    expand, depthwise, _ = block
     level = intermediates_level(block, config, batch)
     if level == "L2":
         return False
@@ -75,13 +119,13 @@ def block_rows_for(block, config: RunConfig, batch: int) -> int:
     """The band height a fused block runs with: its Tiles.block_rows (the tiles of the block's
     name, its project layer's, in config.tiles), or 0 -> the cost model's
     (fused_block.auto_block_rows for one core's usable L2 on `config.machine`)."""
-    depthwise, project = block[1], block[2]
+    _, depthwise, project, se = block_layers(block)
     out_h = depthwise.output_shape[1]
     block_rows = config.tiles.tiles_for(project.name).block_rows
     if block_rows:
         return min(block_rows, out_h)
     budget = config.budget
-    if len(block) == 4:
+    if se is not None:
         return fused_se_block.auto_block_rows(depthwise.output_shape[0], depthwise.input_shape[2], out_h,
                                               depthwise.output_shape[2], depthwise.attrs["strides"][0],
                                               depthwise.attrs["kernel_shape"][0], config.threads, budget.L2, batch,
@@ -93,26 +137,13 @@ def block_rows_for(block, config: RunConfig, batch: int) -> int:
 
 def block_scratch(blocks, config: RunConfig, batch: int) -> tuple[np.ndarray, np.ndarray] | None:
     """One (scratch_expand, scratch_depthwise) pair of per-thread buffers (threads, floats),
-    big enough for every block in `blocks` at its band height; None without blocks."""
-    need_expand = need_depthwise = 1
-    for block in blocks:
-        depthwise = block[1]
-        if len(block) == 4:
-            expand, dw = fused_se_block.scratch_floats(depthwise.output_shape[0], depthwise.input_shape[2],
-                                                       *depthwise.output_shape[1:],
-                                                       block_rows_for(block, config, batch),
-                                                       depthwise.attrs["strides"][0],
-                                                       depthwise.attrs["kernel_shape"][0])
-            need_expand, need_depthwise = max(need_expand, expand), max(need_depthwise, dw)
-            continue
-        expand, dw = fused_block.scratch_floats(depthwise.output_shape[0], depthwise.input_shape[2],
-                                                depthwise.output_shape[2], block_rows_for(block, config, batch),
-                                                depthwise.attrs["strides"][0])
-        need_expand, need_depthwise = max(need_expand, expand), max(need_depthwise, dw)
+    big enough for every block in `blocks` at its band height (block_scratch_use: for an SE
+    block the ring and one image's depthwise output); None without blocks."""
     if not blocks:
         return None
-    return (fused_block.per_worker_zeros(config.threads, need_expand),
-            fused_block.per_worker_zeros(config.threads, need_depthwise))
+    uses = [block_scratch_use(block, block_rows_for(block, config, batch)) for block in blocks]
+    return (fused_block.per_worker_zeros(config.threads, max([1] + [use.expand for use in uses])),
+            fused_block.per_worker_zeros(config.threads, max([1] + [use.depthwise for use in uses])))
 
 
 # The "auto" policy for squeeze-and-excitation blocks, from A/B measurements of every SE block
@@ -130,7 +161,7 @@ def se_intermediates_per_weight(block) -> float:
     """An SE block's (expand, depthwise, project, se) intermediates per image (its expanded
     tensor, unless it has no expand, and its depthwise output; floats) over its weights
     (expand, depthwise, the SE's two 1x1s, project; floats)."""
-    expand, depthwise, project, se = block
+    expand, depthwise, project, se = block_layers(block)
     hidden, out_h, out_w = depthwise.output_shape
     _, height, width = depthwise.input_shape
     kernel = depthwise.attrs["kernel_shape"][0]
@@ -147,5 +178,5 @@ def se_fusion_wins(block, config: RunConfig, batch: int) -> bool:
     per image outweigh its weights by SE_FUSE_MIN_RATIO for its stride (constants above)."""
     if batch < SE_FUSE_MIN_IMAGES_PER_THREAD * config.threads or intermediates_level(block, config, batch) == "L2":
         return False
-    stride = block[1].attrs["strides"][0]
+    stride = block_layers(block)[1].attrs["strides"][0]
     return se_intermediates_per_weight(block) >= SE_FUSE_MIN_RATIO[stride]

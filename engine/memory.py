@@ -208,21 +208,14 @@ def _resolve(graph, tensor: str, elements: int | None, written: dict, step_name:
 
 
 def scratch_bytes(plan: Plan) -> int:
-    """Bytes of the fused blocks' per-thread scratch: threads x (largest expanded band +
-    largest depthwise band, each rounded up to whole lines) x 4, as
-    engine.fusion.block_scratch allocates them (fused_block.per_worker_zeros); 0 when unfused."""
-    need_expand = need_depthwise = 0
-    for step in plan.steps:
-        if step.op != "block":
-            continue
-        project = step.layer
-        expand, depthwise = fused_block.scratch_floats(project.input_shape[0], step.input_shape[3],
-                                                       step.output_shape[3], step.block_rows,
-                                                       step.stride)
-        need_expand, need_depthwise = max(need_expand, expand), max(need_depthwise, depthwise)
-    if need_expand == need_depthwise == 0:
+    """Bytes of the fused blocks' per-thread scratch: threads x (largest expanded rows +
+    largest depthwise output of a block's Step.scratch, each rounded up to whole lines) x 4,
+    as engine.fusion.block_scratch allocates them (fused_block.per_worker_zeros); 0 when unfused."""
+    uses = [step.scratch for step in plan.steps if step.scratch is not None]
+    if not uses:
         return 0
-    rows = fused_block.scratch_row_floats(max(need_expand, 1)) + fused_block.scratch_row_floats(max(need_depthwise, 1))
+    rows = (fused_block.scratch_row_floats(max([1] + [use.expand for use in uses]))
+            + fused_block.scratch_row_floats(max([1] + [use.depthwise for use in uses])))
     return 4 * plan.config.threads * rows
 
 

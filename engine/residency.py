@@ -30,10 +30,11 @@ simulation does): the thread that runs the worker writes and reads it in every b
 the walk touches it before each slice of the activations, one slice per band (its
 weights stream past with the slices), and the
 block pays the fill of what its threads did not find (scratch_filled, in place of the
-first touch `fused_block_bytes` charges per run: scratch_charged) while its dirty lines
+first touch `fused_block_bytes` / `fused_se_block_bytes` charge per run: scratch_charged) while its dirty lines
 are written back by whichever step evicts them. A block right after a block finds their
 shared scratch still in L2. A scratch over `fused_block.scratch_stays_in` of L2 is not
-followed (`fused_block_bytes` charges its spill per band). The walk is
+followed (the kernel's *_bytes charge its spill). An SE block's scratch (fused_se_block)
+is its ring of expanded rows and one image's depthwise output. The walk is
 cut into blocks of `grain` bytes (a few KiB: 1/512 of an L2), not lines, so a plan of ~100
 steps takes milliseconds. One unrecorded run goes first, so the first steps find what the
 last ones left (as in repeated runs and in the simulation). Below the L2s, optionally, the
@@ -84,7 +85,7 @@ class StepResidency:
     filled: int             # output bytes whose lines were read in from L3 before the store
     written_back: int       # dirty lines the step's touches evicted to L3
     scratch_filled: int = 0  # a fused block: bytes of its workers' scratch not in their L2s (read in first)
-    scratch_charged: int = 0  # a fused block: the scratch first touch fused_block_bytes charges at L3, which
+    scratch_charged: int = 0  # a fused block: the scratch first touch its *_bytes charge at L3, which
                               # the walk replaces (scratch_filled here, its write-backs in written_back)
     dram_read: int = 0      # with the L3 walked: bytes of its L2s' misses the L3 did not hold (read from memory)
     dram_written_back: int = 0  # and dirty blocks the L3 evicted to memory meanwhile
@@ -317,52 +318,92 @@ def step_regions(step, buffers: dict[str, np.ndarray], weights, arena: tuple[int
     return regions
 
 
-def block_scratch_bytes(step, weights) -> tuple[int, int, int]:
-    """(bytes of scratch_expand, bytes of scratch_depthwise) one worker of a fused block
-    step uses (its band's expanded rows, 0 without an expand conv, and depthwise rows), and
-    the block's work items (images x bands)."""
-    from engine.kernels.fused_block import scratch_floats   # here: only fused blocks need it
+def block_scratch_bytes(step) -> tuple[int, int, int]:
+    """(bytes of scratch_expand, bytes of the depthwise scratch) one worker of a fused block
+    step uses (Step.scratch: the expanded rows, 0 without an expand conv; a band's depthwise
+    rows, or an SE block's one image's depthwise output), and the block's work items
+    (images x bands)."""
+    images, out_h = step.output_shape[0], step.output_shape[2]
+    return 4 * step.scratch.expand, 4 * step.scratch.depthwise, images * -(-out_h // min(step.block_rows, out_h))
 
-    depthwise_weights = weights.by_layer[step.members[-2]][0]              # (Cb, kh, kw, CB)
-    hidden, lanes = depthwise_weights.shape[0] * depthwise_weights.shape[-1], depthwise_weights.shape[-1]
-    images, _, _, width, _ = step.input_shape
-    out_h, out_w = step.output_shape[2], step.output_shape[3]
-    rows = min(step.block_rows, out_h)
-    expand, depthwise = scratch_floats(hidden, width, out_w, rows, step.stride, lanes)
-    return 4 * expand * (len(step.members) == 3), 4 * depthwise, images * -(-out_h // rows)
+
+def _scratch_stays(step, l2_bytes: int) -> bool:
+    """Whether a fused block's scratch stays in an L2 of `l2_bytes`, as its kernel's *_bytes
+    decide (else they charge its spill, and the walk does not follow it): fused_block_bytes
+    the expanded and depthwise rows together, fused_se_block_bytes the ring and the image's
+    depthwise output each."""
+    from engine.kernels.fused_block import scratch_stays_in   # here: only fused blocks need it
+
+    expand, depthwise, _ = block_scratch_bytes(step)
+    if step.scratch.squeeze_excite:
+        return scratch_stays_in(expand, l2_bytes) and scratch_stays_in(depthwise, l2_bytes)
+    return scratch_stays_in(expand + depthwise, l2_bytes)
+
+
+def _scratch_workers(step, workers: int) -> list[tuple[int, int, int, int, int]]:
+    """Per worker with work in a fused block: (worker, its work items (bands), the depthwise
+    scratch row it uses, the offset and the bytes of its part of that row, bytes); that row is
+    the worker's own, except for an SE block whose images are split into bands over the
+    workers (fused_se_block's per_image_items false): then every worker uses row 0, taken
+    here as a contiguous share of it per worker (its bands' rows are a share of each channel
+    block's plane)."""
+    from engine.kernels.fused_se_block import per_image_items   # here: only SE blocks need it
+
+    _, depthwise, items = block_scratch_bytes(step)
+    images = step.output_shape[0]
+    bands = items // images
+    found = []
+    for worker in range(workers):
+        if not step.scratch.squeeze_excite:
+            passes = (worker + 1) * items // workers - worker * items // workers
+            found.append((worker, passes, worker, 0, depthwise))
+        elif per_image_items(images, workers):
+            passes = ((worker + 1) * images // workers - worker * images // workers) * bands
+            found.append((worker, passes, worker, 0, depthwise))
+        else:
+            passes = images * ((worker + 1) * bands // workers - worker * bands // workers)
+            begin, end = worker * depthwise // workers, (worker + 1) * depthwise // workers
+            found.append((worker, passes, 0, begin, end - begin))
+    return [entry for entry in found if entry[1]]
 
 
 def scratch_regions(step, arguments: tuple, weights, threads: int, l2_bytes: int) -> list[Region]:
     """The SCRATCH regions of a fused block step (its kernel's `arguments` end with
-    scratch_expand, scratch_depthwise: (workers, floats) rows, sized for the plan's largest
-    block): per worker that has a band, the start of its rows this block uses, touched by
-    the thread that runs that worker (engine.trace.calls: contiguous runs of workers per
-    thread, contiguous runs of items per worker). [] when the scratch does not stay in L2
-    (fused_block.scratch_stays_in: then fused_block_bytes charges its spill per band)."""
-    from engine.kernels.fused_block import scratch_stays_in   # here: only fused blocks need it
-
+    scratch_expand and the depthwise scratch: (workers, floats) rows, sized for the plan's
+    largest block): per worker that has work, the start of its rows this block uses
+    (_scratch_workers), touched by the thread that runs that worker (engine.trace.calls:
+    contiguous runs of workers per thread, contiguous runs of items per worker). [] when the
+    scratch does not stay in L2 (_scratch_stays: then the kernel's *_bytes charge its spill)."""
     scratch_expand, scratch_depthwise = arguments[-2], arguments[-1]
-    expand, depthwise, items = block_scratch_bytes(step, weights)
-    if not scratch_stays_in(expand + depthwise, l2_bytes):
+    expand, _, _ = block_scratch_bytes(step)
+    if not _scratch_stays(step, l2_bytes):
         return []
     workers = scratch_expand.shape[0]
     regions = []
-    for worker in range(workers):
-        if (worker + 1) * items // workers == worker * items // workers:
-            continue                                      # no band for this worker
+    for worker, passes, row, offset, used in _scratch_workers(step, workers):
         thread = next(t for t in range(threads) if (t + 1) * workers // threads > worker)
-        bands = (worker + 1) * items // workers - worker * items // workers
-        for array, used in ((scratch_expand, expand), (scratch_depthwise, depthwise)):
-            if used:
-                regions.append(Region(_span(array[worker])[0], used, SCRATCH, WHOLE, thread=thread, passes=bands))
+        if expand:
+            regions.append(Region(_span(scratch_expand[worker])[0], expand, SCRATCH, WHOLE, thread=thread,
+                                  passes=passes))
+        regions.append(Region(_span(scratch_depthwise[row])[0] + offset, used, SCRATCH, WHOLE, thread=thread,
+                              passes=passes))
     return regions
+
+
+def scratch_charged(step, threads: int) -> int:
+    """The scratch first touch a fused block step's *_bytes charge at the L3 boundary (a fill
+    and a write-back per worker: fused_block_bytes per worker with a band, min(threads,
+    images x bands); fused_se_block_bytes min(threads, images)), bytes."""
+    expand, depthwise, items = block_scratch_bytes(step)
+    workers = min(threads, step.output_shape[0] if step.scratch.squeeze_excite else items)
+    return 2 * workers * (expand + depthwise)
 
 
 def plan_residency(steps, buffers: dict[str, np.ndarray], weights, l2_bytes: int,
                    threads: int, l3_bytes: int = 0) -> list[StepResidency | None]:
     """follow_buffers over a plan's steps (engine.plan: after its io is wired), each thread
     with an L2 of `l2_bytes`, with a shared L3 of `l3_bytes` below them (0: none); a fused block's result also says what of its scratch first
-    touch (fused_block_bytes: a fill and a write-back per worker with a band) the walk
+    touch (scratch_charged: a fill and a write-back per worker) the walk
     replaces, when it follows the scratch."""
     spans = [_span(a) for a in buffers.values() if a.nbytes]
     arena = (min(s for s, _ in spans), max(e for _, e in spans)) if spans else (0, 0)
@@ -374,9 +415,7 @@ def plan_residency(steps, buffers: dict[str, np.ndarray], weights, l2_bytes: int
     results = []
     for step, step_regions_, result in zip(steps, regions, walked):
         if result is not None and any(r.kind == SCRATCH for r in step_regions_ or ()):
-            expand, depthwise, items = block_scratch_bytes(step, weights)
-            workers_with_band = min(threads, items)       # as fused_block_bytes counts them (workers = threads)
-            result = replace(result, scratch_charged=2 * workers_with_band * (expand + depthwise))
+            result = replace(result, scratch_charged=scratch_charged(step, threads))   # (workers = threads)
         results.append(result)
     return results
 

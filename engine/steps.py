@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from engine.config import RunConfig
-from engine.fusion import block_rows_for
+from engine.fusion import BlockScratch, block_rows_for, block_scratch_use
 from engine.graph import Graph, Layer
 from engine.kernels import (conv_nchwc, depthwise, direct_conv, elementwise, fused_block, linear, pointwise, pooling,
                             fused_se_block, squeeze_excite)
@@ -47,11 +47,12 @@ class Step:
     layer: Layer | None = None
     inputs: tuple[str, ...] = ()
     output: str = ""
-    members: tuple[str, ...] = ()         # the layers it runs: (name,) unless a fused block
+    members: tuple[str, ...] = ()         # the layers it runs, in execution order: (name,) unless a fused block
     fused: bool = False                   # a fused inverted-residual block
     block_rows: int | None = None          # fused block: output rows per band
     stride: int | None = None             # fused block: the depthwise's stride
     expand_recompute: float | None = None  # fused block: expanded rows computed / input rows
+    scratch: BlockScratch | None = None   # fused block: the per-worker scratch its kernel uses
     ahead: np.ndarray | None = None       # 1x1 conv: the later weights it prefetches while it runs
 
     def __post_init__(self):
@@ -94,8 +95,9 @@ class Block:
 
     @property
     def layers(self) -> tuple:
-        """(expand, depthwise, project), then the squeeze-excite where there is one."""
-        return (self.expand, self.depthwise, self.project) + ((self.se,) if self.se is not None else ())
+        """Its layers in execution order: (expand, depthwise, project), the squeeze-excite
+        (where there is one) between depthwise and project."""
+        return (self.expand, self.depthwise) + ((self.se,) if self.se is not None else ()) + (self.project,)
 
 
 def item_kind(item) -> str:
@@ -396,13 +398,14 @@ def _block(block: Block, ctx: StepContext, ahead) -> Step:
                 call=call, bytes=moved, layer=project, inputs=tuple(first.inputs), output=project.output,
                 members=tuple(layer.name for layer in block.layers if layer is not None), fused=True,
                 block_rows=block_rows, stride=stride, tile_fields=BLOCK_FIELDS,
-                expand_recompute=fused_block.expand_recompute_factor(h, ho, block_rows, stride, config.threads, batch))
+                expand_recompute=fused_block.expand_recompute_factor(h, ho, block_rows, stride, config.threads, batch),
+                scratch=block_scratch_use(block.layers, block_rows))
 
 
 def _se_block(block: Block, ctx: StepContext, ahead) -> Step:
     """A squeeze-and-excitation block (engine.passes.find_squeeze_excite_blocks) in one
     kernel (engine.kernels.fused_se_block); its FLOPs those of its four unfused steps."""
-    expand, dw_layer, project, se = block.layers
+    expand, dw_layer, project, se = block.expand, block.depthwise, block.project, block.se
     first = expand or dw_layer
     config, batch = ctx.config, ctx.batch
     x, out = ctx.buffers[ctx.key(first.inputs[0], "nchwc")], ctx.buffers[project.output]
@@ -432,7 +435,8 @@ def _se_block(block: Block, ctx: StepContext, ahead) -> Step:
                 output=project.output, members=tuple(layer.name for layer in block.layers if layer is not None),
                 fused=True, block_rows=block_rows, stride=stride, tile_fields=BLOCK_FIELDS,
                 expand_recompute=fused_se_block.expand_recompute_factor(h, ho, block_rows, stride, kernel,
-                                                                        config.threads, batch))
+                                                                        config.threads, batch),
+                scratch=block_scratch_use(block.layers, block_rows))
 
 
 # One builder per item kind (item_kind): adding an op is one importer handler

@@ -11,9 +11,15 @@ import numpy as np
 import pytest
 
 import engine
+import engine.plan
+from engine.config import RunConfig
+from engine.kernels.layout import CB
+from engine.tiles import Tiles, as_schedule
 from engine.memory import activation_lifetimes, memory_report, resident_memory, scratch_bytes
 from engine.arena import Arena
 from tests.conftest import assert_close_to_reference
+from machines import ZEN3, with_lanes
+from new_ops_graphs import efficientnet_like
 
 pytestmark = pytest.mark.lanes     # layouts, packing, plans and bytes depend on the lane width
 
@@ -68,6 +74,25 @@ def test_scratch_bytes_are_the_fused_plans_real_scratch_arrays(mobilenet):
     assert len(shared) == 2
     assert scratch_bytes(plan) == sum(arrays[0][key].nbytes for key in shared)
     assert scratch_bytes(mobilenet.plan(2, threads=2, fuse_blocks=False)) == 0
+
+
+def test_scratch_bytes_of_fused_se_blocks_are_their_ring_and_one_images_depthwise_output():
+    """SE blocks (engine.kernels.fused_se_block) use a ring of expanded rows and one image's
+    depthwise output per worker, not the SE-free block's band rows."""
+    model = engine.load(efficientnet_like())     # 32x32: SE blocks at 16x16 and 8x8
+    config = RunConfig(threads=2, tiles=as_schedule(Tiles()), fuse_blocks=True, machine=with_lanes(ZEN3, CB))
+    plan = engine.plan.build_plan(model.graph, model.weights, 2, config)
+    blocks = [s for s in plan.steps if s.op == "block"]
+    assert [s.block_rows for s in blocks] == [16, 8, 8]           # one band per image in ZEN3's 512 KiB L2
+    # by hand, fused_se_block.scratch_floats (ring hidden x ((rows - 1) x stride + k) x W, image
+    # hidden x Ho x Wo; 16, 96, 144 channels are whole blocks of 8 and of 16 lanes):
+    # dw3x3 16 ch 16x16, no expand: no ring, image 16 x 16 x 16 = 4096
+    # expand 96, dw5x5 s2 16x16 -> 8x8: ring 96 x 19 x 16 = 29184, image 96 x 64 = 6144
+    # expand 144, dw3x3 s1 8x8: ring 144 x 10 x 8 = 11520, image 144 x 64 = 9216
+    # largest of each (multiples of a 16-float line), per thread, 4 bytes each
+    assert scratch_bytes(plan) == 4 * 2 * (29184 + 9216) == 307200
+    arrays = {id(a): a for s in blocks for a in s.call.args[-2:]}
+    assert len(arrays) == 2 and sum(a.nbytes for a in arrays.values()) == 307200     # what is allocated
 
 
 def _overlap(a, b) -> bool:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+import engine
 import engine.plan
 from engine.config import RunConfig
 from engine.tiles import Tiles, as_schedule
@@ -11,6 +12,7 @@ from engine.kernels import fused_block
 from engine.kernels.layout import CB
 from engine.residency import CHANNELS, LOAD, SCRATCH, STORE, WEIGHTS, WHOLE, Region, follow_buffers
 from machines import ZEN3, with_lanes
+from new_ops_graphs import efficientnet_like
 
 KIB = 1024
 L2 = 64 * KIB           # one thread's L2 in these cases; grain 1 KiB
@@ -123,11 +125,20 @@ def test_plan_charges_a_fused_block_its_walked_scratch_instead_of_a_first_touch_
     blocks = [s for s in plan.steps if s.fused and walked[id(s)].scratch_charged]
     assert blocks                                        # scratches that stay in the 512 KiB L2s
     step = blocks[0]
-    expand, depthwise, items = engine.residency.block_scratch_bytes(step, mobilenet.weights)
+    layers = {layer.name: layer for layer in mobilenet.graph.layers}
+    # by hand, fused_block.scratch_floats: expanded rows hidden x ((rows - 1) x stride + 3) x W
+    # (an expand conv only), depthwise rows hidden x rows x Wo, float32; items images x bands
+    depthwise_layer = next(layers[name] for name in step.members if layers[name].conv_kind == "depthwise")
+    hidden, out_h, out_w = depthwise_layer.output_shape
+    hidden, rows = -(-hidden // CB) * CB, step.block_rows
+    has_expand = layers[step.members[0]] is not depthwise_layer
+    expand = 4 * hidden * ((rows - 1) * step.stride + 3) * depthwise_layer.input_shape[2] * has_expand
+    depthwise = 4 * hidden * rows * out_w
+    items = 1 * -(-out_h // rows)
+    assert engine.residency.block_scratch_bytes(step) == (expand, depthwise, items)
     walk_ = walked[id(step)]
     assert walk_.scratch_charged == 2 * min(2, items) * (expand + depthwise)
     assert walk_.scratch_filled <= min(2, items) * (expand + depthwise)     # each worker's used part at most once
-    layers = {layer.name: layer for layer in mobilenet.graph.layers}
     first, project = layers[step.members[0]], layers[step.members[-1]]
     (cin, h, w), (hidden, _, _), cout = first.input_shape, layers[step.members[-2]].output_shape, project.output_shape[0]
     kernel = fused_block.fused_block_bytes(1, cin, hidden, cout, h, w, step.stride, step.block_rows,
@@ -138,6 +149,53 @@ def test_plan_charges_a_fused_block_its_walked_scratch_instead_of_a_first_touch_
     assert step.bytes["L3"] == max(step.bytes["DRAM"], kernel["L3"] - output - walk_.loaded + walk_.read
                                    + walk_.scratch_filled + walk_.filled + walk_.written_back
                                    - walk_.scratch_charged)
+
+
+def test_a_fused_se_block_follows_its_ring_and_one_images_depthwise_output_as_fused_se_block_bytes_charge(
+        monkeypatch):
+    """A fused squeeze-and-excitation block's scratch (engine.kernels.fused_se_block): the
+    ring of expanded rows (an expand conv only) and one image's depthwise output per worker,
+    charged a fill and a write-back per worker with images, as fused_se_block_bytes does."""
+    walked = {}
+
+    def spy(steps, *arguments):
+        walked.update(zip(map(id, steps), engine.residency.plan_residency(steps, *arguments)))
+        return [walked[id(step)] for step in steps]
+
+    monkeypatch.setattr(engine.plan, "plan_residency", spy)
+    model = engine.load(efficientnet_like())     # 32x32: blocks at 16x16 and 8x8
+    config = RunConfig(threads=2, tiles=as_schedule(Tiles()), fuse_blocks=True, machine=with_lanes(ZEN3, CB))
+    plan = engine.plan.build_plan(model.graph, model.weights, 8, config)
+    blocks = [step for step in plan.steps if step.op == "block"]
+    assert [step.block_rows for step in blocks] == [16, 8, 8]      # one band per image: fits the 512 KiB L2
+    no_expand, strided = blocks[0], blocks[1]
+    # by hand, fused_se_block.scratch_floats, float32: the ring hidden x ((rows - 1) x stride + k) x W,
+    # the image's depthwise output hidden x Ho x Wo (hidden 16 and 96: whole blocks of 8 and 16 lanes)
+    # dw 3x3 s1 on 16 channels of 16x16, no expand: no ring; 16 x 16 x 16 floats
+    assert engine.residency.block_scratch_bytes(no_expand) == (0, 4 * 16 * 16 * 16, 8 * 1)
+    # expand to 96, dw 5x5 s2 16x16 -> 8x8, one band of 8 rows: ring 96 x (7 x 2 + 5) x 16, image 96 x 8 x 8
+    ring, image = 4 * 96 * 19 * 16, 4 * 96 * 8 * 8
+    assert (ring, image) == (116736, 24576)
+    assert engine.residency.block_scratch_bytes(strided) == (ring, image, 8 * 1)
+    assert walked[id(no_expand)].scratch_charged == 2 * 2 * 16384           # 8 images: both workers
+    walk_ = walked[id(strided)]
+    assert walk_.scratch_charged == 2 * 2 * (ring + image) == 565248
+    assert walk_.scratch_filled <= 2 * (ring + image)                     # each worker's part at most once
+    regions = engine.residency.scratch_regions(strided, strided.call.args, model.weights, 2, config.budget.L2)
+    assert sorted((r.nbytes, r.thread, r.passes) for r in regions) == [(image, 0, 4), (image, 1, 4),
+                                                                       (ring, 0, 4), (ring, 1, 4)]
+    # batch 1: the image's bands split over the two workers (2 bands of 4 rows), each its own ring
+    # 96 x (3 x 2 + 5) x 16 and half of the one depthwise output row 0; one worker with an image charged
+    plan = engine.plan.build_plan(model.graph, model.weights, 1, config)
+    strided = [step for step in plan.steps if step.op == "block"][1]
+    assert strided.block_rows == 4
+    ring = 4 * 96 * 11 * 16
+    regions = engine.residency.scratch_regions(strided, strided.call.args, model.weights, 2, config.budget.L2)
+    row = strided.call.args[-1][0].__array_interface__["data"][0]
+    assert sorted((r.nbytes, r.thread, r.passes) for r in regions) == [(image // 2, 0, 1), (image // 2, 1, 1),
+                                                                       (ring, 0, 1), (ring, 1, 1)]
+    assert sorted(r.start - row for r in regions if r.nbytes == image // 2) == [0, image // 2]
+    assert walked[id(strided)].scratch_charged == 2 * 1 * (ring + image)
 
 
 def test_with_a_shared_l3_what_it_lost_is_read_from_memory_and_its_dirty_lines_written_there():
