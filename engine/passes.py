@@ -317,6 +317,17 @@ def run_passes(graph: Graph) -> Graph:
     return graph
 
 
+def _expansion_of(graph: Graph, depthwise: Layer, claimed: set[int]) -> Layer | None:
+    """The pointwise conv that feeds `depthwise` and nothing else, without a residual and in
+    no block yet (ids in `claimed`), or None (MobileNetV1: the previous block's projection
+    is not also this block's expansion)."""
+    expand = graph.producer_of(depthwise.inputs[0])
+    if expand is None or expand.conv_kind != "pointwise" or _sole_consumer(graph, expand) is not depthwise \
+            or expand.residual is not None or id(expand) in claimed:
+        return None
+    return expand
+
+
 def find_inverted_residual_blocks(graph: Graph) -> list[tuple[Layer | None, Layer, Layer]]:
     """(expand or None, depthwise, project) triples the fused-block kernel can run.
 
@@ -333,10 +344,7 @@ def find_inverted_residual_blocks(graph: Graph) -> list[tuple[Layer | None, Laye
         project = _sole_consumer(graph, depthwise)
         if project is None or project.conv_kind != "pointwise" or project.inputs[0] != depthwise.output:
             continue
-        expand = graph.producer_of(depthwise.inputs[0])
-        if expand is None or expand.conv_kind != "pointwise" or _sole_consumer(graph, expand) is not depthwise \
-                or expand.residual is not None or id(expand) in claimed:
-            expand = None       # (MobileNetV1: the previous block's projection is not also this expansion)
+        expand = _expansion_of(graph, depthwise, claimed)
         if any(not layer.clip[0] <= 0 <= layer.clip[1] for layer in (expand, depthwise, project) if layer):
             continue
         blocks.append((expand, depthwise, project))
@@ -369,10 +377,7 @@ def find_squeeze_excite_blocks(graph: Graph, claimed: set[int] | None = None) \
         project = _sole_consumer(graph, se)
         if project is None or project.conv_kind != "pointwise" or project.inputs[0] != se.output:
             continue
-        expand = graph.producer_of(depthwise.inputs[0])
-        if expand is None or expand.conv_kind != "pointwise" or _sole_consumer(graph, expand) is not depthwise \
-                or expand.residual is not None or id(expand) in claimed:
-            expand = None
+        expand = _expansion_of(graph, depthwise, claimed)
         if any(not layer.clip[0] <= 0 <= layer.clip[1] for layer in (expand, depthwise, project) if layer) \
                 or any(id(layer) in claimed for layer in (depthwise, project, se)):
             continue
