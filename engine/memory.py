@@ -27,7 +27,6 @@ import numpy as np
 from engine.kernels import fused_block
 from engine.plan import Plan
 from engine.tiles import Tiles
-from engine.trace.calls import kernel_and_arguments
 
 
 @dataclass(frozen=True)
@@ -141,7 +140,7 @@ def report_for_plan(model, plan: Plan) -> MemoryReport:
 def activation_lifetimes(model, plan: Plan) -> list[Tensor]:
     """Every activation buffer of the plan with the steps it is live in, from the steps'
     names: a step writes step.output and reads step.inputs[0] (and its layer's residual); a
-    step that writes in place (`writes_in_place`) gives its output no buffer of its own.
+    step that writes in place (`step.in_place`) gives its output no buffer of its own.
 
     A read resolves to the buffer holding it: the tensor itself, or a layout copy of it
     ("name@nchwc", written by a "layout" step) whose size matches what the step reads, or,
@@ -169,7 +168,7 @@ def activation_lifetimes(model, plan: Plan) -> list[Tensor]:
             name = held_in.get(tensor) or _resolve(graph, tensor, elements, written, step.name)
             last[name] = max(last[name], index)
             names.append(name)
-        if step.output and names and writes_in_place(step):
+        if step.output and names and step.in_place:
             held_in[step.output] = names[0]           # no buffer of its own: it lives in its input's
         elif step.output:
             written[step.output], first[step.output], last[step.output] = \
@@ -178,17 +177,6 @@ def activation_lifetimes(model, plan: Plan) -> list[Tensor]:
     last[output] = len(steps) - 1
     return [Tensor(name=name, nbytes=4 * elements, first_step=first[name], last_step=last[name],
                    in_arena=name != graph.input_name) for name, elements in written.items()]
-
-
-def writes_in_place(step) -> bool:
-    """Whether a plan step writes its output over its input: a squeeze-and-excitation whose
-    input nothing later reads (engine.plan._in_place_items), bound with one array as both
-    its input `x` and its `out`."""
-    found = kernel_and_arguments(step.call)
-    if step.op != "se" or found is None:
-        return False
-    arrays = [a for a in found[1] if isinstance(a, np.ndarray)]
-    return any(a is b for i, a in enumerate(arrays) for b in arrays[i + 1:] if a.shape == tuple(step.output_shape))
 
 
 def _resolve(graph, tensor: str, elements: int | None, written: dict, step_name: str) -> str:

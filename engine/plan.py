@@ -51,11 +51,15 @@ def build_plan(graph: Graph, weights: PackedWeights, batch: int, config: RunConf
     layouts = _Layouts(graph)
     _check_schedule_names(graph, config)
     items = _schedule(graph, layouts, config, batch)
-    buffers, arena_bytes = _allocate(graph, layouts, items, batch)
+    in_place = _in_place_items(graph, layouts, items)
+    buffers, arena_bytes = _allocate(graph, layouts, items, batch, in_place)
     context = StepContext(graph, weights, buffers, layouts.key, config, batch,
                           block_scratch([i.layers for i in items if isinstance(i, Block)], config, batch))
-    steps = [build_step(item, context, _later_weights(items, index, weights))
-             for index, item in enumerate(items) if not layouts.is_view(item)]
+    steps = []
+    for index, item in enumerate(items):
+        if not layouts.is_view(item):
+            steps.append(build_step(item, context, _later_weights(items, index, weights)))
+            steps[-1].in_place = index in in_place
     io: dict = {"input": None, "output": None}
     output_buffer = buffers[graph.output_name]          # the input's own buffer when the graph returns its input
     input_buffer = _wire_input(graph, steps, buffers.pop(graph.input_name), output_buffer, io)
@@ -203,16 +207,17 @@ def _group_blocks(items: list, blocks) -> list:
 
 # ---------------------------------------------------------------- 2. buffers
 
-def _allocate(graph: Graph, layouts: _Layouts, items: list, batch: int) -> tuple[dict[str, np.ndarray], int]:
+def _allocate(graph: Graph, layouts: _Layouts, items: list, batch: int,
+              in_place: list[int]) -> tuple[dict[str, np.ndarray], int]:
     """A buffer for every tensor the items write (views into one arena, shared by tensors
     whose lifetimes do not overlap), the network input's, and Flatten views; and the
-    arena's bytes."""
+    arena's bytes. The items at indices `in_place` (_in_place_items) write over their input."""
     storage_of = {}                 # a Flatten view or an in-place output -> the buffer it views
     for item in items:
         if layouts.is_view(item):
             source = item.layer.inputs[0]
             storage_of[item.layer.output] = storage_of.get(source, source)
-    for index in _in_place_items(graph, layouts, items):
+    for index in in_place:
         source = items[index].layer.inputs[0]
         storage_of[items[index].layer.output] = storage_of.get(source, source)
     last_use: dict[str, int] = {}
@@ -382,7 +387,7 @@ def _credit_l3_residency(steps: list[Step], weights: PackedWeights, activation_m
         input_bytes = 4 * int(np.prod(step.input_shape))
         activation_bytes = input_bytes + 4 * (output + residual)
         step.bytes = charge_write_allocate(step.bytes, 4 * output)
-        if _in_place(step, buffers):        # it loads each line just before it stores to it: no fill
+        if step.in_place:                   # it loads each line just before it stores to it: no fill
             step.bytes["L2"] -= 4 * output  # from L2 (below, the walk finds the lines it read)
         if residency is not None and residency.l3_walked:
             step.bytes = credit_l3_walk(step.bytes, 4 * output, residency.loaded, residency.dram_read,
@@ -400,13 +405,6 @@ def _credit_l3_residency(steps: list[Step], weights: PackedWeights, activation_m
             step.bytes["DRAM"] = dram
     if not weights_resident:
         _charge_prefetched_weights(steps, weights)     # (at most what the walk left the consumer at DRAM)
-
-
-def _in_place(step: Step, buffers: dict[str, np.ndarray]) -> bool:
-    """Whether a step writes its output over one of its inputs (_in_place_items)."""
-    output = buffers.get(step.output) if step.output else None
-    return output is not None and any(name in buffers and name != step.output and np.shares_memory(buffers[name], output)
-                                      for name in step.inputs)
 
 
 def _charge_prefetched_weights(steps: list[Step], weights: PackedWeights) -> None:

@@ -54,6 +54,8 @@ class Step:
     expand_recompute: float | None = None  # fused block: expanded rows computed / input rows
     scratch: BlockScratch | None = None   # fused block: the per-worker scratch its kernel uses
     ahead: np.ndarray | None = None       # 1x1 conv: the later weights it prefetches while it runs
+    in_place: bool = False                # writes its output over its input (one buffer for both;
+                                          # build_plan decides: a squeeze-and-excitation nothing later reads)
 
     def __post_init__(self):
         if not self.members:

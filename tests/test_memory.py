@@ -179,18 +179,20 @@ def v3_small():
 def test_a_squeeze_excitation_run_in_place_gives_its_output_no_buffer_of_its_own(v3_small):
     # the plan runs an SE over its input where nothing later reads that input: at that step
     # one buffer of the SE's size is live for input and output, not two
-    from engine.memory import writes_in_place
-
     plan = v3_small.plan(2, threads=1)
     tensors = {t.name: t for t in activation_lifetimes(v3_small, plan)}
-    in_place = [(i, s) for i, s in enumerate(plan.steps) if writes_in_place(s)]
+    in_place = [(i, s) for i, s in enumerate(plan.steps) if s.in_place]
     assert in_place and all(s.op == "se" for _, s in in_place)
     index, step = in_place[0]
     assert step.output not in tensors                      # its output lives in its input's buffer
     holding = [t for t in tensors.values() if t.first_step < index <= t.last_step
                and t.nbytes == 4 * int(np.prod(step.output_shape))]
     assert holding and max(t.last_step for t in holding) > index      # read after the SE: as its output
-    assert not any(writes_in_place(s) for s in plan.steps if s.op != "se")
+    assert not any(s.in_place for s in plan.steps if s.op != "se")
+    from engine.trace.calls import kernel_and_arguments     # and the kernel is bound so: one array as x and out
+    arrays = [a for a in kernel_and_arguments(step.call)[1] if isinstance(a, np.ndarray)
+              and a.shape == tuple(step.output_shape)]
+    assert len(arrays) >= 2 and all(a is arrays[0] for a in arrays)
 
 
 def test_a_step_run_in_place_pays_no_line_fill_for_its_output(v3_small):
@@ -198,10 +200,8 @@ def test_a_step_run_in_place_pays_no_line_fill_for_its_output(v3_small):
     # SE written over its input stores to lines it has just read: its L2 bytes are the
     # kernel's own, where a step with an output buffer of its own adds the output's fill
     from engine.kernels import squeeze_excite
-    from engine.memory import writes_in_place
-
     plan = v3_small.plan(1, threads=1)
-    step = next(s for s in plan.steps if writes_in_place(s))
+    step = next(s for s in plan.steps if s.in_place)
     channels, h, w = step.layer.input_shape
     kernel = squeeze_excite.squeeze_excite_bytes(1, channels, step.layer.attrs["squeezed"], h, w,
                                                  plan.config.budget)
