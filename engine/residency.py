@@ -54,7 +54,7 @@ import numpy as np
 from engine.trace.calls import kernel_and_arguments
 
 LOAD, STORE, WEIGHTS, SCRATCH = "load", "store", "weights", "scratch"
-ROWS, CHANNELS, WHOLE = "rows", "channels", "whole"
+ROWS, CHANNELS, WHOLE, ITEMS = "rows", "channels", "whole", "items"
 SLICES = 8              # an activation's share is touched in this many slices, interleaved with the others'
 MAX_SLICES = 256        # a fused block's: one per band of a worker, up to this many
 BLOCKS_PER_L2 = 512     # default grain: the L2 in this many blocks
@@ -70,7 +70,7 @@ class Region:
     start: int
     nbytes: int
     kind: str
-    split: str = ROWS                   # how the threads share it (ROWS, CHANNELS, WHOLE; _share)
+    split: str = ROWS                   # how the threads share it (ROWS, CHANNELS, WHOLE, ITEMS; _share)
     shape: tuple[int, ...] = ()         # an NCHWc buffer's (N, Cb, H, W, CB); () for anything else
     thread: int = -1                    # SCRATCH: the thread that runs its worker
     passes: int = 1                     # SCRATCH: its worker's work items (bands), each using all of it
@@ -154,10 +154,17 @@ def _share(region: Region, thread: int, threads: int) -> list[tuple[int, int]]:
     reads it); SCRATCH: all of it (only its own thread touches it: _touch_step). ROWS: the
     t-th of `threads` stripes of its pixels (N*H*W flattened) in every channel block (the
     kernels' work items are pixel ranges first). CHANNELS: the t-th run of its channel
-    blocks. A region without an NCHWc shape: the t-th contiguous part."""
+    blocks. ITEMS: the t-th run of its (image, channel block) planes, in memory order (the
+    global average pool's work items). A region without an NCHWc shape: the t-th
+    contiguous part."""
     start, end = region.start, region.start + region.nbytes
     if region.split == WHOLE or region.kind == SCRATCH:
         return [(start, end)]
+    if region.split == ITEMS and len(region.shape) == 5:
+        images, blocks, height, width, lanes = region.shape
+        plane = height * width * lanes * 4
+        first, last = thread * images * blocks // threads, (thread + 1) * images * blocks // threads
+        return [(start + first * plane, start + last * plane)] if last > first else []
     if len(region.shape) != 5:
         part = region.nbytes // threads
         return [(start + thread * part, end if thread == threads - 1 else start + (thread + 1) * part)]
@@ -180,9 +187,16 @@ def _share(region: Region, thread: int, threads: int) -> list[tuple[int, int]]:
 
 
 def _slices(ranges: list[tuple[int, int]], grain: int, count: int = SLICES) -> list[list[tuple[int, int]]]:
-    """The blocks of `ranges` as (block, bytes of the ranges in it), in `count` runs."""
-    blocks = [(b, min(end, (b + 1) * grain) - max(start, b * grain))
-              for start, end in ranges if end > start for b in range(start // grain, -(-end // grain))]
+    """The blocks of `ranges` as (block, bytes of the ranges in it), in `count` runs, each
+    block once, where its first range puts it: a block two ranges share (a thread's stripes
+    of consecutive channel blocks, 3136 B apart at 7x7, 16 lanes) carries both ranges' bytes,
+    so a miss on it charges all that the thread touches there, not the first range's part."""
+    found: dict[int, int] = {}
+    for start, end in ranges:
+        for b in range(start // grain, -(-end // grain)):
+            if end > start:
+                found[b] = found.get(b, 0) + min(end, (b + 1) * grain) - max(start, b * grain)
+    blocks = list(found.items())
     cut = [len(blocks) * i // count for i in range(count + 1)]
     return [blocks[cut[i]:cut[i + 1]] for i in range(count)]
 
@@ -209,6 +223,9 @@ def _touch_step(regions: list[Region], caches: list[_LRU], threads: int, grain: 
         held = [b for r, slices in shares if r.kind == WEIGHTS and not fused for s in slices for b in s]
         read += sum(n for b, n in held if not cache.touch(b, False, n))
         for i in range(count):
+            if i == count - 1:
+                for block, n in held:       # in use to the end: the last slice's rows come with them
+                    cache.touch(block, False, n)
             scratch_filled += sum(n for b, n in scratch if not cache.touch(b, True, n))
             for region, slices in shares:
                 if region.kind not in streamed:
@@ -219,8 +236,6 @@ def _touch_step(regions: list[Region], caches: list[_LRU], threads: int, grain: 
                         read += n
                     elif region.kind == STORE and not resident:
                         filled += n
-        for block, n in held:
-            cache.touch(block, False, n)
         scratch_filled += sum(n for b, n in scratch if not cache.touch(b, True, n))
         written_back += cache.written_back - before
     loaded = sum(r.nbytes for r in regions if r.kind in (LOAD, WEIGHTS))
@@ -242,7 +257,10 @@ def thread_split(step, threads: int) -> str:
     contiguous runs): ROWS when it has at least one pixel range per thread (a 1x1 conv's
     pixel tiles, a depthwise conv's bands of rows, every other kernel), else CHANNELS (a
     1x1 conv then splits its output channel tiles and every thread reads the whole input;
-    a depthwise conv its channel blocks)."""
+    a depthwise conv its channel blocks); ITEMS for the global average pool (its work items
+    are (image, channel block) planes: at batch 1 a run of channel blocks per thread)."""
+    if step.op == "pool" and len(step.input_shape) == 5:
+        return ITEMS
     tiles = step.tiles
     if tiles is None or len(step.input_shape) != 5:
         return ROWS
