@@ -109,6 +109,27 @@ def test_weights_in_use_to_the_end_come_before_the_last_slice_of_the_output():
     assert reader.read == 32 * KIB - 32 * KIB // engine.residency.SLICES
 
 
+def test_with_ways_blocks_one_way_span_apart_share_a_set_and_evict_each_other():
+    # a 64 KiB L2 of 4 ways: a way spans 16 KiB, so blocks 16 KiB apart fall in one set of
+    # 4; five of them (5 KiB in all) do not stay, where a fully associative walk keeps them
+    assert engine.residency.set_groups(64, 4) == 16 and engine.residency.set_groups(64, 0) == 1
+    same_set = [[Region(k * 16 * KIB, KIB, STORE) for k in range(5)], [Region(0, KIB, LOAD)]]
+    _, again = follow_buffers(same_set, L2, 1, warm_runs=0, grain=GRAIN, l2_ways=4)
+    _, fully = follow_buffers(same_set, L2, 1, warm_runs=0, grain=GRAIN)
+    assert again.read == KIB and fully.read == 0
+    spread = [[Region(k * 17 * KIB, KIB, STORE) for k in range(5)], [Region(0, KIB, LOAD)]]
+    assert follow_buffers(spread, L2, 1, warm_runs=0, grain=GRAIN, l2_ways=4)[1].read == 0
+
+
+def test_the_walk_assumes_the_ways_the_simulation_assumes_where_the_machine_does_not_say():
+    from engine.machine import CacheLevel
+    from engine.trace.simulator import DEFAULT_WAYS
+
+    unknown = CacheLevel("L2", 512 * KIB, 1, 64)
+    assert engine.residency.walk_ways(unknown) == DEFAULT_WAYS == engine.residency.DEFAULT_WAYS
+    assert engine.residency.walk_ways(CacheLevel("L2", 512 * KIB, 1, 64, ways=8)) == 8
+
+
 def test_the_warm_run_leaves_the_last_steps_buffers_for_the_first():
     steps = [[Region(0, 8 * KIB, LOAD), Region(8 * KIB, 8 * KIB, STORE)],
              [Region(8 * KIB, 8 * KIB, LOAD), Region(0, 8 * KIB, STORE)]]
@@ -146,8 +167,8 @@ def test_plan_charges_a_fused_block_its_walked_scratch_instead_of_a_first_touch_
     output's fill and write-back by the walk's too (engine.traffic, credit_l2_residency)."""
     walked = {}
 
-    def spy(steps, *arguments):
-        walked.update(zip(map(id, steps), engine.residency.plan_residency(steps, *arguments)))
+    def spy(steps, *arguments, **options):
+        walked.update(zip(map(id, steps), engine.residency.plan_residency(steps, *arguments, **options)))
         return [walked[id(step)] for step in steps]
 
     monkeypatch.setattr(engine.plan, "plan_residency", spy)
@@ -190,8 +211,8 @@ def test_a_fused_se_block_follows_its_ring_and_one_images_depthwise_output_as_fu
     charged a fill and a write-back per worker with images, as fused_se_block_bytes does."""
     walked = {}
 
-    def spy(steps, *arguments):
-        walked.update(zip(map(id, steps), engine.residency.plan_residency(steps, *arguments)))
+    def spy(steps, *arguments, **options):
+        walked.update(zip(map(id, steps), engine.residency.plan_residency(steps, *arguments, **options)))
         return [walked[id(step)] for step in steps]
 
     monkeypatch.setattr(engine.plan, "plan_residency", spy)
