@@ -52,8 +52,9 @@ model, said out loud:
   lifetime just ended is written without a fill and without a second write-back.
 - Where this model is knowingly wrong: every step of MobileNetV2 still more than 25 % off
   the cache simulation at L2, L3 or DRAM (bench/README, "Bytes model against a cache
-  simulation": 95 % / 94 % of step-levels within 25 % at batch 1 / 8 on this host's 2 MiB
-  L2s, 97 % / 94 % on the Zen 3 VM's 512 KiB L2s and 10 MiB L3), by cause. Ratios are
+  simulation": 92-95 % / 94 % of step-levels within 25 % at batch 1 / 8 on this host's 2 MiB
+  L2s, 97 % / 91-94 % on the Zen 3 VM's 512 KiB L2s and 10 MiB L3, over four runs: steps
+  moving ~0.1 MB pass or not with where the arrays land), by cause. Ratios are
   model / simulated; "probed": the simulated L2 of each thread, misses by operand.
   (1) Line-level set imbalance the walk's 4 KiB blocks do not see. This host, batch 1, L3:
   features.1's projection (0 vs 0.14 MB: the simulated L2s lose 0.06 MB a thread of the
@@ -92,7 +93,9 @@ model, said out loud:
   interleaved strided streams do not (KEPT_FROM was set on L1). And `pointwise_bytes`
   counts pixel_tiles - 1 re-reads over the batch where the walk has charged each thread's
   first read: pixel_tiles - threads remain. Both are `pointwise_bytes`' (beside the
-  kernel). These two were 0.69x and 1.51x while the walk undercounted the fills of a
+  kernel). Starting `kept_share` at 0.9 of an L2 (a what-if) brings features.17's in but
+  puts the Zen 3 VM's 7x7 projections out at batch 8 (0.69-0.78x: 0.6-1.2 MB of weights
+  re-read per pixel tile on a 512 KiB L2): one start per level does not fit both. These two were 0.69x and 1.51x while the walk undercounted the fills of a
   block two stripes share (engine.residency._slices), which hid the first.
   (5) A fused block's scratch near `fused_block.SCRATCH_SHARE` of L2 (Zen 3 VM, batch 8:
   0.39 MB a worker in 512 KiB, blocks features.3, 12, 13, 14 at 0.39-0.62x, 10-14 vs 20-29
