@@ -24,7 +24,7 @@ from engine.graph import IMAGE_LAYOUTS, Graph, Layer
 from engine.kernels import pointwise
 from engine.kernels.layout import CB, channel_blocks, nchwc_to_nchw
 from engine.passes import find_fusable_blocks
-from engine.residency import plan_residency
+from engine.residency import plan_residency, walk_ways
 from engine.steps import Block, Convert, LayerItem, Step, StepContext, build_step
 from engine.trace.calls import kernel_and_arguments, trace_call
 from engine.trace.records import PREFETCH
@@ -378,7 +378,8 @@ def _credit_l3_residency(steps: list[Step], weights: PackedWeights, activation_m
     weights_resident = fits(weights.nbytes + activation_memory, l3_bytes)
     # the L3 walked too unless the weights and all activations fit half of it (then nothing
     # leaves it from run to run, as credit_l3_residency says, and the walk would agree)
-    walked = plan_residency(steps, buffers, weights, l2_bytes, config.threads, 0 if weights_resident else l3_bytes)
+    walked = plan_residency(steps, buffers, weights, l2_bytes, config.threads, 0 if weights_resident else l3_bytes,
+                            l2_ways=walk_ways(l2), l3_ways=walk_ways(config.machine.cache("L3")))
     for step, residency in zip(steps, walked):
         if not step.bytes:
             continue

@@ -4,14 +4,19 @@ grain of buffers, walked over the plan's steps in order.
 The rule, in the reader's terms. Every thread has its own L2 (the machine's usable size),
 which keeps what the thread touched most recently and drops the oldest first (LRU). A step
 touches its operands in the order a kernel does: its weights first, then its inputs, its
-residual and its output together, slice by slice, then its weights again (a kernel re-reads
-them while it runs). Each thread touches its share of an activation: a stripe of its rows
+residual and its output together, slice by slice, its weights again before the last slice
+(a kernel re-reads them while it runs: its last pixel tile's rows come with them, so they
+outlive the older rows). The L2 is set-associative with the machine's ways (`walk_ways`:
+sysfs, else DEFAULT_WAYS as the cache simulation assumes): a block goes to the set of its
+lines, an LRU within each set (`set_groups`). Each thread touches its share of an activation: a stripe of its rows
 when the kernel splits its work items by pixels (`thread_split`: a 1x1 conv with a pixel
 tile per thread, a depthwise conv with a band of rows per thread, the other kernels), so a
 thread reads the rows it wrote; or a run of its channel blocks when the kernel splits
 channels (then half of what a thread reads another thread wrote, and that is not in its
-L2). It reads all of the weights (its channels' share when split by channels, and a
-linear layer's). Addresses are the real ones (the arena's offsets), so a buffer that
+L2); a global average pool's threads read runs of whole (image, channel block) planes, its
+work items. It reads all of the weights (its channels' share when split by channels, and a
+linear layer's). A block of the walk that several stripes of a thread's share fall in
+(a 7x7 plane is 3136 B at 16 lanes) is touched once, for all of their bytes. Addresses are the real ones (the arena's offsets), so a buffer that
 reuses the region of one whose lifetime ended, or a step writing over its input, lands on
 the same lines: whatever of them is still in L2 is found there. Per step this gives, at
 the L3 boundary (between L2 and L3):
@@ -38,11 +43,12 @@ is its ring of expanded rows and one image's depthwise output. The walk is
 cut into blocks of `grain` bytes (a few KiB: 1/512 of an L2), not lines, so a plan of ~100
 steps takes milliseconds. One unrecorded run goes first, so the first steps find what the
 last ones left (as in repeated runs and in the simulation). Below the L2s, optionally, the
-shared L3 as one LRU of the same blocks (`l3_bytes`): an L2 miss reads from it, a dirty block
+shared L3 as one LRU of the same blocks, set-associative too (`l3_bytes`): an L2 miss reads from it, a dirty block
 an L2 evicts is written into it (taken without a read from memory), and per step it gives
 what it read from memory (dram_read) and the dirty blocks it evicted there
 (dram_written_back). What it leaves out: re-reads inside a step (the kernels' `*_bytes` count
-them), software prefetches of the next step's weights, and set conflicts.
+them), software prefetches of the next step's weights, and the sets' uneven fill below the
+block's grain (a level's lines, not its blocks).
 """
 from __future__ import annotations
 
@@ -54,10 +60,11 @@ import numpy as np
 from engine.trace.calls import kernel_and_arguments
 
 LOAD, STORE, WEIGHTS, SCRATCH = "load", "store", "weights", "scratch"
-ROWS, CHANNELS, WHOLE = "rows", "channels", "whole"
+ROWS, CHANNELS, WHOLE, ITEMS = "rows", "channels", "whole", "items"
 SLICES = 8              # an activation's share is touched in this many slices, interleaved with the others'
 MAX_SLICES = 256        # a fused block's: one per band of a worker, up to this many
 BLOCKS_PER_L2 = 512     # default grain: the L2 in this many blocks
+DEFAULT_WAYS = 16       # a level's associativity where the machine does not say (as engine.trace.simulator)
 
 
 @dataclass(frozen=True)
@@ -70,7 +77,7 @@ class Region:
     start: int
     nbytes: int
     kind: str
-    split: str = ROWS                   # how the threads share it (ROWS, CHANNELS, WHOLE; _share)
+    split: str = ROWS                   # how the threads share it (ROWS, CHANNELS, WHOLE, ITEMS; _share)
     shape: tuple[int, ...] = ()         # an NCHWc buffer's (N, Cb, H, W, CB); () for anything else
     thread: int = -1                    # SCRATCH: the thread that runs its worker
     passes: int = 1                     # SCRATCH: its worker's work items (bands), each using all of it
@@ -93,16 +100,18 @@ class StepResidency:
 
 
 def follow_buffers(steps: list[list[Region] | None], l2_bytes: int, threads: int, warm_runs: int = 1,
-                   grain: int | None = None, l3_bytes: int = 0) -> list[StepResidency | None]:
+                   grain: int | None = None, l3_bytes: int = 0, l2_ways: int = 0,
+                   l3_ways: int = 0) -> list[StepResidency | None]:
     """Walk `steps` (each a list of the Regions it touches, or None: a step the walk does
     not know, left out) through `threads` private LRU L2s of `l2_bytes` each (module
     docstring) and, with `l3_bytes`, one shared LRU L3 of that size below them; `warm_runs`
-    unrecorded runs first. Returns per step its StepResidency (None for a None step)."""
+    unrecorded runs first. l2_ways, l3_ways: the levels' associativity (0: fully
+    associative; _LRU). Returns per step its StepResidency (None for a None step)."""
     if threads < 1 or l2_bytes < 1:
         raise ValueError(f"threads and l2_bytes must be >= 1, got {threads} and {l2_bytes}")
     grain = grain or max(64, l2_bytes // BLOCKS_PER_L2 // 64 * 64)
-    l3 = _LRU(max(1, l3_bytes // grain), grain) if l3_bytes else None
-    caches = [_LRU(max(1, l2_bytes // grain), grain, l3) for _ in range(threads)]
+    l3 = _LRU(max(1, l3_bytes // grain), grain, ways=l3_ways) if l3_bytes else None
+    caches = [_LRU(max(1, l2_bytes // grain), grain, l3, ways=l2_ways) for _ in range(threads)]
     results: list[StepResidency | None] = []
     for run in range(warm_runs + 1):
         for regions in steps:
@@ -112,36 +121,54 @@ def follow_buffers(steps: list[list[Region] | None], l2_bytes: int, threads: int
     return results
 
 
+def set_groups(capacity_blocks: int, ways: int) -> int:
+    """How many sets an LRU of `capacity_blocks` blocks has at `ways` ways: the level's own
+    sets grouped by block (a block of `grain` bytes holds consecutive lines, whose sets are
+    consecutive: block b's lines all fall in group b mod groups, as the level's way span,
+    capacity / ways, is a whole number of blocks). 1 (fully associative) for ways 0 or
+    when a way span is not a whole number of blocks."""
+    if ways <= 0 or capacity_blocks % ways:
+        return 1
+    return capacity_blocks // ways
+
+
 class _LRU:
     """One LRU cache of blocks by number, oldest first, each with its dirty flag: a
     thread's L2 (its misses read from `below`, the shared L3, and its dirty evictions are
-    written there) or the L3 (its misses read from memory)."""
+    written there) or the L3 (its misses read from memory). With `ways`, set-associative:
+    block b goes to set b mod set_groups, LRU within the set."""
 
-    def __init__(self, capacity_blocks: int, grain: int, below: "_LRU | None" = None):
+    def __init__(self, capacity_blocks: int, grain: int, below: "_LRU | None" = None, ways: int = 0):
         self.capacity, self.grain, self.below = capacity_blocks, grain, below
-        self.blocks: OrderedDict[int, bool] = OrderedDict()
+        self.groups = set_groups(capacity_blocks, ways)
+        self.set_capacity = capacity_blocks // self.groups
+        self.sets: list[OrderedDict[int, bool]] = [OrderedDict() for _ in range(self.groups)]
         self.written_back = 0       # bytes of dirty blocks evicted (to the level below)
         self.missed = 0             # bytes touched that were not resident (read from the level below)
+
+    def __contains__(self, block: int) -> bool:
+        return block in self.sets[block % self.groups]
 
     def touch(self, block: int, store: bool, nbytes: int | None = None, allocate_only: bool = False) -> bool:
         """Touch a block (a store marks it dirty); whether it was resident. nbytes: the
         bytes of it touched (a region's part of its first or last block), counted in
         `missed` and passed on to the level below on a miss. allocate_only: a dirty block
         written back into this level, which takes it without reading it from below."""
-        resident = block in self.blocks
+        blocks = self.sets[block % self.groups]
+        resident = block in blocks
         if resident:
-            self.blocks.move_to_end(block)
+            blocks.move_to_end(block)
             if store:
-                self.blocks[block] = True
+                blocks[block] = True
             return True
         if not allocate_only:
             nbytes = self.grain if nbytes is None else nbytes
             self.missed += nbytes
             if self.below is not None:
                 self.below.touch(block, False, nbytes)
-        self.blocks[block] = store
-        if len(self.blocks) > self.capacity:
-            evicted, dirty = self.blocks.popitem(last=False)
+        blocks[block] = store
+        if len(blocks) > self.set_capacity:
+            evicted, dirty = blocks.popitem(last=False)
             if dirty:
                 self.written_back += self.grain
                 if self.below is not None:
@@ -154,10 +181,17 @@ def _share(region: Region, thread: int, threads: int) -> list[tuple[int, int]]:
     reads it); SCRATCH: all of it (only its own thread touches it: _touch_step). ROWS: the
     t-th of `threads` stripes of its pixels (N*H*W flattened) in every channel block (the
     kernels' work items are pixel ranges first). CHANNELS: the t-th run of its channel
-    blocks. A region without an NCHWc shape: the t-th contiguous part."""
+    blocks. ITEMS: the t-th run of its (image, channel block) planes, in memory order (the
+    global average pool's work items). A region without an NCHWc shape: the t-th
+    contiguous part."""
     start, end = region.start, region.start + region.nbytes
     if region.split == WHOLE or region.kind == SCRATCH:
         return [(start, end)]
+    if region.split == ITEMS and len(region.shape) == 5:
+        images, blocks, height, width, lanes = region.shape
+        plane = height * width * lanes * 4
+        first, last = thread * images * blocks // threads, (thread + 1) * images * blocks // threads
+        return [(start + first * plane, start + last * plane)] if last > first else []
     if len(region.shape) != 5:
         part = region.nbytes // threads
         return [(start + thread * part, end if thread == threads - 1 else start + (thread + 1) * part)]
@@ -180,9 +214,16 @@ def _share(region: Region, thread: int, threads: int) -> list[tuple[int, int]]:
 
 
 def _slices(ranges: list[tuple[int, int]], grain: int, count: int = SLICES) -> list[list[tuple[int, int]]]:
-    """The blocks of `ranges` as (block, bytes of the ranges in it), in `count` runs."""
-    blocks = [(b, min(end, (b + 1) * grain) - max(start, b * grain))
-              for start, end in ranges if end > start for b in range(start // grain, -(-end // grain))]
+    """The blocks of `ranges` as (block, bytes of the ranges in it), in `count` runs, each
+    block once, where its first range puts it: a block two ranges share (a thread's stripes
+    of consecutive channel blocks, 3136 B apart at 7x7, 16 lanes) carries both ranges' bytes,
+    so a miss on it charges all that the thread touches there, not the first range's part."""
+    found: dict[int, int] = {}
+    for start, end in ranges:
+        for b in range(start // grain, -(-end // grain)):
+            if end > start:
+                found[b] = found.get(b, 0) + min(end, (b + 1) * grain) - max(start, b * grain)
+    blocks = list(found.items())
     cut = [len(blocks) * i // count for i in range(count + 1)]
     return [blocks[cut[i]:cut[i + 1]] for i in range(count)]
 
@@ -209,6 +250,9 @@ def _touch_step(regions: list[Region], caches: list[_LRU], threads: int, grain: 
         held = [b for r, slices in shares if r.kind == WEIGHTS and not fused for s in slices for b in s]
         read += sum(n for b, n in held if not cache.touch(b, False, n))
         for i in range(count):
+            if i == count - 1:
+                for block, n in held:       # in use to the end: the last slice's rows come with them
+                    cache.touch(block, False, n)
             scratch_filled += sum(n for b, n in scratch if not cache.touch(b, True, n))
             for region, slices in shares:
                 if region.kind not in streamed:
@@ -219,8 +263,6 @@ def _touch_step(regions: list[Region], caches: list[_LRU], threads: int, grain: 
                         read += n
                     elif region.kind == STORE and not resident:
                         filled += n
-        for block, n in held:
-            cache.touch(block, False, n)
         scratch_filled += sum(n for b, n in scratch if not cache.touch(b, True, n))
         written_back += cache.written_back - before
     loaded = sum(r.nbytes for r in regions if r.kind in (LOAD, WEIGHTS))
@@ -242,7 +284,10 @@ def thread_split(step, threads: int) -> str:
     contiguous runs): ROWS when it has at least one pixel range per thread (a 1x1 conv's
     pixel tiles, a depthwise conv's bands of rows, every other kernel), else CHANNELS (a
     1x1 conv then splits its output channel tiles and every thread reads the whole input;
-    a depthwise conv its channel blocks)."""
+    a depthwise conv its channel blocks); ITEMS for the global average pool (its work items
+    are (image, channel block) planes: at batch 1 a run of channel blocks per thread)."""
+    if step.op == "pool" and len(step.input_shape) == 5:
+        return ITEMS
     tiles = step.tiles
     if tiles is None or len(step.input_shape) != 5:
         return ROWS
@@ -400,7 +445,7 @@ def scratch_charged(step, threads: int) -> int:
 
 
 def plan_residency(steps, buffers: dict[str, np.ndarray], weights, l2_bytes: int,
-                   threads: int, l3_bytes: int = 0) -> list[StepResidency | None]:
+                   threads: int, l3_bytes: int = 0, l2_ways: int = 0, l3_ways: int = 0) -> list[StepResidency | None]:
     """follow_buffers over a plan's steps (engine.plan: after its io is wired), each thread
     with an L2 of `l2_bytes`, with a shared L3 of `l3_bytes` below them (0: none); a fused block's result also says what of its scratch first
     touch (scratch_charged: a fill and a write-back per worker) the walk
@@ -411,7 +456,7 @@ def plan_residency(steps, buffers: dict[str, np.ndarray], weights, l2_bytes: int
     caller_input = -(1 << 62)                             # below every real address
     regions = [step_regions(step, buffers, weights, arena, weight_memory, caller_input, threads, l2_bytes)
                for step in steps]
-    walked = follow_buffers(regions, l2_bytes, threads, l3_bytes=l3_bytes)
+    walked = follow_buffers(regions, l2_bytes, threads, l3_bytes=l3_bytes, l2_ways=l2_ways, l3_ways=l3_ways)
     results = []
     for step, step_regions_, result in zip(steps, regions, walked):
         if result is not None and any(r.kind == SCRATCH for r in step_regions_ or ()):
@@ -431,3 +476,9 @@ def _inside(span: tuple[int, int], memory: tuple[int, int]) -> bool:
 
 def _overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:
     return a[0] < b[1] and b[0] < a[1]
+
+
+def walk_ways(level) -> int:
+    """The associativity the walk gives a cache level (an engine.machine.CacheLevel): its
+    ways where sysfs says, else DEFAULT_WAYS, as the cache simulation assumes."""
+    return level.ways or DEFAULT_WAYS

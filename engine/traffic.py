@@ -33,7 +33,8 @@ model, said out loud:
 - Between steps, L2 too: the arena followed through the L2s (engine.residency). Which of a
   step's inputs are still in L2, and whether its output lands on lines still there, depends
   on the steps' order and the arena's offsets, so a pass over the plan decides it: each
-  thread's L2 (its usable size) is an LRU of blocks of a few KiB; each step touches, at
+  thread's L2 (its usable size) is an LRU of blocks of a few KiB, set-associative with the
+  level's ways (sysfs; 16 where not known, as the simulation assumes); each step touches, at
   their real addresses, its weights, then its inputs, residual and output slice by slice;
   a thread touches its share of an activation (a stripe of rows when the kernel has a pixel
   range per thread, its channel blocks when it splits channels: then what another thread
@@ -51,22 +52,25 @@ model, said out loud:
   lifetime just ended is written without a fill and without a second write-back.
 - Where this model is knowingly wrong: every step of MobileNetV2 still more than 25 % off
   the cache simulation at L2, L3 or DRAM (bench/README, "Bytes model against a cache
-  simulation": 91 % / 89 % of step-levels within 25 % at batch 1 / 8 on this host's 2 MiB
-  L2s, 94 % / 90 % on the Zen 3 VM's 512 KiB L2s and 10 MiB L3), by cause. Ratios are
-  model / simulated.
-  (1) The walk keeps all of a buffer it holds; the simulated 16-way L2 loses part of one
-  near its size. This host, batch 1, L3: features.1's projection (0 vs 0.15 MB),
-  features.3's (0.15x, 0.06 vs 0.43 MB: its 1.8 MB input, 0.9 MB a thread, found in L2),
-  features.5's (0.51x, 0.17 vs 0.33 MB), features.6's expand 0.79x. Small in bytes: the
-  walk would need the sets' fill, i.e. the simulation.
+  simulation": 92-95 % / 94 % of step-levels within 25 % at batch 1 / 8 on this host's 2 MiB
+  L2s, 97 % / 91-94 % on the Zen 3 VM's 512 KiB L2s and 10 MiB L3, over four runs: steps
+  moving ~0.1 MB pass or not with where the arrays land), by cause. Ratios are
+  model / simulated; "probed": the simulated L2 of each thread, misses by operand.
+  (1) Line-level set imbalance the walk's 4 KiB blocks do not see. This host, batch 1, L3:
+  features.1's projection (0 vs 0.14 MB: the simulated L2s lose 0.06 MB a thread of the
+  1.6 MB input they hold, 78 % of each L2), features.6's 0.74x (0.06 vs 0.08 MB). Small in
+  bytes; the walk would need the lines, i.e. the simulation.
   (2) Write-backs at 14x14, batch 1 here: the simulated L2s, full of dead buffers' dirty
-  lines, write back about a line per line brought in; the walk (fully associative, 4 KiB
-  blocks) fewer: depthwise features.8, 12, 15 at 0.73-0.80x (50-90 KB under), features.14's
-  projection 0.70x. On the Zen 3 VM the same kind of gap is a matter of which step writes
-  back: features.14's block leaves its scratch (about 70 % of a 512 KiB L2) dirty; the
-  simulation writes 0.53 MB back during the block, the walk 0.18 MB, and the rest during
-  the next step (features.15's expand 1.35x, its depthwise 1.34x); the two steps together
-  agree (0.74 vs 0.72 MB).
+  lines, write back about a line per line brought in; the walk fewer: depthwise features.8
+  and 12 at 0.74-0.77x (probed, features.12: 0.14 MB written back against the walk's 0.08),
+  features.14's projection 0.70x (its threads split channels: the simulated L2s miss
+  0.42 MB of its weights, the walk 0.37, and write back 0.06 MB, the walk none). On the
+  Zen 3 VM the same kind of gap is which step writes back: features.14's block leaves its
+  scratch (70 % of a 512 KiB L2) dirty; the simulation writes most of it back during the
+  block (whose L2 refills part of the scratch each band: (5)), the walk during the next
+  steps: features.15's expand 1.35x (probed: reads 0.68 vs 0.68 MB and fills 0.19 vs
+  0.19 MB agree, write-backs 0.56 vs 0.19 MB) and depthwise 1.32x; features.9's expand
+  1.26x (write-backs 0.33 vs 0.23 MB, fills 0.30 vs 0.24 MB). The steps together agree.
   (3) The 1x1 expands' weight re-reads across L1 <- L2 at 7x7, batch 8 here (features.15-17,
   1.57x: 24.5 vs 15.6 MB). Their reuse distance (a block triple's 30 KiB of weights and a
   micro-tile's 6.5 KiB of inputs and outputs, 76 % of the 48 KiB L1) is the one
@@ -75,41 +79,46 @@ model, said out loud:
   weights 6.1 MB against the model's 14.7). What differs is per set, not per level: at
   batch 1 every micro-tile also prefetches 4 lines per input block of the next triple's
   weights (`prefetches_weights`), and the 16-way simulated 32 KiB L1 of the Zen 3 VM keeps
-  fewer re-reads than the model at the same 75 % (its 14x14 expands, features.12-13, and
-  features.3's projection; the activations' streams, H x W x 64 B apart, land on 4-line
-  offsets of its 32 sets and on 49-line ones of this host's 64). Starting the fall at
-  75 % of the level (KEPT_FROM) with the prefetched lines in the distance put these three
-  inside (and features.18 at L3 1.51x -> 1.48x) but four Zen 3 steps out at batch 1 (0.62-
-  0.78x): a capacity share cannot tell the two apart; the sets' fill would. The 7x7
-  projections (0.79x) were the micro-tile count: the kernel walks each image's part of a
-  pixel tile apart (56 micro-tiles at batch 8, not 49), now counted (0.89x).
-  (4) The 7x7 stage at L3, batch 8 here, not diagnosed: depthwise features.16-17 at 0.37x
-  (0.8 vs 2.2 MB), features.15's expand 0.57x, the projections 0.69x, features.18 1.51x
-  (15.3 vs 10.2 MB: `pointwise_bytes` charges its 1.6 MB of weights re-read per pixel tile
-  at L3), the pool 0.77x. For the depthwise it is the output's line fills, not the input:
-  probing the simulated L2 of thread 0 at features.16's depthwise, it misses 0.07 MB of its
-  input (the expand's output, found as the walk finds it) but all 0.75 MB of its output
-  lines (the arena region features.15's depthwise output used: 0.25 MB of it still in that
-  L2 before the step), where the walk finds 0.45 MB a thread of that region in L2. Not the
-  L2's associativity (simulated with 128 ways: the same 1.7 MB across L3) nor the threads'
-  split (each thread's depthwise reads 0.70 of its 0.79 MB from lines it stored itself).
-  Likely the order in which lines age: the simulated L2 sees only what misses L1 and
-  evicts the region's last-read lines before the depthwise reaches them; the walk's
-  slices keep some.
+  fewer re-reads than the model at the same 75 %. Starting the fall at 75 % of the level
+  (KEPT_FROM) put these three inside but four Zen 3 steps out at batch 1 (0.62-0.78x): a
+  capacity share cannot tell the two apart; the sets' fill would (`pointwise_bytes`).
+  (4) The 1x1 convs' weights re-read per pixel tile at L3, batch 8 here: features.17's
+  projection 1.41x (10.1 vs 7.2 MB) and features.18 1.66x (16.9 vs 10.2 MB).
+  `pointwise_bytes` charges the share of the re-reads `kept_share` loses at a reuse
+  distance of all the weights and a pixel tile's activations (72 % and 95 % of the 2 MiB
+  L2), from 60 % of the level on; the simulated 16-way L2 keeps all of features.17's
+  (probed: each thread misses its 1.23 MB of weights once over its 3-4 pixel tiles) and
+  70 % of features.18's (2.86 MB a thread for 1.64 MB of weights): whole contiguous weights
+  fill an L2's sets evenly, so an L2 keeps re-reads nearly up to its size, where L1's
+  interleaved strided streams do not (KEPT_FROM was set on L1). And `pointwise_bytes`
+  counts pixel_tiles - 1 re-reads over the batch where the walk has charged each thread's
+  first read: pixel_tiles - threads remain. Both are `pointwise_bytes`' (beside the
+  kernel). Starting `kept_share` at 0.9 of an L2 (a what-if) brings features.17's in but
+  puts the Zen 3 VM's 7x7 projections out at batch 8 (0.69-0.78x: 0.6-1.2 MB of weights
+  re-read per pixel tile on a 512 KiB L2): one start per level does not fit both. These two were 0.69x and 1.51x while the walk undercounted the fills of a
+  block two stripes share (engine.residency._slices), which hid the first.
   (5) A fused block's scratch near `fused_block.SCRATCH_SHARE` of L2 (Zen 3 VM, batch 8:
-  0.39 MB a worker in 512 KiB, blocks features.3, 12, 13, 14 at 0.39-0.58x, 10-14 vs 20-29
-  MB): counted as staying in L2 (the walk agrees: LRU keeps it while one band's rows
-  stream past), while the 16-way simulation refills part of it each band. Making each band
-  re-touch the block's weights in the walk sends a fully associative LRU into its cyclic
-  worst case (every line missed: features.14's block at batch 1 at 5.1x) without moving
-  features.3's; the band height, not the model, is the question (bench/README).
-  (6) Small DRAM figures on the Zen 3 VM (0.04-0.15 MB, just past the 64 KiB filter):
-  blocks features.4-6 at batch 8 (0.35-2.5x), depthwise features.15-17 (0.48-1.30x);
-  and features.14's block, features.18 at 0.73-0.78x, features.8's and 16's expands
-  (0.68-0.74x) at batch 8: the walk's fully associative L3 against a 16-way one. Also at L3
-  on the Zen 3 VM, batch 1, not diagnosed: the expands and a depthwise of features.9-11 at
-  1.26-1.29x (0.83 vs 0.65 MB), features.15's expand and depthwise 1.33-1.35x, the pool
-  1.40x (0.26 vs 0.18 MB).
+  0.39 MB a worker in 512 KiB, blocks features.3, 12, 13, 14 at 0.39-0.62x, 10-14 vs 20-29
+  MB). Probed, features.3's block: each thread's simulated L2 misses 2.9 MB of its
+  0.23 MB of expanded rows (12.7 times), 0.52 MB of its 0.16 MB of depthwise rows, and
+  the block's 0.04 MB of weights 20-24 times (each band runs all three convs); the walk
+  finds them. A band touches 0.39 MB of scratch, 0.04 MB of weights and ~0.11 MB of rows,
+  over the 0.52 MB L2; the walk streams the weights past the bands (1/45 a band) and keeps
+  the rest just inside. Re-touching all the weights each band sends LRU into its cyclic
+  worst case (every line missed), set-associative or not (the scratch is contiguous and
+  fills the sets evenly): features.14's block at batch 1 9.2x, features.12-14 at batch 8
+  1.47-1.57x, features.3 only 0.40 -> 0.46x. The simulation refills part, not all: its L2
+  sees only the L1s' misses, so lines L1 keeps age in L2, an order the walk does not
+  follow. The band height, not the model, is the question (bench/README).
+  (6) Small DRAM figures on the Zen 3 VM near the 64 KiB filter (0.04-0.15 MB: blocks
+  features.4-7, features.8's expand, depthwise features.15-17 at batch 8, 0.35-1.5x); which
+  pass the filter moves from run to run with where fresh arrays land.
+  What is the simulation's, checked: pycachesim's L2 and L3 read a line from below when
+  they take a dirty write-back of a line they lost (write-allocate on the write-back
+  path; hardware takes the whole line as is). Taking write-backs without that read moved
+  the fused blocks' L3 bytes by under 3 % (features.3's block on the Zen 3 VM at batch 8:
+  25.8 -> 25.1 MB) and no step in or out of 25 % but the small DRAM ones of (6): none of
+  the gaps above is that.
 - Re-reads. An operand that the kernel walks several times (weights once per pixel tile,
   inputs once per output-channel tile, input rows once per band) is charged once if the set
   that must stay resident between two passes fits in half the capacity of the level above

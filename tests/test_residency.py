@@ -10,7 +10,7 @@ from engine.tiles import Tiles, as_schedule
 import engine.residency
 from engine.kernels import fused_block
 from engine.kernels.layout import CB
-from engine.residency import CHANNELS, LOAD, SCRATCH, STORE, WEIGHTS, WHOLE, Region, follow_buffers
+from engine.residency import CHANNELS, ITEMS, LOAD, SCRATCH, STORE, WEIGHTS, WHOLE, Region, follow_buffers
 from machines import ZEN3, with_lanes
 from new_ops_graphs import efficientnet_like
 
@@ -77,6 +77,59 @@ def test_threads_that_split_differently_find_the_other_threads_rows_in_l3():
     assert step.read == nbytes // 2                               # half of what each reads the other wrote
 
 
+def test_a_block_two_stripes_share_is_charged_all_the_bytes_the_thread_touches_there():
+    # 1 image, 4 channel blocks of 3 x 3 pixels (576 B a plane, 16 lanes), 2 threads by rows:
+    # thread 0's stripes (pixels 0-3, 256 B of each plane) lie 576 B apart, two or three to a
+    # 1 KiB block; cold, every byte of its share is filled, not the first stripe's of a block
+    shape = (1, 4, 3, 3, 16)
+    nbytes = 4 * 3 * 3 * 16 * 4
+    (step,) = follow_buffers([[Region(0, nbytes, STORE, shape=shape)]], L2, 2, warm_runs=0, grain=GRAIN)
+    assert step.filled == nbytes
+
+
+def test_the_global_average_pools_threads_read_runs_of_whole_planes():
+    # its work items are (image, channel block) planes: at batch 1 a thread reads the channel
+    # blocks a channel-split producer's same thread wrote, so nothing crosses from L3
+    shape = (1, 2, 4, 4, 16)
+    nbytes = 2 * 4 * 4 * 16 * 4
+    written = [Region(0, nbytes, STORE, CHANNELS, shape)]
+    _, pooled = follow_buffers([written, [Region(0, nbytes, LOAD, ITEMS, shape)]], L2, 2, warm_runs=0, grain=64)
+    _, by_rows = follow_buffers([written, [Region(0, nbytes, LOAD, shape=shape)]], L2, 2, warm_runs=0, grain=64)
+    assert pooled.read == 0 and by_rows.read == nbytes // 2
+
+
+def test_weights_in_use_to_the_end_come_before_the_last_slice_of_the_output():
+    # a step whose 48 KiB of weights and 32 KiB of output overflow a 64 KiB L2: the output's
+    # last slice (the kernel's last pixel tile, stored while the weights are re-read) stays
+    # with them, so the next step reading the output finds that slice (8 KiB of 32 with
+    # SLICES = 8: 4 KiB), not nothing (the output's oldest lines evicted as it reads them)
+    out = Region(0, 32 * KIB, STORE)
+    steps = [[Region(1 << 20, 48 * KIB, WEIGHTS, WHOLE), out], [Region(0, 32 * KIB, LOAD)]]
+    _, reader = walk(steps)
+    assert reader.read == 32 * KIB - 32 * KIB // engine.residency.SLICES
+
+
+def test_with_ways_blocks_one_way_span_apart_share_a_set_and_evict_each_other():
+    # a 64 KiB L2 of 4 ways: a way spans 16 KiB, so blocks 16 KiB apart fall in one set of
+    # 4; five of them (5 KiB in all) do not stay, where a fully associative walk keeps them
+    assert engine.residency.set_groups(64, 4) == 16 and engine.residency.set_groups(64, 0) == 1
+    same_set = [[Region(k * 16 * KIB, KIB, STORE) for k in range(5)], [Region(0, KIB, LOAD)]]
+    _, again = follow_buffers(same_set, L2, 1, warm_runs=0, grain=GRAIN, l2_ways=4)
+    _, fully = follow_buffers(same_set, L2, 1, warm_runs=0, grain=GRAIN)
+    assert again.read == KIB and fully.read == 0
+    spread = [[Region(k * 17 * KIB, KIB, STORE) for k in range(5)], [Region(0, KIB, LOAD)]]
+    assert follow_buffers(spread, L2, 1, warm_runs=0, grain=GRAIN, l2_ways=4)[1].read == 0
+
+
+def test_the_walk_assumes_the_ways_the_simulation_assumes_where_the_machine_does_not_say():
+    from engine.machine import CacheLevel
+    from engine.trace.simulator import DEFAULT_WAYS
+
+    unknown = CacheLevel("L2", 512 * KIB, 1, 64)
+    assert engine.residency.walk_ways(unknown) == DEFAULT_WAYS == engine.residency.DEFAULT_WAYS
+    assert engine.residency.walk_ways(CacheLevel("L2", 512 * KIB, 1, 64, ways=8)) == 8
+
+
 def test_the_warm_run_leaves_the_last_steps_buffers_for_the_first():
     steps = [[Region(0, 8 * KIB, LOAD), Region(8 * KIB, 8 * KIB, STORE)],
              [Region(8 * KIB, 8 * KIB, LOAD), Region(0, 8 * KIB, STORE)]]
@@ -114,8 +167,8 @@ def test_plan_charges_a_fused_block_its_walked_scratch_instead_of_a_first_touch_
     output's fill and write-back by the walk's too (engine.traffic, credit_l2_residency)."""
     walked = {}
 
-    def spy(steps, *arguments):
-        walked.update(zip(map(id, steps), engine.residency.plan_residency(steps, *arguments)))
+    def spy(steps, *arguments, **options):
+        walked.update(zip(map(id, steps), engine.residency.plan_residency(steps, *arguments, **options)))
         return [walked[id(step)] for step in steps]
 
     monkeypatch.setattr(engine.plan, "plan_residency", spy)
@@ -158,8 +211,8 @@ def test_a_fused_se_block_follows_its_ring_and_one_images_depthwise_output_as_fu
     charged a fill and a write-back per worker with images, as fused_se_block_bytes does."""
     walked = {}
 
-    def spy(steps, *arguments):
-        walked.update(zip(map(id, steps), engine.residency.plan_residency(steps, *arguments)))
+    def spy(steps, *arguments, **options):
+        walked.update(zip(map(id, steps), engine.residency.plan_residency(steps, *arguments, **options)))
         return [walked[id(step)] for step in steps]
 
     monkeypatch.setattr(engine.plan, "plan_residency", spy)

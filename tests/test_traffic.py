@@ -248,8 +248,8 @@ def test_plan_takes_the_l3_traffic_of_a_step_whose_input_is_in_the_l2s_from_the_
 
     walked = {}
 
-    def spy(steps, *arguments):
-        walked.update(zip(map(id, steps), engine.residency.plan_residency(steps, *arguments)))
+    def spy(steps, *arguments, **options):
+        walked.update(zip(map(id, steps), engine.residency.plan_residency(steps, *arguments, **options)))
         return [walked[id(step)] for step in steps]
 
     monkeypatch.setattr(engine.plan, "plan_residency", spy)
