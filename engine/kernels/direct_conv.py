@@ -45,7 +45,7 @@ _scratch_tile = register_scratch(BLOCKS * PIXELS * CB)  # 4 output blocks x 3 pi
 # 2 blocks x PAIR_PIXELS pixels instead: the same 12 accumulators, none spent on a repeated
 # block (4 x 3 would compute the second block three times over).
 PAIR_PIXELS = 6
-_scratch_block = register_scratch(CB)
+_scratch_block = register_scratch(CB)  # each call is an accumulator of its own
 # With at most PAIR_CHANNELS input channels (an RGB stem) and four blocks' weights above
 # PAIR_WEIGHT_BYTES, every group takes the 2 x PAIR_PIXELS tile, one pair of blocks after the
 # other: the 4 x 3 tile streams 4 blocks' weights per 3 pixels (4 x 9.4 KB for ResNet's 7x7
@@ -66,24 +66,63 @@ def _border_columns(xf, wf, bf, of, x_image, o_row, w_block, b_base, in_channels
                     kernel_w, ih0, i_lo, i_hi, stride_w, pad_left, dilation_h, dilation_w, col_start, col_end,
                     low, high, act, alpha, beta):
     """Output pixels col_start..col_end-1 of one output row and block, one at a time; kernel
-    rows i_lo..i_hi-1 are the ones inside the input, kernel columns are clamped per pixel."""
+    rows i_lo..i_hi-1 are the ones inside the input, kernel columns are clamped per pixel.
+    Four accumulators (kernel columns j, j+1, j+2, j+3 of each row; the last 1-3 columns of a
+    row into the second to fourth), summed at the end: one accumulator made every FMA wait
+    for the previous one (4 cycles), and ResNet's 7x7 stem spent ~20 % of its time on its 4
+    border columns and 3 border rows (bench/README, "Per model and layer kind")."""
     acc = _scratch_block()
+    acc1 = _scratch_block()
+    acc2 = _scratch_block()
+    acc3 = _scratch_block()
     plane = height * width
+    ud = _U(dilation_w)
     for ow in range(col_start, col_end):
         iw0 = ow * stride_w - pad_left
         j_lo = 0 if iw0 >= 0 else (-iw0 + dilation_w - 1) // dilation_w
         j_hi = min(kernel_w, (width - 1 - iw0) // dilation_w + 1) if iw0 < width else 0
         for lane in range(CB):
             acc[lane] = bf[_U(b_base + lane)]
+            acc1[lane] = 0.0
+            acc2[lane] = 0.0
+            acc3[lane] = 0.0
         for ci in range(in_channels):
             for i in range(i_lo, i_hi):
                 x_row = x_image + ci * plane + (ih0 + i * dilation_h) * width + iw0
                 w_row = w_block + ((ci * kernel_h + i) * kernel_w) * CB
-                for j in range(j_lo, j_hi):
+                # the row's columns four at a time into four accumulators (four FMA chains:
+                # one chain waits 4 cycles per FMA), the last 1-3 into the other three
+                j = j_lo
+                while j + 4 <= j_hi:
+                    ux = _U(x_row + j * dilation_w)
+                    x0 = xf[ux]
+                    x1 = xf[ux + ud]
+                    x2 = xf[ux + _U(2) * ud]
+                    x3 = xf[ux + _U(3) * ud]
+                    uw = _U(w_row + j * CB)
+                    for lane in range(CB):
+                        acc[lane] += x0 * wf[uw + _U(lane)]
+                        acc1[lane] += x1 * wf[uw + _U(CB + lane)]
+                        acc2[lane] += x2 * wf[uw + _U(2 * CB + lane)]
+                        acc3[lane] += x3 * wf[uw + _U(3 * CB + lane)]
+                    j += 4
+                if j < j_hi:
                     xv = xf[_U(x_row + j * dilation_w)]
                     uw = _U(w_row + j * CB)
                     for lane in range(CB):
-                        acc[lane] += xv * wf[uw + _U(lane)]
+                        acc1[lane] += xv * wf[uw + _U(lane)]
+                if j + 1 < j_hi:
+                    xv = xf[_U(x_row + (j + 1) * dilation_w)]
+                    uw = _U(w_row + (j + 1) * CB)
+                    for lane in range(CB):
+                        acc2[lane] += xv * wf[uw + _U(lane)]
+                if j + 2 < j_hi:
+                    xv = xf[_U(x_row + (j + 2) * dilation_w)]
+                    uw = _U(w_row + (j + 2) * CB)
+                    for lane in range(CB):
+                        acc3[lane] += xv * wf[uw + _U(lane)]
+        for lane in range(CB):
+            acc[lane] = (acc[lane] + acc1[lane]) + (acc2[lane] + acc3[lane])
         activate_lanes(acc, CB, act, alpha, beta)
         uo = _U(o_row + ow * CB)
         for lane in range(CB):
