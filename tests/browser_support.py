@@ -332,3 +332,63 @@ JS_LONELIEST_POINT = """(selector) => {
   }
   return best && {...best, gap: bestGap};
 }"""
+
+
+# The hover plotly holds (gd._hoverdata: what a click reports) is on the step `layer`.
+JS_HOVERING = """([selector, layer]) => { const plot = document.querySelector(selector);
+  return !!(plot && plot._hoverdata && plot._hoverdata.some(p => p.customdata === layer)); }"""
+# The plotly_click events the figure has emitted so far (a listener added on first use; the
+# steps of each event's points): proof that a click reached plotly, before any kernel round trip.
+JS_CLICKS = """(selector) => { const plot = document.querySelector(selector);
+  if (!plot || typeof plot.on !== 'function') return null;
+  if (!plot.__testClicks) {
+    plot.__testClicks = [];
+    plot.on('plotly_click', d => plot.__testClicks.push(d.points.map(p => p.customdata)));
+  }
+  return plot.__testClicks; }"""
+
+
+def click_loneliest_point(page, figure: str, deadline: Deadline, seconds: float = 90.0,
+                          attempt_seconds: float = 10.0) -> dict:
+    """Click the step marker of the plotly figure `figure` farthest from any other, as a
+    user does (hover, then click), and return it ({layer, x, y, gap}) once plotly has
+    emitted a plotly_click for exactly that step. Each wait is on a state: the markers at
+    rest (two reads 0.3 s apart agree), plotly hovering that step (a click reports the
+    hovered points; under load the throttled hover can trail the mouse), then the click
+    event. An attempt that reaches none of those states within `attempt_seconds` (a redraw
+    moved the markers, the hover lagged) is made again, all within `seconds` (and the
+    test's deadline). What the kernel does with the click is the caller's to wait for."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+    ends = time.monotonic() + deadline.left(seconds)
+    attempts, why = 0, "no attempt"
+    while time.monotonic() < ends:
+        attempts += 1
+        target = page.evaluate(JS_LONELIEST_POINT, figure)
+        time.sleep(0.3)
+        again = page.evaluate(JS_LONELIEST_POINT, figure)
+        if target is None or target != again:
+            why = f"the markers were still moving ({target} then {again})"
+            continue
+        before = page.evaluate(JS_CLICKS, figure)
+        if before is None:
+            why = "the figure has no plotly graph yet"
+            time.sleep(0.3)
+            continue
+        wait_ms = 1000 * max(0.1, min(attempt_seconds, ends - time.monotonic()))
+        try:
+            page.mouse.move(target["x"] - 3, target["y"] - 3)
+            page.mouse.move(target["x"], target["y"])
+            page.wait_for_function(JS_HOVERING, arg=[figure, target["layer"]], timeout=wait_ms, polling=100)
+            page.mouse.click(target["x"], target["y"])
+            page.wait_for_function(f"([selector, seen]) => {{ const clicks = ({JS_CLICKS})(selector);"
+                                   " return clicks !== null && clicks.length > seen; }",
+                                   arg=[figure, len(before)], timeout=wait_ms, polling=100)
+        except PlaywrightTimeoutError as error:
+            why = f"no hover or click on {target['layer']} within {wait_ms / 1000:.1f} s: {str(error).splitlines()[0]}"
+            page.mouse.move(1, 1)                          # away, so the next attempt hovers afresh
+            continue
+        clicked = page.evaluate(JS_CLICKS, figure)[-1]
+        assert clicked == [target["layer"]], f"the click on {target['layer']} reached plotly as {clicked}"
+        return target
+    raise AssertionError(f"could not click a step marker in {seconds:.0f} s ({attempts} attempt(s)): {why}")

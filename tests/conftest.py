@@ -2,11 +2,17 @@
 loaded copy, ONNX Runtime as the reference, and the kernel tests' thread counts."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numba
 import numpy as np
 import pytest
 
 import engine
+from engine import _numba_env
 from engine.zoo import mobilenet_v2
 
 
@@ -142,3 +148,33 @@ def threads(request):
     numba.set_num_threads(min(request.param, numba.config.NUMBA_NUM_THREADS))
     yield request.param
     numba.set_num_threads(previous)
+
+
+# ---------------------------------------------------------------- numba's cache, warmed beside the tests
+# A clean clone compiles every kernel, once per lane width: in the first test that calls
+# it, one core busy compiling while the other idles. tests/warm_kernels.py compiles them
+# into the on-disk cache in a process of its own at niceness 19 (it takes only idle CPU),
+# started here, so later tests load them instead. It changes no test: a kernel it has not
+# reached is compiled by its first test as before. ROOFLINE_WARM_KERNELS=0 turns it off.
+WARMER_KEY = pytest.StashKey[subprocess.Popen]()
+
+
+def pytest_sessionstart(session):
+    if numba.config.DISABLE_JIT or os.environ.get("ROOFLINE_WARM_KERNELS", "1") == "0":
+        return
+    if session.config.getoption("collectonly", False):
+        return
+    root = Path(__file__).resolve().parent.parent
+    log = root / "artifacts" / f"warm_kernels_{_numba_env.LANES}lanes.log"
+    log.parent.mkdir(exist_ok=True)
+    with open(log, "wb") as out:
+        session.config.stash[WARMER_KEY] = subprocess.Popen(
+            [sys.executable, "-m", "tests.warm_kernels"], cwd=root, stdin=subprocess.DEVNULL, stdout=out,
+            stderr=subprocess.STDOUT, preexec_fn=lambda: os.nice(19))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    warmer = session.config.stash.get(WARMER_KEY, None)
+    if warmer is not None and warmer.poll() is None:       # a short run ends before it does
+        warmer.kill()
+        warmer.wait(timeout=30)

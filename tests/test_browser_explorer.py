@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from browser_support import (CHROMIUM, CHROMIUM_FLAGS, JS_LONELIEST_POINT, ROOT, Deadline,  # noqa: F401
-                             browser_available, jupyter_lab, warm_engine)
+from browser_support import (CHROMIUM, CHROMIUM_FLAGS, ROOT, Deadline,  # noqa: F401
+                             browser_available, click_loneliest_point, jupyter_lab, warm_engine)
 
 pytestmark = pytest.mark.browser
 
@@ -169,13 +169,9 @@ def test_the_explorer_fills_the_width_snaps_back_a_refused_tile_redraws_after_an
 
         # ---- a click on a point opens its detail panel
         page.wait_for_function(JS_IDLE, timeout=deadline.ms(STEP_SECONDS), polling=250)
-        target = page.evaluate(JS_LONELIEST_POINT, FIGURE)
-        assert target is not None, "no point to click"
-        page.mouse.move(target["x"] - 3, target["y"] - 3)
-        page.mouse.move(target["x"], target["y"])
-        page.mouse.click(target["x"], target["y"])
+        target = click_loneliest_point(page, FIGURE, deadline)      # returns once plotly reported the click
         detail = panel.locator(".step-detail")
-        detail.wait_for(timeout=deadline.ms(30))
+        detail.wait_for(timeout=deadline.ms(STEP_SECONDS))          # the kernel's answer
         text = detail.inner_text()
         assert target["layer"] in text and "at every level" in text and "bytes moved" in text
         assert re.search(r"DRAM", text)
