@@ -10,6 +10,9 @@ choose it (engine.kernels.fused_block.auto_block_rows on this machine's L2, or -
   every stage on (it should match `fused`), then with one stage only: expand, depthwise,
   project. Each stage's share of the block's time and its GFLOP/s;
 - depthwise outlined: the depthwise stage as a function of its own (not inlined in the loop);
+- expand / project image 0: that stage with every work item on image 0 (its input, output
+  and residual stay in cache, the scratch and weights walked as before): against the stage
+  above, what streaming a fresh image through L3 costs the 1x1 stage;
 - grouped 1/2/4 (whole-image bands at stride 1): each 1x1 stage walks a pair of output
   blocks over 1, 2 or 4 images before the next pair, so the weights are read once per group
   (checked against fused_block's output first);
@@ -98,6 +101,9 @@ def _staged(x, ew, eb, dw, db, pw, pb, out, residual, has_residual, stride, bloc
     for item in range(n_images * bands):
         image = item // bands
         band = item - image * bands
+        if stages & 16:             # every item on image 0: input, output and residual stay in cache
+            image = 0
+            held_image = -1
         row_start = band * block_rows
         row_end = min(out_h, row_start + block_rows)
         in_start = max(0, row_start * stride - 1)
@@ -117,6 +123,7 @@ def _staged(x, ew, eb, dw, db, pw, pb, out, residual, has_residual, stride, bloc
         held_image = image
         held_end = in_end
         band_h = row_end - row_start
+        pixels = band_h * out_w
         if stages & 2:
             for hb in range(hidden_blocks):
                 depthwise_3x3_rows(s1, hb * ring_rows * width * CB, in_start, in_start % ring_rows, ring_rows, height,
@@ -126,7 +133,6 @@ def _staged(x, ew, eb, dw, db, pw, pb, out, residual, has_residual, stride, bloc
             _depthwise_band(s1, ring_rows, height, width, dwf, dbf, s2, out_w, in_start, row_start, row_end, stride,
                             hidden_blocks, lo, hi, act, alpha)
         if stages & 4:
-            pixels = band_h * out_w
             walk_micro_tiles(s2, 0, pixels * CB, pwf, hidden_blocks, pbf,
                              of, (image * cout_blocks * out_h * out_w + row_start * out_w) * CB, out_h * out_w * CB,
                              rf, has_residual, -big, big, act, alpha, alpha,
@@ -255,6 +261,8 @@ def main(argv=None) -> int:
                     "expand": (staged(EXPAND), expand_flops), "depthwise": (staged(DEPTHWISE), dw_flops),
                     "depthwise outlined": (staged(8), dw_flops),
                     "project": (staged(PROJECT), project_flops),
+                    "expand image 0": (staged(EXPAND | 16), expand_flops),
+                    "project image 0": (staged(PROJECT | 16), project_flops),
                     "expand+project": (staged(EXPAND | PROJECT), expand_flops + project_flops),
                     "1x1 expand alone": (expand_conv, expand_flops),
                     **{key: (call, expand_flops + dw_flops + project_flops) for key, call in groups.items()},
