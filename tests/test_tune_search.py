@@ -105,3 +105,21 @@ def test_a_tiny_budget_stops_before_a_stage_it_cannot_afford_and_says_so(model, 
     result = engine.tune(model, batch=1, threads=1, budget_s=0.05, repeats=3, save=False)
     assert result.seconds <= 0.05 + 1.0                 # the start and the final comparison only
     assert result.stopped and "budget of 0.05 s" in result.stopped
+
+
+def test_the_sessions_plans_share_one_arena_and_compute_what_model_run_does(model, session, monkeypatch):
+    """The tuner's plans (one arena for all, no bytes walk) give model.run's outputs, and a
+    new plan allocates no arena of its own."""
+    from engine import runtime
+
+    start = session.starting_schedule()                 # (allocates the arena)
+    allocated = []
+    real = tuner.aligned_empty
+    monkeypatch.setattr(tuner, "aligned_empty", lambda n: allocated.append(n) or real(n))
+    other = start.with_step(session.units(start, "steps")[0].name, engine.Tiles(pointwise_pixels=16))
+    x = session.x
+    for schedule in (start, other, start):
+        got = runtime.run(session.plan(schedule), x, 1).copy()
+        np.testing.assert_allclose(got, model.run(x, threads=1, tiles=schedule, fuse_blocks=False),
+                                   rtol=1e-5, atol=1e-6)
+    assert session.plan(start) is not session.plan(other) and allocated == []
