@@ -146,7 +146,6 @@ def _search(model, session, batch, threads, budget_s, started, repeats, roof_mar
     session.run(schedule)                                # builds the plan (and runs it once untimed)
     run_seconds = statistics.median(session.run(schedule)["<run>"] for _ in range(3))
     session.run_seconds = run_seconds
-    session.new_plan_seconds = max(session.new_plan_seconds, run_seconds)    # at least its untimed run
     compare_runs = max(repeats, 5)
     deadline -= 2 * compare_runs * run_seconds           # kept back for the final side-by-side comparison
     trials: list[dict] = []
@@ -292,7 +291,7 @@ class _Session:
         self._plans: OrderedDict = OrderedDict()
         self.runs = 0                                     # runs measured (warm-ups of new plans not counted)
         self.run_seconds = 0.0                            # a whole run, seconds (set by the search)
-        self.new_plan_seconds = 0.0                       # a new plan's build and untimed first run, the slowest
+        self._new_plan_samples: list[float] = []          # seconds of each new plan's build and untimed run
         self.blocks = {block[2].name: block for block in find_fusable_blocks(model.graph)}
         self.block_of = {layer.name: name for name, block in self.blocks.items() for layer in block if layer is not None}
         self.order = {}                                   # step or block name -> position in a run
@@ -315,6 +314,7 @@ class _Session:
         """The one arena every plan of the session runs on (grown where a plan needs more)."""
         if self._memory is None or self._memory.size < elements:
             self._memory = aligned_empty(elements)
+            self._memory[::1024] = 0.0      # every page touched now, not in a timed (or costed) run
         return self._memory[:elements]
 
     def _build(self, config: RunConfig):
@@ -330,12 +330,19 @@ class _Session:
         started, memory = time.perf_counter(), self._memory
         plan = self._build(RunConfig(threads=self.threads, tiles=schedule, fuse_blocks=False, machine=self.machine))
         runtime.run(plan, self.x, self.threads)            # untimed: its scratch is new
-        if self._memory is memory:          # (a new arena's first run pays its page faults once)
-            self.new_plan_seconds = max(self.new_plan_seconds, time.perf_counter() - started)
+        if self._memory is memory:          # (a grown arena is not what the next plan costs)
+            self._new_plan_samples.append(time.perf_counter() - started)
         self._plans[schedule] = plan
         while len(self._plans) > MAX_PLANS:
             self._plans.popitem(last=False)
         return plan
+
+    @property
+    def new_plan_seconds(self) -> float:
+        """What a new plan costs, seconds (its build and untimed run): the median so far, at
+        least a run's time."""
+        samples = self._new_plan_samples
+        return max(self.run_seconds, statistics.median(samples) if samples else 0.0)
 
     def starting_schedule(self) -> TileSchedule:
         """The defaults, with each block's fusion made explicit (what fuse_blocks decided)."""
