@@ -115,8 +115,8 @@ def tune(model, batch: int = 1, threads: int = 1, budget_s: float = 60.0, repeat
     repeats: rounds of runs per stage (3..100; fewer where the budget does not allow them).
     fuse_blocks: the starting fusion of the blocks (False, True or "auto"). floor_seconds:
     {step name: its roofline bound, s}; a step within roof_margin of it is left as it is.
-    progress: True for a console bar, or a callable(done, total, phase: stage) counting
-    runs. save: cache the schedule (engine.schedules), so model.run(..., tiles="tuned")
+    progress: True for a console bar, or a callable(done, total, "phase: the units under
+    way") counting runs. save: cache the schedule (engine.schedules), so model.run(..., tiles="tuned")
     finds it. Returns a TuneResult.
     """
     batch, threads = check_batch(batch), check_threads(threads)
@@ -183,9 +183,11 @@ def _search(model, session, batch, threads, budget_s, started, repeats, roof_mar
             per_round = session.run_seconds * sum(later)
             rounds = int(min(repeats, max(1, (left - session.new_plan_seconds * sum(later)) // max(per_round, 1e-9))))
 
-            def tick(phase=phase, stage=stage):
+            label = units[0].name + (f" and {len(units) - 1} more" if len(units) > 1 else "")
+
+            def tick(phase=phase, label=label):
                 done[phase] += 1
-                bars[phase](min(done[phase], phase_totals[phase] - 1), stage)
+                bars[phase](min(done[phase], phase_totals[phase] - 1), label)
             samples, measured = session.measure(schedule, units, rounds, deadline, rng, tick)
             if measured < repeats:
                 stopped = stopped or (f"budget of {budget_s:g} s: the {stage} stage measured {measured} of "
