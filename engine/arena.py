@@ -56,10 +56,11 @@ class Arena:
         self._elements = max((o + self._padded(t) for t, o in offsets.items()), default=0)
         return offsets
 
-    def materialise(self) -> dict[str, np.ndarray]:
-        """One array view per tensor, into one new buffer (engine.pages: huge pages where offered)."""
+    def materialise(self, allocate=None) -> dict[str, np.ndarray]:
+        """One array view per tensor, into one new buffer (engine.pages: huge pages where offered),
+        or into `allocate(elements)`'s float32 array (at least that many elements)."""
         offsets = self._place()
-        memory = aligned_empty(self._elements)
+        memory = (allocate or aligned_empty)(self._elements)
         return {t: memory[o:o + int(np.prod(self.shape_of[t]))].reshape(self.shape_of[t])
                 for t, o in offsets.items()}
 

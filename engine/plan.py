@@ -46,13 +46,16 @@ class Plan:
     arena_bytes: int                      # activation memory held by the plan
 
 
-def build_plan(graph: Graph, weights: PackedWeights, batch: int, config: RunConfig) -> Plan:
-    """Steps, buffers and closures for running `graph` on `batch` images."""
+def build_plan(graph: Graph, weights: PackedWeights, batch: int, config: RunConfig, *, allocate=None,
+               bytes_model: bool = True) -> Plan:
+    """Steps, buffers and closures for running `graph` on `batch` images. allocate:
+    callable(float32 elements) -> the activation arena (default engine.pages.aligned_empty);
+    bytes_model=False skips the residency walk (the records' bytes then lack its credits)."""
     layouts = _Layouts(graph)
     _check_schedule_names(graph, config)
     items = _schedule(graph, layouts, config, batch)
     in_place = _in_place_items(graph, layouts, items)
-    buffers, arena_bytes = _allocate(graph, layouts, items, batch, in_place)
+    buffers, arena_bytes = _allocate(graph, layouts, items, batch, in_place, allocate)
     context = StepContext(graph, weights, buffers, layouts.key, config, batch,
                           block_scratch([i.layers for i in items if isinstance(i, Block)], config, batch))
     steps = []
@@ -67,7 +70,8 @@ def build_plan(graph: Graph, weights: PackedWeights, batch: int, config: RunConf
     for step in steps:                  # what each step ran with, for its records
         step.tiles = step.tiles or config.tiles.tiles_for(step.name)
     input_bytes = 4 * batch * int(np.prod(graph.input_shape))      # the caller's array or our copy of it
-    _credit_l3_residency(steps, weights, arena_bytes + input_bytes, config, buffers)
+    if bytes_model:
+        _credit_l3_residency(steps, weights, arena_bytes + input_bytes, config, buffers)
     return Plan(batch=batch, config=config, steps=steps, input_buffer=input_buffer, io=io, arena_bytes=arena_bytes)
 
 
@@ -208,7 +212,7 @@ def _group_blocks(items: list, blocks) -> list:
 # ---------------------------------------------------------------- 2. buffers
 
 def _allocate(graph: Graph, layouts: _Layouts, items: list, batch: int,
-              in_place: list[int]) -> tuple[dict[str, np.ndarray], int]:
+              in_place: list[int], allocate=None) -> tuple[dict[str, np.ndarray], int]:
     """A buffer for every tensor the items write (views into one arena, shared by tensors
     whose lifetimes do not overlap), the network input's, and Flatten views; and the
     arena's bytes. The items at indices `in_place` (_in_place_items) write over their input."""
@@ -232,7 +236,7 @@ def _allocate(graph: Graph, layouts: _Layouts, items: list, batch: int,
         shapes[written] = layouts.written_shape(item, batch)
         if written not in storage_of:
             arena.assign(written, shapes[written], first=index, last=last_use.get(written, index))
-    buffers = arena.materialise()
+    buffers = arena.materialise(allocate)
     buffers[graph.input_name] = np.empty((batch, *graph.input_shape), np.float32)
     for view, base in storage_of.items():       # (an in-place output: the input's own array)
         buffers[view] = buffers[base] if buffers[base].shape == shapes[view] else buffers[base].reshape(shapes[view])
