@@ -251,7 +251,7 @@ def analyse(args) -> None:
                   f"{r['binding_port']}", flush=True)
 
 
-PLANES = {"L1": (14, 8), "L2": (56, 4)}   # (size, blocks): 14x14x16 x 8 = 100 KB in+out, 56x56 x 4 = 800 KB
+PLANES = {"L1": (14, 1), "L2": (56, 4)}   # (size, blocks): at 16 lanes 25 KB in + out, 1.6 MB
 
 
 def measure(args) -> None:
