@@ -11,23 +11,28 @@ gives each thread a horizontal stripe of the image across all channels, the stri
 thread reads its input from its own core's caches instead of the other core's.
 A 3x3 item is one call of `depthwise_3x3_rows`, the row core the fused block
 (engine.kernels.fused_block) uses too. It first copies its block's 9 weight vectors and bias
-to a stack scratch (so they live in registers for the whole band), then
-- row by row, the interior columns (the kernel row inside the input): nine taps written
-  out, no checks, flat unsigned indexing (numba then emits no negative-index fix-ups and
-  LLVM sees constant offsets between taps): 9 loads + 9 FMAs per pixel, PIXELS_3X3 (4)
-  pixels per pass and their activation in one call, so four independent FMA and activation
-  chains overlap (one pixel at a time waits on its own chain; figures in bench/README
-  "Batch 1"); a kernel row on the padding reads a clamped (valid) row and its
-  sum is multiplied by 0.0;
-- column by column, the border columns: clamped addresses, the column masks (1.0 inside,
-  0.0 on padding) folded into a copy of the taps once per column, not multiplied per tap:
-  no branches per tap and no out-of-range read.
+to a stack scratch (so they live in registers for the whole band), then, at 16 lanes
+(`_rows_3x3_folded`), row by row:
+- the row masks (1.0 inside, 0.0 for a kernel row on the padding, which reads a clamped
+  valid row) folded into a copy of the 9 taps, once per row;
+- the border columns: clamped addresses, the column masks applied per pixel to the three
+  column sums: no branches per tap and no out-of-range read;
+- the interior columns (the kernel row inside the input): nine taps written out, no checks,
+  flat unsigned indexing (numba then emits no negative-index fix-ups and LLVM sees constant
+  offsets between taps), PIXELS_3X3 (4) pixels per pass, each a chain of 9 FMAs from the
+  bias, and their activation in one call: at stride 1 each input vector is loaded once for
+  the pixels of the pass that read it (4.5 loads and 11 FP ops, clip included, per pixel;
+  llvm-mca figures in bench/README "The depthwise row cores in-core").
+At 8 lanes (`_rows_3x3_masked`, the same job) the row masks multiply the three row sums per
+pixel and the border columns are walked column by column: the folded form is mis-vectorised
+by LLVM at 8 lanes (same section).
 Other kernels (5x5, 7x7, 1x3, ...) take `_rows_kxk`: per output row the kernel rows inside
-the input are found once; the interior columns go KXK_PIXELS (4) pixels at a time without
-checks, each tap vector loaded once (from L1: 25 taps and accumulators do not fit the
-register file) feeding 4 FMAs into accumulators kept in registers; the border columns and the
-< 4 interior pixels left over take the generic per-pixel code (`_generic_columns`: tap ranges
-clamped to the input once per pixel, zero padding = skipped taps).
+the input are found once; the interior columns go KXK_WIDE (8) pixels at a time, then at most
+one pass of KXK_PIXELS (4), without checks, each tap vector loaded once (from L1: 25 taps and
+accumulators do not fit the register file) feeding 8 (4) FMAs into accumulators kept in
+registers (8 chains hide the FMA latency); the border columns and the < 4 interior pixels
+left over take the generic per-pixel code (`_generic_columns`: tap ranges clamped to the
+input once per pixel, zero padding = skipped taps).
 
 Why a stack scratch for the accumulators: numba cannot prove that `out` does not alias
 `x` or the weights, so LLVM will not vectorise a lane loop that loads x and stores out
@@ -36,8 +41,8 @@ Why a stack scratch for the accumulators: numba cannot prove that `out` does not
 the SLP vectoriser turn each lane loop into one ymm/zmm instruction.
 
 Napkin math (3x3, per output pixel and channel block of 8 lanes): 9 vector FMAs = 144 FLOP;
-it loads 9 input vectors (each input vector is re-read by its 9 neighbours, from L1) and
-writes 1 vector. Compulsory traffic is 32 B in + 32 B out at stride 1 (2.25 FLOP/byte),
+it reads 9 input vectors (each input vector is read by its 9 neighbours, from L1 or
+registers) and writes 1 vector. Compulsory traffic is 32 B in + 32 B out at stride 1 (2.25 FLOP/byte),
 128 B in + 32 B out at stride 2 (0.9 FLOP/byte): memory bound on any machine.
 MobileNetV2's 17 depthwise layers move 24.5 MB (input + output + weights) for 41.4 MFLOP.
 """
@@ -119,14 +124,15 @@ def _ring_slot(iy, first_row, first_slot, ring_rows, height):
 def depthwise_3x3_rows(src, plane, first_row, first_slot, ring_rows, height, width, wf, w_base, bf, b_base,
                        dst, dst_offset, out_w, row_start, row_end, stride_h, stride_w, pad_top, pad_left, low, high,
                        act, alpha, beta):
-    """`_rows_3x3` (its docstring), in two copies: one for the common case, stride 1 and no
-    activation but the clip (MobileNetV2's ReLU6), with both as compile-time constants, and
-    one for every other stride and activation. With the stride a run-time value the interior
-    loop's addresses take a register each (they spill), and with the activation one the
-    loop tests it on every pass and its code keeps registers busy: the row core on a 14x14
-    plane ran 4.65 ns per pixel and channel block with both at run time, 3.05 with both
-    constant (bench/README, "The fused blocks' stages"). The second copy costs 15-17 s of
-    cold compile in each of the depthwise and fused-block kernels (same section)."""
+    """`_rows_3x3` (the lane width's row core: `_rows_3x3_folded`'s docstring), in two copies:
+    one for the common case, stride 1 and no activation but the clip (MobileNetV2's ReLU6),
+    with both as compile-time constants, and one for every other stride and activation. With
+    the stride a run-time value the interior loop's addresses take a register each (they
+    spill), and with the activation one the loop tests it on every pass and its code keeps
+    registers busy: the row core on a 14x14 plane ran 4.65 ns per pixel and channel block
+    with both at run time, 3.05 with both constant (bench/README, "The fused blocks'
+    stages"). The second copy costs 15-17 s of cold compile in each of the depthwise and
+    fused-block kernels (same section)."""
     if act == NONE and stride_h == 1 and stride_w == 1:
         _rows_3x3(src, plane, first_row, first_slot, ring_rows, height, width, wf, w_base, bf, b_base,
                   dst, dst_offset, out_w, row_start, row_end, 1, 1, pad_top, pad_left, low, high,
