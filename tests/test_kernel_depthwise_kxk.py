@@ -1,5 +1,5 @@
 """The depthwise kernel's path for kernels other than 3x3 (5x5, 7x7, ...: interior columns
-KXK_PIXELS pixels at a time, border and left-over columns per pixel) against the plain numpy
+KXK_WIDE, then KXK_PIXELS pixels at a time, border and left-over columns per pixel) against the numpy
 reference (tests/naive/depthwise.py).
 
 Tolerance: max |got - ref| <= 2e-5 * max |ref| (float32 sums of <= 49 products, reference in
@@ -31,7 +31,8 @@ CASES = [
     (3, 9, 9, 7, 5, (1, 1), (2, 2, 2, 2)),       # 9x7: interior of 3 (< KXK_PIXELS), W != H
     (1, 24, 7, 9, 5, (2, 2), (2, 2, 2, 2)),      # MobileNet stride-2 layout, odd size
     (1, 24, 9, 7, 5, (2, 1), (1, 2, 2, 1)),      # asymmetric pads, strides per axis differ
-    (1, 33, 13, 17, 5, (1, 1), (2, 2, 2, 2)),    # interior of 13: 3 groups of 4 + 1 left over
+    (1, 33, 13, 17, 5, (1, 1), (2, 2, 2, 2)),    # interior of 13: KXK_WIDE + KXK_PIXELS + 1 left over
+    (1, 5, 6, 24, 5, (1, 1), (2, 2, 2, 2)),      # interior of 20: two KXK_WIDE passes + KXK_PIXELS
     (1, 7, 13, 17, 5, (1, 2), (0, 0, 0, 0)),     # no pad: every column interior
     (1, 16, 9, 7, 7, (1, 1), (3, 3, 3, 3)),      # 7x7
     (1, 19, 11, 15, 7, (2, 2), (3, 3, 2, 2)),    # 7x7 stride 2, asymmetric end pads

@@ -56,3 +56,21 @@ def test_the_chosen_micro_tile_keeps_its_accumulators_in_registers_and_near_the_
     # each 256-bit FMA (one per cycle, half the real rate), so it predicts half the
     # 2-per-cycle bound for any loop of FMAs (measured on Zen 3: 75-90 % of peak)
     assert predicted >= (0.95 if lanes == 16 else 0.45), result
+
+
+@needs_mca
+def test_the_3x3_depthwise_row_core_keeps_its_taps_in_registers_and_near_its_port_bound():
+    # the stride-1 copy of the 3x3 row core (bench/depthwise_incore.py) as built for
+    # Sapphire Rapids: 4 pixels per pass, each input vector loaded once for the up to 3
+    # pixels that read it (4.5 loads per pixel), the row masks folded into the taps per row
+    # (9 FMAs + the 2-op clip per pixel, no mask multiplies), no spills; predicted 6.0 cycles
+    # per pixel-block against the 4.5 of 9 FMAs on 2 ports (5.5 for its 11 FP ops)
+    import depthwise_incore
+
+    result = depthwise_incore.analyse_one("3x3-s1", "sapphirerapids")
+    assert "error" not in result, result
+    assert result["spills"] == 0, result
+    pixels = result["pixels_per_iteration"]
+    assert result["fmas"] == 9 * pixels and result["fp_ops"] == 11 * pixels, result
+    assert result["loads"] <= 3 * (pixels + 2), result
+    assert result["fma_bound"] / result["cycles_per_pixel"] >= 0.70, result

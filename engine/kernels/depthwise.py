@@ -11,23 +11,28 @@ gives each thread a horizontal stripe of the image across all channels, the stri
 thread reads its input from its own core's caches instead of the other core's.
 A 3x3 item is one call of `depthwise_3x3_rows`, the row core the fused block
 (engine.kernels.fused_block) uses too. It first copies its block's 9 weight vectors and bias
-to a stack scratch (so they live in registers for the whole band), then
-- row by row, the interior columns (the kernel row inside the input): nine taps written
-  out, no checks, flat unsigned indexing (numba then emits no negative-index fix-ups and
-  LLVM sees constant offsets between taps): 9 loads + 9 FMAs per pixel, PIXELS_3X3 (4)
-  pixels per pass and their activation in one call, so four independent FMA and activation
-  chains overlap (one pixel at a time waits on its own chain; figures in bench/README
-  "Batch 1"); a kernel row on the padding reads a clamped (valid) row and its
-  sum is multiplied by 0.0;
-- column by column, the border columns: clamped addresses, the column masks (1.0 inside,
-  0.0 on padding) folded into a copy of the taps once per column, not multiplied per tap:
-  no branches per tap and no out-of-range read.
+to a stack scratch (so they live in registers for the whole band), then, at 16 lanes
+(`_rows_3x3_folded`), row by row:
+- the row masks (1.0 inside, 0.0 for a kernel row on the padding, which reads a clamped
+  valid row) folded into a copy of the 9 taps, once per row;
+- the border columns: clamped addresses, the column masks applied per pixel to the three
+  column sums: no branches per tap and no out-of-range read;
+- the interior columns (the kernel row inside the input): nine taps written out, no checks,
+  flat unsigned indexing (numba then emits no negative-index fix-ups and LLVM sees constant
+  offsets between taps), PIXELS_3X3 (4) pixels per pass, each a chain of 9 FMAs from the
+  bias, and their activation in one call: at stride 1 each input vector is loaded once for
+  the pixels of the pass that read it (4.5 loads and 11 FP ops, clip included, per pixel;
+  llvm-mca figures in bench/README "The depthwise row cores in-core").
+At 8 lanes (`_rows_3x3_masked`, the same job) the row masks multiply the three row sums per
+pixel and the border columns are walked column by column: the folded form is mis-vectorised
+by LLVM at 8 lanes (same section).
 Other kernels (5x5, 7x7, 1x3, ...) take `_rows_kxk`: per output row the kernel rows inside
-the input are found once; the interior columns go KXK_PIXELS (4) pixels at a time without
-checks, each tap vector loaded once (from L1: 25 taps and accumulators do not fit the
-register file) feeding 4 FMAs into accumulators kept in registers; the border columns and the
-< 4 interior pixels left over take the generic per-pixel code (`_generic_columns`: tap ranges
-clamped to the input once per pixel, zero padding = skipped taps).
+the input are found once; the interior columns go KXK_WIDE (8) pixels at a time, then at most
+one pass of KXK_PIXELS (4), without checks, each tap vector loaded once (from L1: 25 taps and
+accumulators do not fit the register file) feeding 8 (4) FMAs into accumulators kept in
+registers (8 chains hide the FMA latency); the border columns and the < 4 interior pixels
+left over take the generic per-pixel code (`_generic_columns`: tap ranges clamped to the
+input once per pixel, zero padding = skipped taps).
 
 Why a stack scratch for the accumulators: numba cannot prove that `out` does not alias
 `x` or the weights, so LLVM will not vectorise a lane loop that loads x and stores out
@@ -36,8 +41,8 @@ Why a stack scratch for the accumulators: numba cannot prove that `out` does not
 the SLP vectoriser turn each lane loop into one ymm/zmm instruction.
 
 Napkin math (3x3, per output pixel and channel block of 8 lanes): 9 vector FMAs = 144 FLOP;
-it loads 9 input vectors (each input vector is re-read by its 9 neighbours, from L1) and
-writes 1 vector. Compulsory traffic is 32 B in + 32 B out at stride 1 (2.25 FLOP/byte),
+it reads 9 input vectors (each input vector is read by its 9 neighbours, from L1 or
+registers) and writes 1 vector. Compulsory traffic is 32 B in + 32 B out at stride 1 (2.25 FLOP/byte),
 128 B in + 32 B out at stride 2 (0.9 FLOP/byte): memory bound on any machine.
 MobileNetV2's 17 depthwise layers move 24.5 MB (input + output + weights) for 41.4 MFLOP.
 """
@@ -59,6 +64,10 @@ _scratch_col_taps = register_scratch(9 * CB)
 # vector, loaded once from L1, feeds KXK_PIXELS FMAs)
 KXK_PIXELS = 4
 _scratch_kxk_acc = register_scratch(KXK_PIXELS * CB)
+# `_rows_kxk`'s wide passes: KXK_WIDE accumulators hide the FMA latency (4 cycles on 2 ports
+# needs 8 independent chains; KXK_PIXELS chains left the loop latency bound, at half the FMA rate)
+KXK_WIDE = 8
+_scratch_kxk_wide = register_scratch(KXK_WIDE * CB)
 # the 3x3 path's interior: output pixels per pass, their accumulators in the same scratch
 PIXELS_3X3 = KXK_PIXELS
 
@@ -115,14 +124,15 @@ def _ring_slot(iy, first_row, first_slot, ring_rows, height):
 def depthwise_3x3_rows(src, plane, first_row, first_slot, ring_rows, height, width, wf, w_base, bf, b_base,
                        dst, dst_offset, out_w, row_start, row_end, stride_h, stride_w, pad_top, pad_left, low, high,
                        act, alpha, beta):
-    """`_rows_3x3` (its docstring), in two copies: one for the common case, stride 1 and no
-    activation but the clip (MobileNetV2's ReLU6), with both as compile-time constants, and
-    one for every other stride and activation. With the stride a run-time value the interior
-    loop's addresses take a register each (they spill), and with the activation one the
-    loop tests it on every pass and its code keeps registers busy: the row core on a 14x14
-    plane ran 4.65 ns per pixel and channel block with both at run time, 3.05 with both
-    constant (bench/README, "The fused blocks' stages"). The second copy costs 15-17 s of
-    cold compile in each of the depthwise and fused-block kernels (same section)."""
+    """`_rows_3x3` (the lane width's row core: `_rows_3x3_folded`'s docstring), in two copies:
+    one for the common case, stride 1 and no activation but the clip (MobileNetV2's ReLU6),
+    with both as compile-time constants, and one for every other stride and activation. With
+    the stride a run-time value the interior loop's addresses take a register each (they
+    spill), and with the activation one the loop tests it on every pass and its code keeps
+    registers busy: the row core on a 14x14 plane ran 4.65 ns per pixel and channel block
+    with both at run time, 3.05 with both constant (bench/README, "The fused blocks'
+    stages"). The second copy costs 15-17 s of cold compile in each of the depthwise and
+    fused-block kernels (same section)."""
     if act == NONE and stride_h == 1 and stride_w == 1:
         _rows_3x3(src, plane, first_row, first_slot, ring_rows, height, width, wf, w_base, bf, b_base,
                   dst, dst_offset, out_w, row_start, row_end, 1, 1, pad_top, pad_left, low, high,
@@ -134,10 +144,146 @@ def depthwise_3x3_rows(src, plane, first_row, first_slot, ring_rows, height, wid
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
-def _rows_3x3(src, plane, first_row, first_slot, ring_rows, height, width, wf, w_base, bf, b_base,
-              dst, dst_offset, out_w, row_start, row_end, stride_h, stride_w, pad_top, pad_left, low, high,
-              act, alpha, beta):
+def _rows_3x3_folded(src, plane, first_row, first_slot, ring_rows, height, width, wf, w_base, bf, b_base,
+                     dst, dst_offset, out_w, row_start, row_end, stride_h, stride_w, pad_top, pad_left, low, high,
+                     act, alpha, beta):
     """Output rows [row_start, row_end) of one channel block of a 3x3 depthwise conv:
+    out = clip(activate(conv + bias, act, alpha, beta), low, high), zero padding. Used by the
+    depthwise kernel and the fused block. Offsets are flat element indices into src, wf, bf, dst:
+    - input row iy of the (height x width) plane, clamped into the plane, is at
+      src[plane + slot * width * CB], slot = _ring_slot(iy, first_row, first_slot, ring_rows,
+      height): (0, 0, height) for a whole plane; the fused block keeps a ring of expanded rows;
+    - the block's 9 weight vectors start at wf[w_base], its bias at bf[b_base];
+    - output row oh, column ow is at dst[dst_offset + ((oh - row_start) * out_w + ow) * CB].
+
+    The weights and bias are copied to a stack scratch first (LLVM then keeps them in
+    registers: it cannot prove the stores to dst leave them unchanged). Every tap reads a
+    valid address: rows and columns are clamped into the input, and a tap on the padding is
+    multiplied by 0.0 (a mask read through a run-time index, so LLVM keeps a multiply
+    instead of a mispredicted branch). Row by row:
+    - the row masks are folded into a copy of the 9 taps once per output row (9 multiplies
+      per row, none per pixel);
+    - the border columns ([0, col_lo) and [col_hi, out_w)): clamped column addresses, the
+      column masks applied per pixel to the three column sums;
+    - the interior columns (the kernel row inside the input): nine taps, no checks, flat
+      unsigned indexing, PIXELS_3X3 pixels per pass (four independent chains of 9 FMAs
+      from the bias, so one pixel's chain does not wait on its own latency alone; at a
+      constant stride 1 LLVM loads each input vector once for the up to 3 pixels that read
+      it: 3 x (PIXELS_3X3 + 2) loads per pass), then the last ones one by one.
+    """
+    acc = _scratch_block()
+    quad = _scratch_kxk_acc()       # PIXELS_3X3 output pixels' accumulators
+    taps = _scratch_taps()          # 9 weight vectors, then the bias
+    row_taps = _scratch_col_taps()  # the taps with the current output row's masks folded in
+    mask = _scratch_mask()
+    mask[0] = 0.0
+    mask[1] = 1.0
+    uw = _U(w_base)
+    for k in range(9 * CB):
+        taps[k] = wf[uw + _U(k)]
+    for lane in range(CB):
+        taps[9 * CB + lane] = bf[_U(b_base + lane)]
+    # interior columns [col_lo, col_hi): the whole kernel row lies inside the input
+    col_lo = min(out_w, (pad_left + stride_w - 1) // stride_w)
+    col_hi = max(col_lo, min(out_w, (width - 3 + pad_left) // stride_w + 1))
+    col_stride = _U(stride_w * CB)  # elements between the windows of two output columns
+    row_floats = width * CB
+    quads = (col_hi - col_lo) // PIXELS_3X3
+    for oh in range(row_start, row_end):
+        ih0 = oh * stride_h - pad_top
+        r0 = _U(plane + _ring_slot(ih0, first_row, first_slot, ring_rows, height) * row_floats)
+        r1 = _U(plane + _ring_slot(ih0 + 1, first_row, first_slot, ring_rows, height) * row_floats)
+        r2 = _U(plane + _ring_slot(ih0 + 2, first_row, first_slot, ring_rows, height) * row_floats)
+        m0 = mask[int(0 <= ih0 < height)]
+        m1 = mask[int(0 <= ih0 + 1 < height)]
+        m2 = mask[int(0 <= ih0 + 2 < height)]
+        for lane in range(3 * CB):
+            row_taps[lane] = taps[lane] * m0
+            row_taps[3 * CB + lane] = taps[3 * CB + lane] * m1
+            row_taps[6 * CB + lane] = taps[6 * CB + lane] * m2
+        q_row = dst_offset + (oh - row_start) * out_w * CB
+        for part in range(2):       # border columns [0, col_lo) and [col_hi, out_w)
+            start_col = 0 if part == 0 else col_hi
+            end_col = col_lo if part == 0 else out_w
+            for ow in range(start_col, end_col):
+                iw0 = ow * stride_w - pad_left
+                c0 = _U(min(max(iw0, 0), width - 1) * CB)
+                c1 = _U(min(max(iw0 + 1, 0), width - 1) * CB)
+                c2 = _U(min(max(iw0 + 2, 0), width - 1) * CB)
+                n0 = mask[int(0 <= iw0 < width)]
+                n1 = mask[int(0 <= iw0 + 1 < width)]
+                n2 = mask[int(0 <= iw0 + 2 < width)]
+                for lane in range(CB):
+                    u = _U(lane)
+                    s0 = (src[r0 + c0 + u] * row_taps[0 * CB + lane] + src[r1 + c0 + u] * row_taps[3 * CB + lane]
+                          + src[r2 + c0 + u] * row_taps[6 * CB + lane])
+                    s1 = (src[r0 + c1 + u] * row_taps[1 * CB + lane] + src[r1 + c1 + u] * row_taps[4 * CB + lane]
+                          + src[r2 + c1 + u] * row_taps[7 * CB + lane])
+                    s2 = (src[r0 + c2 + u] * row_taps[2 * CB + lane] + src[r1 + c2 + u] * row_taps[5 * CB + lane]
+                          + src[r2 + c2 + u] * row_taps[8 * CB + lane])
+                    acc[lane] = taps[9 * CB + lane] + n0 * s0 + n1 * s1 + n2 * s2
+                activate_lanes(acc, CB, act, alpha, beta)
+                uo = _U(q_row + ow * CB)
+                for lane in range(CB):
+                    dst[uo + _U(lane)] = min(max(acc[lane], low), high)
+        start = _U(max(col_lo * stride_w - pad_left, 0) * CB)  # (>= 0 whenever col_lo < col_hi)
+        p0 = r0 + start
+        p1 = r1 + start
+        p2 = r2 + start
+        q = _U(q_row + col_lo * CB)
+        for _ in range(quads):      # PIXELS_3X3 pixels per pass: independent chains interleaved
+            for k in range(PIXELS_3X3):
+                for lane in range(CB):
+                    u = _U(k) * col_stride + _U(lane)
+                    quad[k * CB + lane] = (taps[9 * CB + lane]
+                                           + src[p0 + u] * row_taps[0 * CB + lane]
+                                           + src[p0 + _U(CB) + u] * row_taps[1 * CB + lane]
+                                           + src[p0 + _U(2 * CB) + u] * row_taps[2 * CB + lane]
+                                           + src[p1 + u] * row_taps[3 * CB + lane]
+                                           + src[p1 + _U(CB) + u] * row_taps[4 * CB + lane]
+                                           + src[p1 + _U(2 * CB) + u] * row_taps[5 * CB + lane]
+                                           + src[p2 + u] * row_taps[6 * CB + lane]
+                                           + src[p2 + _U(CB) + u] * row_taps[7 * CB + lane]
+                                           + src[p2 + _U(2 * CB) + u] * row_taps[8 * CB + lane])
+            activate_lanes(quad, PIXELS_3X3 * CB, act, alpha, beta)
+            for k in range(PIXELS_3X3 * CB):
+                dst[q + _U(k)] = min(max(quad[k], low), high)
+            p0 += _U(PIXELS_3X3) * col_stride
+            p1 += _U(PIXELS_3X3) * col_stride
+            p2 += _U(PIXELS_3X3) * col_stride
+            q += _U(PIXELS_3X3 * CB)
+        for _ in range(col_lo + quads * PIXELS_3X3, col_hi):
+            for lane in range(CB):
+                u = _U(lane)
+                acc[lane] = (taps[9 * CB + lane]
+                             + src[p0 + u] * row_taps[0 * CB + lane]
+                             + src[p0 + _U(CB) + u] * row_taps[1 * CB + lane]
+                             + src[p0 + _U(2 * CB) + u] * row_taps[2 * CB + lane]
+                             + src[p1 + u] * row_taps[3 * CB + lane]
+                             + src[p1 + _U(CB) + u] * row_taps[4 * CB + lane]
+                             + src[p1 + _U(2 * CB) + u] * row_taps[5 * CB + lane]
+                             + src[p2 + u] * row_taps[6 * CB + lane]
+                             + src[p2 + _U(CB) + u] * row_taps[7 * CB + lane]
+                             + src[p2 + _U(2 * CB) + u] * row_taps[8 * CB + lane])
+            activate_lanes(acc, CB, act, alpha, beta)
+            for lane in range(CB):
+                dst[q + _U(lane)] = min(max(acc[lane], low), high)
+            p0 += col_stride
+            p1 += col_stride
+            p2 += col_stride
+            q += _U(CB)
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _rows_3x3_masked(src, plane, first_row, first_slot, ring_rows, height, width, wf, w_base, bf, b_base,
+                     dst, dst_offset, out_w, row_start, row_end, stride_h, stride_w, pad_top, pad_left, low, high,
+                     act, alpha, beta):
+    """`_rows_3x3_folded`'s job, the row masks applied per pixel (three more FMAs per pixel) and
+    the border columns column by column: the 8-lane (AVX2) core. Folding the masks into the
+    taps per row makes LLVM's SLP vectoriser pack 4 pixels per xmm register instead of 8
+    lanes per ymm at 8 lanes (bench/depthwise_incore.py analyse: 47-60 cycles per pixel
+    predicted on haswell, 41 -> 76-112 spills). Output rows [row_start, row_end) of one
+    channel block of a 3x3 depthwise conv:
     out = clip(activate(conv + bias, act, alpha, beta), low, high), zero padding. Used by the
     depthwise kernel and the fused block. Offsets are flat element indices into src, wf, bf, dst:
     - input row iy of the (height x width) plane, clamped into the plane, is at
@@ -262,6 +408,11 @@ def _rows_3x3(src, plane, first_row, first_slot, ring_rows, height, width, wf, w
                     dst[uo + _U(lane)] = min(max(acc[lane], low), high)
 
 
+# the row core per lane width (a Python-level choice: one copy is compiled per build)
+FOLDED_ROW_MASKS = CB == 16
+_rows_3x3 = _rows_3x3_folded if FOLDED_ROW_MASKS else _rows_3x3_masked
+
+
 @njit(cache=True, fastmath=FASTMATH, inline="always")  # one call site
 def _rows_kxk(xf, wf, bf, of, x_plane, o_plane, w_base, b_base, height, width, kernel_h, kernel_w, out_w,
               row_start, row_end, stride_h, stride_w, pad_top, pad_left, low, high, act, alpha, beta):
@@ -269,11 +420,13 @@ def _rows_kxk(xf, wf, bf, of, x_plane, o_plane, w_base, b_base, height, width, k
     out = clip(activate(conv + bias)), zero padding. Offsets are flat element indices as in
     `_generic_columns` (o_plane: this (image, block) output plane). Per output row the kernel
     rows inside the input are found once; the interior columns (the whole kernel row inside
-    the input) go KXK_PIXELS pixels at a time with no per-pixel checks: each tap vector,
-    read once from the packed weights (L1), feeds KXK_PIXELS FMAs into accumulators that stay
-    in registers. The border columns (ceil(pad / stride) each side) and the < KXK_PIXELS
-    interior pixels left over take `_generic_columns` (one inlined copy)."""
+    the input) go KXK_WIDE pixels at a time, then at most one pass of KXK_PIXELS, with no
+    per-pixel checks: each tap vector, read once from the packed weights (L1), feeds
+    KXK_WIDE (KXK_PIXELS) FMAs into accumulators that stay in registers. The border columns
+    (ceil(pad / stride) each side) and the < KXK_PIXELS interior pixels left over take
+    `_generic_columns` (one inlined copy)."""
     acc = _scratch_kxk_acc()
+    wide = _scratch_kxk_wide()
     ub = _U(b_base)
     col_lo = min(out_w, (pad_left + stride_w - 1) // stride_w)
     col_hi = max(col_lo, min(out_w, (width - kernel_w + pad_left) // stride_w + 1))
@@ -284,7 +437,34 @@ def _rows_kxk(xf, wf, bf, of, x_plane, o_plane, w_base, b_base, height, width, k
         i_lo = max(0, -ih0)
         i_hi = min(kernel_h, height - ih0)
         ow = col_lo
-        while ow + KXK_PIXELS <= col_hi:      # KXK_PIXELS pixels per pass
+        while ow + KXK_WIDE <= col_hi:        # KXK_WIDE pixels per pass
+            for lane in range(CB):
+                bias_lane = bf[ub + _U(lane)]
+                for k in range(KXK_WIDE):
+                    wide[k * CB + lane] = bias_lane
+            for i in range(i_lo, i_hi):
+                p = _U(x_plane + ((ih0 + i) * width + ow * stride_w - pad_left) * CB)
+                t = _U(w_base + i * kernel_w * CB)
+                for _ in range(kernel_w):
+                    for lane in range(CB):
+                        u = _U(lane)
+                        tap = wf[t + u]
+                        wide[lane] += xf[p + u] * tap
+                        wide[CB + lane] += xf[p + pixel_step + u] * tap
+                        wide[2 * CB + lane] += xf[p + _U(2) * pixel_step + u] * tap
+                        wide[3 * CB + lane] += xf[p + _U(3) * pixel_step + u] * tap
+                        wide[4 * CB + lane] += xf[p + _U(4) * pixel_step + u] * tap
+                        wide[5 * CB + lane] += xf[p + _U(5) * pixel_step + u] * tap
+                        wide[6 * CB + lane] += xf[p + _U(6) * pixel_step + u] * tap
+                        wide[7 * CB + lane] += xf[p + _U(7) * pixel_step + u] * tap
+                    p += _U(CB)
+                    t += _U(CB)
+            activate_lanes(wide, KXK_WIDE * CB, act, alpha, beta)
+            q = _U(o_row + ow * CB)
+            for k in range(KXK_WIDE * CB):
+                of[q + _U(k)] = min(max(wide[k], low), high)
+            ow += KXK_WIDE
+        if ow + KXK_PIXELS <= col_hi:         # then one pass of KXK_PIXELS
             for lane in range(CB):
                 bias_lane = bf[ub + _U(lane)]
                 acc[lane] = bias_lane

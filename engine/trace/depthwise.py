@@ -1,6 +1,7 @@
 """Access trace of the depthwise conv (engine.kernels.depthwise): its work items (image,
-band of output rows, channel block), the 3x3 row core's interior columns row by row and
-border columns column by column, and the generic path for other kernel sizes.
+band of output rows, channel block), the 3x3 row core (at 16 lanes row by row: its border
+columns, then its interior columns; at 8 lanes the interior row by row, then the border
+columns column by column), and the generic path for other kernel sizes.
 
 `trace_3x3_rows` mirrors `depthwise_3x3_rows`, which the fused block runs too (on its ring
 of expanded rows). Row slots come from the kernel's own `_ring_slot`. Per output row the
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from numba import njit
 
-from engine.kernels.depthwise import _ring_slot
+from engine.kernels.depthwise import FOLDED_ROW_MASKS, _ring_slot
 from engine.kernels.layout import CB
 from engine.trace.records import FLOAT32, LOAD, emit, load, store
 
@@ -26,34 +27,62 @@ def trace_3x3_rows(trace, count, src_address, plane, first_row, first_slot, ring
     """`depthwise_3x3_rows`' accesses (its arguments, arrays as byte addresses)."""
     count = load(trace, count, w_address + w_base * FLOAT32, 9 * VECTOR)
     count = load(trace, count, b_address + b_base * FLOAT32, VECTOR)
+    if not FOLDED_ROW_MASKS:   # the 8-lane core: interior row by row, border columns column by column
+        col_lo = min(out_w, (pad_left + stride_w - 1) // stride_w)
+        col_hi = max(col_lo, min(out_w, (width - 3 + pad_left) // stride_w + 1))
+        row_floats = width * CB
+        columns = col_hi - col_lo
+        if columns > 0:
+            start = max(col_lo * stride_w - pad_left, 0) * CB
+            span = ((columns - 1) * stride_w + 3) * VECTOR      # bytes the windows of one input row cover
+            for oh in range(row_start, row_end):
+                ih0 = oh * stride_h - pad_top
+                for i in range(3):
+                    row = plane + _ring_slot(ih0 + i, first_row, first_slot, ring_rows, height) * row_floats
+                    count = emit(trace, count, src_address + (row + start) * FLOAT32, span, LOAD, 3 * columns * VECTOR)
+                q = dst_offset + ((oh - row_start) * out_w + col_lo) * CB
+                count = store(trace, count, dst_address + q * FLOAT32, columns * VECTOR)
+        for part in range(2):
+            start_col = 0 if part == 0 else col_hi
+            end_col = col_lo if part == 0 else out_w
+            for ow in range(start_col, end_col):
+                iw0 = ow * stride_w - pad_left
+                for oh in range(row_start, row_end):
+                    ih0 = oh * stride_h - pad_top
+                    for i in range(3):
+                        row = plane + _ring_slot(ih0 + i, first_row, first_slot, ring_rows, height) * row_floats
+                        for j in range(3):
+                            column = min(max(iw0 + j, 0), width - 1) * CB
+                            count = load(trace, count, src_address + (row + column) * FLOAT32, VECTOR)
+                    uo = dst_offset + ((oh - row_start) * out_w + ow) * CB
+                    count = store(trace, count, dst_address + uo * FLOAT32, VECTOR)
+        return count
+    # the 16-lane core: row by row, the border columns then the interior
     col_lo = min(out_w, (pad_left + stride_w - 1) // stride_w)
     col_hi = max(col_lo, min(out_w, (width - 3 + pad_left) // stride_w + 1))
     row_floats = width * CB
     columns = col_hi - col_lo
-    if columns > 0:
-        start = max(col_lo * stride_w - pad_left, 0) * CB
-        span = ((columns - 1) * stride_w + 3) * VECTOR      # bytes the windows of one input row cover
-        for oh in range(row_start, row_end):
-            ih0 = oh * stride_h - pad_top
-            for i in range(3):
-                row = plane + _ring_slot(ih0 + i, first_row, first_slot, ring_rows, height) * row_floats
-                count = emit(trace, count, src_address + (row + start) * FLOAT32, span, LOAD, 3 * columns * VECTOR)
-            q = dst_offset + ((oh - row_start) * out_w + col_lo) * CB
-            count = store(trace, count, dst_address + q * FLOAT32, columns * VECTOR)
-    for part in range(2):
-        start_col = 0 if part == 0 else col_hi
-        end_col = col_lo if part == 0 else out_w
-        for ow in range(start_col, end_col):
-            iw0 = ow * stride_w - pad_left
-            for oh in range(row_start, row_end):
-                ih0 = oh * stride_h - pad_top
+    start = max(col_lo * stride_w - pad_left, 0) * CB
+    span = ((columns - 1) * stride_w + 3) * VECTOR          # bytes the windows of one input row cover
+    for oh in range(row_start, row_end):
+        ih0 = oh * stride_h - pad_top
+        q_row = dst_offset + (oh - row_start) * out_w * CB
+        for part in range(2):                               # border columns, then the interior
+            start_col = 0 if part == 0 else col_hi
+            end_col = col_lo if part == 0 else out_w
+            for ow in range(start_col, end_col):
+                iw0 = ow * stride_w - pad_left
                 for i in range(3):
                     row = plane + _ring_slot(ih0 + i, first_row, first_slot, ring_rows, height) * row_floats
                     for j in range(3):
                         column = min(max(iw0 + j, 0), width - 1) * CB
                         count = load(trace, count, src_address + (row + column) * FLOAT32, VECTOR)
-                uo = dst_offset + ((oh - row_start) * out_w + ow) * CB
-                count = store(trace, count, dst_address + uo * FLOAT32, VECTOR)
+                count = store(trace, count, dst_address + (q_row + ow * CB) * FLOAT32, VECTOR)
+        if columns > 0:
+            for i in range(3):
+                row = plane + _ring_slot(ih0 + i, first_row, first_slot, ring_rows, height) * row_floats
+                count = emit(trace, count, src_address + (row + start) * FLOAT32, span, LOAD, 3 * columns * VECTOR)
+            count = store(trace, count, dst_address + (q_row + col_lo * CB) * FLOAT32, columns * VECTOR)
     return count
 
 
