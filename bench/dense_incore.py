@@ -34,6 +34,8 @@ with operands in L1 / L2, beside the same layer in the network (bench/per_kind.p
                            but the weights of all input blocks (4 x Cin/16 x 9 KiB) from L2
                 no-rem     the short last micro-tile of each work item skipped (not computed)
                 none       no-copy + psum-L1 + no-rem
+              and the real kernel on the input zero-bordered beforehand (kernel-pre: no copy, the
+              pixel tiles not widened to 2 rows)
 
     .venv/bin/python bench/dense_incore.py analyse --targets sapphirerapids,icelake-server,haswell,znver3
     flock /tmp/roofline-bench.lock .venv/bin/python bench/dense_incore.py measure
@@ -447,7 +449,9 @@ def parts(args) -> None:
         flops = cn.conv_nchwc_flops(1, channels, channels, size, size, 3, 3)
         repeat = max(1, int(1e-2 * 235e9 / flops))
         calls = {"kernel": lambda: cn.conv_nchwc(x, w, b, y, 1, 1, 1, 1, -np.inf, np.inf, None, 64, item)}
-        work = {"kernel": full}
+        padded4 = padded[None]  # the real kernel on the input zero-bordered beforehand: no copy
+        calls["kernel-pre"] = lambda: cn.conv_nchwc(padded4, w, b, y, 1, 1, 0, 0, -np.inf, np.inf, None, 64, item)
+        work = {"kernel": full, "kernel-pre": full}
         for name in names:
             copy, psum, remainder = PARTS[name]
             calls[name] = (lambda c=copy, p=psum, r=remainder: kernel(x, padded, w, b, y, 64, item, c, p, r))
