@@ -20,8 +20,26 @@ with operands in L1 / L2, beside the same layer in the network (bench/per_kind.p
                        outputs in L1/L2), the same with the 4 border columns of 112, the
                        whole 224x224 image (output 3.2 MB, past L2)
 
+    parts     one thread, the whole 3x3 s1 kernel on one image (a ResNet-18 shape), located part
+              by part: a copy of _conv_kernel's loop (serial, here, not in engine/) with a switch
+              per part, timed beside the real kernel, all variants alternating within each round,
+              medians; GFLOP/s count only the FLOPs a variant computes:
+                all        every part on (must match the real kernel)
+                no-alloc   the copy kept, into one buffer allocated once (not one np.empty per item)
+                no-copy    each work item reads a zero-bordered copy of the image made beforehand
+                           (not timed) instead of copying its input rows
+                psum-L1    partial sums of the non-final input blocks loaded from / stored to an
+                           L1-resident scratch instead of `out` (their traffic beyond L1 gone)
+                psum-regs  one call per micro-tile over all input blocks: no partial sums at all,
+                           but the weights of all input blocks (4 x Cin/16 x 9 KiB) from L2
+                no-rem     the short last micro-tile of each work item skipped (not computed)
+                none       no-copy + psum-L1 + no-rem
+              and the real kernel on the input zero-bordered beforehand (kernel-pre: no copy, the
+              pixel tiles not widened to 2 rows)
+
     .venv/bin/python bench/dense_incore.py analyse --targets sapphirerapids,icelake-server,haswell,znver3
     flock /tmp/roofline-bench.lock .venv/bin/python bench/dense_incore.py measure
+    flock /tmp/roofline-bench.lock .venv/bin/python bench/dense_incore.py parts --shape 64x56
 """
 from __future__ import annotations
 
@@ -259,6 +277,203 @@ def measure(args) -> None:
               f"({100 * flops / t / 1e9 / peak:4.1f} %)", flush=True)
 
 
+PARTS = {  # name: (copy 0 none / 1 per item / 2 into one buffer, psum 0 out / 1 L1 scratch / 2 registers,
+    #                remainder)
+    "all": (1, 0, True), "no-alloc": (2, 0, True), "no-copy": (0, 0, True), "psum-L1": (1, 1, True),
+    "psum-regs": (1, 2, True), "no-rem": (1, 0, False), "none": (0, 1, False)}
+
+
+def _parts_kernel():
+    import numpy as np
+    from numba import njit, prange
+
+    from engine.kernels import conv_nchwc as cn
+    from engine.kernels.layout import CB
+
+    tile = cn.micro_tile
+    rows_for_blocks = np.array(cn.ROWS_FOR_BLOCKS, np.int64)
+    max_blocks, max_rows = cn.MAX_BLOCKS, cn.MAX_ROWS
+
+    @njit(parallel=True, cache=False)  # as the kernel: its slice copies compile as parfors
+    def kernel(x, padded, w, bias, out, pixels, channels, copy, psum, remainder):
+        """_conv_kernel's loop for a 3x3, stride 1, pad 1, no residual, no activation (one thread);
+        returns the output pixels x blocks computed (the no-rem variant skips some)."""
+        n_images, cin_blocks, height, width, _ = x.shape
+        cout_blocks, _, kernel_h, kernel_w, in_lanes, _ = w.shape
+        out_h, out_w = out.shape[2], out.shape[3]
+        howo = out_h * out_w
+        total = n_images * howo
+        blocks_per_item = max(1, channels // CB)
+        full_rows = rows_for_blocks[min(max_blocks, blocks_per_item, cout_blocks)]
+        w_block_stride = cin_blocks * kernel_h * kernel_w * in_lanes * CB
+        tap_weights = kernel_h * kernel_w * in_lanes * CB
+        out_block_stride = howo * CB
+        n_channel_tiles, n_pixel_tiles, cin_chunk, needs_copy, padded_w = cn.work_split(
+            n_images, height, width, cout_blocks, out_h, out_w, kernel_h, kernel_w, in_lanes, 1, 1, 1, 1,
+            pixels, channels)
+        if psum == 2:
+            cin_chunk = cin_blocks
+        pad_top = 1
+        pad_left = 1
+        low = np.float32(-np.inf)
+        high = np.float32(np.inf)
+        xf = x.reshape(x.size)
+        pf = padded.reshape(padded.size)
+        of = out.reshape(out.size)
+        scratch = np.zeros(max_rows * max_blocks * CB, np.float32)
+        scratch_offsets = np.arange(max_rows).astype(np.int64) * CB
+        scratch_stride = np.int64(max_rows * CB)
+        buffer = np.empty(cin_blocks * (out_h + kernel_h) * padded_w * CB, np.float32)
+        done = 0
+        for item in prange(n_channel_tiles * n_pixel_tiles):  # run on one thread
+            src_offsets = np.empty(max_rows, np.int64)
+            out_offsets = np.empty(max_rows, np.int64)
+            channel_tile = item // n_pixel_tiles
+            pixel_tile = item - channel_tile * n_pixel_tiles
+            pixel_begin = cn._tile_start(pixel_tile, n_pixel_tiles, total, full_rows)
+            pixel_end = cn._tile_start(pixel_tile + 1, n_pixel_tiles, total, full_rows)
+            block_begin = channel_tile * blocks_per_item
+            block_end = min(cout_blocks, block_begin + blocks_per_item)
+            segment = pixel_begin
+            while segment < pixel_end:
+                image = segment // howo
+                segment_end = min(pixel_end, (image + 1) * howo)
+                first_row = (segment - image * howo) // out_w
+                last_row = (segment_end - 1 - image * howo) // out_w
+                row0 = first_row - pad_top
+                row_stride = padded_w * CB
+                if copy > 0:
+                    src_rows = (last_row - first_row) + kernel_h
+                    block_stride = src_rows * row_stride
+                    if copy == 1:
+                        src = np.empty(cin_blocks * block_stride, np.float32)
+                    else:  # one buffer, allocated once
+                        src = buffer[:cin_blocks * block_stride]
+                    r_lo = max(0, -row0)
+                    r_hi = max(r_lo, min(src_rows, height - row0))
+                    right = (pad_left + width) * CB
+                    for cb in range(cin_blocks):
+                        d = cb * block_stride
+                        src[d:d + r_lo * row_stride] = 0.0
+                        src[d + r_hi * row_stride:d + src_rows * row_stride] = 0.0
+                        for r in range(r_lo, r_hi):
+                            s = ((image * cin_blocks + cb) * height + row0 + r) * width * CB
+                            e = d + r * row_stride
+                            src[e:e + pad_left * CB] = 0.0
+                            src[e + pad_left * CB:e + right] = xf[s:s + width * CB]
+                            src[e + right:e + row_stride] = 0.0
+                    first_input_row = row0
+                else:  # the image copied beforehand: (cin_blocks, height + 2, padded_w, CB)
+                    src = pf
+                    block_stride = (height + 2) * row_stride
+                    first_input_row = -pad_top
+                block = block_begin
+                while block < block_end:
+                    blocks = min(block_end - block, max_blocks)
+                    rows_max = rows_for_blocks[blocks]
+                    out_first = (image * cout_blocks + block) * howo * CB
+                    cb0 = 0
+                    while cb0 < cin_blocks:
+                        chunk = min(cin_chunk, cin_blocks - cb0)
+                        finish = cb0 + chunk >= cin_blocks
+                        init = 0 if cb0 == 0 else 2
+                        q = segment
+                        rem = segment - image * howo
+                        oh = rem // out_w
+                        ow = rem - oh * out_w
+                        while q < segment_end:
+                            rows = min(segment_end - q, rows_max)
+                            for r in range(rows):
+                                src_offsets[r] = (cb0 * block_stride + (oh - pad_top - first_input_row) * row_stride
+                                                  + ow * CB)
+                                out_offsets[r] = out_first + rem * CB
+                                rem += 1
+                                ow += 1
+                                if ow == out_w:
+                                    ow = 0
+                                    oh += 1
+                            if rows == rows_max or remainder:
+                                target, target_offsets, target_stride, start = of, out_offsets, out_block_stride, init
+                                if psum == 1 and not finish:
+                                    target, target_offsets, target_stride = scratch, scratch_offsets, scratch_stride
+                                elif psum == 1:  # the final block starts from zero, not the scratch
+                                    start = 0
+                                tile(rows, blocks, src, src_offsets, block_stride, row_stride, chunk, kernel_h,
+                                     kernel_w, in_lanes, w, block * w_block_stride + cb0 * tap_weights,
+                                     w_block_stride, bias, block * CB, target, target_offsets, target_stride,
+                                     target, start, finish, low, high)
+                                if finish:
+                                    done += rows * blocks
+                            q += rows
+                        cb0 += chunk
+                    block += blocks
+                segment = segment_end
+        return done
+
+    return kernel
+
+
+def parts(args) -> None:
+    import statistics
+
+    import numba
+    import numpy as np
+
+    from engine.kernels import conv_nchwc as cn
+    from engine.kernels.layout import CB, to_blocked
+
+    numba.set_num_threads(1)
+    kernel = _parts_kernel()
+    rng = np.random.default_rng(0)
+    names = args.variants.split(",")
+    print(f"one thread, {CB} lanes, {args.rounds} rounds alternating, medians; % of {args.peak} GFLOP/s; "
+          f"load {open('/proc/loadavg').read().split()[:3]}")
+    for shape in args.shape.split(","):
+        channels, size = (int(v) for v in shape.split("x"))
+        x = aligned(to_blocked(rng.standard_normal((1, channels, size, size)).astype(np.float32)))
+        wt = rng.standard_normal((channels, channels, 3, 3)).astype(np.float32) * 0.05
+        w, b = cn.pack_conv_nchwc(wt, rng.standard_normal(channels).astype(np.float32))
+        w, b = aligned(w), aligned(b)
+        padded = aligned(np.pad(x[0], ((0, 0), (1, 1), (1, 1), (0, 0))))
+        y = aligned(np.zeros((1, w.shape[0], size, size, CB), np.float32))
+        y_ref = aligned(np.zeros_like(y))
+        item = cn.item_channels(64, channels)
+        cn.conv_nchwc(x, w, b, y_ref, 1, 1, 1, 1, -np.inf, np.inf, None, 64, item)
+        full = size * size * w.shape[0]
+        for name in names:  # compile, and check the variants that compute everything
+            copy, psum, remainder = PARTS[name]
+            y[...] = 0
+            kernel(x, padded, w, b, y, 64, item, copy, psum, remainder)
+            if name in ("all", "no-copy", "psum-regs"):
+                assert np.allclose(y, y_ref, rtol=1e-4, atol=1e-3), name
+        flops = cn.conv_nchwc_flops(1, channels, channels, size, size, 3, 3)
+        repeat = max(1, int(1e-2 * 235e9 / flops))
+        calls = {"kernel": lambda: cn.conv_nchwc(x, w, b, y, 1, 1, 1, 1, -np.inf, np.inf, None, 64, item)}
+        padded4 = padded[None]  # the real kernel on the input zero-bordered beforehand: no copy
+        calls["kernel-pre"] = lambda: cn.conv_nchwc(padded4, w, b, y, 1, 1, 0, 0, -np.inf, np.inf, None, 64, item)
+        work = {"kernel": full, "kernel-pre": full}
+        for name in names:
+            copy, psum, remainder = PARTS[name]
+            calls[name] = (lambda c=copy, p=psum, r=remainder: kernel(x, padded, w, b, y, 64, item, c, p, r))
+            work[name] = calls[name]()
+        times = {k: [] for k in calls}
+        for _ in range(args.rounds):
+            for k, fn in calls.items():
+                t = time.perf_counter()
+                for _ in range(repeat):
+                    fn()
+                times[k].append((time.perf_counter() - t) / repeat)
+        base = statistics.median(times["all"])
+        print(f"3x3 s1 {channels}->{channels} @{size}x{size}, 1 image, item {item} channels x "
+              f"{cn.work_split(1, size, size, w.shape[0], size, size, 3, 3, CB, 1, 1, 1, 1, 64, item)[1]} pixel tiles")
+        for k in calls:
+            t = statistics.median(times[k])
+            f = flops * work[k] / full
+            print(f"  {k:10s} {t * 1e6:8.1f} us  {f / t / 1e9:6.1f} GFLOP/s ({100 * f / t / 1e9 / args.peak:4.1f} %)  "
+                  f"time x{t / base:5.3f}  pixels x blocks computed {100 * work[k] / full:5.1f} %", flush=True)
+    print(f"load after: {open('/proc/loadavg').read().split()[:3]}")
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "worker":
         print(json.dumps(analyse_worker(sys.argv[2], sys.argv[3])))
@@ -272,8 +487,13 @@ def main() -> None:
     m = sub.add_parser("measure")
     m.add_argument("--rounds", type=int, default=5)
     m.add_argument("--peak", type=float, default=235.0)
+    p = sub.add_parser("parts")
+    p.add_argument("--shape", default="64x56,256x14", help="channels x size, comma-separated")
+    p.add_argument("--variants", default=",".join(PARTS))
+    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--peak", type=float, default=235.0)
     args = parser.parse_args()
-    analyse(args) if args.mode == "analyse" else measure(args)
+    {"analyse": analyse, "measure": measure, "parts": parts}[args.mode](args)
 
 
 if __name__ == "__main__":
