@@ -215,7 +215,8 @@ def _allocate(graph: Graph, layouts: _Layouts, items: list, batch: int,
               in_place: list[int], allocate=None) -> tuple[dict[str, np.ndarray], int]:
     """A buffer for every tensor the items write (views into one arena, shared by tensors
     whose lifetimes do not overlap), the network input's, and Flatten views; and the
-    arena's bytes. The items at indices `in_place` (_in_place_items) write over their input."""
+    arena's bytes. The items at indices `in_place` (_in_place_items) write over their input;
+    `allocate`: as build_plan's (a callable giving the arena its memory, or None)."""
     storage_of = {}                 # a Flatten view or an in-place output -> the buffer it views
     for item in items:
         if layouts.is_view(item):
