@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     for name in steps:
         trials: list[dict] = []
         greedy = session.tune_unit(start, name, args.repeats, time.perf_counter() + 1e9, trials, rng)
-        channels = session.steps[name].output_shape[1] * session.steps[name].output_shape[-1]
+        channels = session.output_shapes[name][1] * session.output_shapes[name][-1]
         pairs = [(p, c) for p, c in itertools.product(POINTWISE_PIXELS, POINTWISE_CHANNELS) if c <= channels]
         greedy_pair = (greedy.tiles_for(name).pointwise_pixels, greedy.tiles_for(name).pointwise_channels)
         candidates = {pair: start.with_step(name, Tiles(pointwise_pixels=pair[0], pointwise_channels=pair[1]))

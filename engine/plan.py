@@ -54,7 +54,7 @@ def build_plan(graph: Graph, weights: PackedWeights, batch: int, config: RunConf
     layouts = _Layouts(graph)
     _check_schedule_names(graph, config)
     items = _schedule(graph, layouts, config, batch)
-    in_place = _in_place_items(graph, layouts, items)
+    in_place = set(_in_place_items(graph, layouts, items))
     buffers, arena_bytes = _allocate(graph, layouts, items, batch, in_place, allocate)
     context = StepContext(graph, weights, buffers, layouts.key, config, batch,
                           block_scratch([i.layers for i in items if isinstance(i, Block)], config, batch))
@@ -212,7 +212,7 @@ def _group_blocks(items: list, blocks) -> list:
 # ---------------------------------------------------------------- 2. buffers
 
 def _allocate(graph: Graph, layouts: _Layouts, items: list, batch: int,
-              in_place: list[int], allocate=None) -> tuple[dict[str, np.ndarray], int]:
+              in_place: set[int], allocate=None) -> tuple[dict[str, np.ndarray], int]:
     """A buffer for every tensor the items write (views into one arena, shared by tensors
     whose lifetimes do not overlap), the network input's, and Flatten views; and the
     arena's bytes. The items at indices `in_place` (_in_place_items) write over their input;

@@ -144,10 +144,12 @@ def _search(model, session, batch, threads, budget_s, started, repeats, roof_mar
     deadline = started + budget_s
     start = schedule = session.starting_schedule()
     session.run(schedule)                                # builds the plan (and runs it once untimed)
+    session.discard_new_plan_samples()                   # (that build may have compiled or loaded kernels)
     run_seconds = statistics.median(session.run(schedule)["<run>"] for _ in range(3))
     session.run_seconds = run_seconds
     compare_runs = max(repeats, 5)
-    deadline -= 2 * compare_runs * run_seconds           # kept back for the final side-by-side comparison
+    # kept back for the final side-by-side comparison (and the tuned schedule's new plan)
+    deadline -= 2 * compare_runs * run_seconds + session.new_plan_seconds
     trials: list[dict] = []
     stopped = None
     rng = random.Random(seed)
@@ -302,7 +304,8 @@ class _Session:
         layers = {layer.name: layer for layer in model.graph.layers}
         self.layers = layers
         self.kinds = {step.name: _kind(step, layers.get(step.name)) for step in plan.steps}
-        self.steps = {step.name: step for step in plan.steps}
+        self.output_shapes = {step.name: step.output_shape for step in plan.steps}   # (not the steps: they
+                                                                                     # hold views of the arena)
         for index, step in enumerate(plan.steps):
             self.order.setdefault(self.block_of.get(step.name, step.name), index)
             self.order[step.name] = index
@@ -338,6 +341,11 @@ class _Session:
         while len(self._plans) > MAX_PLANS:
             self._plans.popitem(last=False)
         return plan
+
+    def discard_new_plan_samples(self) -> None:
+        """Forget the new plans' costs so far: the first ones include compiling or loading
+        the kernels from numba's cache, which no later plan pays."""
+        self._new_plan_samples.clear()
 
     @property
     def new_plan_seconds(self) -> float:
@@ -421,11 +429,11 @@ class _Session:
             rows = [r for r in BLOCK_ROWS if r <= depthwise.output_shape[1]]
             return list(dict.fromkeys([_Choice(current, schedule.fused_for(name))] + [_Choice(current, False)]
                                       + [_Choice(_replace(current, block_rows=r), True) for r in rows]))
-        step = self.steps[name]
+        shape = self.output_shapes[name]
         if self.kinds[name] == "depthwise":
             return list(dict.fromkeys([_Choice(current)] + [_Choice(_replace(current, depthwise_rows=r))
-                                                            for r in DEPTHWISE_ROWS if r <= step.output_shape[2]]))
-        channels = step.output_shape[1] * step.output_shape[-1]
+                                                            for r in DEPTHWISE_ROWS if r <= shape[2]]))
+        channels = shape[1] * shape[-1]
         # the micro-tile multiples below the layer's width, and all its channels in one tile
         # (work items split by pixels only: even shares where the blocks split unevenly)
         tried = DENSE_CHANNELS_TRIED if self.kinds[name] == "dense" else POINTWISE_CHANNELS

@@ -155,22 +155,44 @@ def threads(request):
 # it, one core busy compiling while the other idles. tests/warm_kernels.py compiles them
 # into the on-disk cache in a process of its own at niceness 19 (it takes only idle CPU),
 # started here, so later tests load them instead. It changes no test: a kernel it has not
-# reached is compiled by its first test as before. ROOFLINE_WARM_KERNELS=0 turns it off.
+# reached is compiled by its first test as before. It starts only for a session of at
+# least WARM_FROM_TESTS tests (a targeted run does not get one), dies with the session
+# (the kernel's parent-death signal, and it checks its parent), and is skipped, with a
+# warning, when its log cannot be written. ROOFLINE_WARM_KERNELS=0 turns it off.
 WARMER_KEY = pytest.StashKey[subprocess.Popen]()
+WARM_FROM_TESTS = 500
+PR_SET_PDEATHSIG = 1
 
 
-def pytest_sessionstart(session):
+def _die_with_parent() -> None:
+    """In the child before exec: niceness 19, and SIGKILL when the pytest process dies."""
+    os.nice(19)
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):       # not Linux: warm_kernels also checks its parent
+        pass
+
+
+def pytest_collection_finish(session):
     if numba.config.DISABLE_JIT or os.environ.get("ROOFLINE_WARM_KERNELS", "1") == "0":
         return
-    if session.config.getoption("collectonly", False):
+    if session.config.getoption("collectonly", False) or len(session.items) < WARM_FROM_TESTS:
         return
     root = Path(__file__).resolve().parent.parent
     log = root / "artifacts" / f"warm_kernels_{_numba_env.LANES}lanes.log"
-    log.parent.mkdir(exist_ok=True)
-    with open(log, "wb") as out:
-        session.config.stash[WARMER_KEY] = subprocess.Popen(
-            [sys.executable, "-m", "tests.warm_kernels"], cwd=root, stdin=subprocess.DEVNULL, stdout=out,
-            stderr=subprocess.STDOUT, preexec_fn=lambda: os.nice(19))
+    try:
+        log.parent.mkdir(exist_ok=True)
+        with open(log, "wb") as out:
+            session.config.stash[WARMER_KEY] = subprocess.Popen(
+                [sys.executable, "-m", "tests.warm_kernels", str(os.getpid())], cwd=root,
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+    except OSError as error:
+        import warnings
+
+        warnings.warn(f"numba's cache is not warmed beside the tests: {error}")
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -113,7 +113,11 @@ def test_the_before_and_after_profiles_run_the_default_and_the_tuned_tiles_on_on
     assert len(figure.layout.annotations) >= len(after[after["flops"] > 0]) - 2
     changed = result.changed_steps()
     overridden = {name for name, tiles in result.schedule.overrides if tiles != result.schedule.default}
-    assert len(changed) > 0 and set(changed["step"]) <= set(after["layer"]) | overridden
+    fusion_changed = {name for name, fused in result.schedule.fused
+               if fused != (name in set(before.loc[before["op"] == "block", "layer"]))}
+    # (under load the tuner may keep every default: then nothing is listed, and the reverse)
+    assert (len(changed) > 0) == bool(overridden or fusion_changed)
+    assert set(changed["step"]) <= set(after["layer"]) | overridden
 
 
 def test_the_tuned_schedule_is_cached_and_found_again_and_a_missing_one_is_said_so(tuned, model, ceilings, cache):

@@ -10,15 +10,17 @@ by the test that calls it, as without it), and it checks nothing. The biggest co
 first (the fused blocks, the networks' kernels), the access tracers last.
 
 By hand:  .venv/bin/python -m tests.warm_kernels       (ROOFLINE_LANES=8 for the other width)
+With a process id as its argument it stops, between networks, once that process is gone.
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 
 import numpy as np
 
-import engine  # noqa: E402  (engine first: it sets numba's environment)
+import engine  # (engine first: it sets numba's environment)
 from engine import zoo
 
 RESOLUTION = 32           # the smallest input every network takes with all its layers: compiles are per type, not shape
@@ -36,10 +38,26 @@ def _networks():
     yield "mobilenet_v1", zoo.mobilenet_v1(0.25, RESOLUTION, 10)
 
 
-def main() -> int:
+def _parent_gone(parent: int | None) -> bool:
+    """Whether the process `parent` (the pytest session that started this one) has ended."""
+    if parent is None:
+        return False
+    try:
+        os.kill(parent, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return os.getppid() != parent
+
+
+def main(argv: list[str]) -> int:
+    parent = int(argv[0]) if argv else None
     started = time.monotonic()
     models = []
     for name, proto in _networks():
+        if _parent_gone(parent):
+            return 0
         model = engine.load(proto)
         x = np.zeros((2, *model.input_shape), np.float32)
         for fuse_blocks in (True, False):
@@ -49,6 +67,8 @@ def main() -> int:
     from engine.trace.simulator import simulate_plan
 
     for name, model in models:
+        if _parent_gone(parent):
+            return 0
         for fuse_blocks in (True, False):
             simulate_plan(model.plan(1, fuse_blocks=fuse_blocks), warm_runs=0)
         print(f"{name}: tracers ready at {time.monotonic() - started:.1f} s", flush=True)
@@ -56,4 +76,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
