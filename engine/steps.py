@@ -182,7 +182,7 @@ def _pointwise(item: LayerItem, ctx: StepContext, ahead) -> Step:
     call = bind(pointwise.pointwise_conv, x, packed_w, packed_b, ctx.buffers[layer.output], float(low), float(high),
                 residual, tiles.pointwise_pixels, tiles.pointwise_channels, ahead, activation=layer.activation)
     moved = pointwise.pointwise_bytes(batch, cin, cout, h, w, tiles.pointwise_pixels, tiles.pointwise_channels,
-                                      layer.residual is not None, ctx.config.budget)
+                                      layer.residual is not None, ctx.config.budget, ctx.config.threads)
     return _conv_step(layer, ctx, pointwise_role(layer), x, pointwise.pointwise_flops(batch, cin, cout, h, w), moved,
                       call, ahead, POINTWISE_FIELDS)
 

@@ -53,7 +53,7 @@ model, said out loud:
 - Where this model is knowingly wrong: every step of MobileNetV2 still more than 25 % off
   the cache simulation at L2, L3 or DRAM (bench/README, "Bytes model against a cache
   simulation": 92-95 % / 94 % of step-levels within 25 % at batch 1 / 8 on this host's 2 MiB
-  L2s, 97 % / 91-94 % on the Zen 3 VM's 512 KiB L2s and 10 MiB L3, over four runs: steps
+  L2s, 97 % / 91-95 % on the Zen 3 VM's 512 KiB L2s and 10 MiB L3, over four runs: steps
   moving ~0.1 MB pass or not with where the arrays land), by cause. Ratios are
   model / simulated; "probed": the simulated L2 of each thread, misses by operand.
   (1) Line-level set imbalance the walk's 4 KiB blocks do not see. This host, batch 1, L3:
@@ -83,18 +83,18 @@ model, said out loud:
   (KEPT_FROM) put these three inside but four Zen 3 steps out at batch 1 (0.62-0.78x): a
   capacity share cannot tell the two apart; the sets' fill would (`pointwise_bytes`).
   (4) The 1x1 convs' weights re-read per pixel tile at L3, batch 8 here: features.17's
-  projection 1.41x (10.1 vs 7.2 MB) and features.18 1.66x (16.9 vs 10.2 MB).
+  projection 1.35x (9.7 vs 7.2 MB) and features.18 1.51x (15.3 vs 10.2 MB).
   `pointwise_bytes` charges the share of the re-reads `kept_share` loses at a reuse
   distance of all the weights and a pixel tile's activations (72 % and 95 % of the 2 MiB
   L2), from 60 % of the level on; the simulated 16-way L2 keeps all of features.17's
   (probed: each thread misses its 1.23 MB of weights once over its 3-4 pixel tiles) and
   70 % of features.18's (2.86 MB a thread for 1.64 MB of weights): whole contiguous weights
   fill an L2's sets evenly, so an L2 keeps re-reads nearly up to its size, where L1's
-  interleaved strided streams do not (KEPT_FROM was set on L1). And `pointwise_bytes`
-  counts pixel_tiles - 1 re-reads over the batch where the walk has charged each thread's
-  first read: pixel_tiles - threads remain. Both are `pointwise_bytes`' (beside the
-  kernel). Starting `kept_share` at 0.9 of an L2 (a what-if) brings features.17's in but
-  puts the Zen 3 VM's 7x7 projections out at batch 8 (0.69-0.78x: 0.6-1.2 MB of weights
+  interleaved strided streams do not (KEPT_FROM was set on L1). (These two were 1.41x and
+  1.66x while `pointwise_bytes` counted pixel_tiles - 1 re-reads where the walk charges
+  each thread's first read: it counts pixel_tiles - threads at L3 now, its `threads`.)
+  Starting `kept_share` at 0.9 of an L2 (a what-if, before that) brought features.17's in
+  but put the Zen 3 VM's 7x7 projections out at batch 8 (0.69-0.78x: 0.6-1.2 MB of weights
   re-read per pixel tile on a 512 KiB L2): one start per level does not fit both. These two were 0.69x and 1.51x while the walk undercounted the fills of a
   block two stripes share (engine.residency._slices), which hid the first.
   (5) A fused block's scratch near `fused_block.SCRATCH_SHARE` of L2 (Zen 3 VM, batch 8:

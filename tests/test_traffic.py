@@ -7,7 +7,7 @@ import pytest
 import engine.residency
 from engine.kernels import depthwise, fused_block, linear, pointwise
 from engine.kernels.layout import CB
-from engine.traffic import CacheBudget, fits, kept_share, streamed
+from engine.traffic import CacheBudget, charge_write_allocate, credit_l2_residency, fits, kept_share, streamed
 from machines import ZEN3, ZEN3_VM_EFFECTIVE, with_lanes
 
 pytestmark = pytest.mark.lanes     # layouts, packing, plans and bytes depend on the lane width
@@ -350,3 +350,27 @@ def test_pointwise_registers_reread_weights_once_per_micro_tile_of_each_images_p
     # micro-tiles; the inputs by each triple (a tile's inputs and a triple's weights are more too)
     assert moved["L2"] == x * 4 + w * 56 + y
 
+
+
+def test_pointwise_over_two_threads_rereads_its_weights_per_further_pixel_tile_of_each_thread():
+    # 960 -> 320 channels at 7x7, batch 8 (MobileNetV2 block 17's projection), 8 lanes, a 512 KiB
+    # L2 a thread: 392 pixels in 7 tiles of 64, 4 and 3 a thread; between two tiles all the weights
+    # (1,230,080 B, more than L2) are touched: none of the re-reads stays
+    x = 392 * 960 * 4
+    w = 320 * 961 * 4
+    y = 392 * 320 * 4
+    one = pointwise.pointwise_bytes(8, 960, 320, 7, 7, 64, 64, False, BUDGET)
+    two = pointwise.pointwise_bytes(8, 960, 320, 7, 7, 64, 64, False, BUDGET, threads=2)
+    # each thread reads all the weights once, then once per further tile of its own: 2 + (7 - 2)
+    # reads across L3. pointwise_bytes counts the weights once and the 5 re-reads; the walk of the
+    # L2s puts each thread's first read in place of that once (credit_l2_residency)
+    assert one["L3"] == x + w * 7 + y
+    assert two["L3"] == x + w * (1 + 5) + y
+    walked = credit_l2_residency(charge_write_allocate(two, y), y, loaded_bytes=x + w, read_bytes=x + 2 * w,
+                                 filled_bytes=y, written_back_bytes=y)
+    assert walked["L3"] == x + w * (2 + 5) + 2 * y          # 7 weight reads, not 8
+    # across L2 and DRAM no walk charges per-thread reads: the model's once stands
+    assert two["L2"] == one["L2"] and two["DRAM"] == one["DRAM"] and two["L1"] == one["L1"]
+    # fewer pixel tiles than threads: the threads split channels and read their share once
+    assert pointwise.pointwise_bytes(1, 960, 320, 7, 7, 64, 64, False, BUDGET, threads=2) == \
+        pointwise.pointwise_bytes(1, 960, 320, 7, 7, 64, 64, False, BUDGET)

@@ -648,7 +648,8 @@ def _ahead_span(ahead, packed_weight: np.ndarray) -> tuple[int, int]:
 
 
 def pointwise_bytes(batch: int, in_channels: int, out_channels: int, height: int, width: int,
-                    pointwise_pixels: int, pointwise_channels: int, has_residual: bool, budget) -> dict[str, int]:
+                    pointwise_pixels: int, pointwise_channels: int, has_residual: bool, budget,
+                    threads: int = 1) -> dict[str, int]:
     """Modelled bytes moved per memory level (engine.traffic), whole batch.
 
     Registers <- L1: each input element is broadcast once per pair of output blocks
@@ -675,6 +676,11 @@ def pointwise_bytes(batch: int, in_channels: int, out_channels: int, height: int
     before their use.
     Micro-tiles are counted as the kernel walks them: each image's part of a pixel tile in
     micro-tiles of ROWS (a 64-pixel tile over 7x7 images is two parts, 8 micro-tiles, not 7).
+    threads: the kernel's threads. With at least one pixel tile each, every thread reads all
+    the weights once into its own L2, which the plan's walk of the L2s charges at L3
+    (engine.residency: `threads` first reads in place of the "once" here), so across L3 the
+    further pixel tiles are pixel_tiles - threads, not pixel_tiles - 1; across L2 and DRAM the
+    "once" here stands (no walk of the L1s; the shared L3 is read once).
     """
     # imported here, not at the top: a module-level import would put traffic.py in this file's
     # numba cache stamp (engine._numba_env), and every edit to the bytes model would recompile the kernels
@@ -702,13 +708,16 @@ def pointwise_bytes(batch: int, in_channels: int, out_channels: int, height: int
     inputs_distance = tile_pixels * (cin * FLOAT32 + outputs_per_pixel) + pair_weights
     tile_distance = tile_pixels * (cin + cout * (2 if has_residual else 1)) * FLOAT32     # a pixel tile's activations
     streams = cin // budget.lanes + pair_channels // budget.lanes * (2 if has_residual else 1)
+    # threads splitting the pixel tiles each read all the weights once (the walk charges those at L3)
+    first_reads = threads if 1 < threads <= pixel_tiles else 1
     below = {}
     for boundary in ("L2", "L3", "DRAM"):
         capacity = budget.capacity_above(boundary)
         if fits(w_bytes, capacity):
             w_traffic = w_bytes
         else:
-            across_tiles = 1 + (pixel_tiles - 1) * (1 - kept_share(w_bytes + tile_distance, capacity))
+            further_tiles = pixel_tiles - (first_reads if boundary == "L3" else 1)
+            across_tiles = 1 + further_tiles * (1 - kept_share(w_bytes + tile_distance, capacity))
             w_traffic = w_bytes * (across_tiles + max(0, micro_rows - pixel_tiles) * (1 - kept_share(weights_distance, capacity)))
         x_traffic = x_bytes * (1 + (block_pairs - 1) * (1 - kept_share(inputs_distance, capacity)))
         if boundary == "L2" and budget.l1_streams_conflict(height * width * budget.lanes * FLOAT32, streams):
