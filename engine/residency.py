@@ -109,7 +109,7 @@ def follow_buffers(steps: list[list[Region] | None], l2_bytes: int, threads: int
     associative; _LRU). Returns per step its StepResidency (None for a None step)."""
     if threads < 1 or l2_bytes < 1:
         raise ValueError(f"threads and l2_bytes must be >= 1, got {threads} and {l2_bytes}")
-    grain = grain or max(64, l2_bytes // BLOCKS_PER_L2 // 64 * 64)
+    grain = grain or walk_grain(l2_bytes, l2_ways)
     l3 = _LRU(max(1, l3_bytes // grain), grain, ways=l3_ways) if l3_bytes else None
     caches = [_LRU(max(1, l2_bytes // grain), grain, l3, ways=l2_ways) for _ in range(threads)]
     results: list[StepResidency | None] = []
@@ -119,6 +119,18 @@ def follow_buffers(steps: list[list[Region] | None], l2_bytes: int, threads: int
             if run == warm_runs:
                 results.append(moved)
     return results
+
+
+def walk_grain(l2_bytes: int, l2_ways: int = 0) -> int:
+    """The walk's block, bytes: about l2_bytes / BLOCKS_PER_L2, a multiple of the 64-byte
+    line that divides L2's way span (l2_bytes / l2_ways) where the ways are known, so that
+    set_groups can map blocks to sets (a 1.25 MiB 20-way L2: 2560 would not divide its
+    64 KiB span, 2048 does)."""
+    grain = max(64, l2_bytes // BLOCKS_PER_L2 // 64 * 64)
+    span = l2_bytes // l2_ways if l2_ways > 0 and l2_bytes % l2_ways == 0 else 0
+    while span and grain > 64 and span % grain:
+        grain -= 64
+    return grain
 
 
 def set_groups(capacity_blocks: int, ways: int) -> int:

@@ -337,13 +337,16 @@ JS_LONELIEST_POINT = """(selector) => {
 # The hover plotly holds (gd._hoverdata: what a click reports) is on the step `layer`.
 JS_HOVERING = """([selector, layer]) => { const plot = document.querySelector(selector);
   return !!(plot && plot._hoverdata && plot._hoverdata.some(p => p.customdata === layer)); }"""
-# The plotly_click events the figure has emitted so far (a listener added on first use; the
-# steps of each event's points): proof that a click reached plotly, before any kernel round trip.
+# The plotly_click events the figure has emitted so far (the steps of each event's points):
+# proof that a click reached plotly, before any kernel round trip. The listener is added on
+# first use and again whenever plotly replaced the figure's event emitter (a redraw with
+# Plotly.newPlot/purge drops its listeners; gd._ev is the emitter).
 JS_CLICKS = """(selector) => { const plot = document.querySelector(selector);
   if (!plot || typeof plot.on !== 'function') return null;
-  if (!plot.__testClicks) {
-    plot.__testClicks = [];
+  if (!plot.__testClicks) plot.__testClicks = [];
+  if (!plot.__testClicksEmitter || plot.__testClicksEmitter !== plot._ev) {
     plot.on('plotly_click', d => plot.__testClicks.push(d.points.map(p => p.customdata)));
+    plot.__testClicksEmitter = plot._ev;
   }
   return plot.__testClicks; }"""
 

@@ -264,3 +264,14 @@ def test_with_a_shared_l3_what_it_lost_is_read_from_memory_and_its_dirty_lines_w
     kept = follow_buffers(small_stream, L2, 1, warm_runs=0, grain=GRAIN, l3_bytes=128 * KIB)
     assert kept[1].written_back == 32 * KIB and kept[1].dram_written_back == 0   # written back into L3, kept
     assert kept[2].read == 32 * KIB and kept[2].dram_read == 0                   # read from L3, not memory
+
+
+def test_the_walks_block_divides_a_way_span_that_is_not_a_power_of_two():
+    # an Ice Lake-SP L2: 1.25 MiB, 20 ways, a 64 KiB way span; 1.25 MiB / 512 = 2560 B does
+    # not divide it, so its blocks could not be mapped to sets (fully associative instead)
+    from engine.residency import set_groups, walk_grain
+    l2 = 1280 * 1024
+    grain = walk_grain(l2, 20)
+    assert grain % 64 == 0 and (l2 // 20) % grain == 0 and grain == 2048
+    assert set_groups(l2 // grain, 20) == 32
+    assert walk_grain(2 << 20, 16) == 4096 and walk_grain(512 << 10, 8) == 1024   # powers of two as before

@@ -89,7 +89,10 @@ def trace_3x3_rows(trace, count, src_address, plane, first_row, first_slot, ring
 @njit(cache=True)
 def trace_generic_row(trace, count, x_address, w_address, b_address, out_address, x_plane, o_row, w_base, b_base,
                       height, width, kernel_h, kernel_w, ih0, stride_w, pad_left, out_w):
-    """`_generic_columns`' accesses for one whole output row (any kernel size)."""
+    """`_generic_columns`' accesses for one whole output row (any kernel size), pixel by
+    pixel. The k x k row core (`_rows_kxk`) walks its interior 8 (then 4) pixels a pass and
+    loads each tap's weights once per pass: the same lines, so every level below L1 agrees,
+    but the register <- L1 weight loads of a 5x5 or 7x7 interior are counted up to 8x."""
     i_lo = max(0, -ih0)
     i_hi = min(kernel_h, height - ih0)
     for ow in range(out_w):
