@@ -80,17 +80,13 @@ def mca(loop: list[str], target: str) -> dict:
 def innermost_loop(asm: str) -> list[str]:
     """The innermost loop (no backward jump inside it) densest in FMAs (at least 8) in `asm` (AT&T):
     from its label to the conditional jump back to it."""
-    lines = asm.splitlines()
-    labels = {line.strip()[:-1]: i for i, line in enumerate(lines) if re.match(r"^\.LBB\w+:", line.strip())}
-    loops = []
-    for i, line in enumerate(lines):
-        match = re.match(r"\s*j\w+\s+(\.LBB\w+)", line)
-        if match and match.group(1) in labels and labels[match.group(1)] < i:
-            loops.append((labels[match.group(1)], i))
+    from micro_tiles import backward_jumps, loop_body
+
+    lines, loops = backward_jumps(asm)
     inner = [(a, b) for a, b in loops if not any(a <= c and d <= b and (c, d) != (a, b) for c, d in loops)]
     best: list[str] = []
-    for a, b in inner:  # the densest in FMAs (not an activation's polynomial: fewer FMAs per instruction)
-        body = [x.strip() for x in lines[a + 1:b + 1] if x.strip() and not x.strip().startswith((".", "#"))]
+    for loop in inner:  # the densest in FMAs (not an activation's polynomial: fewer FMAs per instruction)
+        body = loop_body(lines, loop)
         fmas = sum("vfmadd231ps" in x for x in body)
         if fmas >= 8 and (not best or fmas / len(body) > sum("vfmadd231ps" in x for x in best) / len(best)):
             best = body

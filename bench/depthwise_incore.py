@@ -40,27 +40,22 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from micro_tiles import TARGETS, busiest_port  # noqa: E402
+from micro_tiles import TARGETS, backward_jumps, busiest_port, loop_body  # noqa: E402
 
 
 def innermost_loop(asm: str) -> list[str]:
     """The instructions of the innermost loop (no backward jump to a label inside it) with
     the most FMAs in `asm` (AT&T syntax): from its label to the conditional jump back."""
-    lines = asm.splitlines()
-    labels = {line.strip()[:-1]: i for i, line in enumerate(lines) if re.match(r"^\.LBB\w+:", line.strip())}
-    loops = []
-    for i, line in enumerate(lines):
-        match = re.match(r"\s*j\w+\s+(\.LBB\w+)", line)
-        if match and match.group(1) in labels and labels[match.group(1)] < i:
-            loops.append((labels[match.group(1)], i))
+    lines, loops = backward_jumps(asm)
     best: list[str] = []
     for start, end in loops:
         if any(start < s2 and e2 < end for s2, e2 in loops if (s2, e2) != (start, end)):
             continue                   # holds a loop: not innermost
-        body = [x.strip() for x in lines[start + 1:end + 1] if x.strip() and not x.strip().startswith((".", "#"))]
+        body = loop_body(lines, (start, end))
         if sum("fmadd" in x for x in body) > sum("fmadd" in x for x in best):
             best = body
     return best
+
 
 CORES = ("3x3-s1", "3x3-s2", "3x3-hs", "kxk")
 FMA_PORTS = LOAD_PORTS = 2

@@ -93,19 +93,34 @@ def measure_worker(rows: int, blocks: int, batch: int, pixels: int, rounds: int)
     return result
 
 
-def loop_assembly(asm: str) -> list[str]:
-    """The instructions of the innermost loop with the most FMAs in `asm` (AT&T syntax):
-    from a label to the conditional jump back to it."""
+def backward_jumps(asm: str) -> tuple[list[str], list[tuple[int, int]]]:
+    """`asm`'s lines (AT&T syntax) and its loops as (label line, jump line): every
+    conditional jump back to a `.LBB` label above it."""
     lines = asm.splitlines()
     labels = {line.strip()[:-1]: i for i, line in enumerate(lines) if re.match(r"^\.LBB\w+:", line.strip())}
-    best: list[str] = []
+    loops = []
     for i, line in enumerate(lines):
         match = re.match(r"\s*j\w+\s+(\.LBB\w+)", line)
         if match and match.group(1) in labels and labels[match.group(1)] < i:
-            body = [x.strip() for x in lines[labels[match.group(1)] + 1:i + 1]
-                    if x.strip() and not x.strip().startswith((".", "#"))]
-            if sum("fmadd" in x for x in body) > sum("fmadd" in x for x in best):
-                best = body
+            loops.append((labels[match.group(1)], i))
+    return lines, loops
+
+
+def loop_body(lines: list[str], loop: tuple[int, int]) -> list[str]:
+    """The instructions of `loop` (backward_jumps'), from after its label to its jump back."""
+    start, end = loop
+    return [x.strip() for x in lines[start + 1:end + 1] if x.strip() and not x.strip().startswith((".", "#"))]
+
+
+def loop_assembly(asm: str) -> list[str]:
+    """The instructions of the loop with the most FMAs in `asm` (AT&T syntax): from a label
+    to the conditional jump back to it."""
+    lines, loops = backward_jumps(asm)
+    best: list[str] = []
+    for loop in loops:
+        body = loop_body(lines, loop)
+        if sum("fmadd" in x for x in body) > sum("fmadd" in x for x in best):
+            best = body
     return best
 
 
